@@ -1,0 +1,66 @@
+# The commands people type. See README.md.
+#
+#   make deps    install what the tests and benchmarks need (apt; skipped when present)
+#   make build   release build of the workspace (binaries in target/release)
+#   make run     run a busybox container with target/release/berth-runtime
+#   make test    deps, debug build, cargo test of the workspace, lint
+#   make lint    cargo fmt --check and clippy with warnings denied
+#   make bench   container start-up time: berth-runtime against runc and crun
+#   make clean   remove build output
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+# rustup installs cargo here; make may be started with a PATH that lacks it.
+ifneq ($(wildcard $(HOME)/.cargo/bin),)
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+endif
+
+CARGO ?= cargo
+APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine strace \
+                iproute2 util-linux
+
+.PHONY: deps build run test lint bench clean
+
+deps:
+	@missing=""; \
+	for pkg in $(APT_PACKAGES); do \
+	    status=$$(dpkg-query -W -f='$${db:Status-Abbrev}' "$$pkg" 2>/dev/null || true); \
+	    [ "$$status" = "ii " ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "deps: installing$$missing"; \
+	    apt-get update; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES); \
+	else \
+	    echo "deps: all packages installed"; \
+	fi
+	@command -v $(CARGO) >/dev/null || { \
+	    echo "deps: cargo not found; install a Rust toolchain >= 1.85 with rustup" >&2; exit 1; }
+
+build:
+	$(CARGO) build --release --workspace
+
+run: deps build
+	@scripts/run-demo.sh
+
+test: deps
+	$(CARGO) build --workspace
+	BERTH_RUNTIME=$(CURDIR)/target/debug/berth-runtime $(CARGO) test --workspace --no-fail-fast
+	@$(MAKE) --no-print-directory lint
+
+# Both checks run so one report shows everything; either failing fails lint.
+lint:
+	@status=0; \
+	echo "$(CARGO) fmt --all --check"; \
+	$(CARGO) fmt --all --check || status=1; \
+	echo "$(CARGO) clippy --workspace --all-targets -- -D warnings"; \
+	$(CARGO) clippy --workspace --all-targets -- -D warnings || status=1; \
+	exit $$status
+
+bench: deps build
+	BERTH_RUNTIME=$(CURDIR)/target/release/berth-runtime bench/runtime.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,434 @@
+//! What runs in the new process between clone and exec: the container's
+//! init (`create`/`run`) and extra processes (`exec`).
+//!
+//! The runtime is single-threaded, so this code may allocate (see
+//! `sys::clone_process`). Every failure is sent to the runtime as a message
+//! and the process exits; nothing here returns to the caller's code.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::cgroups::Cgroup;
+use crate::channel::{Channel, ChannelError, ToChild, ToParent};
+use crate::console::{self, ConsoleError};
+use crate::hooks::{self, HookError};
+use crate::namespaces::{self, NamespaceError, Plan};
+use crate::process::{self, ProcessError};
+use crate::rootfs::{self, MountContext, RootfsError};
+use crate::state::{OciState, Status};
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("the runtime went away during setup")]
+    ParentGone,
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// How the init learns that it may exec.
+pub enum Gate {
+    /// `create`: a `start` command connects to this socket.
+    Socket(UnixListener),
+    /// `run`: the runtime sends `Start` over the setup channel.
+    Channel,
+}
+
+/// Everything the container's init needs, prepared by the runtime.
+pub struct InitConfig<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub plan: &'a Plan,
+    pub cgroup: &'a Cgroup,
+    /// Whether clone already created the new namespaces (no joins needed).
+    pub namespaces_made: bool,
+    pub console: Option<UnixStream>,
+    pub gate: Gate,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+}
+
+fn proceed(chan: &mut Channel) -> Result<i32, InitError> {
+    match chan.recv::<ToChild>()? {
+        Some(ToChild::Proceed { host_pid }) => Ok(host_pid),
+        _ => Err(InitError::ParentGone),
+    }
+}
+
+/// Entry point of the container's init in the cloned process.
+pub fn run_init(cfg: InitConfig<'_>, mut chan: Channel) -> ! {
+    let err = match init(cfg, &mut chan) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = chan.send(&ToParent::Error(err.to_string()));
+    sys::exit_now(1)
+}
+
+enum Never {}
+
+fn hook_state(cfg: &InitConfig<'_>, status: Status, pid: i32) -> Vec<u8> {
+    let state = OciState {
+        oci_version: cfg.spec.version(),
+        id: cfg.id,
+        status,
+        pid: Some(pid),
+        bundle: cfg.bundle,
+        annotations: cfg.spec.annotations().clone().unwrap_or_default(),
+    };
+    serde_json::to_vec(&state).unwrap_or_default()
+}
+
+fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError> {
+    let gate = std::mem::replace(&mut cfg.gate, Gate::Channel);
+    let console = cfg.console.take();
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    // Die with the runtime while setting up; cleared once we are ready.
+    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| InitError::Setup(e.to_string()))?;
+    let mut host_pid = proceed(chan)?;
+    let plan = cfg.plan;
+    if !cfg.namespaces_made {
+        host_pid = join_and_unshare(plan, chan, host_pid)?;
+    }
+    if plan.creates(LinuxNamespaceType::Cgroup) {
+        // Only now, inside the container's cgroup, so it becomes the root.
+        namespaces::unshare(CloneFlags::CLONE_NEWCGROUP)?;
+    }
+    let process = cfg
+        .spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::Setup("process is missing from the config".into()))?;
+    if let Some(adj) = process.oom_score_adj() {
+        process::set_oom_score_adj(adj)?;
+    }
+    let linux = cfg.spec.linux().clone().unwrap_or_default();
+    let mounts = cfg.spec.mounts().clone().unwrap_or_default();
+    let userns = plan.has(LinuxNamespaceType::User);
+    if !plan.has(LinuxNamespaceType::Mount) {
+        return Err(InitError::Setup("a mount namespace is required".into()));
+    }
+    rootfs::prepare_root(cfg.rootfs, linux.rootfs_propagation().as_deref())?;
+    let ctx = MountContext {
+        rootfs: cfg.rootfs,
+        cgroup: Some(cfg.cgroup),
+        cgroupns: plan.has(LinuxNamespaceType::Cgroup),
+        userns,
+        netns: plan.has(LinuxNamespaceType::Network),
+        ipcns: plan.has(LinuxNamespaceType::Ipc),
+    };
+    rootfs::mount_all(&ctx, &mounts)?;
+    if !rootfs::binds_host_dev(&mounts) {
+        let has_devpts = mounts.iter().any(|m| {
+            m.destination() == Path::new("/dev/pts") && m.typ().as_deref() == Some("devpts")
+        });
+        rootfs::create_devices(
+            cfg.rootfs,
+            linux.devices().as_deref().unwrap_or(&[]),
+            userns,
+            has_devpts,
+        )?;
+    }
+    chan.send(&ToParent::RunCreateHooks)?;
+    proceed(chan)?;
+    if let Some(h) = cfg
+        .spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().clone())
+    {
+        hooks::run_hooks(
+            "createContainer",
+            &h,
+            &hook_state(&cfg, Status::Creating, host_pid),
+        )?;
+    }
+    if cfg.no_pivot {
+        rootfs::move_root(cfg.rootfs)?;
+    } else {
+        rootfs::pivot_root(cfg.rootfs)?;
+    }
+    if let Some(sysctl) = linux.sysctl() {
+        rootfs::set_sysctls(sysctl.iter())?;
+    }
+    rootfs::readonly_paths(linux.readonly_paths().as_deref().unwrap_or(&[]))?;
+    rootfs::mask_paths(linux.masked_paths().as_deref().unwrap_or(&[]))?;
+    if cfg.spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        rootfs::readonly_root()?;
+    }
+    set_uts(cfg.spec, plan)?;
+    if process.terminal() == Some(true) {
+        attach_terminal(process, console.as_ref())?;
+    } else {
+        nix::unistd::setsid().map_err(|e| InitError::Setup(format!("setsid: {e}")))?;
+    }
+    process::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
+    apply_lsm_labels(process)?;
+    let prepared = process::prepare(process)?;
+    drop(console);
+    sys::set_parent_death_signal(0).map_err(|e| InitError::Setup(e.to_string()))?;
+    chan.send(&ToParent::Ready)?;
+
+    // From here on errors go to whoever started us.
+    let mut reply: Option<UnixStream> = None;
+    match &gate {
+        Gate::Socket(listener) => {
+            let (mut conn, _) = listener
+                .accept()
+                .map_err(|e| InitError::Setup(format!("wait for start: {e}")))?;
+            let mut go = [0u8; 1];
+            conn.read_exact(&mut go)
+                .map_err(|e| InitError::Setup(format!("wait for start: {e}")))?;
+            reply = Some(conn);
+        }
+        Gate::Channel => match chan.recv::<ToChild>()? {
+            Some(ToChild::Start) => {}
+            _ => return Err(InitError::ParentGone),
+        },
+    }
+    drop(gate);
+    let result = finish(&cfg, process, &prepared, host_pid);
+    let err = match result {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    if let Some(mut conn) = reply {
+        let _ = conn.write_all(err.to_string().as_bytes());
+        sys::exit_now(1)
+    }
+    Err(err)
+}
+
+/// After start: startContainer hooks, then become the user and exec.
+fn finish(
+    cfg: &InitConfig<'_>,
+    process: &Process,
+    prepared: &process::Prepared,
+    host_pid: i32,
+) -> Result<Never, InitError> {
+    if let Some(h) = cfg
+        .spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().clone())
+    {
+        hooks::run_hooks(
+            "startContainer",
+            &h,
+            &hook_state(cfg, Status::Created, host_pid),
+        )?;
+    }
+    become_process(process, cfg.plan.has(LinuxNamespaceType::User))?;
+    Err(process::exec(prepared, cfg.preserve_fds).into())
+}
+
+/// The user switch, working directory and no_new_privs, shared with exec.
+fn become_process(process: &Process, userns: bool) -> Result<(), InitError> {
+    let setgroups_allowed = !userns
+        || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow");
+    process::switch_user(process, setgroups_allowed)?;
+    process::change_dir(process.cwd())?;
+    if process.no_new_privileges() == Some(true) {
+        process::set_no_new_privileges()?;
+    }
+    Ok(())
+}
+
+/// The general path: join namespaces by path while still privileged in the
+/// host's user namespace, then create the new ones; a new pid namespace
+/// takes one more fork, whose child becomes the init. Returns the init's
+/// host pid.
+fn join_and_unshare(plan: &Plan, chan: &mut Channel, host_pid: i32) -> Result<i32, InitError> {
+    for (typ, path) in &plan.join {
+        if *typ == LinuxNamespaceType::Pid {
+            continue; // joined by the runtime before clone
+        }
+        let fd = namespaces::open(path)?;
+        namespaces::join(*typ, &fd, path)?;
+    }
+    let flags = plan.new - CloneFlags::CLONE_NEWPID - CloneFlags::CLONE_NEWCGROUP;
+    namespaces::unshare(flags)?;
+    if flags.contains(CloneFlags::CLONE_NEWUSER) {
+        chan.send(&ToParent::NeedIdMaps)?;
+        proceed(chan)?;
+    }
+    if !plan.creates(LinuxNamespaceType::Pid) {
+        return Ok(host_pid);
+    }
+    namespaces::unshare(CloneFlags::CLONE_NEWPID)?;
+    let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| InitError::Setup(format!("pipe: {e}")))?;
+    match sys::clone_process(0)
+        .map_err(|e| InitError::Setup(format!("fork into the pid namespace: {e}")))?
+    {
+        sys::Forked::Parent(child) => {
+            drop(rx);
+            chan.send(&ToParent::InitPid(child))?;
+            let _ = nix::unistd::write(&tx, &child.to_le_bytes());
+            sys::exit_now(0)
+        }
+        sys::Forked::Child => {
+            drop(tx);
+            sys::set_parent_death_signal(libc::SIGKILL)
+                .map_err(|e| InitError::Setup(e.to_string()))?;
+            let mut pid = [0u8; 4];
+            let mut file = std::fs::File::from(rx);
+            file.read_exact(&mut pid)
+                .map_err(|_| InitError::ParentGone)?;
+            Ok(i32::from_le_bytes(pid))
+        }
+    }
+}
+
+fn set_uts(spec: &Spec, plan: &Plan) -> Result<(), InitError> {
+    let private = plan.has(LinuxNamespaceType::Uts);
+    for (what, value) in [
+        ("hostname", spec.hostname()),
+        ("domainname", spec.domainname()),
+    ] {
+        let Some(value) = value.as_deref().filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if !private {
+            return Err(InitError::Setup(format!(
+                "cannot set {what} without a private UTS namespace"
+            )));
+        }
+        let result = if what == "hostname" {
+            nix::unistd::sethostname(value).map_err(std::io::Error::from)
+        } else {
+            sys::set_domainname(value)
+        };
+        result.map_err(|e| InitError::Setup(format!("set {what} {value:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Opens a pty in the container, hands its master to the console socket and
+/// makes its slave our terminal.
+fn attach_terminal(process: &Process, socket: Option<&UnixStream>) -> Result<(), InitError> {
+    let socket = socket.ok_or_else(|| {
+        InitError::Setup("process.terminal is set but no console socket was given".into())
+    })?;
+    let pty = console::open_pty()?;
+    if let Some(size) = process.console_size() {
+        let _ = sys::set_window_size(
+            pty.master.as_fd(),
+            size.height() as u16,
+            size.width() as u16,
+        );
+    }
+    let _ = nix::unistd::fchown(&pty.slave, Some(process.user().uid().into()), None);
+    console::send_fd(socket, pty.master.as_raw_fd(), &pty.name)?;
+    console::become_terminal_owner(&pty.slave)?;
+    Ok(())
+}
+
+/// AppArmor and SELinux labels: applied when the host has the LSM; a label
+/// the host cannot honour is a warning, never a silent pass.
+fn apply_lsm_labels(process: &Process) -> Result<(), InitError> {
+    if let Some(profile) = process
+        .apparmor_profile()
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|s| s.trim() == "Y");
+        if enabled {
+            let attr = ["/proc/self/attr/apparmor/exec", "/proc/self/attr/exec"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .ok_or_else(|| {
+                    InitError::Setup(
+                        "apparmor is enabled but /proc/self/attr/exec is missing".into(),
+                    )
+                })?;
+            std::fs::write(&attr, format!("exec {profile}"))
+                .map_err(|e| InitError::Setup(format!("set apparmor profile {profile}: {e}")))?;
+        } else {
+            tracing::warn!(
+                profile,
+                "apparmor profile requested but apparmor is not enabled on this host; not applied"
+            );
+        }
+    }
+    if let Some(label) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
+        if Path::new("/sys/fs/selinux/enforce").exists() {
+            std::fs::write("/proc/self/attr/exec", label)
+                .map_err(|e| InitError::Setup(format!("set selinux label {label}: {e}")))?;
+        } else {
+            tracing::warn!(
+                label,
+                "selinux label requested but selinux is not enabled on this host; not applied"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What an `exec`'d process needs.
+pub struct TenantConfig<'a> {
+    pub process: &'a Process,
+    /// Namespaces of the container to enter, in join order (pid excluded:
+    /// the runtime joined it before forking).
+    pub namespaces: Vec<(LinuxNamespaceType, OwnedFd, PathBuf)>,
+    pub userns: bool,
+    pub console: Option<UnixStream>,
+    pub preserve_fds: u32,
+}
+
+/// Entry point of an exec'd process in the forked child.
+pub fn run_tenant(cfg: TenantConfig<'_>, mut chan: Channel) -> ! {
+    let err = match tenant(cfg, &mut chan) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = chan.send(&ToParent::Error(err.to_string()));
+    sys::exit_now(1)
+}
+
+fn tenant(cfg: TenantConfig<'_>, chan: &mut Channel) -> Result<Never, InitError> {
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    proceed(chan)?;
+    for (typ, fd, path) in &cfg.namespaces {
+        namespaces::join(*typ, fd, path)?;
+    }
+    drop(cfg.namespaces);
+    if cfg.process.terminal() == Some(true) {
+        attach_terminal(cfg.process, cfg.console.as_ref())?;
+    }
+    drop(cfg.console);
+    process::set_rlimits(cfg.process.rlimits().as_deref().unwrap_or(&[]))?;
+    apply_lsm_labels(cfg.process)?;
+    let prepared = process::prepare(cfg.process)?;
+    become_process(cfg.process, cfg.userns)?;
+    Err(process::exec(&prepared, cfg.preserve_fds).into())
+}

@@ -1,0 +1,325 @@
+//! The last steps of every container process before exec: limits, user
+//! and groups, capabilities, no_new_privs, and finding the executable.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, Capability as Cap, CapsHashSet};
+use nix::sys::resource::{setrlimit, Resource};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimit, PosixRlimitType, Process};
+
+use crate::sys;
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("exec: {0:?}: executable file not found in $PATH")]
+    NotFound(String),
+    #[error("exec: {path:?}: {source}")]
+    Exec {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("set rlimit {kind}: {source}")]
+    Rlimit { kind: String, source: nix::Error },
+    #[error("set {what}: {source}")]
+    Identity {
+        what: &'static str,
+        source: nix::Error,
+    },
+    #[error("capabilities: {0}")]
+    Capabilities(String),
+    #[error("chdir to {path}: {source}")]
+    Cwd { path: PathBuf, source: nix::Error },
+    #[error("write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("argument or environment holds a NUL byte: {0:?}")]
+    Nul(String),
+}
+
+fn cstring(s: &str) -> Result<CString, ProcessError> {
+    CString::new(s).map_err(|_| ProcessError::Nul(s.to_string()))
+}
+
+/// Everything exec needs, worked out while errors can still be reported.
+pub struct Prepared {
+    pub path: CString,
+    pub args: Vec<CString>,
+    pub env: Vec<CString>,
+}
+
+/// Builds argv and the environment (with PATH and HOME defaulted, as runc
+/// does) and finds the executable in the container's PATH. Call it once the
+/// process's root is the container's.
+pub fn prepare(process: &Process) -> Result<Prepared, ProcessError> {
+    let args = process.args().clone().unwrap_or_default();
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    let has = |env: &Vec<String>, key: &str| {
+        env.iter()
+            .any(|e| e.split_once('=').is_some_and(|(k, _)| k == key))
+    };
+    if !has(&env, "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !has(&env, "HOME") {
+        let home = home_of(process.user().uid()).unwrap_or_else(|| "/".into());
+        env.push(format!("HOME={home}"));
+    }
+    let program = args.first().cloned().unwrap_or_default();
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let path = find_executable(&program, &path_var, process.cwd())?;
+    Ok(Prepared {
+        path: cstring(&path)?,
+        args: args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?,
+        env: env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?,
+    })
+}
+
+/// The home directory of `uid` in the container's /etc/passwd.
+fn home_of(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 6 && f[2].parse::<u32>().ok()? == uid).then(|| f[5].to_string())
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// execvp's search: a name with a slash is used as it is (relative to the
+/// process's cwd); otherwise the first executable match in PATH.
+pub fn find_executable(program: &str, path_var: &str, cwd: &Path) -> Result<String, ProcessError> {
+    if program.is_empty() {
+        return Err(ProcessError::NotFound(program.into()));
+    }
+    if program.contains('/') {
+        let full = if program.starts_with('/') {
+            PathBuf::from(program)
+        } else {
+            cwd.join(program)
+        };
+        if full.exists() {
+            return Ok(program.to_string());
+        }
+        return Err(ProcessError::Exec {
+            path: program.into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(program);
+        let full = if candidate.is_absolute() {
+            candidate.clone()
+        } else {
+            cwd.join(&candidate)
+        };
+        if is_executable(&full) {
+            return Ok(candidate.to_string_lossy().into_owned());
+        }
+    }
+    Err(ProcessError::NotFound(program.into()))
+}
+
+fn resource(kind: PosixRlimitType) -> Resource {
+    match kind {
+        PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
+    }
+}
+
+pub fn set_rlimits(limits: &[PosixRlimit]) -> Result<(), ProcessError> {
+    for l in limits {
+        setrlimit(resource(l.typ()), l.soft(), l.hard()).map_err(|source| {
+            ProcessError::Rlimit {
+                kind: l.typ().to_string(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+pub fn set_oom_score_adj(value: i32) -> Result<(), ProcessError> {
+    let path = PathBuf::from("/proc/self/oom_score_adj");
+    std::fs::write(&path, value.to_string()).map_err(|source| ProcessError::Write { path, source })
+}
+
+/// Converts the config's capability names to the kernel's, dropping those
+/// this kernel does not know (with a warning, as runc does).
+fn to_caps(
+    set: Option<&Capabilities>,
+    supported: &CapsHashSet,
+) -> Result<CapsHashSet, ProcessError> {
+    let mut out = HashSet::new();
+    for cap in set.into_iter().flatten() {
+        let name = format!("CAP_{cap}");
+        let parsed: Cap = name
+            .parse()
+            .map_err(|_| ProcessError::Capabilities(format!("unknown capability {name}")))?;
+        if supported.contains(&parsed) {
+            out.insert(parsed);
+        } else {
+            tracing::warn!(capability = %name, "capability not supported by this kernel, ignored");
+        }
+    }
+    Ok(out)
+}
+
+/// Switches to the process's user and groups and leaves it exactly the
+/// capabilities the config gives, in the order the kernel requires: bounding
+/// set while we still hold CAP_SETPCAP, then ids (keeping capabilities
+/// across setuid), then inheritable, permitted, effective, ambient.
+pub fn switch_user(process: &Process, setgroups_allowed: bool) -> Result<(), ProcessError> {
+    let user = process.user();
+    let wanted = process.capabilities().as_ref();
+    let supported = caps::runtime::thread_all_supported();
+    // A set the config leaves out is empty, as is every set when the
+    // config has no capabilities at all.
+    let pick = |f: fn(&LinuxCapabilities) -> &Option<Capabilities>| {
+        to_caps(wanted.and_then(|w| f(w).as_ref()), &supported)
+    };
+    let bounding = pick(LinuxCapabilities::bounding)?;
+    let effective = pick(LinuxCapabilities::effective)?;
+    let permitted = pick(LinuxCapabilities::permitted)?;
+    let inheritable = pick(LinuxCapabilities::inheritable)?;
+    let ambient = pick(LinuxCapabilities::ambient)?;
+    let caps_err = |e: caps::errors::CapsError| ProcessError::Capabilities(e.to_string());
+
+    for cap in &supported {
+        if !bounding.contains(cap) {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(caps_err)?;
+        }
+    }
+    nix::sys::prctl::set_keepcaps(true).map_err(|source| ProcessError::Identity {
+        what: "keepcaps",
+        source,
+    })?;
+    if setgroups_allowed {
+        let groups: Vec<Gid> = user
+            .additional_gids()
+            .iter()
+            .flatten()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&groups).map_err(|source| ProcessError::Identity {
+            what: "groups",
+            source,
+        })?;
+    }
+    let gid = Gid::from_raw(user.gid());
+    nix::unistd::setresgid(gid, gid, gid).map_err(|source| ProcessError::Identity {
+        what: "gid",
+        source,
+    })?;
+    let uid = Uid::from_raw(user.uid());
+    nix::unistd::setresuid(uid, uid, uid).map_err(|source| ProcessError::Identity {
+        what: "uid",
+        source,
+    })?;
+    nix::sys::prctl::set_keepcaps(false).map_err(|source| ProcessError::Identity {
+        what: "keepcaps",
+        source,
+    })?;
+
+    caps::set(None, CapSet::Inheritable, &inheritable).map_err(caps_err)?;
+    // Effective must stay within permitted at every step.
+    let current_permitted = caps::read(None, CapSet::Permitted).map_err(caps_err)?;
+    let interim: CapsHashSet = effective
+        .intersection(&current_permitted)
+        .copied()
+        .collect();
+    caps::set(None, CapSet::Effective, &interim).map_err(caps_err)?;
+    caps::set(None, CapSet::Permitted, &permitted).map_err(caps_err)?;
+    caps::set(None, CapSet::Effective, &effective).map_err(caps_err)?;
+    caps::clear(None, CapSet::Ambient).map_err(caps_err)?;
+    for cap in &ambient {
+        caps::raise(None, CapSet::Ambient, *cap).map_err(caps_err)?;
+    }
+    if let Some(mask) = user.umask() {
+        sys::set_umask(mask);
+    } else {
+        sys::set_umask(0o022);
+    }
+    Ok(())
+}
+
+pub fn change_dir(cwd: &Path) -> Result<(), ProcessError> {
+    nix::unistd::chdir(cwd).map_err(|source| ProcessError::Cwd {
+        path: cwd.to_path_buf(),
+        source,
+    })
+}
+
+pub fn set_no_new_privileges() -> Result<(), ProcessError> {
+    nix::sys::prctl::set_no_new_privs().map_err(|source| ProcessError::Identity {
+        what: "no_new_privs",
+        source,
+    })
+}
+
+/// Closes (on exec) every descriptor the caller did not mean to pass on,
+/// restores default signal handling, and execs. Returns only on failure.
+pub fn exec(prepared: &Prepared, preserve_fds: u32) -> ProcessError {
+    if let Err(source) = sys::cloexec_from(3 + preserve_fds) {
+        return ProcessError::Exec {
+            path: "close descriptors".into(),
+            source,
+        };
+    }
+    sys::reset_signals();
+    let source = sys::exec(&prepared.path, &prepared.args, &prepared.env);
+    ProcessError::Exec {
+        path: prepared.path.to_string_lossy().into_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup() {
+        assert_eq!(
+            find_executable("sh", "/nonexistent:/bin", Path::new("/")).unwrap(),
+            "/bin/sh"
+        );
+        assert!(matches!(
+            find_executable("no-such-binary-here", "/bin", Path::new("/")),
+            Err(ProcessError::NotFound(_))
+        ));
+        assert_eq!(
+            find_executable("/bin/sh", "", Path::new("/")).unwrap(),
+            "/bin/sh"
+        );
+    }
+}

@@ -1,0 +1,777 @@
+//! The container's root filesystem: mounts from the config, device nodes,
+//! pivot_root, masked and read-only paths.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
+
+use crate::cgroups::{Cgroup, Hierarchy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("mount {what} on {target}: {source}")]
+    Mount {
+        what: String,
+        target: PathBuf,
+        source: nix::Error,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("resolve {path} in the container root: too many levels of symbolic links")]
+    SymlinkLoop { path: PathBuf },
+    #[error("mount option {0:?} is not supported")]
+    UnsupportedOption(String),
+    #[error("pivot_root to {root}: {source}")]
+    Pivot { root: PathBuf, source: nix::Error },
+    #[error("create device {path}: {source}")]
+    Device { path: PathBuf, source: nix::Error },
+    #[error("{path} is not what it should be: {why}")]
+    Suspicious { path: PathBuf, why: String },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
+    let path = path.to_path_buf();
+    move |source| RootfsError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn do_mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), RootfsError> {
+    mount(source, target, fstype, flags, data).map_err(|e| RootfsError::Mount {
+        what: fstype
+            .map(str::to_string)
+            .or_else(|| source.map(|s| s.display().to_string()))
+            .unwrap_or_else(|| format!("{flags:?}")),
+        target: target.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Mount options split into what mount(2) takes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MountOptions {
+    pub flags: MsFlags,
+    pub propagation: Vec<MsFlags>,
+    pub data: Vec<String>,
+    pub bind: bool,
+    pub recursive: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            flags: MsFlags::empty(),
+            propagation: Vec::new(),
+            data: Vec::new(),
+            bind: false,
+            recursive: false,
+        }
+    }
+}
+
+/// Parses fstab-style options; unknown ones become filesystem data.
+pub fn parse_options(options: &[String]) -> Result<MountOptions, RootfsError> {
+    let mut out = MountOptions::default();
+    for opt in options {
+        let (set, clear) = match opt.as_str() {
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "bind" => {
+                out.bind = true;
+                continue;
+            }
+            "rbind" => {
+                out.bind = true;
+                out.recursive = true;
+                continue;
+            }
+            p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
+            | "unbindable" | "runbindable") => {
+                out.propagation
+                    .push(propagation_flags(p).unwrap_or(MsFlags::empty()));
+                continue;
+            }
+            o @ ("tmpcopyup" | "idmap" | "ridmap" | "rro" | "rrw" | "rnosuid" | "rsuid"
+            | "rnodev" | "rdev" | "rnoexec" | "rexec" | "rnoatime" | "ratime"
+            | "rrelatime" | "rnorelatime" | "rstrictatime" | "rnostrictatime"
+            | "rnodiratime" | "rdiratime" | "rnosymfollow" | "rsymfollow" | "nosymfollow"
+            | "symfollow") => return Err(RootfsError::UnsupportedOption(o.to_string())),
+            data => {
+                out.data.push(data.to_string());
+                continue;
+            }
+        };
+        out.flags.insert(set);
+        out.flags.remove(clear);
+    }
+    Ok(out)
+}
+
+/// "rslave" → MS_SLAVE|MS_REC, and so on.
+pub fn propagation_flags(name: &str) -> Option<MsFlags> {
+    let (rec, base) = match name.strip_prefix('r') {
+        Some(rest)
+            if rest != "" && matches!(rest, "private" | "shared" | "slave" | "unbindable") =>
+        {
+            (MsFlags::MS_REC, rest)
+        }
+        _ => (MsFlags::empty(), name),
+    };
+    let flag = match base {
+        "private" => MsFlags::MS_PRIVATE,
+        "shared" => MsFlags::MS_SHARED,
+        "slave" => MsFlags::MS_SLAVE,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        _ => return None,
+    };
+    Some(flag | rec)
+}
+
+/// Resolves `path` inside `root` the way the container will see it:
+/// symlinks are followed relative to `root`, and `..` never climbs above
+/// it, so a hostile image cannot point a mount at the host.
+pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, RootfsError> {
+    let mut pending: VecDeque<OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(&resolved);
+        candidate.push(&part);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > 255 {
+                    return Err(RootfsError::SymlinkLoop {
+                        path: path.to_path_buf(),
+                    });
+                }
+                let target = std::fs::read_link(&candidate).map_err(io("read link", &candidate))?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(p) => pending.push_front(p.to_os_string()),
+                        Component::ParentDir => pending.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => resolved.push(part),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&resolved);
+    Ok(out)
+}
+
+/// Flags of the mount at `path` that a bind remount must keep: inside a user
+/// namespace the kernel refuses to drop them.
+fn locked_flags(path: &Path) -> MsFlags {
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs) {
+            out |= ms;
+        }
+    }
+    out
+}
+
+fn ensure_dir(path: &Path) -> Result<(), RootfsError> {
+    std::fs::create_dir_all(path).map_err(io("create directory", path))
+}
+
+fn ensure_file(path: &Path) -> Result<(), RootfsError> {
+    if let Some(parent) = path.parent() {
+        ensure_dir(parent)?;
+    }
+    if path.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map(drop)
+        .map_err(io("create mount point", path))
+}
+
+/// What the mounts need to know about the container beyond the mount list.
+pub struct MountContext<'a> {
+    pub rootfs: &'a Path,
+    pub cgroup: Option<&'a Cgroup>,
+    pub cgroupns: bool,
+    pub userns: bool,
+    pub netns: bool,
+    pub ipcns: bool,
+}
+
+/// Sets the propagation of our (new) mount tree and makes the rootfs a
+/// mount point of its own, as pivot_root requires.
+pub fn prepare_root(rootfs: &Path, propagation: Option<&str>) -> Result<(), RootfsError> {
+    let flags = match propagation {
+        Some(p) if !p.is_empty() => {
+            propagation_flags(p).ok_or_else(|| RootfsError::UnsupportedOption(p.to_string()))?
+        }
+        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    };
+    do_mount(None, Path::new("/"), None, flags, None)?;
+    if flags.contains(MsFlags::MS_SHARED) {
+        make_parent_private(rootfs)?;
+    }
+    do_mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+}
+
+/// pivot_root refuses a new root whose parent mount is shared: make that
+/// one mount private (only in our mount namespace).
+fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io("read", Path::new("/proc/self/mountinfo")))?;
+    let parent = rootfs.parent().unwrap_or(Path::new("/"));
+    let best = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(crate::cgroups::unescape_mountinfo(m)))
+        .filter(|m| parent.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    do_mount(None, &best, None, MsFlags::MS_PRIVATE, None)
+}
+
+/// Performs every mount of the config, in order.
+pub fn mount_all(ctx: &MountContext<'_>, mounts: &[Mount]) -> Result<(), RootfsError> {
+    for m in mounts {
+        mount_one(ctx, m)?;
+    }
+    Ok(())
+}
+
+fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
+    let opts = parse_options(m.options().as_deref().unwrap_or(&[]))?;
+    let target = resolve_in_root(ctx.rootfs, m.destination())?;
+    let typ = m.typ().as_deref().unwrap_or("none");
+    let data = opts.data.join(",");
+    let data = (!data.is_empty()).then_some(data.as_str());
+    if opts.bind || typ == "bind" {
+        let source = m.source().clone().unwrap_or_default();
+        return bind_mount(&source, &target, &opts);
+    }
+    match typ {
+        "cgroup" | "cgroup2" => return mount_cgroup(ctx, &target, &opts),
+        "sysfs" if ctx.userns && !ctx.netns => {
+            // sysfs cannot be mounted in a user namespace without a network
+            // namespace of its own: show the host's, read-only, as runc does.
+            let mut o = MountOptions {
+                recursive: true,
+                bind: true,
+                ..opts
+            };
+            o.flags |= MsFlags::MS_RDONLY;
+            return bind_mount(Path::new("/sys"), &target, &o);
+        }
+        "mqueue" if ctx.userns && !ctx.ipcns => {
+            let o = MountOptions {
+                recursive: true,
+                bind: true,
+                ..opts
+            };
+            return bind_mount(Path::new("/dev/mqueue"), &target, &o);
+        }
+        _ => {}
+    }
+    ensure_dir(&target)?;
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+    let flags = opts.flags & !MsFlags::MS_REMOUNT;
+    do_mount(Some(&source), &target, Some(typ), flags, data)?;
+    for p in &opts.propagation {
+        do_mount(None, &target, None, *p, None)?;
+    }
+    Ok(())
+}
+
+fn bind_mount(source: &Path, target: &Path, opts: &MountOptions) -> Result<(), RootfsError> {
+    let meta = std::fs::metadata(source).map_err(io("bind mount source", source))?;
+    if meta.is_dir() {
+        ensure_dir(target)?;
+    } else {
+        ensure_file(target)?;
+    }
+    let mut flags = MsFlags::MS_BIND;
+    if opts.recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    do_mount(Some(source), target, None, flags, None)?;
+    let extra = opts.flags & !(MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_REC);
+    if !extra.is_empty() {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked_flags(target);
+        do_mount(None, target, None, flags, None)?;
+    }
+    for p in &opts.propagation {
+        do_mount(None, target, None, *p, None)?;
+    }
+    Ok(())
+}
+
+/// A cgroup filesystem in the container, showing the container's cgroup.
+/// On v1 it is a tmpfs with one directory per hierarchy, each a bind of the
+/// container's directory in that hierarchy; on v2 a cgroup2 mount when the
+/// container has its own cgroup namespace, else a bind of its directory.
+fn mount_cgroup(
+    ctx: &MountContext<'_>,
+    target: &Path,
+    opts: &MountOptions,
+) -> Result<(), RootfsError> {
+    let Some(cgroup) = ctx.cgroup else {
+        return Ok(());
+    };
+    ensure_dir(target)?;
+    let flags = opts.flags & !MsFlags::MS_REMOUNT;
+    let bind_opts = MountOptions {
+        flags,
+        bind: true,
+        recursive: true,
+        ..MountOptions::default()
+    };
+    match cgroup.hierarchy() {
+        Hierarchy::V2 { .. } if ctx.cgroupns => do_mount(
+            Some(Path::new("cgroup2")),
+            target,
+            Some("cgroup2"),
+            flags,
+            None,
+        ),
+        Hierarchy::V2 { .. } => bind_mount(&cgroup.dirs()[0], target, &bind_opts),
+        Hierarchy::V1 { mounts, .. } => {
+            let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            do_mount(
+                Some(Path::new("tmpfs")),
+                target,
+                Some("tmpfs"),
+                tmpfs_flags,
+                Some("mode=755"),
+            )?;
+            let rel = cgroup.path().strip_prefix("/").unwrap_or(cgroup.path());
+            for m in mounts {
+                let Some(name) = m.mountpoint.file_name() else {
+                    continue;
+                };
+                let sub = target.join(name);
+                bind_mount(&m.mountpoint.join(rel), &sub, &bind_opts)?;
+                let name = name.to_string_lossy();
+                if name.contains(',') {
+                    for ctrl in name.split(',') {
+                        let link = target.join(ctrl);
+                        if link.symlink_metadata().is_err() {
+                            std::os::unix::fs::symlink(&*name, &link)
+                                .map_err(io("symlink", &link))?;
+                        }
+                    }
+                }
+            }
+            if flags.contains(MsFlags::MS_RDONLY) {
+                do_mount(
+                    None,
+                    target,
+                    None,
+                    MsFlags::MS_REMOUNT | tmpfs_flags | MsFlags::MS_RDONLY,
+                    Some("mode=755"),
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Whether the config bind-mounts the host's /dev (then nodes are not made).
+pub fn binds_host_dev(mounts: &[Mount]) -> bool {
+    mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind"))
+    })
+}
+
+const DEFAULT_DEVICES: [(&str, i64, i64); 6] = [
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+/// Creates the default device nodes and the config's, then the usual /dev
+/// links. In a user namespace nodes cannot be made: the host's are bound.
+pub fn create_devices(
+    rootfs: &Path,
+    devices: &[LinuxDevice],
+    userns: bool,
+    has_devpts: bool,
+) -> Result<(), RootfsError> {
+    let old = nix::sys::stat::umask(Mode::empty());
+    let result = (|| {
+        for (path, major, minor) in DEFAULT_DEVICES {
+            if devices.iter().any(|d| d.path() == Path::new(path)) {
+                continue;
+            }
+            make_node(
+                rootfs,
+                Path::new(path),
+                SFlag::S_IFCHR,
+                major,
+                minor,
+                0o666,
+                0,
+                0,
+                userns,
+            )?;
+        }
+        for d in devices {
+            let kind = match d.typ() {
+                LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+                LinuxDeviceType::B => SFlag::S_IFBLK,
+                LinuxDeviceType::P => SFlag::S_IFIFO,
+                LinuxDeviceType::A => {
+                    return Err(RootfsError::Suspicious {
+                        path: d.path().clone(),
+                        why: "device type 'a' cannot be created".into(),
+                    })
+                }
+            };
+            let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
+            make_node(
+                rootfs,
+                d.path(),
+                kind,
+                d.major(),
+                d.minor(),
+                mode,
+                d.uid().unwrap_or(0),
+                d.gid().unwrap_or(0),
+                userns,
+            )?;
+        }
+        Ok(())
+    })();
+    nix::sys::stat::umask(old);
+    result?;
+    let mut links = vec![
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ];
+    if Path::new("/proc/kcore").exists() {
+        links.push(("/proc/kcore", "/dev/core"));
+    }
+    for (target, link) in links {
+        let at = resolve_in_root(rootfs, Path::new(link))?;
+        if at.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(target, &at).map_err(io("symlink", &at))?;
+        }
+    }
+    if has_devpts {
+        let ptmx = resolve_in_root(rootfs, Path::new("/dev/ptmx"))?;
+        if ptmx.symlink_metadata().is_ok() {
+            std::fs::remove_file(&ptmx).map_err(io("remove", &ptmx))?;
+        }
+        std::os::unix::fs::symlink("pts/ptmx", &ptmx).map_err(io("symlink", &ptmx))?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_node(
+    rootfs: &Path,
+    path: &Path,
+    kind: SFlag,
+    major: i64,
+    minor: i64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    userns: bool,
+) -> Result<(), RootfsError> {
+    let target = resolve_in_root(rootfs, path)?;
+    if let Some(parent) = target.parent() {
+        ensure_dir(parent)?;
+    }
+    let dev = makedev(major as u64, minor as u64);
+    if let Ok(meta) = target.symlink_metadata() {
+        let same = meta.rdev() == dev
+            && ((kind == SFlag::S_IFCHR && meta.file_type().is_char_device())
+                || (kind == SFlag::S_IFBLK && meta.file_type().is_block_device())
+                || (kind == SFlag::S_IFIFO && meta.file_type().is_fifo()));
+        if same {
+            return Ok(());
+        }
+        std::fs::remove_file(&target).map_err(io("remove", &target))?;
+    }
+    if userns {
+        ensure_file(&target)?;
+        return do_mount(Some(path), &target, None, MsFlags::MS_BIND, None);
+    }
+    mknod(&target, kind, Mode::from_bits_truncate(mode), dev).map_err(|source| {
+        RootfsError::Device {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+        .map_err(io("chmod", &target))?;
+    nix::unistd::chown(&target, Some(uid.into()), Some(gid.into())).map_err(|source| {
+        RootfsError::Device {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd, RootfsError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(io("open", path))
+}
+
+/// Makes `rootfs` our root with pivot_root(".", ".") and detaches the old
+/// root, so no path leads back to the host.
+pub fn pivot_root(rootfs: &Path) -> Result<(), RootfsError> {
+    let pivot_err = |source| RootfsError::Pivot {
+        root: rootfs.to_path_buf(),
+        source,
+    };
+    let old_root = open_dir(Path::new("/"))?;
+    let new_root = open_dir(rootfs)?;
+    nix::unistd::fchdir(&new_root).map_err(pivot_err)?;
+    nix::unistd::pivot_root(".", ".").map_err(pivot_err)?;
+    nix::unistd::fchdir(&old_root).map_err(pivot_err)?;
+    // The old root must not propagate its unmount to the host.
+    do_mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(pivot_err)?;
+    nix::unistd::chdir("/").map_err(pivot_err)
+}
+
+/// `--no-pivot`: move the rootfs over / and chroot into it.
+pub fn move_root(rootfs: &Path) -> Result<(), RootfsError> {
+    let err = |source| RootfsError::Pivot {
+        root: rootfs.to_path_buf(),
+        source,
+    };
+    nix::unistd::chdir(rootfs).map_err(err)?;
+    do_mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
+    nix::unistd::chroot(".").map_err(err)?;
+    nix::unistd::chdir("/").map_err(err)
+}
+
+/// After pivot: hides each path (an empty read-only tmpfs over a
+/// directory, /dev/null over a file). Missing paths are skipped.
+pub fn mask_paths(paths: &[String]) -> Result<(), RootfsError> {
+    let null = Path::new("/dev/null");
+    let meta = std::fs::metadata(null).map_err(io("stat", null))?;
+    if !meta.file_type().is_char_device() || meta.rdev() != makedev(1, 3) {
+        return Err(RootfsError::Suspicious {
+            path: null.into(),
+            why: "not the 1:3 character device".into(),
+        });
+    }
+    for p in paths {
+        let path = Path::new(p);
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        if meta.is_dir() {
+            do_mount(
+                Some(Path::new("tmpfs")),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )?;
+        } else {
+            do_mount(Some(null), path, None, MsFlags::MS_BIND, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// After pivot: makes each path read-only. Missing paths are skipped.
+pub fn readonly_paths(paths: &[String]) -> Result<(), RootfsError> {
+    for p in paths {
+        let path = Path::new(p);
+        if std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        do_mount(
+            Some(path),
+            path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_REC
+            | locked_flags(path);
+        do_mount(None, path, None, flags, None)?;
+    }
+    Ok(())
+}
+
+/// After pivot: makes / read-only (`root.readonly`).
+pub fn readonly_root() -> Result<(), RootfsError> {
+    let root = Path::new("/");
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(root);
+    do_mount(None, root, None, flags, None)
+}
+
+/// After pivot: sets sysctls through the container's /proc/sys.
+pub fn set_sysctls<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<(), RootfsError> {
+    for (key, value) in entries {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(io("write sysctl", &path))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(list: &[&str]) -> MountOptions {
+        parse_options(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn options() {
+        let o = opts(&["nosuid", "noexec", "mode=755", "size=65536k", "ro", "rw"]);
+        assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
+        assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
+        let o = opts(&["rbind", "rprivate", "ro"]);
+        assert!(o.bind && o.recursive);
+        assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
+        assert!(parse_options(&["tmpcopyup".to_string()]).is_err());
+    }
+
+    #[test]
+    fn propagation() {
+        assert_eq!(
+            propagation_flags("rslave"),
+            Some(MsFlags::MS_SLAVE | MsFlags::MS_REC)
+        );
+        assert_eq!(propagation_flags("shared"), Some(MsFlags::MS_SHARED));
+        assert_eq!(propagation_flags("bogus"), None);
+    }
+
+    #[test]
+    fn resolve_stays_inside_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert_eq!(
+            resolve_in_root(root, Path::new("/abs/x")).unwrap(),
+            root.join("etc/x")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/rel/x")).unwrap(),
+            root.join("etc/x")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/../../x")).unwrap(),
+            root.join("x")
+        );
+        assert!(matches!(
+            resolve_in_root(root, Path::new("/loop/x")),
+            Err(RootfsError::SymlinkLoop { .. })
+        ));
+    }
+}

@@ -1,0 +1,377 @@
+//! Reading, checking and generating the bundle's `config.json`.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+/// What is wrong with a bundle or its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parse {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config.json: {0}")]
+    Invalid(String),
+    #[error("write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("file {0} exists, remove it first")]
+    Exists(PathBuf),
+}
+
+/// Loads `<bundle>/config.json` and checks what the runtime relies on.
+pub fn load_spec(bundle: &Path) -> Result<Spec, SpecError> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|source| SpecError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let spec: Spec = serde_json::from_slice(&data).map_err(|e| SpecError::Parse {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    validate_spec(&spec)?;
+    Ok(spec)
+}
+
+/// The container's root filesystem, made absolute against the bundle.
+pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| SpecError::Invalid("root is missing".into()))?;
+    let path = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| SpecError::Invalid(format!("root.path {}: {e}", path.display())))?;
+    if !meta.is_dir() {
+        return Err(SpecError::Invalid(format!(
+            "root.path {} is not a directory",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Checks the parts of a spec that a malformed or hostile config could get
+/// wrong in ways serde does not catch.
+pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
+    let invalid = |m: String| Err(SpecError::Invalid(m));
+    if !spec.version().starts_with("1.") {
+        return invalid(format!(
+            "ociVersion {:?} is not a 1.x runtime-spec version",
+            spec.version()
+        ));
+    }
+    if spec.root().is_none() {
+        return invalid("root is missing".into());
+    }
+    if let Some(process) = spec.process() {
+        check_process(process)?;
+    }
+    for mount in spec.mounts().iter().flatten() {
+        check_container_path("mount destination", mount.destination())?;
+    }
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
+    let mut seen = HashSet::new();
+    for ns in linux.namespaces().iter().flatten() {
+        if !seen.insert(ns.typ()) {
+            return invalid(format!("namespace {:?} is listed twice", ns.typ()));
+        }
+        if let Some(path) = ns.path() {
+            if !path.is_absolute() {
+                return invalid(format!("namespace path {} is not absolute", path.display()));
+            }
+        }
+        if ns.typ() == LinuxNamespaceType::Time {
+            return invalid("time namespaces are not supported".into());
+        }
+    }
+    let has_userns = seen.contains(&LinuxNamespaceType::User);
+    for (name, maps) in [
+        ("uidMappings", linux.uid_mappings()),
+        ("gidMappings", linux.gid_mappings()),
+    ] {
+        let Some(maps) = maps else { continue };
+        if !maps.is_empty() && !has_userns {
+            return invalid(format!("{name} given without a user namespace"));
+        }
+        if maps.len() > 340 {
+            return invalid(format!("{name} has more than 340 entries"));
+        }
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for m in maps {
+            if m.size() == 0 {
+                return invalid(format!("{name} entry with size 0"));
+            }
+            let start = u64::from(m.container_id());
+            let end = start + u64::from(m.size());
+            if end > u64::from(u32::MAX) + 1
+                || u64::from(m.host_id()) + u64::from(m.size()) > u64::from(u32::MAX) + 1
+            {
+                return invalid(format!("{name} entry overflows the id range"));
+            }
+            if ranges.iter().any(|(s, e)| start < *e && *s < end) {
+                return invalid(format!("{name} entries overlap"));
+            }
+            ranges.push((start, end));
+        }
+    }
+    if has_userns
+        && linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none())
+        && linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty())
+    {
+        return invalid("a new user namespace needs uidMappings and gidMappings".into());
+    }
+    for dev in linux.devices().iter().flatten() {
+        check_container_path("device path", dev.path())?;
+    }
+    for path in linux
+        .masked_paths()
+        .iter()
+        .flatten()
+        .chain(linux.readonly_paths().iter().flatten())
+    {
+        check_container_path("masked or read-only path", Path::new(path))?;
+    }
+    if let Some(sysctl) = linux.sysctl() {
+        for key in sysctl.keys() {
+            if key.is_empty() || key.contains('/') && key.contains("..") || key.contains('\0') {
+                return invalid(format!("sysctl {key:?} is not a valid name"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_process(process: &oci_spec::runtime::Process) -> Result<(), SpecError> {
+    if !process.cwd().is_absolute() {
+        return Err(SpecError::Invalid(format!(
+            "process.cwd {} is not absolute",
+            process.cwd().display()
+        )));
+    }
+    check_container_path("process.cwd", process.cwd())?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(SpecError::Invalid("process.args must not be empty".into()));
+    }
+    for entry in process.env().iter().flatten() {
+        if !entry.contains('=') || entry.contains('\0') {
+            return Err(SpecError::Invalid(format!(
+                "process.env entry {entry:?} is not KEY=value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A path inside the container must be absolute and must not climb out of
+/// the root with `..`. (Symlinks are resolved inside the root at mount time.)
+pub fn check_container_path(what: &str, path: &Path) -> Result<(), SpecError> {
+    if !path.is_absolute() {
+        return Err(SpecError::Invalid(format!(
+            "{what} {} is not absolute",
+            path.display()
+        )));
+    }
+    let mut depth: i64 = 0;
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(SpecError::Invalid(format!(
+                        "{what} {} escapes the container root",
+                        path.display()
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(SpecError::Invalid(format!("{what} contains a NUL byte")));
+    }
+    Ok(())
+}
+
+/// The default configuration written by `spec`, like runc's: a busybox-style
+/// shell with a terminal, a read-only root and the usual namespaces.
+pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> serde_json::Value {
+    let caps = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    let mut spec = serde_json::json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": true,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "berth",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi", "/sys/devices/virtual/powercap"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    });
+    if rootless {
+        let linux = &mut spec["linux"];
+        linux["namespaces"] = serde_json::json!([
+            {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+            {"type": "mount"}, {"type": "cgroup"}, {"type": "user"}
+        ]);
+        linux["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
+        linux["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+        linux.as_object_mut().map(|l| l.remove("resources"));
+        let mounts = spec["mounts"].as_array_mut();
+        if let Some(mounts) = mounts {
+            mounts.retain(|m| m["type"] != "cgroup");
+            for m in mounts.iter_mut() {
+                if m["type"] == "sysfs" {
+                    *m = serde_json::json!({"destination": "/sys", "type": "none", "source": "/sys",
+                        "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+                }
+                if m["type"] == "devpts" {
+                    if let Some(opts) = m["options"].as_array_mut() {
+                        opts.retain(|o| o != "gid=5");
+                    }
+                }
+            }
+        }
+    }
+    spec
+}
+
+/// Writes the default `config.json` into `bundle`, refusing to overwrite.
+pub fn write_default_spec(bundle: &Path, rootless: bool) -> Result<(), SpecError> {
+    let path = bundle.join("config.json");
+    if path.exists() {
+        return Err(SpecError::Exists(path));
+    }
+    let spec = default_spec(
+        rootless,
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    let mut text =
+        serde_json::to_string_pretty(&spec).map_err(|e| SpecError::Invalid(e.to_string()))?;
+    text.push('\n');
+    std::fs::write(&path, text).map_err(|source| SpecError::Write { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: serde_json::Value) -> Result<Spec, String> {
+        let spec: Spec = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        validate_spec(&spec).map_err(|e| e.to_string())?;
+        Ok(spec)
+    }
+
+    #[test]
+    fn default_spec_is_valid() {
+        parse(default_spec(false, 0, 0)).unwrap();
+        parse(default_spec(true, 1000, 1000)).unwrap();
+    }
+
+    #[test]
+    fn escaping_mount_is_rejected() {
+        let mut v = default_spec(false, 0, 0);
+        v["mounts"][0]["destination"] = "/../../etc/x".into();
+        let err = parse(v).unwrap_err();
+        assert!(err.contains("escapes the container root"), "{err}");
+    }
+
+    #[test]
+    fn relative_mount_is_rejected() {
+        let mut v = default_spec(false, 0, 0);
+        v["mounts"][0]["destination"] = "proc".into();
+        assert!(parse(v).unwrap_err().contains("not absolute"));
+    }
+
+    #[test]
+    fn duplicate_namespace_is_rejected() {
+        let mut v = default_spec(false, 0, 0);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "pid"}]);
+        assert!(parse(v).unwrap_err().contains("listed twice"));
+    }
+
+    #[test]
+    fn unknown_namespace_is_rejected() {
+        let mut v = default_spec(false, 0, 0);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "bogus"}]);
+        assert!(parse(v).unwrap_err().contains("bogus"));
+    }
+
+    #[test]
+    fn overlapping_id_maps_are_rejected() {
+        let mut v = default_spec(true, 1000, 1000);
+        v["linux"]["uidMappings"] = serde_json::json!([
+            {"containerID": 0, "hostID": 100000, "size": 100},
+            {"containerID": 50, "hostID": 200000, "size": 100}
+        ]);
+        assert!(parse(v).unwrap_err().contains("overlap"));
+    }
+
+    #[test]
+    fn empty_args_are_rejected() {
+        let mut v = default_spec(false, 0, 0);
+        v["process"]["args"] = serde_json::json!([]);
+        assert!(parse(v).unwrap_err().contains("args"));
+    }
+
+    #[test]
+    fn container_paths() {
+        assert!(check_container_path("x", Path::new("/a/../b")).is_ok());
+        assert!(check_container_path("x", Path::new("/a/../../b")).is_err());
+        assert!(check_container_path("x", Path::new("a")).is_err());
+    }
+}

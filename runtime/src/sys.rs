@@ -1,0 +1,230 @@
+//! The few system calls that have no safe wrapper in `nix`, `caps` or `std`.
+//!
+//! Every `unsafe` block of the runtime lives here, each with the reason its
+//! invariants hold; the rest of the crate calls the safe functions below.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// What `clone_process` returned in the calling process.
+pub enum Forked {
+    /// We are the new process.
+    Child,
+    /// We are the caller; this is the new process's pid.
+    Parent(i32),
+}
+
+/// Creates a new process the way `fork` does, optionally in new namespaces
+/// (`flags` holds `CLONE_NEW*` bits), with SIGCHLD sent to us when it exits.
+///
+/// The runtime never starts threads, so the child is a faithful copy of a
+/// single-threaded process: no lock can be held by a thread that does not
+/// exist in the child, and the child may allocate and run ordinary Rust code
+/// until it execs (as youki's init does). Callers must keep it that way.
+pub fn clone_process(flags: libc::c_ulong) -> io::Result<Forked> {
+    // SAFETY: clone without CLONE_VM and with a null stack behaves like fork:
+    // the child gets a copy-on-write copy of our address space and continues
+    // from this call. The process is single-threaded (see above), so the copy
+    // is consistent. Null parent/child tid and tls pointers are allowed since
+    // CLONE_PARENT_SETTID, CLONE_CHILD_SETTID and CLONE_SETTLS are not set.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags | libc::SIGCHLD as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0usize,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as i32)),
+    }
+}
+
+/// Ends the current process at once, without running atexit handlers or
+/// flushing buffers copied from the parent at clone time.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes no pointers and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Marks every descriptor from `first` up as close-on-exec, so that nothing
+/// the runtime opened leaks into the container process (CVE-2024-21626).
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range takes two integers and a flag word; with
+    // CLOSE_RANGE_CLOEXEC it only sets a flag on descriptors and closes none.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 lack the flag: walk /proc/self/fd instead.
+    let dir = std::fs::read_dir("/proc/self/fd")?;
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd: &RawFd| *fd >= first as RawFd)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only changes the flags of a descriptor number; a
+        // number that is no longer open yields EBADF, which we ignore.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Duplicates `fd` onto the descriptor number `target` (0, 1 or 2 for stdio).
+pub fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup3 only manipulates the descriptor table; `fd` is a valid
+    // borrowed descriptor and `target` is a plain number we mean to replace.
+    let ret = unsafe { libc::dup3(fd.as_raw_fd(), target, 0) };
+    if ret == -1 && fd.as_raw_fd() != target {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes `fd`, a terminal, the controlling terminal of this session.
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal).
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets a terminal's window size.
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize struct, which lives on our stack
+    // for the duration of the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads a terminal's window size, if `fd` is a terminal.
+pub fn window_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize struct into our stack variable.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (ret == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Opens the peer (slave) end of the pseudo-terminal whose master is `master`,
+/// without looking it up by path (TIOCGPTPEER, Linux 4.13+).
+pub fn open_pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags as its integer argument and
+    // returns a new descriptor or -1.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the ioctl returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Unlocks a pseudo-terminal master and returns its pty number.
+pub fn unlock_pty(master: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from our stack variable.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut number: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int into our stack variable.
+    let ret = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(number)
+}
+
+/// Sets the domain name of the current UTS namespace.
+pub fn set_domainname(name: &str) -> io::Result<()> {
+    let bytes = name.as_bytes();
+    // SAFETY: setdomainname reads exactly `len` bytes from a valid slice.
+    let ret = unsafe { libc::setdomainname(bytes.as_ptr().cast(), bytes.len()) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Resets every catchable signal to its default action and unblocks all
+/// signals. The Rust runtime ignores SIGPIPE, and an ignored disposition
+/// survives exec: a container process must not inherit that.
+pub fn reset_signals() {
+    for signal in 1..libc::SIGRTMIN() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code; an invalid
+        // signal number yields EINVAL, which we ignore.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    let empty = nix::sys::signal::SigSet::empty();
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&empty),
+        None,
+    );
+}
+
+/// Makes this process a subreaper: orphaned descendants are re-parented to
+/// it rather than to the host's init, so `run` can reap them.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag.
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks for SIGKILL to be sent to us when our parent dies.
+pub fn set_parent_death_signal(signal: i32) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Replaces the process image; returns only on failure.
+pub fn exec(path: &CString, args: &[CString], env: &[CString]) -> io::Error {
+    match nix::unistd::execve(path, args, env) {
+        Ok(never) => match never {},
+        Err(errno) => io::Error::from(errno),
+    }
+}
+
+/// Sets the umask of the calling process.
+pub fn set_umask(mask: u32) {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+}
