@@ -702,6 +702,8 @@ impl Runtime {
     pub fn delete(&self, id: &str, force: bool) -> Result<(), ContainerError> {
         let record = match self.root.load(id) {
             Ok(r) => r,
+            // runc's delete --force of an unknown id succeeds: nothing to do.
+            Err(StateError::NotFound(_)) if force && !self.root.exists(id) => return Ok(()),
             Err(StateError::NotFound(_)) if self.root.exists(id) => {
                 // A create that never finished: nothing runs, drop the remains.
                 self.root.remove(id)?;

@@ -112,6 +112,8 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     let plan = cfg.plan;
     if !cfg.namespaces_made {
         host_pid = join_and_unshare(plan, chan, host_pid)?;
+    } else if plan.creates(LinuxNamespaceType::User) {
+        become_namespace_root()?;
     }
     if plan.creates(LinuxNamespaceType::Cgroup) {
         // Only now, inside the container's cgroup, so it becomes the root.
@@ -151,6 +153,13 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
             userns,
             has_devpts,
         )?;
+    }
+    // runc creates a missing working directory; so do we, inside the root.
+    let cwd = rootfs::resolve_in_root(cfg.rootfs, process.cwd())?;
+    if !cwd.exists() {
+        std::fs::create_dir_all(&cwd).map_err(|e| {
+            InitError::Setup(format!("create cwd {}: {e}", process.cwd().display()))
+        })?;
     }
     chan.send(&ToParent::RunCreateHooks)?;
     proceed(chan)?;
@@ -274,6 +283,7 @@ fn join_and_unshare(plan: &Plan, chan: &mut Channel, host_pid: i32) -> Result<i3
     if flags.contains(CloneFlags::CLONE_NEWUSER) {
         chan.send(&ToParent::NeedIdMaps)?;
         proceed(chan)?;
+        become_namespace_root()?;
     }
     if !plan.creates(LinuxNamespaceType::Pid) {
         return Ok(host_pid);
@@ -301,6 +311,19 @@ fn join_and_unshare(plan: &Plan, chan: &mut Channel, host_pid: i32) -> Result<i3
             Ok(i32::from_le_bytes(pid))
         }
     }
+}
+
+/// After clone into a new user namespace we still carry the host's ids,
+/// which the namespace does not map: take its root's, as runc does, so that
+/// files we create belong to the container's root.
+fn become_namespace_root() -> Result<(), InitError> {
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(|e| InitError::Setup(format!("become root of the user namespace (gid): {e}")))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .map_err(|e| InitError::Setup(format!("become root of the user namespace (uid): {e}")))?;
+    Ok(())
 }
 
 fn set_uts(spec: &Spec, plan: &Plan) -> Result<(), InitError> {
@@ -420,6 +443,9 @@ fn tenant(cfg: TenantConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     proceed(chan)?;
     for (typ, fd, path) in &cfg.namespaces {
         namespaces::join(*typ, fd, path)?;
+        if *typ == LinuxNamespaceType::User {
+            become_namespace_root()?;
+        }
     }
     drop(cfg.namespaces);
     if cfg.process.terminal() == Some(true) {
