@@ -787,7 +787,7 @@ impl Runtime {
         let mut linux = record.spec.linux().clone().unwrap_or_default();
         let mut current = linux.resources().clone().unwrap_or_default();
         if resources.memory().is_some() {
-            current.set_memory(resources.memory().clone());
+            current.set_memory(*resources.memory());
         }
         if resources.cpu().is_some() {
             current.set_cpu(resources.cpu().clone());

@@ -151,7 +151,7 @@ pub fn parse_options(options: &[String]) -> Result<MountOptions, RootfsError> {
 pub fn propagation_flags(name: &str) -> Option<MsFlags> {
     let (rec, base) = match name.strip_prefix('r') {
         Some(rest)
-            if rest != "" && matches!(rest, "private" | "shared" | "slave" | "unbindable") =>
+            if matches!(rest, "private" | "shared" | "slave" | "unbindable") =>
         {
             (MsFlags::MS_REC, rest)
         }
