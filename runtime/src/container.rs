@@ -195,6 +195,18 @@ fn open_dir(path: &Path) -> Result<OwnedFd, ContainerError> {
         .map_err(io_err(format!("open {}", path.display())))
 }
 
+/// The container's unified-tree directory, opened for CLONE_INTO_CGROUP.
+fn open_unified(cgroup: &Cgroup) -> Option<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = cgroup.unified_dir()?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .ok()
+        .map(OwnedFd::from)
+}
+
 fn run_stage_hooks(spec: &Spec, stage: &'static str, state: &[u8]) -> Result<(), HookError> {
     let Some(h) = spec.hooks() else { return Ok(()) };
     #[allow(deprecated)]
@@ -416,6 +428,7 @@ impl Runtime {
         guard.cgroup = Some(cgroup.clone());
         let resources = linux.resources().clone().unwrap_or_default();
         cgroup.apply(&resources, linux.devices().as_deref().unwrap_or(&[]))?;
+        tracing::debug!(container = %opts.id, "cgroup ready");
 
         if let Some(path) = plan.joins(LinuxNamespaceType::Pid) {
             let fd = namespaces::open(path)?;
@@ -447,29 +460,35 @@ impl Runtime {
             CloneFlags::empty()
         };
         sys::set_child_subreaper().map_err(io_err("become subreaper"))?;
-        let pid =
-            match sys::clone_process(flags.bits() as libc::c_ulong).map_err(io_err("clone"))? {
-                sys::Forked::Child => {
-                    drop(chan);
-                    init::run_init(
-                        InitConfig {
-                            id: &opts.id,
-                            spec: &spec,
-                            bundle: &bundle,
-                            rootfs: &rootfs,
-                            plan: &plan,
-                            cgroup: &cgroup,
-                            namespaces_made,
-                            console: console_child,
-                            gate,
-                            no_pivot: opts.no_pivot,
-                            preserve_fds: opts.preserve_fds,
-                        },
-                        child_chan,
-                    )
-                }
-                sys::Forked::Parent(pid) => pid,
-            };
+        let unified = open_unified(&cgroup);
+        let (forked, in_unified) = sys::clone_process(
+            flags.bits() as libc::c_ulong,
+            unified.as_ref().map(|f| f.as_fd()),
+        )
+        .map_err(io_err("clone"))?;
+        let pid = match forked {
+            sys::Forked::Child => {
+                drop(chan);
+                init::run_init(
+                    InitConfig {
+                        id: &opts.id,
+                        spec: &spec,
+                        bundle: &bundle,
+                        rootfs: &rootfs,
+                        plan: &plan,
+                        cgroup: &cgroup,
+                        namespaces_made,
+                        in_unified,
+                        console: console_child,
+                        gate,
+                        no_pivot: opts.no_pivot,
+                        preserve_fds: opts.preserve_fds,
+                    },
+                    child_chan,
+                )
+            }
+            sys::Forked::Parent(pid) => pid,
+        };
         drop(child_chan);
         drop(gate);
         drop(console_child);
@@ -479,8 +498,9 @@ impl Runtime {
         if namespaces_made && plan.creates(LinuxNamespaceType::User) {
             write_id_maps(pid, &uid_maps, &gid_maps)?;
         }
-        cgroup.add_process(pid)?;
+        // The child moves itself into its cgroup (see Cgroup::join_self).
         chan.send(&ToChild::Proceed { host_pid: pid })?;
+        tracing::debug!(container = %opts.id, pid, "init cloned");
         let mut init_pid = pid;
         let mut record = Record {
             id: opts.id.clone(),
@@ -637,8 +657,11 @@ impl Runtime {
         ) {
             tracing::warn!(container = %id, error = %e, "poststart hook failed");
         }
+        tracing::debug!(container = %id, "process started");
         let code = supervise(spawned.record.pid, proxy)?;
+        tracing::debug!(container = %id, code, "process exited");
         self.destroy(&spawned.record, &spawned.cgroup)?;
+        tracing::debug!(container = %id, "container removed");
         Ok(code)
     }
 
@@ -890,7 +913,10 @@ impl Runtime {
             _ => (None, None),
         };
         let (mut chan, child_chan) = Channel::pair()?;
-        let pid = match sys::clone_process(0).map_err(io_err("fork"))? {
+        let unified = open_unified(&cgroup);
+        let (forked, in_unified) =
+            sys::clone_process(0, unified.as_ref().map(|f| f.as_fd())).map_err(io_err("fork"))?;
+        let pid = match forked {
             sys::Forked::Child => {
                 drop(chan);
                 init::run_tenant(
@@ -898,6 +924,8 @@ impl Runtime {
                         process: &process,
                         namespaces,
                         userns,
+                        cgroup: &cgroup,
+                        in_unified,
                         console: console_child,
                         preserve_fds: opts.preserve_fds,
                     },
@@ -914,7 +942,6 @@ impl Runtime {
             let _ = waitpid(Pid::from_raw(pid), None);
             e
         };
-        cgroup.add_process(pid).map_err(|e| fail(e.into()))?;
         chan.send(&ToChild::Proceed { host_pid: pid })
             .map_err(|e| fail(e.into()))?;
         let proxy = match console_peer {

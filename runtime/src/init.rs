@@ -26,6 +26,8 @@ use crate::sys;
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
     Channel(#[from] ChannelError),
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
@@ -61,6 +63,8 @@ pub struct InitConfig<'a> {
     pub cgroup: &'a Cgroup,
     /// Whether clone already created the new namespaces (no joins needed).
     pub namespaces_made: bool,
+    /// Whether clone placed us in the container's unified-tree cgroup.
+    pub in_unified: bool,
     pub console: Option<UnixStream>,
     pub gate: Gate,
     pub no_pivot: bool,
@@ -109,15 +113,14 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     // Die with the runtime while setting up; cleared once we are ready.
     sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| InitError::Setup(e.to_string()))?;
     let mut host_pid = proceed(chan)?;
+    // First of all, while we still hold the host's ids (even in a new user
+    // namespace), so that the cgroup files are ours to write.
+    cfg.cgroup.join_self(cfg.in_unified)?;
     let plan = cfg.plan;
     if !cfg.namespaces_made {
         host_pid = join_and_unshare(plan, chan, host_pid)?;
     } else if plan.creates(LinuxNamespaceType::User) {
         become_namespace_root()?;
-    }
-    if plan.creates(LinuxNamespaceType::Cgroup) {
-        // Only now, inside the container's cgroup, so it becomes the root.
-        namespaces::unshare(CloneFlags::CLONE_NEWCGROUP)?;
     }
     let process = cfg
         .spec
@@ -163,6 +166,10 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     }
     chan.send(&ToParent::RunCreateHooks)?;
     proceed(chan)?;
+    if plan.creates(LinuxNamespaceType::Cgroup) {
+        // We are inside the container's cgroup, so it becomes the root.
+        namespaces::unshare(CloneFlags::CLONE_NEWCGROUP)?;
+    }
     if let Some(h) = cfg
         .spec
         .hooks()
@@ -291,8 +298,9 @@ fn join_and_unshare(plan: &Plan, chan: &mut Channel, host_pid: i32) -> Result<i3
     namespaces::unshare(CloneFlags::CLONE_NEWPID)?;
     let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| InitError::Setup(format!("pipe: {e}")))?;
-    match sys::clone_process(0)
+    match sys::clone_process(0, None)
         .map_err(|e| InitError::Setup(format!("fork into the pid namespace: {e}")))?
+        .0
     {
         sys::Forked::Parent(child) => {
             drop(rx);
@@ -420,6 +428,8 @@ pub struct TenantConfig<'a> {
     /// the runtime joined it before forking).
     pub namespaces: Vec<(LinuxNamespaceType, OwnedFd, PathBuf)>,
     pub userns: bool,
+    pub cgroup: &'a Cgroup,
+    pub in_unified: bool,
     pub console: Option<UnixStream>,
     pub preserve_fds: u32,
 }
@@ -441,6 +451,7 @@ fn tenant(cfg: TenantConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         None,
     );
     proceed(chan)?;
+    cfg.cgroup.join_self(cfg.in_unified)?;
     for (typ, fd, path) in &cfg.namespaces {
         namespaces::join(*typ, fd, path)?;
         if *typ == LinuxNamespaceType::User {

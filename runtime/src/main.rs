@@ -412,6 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let Some(command) = cli.command else {
         bail!("no command given; see --help");
     };
+    tracing::debug!("berth-runtime started");
     let rt = Runtime::new(cli.root.clone(), cli.systemd_cgroup);
     match command {
         Command::Create(a) => rt.create(&create_options(&a))?,

@@ -262,6 +262,14 @@ pub fn switch_user(process: &Process, setgroups_allowed: bool) -> Result<(), Pro
     caps::set(None, CapSet::Effective, &effective).map_err(caps_err)?;
     caps::clear(None, CapSet::Ambient).map_err(caps_err)?;
     for cap in &ambient {
+        // The kernel raises an ambient capability only if it is both
+        // permitted and inheritable. runc's own default config asks for
+        // ambient capabilities without inheritable ones; like runc, warn
+        // and go on rather than fail the container.
+        if !(permitted.contains(cap) && inheritable.contains(cap)) {
+            tracing::warn!(capability = %cap, "ambient capability not raised: it is not in both the permitted and inheritable sets");
+            continue;
+        }
         caps::raise(None, CapSet::Ambient, *cap).map_err(caps_err)?;
     }
     if let Some(mask) = user.umask() {

@@ -150,9 +150,7 @@ pub fn parse_options(options: &[String]) -> Result<MountOptions, RootfsError> {
 /// "rslave" → MS_SLAVE|MS_REC, and so on.
 pub fn propagation_flags(name: &str) -> Option<MsFlags> {
     let (rec, base) = match name.strip_prefix('r') {
-        Some(rest)
-            if matches!(rest, "private" | "shared" | "slave" | "unbindable") =>
-        {
+        Some(rest) if matches!(rest, "private" | "shared" | "slave" | "unbindable") => {
             (MsFlags::MS_REC, rest)
         }
         _ => (MsFlags::empty(), name),

@@ -15,14 +15,71 @@ pub enum Forked {
     Parent(i32),
 }
 
+/// The kernel's `struct clone_args` for clone3(2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// Creates a new process the way `fork` does, optionally in new namespaces
-/// (`flags` holds `CLONE_NEW*` bits), with SIGCHLD sent to us when it exits.
+/// (`flags` holds `CLONE_NEW*` bits) and born inside the cgroup v2
+/// directory `cgroup` (CLONE_INTO_CGROUP), with SIGCHLD sent to us when it
+/// exits. Returns whether the child was placed in that cgroup: kernels
+/// without clone3 get a plain clone, and the caller must move the child.
 ///
 /// The runtime never starts threads, so the child is a faithful copy of a
 /// single-threaded process: no lock can be held by a thread that does not
 /// exist in the child, and the child may allocate and run ordinary Rust code
 /// until it execs (as youki's init does). Callers must keep it that way.
-pub fn clone_process(flags: libc::c_ulong) -> io::Result<Forked> {
+pub fn clone_process(
+    flags: libc::c_ulong,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<(Forked, bool)> {
+    if let Some(fd) = cgroup {
+        let mut args = CloneArgs {
+            flags: flags as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 reads `size` bytes of `args`, which lives on our
+        // stack for the call. With a zero stack and no CLONE_VM it behaves
+        // like fork (see above); no tid, pidfd or tls pointers are set.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match ret {
+            0 => return Ok((Forked::Child, true)),
+            pid if pid > 0 => return Ok((Forked::Parent(pid as i32), true)),
+            _ => {
+                let err = io::Error::last_os_error();
+                // No clone3, or no CLONE_INTO_CGROUP: fall back below.
+                if !matches!(
+                    err.raw_os_error(),
+                    Some(libc::ENOSYS) | Some(libc::E2BIG) | Some(libc::EINVAL)
+                ) {
+                    return Err(err);
+                }
+            }
+        }
+    }
     // SAFETY: clone without CLONE_VM and with a null stack behaves like fork:
     // the child gets a copy-on-write copy of our address space and continues
     // from this call. The process is single-threaded (see above), so the copy
@@ -40,8 +97,8 @@ pub fn clone_process(flags: libc::c_ulong) -> io::Result<Forked> {
     };
     match ret {
         -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid as i32)),
+        0 => Ok((Forked::Child, false)),
+        pid => Ok((Forked::Parent(pid as i32), false)),
     }
 }
 

@@ -351,6 +351,43 @@ impl Cgroup {
         }
     }
 
+    /// The container's directory in the unified (v2) tree, if the host has
+    /// one: the whole cgroup on v2, the controller-less part on a hybrid host.
+    pub fn unified_dir(&self) -> Option<PathBuf> {
+        let rel = self.path.strip_prefix("/").unwrap_or(&self.path);
+        match &self.hierarchy {
+            Hierarchy::V2 { mount } => Some(mount.join(rel)),
+            Hierarchy::V1 { unified, .. } => unified.as_ref().map(|u| u.join(rel)),
+        }
+    }
+
+    /// Moves the calling process into the cgroup, in every hierarchy, except
+    /// the unified tree when it was born there (`in_unified`).
+    ///
+    /// Why the process moves itself: when another process is moved, the
+    /// kernel takes the global threadgroup rwsem for writing, which waits
+    /// for an RCU grace period, 10 ms or more on an idle host. A thread
+    /// that moves itself through a v1 `tasks` file needs no such lock. The
+    /// caller must be single-threaded, so moving its thread moves it whole.
+    pub fn join_self(&self, in_unified: bool) -> Result<(), CgroupError> {
+        let rel = self.path.strip_prefix("/").unwrap_or(&self.path);
+        match &self.hierarchy {
+            Hierarchy::V1 { mounts, unified } => {
+                for m in mounts {
+                    write_file(&m.mountpoint.join(rel).join("tasks"), "0")?;
+                }
+                if let (Some(u), false) = (unified, in_unified) {
+                    write_file(&u.join(rel).join("cgroup.procs"), "0")?;
+                }
+            }
+            Hierarchy::V2 { mount } if !in_unified => {
+                write_file(&mount.join(rel).join("cgroup.procs"), "0")?;
+            }
+            Hierarchy::V2 { .. } => {}
+        }
+        Ok(())
+    }
+
     /// Moves a process into the cgroup, in every hierarchy.
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
         let pid = pid.to_string();
