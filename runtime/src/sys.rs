@@ -50,7 +50,7 @@ pub fn clone_process(
 ) -> io::Result<(Forked, bool)> {
     if let Some(fd) = cgroup {
         let mut args = CloneArgs {
-            flags: u64::from(flags) | CLONE_INTO_CGROUP,
+            flags: flags | CLONE_INTO_CGROUP,
             exit_signal: libc::SIGCHLD as u64,
             cgroup: fd.as_raw_fd() as u64,
             ..CloneArgs::default()
