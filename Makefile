@@ -19,7 +19,7 @@ endif
 
 CARGO ?= cargo
 APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine strace \
-                iproute2 util-linux
+                iproute2 util-linux containerd docker.io
 
 .PHONY: deps build run test lint bench clean
 
@@ -38,6 +38,19 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { \
 	    echo "deps: cargo not found; install a Rust toolchain >= 1.85 with rustup" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(DOCKER_SECCOMP)
+
+# moby's default seccomp profile, as data for the runtime's seccomp tests.
+# Debian ships it in golang-github-docker-docker-dev; installing that package
+# would pull in 260 others, so only its .deb is fetched and only this file kept.
+DOCKER_SECCOMP := target/fixtures/docker-default-seccomp.json
+SECCOMP_IN_DEB := ./usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json
+$(DOCKER_SECCOMP):
+	@mkdir -p $(@D)/deb
+	@cd $(@D)/deb && { apt-get download golang-github-docker-docker-dev 2>/dev/null || \
+	    { apt-get update && apt-get download golang-github-docker-docker-dev; }; }
+	dpkg-deb --fsys-tarfile $(@D)/deb/golang-github-docker-docker-dev_*.deb | tar -xO $(SECCOMP_IN_DEB) > $@.tmp
+	@mv $@.tmp $@ && rm -rf $(@D)/deb
 
 build:
 	$(CARGO) build --release --workspace

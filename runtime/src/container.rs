@@ -27,6 +27,8 @@ use crate::sys;
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
     State(#[from] StateError),
@@ -223,6 +225,57 @@ fn run_stage_hooks(spec: &Spec, stage: &'static str, state: &[u8]) -> Result<(),
     }
 }
 
+/// Drops the limits that are zero, which runc reads as "not set" (its
+/// cgroup managers skip `cpu.shares`, CFS quota and period, real-time
+/// period and runtime, block I/O weights and memory limits of 0). Docker
+/// sends `cpu.shares: 0` and `blockIO.weight: 0` for every container, and
+/// the kernel refuses a block I/O weight of 0 (ERANGE).
+fn unset_zero_limits(mut resources: LinuxResources) -> LinuxResources {
+    if let Some(mut cpu) = resources.cpu().clone() {
+        if cpu.shares() == Some(0) {
+            cpu.set_shares(None);
+        }
+        if cpu.quota() == Some(0) {
+            cpu.set_quota(None);
+        }
+        if cpu.period() == Some(0) {
+            cpu.set_period(None);
+        }
+        if cpu.realtime_runtime() == Some(0) {
+            cpu.set_realtime_runtime(None);
+        }
+        if cpu.realtime_period() == Some(0) {
+            cpu.set_realtime_period(None);
+        }
+        resources.set_cpu(Some(cpu));
+    }
+    if let Some(mut blkio) = resources.block_io().clone() {
+        if blkio.weight() == Some(0) {
+            blkio.set_weight(None);
+        }
+        if blkio.leaf_weight() == Some(0) {
+            blkio.set_leaf_weight(None);
+        }
+        resources.set_block_io(Some(blkio));
+    }
+    if let Some(mut memory) = *resources.memory() {
+        if memory.limit() == Some(0) {
+            memory.set_limit(None);
+        }
+        if memory.reservation() == Some(0) {
+            memory.set_reservation(None);
+        }
+        if memory.swap() == Some(0) {
+            memory.set_swap(None);
+        }
+        if memory.kernel() == Some(0) {
+            memory.set_kernel(None);
+        }
+        resources.set_memory(Some(memory));
+    }
+    resources
+}
+
 fn state_json(record: &Record, status: Status) -> Vec<u8> {
     serde_json::to_vec(&record.oci_state(status)).unwrap_or_default()
 }
@@ -410,6 +463,11 @@ impl Runtime {
         }
         let linux = spec.linux().clone().unwrap_or_default();
         let plan = Plan::from_config(linux.namespaces().as_deref().unwrap_or(&[]));
+        let seccomp = linux
+            .seccomp()
+            .as_ref()
+            .map(crate::seccomp::compile)
+            .transpose()?;
         let state_dir = self.root.claim(&opts.id)?;
         let mut guard = CreateGuard {
             root: &self.root,
@@ -426,7 +484,7 @@ impl Runtime {
         let cgroup = Cgroup::new(&cgroups_path, self.systemd_cgroup, &opts.id)?;
         cgroup.create()?;
         guard.cgroup = Some(cgroup.clone());
-        let resources = linux.resources().clone().unwrap_or_default();
+        let resources = unset_zero_limits(linux.resources().clone().unwrap_or_default());
         cgroup.apply(&resources, linux.devices().as_deref().unwrap_or(&[]))?;
         tracing::debug!(container = %opts.id, "cgroup ready");
 
@@ -483,6 +541,7 @@ impl Runtime {
                         gate,
                         no_pivot: opts.no_pivot,
                         preserve_fds: opts.preserve_fds,
+                        seccomp: seccomp.as_ref(),
                     },
                     child_chan,
                 )
@@ -805,6 +864,7 @@ impl Runtime {
                 why: "container not running",
             });
         }
+        let resources = &unset_zero_limits(resources.clone());
         self.cgroup_of(&record)?.update(resources)?;
         // Remember the new limits, as runc does, merged over the old ones.
         let mut linux = record.spec.linux().clone().unwrap_or_default();
@@ -866,6 +926,11 @@ impl Runtime {
         }
         let cgroup = self.cgroup_of(&record)?;
         let linux = record.spec.linux().clone().unwrap_or_default();
+        let seccomp = linux
+            .seccomp()
+            .as_ref()
+            .map(crate::seccomp::compile)
+            .transpose()?;
         let mut namespaces = Vec::new();
         let mut pid_ns = None;
         let mut userns = false;
@@ -928,6 +993,7 @@ impl Runtime {
                         in_unified,
                         console: console_child,
                         preserve_fds: opts.preserve_fds,
+                        seccomp: seccomp.as_ref(),
                     },
                     child_chan,
                 )

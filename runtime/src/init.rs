@@ -26,6 +26,8 @@ use crate::sys;
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
     #[error(transparent)]
     Channel(#[from] ChannelError),
@@ -69,6 +71,8 @@ pub struct InitConfig<'a> {
     pub gate: Gate,
     pub no_pivot: bool,
     pub preserve_fds: u32,
+    /// The compiled seccomp profile, checked before clone.
+    pub seccomp: Option<&'a crate::seccomp::Filter>,
 }
 
 fn proceed(chan: &mut Channel) -> Result<i32, InitError> {
@@ -257,18 +261,32 @@ fn finish(
             &hook_state(cfg, Status::Created, host_pid),
         )?;
     }
-    become_process(process, cfg.plan.has(LinuxNamespaceType::User))?;
+    become_process(process, cfg.plan.has(LinuxNamespaceType::User), cfg.seccomp)?;
     Err(process::exec(prepared, cfg.preserve_fds).into())
 }
 
-/// The user switch, working directory and no_new_privs, shared with exec.
-fn become_process(process: &Process, userns: bool) -> Result<(), InitError> {
+/// The user switch, working directory, no_new_privs and seccomp, shared
+/// with exec. Without no_new_privs, installing a filter needs CAP_SYS_ADMIN,
+/// so it goes in before capabilities are dropped; with it, as late as
+/// possible, so that the fewest syscalls run under the filter (as runc).
+fn become_process(
+    process: &Process,
+    userns: bool,
+    seccomp: Option<&crate::seccomp::Filter>,
+) -> Result<(), InitError> {
+    let nnp = process.no_new_privileges() == Some(true);
+    if let (Some(filter), false) = (seccomp, nnp) {
+        filter.install()?;
+    }
     let setgroups_allowed = !userns
         || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow");
     process::switch_user(process, setgroups_allowed)?;
     process::change_dir(process.cwd())?;
-    if process.no_new_privileges() == Some(true) {
+    if nnp {
         process::set_no_new_privileges()?;
+        if let Some(filter) = seccomp {
+            filter.install()?;
+        }
     }
     Ok(())
 }
@@ -432,6 +450,7 @@ pub struct TenantConfig<'a> {
     pub in_unified: bool,
     pub console: Option<UnixStream>,
     pub preserve_fds: u32,
+    pub seccomp: Option<&'a crate::seccomp::Filter>,
 }
 
 /// Entry point of an exec'd process in the forked child.
@@ -466,6 +485,6 @@ fn tenant(cfg: TenantConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     process::set_rlimits(cfg.process.rlimits().as_deref().unwrap_or(&[]))?;
     apply_lsm_labels(cfg.process)?;
     let prepared = process::prepare(cfg.process)?;
-    become_process(cfg.process, cfg.userns)?;
+    become_process(cfg.process, cfg.userns, cfg.seccomp)?;
     Err(process::exec(&prepared, cfg.preserve_fds).into())
 }

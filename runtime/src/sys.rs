@@ -285,3 +285,38 @@ pub fn exec(path: &CString, args: &[CString], env: &[CString]) -> io::Error {
 pub fn set_umask(mask: u32) {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
 }
+
+/// Installs a seccomp BPF program on the calling thread with `flags`
+/// (SECCOMP_FILTER_FLAG_*). Unlike seccompiler's apply_filter, this does not
+/// set no_new_privs: the caller decides.
+pub fn install_seccomp(
+    program: &[seccompiler::sock_filter],
+    flags: libc::c_ulong,
+) -> io::Result<()> {
+    #[repr(C)]
+    struct SockFprog {
+        len: libc::c_ushort,
+        filter: *const seccompiler::sock_filter,
+    }
+    let len = libc::c_ushort::try_from(program.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let prog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) copies `len` instructions from
+    // `filter`, which points into `program`, alive for the call; seccompiler's
+    // sock_filter is repr(C) with the kernel's layout.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const SockFprog,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
