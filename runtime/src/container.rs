@@ -518,6 +518,11 @@ impl Runtime {
             CloneFlags::empty()
         };
         sys::set_child_subreaper().map_err(io_err("become subreaper"))?;
+        // The child is born non-dumpable and stays so until it execs the
+        // container's program: no process in the container can ptrace it or
+        // open its /proc/PID/exe (our binary) meanwhile.
+        nix::sys::prctl::set_dumpable(false)
+            .map_err(|e| io_err("make the runtime non-dumpable")(e.into()))?;
         let unified = open_unified(&cgroup);
         let (forked, in_unified) = sys::clone_process(
             flags.bits() as libc::c_ulong,
@@ -526,6 +531,10 @@ impl Runtime {
         .map_err(io_err("clone"))?;
         let pid = match forked {
             sys::Forked::Child => {
+                // The cgroup directory must not reach the container: a
+                // process.cwd of /proc/self/fd/N would lead out of it
+                // (CVE-2024-21626).
+                drop(unified);
                 drop(chan);
                 init::run_init(
                     InitConfig {
@@ -978,11 +987,14 @@ impl Runtime {
             _ => (None, None),
         };
         let (mut chan, child_chan) = Channel::pair()?;
+        nix::sys::prctl::set_dumpable(false)
+            .map_err(|e| io_err("make the runtime non-dumpable")(e.into()))?;
         let unified = open_unified(&cgroup);
         let (forked, in_unified) =
             sys::clone_process(0, unified.as_ref().map(|f| f.as_fd())).map_err(io_err("fork"))?;
         let pid = match forked {
             sys::Forked::Child => {
+                drop(unified); // see run_init's branch: CVE-2024-21626
                 drop(chan);
                 init::run_tenant(
                     TenantConfig {

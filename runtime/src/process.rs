@@ -33,6 +33,8 @@ pub enum ProcessError {
     },
     #[error("capabilities: {0}")]
     Capabilities(String),
+    #[error("process.cwd {0} is outside the container's root")]
+    CwdOutside(PathBuf),
     #[error("chdir to {path}: {source}")]
     Cwd { path: PathBuf, source: nix::Error },
     #[error("write {path}: {source}")]
@@ -48,11 +50,39 @@ fn cstring(s: &str) -> Result<CString, ProcessError> {
     CString::new(s).map_err(|_| ProcessError::Nul(s.to_string()))
 }
 
+/// berth-dmz (dmz/dmz.c), built by build.rs: the trampoline through which
+/// the container's program is exec'd (CVE-2019-5736).
+static DMZ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-dmz"));
+
 /// Everything exec needs, worked out while errors can still be reported.
 pub struct Prepared {
     pub path: CString,
     pub args: Vec<CString>,
     pub env: Vec<CString>,
+    /// The sealed memfd holding berth-dmz, when it is used.
+    dmz: Option<std::os::fd::OwnedFd>,
+}
+
+/// The trampoline, sealed in a memfd, unless the host has SELinux and the
+/// process a label: exec'ing a memfd would enter the container's domain on
+/// the wrong file, and SELinux itself keeps container_t from writing the
+/// runtime. If the kernel refuses executable memfds, say so and go on
+/// without (the protection is lost, not the container).
+fn make_dmz(process: &Process) -> Option<std::os::fd::OwnedFd> {
+    let labelled = process
+        .selinux_label()
+        .as_deref()
+        .is_some_and(|l| !l.is_empty());
+    if labelled && Path::new("/sys/fs/selinux/enforce").exists() {
+        return None;
+    }
+    match sys::sealed_memfd(c"berth-dmz", DMZ) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot make the sealed exec trampoline; exec'ing directly (no CVE-2019-5736 protection)");
+            None
+        }
+    }
 }
 
 /// Builds argv and the environment (with PATH and HOME defaulted, as runc
@@ -84,6 +114,7 @@ pub fn prepare(process: &Process) -> Result<Prepared, ProcessError> {
         path: cstring(&path)?,
         args: args.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?,
         env: env.iter().map(|e| cstring(e)).collect::<Result<_, _>>()?,
+        dmz: make_dmz(process),
     })
 }
 
@@ -280,11 +311,20 @@ pub fn switch_user(process: &Process, setgroups_allowed: bool) -> Result<(), Pro
     Ok(())
 }
 
+/// Changes to the process's working directory and checks that it is inside
+/// the container's root: a cwd through a leaked descriptor
+/// (/proc/self/fd/N, CVE-2024-21626) or a symlink out of the root is
+/// "unreachable" from it, which getcwd reports as ENOENT or as a path
+/// starting with "(unreachable)".
 pub fn change_dir(cwd: &Path) -> Result<(), ProcessError> {
     nix::unistd::chdir(cwd).map_err(|source| ProcessError::Cwd {
         path: cwd.to_path_buf(),
         source,
-    })
+    })?;
+    match nix::unistd::getcwd() {
+        Ok(now) if now.is_absolute() => Ok(()),
+        _ => Err(ProcessError::CwdOutside(cwd.to_path_buf())),
+    }
 }
 
 pub fn set_no_new_privileges() -> Result<(), ProcessError> {
@@ -304,7 +344,20 @@ pub fn exec(prepared: &Prepared, preserve_fds: u32) -> ProcessError {
         };
     }
     sys::reset_signals();
-    let source = sys::exec(&prepared.path, &prepared.args, &prepared.env);
+    let source = match &prepared.dmz {
+        Some(dmz) => {
+            let mut env = prepared.env.clone();
+            let mut key = b"BERTH_DMZ_EXEC=".to_vec();
+            key.extend_from_slice(prepared.path.as_bytes());
+            match CString::new(key) {
+                Ok(entry) => env.push(entry),
+                Err(_) => return ProcessError::Nul(prepared.path.to_string_lossy().into_owned()),
+            }
+            use std::os::fd::AsFd;
+            sys::exec_fd(dmz.as_fd(), &prepared.args, &env)
+        }
+        None => sys::exec(&prepared.path, &prepared.args, &prepared.env),
+    };
     ProcessError::Exec {
         path: prepared.path.to_string_lossy().into_owned(),
         source,
