@@ -47,6 +47,14 @@ pub enum SeccompError {
     Install(std::io::Error),
 }
 
+/// The rules of one action, keyed by syscall number; `unconditional` marks
+/// syscalls that match whatever their arguments.
+struct Group {
+    action: SeccompAction,
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    unconditional: BTreeMap<i64, bool>,
+}
+
 /// A compiled filter and the flags to install it with.
 pub struct Filter {
     program: Vec<sock_filter>,
@@ -162,21 +170,25 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     let default = action(profile.default_action(), None, default_errno)?;
 
     // Group the rules by action, in order of first appearance.
-    let mut groups: Vec<(
-        SeccompAction,
-        BTreeMap<i64, Vec<SeccompRule>>,
-        BTreeMap<i64, bool>,
-    )> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     for sc in profile.syscalls().iter().flatten() {
         let act = action(sc.action(), sc.errno_ret(), default_errno)?;
-        let pos = match groups.iter().position(|(a, _, _)| *a == act) {
+        let pos = match groups.iter().position(|g| g.action == act) {
             Some(p) => p,
             None => {
-                groups.push((act.clone(), BTreeMap::new(), BTreeMap::new()));
+                groups.push(Group {
+                    action: act.clone(),
+                    rules: BTreeMap::new(),
+                    unconditional: BTreeMap::new(),
+                });
                 groups.len() - 1
             }
         };
-        let (_, rules, unconditional) = &mut groups[pos];
+        let Group {
+            rules,
+            unconditional,
+            ..
+        } = &mut groups[pos];
         for name in sc.names() {
             let Some(nr) = syscall_number(name) else {
                 if syscalls::KNOWN.binary_search(&name.as_str()).is_ok() {
@@ -211,7 +223,10 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     let sentinel = SeccompAction::Errno(SENTINEL_ERRNO);
     let sentinel_ret = SECCOMP_RET_ERRNO | SENTINEL_ERRNO;
     let mut chunks: Vec<Vec<sock_filter>> = Vec::new();
-    for (act, rules, _) in groups {
+    for Group {
+        action: act, rules, ..
+    } in groups
+    {
         if rules.is_empty() || act == default {
             // Rules whose action is the default change nothing.
             continue;
