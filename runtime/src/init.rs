@@ -191,6 +191,12 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     } else {
         rootfs::pivot_root(cfg.rootfs)?;
     }
+    let mounts_proc = mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/proc") && m.typ().as_deref() == Some("proc"));
+    if mounts_proc {
+        rootfs::check_proc_is_procfs()?;
+    }
     if let Some(sysctl) = linux.sysctl() {
         rootfs::set_sysctls(sysctl.iter())?;
     }
@@ -327,9 +333,9 @@ fn join_and_unshare(plan: &Plan, chan: &mut Channel, host_pid: i32) -> Result<i3
             sys::exit_now(0)
         }
         sys::Forked::Child => {
+            // No parent-death signal here: our parent exits on purpose, and
+            // we are re-parented to the runtime, which is a subreaper.
             drop(tx);
-            sys::set_parent_death_signal(libc::SIGKILL)
-                .map_err(|e| InitError::Setup(e.to_string()))?;
             let mut pid = [0u8; 4];
             let mut file = std::fs::File::from(rx);
             file.read_exact(&mut pid)

@@ -238,6 +238,25 @@ fn locked_flags(path: &Path) -> MsFlags {
     out
 }
 
+/// The mount point `target` (a path below `root`), opened by the kernel
+/// inside `root` (see `sys::open_in_root`), and the /proc/self/fd path that
+/// names it: mounting onto that path mounts on exactly what was resolved,
+/// even if the tree changed since `resolve_in_root` walked it.
+fn pin_mount_point(root: &Path, target: &Path) -> Result<(OwnedFd, PathBuf), RootfsError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let rel = target
+        .strip_prefix(root)
+        .map_err(|_| RootfsError::Suspicious {
+            path: target.to_path_buf(),
+            why: format!("not below the container root {}", root.display()),
+        })?;
+    let root_fd = open_dir(root)?;
+    let fd = crate::sys::open_in_root(root_fd.as_fd(), rel)
+        .map_err(io("open mount point in the container root", target))?;
+    let proc_path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    Ok((fd, proc_path))
+}
+
 fn ensure_dir(path: &Path) -> Result<(), RootfsError> {
     std::fs::create_dir_all(path).map_err(io("create directory", path))
 }
@@ -322,7 +341,7 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
     let data = (!data.is_empty()).then_some(data.as_str());
     if opts.bind || typ == "bind" {
         let source = m.source().clone().unwrap_or_default();
-        return bind_mount(&source, &target, &opts);
+        return bind_mount(ctx.rootfs, &source, &target, &opts);
     }
     match typ {
         "cgroup" | "cgroup2" => return mount_cgroup(ctx, &target, &opts),
@@ -335,7 +354,7 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
                 ..opts
             };
             o.flags |= MsFlags::MS_RDONLY;
-            return bind_mount(Path::new("/sys"), &target, &o);
+            return bind_mount(ctx.rootfs, Path::new("/sys"), &target, &o);
         }
         "mqueue" if ctx.userns && !ctx.ipcns => {
             let o = MountOptions {
@@ -343,21 +362,30 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
                 bind: true,
                 ..opts
             };
-            return bind_mount(Path::new("/dev/mqueue"), &target, &o);
+            return bind_mount(ctx.rootfs, Path::new("/dev/mqueue"), &target, &o);
         }
         _ => {}
     }
     ensure_dir(&target)?;
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     let flags = opts.flags & !MsFlags::MS_REMOUNT;
-    do_mount(Some(&source), &target, Some(typ), flags, data)?;
+    let (_pin, at) = pin_mount_point(ctx.rootfs, &target)?;
+    if typ == "proc" {
+        check_proc_target(&at, &target)?;
+    }
+    do_mount(Some(&source), &at, Some(typ), flags, data)?;
     for p in &opts.propagation {
         do_mount(None, &target, None, *p, None)?;
     }
     Ok(())
 }
 
-fn bind_mount(source: &Path, target: &Path, opts: &MountOptions) -> Result<(), RootfsError> {
+fn bind_mount(
+    root: &Path,
+    source: &Path,
+    target: &Path,
+    opts: &MountOptions,
+) -> Result<(), RootfsError> {
     let meta = std::fs::metadata(source).map_err(io("bind mount source", source))?;
     if meta.is_dir() {
         ensure_dir(target)?;
@@ -368,7 +396,9 @@ fn bind_mount(source: &Path, target: &Path, opts: &MountOptions) -> Result<(), R
     if opts.recursive {
         flags |= MsFlags::MS_REC;
     }
-    do_mount(Some(source), target, None, flags, None)?;
+    let (pin, at) = pin_mount_point(root, target)?;
+    do_mount(Some(source), &at, None, flags, None)?;
+    drop(pin);
     let extra = opts.flags & !(MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_REC);
     if !extra.is_empty() {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked_flags(target);
@@ -408,7 +438,7 @@ fn mount_cgroup(
             flags,
             None,
         ),
-        Hierarchy::V2 { .. } => bind_mount(&cgroup.dirs()[0], target, &bind_opts),
+        Hierarchy::V2 { .. } => bind_mount(ctx.rootfs, &cgroup.dirs()[0], target, &bind_opts),
         Hierarchy::V1 { mounts, .. } => {
             let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
             do_mount(
@@ -424,7 +454,7 @@ fn mount_cgroup(
                     continue;
                 };
                 let sub = target.join(name);
-                bind_mount(&m.mountpoint.join(rel), &sub, &bind_opts)?;
+                bind_mount(ctx.rootfs, &m.mountpoint.join(rel), &sub, &bind_opts)?;
                 let name = name.to_string_lossy();
                 if name.contains(',') {
                     for ctrl in name.split(',') {
@@ -448,6 +478,40 @@ fn mount_cgroup(
             Ok(())
         }
     }
+}
+
+/// procfs may only be mounted on a real directory of the rootfs: not a
+/// symlink (it would have been followed), not something already mounted
+/// over by the image's tricks. `at` is the pinned mount point.
+fn check_proc_target(at: &Path, target: &Path) -> Result<(), RootfsError> {
+    let meta = std::fs::symlink_metadata(at.canonicalize().unwrap_or_else(|_| at.to_path_buf()))
+        .map_err(io("stat proc mount point", target))?;
+    if !meta.is_dir() {
+        return Err(RootfsError::Suspicious {
+            path: target.to_path_buf(),
+            why: "the proc mount point is not a directory".into(),
+        });
+    }
+    Ok(())
+}
+
+/// After pivot: /proc must be procfs before anything is written or masked
+/// through it (a fake /proc in the image would take the writes instead).
+pub fn check_proc_is_procfs() -> Result<(), RootfsError> {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let proc = Path::new("/proc");
+    let st = nix::sys::statfs::statfs(proc).map_err(|e| RootfsError::Io {
+        action: "statfs",
+        path: proc.into(),
+        source: e.into(),
+    })?;
+    if st.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {
+        return Err(RootfsError::Suspicious {
+            path: proc.into(),
+            why: "it is not a procfs mount".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Whether the config bind-mounts the host's /dev (then nodes are not made).
@@ -580,7 +644,8 @@ fn make_node(
     }
     if userns {
         ensure_file(&target)?;
-        return do_mount(Some(path), &target, None, MsFlags::MS_BIND, None);
+        let (_pin, at) = pin_mount_point(rootfs, &target)?;
+        return do_mount(Some(path), &at, None, MsFlags::MS_BIND, None);
     }
     mknod(&target, kind, Mode::from_bits_truncate(mode), dev).map_err(|source| {
         RootfsError::Device {

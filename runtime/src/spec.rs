@@ -63,6 +63,18 @@ pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
     Ok(path)
 }
 
+/// The most mounts a config may list. Mounting is quadratic in the number of
+/// mounts stacked in one namespace (4,000 take a second, 100,000 many
+/// minutes), and no real container needs thousands.
+pub const MAX_MOUNTS: usize = 4096;
+
+/// The kernel's limit on one argument or environment string (MAX_ARG_STRLEN):
+/// exec would fail with E2BIG on a longer one.
+const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// The kernel's limit on a host or domain name (__NEW_UTS_LEN).
+const MAX_UTS_NAME: usize = 64;
+
 /// Checks the parts of a spec that a malformed or hostile config could get
 /// wrong in ways serde does not catch.
 pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
@@ -79,11 +91,25 @@ pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
     if let Some(process) = spec.process() {
         check_process(process)?;
     }
-    for mount in spec.mounts().iter().flatten() {
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    if mounts.len() > MAX_MOUNTS {
+        return invalid(format!(
+            "{} mounts listed, more than the {MAX_MOUNTS} this runtime accepts",
+            mounts.len()
+        ));
+    }
+    for mount in mounts {
         check_container_path("mount destination", mount.destination())?;
     }
+    check_hooks(spec)?;
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let has_ns = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
     let Some(linux) = spec.linux() else {
-        return Ok(());
+        return check_uts_names(spec, &has_ns);
     };
     let mut seen = HashSet::new();
     for ns in linux.namespaces().iter().flatten() {
@@ -99,6 +125,7 @@ pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
             return invalid("time namespaces are not supported".into());
         }
     }
+    check_uts_names(spec, &has_ns)?;
     let has_userns = seen.contains(&LinuxNamespaceType::User);
     for (name, maps) in [
         ("uidMappings", linux.uid_mappings()),
@@ -141,6 +168,12 @@ pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
     }
     for dev in linux.devices().iter().flatten() {
         check_container_path("device path", dev.path())?;
+        if dev.typ() == oci_spec::runtime::LinuxDeviceType::A {
+            return invalid(format!(
+                "device {} has type 'a', which names no device node",
+                dev.path().display()
+            ));
+        }
     }
     for path in linux
         .masked_paths()
@@ -154,6 +187,106 @@ pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
         for key in sysctl.keys() {
             if key.is_empty() || key.contains('/') && key.contains("..") || key.contains('\0') {
                 return invalid(format!("sysctl {key:?} is not a valid name"));
+            }
+            check_sysctl_namespace(key, &has_ns)?;
+        }
+    }
+    Ok(())
+}
+
+/// A sysctl is written through the container's /proc/sys, so it must belong
+/// to a namespace the container has of its own; any other would change the
+/// host. The rules are runc's.
+fn check_sysctl_namespace(
+    key: &str,
+    has_ns: &dyn Fn(LinuxNamespaceType) -> bool,
+) -> Result<(), SpecError> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let name = key.replace('/', ".");
+    let (needs, what) = if IPC.contains(&name.as_str()) || name.starts_with("fs.mqueue.") {
+        (LinuxNamespaceType::Ipc, "an IPC")
+    } else if name.starts_with("net.") {
+        (LinuxNamespaceType::Network, "a network")
+    } else if name == "kernel.hostname" || name == "kernel.domainname" {
+        (LinuxNamespaceType::Uts, "a UTS")
+    } else {
+        return Err(SpecError::Invalid(format!(
+            "sysctl {key:?} is not in a separate kernel namespace: setting it would change the host"
+        )));
+    };
+    if !has_ns(needs) {
+        return Err(SpecError::Invalid(format!(
+            "sysctl {key:?} needs {what} namespace, which the config does not have"
+        )));
+    }
+    Ok(())
+}
+
+/// A host or domain name needs a UTS namespace (new or joined) and must
+/// fit the kernel's limit.
+fn check_uts_names(
+    spec: &Spec,
+    has_ns: &dyn Fn(LinuxNamespaceType) -> bool,
+) -> Result<(), SpecError> {
+    for (what, name) in [
+        ("hostname", spec.hostname()),
+        ("domainname", spec.domainname()),
+    ] {
+        let Some(name) = name.as_deref().filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        if !has_ns(LinuxNamespaceType::Uts) {
+            return Err(SpecError::Invalid(format!(
+                "{what} is set but there is no UTS namespace"
+            )));
+        }
+        if name.len() > MAX_UTS_NAME || name.contains('\0') {
+            return Err(SpecError::Invalid(format!(
+                "{what} is not a valid name of at most {MAX_UTS_NAME} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Hook paths are absolute (the runtime does not search its own PATH) and a
+/// timeout, when given, is positive.
+fn check_hooks(spec: &Spec) -> Result<(), SpecError> {
+    let Some(hooks) = spec.hooks() else {
+        return Ok(());
+    };
+    #[allow(deprecated)]
+    let stages = [
+        ("prestart", hooks.prestart()),
+        ("createRuntime", hooks.create_runtime()),
+        ("createContainer", hooks.create_container()),
+        ("startContainer", hooks.start_container()),
+        ("poststart", hooks.poststart()),
+        ("poststop", hooks.poststop()),
+    ];
+    for (stage, list) in stages {
+        for hook in list.iter().flatten() {
+            if !hook.path().is_absolute() {
+                return Err(SpecError::Invalid(format!(
+                    "{stage} hook path {} is not absolute",
+                    hook.path().display()
+                )));
+            }
+            if hook.timeout().is_some_and(|t| t <= 0) {
+                return Err(SpecError::Invalid(format!(
+                    "{stage} hook {} has a timeout of {}s; it must be positive",
+                    hook.path().display(),
+                    hook.timeout().unwrap_or_default()
+                )));
             }
         }
     }
@@ -170,6 +303,26 @@ fn check_process(process: &oci_spec::runtime::Process) -> Result<(), SpecError> 
     check_container_path("process.cwd", process.cwd())?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(SpecError::Invalid("process.args must not be empty".into()));
+    }
+    for (i, arg) in process.args().iter().flatten().enumerate() {
+        if arg.contains('\0') {
+            return Err(SpecError::Invalid(format!(
+                "process.args[{i}] contains a NUL byte"
+            )));
+        }
+    }
+    for (what, list) in [("args", process.args()), ("env", process.env())] {
+        if let Some((i, s)) = list
+            .iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, s)| s.len() > MAX_ARG_STRLEN)
+        {
+            return Err(SpecError::Invalid(format!(
+                "process.{what}[{i}] is {} bytes; exec takes at most {MAX_ARG_STRLEN}",
+                s.len()
+            )));
+        }
     }
     for entry in process.env().iter().flatten() {
         if !entry.contains('=') || entry.contains('\0') {
@@ -366,6 +519,75 @@ mod tests {
         let mut v = default_spec(false, 0, 0);
         v["process"]["args"] = serde_json::json!([]);
         assert!(parse(v).unwrap_err().contains("args"));
+    }
+
+    #[test]
+    fn sysctls_need_their_namespace() {
+        let with = |key: &str, namespaces: serde_json::Value| {
+            let mut v = default_spec(false, 0, 0);
+            v["linux"]["namespaces"] = namespaces;
+            v["hostname"] = serde_json::Value::Null;
+            v["linux"]["sysctl"] = serde_json::json!({ key: "1" });
+            parse(v)
+        };
+        let all = serde_json::json!([{"type": "mount"}, {"type": "network"}, {"type": "ipc"}]);
+        let none = serde_json::json!([{"type": "mount"}]);
+        with("net.ipv4.ip_forward", all.clone()).unwrap();
+        with("net/ipv4/ip_forward", all.clone()).unwrap();
+        with("kernel.shmmax", all.clone()).unwrap();
+        with("fs.mqueue.msg_max", all.clone()).unwrap();
+        let err = with("net.ipv4.ip_forward", none.clone()).unwrap_err();
+        assert!(err.contains("network namespace"), "{err}");
+        assert!(with("kernel.shmmax", none).unwrap_err().contains("IPC"));
+        let err = with("vm.overcommit_memory", all.clone()).unwrap_err();
+        assert!(err.contains("change the host"), "{err}");
+        assert!(with("net.ipv4/../../kernel/core_pattern", all).is_err());
+    }
+
+    #[test]
+    fn hostname_needs_uts_namespace_and_fits() {
+        let mut v = default_spec(false, 0, 0);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
+        assert!(parse(v.clone()).unwrap_err().contains("UTS namespace"));
+        v["hostname"] = "".into();
+        parse(v.clone()).unwrap();
+        v["domainname"] = "example.org".into();
+        assert!(parse(v).unwrap_err().contains("domainname"));
+        let mut v = default_spec(false, 0, 0);
+        v["hostname"] = "h".repeat(65).into();
+        assert!(parse(v).unwrap_err().contains("at most 64 bytes"));
+    }
+
+    #[test]
+    fn hooks_are_absolute_with_positive_timeouts() {
+        let mut v = default_spec(false, 0, 0);
+        v["hooks"] = serde_json::json!({"createRuntime": [{"path": "true"}]});
+        assert!(parse(v.clone()).unwrap_err().contains("not absolute"));
+        v["hooks"] = serde_json::json!({"poststop": [{"path": "/bin/true", "timeout": 0}]});
+        assert!(parse(v.clone()).unwrap_err().contains("timeout"));
+        v["hooks"] = serde_json::json!({"poststop": [{"path": "/bin/true", "timeout": 5}]});
+        parse(v).unwrap();
+    }
+
+    #[test]
+    fn oversized_and_unmakeable_things_are_rejected() {
+        let mut v = default_spec(false, 0, 0);
+        v["process"]["args"] = serde_json::json!(["sh", "x".repeat(MAX_ARG_STRLEN + 1)]);
+        assert!(parse(v).unwrap_err().contains("process.args[1]"));
+        let mut v = default_spec(false, 0, 0);
+        v["process"]["env"] = serde_json::json!([format!("A={}", "x".repeat(MAX_ARG_STRLEN))]);
+        assert!(parse(v).unwrap_err().contains("process.env[0]"));
+        let mut v = default_spec(false, 0, 0);
+        v["process"]["args"] = serde_json::json!(["sh\u{0}"]);
+        assert!(parse(v).unwrap_err().contains("NUL"));
+        let mut v = default_spec(false, 0, 0);
+        let tmpfs = serde_json::json!({"destination": "/tmp", "type": "tmpfs"});
+        v["mounts"] = serde_json::Value::Array(vec![tmpfs; MAX_MOUNTS + 1]);
+        assert!(parse(v).unwrap_err().contains("mounts listed"));
+        let mut v = default_spec(false, 0, 0);
+        v["linux"]["devices"] =
+            serde_json::json!([{"path": "/dev/x", "type": "a", "major": 1, "minor": 3}]);
+        assert!(parse(v).unwrap_err().contains("type 'a'"));
     }
 
     #[test]

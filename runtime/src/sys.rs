@@ -368,3 +368,64 @@ pub fn exec_fd(fd: BorrowedFd<'_>, args: &[CString], env: &[CString]) -> io::Err
         Err(errno) => io::Error::from(errno),
     }
 }
+
+/// Opens `path` (relative) beneath the directory `root` as an O_PATH
+/// descriptor, with the kernel resolving every component inside `root`:
+/// `..` and absolute symlinks cannot leave it (openat2 RESOLVE_IN_ROOT), and
+/// /proc magic links are refused. Kernels before 5.6 lack openat2: there,
+/// `path` must already have been resolved inside the root by the caller.
+pub fn open_in_root(root: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    let rel = if path.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        path
+    };
+    let cpath = CString::new(rel.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 reads the NUL-terminated path and `size` bytes of
+    // `how`, both alive for the call, and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            cpath.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a fresh descriptor from the kernel, owned by nobody else.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(err);
+    }
+    // SAFETY: openat with O_PATH|O_NOFOLLOW reads the NUL-terminated path and
+    // returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::openat(
+            root.as_raw_fd(),
+            cpath.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
