@@ -141,8 +141,9 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         return Err(InitError::Setup("a mount namespace is required".into()));
     }
     rootfs::prepare_root(cfg.rootfs, linux.rootfs_propagation().as_deref())?;
+    let root_dir = rootfs::RootDir::open(cfg.rootfs)?;
     let ctx = MountContext {
-        rootfs: cfg.rootfs,
+        rootfs: &root_dir,
         cgroup: Some(cfg.cgroup),
         cgroupns: plan.has(LinuxNamespaceType::Cgroup),
         userns,

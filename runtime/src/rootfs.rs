@@ -242,16 +242,15 @@ fn locked_flags(path: &Path) -> MsFlags {
 /// inside `root` (see `sys::open_in_root`), and the /proc/self/fd path that
 /// names it: mounting onto that path mounts on exactly what was resolved,
 /// even if the tree changed since `resolve_in_root` walked it.
-fn pin_mount_point(root: &Path, target: &Path) -> Result<(OwnedFd, PathBuf), RootfsError> {
+fn pin_mount_point(root: &RootDir, target: &Path) -> Result<(OwnedFd, PathBuf), RootfsError> {
     use std::os::fd::{AsFd, AsRawFd};
     let rel = target
-        .strip_prefix(root)
+        .strip_prefix(&root.path)
         .map_err(|_| RootfsError::Suspicious {
             path: target.to_path_buf(),
-            why: format!("not below the container root {}", root.display()),
+            why: format!("not below the container root {}", root.path.display()),
         })?;
-    let root_fd = open_dir(root)?;
-    let fd = crate::sys::open_in_root(root_fd.as_fd(), rel)
+    let fd = crate::sys::open_in_root(root.fd.as_fd(), rel)
         .map_err(io("open mount point in the container root", target))?;
     let proc_path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     Ok((fd, proc_path))
@@ -277,9 +276,25 @@ fn ensure_file(path: &Path) -> Result<(), RootfsError> {
         .map_err(io("create mount point", path))
 }
 
+/// The container's root: its path and a descriptor open on it, under which
+/// mount points are resolved.
+pub struct RootDir {
+    pub path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl RootDir {
+    pub fn open(path: &Path) -> Result<RootDir, RootfsError> {
+        Ok(RootDir {
+            path: path.to_path_buf(),
+            fd: open_dir(path)?,
+        })
+    }
+}
+
 /// What the mounts need to know about the container beyond the mount list.
 pub struct MountContext<'a> {
-    pub rootfs: &'a Path,
+    pub rootfs: &'a RootDir,
     pub cgroup: Option<&'a Cgroup>,
     pub cgroupns: bool,
     pub userns: bool,
@@ -335,7 +350,7 @@ pub fn mount_all(ctx: &MountContext<'_>, mounts: &[Mount]) -> Result<(), RootfsE
 
 fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]))?;
-    let target = resolve_in_root(ctx.rootfs, m.destination())?;
+    let target = resolve_in_root(&ctx.rootfs.path, m.destination())?;
     let typ = m.typ().as_deref().unwrap_or("none");
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
@@ -381,7 +396,7 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
 }
 
 fn bind_mount(
-    root: &Path,
+    root: &RootDir,
     source: &Path,
     target: &Path,
     opts: &MountOptions,
@@ -644,7 +659,7 @@ fn make_node(
     }
     if userns {
         ensure_file(&target)?;
-        let (_pin, at) = pin_mount_point(rootfs, &target)?;
+        let (_pin, at) = pin_mount_point(&RootDir::open(rootfs)?, &target)?;
         return do_mount(Some(path), &at, None, MsFlags::MS_BIND, None);
     }
     mknod(&target, kind, Mode::from_bits_truncate(mode), dev).map_err(|source| {
