@@ -17,6 +17,7 @@
 //! against runc: `BERTH_RUNTIME=$(which runc) cargo test -p integration-tests
 //! -- --skip berth_only_`.
 
+pub mod interop;
 use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, Read};

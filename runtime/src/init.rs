@@ -169,6 +169,10 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
             InitError::Setup(format!("create cwd {}: {e}", process.cwd().display()))
         })?;
     }
+    // The root's descriptor must not outlive the mounts (CVE-2024-21626:
+    // a process.cwd of /proc/self/fd/N would lead through it).
+    drop(ctx);
+    drop(root_dir);
     chan.send(&ToParent::RunCreateHooks)?;
     proceed(chan)?;
     if plan.creates(LinuxNamespaceType::Cgroup) {

@@ -143,12 +143,19 @@ pub fn find_executable(program: &str, path_var: &str, cwd: &Path) -> Result<Stri
         } else {
             cwd.join(program)
         };
-        if full.exists() {
+        if is_executable(&full) {
             return Ok(program.to_string());
         }
+        // As runc (Go's LookPath): a file that is there but is no executable
+        // regular file is "permission denied", which Docker reports as 126.
+        let kind = if full.exists() {
+            std::io::ErrorKind::PermissionDenied
+        } else {
+            std::io::ErrorKind::NotFound
+        };
         return Err(ProcessError::Exec {
             path: program.into(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            source: std::io::Error::from(kind),
         });
     }
     for dir in path_var.split(':') {
@@ -382,5 +389,9 @@ mod tests {
             find_executable("/bin/sh", "", Path::new("/")).unwrap(),
             "/bin/sh"
         );
+        let err = find_executable("/etc/passwd", "", Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.to_lowercase().contains("permission denied"), "{err}");
     }
 }
