@@ -171,7 +171,6 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     }
     // The root's descriptor must not outlive the mounts (CVE-2024-21626:
     // a process.cwd of /proc/self/fd/N would lead through it).
-    drop(ctx);
     drop(root_dir);
     chan.send(&ToParent::RunCreateHooks)?;
     proceed(chan)?;
