@@ -162,3 +162,45 @@ fn symlinks_in_the_image_cannot_redirect_mounts_to_the_host() {
         );
     }
 }
+
+/// An AppArmor profile or SELinux label that the host cannot apply is a
+/// warning in the log, never a silent pass; the container still runs.
+#[test]
+fn lsm_labels_without_the_lsm_are_a_warning() {
+    require_root();
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim() == "Y");
+    let selinux = Path::new("/sys/fs/selinux/enforce").exists();
+    let rt = Runtime::new();
+    let id = rt.new_id("lsm");
+    let bundle = rt.bundle(&id, |s| {
+        s.set("/process/apparmorProfile", json!("berth-test-profile"));
+        s.set(
+            "/process/selinuxLabel",
+            json!("system_u:system_r:container_t:s0"),
+        );
+        s.args(&["echo", "ran"]);
+    });
+    let out = rt.run_container(&bundle, &id, &[]);
+    let warnings: Vec<String> = rt
+        .log_entries()
+        .iter()
+        .filter(|e| e["level"] == "warning")
+        .map(|e| e["msg"].as_str().unwrap_or_default().to_string())
+        .collect();
+    if !apparmor {
+        assert!(
+            warnings.iter().any(|w| w.contains("apparmor")),
+            "no apparmor warning in {warnings:?}"
+        );
+    }
+    if !selinux {
+        assert!(
+            warnings.iter().any(|w| w.contains("selinux")),
+            "no selinux warning in {warnings:?}"
+        );
+    }
+    if !apparmor && !selinux {
+        assert_eq!(out.ok().stdout.trim(), "ran");
+    }
+}
