@@ -225,57 +225,6 @@ fn run_stage_hooks(spec: &Spec, stage: &'static str, state: &[u8]) -> Result<(),
     }
 }
 
-/// Drops the limits that are zero, which runc reads as "not set" (its
-/// cgroup managers skip `cpu.shares`, CFS quota and period, real-time
-/// period and runtime, block I/O weights and memory limits of 0). Docker
-/// sends `cpu.shares: 0` and `blockIO.weight: 0` for every container, and
-/// the kernel refuses a block I/O weight of 0 (ERANGE).
-fn unset_zero_limits(mut resources: LinuxResources) -> LinuxResources {
-    if let Some(mut cpu) = resources.cpu().clone() {
-        if cpu.shares() == Some(0) {
-            cpu.set_shares(None);
-        }
-        if cpu.quota() == Some(0) {
-            cpu.set_quota(None);
-        }
-        if cpu.period() == Some(0) {
-            cpu.set_period(None);
-        }
-        if cpu.realtime_runtime() == Some(0) {
-            cpu.set_realtime_runtime(None);
-        }
-        if cpu.realtime_period() == Some(0) {
-            cpu.set_realtime_period(None);
-        }
-        resources.set_cpu(Some(cpu));
-    }
-    if let Some(mut blkio) = resources.block_io().clone() {
-        if blkio.weight() == Some(0) {
-            blkio.set_weight(None);
-        }
-        if blkio.leaf_weight() == Some(0) {
-            blkio.set_leaf_weight(None);
-        }
-        resources.set_block_io(Some(blkio));
-    }
-    if let Some(mut memory) = *resources.memory() {
-        if memory.limit() == Some(0) {
-            memory.set_limit(None);
-        }
-        if memory.reservation() == Some(0) {
-            memory.set_reservation(None);
-        }
-        if memory.swap() == Some(0) {
-            memory.set_swap(None);
-        }
-        if memory.kernel() == Some(0) {
-            memory.set_kernel(None);
-        }
-        resources.set_memory(Some(memory));
-    }
-    resources
-}
-
 fn state_json(record: &Record, status: Status) -> Vec<u8> {
     serde_json::to_vec(&record.oci_state(status)).unwrap_or_default()
 }
@@ -484,7 +433,8 @@ impl Runtime {
         let cgroup = Cgroup::new(&cgroups_path, self.systemd_cgroup, &opts.id)?;
         cgroup.create()?;
         guard.cgroup = Some(cgroup.clone());
-        let resources = unset_zero_limits(linux.resources().clone().unwrap_or_default());
+        let resources =
+            crate::cgroups::without_zero_limits(linux.resources().clone().unwrap_or_default());
         cgroup.apply(&resources, linux.devices().as_deref().unwrap_or(&[]))?;
         tracing::debug!(container = %opts.id, "cgroup ready");
 
@@ -873,7 +823,7 @@ impl Runtime {
                 why: "container not running",
             });
         }
-        let resources = &unset_zero_limits(resources.clone());
+        let resources = &crate::cgroups::without_zero_limits(resources.clone());
         self.cgroup_of(&record)?.update(resources)?;
         // Remember the new limits, as runc does, merged over the old ones.
         let mut linux = record.spec.linux().clone().unwrap_or_default();

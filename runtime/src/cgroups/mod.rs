@@ -179,6 +179,38 @@ pub fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The limits of `resources` with zeros removed: runc reads a zero CPU
+/// shares, CFS quota or period, real-time period or runtime, block I/O
+/// weight or memory limit as "not set", and Docker sends `cpu.shares: 0`
+/// and `blockIO.weight: 0` for every container (the kernel refuses a block
+/// I/O weight of 0 with ERANGE).
+pub fn without_zero_limits(mut resources: LinuxResources) -> LinuxResources {
+    fn set<T: PartialEq + Default>(v: Option<T>) -> Option<T> {
+        v.filter(|x| *x != T::default())
+    }
+    if let Some(mut cpu) = resources.cpu().clone() {
+        cpu.set_shares(set(cpu.shares()));
+        cpu.set_quota(set(cpu.quota()));
+        cpu.set_period(set(cpu.period()));
+        cpu.set_realtime_runtime(set(cpu.realtime_runtime()));
+        cpu.set_realtime_period(set(cpu.realtime_period()));
+        resources.set_cpu(Some(cpu));
+    }
+    if let Some(mut blkio) = resources.block_io().clone() {
+        blkio.set_weight(set(blkio.weight()));
+        blkio.set_leaf_weight(set(blkio.leaf_weight()));
+        resources.set_block_io(Some(blkio));
+    }
+    if let Some(mut memory) = *resources.memory() {
+        memory.set_limit(set(memory.limit()));
+        memory.set_reservation(set(memory.reservation()));
+        memory.set_swap(set(memory.swap()));
+        memory.set_kernel(set(memory.kernel()));
+        resources.set_memory(Some(memory));
+    }
+    resources
+}
+
 /// The cgroup of a container: its path within every hierarchy.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -597,6 +629,25 @@ mod tests {
             PathBuf::from("/system.slice/berth-c1.scope")
         );
         assert!(resolve_path("nonsense", true, "c1", own).is_err());
+    }
+
+    #[test]
+    fn zero_limits_are_unset() {
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "cpu": {"shares": 0, "quota": 50000, "period": 0},
+            "blockIO": {"weight": 0},
+            "memory": {"limit": 0, "reservation": 1024}
+        }))
+        .unwrap();
+        let r = without_zero_limits(r);
+        let cpu = r.cpu().clone().unwrap();
+        assert_eq!(
+            (cpu.shares(), cpu.quota(), cpu.period()),
+            (None, Some(50000), None)
+        );
+        assert_eq!(r.block_io().clone().unwrap().weight(), None);
+        let mem = r.memory().unwrap();
+        assert_eq!((mem.limit(), mem.reservation()), (None, Some(1024)));
     }
 
     #[test]
