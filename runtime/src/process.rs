@@ -299,13 +299,24 @@ pub fn switch_user(process: &Process, setgroups_allowed: bool) -> Result<(), Pro
     caps::set(None, CapSet::Permitted, &permitted).map_err(caps_err)?;
     caps::set(None, CapSet::Effective, &effective).map_err(caps_err)?;
     caps::clear(None, CapSet::Ambient).map_err(caps_err)?;
+    // The kernel raises an ambient capability only if it is both permitted
+    // and inheritable. runc's own default config asks for ambient
+    // capabilities without inheritable ones; like runc, go on rather than
+    // fail the container, but say so (once) instead of staying silent.
+    let mut skipped: Vec<String> = ambient
+        .iter()
+        .filter(|c| !(permitted.contains(c) && inheritable.contains(c)))
+        .map(|c| c.to_string())
+        .collect();
+    if !skipped.is_empty() {
+        skipped.sort();
+        tracing::warn!(
+            capabilities = %skipped.join(","),
+            "ambient capabilities not raised: they are not both permitted and inheritable"
+        );
+    }
     for cap in &ambient {
-        // The kernel raises an ambient capability only if it is both
-        // permitted and inheritable. runc's own default config asks for
-        // ambient capabilities without inheritable ones; like runc, warn
-        // and go on rather than fail the container.
         if !(permitted.contains(cap) && inheritable.contains(cap)) {
-            tracing::warn!(capability = %cap, "ambient capability not raised: it is not in both the permitted and inheritable sets");
             continue;
         }
         caps::raise(None, CapSet::Ambient, *cap).map_err(caps_err)?;
