@@ -262,6 +262,11 @@ impl Background {
 
     /// Waits for the command to exit, killing it and panicking after `timeout`.
     #[track_caller]
+    /// The pid of the runtime process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     pub fn wait(mut self, timeout: Duration) -> Output {
         let mut child = self.child.take().expect("waited twice");
         let status = wait_child(&mut child, timeout, &self.args);

@@ -472,3 +472,49 @@ fn berth_only_version_says_berth_runtime() {
         "{out}"
     );
 }
+
+/// A `create` killed midway (here while a createRuntime hook runs, with the
+/// cgroup and the init already made) leaves a record that `delete` can
+/// clean up from: no cgroup, no state, no process remain.
+#[test]
+fn delete_cleans_up_after_a_create_killed_midway() {
+    require_root();
+    let rt = Runtime::new();
+    let id = rt.new_id("killedcreate");
+    let marker = rt.host_dir("killedcreate").join("hook.pid");
+    let script = format!("echo $$ > {}; exec sleep 30", marker.display());
+    let bundle = rt.bundle(&id, |s| {
+        s.hook(
+            "createRuntime",
+            serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", script]}),
+        );
+        s.args(&["true"]);
+    });
+    let cgroups_path = bundle.cgroups_path().expect("cgroupsPath");
+    let create = rt.spawn(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let hook: i32 = wait_for(
+        "the createRuntime hook to start",
+        std::time::Duration::from_secs(10),
+        || std::fs::read_to_string(&marker).ok()?.trim().parse().ok(),
+    );
+
+    assert!(
+        cgroup_dir("pids", &cgroups_path).exists(),
+        "the cgroup should exist mid-create"
+    );
+    // Kill the runtime, then its orphaned hook.
+    host("kill", &["-KILL", &create.pid().to_string()]);
+    host("kill", &["-KILL", &hook.to_string()]);
+    drop(create.wait(std::time::Duration::from_secs(10)));
+    let state = rt.state(&id);
+    assert_eq!(state["status"], "creating", "{state}");
+    rt.run(&["delete", &id]).ok();
+    assert!(
+        !cgroup_dir("pids", &cgroups_path).exists(),
+        "cgroup left after delete"
+    );
+    assert!(
+        !rt.state_root().join(&id).exists(),
+        "state left after delete"
+    );
+}

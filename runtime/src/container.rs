@@ -381,6 +381,11 @@ impl Runtime {
 
     /// The container's status, worked out from the live system.
     pub fn status(&self, record: &Record) -> Status {
+        if record.pid == 0 {
+            // Recorded, but create has not started the init (or was killed
+            // before it did).
+            return Status::Creating;
+        }
         if !record.init_alive() {
             return Status::Stopped;
         }
@@ -430,6 +435,22 @@ impl Runtime {
             .as_ref()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Recorded at once, before anything exists on the host: a create
+        // that is killed midway leaves a record that `delete` can clean up
+        // from (its cgroup included).
+        let mut record = Record {
+            id: opts.id.clone(),
+            pid: 0,
+            pid_start: 0,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            created: state::now_rfc3339(),
+            owner: "root".into(),
+            cgroups_path: cgroups_path.clone(),
+            systemd_cgroup: self.systemd_cgroup,
+            spec: spec.clone(),
+        };
+        self.root.save(&record)?;
         let cgroup = Cgroup::new(&cgroups_path, self.systemd_cgroup, &opts.id)?;
         cgroup.create()?;
         guard.cgroup = Some(cgroup.clone());
@@ -520,18 +541,7 @@ impl Runtime {
         chan.send(&ToChild::Proceed { host_pid: pid })?;
         tracing::debug!(container = %opts.id, pid, "init cloned");
         let mut init_pid = pid;
-        let mut record = Record {
-            id: opts.id.clone(),
-            pid,
-            pid_start: 0,
-            bundle: bundle.clone(),
-            rootfs: rootfs.clone(),
-            created: state::now_rfc3339(),
-            owner: "root".into(),
-            cgroups_path,
-            systemd_cgroup: self.systemd_cgroup,
-            spec: spec.clone(),
-        };
+        record.pid = pid;
         loop {
             match chan.recv::<ToParent>()? {
                 Some(ToParent::NeedIdMaps) => {
@@ -755,7 +765,7 @@ impl Runtime {
         let cgroup = self.cgroup_of(&record)?;
         let status = self.status(&record);
         match status {
-            Status::Stopped | Status::Created => {}
+            Status::Stopped | Status::Created | Status::Creating => {}
             _ if force => {
                 cgroup.signal_all(Signal::SIGKILL)?;
                 let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);

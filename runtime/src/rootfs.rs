@@ -256,6 +256,26 @@ fn pin_mount_point(root: &RootDir, target: &Path) -> Result<(OwnedFd, PathBuf), 
     Ok((fd, proc_path))
 }
 
+/// Mounts onto a pinned mount point `at`, naming `shown` (the path the
+/// config means) in errors.
+fn mount_pinned(
+    source: Option<&Path>,
+    at: &Path,
+    shown: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), RootfsError> {
+    do_mount(source, at, fstype, flags, data).map_err(|e| match e {
+        RootfsError::Mount { what, source, .. } => RootfsError::Mount {
+            what,
+            target: shown.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
+}
+
 fn ensure_dir(path: &Path) -> Result<(), RootfsError> {
     std::fs::create_dir_all(path).map_err(io("create directory", path))
 }
@@ -388,7 +408,7 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
     if typ == "proc" {
         check_proc_target(&at, &target)?;
     }
-    do_mount(Some(&source), &at, Some(typ), flags, data)?;
+    mount_pinned(Some(&source), &at, &target, Some(typ), flags, data)?;
     for p in &opts.propagation {
         do_mount(None, &target, None, *p, None)?;
     }
@@ -412,7 +432,7 @@ fn bind_mount(
         flags |= MsFlags::MS_REC;
     }
     let (pin, at) = pin_mount_point(root, target)?;
-    do_mount(Some(source), &at, None, flags, None)?;
+    mount_pinned(Some(source), &at, target, None, flags, None)?;
     drop(pin);
     let extra = opts.flags & !(MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_REC);
     if !extra.is_empty() {
@@ -660,7 +680,7 @@ fn make_node(
     if userns {
         ensure_file(&target)?;
         let (_pin, at) = pin_mount_point(&RootDir::open(rootfs)?, &target)?;
-        return do_mount(Some(path), &at, None, MsFlags::MS_BIND, None);
+        return mount_pinned(Some(path), &at, &target, None, MsFlags::MS_BIND, None);
     }
     mknod(&target, kind, Mode::from_bits_truncate(mode), dev).map_err(|source| {
         RootfsError::Device {

@@ -100,6 +100,9 @@ pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
     }
     for mount in mounts {
         check_container_path("mount destination", mount.destination())?;
+        crate::rootfs::parse_options(mount.options().as_deref().unwrap_or(&[])).map_err(|e| {
+            SpecError::Invalid(format!("mount {}: {e}", mount.destination().display()))
+        })?;
     }
     check_hooks(spec)?;
     let namespaces = spec
@@ -111,6 +114,15 @@ pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
     let Some(linux) = spec.linux() else {
         return check_uts_names(spec, &has_ns);
     };
+    if let Some(p) = linux
+        .rootfs_propagation()
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        if crate::rootfs::propagation_flags(p).is_none() {
+            return invalid(format!("rootfsPropagation {p:?} is not a propagation mode"));
+        }
+    }
     let mut seen = HashSet::new();
     for ns in linux.namespaces().iter().flatten() {
         if !seen.insert(ns.typ()) {
@@ -294,6 +306,13 @@ fn check_hooks(spec: &Spec) -> Result<(), SpecError> {
 }
 
 fn check_process(process: &oci_spec::runtime::Process) -> Result<(), SpecError> {
+    if let Some(adj) = process.oom_score_adj() {
+        if !(-1000..=1000).contains(&adj) {
+            return Err(SpecError::Invalid(format!(
+                "process.oomScoreAdj {adj} is outside -1000..1000"
+            )));
+        }
+    }
     if !process.cwd().is_absolute() {
         return Err(SpecError::Invalid(format!(
             "process.cwd {} is not absolute",
