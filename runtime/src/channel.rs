@@ -40,6 +40,8 @@ pub enum ToParent {
 pub enum ToChild {
     /// Go on; `host_pid` is the init's pid as the host sees it.
     Proceed { host_pid: i32 },
+    /// The container's cgroup exists and has its limits: join it.
+    CgroupReady,
     /// Exec the user's process now (`run`, which needs no exec socket).
     Start,
 }

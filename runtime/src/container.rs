@@ -452,12 +452,25 @@ impl Runtime {
         };
         self.root.save(&record)?;
         let cgroup = Cgroup::new(&cgroups_path, self.systemd_cgroup, &opts.id)?;
-        cgroup.create()?;
         guard.cgroup = Some(cgroup.clone());
         let resources =
             crate::cgroups::without_zero_limits(linux.resources().clone().unwrap_or_default());
-        cgroup.apply(&resources, linux.devices().as_deref().unwrap_or(&[]))?;
-        tracing::debug!(container = %opts.id, "cgroup ready");
+        let devices = linux.devices().clone().unwrap_or_default();
+        let namespaces_made = plan.join.iter().all(|(t, _)| *t == LinuxNamespaceType::Pid);
+        // Making a cgroup costs a millisecond or more (a memory cgroup's
+        // mkdir alone is ~0.3 ms), about as long as the child takes to mount
+        // its root: in the common case we make it while the child mounts,
+        // and the child joins it when we say it is ready. A child that gets
+        // a new user namespace (it must join while it has the host's ids) or
+        // forks into a pid namespace (its child must be born inside) needs
+        // it at once, so then it is made before clone.
+        let early_cgroup = !namespaces_made || plan.creates(LinuxNamespaceType::User);
+        if early_cgroup {
+            cgroup.create()?;
+            cgroup.apply(&resources, &devices)?;
+        } else {
+            cgroup.create_unified()?;
+        }
 
         if let Some(path) = plan.joins(LinuxNamespaceType::Pid) {
             let fd = namespaces::open(path)?;
@@ -482,7 +495,6 @@ impl Runtime {
             )
         };
         let (mut chan, child_chan) = Channel::pair()?;
-        let namespaces_made = plan.join.iter().all(|(t, _)| *t == LinuxNamespaceType::Pid);
         let flags = if namespaces_made {
             plan.new - CloneFlags::CLONE_NEWCGROUP
         } else {
@@ -537,8 +549,13 @@ impl Runtime {
         if namespaces_made && plan.creates(LinuxNamespaceType::User) {
             write_id_maps(pid, &uid_maps, &gid_maps)?;
         }
-        // The child moves itself into its cgroup (see Cgroup::join_self).
         chan.send(&ToChild::Proceed { host_pid: pid })?;
+        if !early_cgroup {
+            cgroup.create()?;
+            cgroup.apply(&resources, &devices)?;
+        }
+        // The child moves itself into its cgroup (see Cgroup::join_self).
+        chan.send(&ToChild::CgroupReady)?;
         tracing::debug!(container = %opts.id, pid, "init cloned");
         let mut init_pid = pid;
         record.pid = pid;

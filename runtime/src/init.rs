@@ -117,10 +117,16 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     // Die with the runtime while setting up; cleared once we are ready.
     sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| InitError::Setup(e.to_string()))?;
     let mut host_pid = proceed(chan)?;
-    // First of all, while we still hold the host's ids (even in a new user
-    // namespace), so that the cgroup files are ours to write.
-    cfg.cgroup.join_self(cfg.in_unified)?;
     let plan = cfg.plan;
+    // The runtime makes the cgroup while we mount, unless we must join it
+    // first: in a new user namespace while we still hold the host's ids
+    // (so the cgroup files are ours to write), or before forking into a
+    // new pid namespace. See Runtime::spawn.
+    let mut joined = false;
+    if !cfg.namespaces_made || plan.creates(LinuxNamespaceType::User) {
+        join_cgroup(&cfg, chan)?;
+        joined = true;
+    }
     if !cfg.namespaces_made {
         host_pid = join_and_unshare(plan, chan, host_pid)?;
     } else if plan.creates(LinuxNamespaceType::User) {
@@ -150,7 +156,14 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         netns: plan.has(LinuxNamespaceType::Network),
         ipcns: plan.has(LinuxNamespaceType::Ipc),
     };
-    rootfs::mount_all(&ctx, &mounts)?;
+    for m in &mounts {
+        // A cgroup mount shows the container's cgroup: it must exist.
+        if !joined && matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")) {
+            join_cgroup(&cfg, chan)?;
+            joined = true;
+        }
+        rootfs::mount_one(&ctx, m)?;
+    }
     if !rootfs::binds_host_dev(&mounts) {
         let has_devpts = mounts.iter().any(|m| {
             m.destination() == Path::new("/dev/pts") && m.typ().as_deref() == Some("devpts")
@@ -168,6 +181,9 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         std::fs::create_dir_all(&cwd).map_err(|e| {
             InitError::Setup(format!("create cwd {}: {e}", process.cwd().display()))
         })?;
+    }
+    if !joined {
+        join_cgroup(&cfg, chan)?;
     }
     // The root's descriptor must not outlive the mounts (CVE-2024-21626:
     // a process.cwd of /proc/self/fd/N would lead through it).
@@ -346,6 +362,14 @@ fn join_and_unshare(plan: &Plan, chan: &mut Channel, host_pid: i32) -> Result<i3
                 .map_err(|_| InitError::ParentGone)?;
             Ok(i32::from_le_bytes(pid))
         }
+    }
+}
+
+/// Waits until the runtime has made the container's cgroup, and joins it.
+fn join_cgroup(cfg: &InitConfig<'_>, chan: &mut Channel) -> Result<(), InitError> {
+    match chan.recv::<ToChild>()? {
+        Some(ToChild::CgroupReady) => Ok(cfg.cgroup.join_self(cfg.in_unified)?),
+        _ => Err(InitError::ParentGone),
     }
 }
 

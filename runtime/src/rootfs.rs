@@ -360,15 +360,8 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
     do_mount(None, &best, None, MsFlags::MS_PRIVATE, None)
 }
 
-/// Performs every mount of the config, in order.
-pub fn mount_all(ctx: &MountContext<'_>, mounts: &[Mount]) -> Result<(), RootfsError> {
-    for m in mounts {
-        mount_one(ctx, m)?;
-    }
-    Ok(())
-}
-
-fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
+/// Performs one mount of the config (the caller keeps their order).
+pub fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]))?;
     let target = resolve_in_root(&ctx.rootfs.path, m.destination())?;
     let typ = m.typ().as_deref().unwrap_or("none");

@@ -345,6 +345,18 @@ impl Cgroup {
             .map(|m| m.mountpoint.join(rel))
     }
 
+    /// Creates only the unified-tree directory, which must exist before a
+    /// process can be cloned into it; `create` makes the rest later.
+    pub fn create_unified(&self) -> Result<(), CgroupError> {
+        match (&self.hierarchy, self.unified_dir()) {
+            (Hierarchy::V2 { mount }, _) => v2::create(mount, &self.path),
+            (Hierarchy::V1 { .. }, Some(dir)) => {
+                std::fs::create_dir_all(&dir).map_err(io_err("create cgroup", &dir))
+            }
+            (Hierarchy::V1 { .. }, None) => Ok(()),
+        }
+    }
+
     /// Creates the directories (and, on v2, enables controllers on the way).
     pub fn create(&self) -> Result<(), CgroupError> {
         match &self.hierarchy {
