@@ -188,8 +188,18 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     // The root's descriptor must not outlive the mounts (CVE-2024-21626:
     // a process.cwd of /proc/self/fd/N would lead through it).
     drop(root_dir);
-    chan.send(&ToParent::RunCreateHooks)?;
-    proceed(chan)?;
+    // Prestart and createRuntime hooks run in the runtime, now; without
+    // any, the round trip is skipped.
+    let hooks = cfg.spec.hooks().as_ref();
+    #[allow(deprecated)]
+    let runtime_hooks = hooks.is_some_and(|h| {
+        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+    });
+    if runtime_hooks {
+        chan.send(&ToParent::RunCreateHooks)?;
+        proceed(chan)?;
+    }
     if plan.creates(LinuxNamespaceType::Cgroup) {
         // We are inside the container's cgroup, so it becomes the root.
         namespaces::unshare(CloneFlags::CLONE_NEWCGROUP)?;

@@ -524,22 +524,30 @@ impl Cgroup {
 
 /// Removes a cgroup directory and any sub-cgroups the container made.
 fn remove_tree(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("read cgroup", dir)(e)),
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            remove_tree(&entry.path(), deadline)?;
-        }
-    }
     let mut pause = Duration::from_micros(200);
+    let mut children_removed = false;
     loop {
+        // Usually the directory holds only control files, which rmdir
+        // takes with it: try that before listing anything.
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && !children_removed => {
+                // Sub-cgroups the container made go first.
+                children_removed = true;
+                let entries = match std::fs::read_dir(dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(io_err("read cgroup", dir)(e)),
+                };
+                for entry in entries.flatten() {
+                    if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        remove_tree(&entry.path(), deadline)?;
+                    }
+                }
+            }
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                // Processes still leaving.
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
