@@ -19,7 +19,7 @@ endif
 
 CARGO ?= cargo
 APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine strace \
-                iproute2 util-linux containerd docker.io
+                iproute2 util-linux gcc containerd docker.io
 
 .PHONY: deps build run test lint bench clean
 
