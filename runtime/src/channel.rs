@@ -57,10 +57,6 @@ impl Channel {
         Ok((Channel { stream: a }, Channel { stream: b }))
     }
 
-    pub fn from_stream(stream: UnixStream) -> Channel {
-        Channel { stream }
-    }
-
     pub fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ChannelError> {
         let body = serde_json::to_vec(msg).map_err(|e| ChannelError::Malformed(e.to_string()))?;
         let mut frame = (body.len() as u32).to_le_bytes().to_vec();

@@ -432,15 +432,6 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves a process into the cgroup, in every hierarchy.
-    pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
-        let pid = pid.to_string();
-        for dir in self.dirs() {
-            write_file(&dir.join("cgroup.procs"), &pid)?;
-        }
-        Ok(())
-    }
-
     /// Pids of every process in the cgroup.
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
         let dir = match &self.hierarchy {
