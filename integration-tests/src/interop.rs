@@ -101,11 +101,7 @@ pub struct CmdOutput {
 impl CmdOutput {
     /// The exit code, or 128+signal if the command was killed by a signal.
     pub fn code(&self) -> i32 {
-        match (self.status.code(), self.status.signal()) {
-            (Some(code), _) => code,
-            (None, Some(sig)) => 128 + sig,
-            (None, None) => -1,
-        }
+        crate::exit_code(&self.status)
     }
 
     pub fn success(&self) -> bool {

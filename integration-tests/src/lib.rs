@@ -153,6 +153,16 @@ pub fn host(program: &str, args: &[&str]) -> String {
 // ---------------------------------------------------------------------------
 // Output of a runtime command
 
+/// A process's exit code as a shell reports it: 128+N when signal N killed
+/// it, -1 if neither is known.
+pub fn exit_code(status: &ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => -1,
+    }
+}
+
 /// What one invocation of the runtime did.
 #[derive(Debug)]
 pub struct Output {
@@ -170,11 +180,7 @@ pub struct Output {
 impl Output {
     /// The exit code, or 128+signal if the runtime itself was killed by a signal.
     pub fn code(&self) -> i32 {
-        match (self.status.code(), self.status.signal()) {
-            (Some(code), _) => code,
-            (None, Some(sig)) => 128 + sig,
-            (None, None) => -1,
-        }
+        exit_code(&self.status)
     }
 
     pub fn success(&self) -> bool {
