@@ -19,7 +19,8 @@ endif
 
 CARGO ?= cargo
 APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine strace \
-                iproute2 util-linux gcc containerd docker.io
+                iproute2 util-linux gcc containerd docker.io \
+                qemu-system-x86 linux-image-amd64 cpio
 
 .PHONY: deps build run test lint bench clean
 

@@ -132,6 +132,13 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     } else if plan.creates(LinuxNamespaceType::User) {
         become_namespace_root()?;
     }
+    // A new cgroup namespace is made once we are in our cgroup (which
+    // becomes its root) and in our user namespace, and before any cgroup
+    // mount: a cgroup2 mount shows the namespace's root.
+    let mut cgroupns_made = false;
+    if joined {
+        enter_cgroup_namespace(plan, &mut cgroupns_made)?;
+    }
     let process = cfg
         .spec
         .process()
@@ -161,6 +168,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         if !joined && matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")) {
             join_cgroup(&cfg, chan)?;
             joined = true;
+            enter_cgroup_namespace(plan, &mut cgroupns_made)?;
         }
         rootfs::mount_one(&ctx, m)?;
     }
@@ -200,10 +208,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         chan.send(&ToParent::RunCreateHooks)?;
         proceed(chan)?;
     }
-    if plan.creates(LinuxNamespaceType::Cgroup) {
-        // We are inside the container's cgroup, so it becomes the root.
-        namespaces::unshare(CloneFlags::CLONE_NEWCGROUP)?;
-    }
+    enter_cgroup_namespace(plan, &mut cgroupns_made)?;
     if let Some(h) = cfg
         .spec
         .hooks()
@@ -373,6 +378,15 @@ fn join_and_unshare(plan: &Plan, chan: &mut Channel, host_pid: i32) -> Result<i3
             Ok(i32::from_le_bytes(pid))
         }
     }
+}
+
+/// Unshares the cgroup namespace the config asks for, once.
+fn enter_cgroup_namespace(plan: &Plan, made: &mut bool) -> Result<(), InitError> {
+    if plan.creates(LinuxNamespaceType::Cgroup) && !*made {
+        namespaces::unshare(CloneFlags::CLONE_NEWCGROUP)?;
+        *made = true;
+    }
+    Ok(())
 }
 
 /// Waits until the runtime has made the container's cgroup, and joins it.
