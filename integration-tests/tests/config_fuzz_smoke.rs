@@ -10,8 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use berth_runtime::{cgroups, namespaces, rootfs, seccomp, spec};
-use oci_spec::runtime::Spec;
+use berth_runtime::spec;
 use serde_json::{json, Value};
 
 const ITERATIONS: usize = 20_000;
@@ -20,45 +19,11 @@ const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 const MAX_LEN: usize = 16 * 1024;
 
 /// How far an input got.
-#[derive(Clone, Copy)]
-enum Reached {
-    Unparsable,
-    Invalid,
-    Valid,
-}
+use spec::DryRun as Reached;
 
-/// What `create` does with config.json before it makes anything, minus the
-/// file system: parse, validate, then the pure steps that read the config.
-/// Keep in step with `fuzz/fuzz_targets/config.rs`.
+/// The fuzz target's function.
 fn exercise(data: &[u8]) -> Reached {
-    let Ok(spec) = serde_json::from_slice::<Spec>(data) else {
-        return Reached::Unparsable;
-    };
-    if spec::validate_spec(&spec).is_err() {
-        return Reached::Invalid;
-    }
-    if let Some(linux) = spec.linux() {
-        let _ = namespaces::Plan::from_config(linux.namespaces().as_deref().unwrap_or(&[]));
-        if let Some(p) = linux.rootfs_propagation() {
-            let _ = rootfs::propagation_flags(p);
-        }
-        let path = linux
-            .cgroups_path()
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let _ = cgroups::resolve_path(&path, false, "fuzz", Path::new("/"));
-        let _ = cgroups::resolve_path(&path, true, "fuzz", Path::new("/"));
-        if let Some(profile) = linux.seccomp() {
-            let _ = seccomp::compile(profile);
-        }
-    }
-    for mount in spec.mounts().iter().flatten() {
-        let _ = rootfs::parse_options(mount.options().as_deref().unwrap_or(&[]));
-    }
-    // The state record stores the spec as JSON.
-    let _ = serde_json::to_vec(&spec);
-    Reached::Valid
+    spec::dry_run(data)
 }
 
 /// xorshift64*: small, fast, and the same sequence on every machine.

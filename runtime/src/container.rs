@@ -197,6 +197,24 @@ fn open_dir(path: &Path) -> Result<OwnedFd, ContainerError> {
         .map_err(io_err(format!("open {}", path.display())))
 }
 
+/// The two ends of a terminal hand-over: the one the container process
+/// sends its pty master on (connected to `--console-socket`, or one end of
+/// a socketpair whose other end, returned second, we read it from to proxy
+/// the terminal ourselves). Nothing without a terminal.
+fn console_ends(
+    socket: Option<&Path>,
+    terminal: bool,
+) -> Result<(Option<UnixStream>, Option<UnixStream>), ContainerError> {
+    match (socket, terminal) {
+        (Some(path), true) => Ok((Some(console::connect(path)?), None)),
+        (None, true) => {
+            let (a, b) = UnixStream::pair().map_err(io_err("console socketpair"))?;
+            Ok((Some(a), Some(b)))
+        }
+        _ => Ok((None, None)),
+    }
+}
+
 /// The container's unified-tree directory, opened for CLONE_INTO_CGROUP.
 fn open_unified(cgroup: &Cgroup) -> Option<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -476,14 +494,7 @@ impl Runtime {
             let fd = namespaces::open(path)?;
             namespaces::join(LinuxNamespaceType::Pid, &fd, path)?;
         }
-        let (console_child, console_peer) = match (&opts.console_socket, terminal) {
-            (Some(path), true) => (Some(console::connect(path)?), None),
-            (None, true) => {
-                let (a, b) = UnixStream::pair().map_err(io_err("console socketpair"))?;
-                (Some(a), Some(b))
-            }
-            _ => (None, None),
-        };
+        let (console_child, console_peer) = console_ends(opts.console_socket.as_deref(), terminal)?;
         let gate = if foreground {
             Gate::Channel
         } else {
@@ -955,14 +966,7 @@ impl Runtime {
         if !opts.detach {
             block_signals()?;
         }
-        let (console_child, console_peer) = match (&opts.console_socket, terminal) {
-            (Some(path), true) => (Some(console::connect(path)?), None),
-            (None, true) => {
-                let (a, b) = UnixStream::pair().map_err(io_err("console socketpair"))?;
-                (Some(a), Some(b))
-            }
-            _ => (None, None),
-        };
+        let (console_child, console_peer) = console_ends(opts.console_socket.as_deref(), terminal)?;
         let (mut chan, child_chan) = Channel::pair()?;
         nix::sys::prctl::set_dumpable(false)
             .map_err(|e| io_err("make the runtime non-dumpable")(e.into()))?;

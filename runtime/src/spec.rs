@@ -384,6 +384,52 @@ pub fn check_container_path(what: &str, path: &Path) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// How far `dry_run` got with a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DryRun {
+    /// Not a config.json at all (malformed JSON, wrong types).
+    Unparsable,
+    /// Parsed, but `validate_spec` refused it.
+    Invalid,
+    /// Valid, and every step that reads it went through.
+    Valid,
+}
+
+/// What `create` does with config.json before it makes anything, minus the
+/// file system: parse, validate, then the steps that only read the config
+/// (namespace plan, propagation, cgroup paths, seccomp compilation, mount
+/// options, the JSON the state record keeps). The fuzz target and its stable
+/// smoke test run this; none of it may panic, whatever the bytes.
+pub fn dry_run(data: &[u8]) -> DryRun {
+    let Ok(spec) = serde_json::from_slice::<Spec>(data) else {
+        return DryRun::Unparsable;
+    };
+    if validate_spec(&spec).is_err() {
+        return DryRun::Invalid;
+    }
+    if let Some(linux) = spec.linux() {
+        let _ = crate::namespaces::Plan::from_config(linux.namespaces().as_deref().unwrap_or(&[]));
+        if let Some(p) = linux.rootfs_propagation() {
+            let _ = crate::rootfs::propagation_flags(p);
+        }
+        let path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = crate::cgroups::resolve_path(&path, false, "dry-run", Path::new("/"));
+        let _ = crate::cgroups::resolve_path(&path, true, "dry-run", Path::new("/"));
+        if let Some(profile) = linux.seccomp() {
+            let _ = crate::seccomp::compile(profile);
+        }
+    }
+    for mount in spec.mounts().iter().flatten() {
+        let _ = crate::rootfs::parse_options(mount.options().as_deref().unwrap_or(&[]));
+    }
+    let _ = serde_json::to_vec(&spec);
+    DryRun::Valid
+}
+
 /// The default configuration written by `spec`, like runc's: a busybox-style
 /// shell with a terminal, a read-only root and the usual namespaces.
 pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> serde_json::Value {
