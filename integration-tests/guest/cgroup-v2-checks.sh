@@ -235,6 +235,18 @@ if start oom; then
     if [ -d $CG/oom ]; then fail oom.cgroup-removed "$CG/oom still exists"; else pass oom.cgroup-removed ""; fi
 fi
 
+# Device rules through the eBPF filter. Both containers may mknod and hold
+# CAP_SYSLOG; "devok" also allows c 1:11 (/dev/kmsg), "dev" does not. So
+# only the filter can tell their reads apart.
+for c in dev devok; do
+    if start $c; then
+        eq devices.$c "$(grep -E 'mknod|kmsg' /tmp/$c.out | tr '\n' ' ')" \
+            "$([ $c = dev ] && echo 'mknod-ok kmsg-denied ' || echo 'mknod-ok kmsg-read ')"
+        eq devices.$c.null "$(grep -c null-ok /tmp/$c.out)" 1
+        rt delete --force $c
+    fi
+done
+
 if [ -n "$(rt list -q 2>&1)" ]; then
     fail cleanup.no-containers "$(rt list 2>&1)"
 else

@@ -69,6 +69,10 @@ const CHECKS: &[&str] = &[
     "oom.memory.events",
     "oom.stats",
     "oom.cgroup-removed",
+    "devices.dev",
+    "devices.dev.null",
+    "devices.devok",
+    "devices.devok.null",
     "cleanup.no-containers",
 ];
 
@@ -379,6 +383,29 @@ fn write_bundles(tmp: &Path, bundles: &Path) {
     });
     bundle("cnt", &|s| {
         s.sh("echo ready; i=0; while :; do i=$((i+1)); echo $i >/tmp/counter; sleep 0.05; done");
+    });
+    // The device filter: mknod of /dev/kmsg (c 1:11) is allowed ("c *:* m"),
+    // reading it only where a rule allows it.
+    let kmsg = "rm -f /tmp/kmsg; mknod /tmp/kmsg c 1 11 && echo mknod-ok; \
+                if head -c 1 /tmp/kmsg >/dev/null 2>&1; then echo kmsg-read; else echo kmsg-denied; fi; \
+                echo x >/dev/null && echo null-ok; echo ready; exec sleep 1000";
+    let caps = json!(["CAP_MKNOD", "CAP_SYSLOG", "CAP_KILL"]);
+    bundle("dev", &|s| {
+        for set in ["bounding", "effective", "permitted"] {
+            s.set(&format!("/process/capabilities/{set}"), caps.clone());
+        }
+        s.sh(kmsg);
+    });
+    bundle("devok", &|s| {
+        for set in ["bounding", "effective", "permitted"] {
+            s.set(&format!("/process/capabilities/{set}"), caps.clone());
+        }
+        s.set(
+            "/linux/resources/devices",
+            json!([{"allow": false, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "rwm"}]),
+        );
+        s.sh(kmsg);
     });
     bundle("oom", &|s| {
         // The hog keeps 100 MB in a shell variable, under a 16 MiB limit

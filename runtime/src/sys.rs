@@ -429,3 +429,107 @@ pub fn open_in_root(root: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<
     // SAFETY: as above.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Loads an eBPF program of type BPF_PROG_TYPE_CGROUP_DEVICE.
+pub fn bpf_load_cgroup_device(
+    program: &[crate::cgroups::devices_bpf::Insn],
+) -> io::Result<OwnedFd> {
+    // The head of `union bpf_attr` for BPF_PROG_LOAD; the rest stays zero.
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        rest: [u8; 64],
+    }
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    let license = c"Apache-2.0";
+    let mut log = vec![0u8; 16 * 1024];
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: u32::try_from(program.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        insns: program.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+        rest: [0; 64],
+    };
+    // SAFETY: bpf(BPF_PROG_LOAD) reads `size` bytes of `attr`, and through
+    // it the instructions and the license, and writes at most `log_size`
+    // bytes into `log`, all alive for the call; Insn has the kernel's struct
+    // bpf_insn layout (repr(C), 8 bytes).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoad,
+            std::mem::size_of::<ProgLoad>(),
+        )
+    };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        // The verifier says why it refused the program.
+        let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+        let why = String::from_utf8_lossy(&log[..end]);
+        let why = why.trim();
+        if why.is_empty() {
+            return Err(err);
+        }
+        return Err(io::Error::new(
+            err.kind(),
+            format!("{err}: {}", why.lines().last().unwrap_or(why)),
+        ));
+    }
+    // SAFETY: a fresh descriptor from the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Attaches a CGROUP_DEVICE program to the cgroup directory `cgroup`,
+/// beside any others (BPF_F_ALLOW_MULTI): all must allow an access.
+pub fn bpf_attach_cgroup_device(program: BorrowedFd<'_>, cgroup: BorrowedFd<'_>) -> io::Result<()> {
+    #[repr(C)]
+    struct ProgAttach {
+        target_fd: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+        replace_bpf_fd: u32,
+        rest: [u8; 64],
+    }
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    const BPF_F_ALLOW_MULTI: u32 = 2;
+    let attr = ProgAttach {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: program.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        replace_bpf_fd: 0,
+        rest: [0; 64],
+    };
+    // SAFETY: bpf(BPF_PROG_ATTACH) reads `size` bytes of `attr`, alive for
+    // the call; both descriptors are valid borrowed descriptors.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const ProgAttach,
+            std::mem::size_of::<ProgAttach>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

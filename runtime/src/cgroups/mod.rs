@@ -5,6 +5,7 @@
 //! that its `/proc/self/cgroup` is whole. On a v2 host it gets one directory
 //! in the unified tree, with the controllers it needs enabled in its parents.
 
+pub mod devices_bpf;
 mod v1;
 mod v2;
 
@@ -390,7 +391,17 @@ impl Cgroup {
     /// the device list is left as it is unless the update names devices.
     pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         match &self.hierarchy {
-            Hierarchy::V2 { .. } => v2::update(&self.dirs()[0], resources),
+            Hierarchy::V2 { .. } => {
+                if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+                    // Another attached program could only restrict further,
+                    // and replacing the running one is not built: say so.
+                    tracing::warn!(
+                        cgroup = %self.path.display(),
+                        "update: device rules are not changed on cgroup v2; the container keeps those it was created with"
+                    );
+                }
+                v2::update(&self.dirs()[0], resources)
+            }
             Hierarchy::V1 { .. } => v1::update(self, resources),
         }
     }
@@ -568,6 +579,57 @@ fn collect_procs(dir: &Path, out: &mut Vec<i32>) -> Result<(), CgroupError> {
         }
     }
     Ok(())
+}
+
+/// The whole device list of a container, in order: the config's rules, then
+/// the defaults every container needs, then its device nodes (as runc does).
+/// `with_defaults` is false for `update`, which only changes the config's.
+pub(crate) fn device_rules(
+    config: &[oci_spec::runtime::LinuxDeviceCgroup],
+    devices: &[LinuxDevice],
+    with_defaults: bool,
+) -> Vec<devices_bpf::Rule> {
+    let mut rules: Vec<devices_bpf::Rule> = config
+        .iter()
+        .map(|r| devices_bpf::Rule {
+            allow: r.allow(),
+            typ: r
+                .typ()
+                .map(|t| t.as_str().chars().next().unwrap_or('a'))
+                .unwrap_or('a'),
+            major: r.major().unwrap_or(-1),
+            minor: r.minor().unwrap_or(-1),
+            access: r.access().clone().unwrap_or_else(|| "rwm".into()),
+        })
+        .collect();
+    if with_defaults {
+        rules.extend(
+            default_device_rules()
+                .into_iter()
+                .map(|(typ, major, minor, access)| devices_bpf::Rule {
+                    allow: true,
+                    typ,
+                    major,
+                    minor,
+                    access: access.into(),
+                }),
+        );
+        for d in devices {
+            let typ = match d.typ().as_str().chars().next().unwrap_or('c') {
+                'u' => 'c',
+                'p' => continue,
+                t => t,
+            };
+            rules.push(devices_bpf::Rule {
+                allow: true,
+                typ,
+                major: d.major(),
+                minor: d.minor(),
+                access: "rwm".into(),
+            });
+        }
+    }
+    rules
 }
 
 /// The device rules every container gets besides the config's own, as runc

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 use serde_json::{json, Map, Value};
 
-use super::{default_device_rules, read_file, read_u64, write_file, Cgroup, CgroupError};
+use super::{read_file, read_u64, write_file, Cgroup, CgroupError};
 
 fn need(cg: &Cgroup, controller: &str) -> Result<std::path::PathBuf, CgroupError> {
     cg.v1_dir(controller).ok_or_else(|| {
@@ -271,47 +271,16 @@ fn rule_line(typ: char, major: i64, minor: i64, access: &str) -> String {
     format!("{typ} {}:{} {access}", num(major), num(minor))
 }
 
-fn device_rule(rule: &LinuxDeviceCgroup) -> (bool, String) {
-    let typ = rule
-        .typ()
-        .map(|t| t.as_str().chars().next().unwrap_or('a'))
-        .unwrap_or('a');
-    let access = rule.access().as_deref().unwrap_or("rwm");
-    (
-        rule.allow(),
-        rule_line(
-            typ,
-            rule.major().unwrap_or(-1),
-            rule.minor().unwrap_or(-1),
-            access,
-        ),
-    )
-}
-
-/// Writes device rules in order; the defaults and the config's device nodes
-/// are allowed after the config's rules, as runc does.
+/// Writes device rules in order (see `device_rules`).
 fn apply_devices(
     dir: &Path,
     rules: &[LinuxDeviceCgroup],
     devices: &[LinuxDevice],
     defaults: bool,
 ) -> Result<(), CgroupError> {
-    let mut lines: Vec<(bool, String)> = rules.iter().map(device_rule).collect();
-    if defaults {
-        lines.extend(
-            default_device_rules()
-                .into_iter()
-                .map(|(t, ma, mi, a)| (true, rule_line(t, ma, mi, a))),
-        );
-        for d in devices {
-            let typ = d.typ().as_str().chars().next().unwrap_or('c');
-            let typ = if typ == 'u' { 'c' } else { typ };
-            if typ == 'p' {
-                continue;
-            }
-            lines.push((true, rule_line(typ, d.major(), d.minor(), "rwm")));
-        }
-    }
+    let lines = super::device_rules(rules, devices, defaults)
+        .into_iter()
+        .map(|r| (r.allow, rule_line(r.typ, r.major, r.minor, &r.access)));
     for (allow, line) in lines {
         let file = if allow {
             "devices.allow"

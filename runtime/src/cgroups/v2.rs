@@ -59,16 +59,33 @@ pub(super) fn apply(
     devices: &[LinuxDevice],
 ) -> Result<(), CgroupError> {
     update(dir, r)?;
-    let restricts = r.devices().iter().flatten().any(|d| !d.allow()) || !devices.is_empty();
-    if restricts {
-        // Device rules on v2 need an eBPF program attached to the cgroup;
-        // that is not built yet, so say so rather than pretend.
-        tracing::warn!(
-            cgroup = %dir.display(),
-            "device access rules are not enforced on cgroup v2 yet (no eBPF device filter)"
-        );
+    let rules = super::device_rules(r.devices().as_deref().unwrap_or(&[]), devices, true);
+    if rules.iter().any(|r| !r.allow) {
+        attach_device_filter(dir, &super::devices_bpf::program(&rules))?;
     }
     Ok(())
+}
+
+/// Loads the device filter and attaches it to the cgroup, where it stays
+/// (the kernel holds it) until the cgroup is removed.
+fn attach_device_filter(
+    dir: &Path,
+    program: &[super::devices_bpf::Insn],
+) -> Result<(), CgroupError> {
+    use std::os::fd::AsFd;
+    let prog = crate::sys::bpf_load_cgroup_device(program).map_err(|e| {
+        CgroupError::Unsupported(
+            "devices".into(),
+            format!("load the eBPF device filter: {e}"),
+        )
+    })?;
+    let cgroup = std::fs::File::open(dir).map_err(io_err("open cgroup", dir))?;
+    crate::sys::bpf_attach_cgroup_device(prog.as_fd(), cgroup.as_fd()).map_err(|e| {
+        CgroupError::Unsupported(
+            "devices".into(),
+            format!("attach the eBPF device filter to {}: {e}", dir.display()),
+        )
+    })
 }
 
 /// Changes the cgroup's limits to those of `r`. Every value is worked out
