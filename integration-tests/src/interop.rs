@@ -48,8 +48,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::{
-    cgroup_hierarchies, host, host_mounts_under, pid_alive, require_root, runtime_binary,
-    unique_id, wait_for, COMMAND_TIMEOUT,
+    cgroup_hierarchies, host, pid_alive, require_root, runtime_binary, unique_id, wait_for,
+    COMMAND_TIMEOUT,
 };
 
 /// The reference under which the test image is imported and loaded.
@@ -870,25 +870,7 @@ disabled_plugins = [
         for dir in cgroup_parent_dirs(&self.cgroup_parent) {
             remove_cgroup_tree(&dir);
         }
-        let mounts = host_mounts_under(&tmp_path);
-        for mount in mounts.iter().rev() {
-            problems.push(format!("mount {} left on the host", mount.display()));
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(mount)
-                .stderr(Stdio::null())
-                .status();
-        }
-        if let Some(tmp) = self.tmp.take() {
-            if host_mounts_under(tmp.path()).is_empty() {
-                if let Err(e) = tmp.close() {
-                    problems.push(format!("removing the temp tree: {e}"));
-                }
-            } else {
-                let kept = tmp.keep();
-                problems.push(format!("kept {} (mounts remain)", kept.display()));
-            }
-        }
+        crate::release_temp_tree(self.tmp.take(), &mut problems);
         system_dirs_leave(&mut self.lease, &mut problems);
         problems
     }

@@ -153,6 +153,29 @@ pub fn host(program: &str, args: &[&str]) -> String {
 // ---------------------------------------------------------------------------
 // Output of a runtime command
 
+/// Removes a test's temporary tree: mounts left under it are reported and
+/// lazily unmounted first; if any remain, the tree is kept (and reported)
+/// rather than deleting host files through a bind mount.
+pub fn release_temp_tree(tmp: Option<tempfile::TempDir>, problems: &mut Vec<String>) {
+    let Some(tmp) = tmp else { return };
+    for mount in host_mounts_under(tmp.path()).iter().rev() {
+        problems.push(format!("mount {} left on the host", mount.display()));
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(mount)
+            .stderr(Stdio::null())
+            .status();
+    }
+    if host_mounts_under(tmp.path()).is_empty() {
+        if let Err(e) = tmp.close() {
+            problems.push(format!("removing the temp tree: {e}"));
+        }
+    } else {
+        let kept = tmp.keep();
+        problems.push(format!("kept {} (mounts remain)", kept.display()));
+    }
+}
+
 /// A process's exit code as a shell reports it: 128+N when signal N killed
 /// it, -1 if neither is known.
 pub fn exit_code(status: &ExitStatus) -> i32 {
@@ -972,27 +995,7 @@ impl Runtime {
         for id in self.state_entries() {
             problems.push(format!("state entry {id} left in --root"));
         }
-        let mounts = host_mounts_under(self.tmp());
-        for mount in mounts.iter().rev() {
-            problems.push(format!("mount {} left on the host", mount.display()));
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(mount)
-                .stderr(Stdio::null())
-                .status();
-        }
-        if let Some(tmp) = self.tmp.take() {
-            if host_mounts_under(tmp.path()).is_empty() {
-                if let Err(e) = tmp.close() {
-                    problems.push(format!("removing the temp tree: {e}"));
-                }
-            } else {
-                // Never recurse into a mount: keep the tree rather than
-                // delete host files through a bind mount.
-                let kept = tmp.keep();
-                problems.push(format!("kept {} (mounts remain)", kept.display()));
-            }
-        }
+        release_temp_tree(self.tmp.take(), &mut problems);
         problems
     }
 }
