@@ -38,7 +38,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -216,47 +216,6 @@ pub fn image() -> &'static Image {
     IMAGE_FILES.get_or_init(build_image)
 }
 
-fn busybox_path() -> PathBuf {
-    let path = std::env::var_os("BERTH_BUSYBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
-    assert!(
-        path.is_file(),
-        "{} is missing: install the static busybox (`apt-get install busybox-static`) \
-         or set BERTH_BUSYBOX",
-        path.display()
-    );
-    path
-}
-
-/// A root filesystem of the static busybox and its applets, as the
-/// runtime tests' bundles have.
-fn make_rootfs(rootfs: &Path) {
-    for dir in [
-        "bin", "etc", "tmp", "proc", "sys", "dev", "root", "home", "mnt", "run",
-    ] {
-        fs::create_dir_all(rootfs.join(dir)).expect("mkdir in rootfs");
-    }
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
-    let busybox = busybox_path();
-    fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
-    let list = host(busybox.to_str().expect("utf-8 busybox path"), &["--list"]);
-    for applet in list.lines().map(str::trim) {
-        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
-            continue;
-        }
-        symlink("busybox", rootfs.join("bin").join(applet)).expect("applet symlink");
-    }
-    crate::write(
-        rootfs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    );
-    crate::write(
-        rootfs.join("etc/group"),
-        "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
-    );
-}
-
 fn build_image() -> Image {
     require_root();
     require_program("umoci", "umoci");
@@ -272,7 +231,7 @@ fn build_image() -> Image {
     unsafe { libc::atexit(remove_image_dir) };
 
     let rootfs = dir.join("rootfs");
-    make_rootfs(&rootfs);
+    crate::make_rootfs(&rootfs);
     let layout = dir.join("layout");
     let layout_s = layout.to_str().expect("utf-8 path");
     let tagged = format!("{layout_s}:latest");

@@ -602,7 +602,18 @@ user:x:1000:1000:user:/home/user:/bin/sh\n\
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 const GROUP: &str = "root:x:0:\ntty:x:5:\nusers:x:100:\nuser:x:1000:\nnogroup:x:65534:\n";
 
-fn make_rootfs(rootfs: &Path) {
+/// The static busybox as `<root>/bin/busybox`, with a link per applet.
+pub fn install_busybox(root: &Path) {
+    fs::create_dir_all(root.join("bin")).expect("mkdir bin");
+    fs::copy(busybox_path(), root.join("bin/busybox")).expect("copy busybox");
+    for applet in busybox_applets() {
+        symlink("busybox", root.join("bin").join(applet)).expect("applet symlink");
+    }
+}
+
+/// A busybox root filesystem: the usual directories, busybox and its
+/// applets, and a minimal /etc (root, a user, nobody).
+pub fn make_rootfs(rootfs: &Path) {
     for dir in [
         "bin",
         "etc",
@@ -613,14 +624,12 @@ fn make_rootfs(rootfs: &Path) {
         "root",
         "home/user",
         "mnt",
+        "run",
     ] {
         fs::create_dir_all(rootfs.join(dir)).expect("mkdir in rootfs");
     }
     fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
-    fs::copy(busybox_path(), rootfs.join("bin/busybox")).expect("copy busybox");
-    for applet in busybox_applets() {
-        symlink("busybox", rootfs.join("bin").join(applet)).expect("applet symlink");
-    }
+    install_busybox(rootfs);
     write(rootfs.join("etc/passwd"), PASSWD);
     write(rootfs.join("etc/group"), GROUP);
     write(rootfs.join("etc/hostname"), "berth-test\n");

@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -237,7 +236,7 @@ fn build_initramfs(tmp: &Path) -> PathBuf {
     ] {
         fs::create_dir_all(root.join(dir)).expect("mkdir in guest root");
     }
-    install_busybox(&root);
+    integration_tests::install_busybox(&root);
     install_runtime(&root);
     write_file(&root.join("init"), STAGE_ONE, 0o755);
     write_file(&root.join("checks.sh"), CHECKS_SCRIPT, 0o755);
@@ -252,7 +251,7 @@ fn build_initramfs(tmp: &Path) -> PathBuf {
     for dir in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
         fs::create_dir_all(rootfs.join(dir)).expect("mkdir in rootfs");
     }
-    install_busybox(&rootfs);
+    integration_tests::install_busybox(&rootfs);
     write_file(
         &rootfs.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\n",
@@ -291,26 +290,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The static busybox as `<root>/bin/busybox` with every applet linked to it.
-fn install_busybox(root: &Path) {
-    let busybox = std::env::var_os("BERTH_BUSYBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
-    assert!(
-        busybox.is_file(),
-        "{} is missing: install the static busybox (`apt-get install busybox-static`) \
-         or set BERTH_BUSYBOX",
-        busybox.display()
-    );
-    fs::copy(&busybox, root.join("bin/busybox")).expect("copy busybox");
-    for applet in run(Command::new(&busybox).arg("--list")).lines() {
-        let applet = applet.trim();
-        if !applet.is_empty() && applet != "busybox" && !applet.contains('/') {
-            symlink("busybox", root.join("bin").join(applet)).expect("applet symlink");
-        }
-    }
 }
 
 /// The runtime under test as /bin/berth-runtime, with what `ldd` lists for

@@ -399,6 +399,15 @@ impl Runtime {
 
     /// The container's status, worked out from the live system.
     pub fn status(&self, record: &Record) -> Status {
+        self.status_with(record, None)
+    }
+
+    /// `status` for a caller that already has the container's cgroup.
+    fn status_in(&self, record: &Record, cgroup: &Cgroup) -> Status {
+        self.status_with(record, Some(cgroup))
+    }
+
+    fn status_with(&self, record: &Record, cgroup: Option<&Cgroup>) -> Status {
         if record.pid == 0 {
             // Recorded, but create has not started the init (or was killed
             // before it did).
@@ -407,7 +416,11 @@ impl Runtime {
         if !record.init_alive() {
             return Status::Stopped;
         }
-        if self.cgroup_of(record).is_ok_and(|cg| cg.is_frozen()) {
+        let frozen = match cgroup {
+            Some(cg) => cg.is_frozen(),
+            None => self.cgroup_of(record).is_ok_and(|cg| cg.is_frozen()),
+        };
+        if frozen {
             return Status::Paused;
         }
         if self.root.dir(&record.id).join(EXEC_SOCKET).exists() {
@@ -756,7 +769,8 @@ impl Runtime {
 
     pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<(), ContainerError> {
         let record = self.root.load(id)?;
-        let status = self.status(&record);
+        let cgroup = self.cgroup_of(&record)?;
+        let status = self.status_in(&record, &cgroup);
         if status == Status::Stopped {
             return Err(ContainerError::WrongState {
                 id: id.into(),
@@ -765,7 +779,7 @@ impl Runtime {
             });
         }
         if all {
-            self.cgroup_of(&record)?.signal_all(signal)?;
+            cgroup.signal_all(signal)?;
             return Ok(());
         }
         kill(Pid::from_raw(record.pid), signal).map_err(|e| match e {
@@ -791,7 +805,7 @@ impl Runtime {
             Err(e) => return Err(e.into()),
         };
         let cgroup = self.cgroup_of(&record)?;
-        let status = self.status(&record);
+        let status = self.status_in(&record, &cgroup);
         match status {
             Status::Stopped | Status::Created | Status::Creating => {}
             _ if force => {
@@ -810,7 +824,8 @@ impl Runtime {
 
     pub fn pause(&self, id: &str) -> Result<(), ContainerError> {
         let record = self.root.load(id)?;
-        let status = self.status(&record);
+        let cgroup = self.cgroup_of(&record)?;
+        let status = self.status_in(&record, &cgroup);
         if status != Status::Running && status != Status::Created {
             return Err(ContainerError::WrongState {
                 id: id.into(),
@@ -818,12 +833,13 @@ impl Runtime {
                 why: "container not running",
             });
         }
-        Ok(self.cgroup_of(&record)?.freeze()?)
+        Ok(cgroup.freeze()?)
     }
 
     pub fn resume(&self, id: &str) -> Result<(), ContainerError> {
         let record = self.root.load(id)?;
-        let status = self.status(&record);
+        let cgroup = self.cgroup_of(&record)?;
+        let status = self.status_in(&record, &cgroup);
         if status != Status::Paused {
             return Err(ContainerError::WrongState {
                 id: id.into(),
@@ -831,7 +847,7 @@ impl Runtime {
                 why: "container not paused",
             });
         }
-        Ok(self.cgroup_of(&record)?.thaw()?)
+        Ok(cgroup.thaw()?)
     }
 
     pub fn pids(&self, id: &str) -> Result<Vec<i32>, ContainerError> {
@@ -853,7 +869,8 @@ impl Runtime {
 
     pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), ContainerError> {
         let mut record = self.root.load(id)?;
-        let status = self.status(&record);
+        let cgroup = self.cgroup_of(&record)?;
+        let status = self.status_in(&record, &cgroup);
         if status == Status::Stopped {
             return Err(ContainerError::WrongState {
                 id: id.into(),
@@ -862,7 +879,7 @@ impl Runtime {
             });
         }
         let resources = &crate::cgroups::without_zero_limits(resources.clone());
-        self.cgroup_of(&record)?.update(resources)?;
+        cgroup.update(resources)?;
         // Remember the new limits, as runc does, merged over the old ones.
         let mut linux = record.spec.linux().clone().unwrap_or_default();
         let mut current = linux.resources().clone().unwrap_or_default();
@@ -896,7 +913,8 @@ impl Runtime {
     /// `exec`: starts one more process in a running container.
     pub fn exec(&self, opts: &ExecOptions) -> Result<i32, ContainerError> {
         let record = self.root.load(&opts.id)?;
-        let status = self.status(&record);
+        let cgroup = self.cgroup_of(&record)?;
+        let status = self.status_in(&record, &cgroup);
         match status {
             Status::Running | Status::Created => {}
             Status::Paused => {
@@ -921,7 +939,6 @@ impl Runtime {
                 "cannot allocate a tty when detached without a console socket".into(),
             ));
         }
-        let cgroup = self.cgroup_of(&record)?;
         let linux = record.spec.linux().clone().unwrap_or_default();
         let seccomp = linux
             .seccomp()

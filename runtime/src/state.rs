@@ -122,10 +122,6 @@ impl StateRoot {
         StateRoot { root }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.root
-    }
-
     pub fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
