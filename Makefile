@@ -20,7 +20,8 @@ endif
 CARGO ?= cargo
 APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine strace \
                 iproute2 util-linux gcc containerd docker.io \
-                qemu-system-x86 linux-image-amd64 cpio
+                qemu-system-x86 linux-image-amd64 cpio \
+                docker-registry apache2-utils openssl zstd debootstrap
 
 .PHONY: deps build run test lint bench clean
 

@@ -1,8 +1,12 @@
 //! berth-supervisor: the containerd of berth.
 //!
-//! Built so far: the content store (`content`), where every blob is
-//! addressed by its digest and verified before it becomes visible. The gRPC
-//! services, images, snapshots, containers and tasks come next (see
-//! supervisor/README.md and docs/architecture.md).
+//! The image half: the content store (`content`), registry access
+//! (`registry`), layer archives (`archive`), overlayfs snapshots
+//! (`snapshots`), metadata (`metadata`), images (`images`), garbage
+//! collection (`gc`), and the gRPC services over them (`api`).
 
+pub mod archive;
 pub mod content;
+pub mod oci;
+pub mod reference;
+pub mod registry;
