@@ -5,8 +5,15 @@
 //! (`snapshots`), metadata (`metadata`), images (`images`), garbage
 //! collection (`gc`), and the gRPC services over them (`api`).
 
+pub mod api;
 pub mod archive;
 pub mod content;
+pub mod diff;
+pub mod gc;
+pub mod images;
+pub mod metadata;
 pub mod oci;
 pub mod reference;
 pub mod registry;
+pub mod server;
+pub mod snapshots;

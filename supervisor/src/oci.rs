@@ -58,7 +58,8 @@ impl Kind {
             | MEDIA_OCI_LAYER_NONDIST_GZIP
             | MEDIA_DOCKER_LAYER_GZIP
             | MEDIA_DOCKER_LAYER_FOREIGN_GZIP => Kind::Layer(Compression::Gzip),
-            MEDIA_OCI_LAYER_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+            MEDIA_OCI_LAYER_ZSTD
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
                 Kind::Layer(Compression::Zstd)
             }
             "application/vnd.docker.image.rootfs.diff.tar" => Kind::Layer(Compression::None),
@@ -87,7 +88,11 @@ pub struct Platform {
     pub os: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub variant: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub os_version: String,
 }
 
@@ -132,7 +137,9 @@ impl Platform {
     pub fn matches(&self, other: &Platform) -> bool {
         self.os == other.os
             && self.architecture == other.architecture
-            && (self.variant.is_empty() || other.variant.is_empty() || self.variant == other.variant)
+            && (self.variant.is_empty()
+                || other.variant.is_empty()
+                || self.variant == other.variant)
     }
 }
 
@@ -151,7 +158,11 @@ impl std::fmt::Display for Platform {
 pub struct Manifest {
     #[serde(rename = "schemaVersion")]
     pub schema_version: u32,
-    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub media_type: String,
     pub config: Descriptor,
     #[serde(default)]
@@ -165,7 +176,11 @@ pub struct Manifest {
 pub struct Index {
     #[serde(rename = "schemaVersion")]
     pub schema_version: u32,
-    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub media_type: String,
     pub manifests: Vec<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -240,7 +255,10 @@ mod tests {
     #[test]
     fn media_types_classify() {
         assert_eq!(Kind::of(MEDIA_DOCKER_LIST), Kind::Index);
-        assert_eq!(Kind::of(MEDIA_OCI_LAYER_ZSTD), Kind::Layer(Compression::Zstd));
+        assert_eq!(
+            Kind::of(MEDIA_OCI_LAYER_ZSTD),
+            Kind::Layer(Compression::Zstd)
+        );
         assert_eq!(Kind::of("text/plain"), Kind::Other);
     }
 }

@@ -1,1 +1,81 @@
-fn main() {}
+//! berth-supervisord: the supervisor daemon (see the library's `server`).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "berth-supervisord",
+    version,
+    about = "berth's supervisor: images, content and snapshots over gRPC"
+)]
+struct Args {
+    /// Persistent state (content, snapshots, metadata).
+    #[arg(long, default_value = "/var/lib/berth/supervisor")]
+    root: PathBuf,
+    /// Runtime state.
+    #[arg(long, default_value = "/run/berth/supervisor")]
+    state: PathBuf,
+    /// The gRPC socket.
+    #[arg(long, default_value = "/run/berth/supervisor.sock")]
+    address: PathBuf,
+    /// Registry credentials and insecure registries (docker config.json format).
+    #[arg(long)]
+    registry_config: Option<PathBuf>,
+    /// Log debug messages.
+    #[arg(long)]
+    debug: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    let level = if args.debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = berth_supervisor::server::Config {
+        root: args.root,
+        state: args.state,
+        address: args.address,
+        registry_config: args.registry_config,
+    };
+    // Two workers are plenty: the heavy work (hashing, unpacking) runs on
+    // the blocking pool, and fewer threads keep the idle daemon small.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berth-supervisord: start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(berth_supervisor::server::serve(config, shutdown_signal()));
+    if let Err(e) = result {
+        eprintln!("berth-supervisord: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without handlers the default actions still stop the daemon.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
@@ -65,6 +65,13 @@ impl Digest {
     pub fn of(data: &[u8]) -> Digest {
         Digest {
             hex: hex::encode(Sha256::digest(data)),
+        }
+    }
+
+    /// The digest whose sha256 sum is `sum`.
+    pub fn from_sha256(sum: &[u8]) -> Digest {
+        Digest {
+            hex: hex::encode(sum),
         }
     }
 
@@ -245,7 +252,7 @@ impl ContentStore {
 
     /// A writer for `reference`, resuming a write it interrupted: its data
     /// so far is hashed again, and `offset()` says where to go on.
-    pub fn writer(&self, reference: &str) -> Result<Writer<'_>, ContentError> {
+    pub fn writer(self: &Arc<Self>, reference: &str) -> Result<Writer, ContentError> {
         {
             let mut active = self
                 .active
@@ -291,7 +298,7 @@ impl ContentStore {
             offset += n as u64;
         }
         Ok(Writer {
-            store: self,
+            store: Arc::clone(self),
             reference: reference.to_string(),
             dir,
             file,
@@ -303,8 +310,8 @@ impl ContentStore {
 
 /// One write into the store; see `ContentStore::writer`. Dropping it without
 /// `commit` keeps the data for a later resume.
-pub struct Writer<'a> {
-    store: &'a ContentStore,
+pub struct Writer {
+    store: Arc<ContentStore>,
     reference: String,
     dir: PathBuf,
     file: File,
@@ -312,7 +319,21 @@ pub struct Writer<'a> {
     offset: u64,
 }
 
-impl Writer<'_> {
+impl Writer {
+    /// The data written so far, to read again from its start.
+    pub fn data_so_far(&self) -> Result<File, ContentError> {
+        let data = self.dir.join("data");
+        File::open(&data).map_err(io("open", &data))
+    }
+
+    /// Throws away the data written so far (a source that cannot resume).
+    pub fn truncate(&mut self) -> Result<(), ContentError> {
+        self.file.set_len(0).map_err(io("truncate", &self.dir))?;
+        self.hasher = Sha256::new();
+        self.offset = 0;
+        Ok(())
+    }
+
     /// Bytes written so far (where a resumed write goes on).
     pub fn offset(&self) -> u64 {
         self.offset
@@ -364,7 +385,7 @@ impl Writer<'_> {
     }
 }
 
-impl Drop for Writer<'_> {
+impl Drop for Writer {
     fn drop(&mut self) {
         if let Ok(mut active) = self.store.active.lock() {
             active.remove(&self.reference);
@@ -376,9 +397,9 @@ impl Drop for Writer<'_> {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, ContentStore) {
+    fn store() -> (tempfile::TempDir, Arc<ContentStore>) {
         let dir = tempfile::tempdir().unwrap();
-        let store = ContentStore::open(&dir.path().join("content")).unwrap();
+        let store = Arc::new(ContentStore::open(&dir.path().join("content")).unwrap());
         (dir, store)
     }
 

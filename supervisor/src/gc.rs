@@ -1,0 +1,197 @@
+//! Garbage collection by reference.
+//!
+//! Mark: per namespace, the roots are its images, its unexpired leases, its
+//! active snapshots and views, and content or snapshots labelled
+//! `berth/gc.root`. From an image the mark follows index → manifests →
+//! config and layers in the content store, and the config's diff ids to
+//! the chain of snapshots the layers were unpacked into; from a snapshot,
+//! its parents. Sweep: expired leases, then every record not marked, in one
+//! transaction; then the files no record names any more: blobs no namespace
+//! holds and snapshot directories no snapshot owns (which also clears what
+//! a crash left half-written).
+//!
+//! The caller holds the images' `gc_lock` exclusively, so no pull or write
+//! is in the middle of making something reachable.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::content::Digest;
+use crate::images::{
+    document_kind, parse_config, parse_index, parse_manifest, ImageError, Images, MAX_DOCUMENT,
+};
+use crate::metadata::{
+    now, ContentRecord, ImageRecord, LeaseRecord, Reader, SnapshotKind, SnapshotRecord, Table,
+};
+use crate::oci::{chain_ids, Kind};
+
+/// The label that makes content or a snapshot a root by itself.
+pub const ROOT_LABEL: &str = "berth/gc.root";
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub leases: usize,
+    pub content_records: usize,
+    pub blobs: usize,
+    pub snapshots: usize,
+    pub snapshot_dirs: usize,
+}
+
+type Key = (String, String);
+
+pub fn collect(images: &Images) -> Result<Stats, ImageError> {
+    let t = now();
+    let mut stats = Stats::default();
+    let mut content: HashSet<Key> = HashSet::new();
+    let mut snapshots: HashSet<Key> = HashSet::new();
+    let mut expired: Vec<Key> = Vec::new();
+    {
+        let rx = images.meta.read()?;
+        let records: Vec<(String, String, SnapshotRecord)> = rx.list_all(Table::Snapshots)?;
+        let parents: HashMap<Key, Option<String>> = records
+            .iter()
+            .map(|(ns, name, r)| ((ns.clone(), name.clone()), r.parent.clone()))
+            .collect();
+        let mut snapshot_roots: Vec<Key> = records
+            .iter()
+            .filter(|(_, _, r)| {
+                r.kind != SnapshotKind::Committed || r.labels.contains_key(ROOT_LABEL)
+            })
+            .map(|(ns, name, _)| (ns.clone(), name.clone()))
+            .collect();
+        let mut content_roots: Vec<(String, String, Option<String>)> = Vec::new();
+        for (ns, _, image) in rx.list_all::<ImageRecord>(Table::Images)? {
+            content_roots.push((ns, image.target.digest, Some(image.target.media_type)));
+        }
+        for (ns, digest, r) in rx.list_all::<ContentRecord>(Table::Content)? {
+            if r.labels.contains_key(ROOT_LABEL) {
+                content_roots.push((ns, digest, None));
+            }
+        }
+        for (ns, id, lease) in rx.list_all::<LeaseRecord>(Table::Leases)? {
+            if lease.expired(t) {
+                expired.push((ns, id));
+                continue;
+            }
+            for (kind, rid) in lease.resources {
+                match kind.as_str() {
+                    "content" => content_roots.push((ns.clone(), rid, None)),
+                    "snapshots" => snapshot_roots.push((ns.clone(), rid)),
+                    _ => {}
+                }
+            }
+        }
+        // Content, following documents to what they name.
+        let mut queue = content_roots;
+        while let Some((ns, digest, media_type)) = queue.pop() {
+            if !content.insert((ns.clone(), digest.clone())) {
+                continue;
+            }
+            let kind = media_type.as_deref().map(Kind::of);
+            if matches!(kind, Some(Kind::Layer(_))) {
+                continue;
+            }
+            let Some(bytes) = read_small(images, &digest) else {
+                continue;
+            };
+            let kind = match kind {
+                Some(k) if k != Kind::Other => k,
+                _ => document_kind(media_type.as_deref().unwrap_or(""), &bytes),
+            };
+            match kind {
+                Kind::Index => {
+                    if let Ok(index) = parse_index(&digest, &bytes) {
+                        for d in index.manifests {
+                            queue.push((ns.clone(), d.digest, Some(d.media_type)));
+                        }
+                    }
+                }
+                Kind::Manifest => {
+                    if let Ok(m) = parse_manifest(&digest, &bytes) {
+                        queue.push((ns.clone(), m.config.digest, Some(m.config.media_type)));
+                        for l in m.layers {
+                            queue.push((ns.clone(), l.digest, Some(l.media_type)));
+                        }
+                    }
+                }
+                Kind::Config => {
+                    if let Ok(c) = parse_config(&digest, &bytes) {
+                        if let Some(top) = chain_ids(&c.rootfs.diff_ids).pop() {
+                            snapshot_roots.push((ns.clone(), top));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Snapshots, with their parents.
+        for root in snapshot_roots {
+            let mut next = Some(root);
+            while let Some(key) = next.take() {
+                let Some(parent) = parents.get(&key) else {
+                    break;
+                };
+                if !snapshots.insert(key.clone()) {
+                    break;
+                }
+                next = parent.clone().map(|p| (key.0.clone(), p));
+            }
+        }
+    }
+
+    let tx = images.meta.write()?;
+    for (ns, id) in &expired {
+        tx.delete(Table::Leases, ns, id)?;
+        stats.leases += 1;
+    }
+    for (ns, digest, _) in tx.list_all::<ContentRecord>(Table::Content)? {
+        if !content.contains(&(ns.clone(), digest.clone())) {
+            tx.delete(Table::Content, &ns, &digest)?;
+            stats.content_records += 1;
+        }
+    }
+    for (ns, name, _) in tx.list_all::<SnapshotRecord>(Table::Snapshots)? {
+        if !snapshots.contains(&(ns.clone(), name.clone())) {
+            tx.delete(Table::Snapshots, &ns, &name)?;
+            stats.snapshots += 1;
+        }
+    }
+    let held: HashSet<String> = tx
+        .list_all::<ContentRecord>(Table::Content)?
+        .into_iter()
+        .map(|(_, d, _)| d)
+        .collect();
+    let owned: HashSet<u64> = tx
+        .list_all::<SnapshotRecord>(Table::Snapshots)?
+        .into_iter()
+        .map(|(_, _, r)| r.id)
+        .collect();
+    tx.commit()?;
+
+    // The records are gone; now the files. A crash here leaves files no
+    // record names, which the next collection removes.
+    for info in images.content.list()? {
+        if !held.contains(&info.digest.to_string()) {
+            images.content.delete(&info.digest)?;
+            stats.blobs += 1;
+        }
+    }
+    for id in images.snapshots.storage_ids()? {
+        if !owned.contains(&id) {
+            images.snapshots.remove_storage(id)?;
+            stats.snapshot_dirs += 1;
+        }
+    }
+    if stats != Stats::default() {
+        tracing::info!(?stats, "garbage collected");
+    }
+    Ok(stats)
+}
+
+fn read_small(images: &Images, digest: &str) -> Option<Vec<u8>> {
+    let d: Digest = digest.parse().ok()?;
+    let info = images.content.info(&d).ok()?;
+    if info.size > MAX_DOCUMENT {
+        return None;
+    }
+    images.read_document("document", digest).ok()
+}

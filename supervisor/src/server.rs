@@ -1,0 +1,130 @@
+//! The daemon: opens the stores, collects what a crash left behind, and
+//! serves the gRPC services on a unix socket (mode 0600) until told to stop.
+
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use berth_proto::content::v1::content_server::ContentServer;
+use berth_proto::images::v1::images_server::ImagesServer;
+use berth_proto::leases::v1::leases_server::LeasesServer;
+use berth_proto::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::snapshots::v1::snapshots_server::SnapshotsServer;
+use berth_proto::version::v1::version_server::VersionServer;
+use tokio::net::UnixListener;
+use tokio::sync::RwLock;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::api::{collect_garbage, Service};
+use crate::content::ContentStore;
+use crate::images::Images;
+use crate::metadata::Metadata;
+use crate::oci::Platform;
+use crate::registry::{Client, RegistryConfig};
+use crate::snapshots::Snapshotter;
+
+pub struct Config {
+    /// Persistent state: content, snapshots, metadata.
+    pub root: PathBuf,
+    /// Runtime state (sockets of shims, in a later issue).
+    pub state: PathBuf,
+    pub address: PathBuf,
+    /// A docker-style config.json with registry credentials and the
+    /// registries allowed over plain HTTP.
+    pub registry_config: Option<PathBuf>,
+}
+
+fn private_dir(path: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("create {}", path.display()))
+}
+
+/// Opens the stores under `root`.
+pub fn open_images(root: &Path, registry: RegistryConfig) -> anyhow::Result<Arc<Images>> {
+    private_dir(root)?;
+    let content = ContentStore::open(&root.join("content")).context("open the content store")?;
+    let meta = Metadata::open(&root.join("meta.redb")).context("open the metadata")?;
+    let snapshots = Snapshotter::open(&root.join("snapshots")).context("open the snapshots")?;
+    let registry = Client::new(registry).context("set up the registry client")?;
+    Ok(Arc::new(Images {
+        content: Arc::new(content),
+        meta: Arc::new(meta),
+        snapshots: Arc::new(snapshots),
+        registry,
+        gc_lock: Arc::new(RwLock::new(())),
+        platform: Platform::host(),
+    }))
+}
+
+/// Binds the socket, refusing to take it from a live supervisor.
+fn bind(address: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = address.parent() {
+        private_dir(dir)?;
+    }
+    if address.exists() {
+        if std::os::unix::net::UnixStream::connect(address).is_ok() {
+            bail!("{} is served by another supervisor", address.display());
+        }
+        std::fs::remove_file(address)
+            .with_context(|| format!("remove stale socket {}", address.display()))?;
+    }
+    let listener =
+        UnixListener::bind(address).with_context(|| format!("listen on {}", address.display()))?;
+    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", address.display()))?;
+    Ok(listener)
+}
+
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = match &config.registry_config {
+        Some(path) => RegistryConfig::load(path)?,
+        None => RegistryConfig::default(),
+    };
+    private_dir(&config.state)?;
+    let images = open_images(&config.root, registry)?;
+    // A crash leaves at most files no record names, and expired leases.
+    collect_garbage(&images)
+        .await
+        .map_err(|s| anyhow::anyhow!("garbage collection at start: {}", s.message()))?;
+    let listener = bind(&config.address)?;
+    tracing::info!(address = %config.address.display(), root = %config.root.display(), "serving");
+
+    let service = Service {
+        images: Arc::clone(&images),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(VersionServer::new(service.clone()))
+        .add_service(NamespacesServer::new(service.clone()))
+        .add_service(ContentServer::new(service.clone()))
+        .add_service(ImagesServer::new(service.clone()))
+        .add_service(SnapshotsServer::new(service.clone()))
+        .add_service(LeasesServer::new(service))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        r = &mut server => r.context("serve")?,
+        () = shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(());
+            // Calls in flight get a moment to finish; what they leave is
+            // safe either way (see the crash rules in docs/supervisor.md).
+            if tokio::time::timeout(Duration::from_secs(10), &mut server).await.is_err() {
+                tracing::warn!("calls still running after 10 s; stopping anyway");
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&config.address);
+    Ok(())
+}
