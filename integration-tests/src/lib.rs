@@ -17,7 +17,9 @@
 //! against runc: `BERTH_RUNTIME=$(which runc) cargo test -p integration-tests
 //! -- --skip berth_only_`.
 
+pub mod images;
 pub mod interop;
+pub mod registry;
 use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, Read};
