@@ -20,6 +20,7 @@
 pub mod images;
 pub mod interop;
 pub mod registry;
+pub mod supervisor;
 use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, Read};
