@@ -6,6 +6,7 @@
 //! collection (`gc`), and the gRPC services over them (`api`).
 
 pub mod archive;
+pub mod client;
 pub mod content;
 pub mod oci;
 pub mod reference;
