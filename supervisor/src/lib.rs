@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod client;
 pub mod content;
 pub mod diff;
 pub mod gc;
