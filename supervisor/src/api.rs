@@ -79,8 +79,25 @@ pub fn status(e: ImageError) -> Status {
 }
 
 fn registry_code(e: &RegistryError) -> tonic::Code {
-    let _ = e;
-    tonic::Code::Unavailable
+    use tonic::Code;
+    match e {
+        RegistryError::Reference(_) | RegistryError::InvalidDigest(_) => Code::InvalidArgument,
+        RegistryError::NotFound { .. } => Code::NotFound,
+        RegistryError::Unauthorized { .. } => Code::Unauthenticated,
+        RegistryError::InsecureRefused { .. } => Code::PermissionDenied,
+        RegistryError::DigestMismatch { .. } => Code::DataLoss,
+        RegistryError::TooLarge { .. } | RegistryError::InvalidResponse { .. } => {
+            Code::FailedPrecondition
+        }
+        RegistryError::Status { .. }
+        | RegistryError::Transport { .. }
+        | RegistryError::Stalled { .. } => Code::Unavailable,
+        RegistryError::ReadConfig { .. }
+        | RegistryError::InvalidConfig { .. }
+        | RegistryError::BlobFileSize { .. }
+        | RegistryError::ReadBlobFile { .. }
+        | RegistryError::BuildClient(_) => Code::Internal,
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> Status {

@@ -1,0 +1,356 @@
+//! Registry credentials and insecure hosts, from a docker-style `config.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::RegistryError;
+use crate::reference::DOCKER_HUB;
+
+/// How to authenticate to a registry.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// An OAuth2 refresh token, exchanged at the token server for access tokens.
+    IdentityToken(String),
+}
+
+// Hand-written so that secrets never reach a log line.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+            Credentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+        }
+    }
+}
+
+/// Per-host credentials and the hosts that may be reached without verified
+/// TLS (loopback hosts always may).
+#[derive(Clone, Debug, Default)]
+pub struct RegistryConfig {
+    auths: BTreeMap<String, Credentials>,
+    insecure: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    auths: BTreeMap<String, AuthEntry>,
+    #[serde(default, rename = "insecure-registries")]
+    insecure_registries: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AuthEntry {
+    auth: String,
+    username: String,
+    password: String,
+    identitytoken: String,
+}
+
+impl RegistryConfig {
+    /// Reads a docker-style config.json:
+    /// `{"auths": {"host:port": {"auth": base64("user:pass")} | {"username", "password"}
+    /// | {"identitytoken"}}, "insecure-registries": ["host:port", "10.0.0.0/8", ...]}`.
+    /// A missing file is an empty configuration; other keys are ignored.
+    pub fn load(path: &Path) -> Result<RegistryConfig, RegistryError> {
+        let text = match std::fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(RegistryConfig::default())
+            }
+            Err(source) => {
+                return Err(RegistryError::ReadConfig {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let invalid = |reason: String| RegistryError::InvalidConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file: ConfigFile = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+        let mut config = RegistryConfig::default();
+        for (host, entry) in file.auths {
+            let creds = if !entry.identitytoken.is_empty() {
+                Credentials::IdentityToken(entry.identitytoken)
+            } else if !entry.auth.is_empty() {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(entry.auth.trim())
+                    .map_err(|e| invalid(format!("auths.{host:?}.auth is not base64: {e}")))?;
+                let decoded = String::from_utf8(decoded)
+                    .map_err(|_| invalid(format!("auths.{host:?}.auth is not UTF-8")))?;
+                let (username, password) = decoded.split_once(':').ok_or_else(|| {
+                    invalid(format!(
+                        "auths.{host:?}.auth does not decode to \"username:password\""
+                    ))
+                })?;
+                Credentials::Basic {
+                    username: username.to_string(),
+                    password: password.to_string(),
+                }
+            } else if !entry.username.is_empty() {
+                Credentials::Basic {
+                    username: entry.username,
+                    password: entry.password,
+                }
+            } else {
+                // An entry for a credential helper or store: nothing here.
+                continue;
+            };
+            config.auths.insert(normalise_host(&host), creds);
+        }
+        for host in file.insecure_registries {
+            if host.contains('/') && parse_cidr(&host).is_none() {
+                return Err(invalid(format!(
+                    "insecure-registries entry {host:?} is neither host[:port] nor a CIDR"
+                )));
+            }
+            config.add_insecure(&host);
+        }
+        Ok(config)
+    }
+
+    /// The credentials configured for a registry host (`host[:port]`).
+    pub fn credentials(&self, host: &str) -> Option<Credentials> {
+        self.auths.get(&normalise_host(host)).cloned()
+    }
+
+    /// Sets the credentials for a registry host.
+    pub fn set_credentials(&mut self, host: &str, creds: Credentials) {
+        self.auths.insert(normalise_host(host), creds);
+    }
+
+    /// Marks a host (`host[:port]`) or an IP network (`a.b.c.d/n`) insecure:
+    /// TLS is tried without verifying the certificate, then plain HTTP.
+    pub fn add_insecure(&mut self, host: &str) {
+        let host = host.trim();
+        if host.contains('/') && parse_cidr(host).is_some() {
+            self.insecure.insert(host.to_string());
+        } else {
+            self.insecure.insert(normalise_host(host));
+        }
+    }
+
+    /// Whether a host is listed as insecure (by name or by network).
+    pub fn is_insecure(&self, host: &str) -> bool {
+        let host = normalise_host(host);
+        if self.insecure.contains(&host) {
+            return true;
+        }
+        match host_ip(&host) {
+            Some(ip) => self
+                .insecure
+                .iter()
+                .filter_map(|entry| parse_cidr(entry))
+                .any(|(net, bits)| cidr_contains(net, bits, ip)),
+            None => false,
+        }
+    }
+
+    /// Whether a host may be reached over plain HTTP or unverified TLS:
+    /// loopback hosts and insecure ones. Every other host gets verified HTTPS.
+    pub fn allows_insecure(&self, host: &str) -> bool {
+        is_loopback(host) || self.is_insecure(host)
+    }
+}
+
+/// Config keys and hosts compared the same way: no scheme or path, lowercase,
+/// Docker Hub's aliases folded into `docker.io`.
+fn normalise_host(host: &str) -> String {
+    let host = host.trim();
+    let host = host
+        .strip_prefix("https://")
+        .or_else(|| host.strip_prefix("http://"))
+        .unwrap_or(host);
+    let host = host.split('/').next().unwrap_or(host).to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            DOCKER_HUB.to_string()
+        }
+        _ => host,
+    }
+}
+
+/// The host part of `host[:port]`, brackets removed from IPv6 addresses.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        // More than one ':' without brackets: a bare IPv6 address.
+        Some((h, _)) if !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+fn host_ip(host: &str) -> Option<IpAddr> {
+    strip_port(host).parse().ok()
+}
+
+/// `localhost`, 127.0.0.0/8 and ::1, with or without a port.
+pub fn is_loopback(host: &str) -> bool {
+    let name = strip_port(host);
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, bits) = s.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let bits: u8 = bits.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some((addr, bits))
+}
+
+fn cidr_contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn basic(u: &str, p: &str) -> Credentials {
+        Credentials::Basic {
+            username: u.to_string(),
+            password: p.to_string(),
+        }
+    }
+
+    #[test]
+    fn loads_every_kind_of_entry() {
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret:with:colons");
+        let (_dir, path) = write_config(&format!(
+            r#"{{
+                "auths": {{
+                    "reg.example:5000": {{"auth": "{auth}"}},
+                    "https://index.docker.io/v1/": {{"username": "bob", "password": "pw"}},
+                    "ghcr.io": {{"auth": "{auth}", "identitytoken": "refresh-me"}},
+                    "helper.example": {{}}
+                }},
+                "credsStore": "desktop",
+                "insecure-registries": ["reg.example:5000", "10.1.0.0/16"]
+            }}"#
+        ));
+        let config = RegistryConfig::load(&path).unwrap();
+        assert_eq!(
+            config.credentials("reg.example:5000"),
+            Some(basic("alice", "s3cret:with:colons"))
+        );
+        assert_eq!(config.credentials("docker.io"), Some(basic("bob", "pw")));
+        assert_eq!(
+            config.credentials("registry-1.docker.io"),
+            Some(basic("bob", "pw"))
+        );
+        assert_eq!(
+            config.credentials("GHCR.io"),
+            Some(Credentials::IdentityToken("refresh-me".to_string()))
+        );
+        assert_eq!(config.credentials("helper.example"), None);
+        assert_eq!(config.credentials("reg.example"), None);
+
+        assert!(config.is_insecure("reg.example:5000"));
+        assert!(!config.is_insecure("reg.example:5001"));
+        assert!(config.is_insecure("10.1.2.3:443"));
+        assert!(config.is_insecure("10.1.2.3"));
+        assert!(!config.is_insecure("10.2.0.1"));
+        assert!(!config.is_insecure("example.com"));
+    }
+
+    #[test]
+    fn missing_file_is_empty_and_bad_files_name_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RegistryConfig::load(&dir.path().join("nope.json")).unwrap();
+        assert_eq!(config.credentials("docker.io"), None);
+
+        let (_dir, path) = write_config("{ \"auths\": [1, 2] }");
+        let err = RegistryConfig::load(&path).unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidConfig { .. }));
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+
+        let (_dir, path) = write_config(r#"{"auths": {"h": {"auth": "!!!"}}}"#);
+        let msg = RegistryConfig::load(&path).unwrap_err().to_string();
+        assert!(msg.contains("not base64"), "{msg}");
+
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("alice");
+        let (_dir, path) = write_config(&format!(
+            r#"{{"auths": {{"h": {{"auth": "{no_colon}"}}}}}}"#
+        ));
+        let msg = RegistryConfig::load(&path).unwrap_err().to_string();
+        assert!(msg.contains("username:password"), "{msg}");
+
+        let (_dir, path) = write_config(r#"{"insecure-registries": ["10.0.0.0/99"]}"#);
+        assert!(RegistryConfig::load(&path).is_err());
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.9.9.9:80",
+            "[::1]:5000",
+            "::1",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "example.com",
+            "10.0.0.1:5000",
+            "[::2]:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+        let config = RegistryConfig::default();
+        assert!(config.allows_insecure("127.0.0.1:5000"));
+        assert!(!config.allows_insecure("registry.example:5000"));
+    }
+
+    #[test]
+    fn credentials_debug_hides_secrets() {
+        let text = format!(
+            "{:?} {:?}",
+            basic("u", "hunter2"),
+            Credentials::IdentityToken("tok".into())
+        );
+        assert!(
+            !text.contains("hunter2") && !text.contains("tok\""),
+            "{text}"
+        );
+    }
+}
