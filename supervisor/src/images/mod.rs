@@ -290,6 +290,19 @@ impl Images {
         Ok(id)
     }
 
+    /// Deletes a transfer's lease if it kept nothing (the transfer failed
+    /// before storing anything worth resuming from).
+    pub fn end_lease_if_empty(&self, ns: &str, lease: &str) -> Result<(), ImageError> {
+        let tx = self.meta.write()?;
+        if let Some(r) = tx.get::<LeaseRecord>(Table::Leases, ns, lease)? {
+            if r.resources.is_empty() {
+                tx.delete(Table::Leases, ns, lease)?;
+                tx.commit()?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn get(&self, ns: &str, name: &str) -> Result<ImageRecord, ImageError> {
         let rx = self.meta.read()?;
         get_image(&rx, ns, name)

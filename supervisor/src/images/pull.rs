@@ -70,6 +70,23 @@ impl Images {
             .unwrap_or_else(|| self.platform.clone());
         let _gc = Arc::clone(&self.gc_lock).read_owned().await;
         let lease = self.create_transfer_lease(ns)?;
+        let result = self.pull_under(ns, &reference, &platform, opts, tracker, &lease).await;
+        if result.is_err() {
+            self.end_lease_if_empty(ns, &lease)?;
+        }
+        result
+    }
+
+    async fn pull_under(
+        self: &Arc<Self>,
+        ns: &str,
+        reference: &Reference,
+        platform: &Platform,
+        opts: PullOptions,
+        tracker: Arc<Tracker>,
+        lease: &str,
+    ) -> Result<ImageRecord, ImageError> {
+        let (reference, platform, lease) = (reference.clone(), platform.clone(), lease.to_string());
         let creds = opts.credentials.as_ref();
         let name = reference.to_string();
         tracing::info!(namespace = ns, image = %name, "pull");
