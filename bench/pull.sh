@@ -345,9 +345,10 @@ start_system() { # SYSTEM DIR
 
 # One measured pull of SYSTEM in round R.
 pull_once() { # SYSTEM R DIR
-    local system=$1 r=$2 dir=$3 status before after wall user sys entry
+    local system=$1 r=$2 dir=$3 status load before after wall user sys entry
     start_system "$system" "$dir" || return 1
     sync
+    load=$(cut -d' ' -f1 /proc/loadavg)
     before=$(cpu_ticks "${pull_pids[@]}")
     # In the background, so that a signal to this script stops it at once
     # (see cleanup); `time` gives the client's wall and CPU time.
@@ -367,12 +368,12 @@ pull_once() { # SYSTEM R DIR
     after=$(cpu_ticks "${pull_pids[@]}")
     read -r wall user sys <"$dir/pull.time"
     verify_unpacked "$store" || return 1
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$system" "$r" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$system" "$r" \
         "$(awk -v w="$wall" 'BEGIN { printf "%.0f", w * 1000 }')" \
         "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.0f", (u + s) * 1000 }')" \
         "$(((after - before) * 1000 / clk_tck))" \
-        "$(du -sxk "$store" | cut -f1)" >>"$results"
-    say "  round $r $system: $(awk -v w="$wall" 'BEGIN { printf "%.2f", w }') s"
+        "$(du -sxk "$store" | cut -f1)" "$load" >>"$results"
+    say "  round $r $system: $(awk -v w="$wall" 'BEGIN { printf "%.2f", w }') s (load average before: $load)"
     if [ "$r" = "$rounds" ]; then
         for entry in "${mem_pids[@]}"; do
             record_idle_rss "$system" "${entry%%=*}" "${entry#*=}"
@@ -391,7 +392,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 chmod 755 "$workdir"
-results=$workdir/results.tsv # system round wall_ms client_ms daemon_ms store_kib
+results=$workdir/results.tsv # system round wall_ms client_ms daemon_ms store_kib load
 memory=$workdir/memory.tsv   # system process rss_kib hwm_kib
 errors=$workdir/errors.tsv   # system round message
 problems=$workdir/problems   # things left behind

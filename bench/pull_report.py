@@ -2,7 +2,8 @@
 """Summarize the image-pull benchmark (bench/pull.sh): JSON, table, ratios.
 
 Reads the tab-separated files pull.sh writes while it runs:
-  results  system, round, wall ms, client CPU ms, daemon CPU ms, store KiB
+  results  system, round, wall ms, client CPU ms, daemon CPU ms, store KiB,
+           1-minute load average just before the pull
   memory   system, process, VmRSS KiB, VmHWM KiB (idle, after the last round)
   errors   system, round, message
   problems one line per thing left behind (a mount, a process)
@@ -12,6 +13,7 @@ the targets. A ratio whose two sides were not both measured is n/a.
 
 import argparse
 import json
+import os
 import statistics
 import sys
 
@@ -75,6 +77,7 @@ def main():
             "client_cpu_median_ms": median([int(s[3]) for s in mine]),
             "daemon_cpu_median_ms": median([int(s[4]) for s in mine]),
             "store_mib": round(int(mine[-1][5]) / 1024, 1) if mine else None,
+            "load_before": [float(s[6]) for s in mine],
         })
     memory = [
         {"system": m[0], "process": m[1], "rss_kib": int(m[2]), "hwm_kib": int(m[3])}
@@ -102,6 +105,7 @@ def main():
             "compressed_bytes": sum(l["size"] for l in manifest["layers"]),
         },
         "rounds": args.rounds,
+        "cpus": os.cpu_count(),
         "systems": systems,
         "idle_memory": memory,
         "ratios": ratios,
@@ -124,6 +128,11 @@ def main():
               f"{sec(s['max_ms']):>8} {sec(s['client_cpu_median_ms']):>8} "
               f"{sec(s['daemon_cpu_median_ms']):>8} {store:>9}  {note}")
     print("  (client, daemon: CPU time of the pull command and of the daemon(s) during the pull)")
+    loads = [l for s in systems for l in s["load_before"]]
+    cpus = os.cpu_count() or 1
+    if loads and max(loads) >= cpus:
+        print(f"  note: the machine was busy (load average up to {max(loads):.1f} on {cpus} CPUs "
+              f"before a pull): the figures are noisy")
     if memory:
         print()
         print("idle resident memory, image stored (after the last round), MiB")
