@@ -19,7 +19,9 @@ pub const CTR_TIMEOUT: Duration = Duration::from_secs(120);
 fn binary(env: &str, name: &str) -> PathBuf {
     match std::env::var_os(env) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(name),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/debug")
+            .join(name),
     }
 }
 
@@ -107,7 +109,10 @@ impl Supervisor {
     }
 
     pub fn dir(&self) -> &Path {
-        self.tmp.as_ref().map(|t| t.path()).expect("supervisor tree")
+        self.tmp
+            .as_ref()
+            .map(|t| t.path())
+            .expect("supervisor tree")
     }
 
     pub fn root(&self) -> PathBuf {
@@ -156,7 +161,10 @@ impl Supervisor {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("berth-supervisord exited at start ({status}):\n{}", self.log());
+                panic!(
+                    "berth-supervisord exited at start ({status}):\n{}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -215,7 +223,11 @@ impl Supervisor {
 
     pub fn ctr_input(&self, ns: &str, args: &[&str], stdin: Option<&Path>) -> CtrOutput {
         let mut cmd = Command::new(ctr_binary());
-        cmd.arg("--address").arg(self.socket()).arg("-n").arg(ns).args(args);
+        cmd.arg("--address")
+            .arg(self.socket())
+            .arg("-n")
+            .arg(ns)
+            .args(args);
         // Never the user's docker credentials.
         cmd.env("DOCKER_CONFIG", self.dir().join("no-docker-config"));
         if let Some(p) = stdin {

@@ -57,7 +57,9 @@ fn with_view<T>(sup: &Supervisor, ns: &str, parent: &str, f: impl FnOnce(&Path) 
     let m = &mounts[0];
     let mut cmd = Command::new("mount");
     if m.r#type == "bind" {
-        cmd.args(["--bind", "-o", "ro"]).arg(&m.source).arg(target.path());
+        cmd.args(["--bind", "-o", "ro"])
+            .arg(&m.source)
+            .arg(target.path());
     } else {
         cmd.args(["-t", &m.r#type, "-o", &m.options.join(","), &m.source])
             .arg(target.path());
@@ -82,7 +84,11 @@ fn with_view<T>(sup: &Supervisor, ns: &str, parent: &str, f: impl FnOnce(&Path) 
 
 fn assert_rootfs_matches(sup: &Supervisor, ns: &str, image: &Image) {
     let diffs = with_view(sup, ns, &top_chain(image), images::check_rootfs);
-    assert!(diffs.is_empty(), "unpacked image differs:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "unpacked image differs:\n{}",
+        diffs.join("\n")
+    );
 }
 
 fn platform_file(sup: &Supervisor, ns: &str, image: &Image) -> Vec<u8> {
@@ -94,7 +100,11 @@ fn platform_file(sup: &Supervisor, ns: &str, image: &Image) -> Vec<u8> {
 /// After everything named is removed, nothing may remain on disk.
 fn assert_store_empty(sup: &Supervisor) {
     assert_eq!(sup.blob_files(), Vec::<String>::new(), "blobs left");
-    assert_eq!(sup.snapshot_dirs(), Vec::<String>::new(), "snapshot dirs left");
+    assert_eq!(
+        sup.snapshot_dirs(),
+        Vec::<String>::new(),
+        "snapshot dirs left"
+    );
 }
 
 #[test]
@@ -104,7 +114,11 @@ fn pull_by_tag_and_digest_unpacks_every_file() {
     let sup = Supervisor::start();
     let name = format!("{}/test/layered:v1", registry.host());
     let out = sup.ctr(&["images", "pull", &name]).ok();
-    assert!(out.stdout.contains(&image.manifest.digest), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&image.manifest.digest),
+        "{}",
+        out.stdout
+    );
     assert_rootfs_matches(&sup, "default", image);
 
     let ls = sup.ctr(&["images", "ls"]).ok().stdout;
@@ -120,8 +134,20 @@ fn pull_by_tag_and_digest_unpacks_every_file() {
     assert_eq!(ls.lines().count(), 2, "{ls}");
 
     // Other namespaces see none of it.
-    assert_eq!(sup.ctr_ns("other", &["images", "ls", "-q"]).ok().stdout.trim(), "");
-    assert_eq!(sup.ctr_ns("other", &["content", "ls", "-q"]).ok().stdout.trim(), "");
+    assert_eq!(
+        sup.ctr_ns("other", &["images", "ls", "-q"])
+            .ok()
+            .stdout
+            .trim(),
+        ""
+    );
+    assert_eq!(
+        sup.ctr_ns("other", &["content", "ls", "-q"])
+            .ok()
+            .stdout
+            .trim(),
+        ""
+    );
 
     // Removing both names frees every blob and snapshot.
     sup.ctr(&["images", "rm", &name, &by_digest]).ok();
@@ -137,8 +163,11 @@ fn an_index_pulls_the_platform_asked_for() {
     let name = format!("{}/test/multi:v1", registry.host());
     sup.ctr(&["images", "pull", &name]).ok();
     assert_eq!(platform_file(&sup, "default", &set.layered), b"amd64\n");
-    sup.ctr_ns("arm", &["images", "pull", "--platform", "linux/arm64", &name])
-        .ok();
+    sup.ctr_ns(
+        "arm",
+        &["images", "pull", "--platform", "linux/arm64", &name],
+    )
+    .ok();
     assert_eq!(platform_file(&sup, "arm", &set.arm64), b"arm64\n");
     sup.ctr(&["images", "pull", "--platform", "linux/s390x", &name])
         .failed_with("linux/s390x");
@@ -156,7 +185,11 @@ fn push_to_another_repository_reads_back_with_skopeo() {
     let dst = format!("{}/test/copy:pushed", registry.host());
     sup.ctr(&["images", "tag", &src, &dst]).ok();
     let out = sup.ctr(&["images", "push", &dst]).ok();
-    assert!(out.stdout.contains(&image.manifest.digest), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&image.manifest.digest),
+        "{}",
+        out.stdout
+    );
     let layout = tempfile::tempdir().expect("layout");
     images::pull_to_layout(&registry, "test/copy:pushed", layout.path(), "back");
     for layer in &image.layers {
@@ -168,8 +201,13 @@ fn push_to_another_repository_reads_back_with_skopeo() {
         assert_eq!(images::sha256_digest(&got), layer.descriptor.digest);
     }
     // A push of what the registry has uploads no blob again.
-    sup.ctr(&["images", "push", &src, &format!("{}/test/copy:again", registry.host())])
-        .ok();
+    sup.ctr(&[
+        "images",
+        "push",
+        &src,
+        &format!("{}/test/copy:again", registry.host()),
+    ])
+    .ok();
 }
 
 #[test]
@@ -178,14 +216,25 @@ fn basic_auth_from_flags_and_from_the_registry_config() {
     push_layered(&registry, "test/private:v1");
     let name = format!("{}/test/private:v1", registry.host());
     let sup = Supervisor::start();
-    sup.ctr(&["images", "pull", &name]).failed_with("unauthorized");
+    sup.ctr(&["images", "pull", &name])
+        .failed_with("unauthorized");
     sup.ctr(&["images", "pull", "--user", &format!("{USER}:wrong"), &name])
         .failed_with("unauthorized");
     assert_eq!(sup.ctr(&["images", "ls", "-q"]).ok().stdout.trim(), "");
-    sup.ctr(&["images", "pull", "--user", &format!("{USER}:{PASSWORD}"), &name])
-        .ok();
+    sup.ctr(&[
+        "images",
+        "pull",
+        "--user",
+        &format!("{USER}:{PASSWORD}"),
+        &name,
+    ])
+    .ok();
     drop(sup);
-    let sup = Supervisor::start_with(Some(&registry_config_with(&registry.host(), USER, PASSWORD)));
+    let sup = Supervisor::start_with(Some(&registry_config_with(
+        &registry.host(),
+        USER,
+        PASSWORD,
+    )));
     sup.ctr(&["images", "pull", &name]).ok();
 }
 
@@ -195,16 +244,30 @@ fn bearer_tokens_from_the_token_server() {
     let image = push_layered(&registry, "test/tokened:v1");
     let name = format!("{}/test/tokened:v1", registry.host());
     let sup = Supervisor::start();
-    sup.ctr(&["images", "pull", &name]).failed_with("unauthorized");
+    sup.ctr(&["images", "pull", &name])
+        .failed_with("unauthorized");
     let before = registry.token_requests();
-    sup.ctr(&["images", "pull", "--user", &format!("{USER}:{PASSWORD}"), &name])
-        .ok();
+    sup.ctr(&[
+        "images",
+        "pull",
+        "--user",
+        &format!("{USER}:{PASSWORD}"),
+        &name,
+    ])
+    .ok();
     assert!(registry.token_requests() > before, "no token was issued");
     assert_rootfs_matches(&sup, "default", image);
     // Push needs a push token for the new repository.
     let dst = format!("{}/test/tokened-copy:v1", registry.host());
-    sup.ctr(&["images", "push", "--user", &format!("{USER}:{PASSWORD}"), &name, &dst])
-        .ok();
+    sup.ctr(&[
+        "images",
+        "push",
+        "--user",
+        &format!("{USER}:{PASSWORD}"),
+        &name,
+        &dst,
+    ])
+    .ok();
 }
 
 #[test]
@@ -223,10 +286,14 @@ fn a_corrupted_or_missing_blob_leaves_nothing() {
     std::fs::write(&path, &data).expect("corrupt");
     sup.ctr(&["images", "pull", &name]).failed_with("digest");
     assert_eq!(sup.ctr(&["images", "ls", "-q"]).ok().stdout.trim(), "");
-    assert!(!sup.blob_files().contains(layer), "the corrupt blob became visible");
+    assert!(
+        !sup.blob_files().contains(layer),
+        "the corrupt blob became visible"
+    );
     // A manifest naming a blob the registry lost.
     std::fs::remove_file(&path).expect("remove blob");
-    sup.ctr(&["images", "pull", &name]).failed_with(layer.trim_start_matches("sha256:"));
+    sup.ctr(&["images", "pull", &name])
+        .failed_with(layer.trim_start_matches("sha256:"));
     assert_eq!(sup.ctr(&["images", "ls", "-q"]).ok().stdout.trim(), "");
     // Repaired, the pull goes through, and the daemon never stopped.
     std::fs::write(&path, &original).expect("restore");
@@ -314,16 +381,28 @@ fn bad_layers_are_refused_and_leave_nothing() {
             &format!("oci:{}:v1", layout.display()),
             &format!("docker://{}/bad/{repo}:v1", registry.host()),
         ]);
-        assert!(out.status.success(), "push {repo}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "push {repo}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let name = format!("{}/bad/{repo}:v1", registry.host());
         sup.ctr(&["images", "pull", &name]).failed_with(needle);
-        assert_eq!(sup.ctr(&["images", "ls", "-q"]).ok().stdout.trim(), "", "{repo}");
+        assert_eq!(
+            sup.ctr(&["images", "ls", "-q"]).ok().stdout.trim(),
+            "",
+            "{repo}"
+        );
         assert!(
             !Path::new("/tmp/berth-escape-target").exists(),
             "{repo}: a write escaped the snapshot"
         );
     }
-    assert_eq!(sup.snapshot_dirs(), Vec::<String>::new(), "snapshot dirs left");
+    assert_eq!(
+        sup.snapshot_dirs(),
+        Vec::<String>::new(),
+        "snapshot dirs left"
+    );
     sup.ctr(&["version"]).ok();
 }
 
@@ -371,14 +450,27 @@ mod bad_layer {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("gzip");
-        gz.stdin.take().expect("stdin").write_all(&tar).expect("gzip in");
+        gz.stdin
+            .take()
+            .expect("stdin")
+            .write_all(&tar)
+            .expect("gzip in");
         let out = gz.wait_with_output().expect("gzip out");
-        Layer { tar, blob: out.stdout }
+        Layer {
+            tar,
+            blob: out.stdout,
+        }
     }
 
     pub fn dotdot() -> Layer {
         let mut t = Vec::new();
-        entry(&mut t, b"../../../../tmp/berth-escape-target", b'0', b"", b"pwned");
+        entry(
+            &mut t,
+            b"../../../../tmp/berth-escape-target",
+            b'0',
+            b"",
+            b"pwned",
+        );
         gzip(finish(t))
     }
 
@@ -417,7 +509,8 @@ mod bad_layer {
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{layer_size}}}]}}"#
         );
         let (m_digest, m_size) = put(manifest.as_bytes());
-        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("oci-layout");
         std::fs::write(
             dir.join("index.json"),
             format!(

@@ -70,7 +70,9 @@ impl Images {
             .unwrap_or_else(|| self.platform.clone());
         let _gc = Arc::clone(&self.gc_lock).read_owned().await;
         let lease = self.create_transfer_lease(ns)?;
-        let result = self.pull_under(ns, &reference, &platform, opts, tracker, &lease).await;
+        let result = self
+            .pull_under(ns, &reference, &platform, opts, tracker, &lease)
+            .await;
         if result.is_err() {
             self.end_lease_if_empty(ns, &lease)?;
         }
