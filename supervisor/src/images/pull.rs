@@ -282,7 +282,7 @@ impl Images {
     /// Records the unpacked layers as committed snapshots, bottom-up, in
     /// one transaction after one filesystem sync. A layer that could not be
     /// unpacked on its own (a hard link to a file in a layer below) is
-    /// unpacked here from its stored blob, on top of the layers below it.
+    /// unpacked first, from its stored blob, on top of the layers below it.
     #[allow(clippy::too_many_arguments)]
     fn commit_layers(
         &self,
@@ -295,66 +295,71 @@ impl Images {
         tracker: &Tracker,
     ) -> Result<(), ImageError> {
         let mut ids: Vec<Option<u64>> = done.iter().map(|d| d.id).collect();
-        let cleanup = |ids: &[Option<u64>]| {
+        let result = self.commit_layers_into(ns, lease, layers, diff_ids, chain, &done, &mut ids, tracker);
+        if result.is_err() {
             for id in ids.iter().flatten() {
                 let _ = self.snapshots.remove_storage(*id);
             }
-        };
-        let mut synced = false;
-        let tx = self.meta.write()?;
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_layers_into(
+        &self,
+        ns: &str,
+        lease: &str,
+        layers: &[Descriptor],
+        diff_ids: &[String],
+        chain: &[String],
+        done: &[LayerDone],
+        ids: &mut [Option<u64>],
+        tracker: &Tracker,
+    ) -> Result<(), ImageError> {
+        // The layer directories bottom-up: existing snapshots' or ours.
+        // Unpacking happens here, before the transaction, since a write
+        // transaction excludes every other (allocating ids takes one).
+        let mut dirs: Vec<PathBuf> = Vec::with_capacity(done.len());
+        let mut existing = vec![false; done.len()];
         for (i, d) in done.iter().enumerate() {
-            let parent = (i > 0).then(|| chain[i - 1].as_str());
-            if tx.exists(Table::Snapshots, ns, &chain[i])? {
+            let found = {
+                let rx = self.meta.read()?;
+                rx.get::<SnapshotRecord>(Table::Snapshots, ns, &chain[i])?
+            };
+            if let Some(record) = found.filter(|r| r.kind == SnapshotKind::Committed) {
                 // Unpacked before, or by a pull that raced this one.
                 if let Some(id) = ids[i].take() {
                     let _ = self.snapshots.remove_storage(id);
                 }
-                tx.lease_add(ns, lease, ("snapshots".to_string(), chain[i].clone()))?;
+                existing[i] = true;
+                dirs.push(self.snapshots.fs(record.id));
                 continue;
             }
-            if d.unpack_later {
+            if d.unpack_later || ids[i].is_none() {
                 let id = self.snapshots.allocate(&self.meta)?;
                 ids[i] = Some(id);
                 tracker.state(&layers[i].digest, State::Unpacking);
-                let lowers = self.snapshots.lowers(&tx, ns, parent)?;
-                let result = self.unpack_stored(&layers[i], &diff_ids[i], id, &lowers);
-                if let Err(e) = result {
-                    cleanup(&ids);
-                    return Err(e);
-                }
+                let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
+                self.unpack_stored(&layers[i], &diff_ids[i], id, &lowers)?;
                 tracker.state(&layers[i].digest, State::Done);
             }
-            let Some(id) = ids[i] else {
-                cleanup(&ids);
-                return Err(ImageError::Internal(format!(
-                    "layer {} was not unpacked",
-                    layers[i].digest
-                )));
-            };
-            if !synced {
-                self.snapshots.sync(id)?;
-                synced = true;
-            }
-            let labels = Labels::from([("berth/diff-id".to_string(), diff_ids[i].clone())]);
-            if let Err(e) = self
-                .snapshots
-                .commit_extracted(&tx, ns, &chain[i], parent, id, labels)
-            {
-                cleanup(&ids);
-                return Err(e.into());
+            let id = ids[i].unwrap_or_default();
+            dirs.push(self.snapshots.fs(id));
+        }
+        if let Some(id) = ids.iter().flatten().next() {
+            self.snapshots.sync(*id)?;
+        }
+        let tx = self.meta.write()?;
+        for i in 0..done.len() {
+            let parent = (i > 0).then(|| chain[i - 1].as_str());
+            if let (false, Some(id)) = (existing[i], ids[i]) {
+                let labels = Labels::from([("berth/diff-id".to_string(), diff_ids[i].clone())]);
+                self.snapshots
+                    .commit_extracted(&tx, ns, &chain[i], parent, id, labels)?;
             }
             tx.lease_add(ns, lease, ("snapshots".to_string(), chain[i].clone()))?;
         }
-        // Layers unpacked later were written after the first sync.
-        if done.iter().any(|d| d.unpack_later) {
-            if let Some(id) = ids.iter().flatten().next() {
-                self.snapshots.sync(*id)?;
-            }
-        }
-        if let Err(e) = tx.commit() {
-            cleanup(&ids);
-            return Err(e.into());
-        }
+        tx.commit()?;
         Ok(())
     }
 
