@@ -43,6 +43,16 @@ struct LayerDone {
     index: usize,
     id: Option<u64>,
     unpack_later: bool,
+    /// Directories the unpack made up for want of the lower layers.
+    implied: Vec<PathBuf>,
+}
+
+/// How a layer's unpack went.
+enum Unpacked {
+    /// Unpacked (or only stored); the directories it had to make up.
+    Done(Vec<PathBuf>),
+    /// Stored, but unpackable only on top of the layers below it.
+    Later,
 }
 
 /// Everything a layer task needs, shared between the tasks.
@@ -295,7 +305,8 @@ impl Images {
         tracker: &Tracker,
     ) -> Result<(), ImageError> {
         let mut ids: Vec<Option<u64>> = done.iter().map(|d| d.id).collect();
-        let result = self.commit_layers_into(ns, lease, layers, diff_ids, chain, &done, &mut ids, tracker);
+        let result =
+            self.commit_layers_into(ns, lease, layers, diff_ids, chain, &done, &mut ids, tracker);
         if result.is_err() {
             for id in ids.iter().flatten() {
                 let _ = self.snapshots.remove_storage(*id);
@@ -342,6 +353,16 @@ impl Images {
                 let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
                 self.unpack_stored(&layers[i], &diff_ids[i], id, &lowers)?;
                 tracker.state(&layers[i].digest, State::Done);
+            } else if !d.implied.is_empty() && !dirs.is_empty() {
+                // Unpacked in parallel, without the layers below: the
+                // directories it made up take their attributes from below.
+                let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
+                let id = ids[i].unwrap_or_default();
+                archive::inherit_implied_dirs(&self.snapshots.fs(id), &d.implied, &lowers)
+                    .map_err(|source| ImageError::Unpack {
+                        digest: layers[i].digest.clone(),
+                        source,
+                    })?;
             }
             let id = ids[i].unwrap_or_default();
             dirs.push(self.snapshots.fs(id));
@@ -387,6 +408,7 @@ impl Images {
                 index,
                 id: None,
                 unpack_later: true,
+                implied: Vec::new(),
             })
             .collect();
         let tracker = Tracker::new();
@@ -408,14 +430,15 @@ impl Images {
         diff_id: &str,
         id: u64,
         lowers: &[PathBuf],
-    ) -> Result<(), ImageError> {
+    ) -> Result<Vec<PathBuf>, ImageError> {
         let compression = layer_compression(layer)?;
         let digest: Digest = layer.digest.parse()?;
         let file = self.content.open_blob(&digest, 0)?;
         let mut reader = io::BufReader::with_capacity(1 << 20, file);
-        let actual = unpack(&mut reader, compression, &self.snapshots.fs(id), lowers)
+        let (actual, implied) = unpack(&mut reader, compression, &self.snapshots.fs(id), lowers)
             .map_err(|e| e.into_image_error(&layer.digest))?;
-        check_diff_id(&layer.digest, diff_id, &actual)
+        check_diff_id(&layer.digest, diff_id, &actual)?;
+        Ok(implied)
     }
 }
 
@@ -441,6 +464,7 @@ impl Job {
             index,
             id: None,
             unpack_later: false,
+            implied: Vec::new(),
         };
         if have_blob && (!unpack || have_snapshot) {
             self.tracker
@@ -469,13 +493,13 @@ impl Job {
                 .await
                 .map_err(|e| ImageError::Internal(e.to_string()))
                 .and_then(|r| r)
-                .map(|()| true)
+                .map(Unpacked::Done)
         } else {
             self.download(layer, diff_id, compression, id).await
         };
         match result {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Unpacked::Done(implied)) => done.implied = implied,
+            Ok(Unpacked::Later) => {
                 // Unpackable only on top of the layers below it.
                 if let Some(id) = done.id.take() {
                     let _ = images.snapshots.remove_storage(id);
@@ -503,7 +527,7 @@ impl Job {
         diff_id: &str,
         compression: Option<Compression>,
         id: Option<u64>,
-    ) -> Result<bool, ImageError> {
+    ) -> Result<Unpacked, ImageError> {
         let images = &self.images;
         let size = layer.size.max(0) as u64;
         let (offset_tx, offset_rx) = oneshot::channel::<u64>();
@@ -704,7 +728,7 @@ fn store_and_unpack(
     offset_tx: oneshot::Sender<u64>,
     mut chunks: mpsc::Receiver<Chunk>,
     tracker: &Tracker,
-) -> Result<bool, ImageError> {
+) -> Result<Unpacked, ImageError> {
     let expected: Digest = digest.parse()?;
     let mut writer = open_writer(content, &format!("layer-{digest}"))?;
     if content.info(&expected).is_ok() {
@@ -712,12 +736,12 @@ fn store_and_unpack(
         drop(writer);
         drop(offset_tx);
         return match unpack_into {
-            None => Ok(true),
+            None => Ok(Unpacked::Done(Vec::new())),
             Some((compression, target, diff_id)) => {
                 let file = content.open_blob(&expected, 0)?;
-                let actual = unpack(io::BufReader::new(file), compression, &target, &[])
+                let (actual, implied) = unpack(io::BufReader::new(file), compression, &target, &[])
                     .map_err(|e| e.into_image_error(digest))?;
-                check_diff_id(digest, &diff_id, &actual).map(|()| true)
+                check_diff_id(digest, &diff_id, &actual).map(|()| Unpacked::Done(implied))
             }
         };
     }
@@ -753,7 +777,6 @@ fn store_and_unpack(
         tracker,
         broken: None,
     };
-    let mut later = false;
     let outcome = match &unpack_into {
         None => io::copy(&mut tee, &mut io::sink())
             .map(|_| None)
@@ -786,12 +809,14 @@ fn store_and_unpack(
         Err(e) => return Err(e.into()),
     }
     match (outcome, unpack_into) {
-        (Ok(Some(actual)), Some((_, _, diff_id))) => check_diff_id(digest, &diff_id, &actual)?,
-        (Ok(_), _) => {}
-        (Err(UnpackError::Apply(e)), _) if needs_lower_layers(&e) => later = true,
-        (Err(e), _) => return Err(e.into_image_error(digest)),
+        (Ok(Some((actual, implied))), Some((_, _, diff_id))) => {
+            check_diff_id(digest, &diff_id, &actual)?;
+            Ok(Unpacked::Done(implied))
+        }
+        (Ok(_), _) => Ok(Unpacked::Done(Vec::new())),
+        (Err(UnpackError::Apply(e)), _) if needs_lower_layers(&e) => Ok(Unpacked::Later),
+        (Err(e), _) => Err(e.into_image_error(digest)),
     }
-    Ok(!later)
 }
 
 /// Opens the ingest for `reference`, waiting while another pull writes it.
@@ -807,8 +832,7 @@ fn open_writer(content: &Arc<ContentStore>, reference: &str) -> Result<Writer, I
 /// Whether an unpack failed only for want of the layers below (a hard link
 /// to a file one of them holds).
 fn needs_lower_layers(e: &archive::ArchiveError) -> bool {
-    let _ = e;
-    false
+    matches!(e, archive::ArchiveError::LinkTargetMissing { .. })
 }
 
 enum UnpackError {
@@ -866,7 +890,7 @@ fn unpack<R: io::BufRead>(
     compression: Compression,
     target: &Path,
     lowers: &[PathBuf],
-) -> Result<Digest, UnpackError> {
+) -> Result<(Digest, Vec<PathBuf>), UnpackError> {
     let decoder: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(source),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(source)),
@@ -879,14 +903,19 @@ fn unpack<R: io::BufRead>(
         hasher: Sha256::new(),
         error: None,
     };
-    let applied = archive::apply_layer(&mut tar, target, lowers);
-    if let Err(e) = applied {
-        return Err(match tar.error.take() {
-            Some(kind) => UnpackError::Decompress(io::Error::new(kind, e.to_string())),
-            None => UnpackError::Apply(e),
-        });
-    }
+    let stats = match archive::apply_layer(&mut tar, target, lowers) {
+        Ok(stats) => stats,
+        Err(e) => {
+            return Err(match tar.error.take() {
+                Some(kind) => UnpackError::Decompress(io::Error::new(kind, e.to_string())),
+                None => UnpackError::Apply(e),
+            })
+        }
+    };
     // The diff id covers the tar's trailing blocks too.
     io::copy(&mut tar, &mut io::sink()).map_err(UnpackError::Decompress)?;
-    Ok(Digest::from_sha256(&tar.hasher.finalize()))
+    Ok((
+        Digest::from_sha256(&tar.hasher.finalize()),
+        stats.implied_dirs,
+    ))
 }
