@@ -217,9 +217,9 @@ fn basic_auth_from_flags_and_from_the_registry_config() {
     let name = format!("{}/test/private:v1", registry.host());
     let sup = Supervisor::start();
     sup.ctr(&["images", "pull", &name])
-        .failed_with("unauthorized");
+        .failed_with("requires credentials");
     sup.ctr(&["images", "pull", "--user", &format!("{USER}:wrong"), &name])
-        .failed_with("unauthorized");
+        .failed_with("refused the credentials");
     assert_eq!(sup.ctr(&["images", "ls", "-q"]).ok().stdout.trim(), "");
     sup.ctr(&[
         "images",
@@ -245,7 +245,9 @@ fn bearer_tokens_from_the_token_server() {
     let name = format!("{}/test/tokened:v1", registry.host());
     let sup = Supervisor::start();
     sup.ctr(&["images", "pull", &name])
-        .failed_with("unauthorized");
+        .failed_with("requires credentials");
+    sup.ctr(&["images", "pull", "--user", &format!("{USER}:wrong"), &name])
+        .failed_with("refused the credentials");
     let before = registry.token_requests();
     sup.ctr(&[
         "images",
@@ -308,7 +310,8 @@ fn a_dropped_connection_fails_cleanly_and_the_retry_resumes() {
     let proxy = FaultyProxy::start(&registry.host(), 300_000);
     let sup = Supervisor::start();
     let name = format!("{}/test/cut:v1", proxy.host());
-    sup.ctr(&["images", "pull", &name]).failed_with("download");
+    sup.ctr(&["images", "pull", &name])
+        .failed_with("/blobs/sha256:");
     assert!(proxy.cuts() > 0, "the proxy cut nothing");
     assert_eq!(sup.ctr(&["images", "ls", "-q"]).ok().stdout.trim(), "");
     // The layers the first pull verified are not fetched again; the cut
