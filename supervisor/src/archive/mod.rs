@@ -57,7 +57,7 @@ pub struct DiffStats {
 pub enum ArchiveError {
     #[error("read layer: {source}")]
     ReadLayer { source: io::Error },
-    #[error("read layer: the stream ends before the end-of-archive marker")]
+    #[error("read layer: the stream ends inside a header")]
     Truncated,
     #[error("read layer: entry {path:?} ends before its {size} bytes of data")]
     TruncatedEntry { path: PathBuf, size: u64 },
