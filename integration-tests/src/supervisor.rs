@@ -230,10 +230,14 @@ impl Supervisor {
             .args(args);
         // Never the user's docker credentials.
         cmd.env("DOCKER_CONFIG", self.dir().join("no-docker-config"));
-        if let Some(p) = stdin {
-            cmd.stdin(std::fs::File::open(p).expect("stdin file"));
-        }
-        let out = run_with_timeout(cmd, CTR_TIMEOUT);
+        let out = match stdin {
+            // run_with_timeout gives the command no stdin.
+            Some(p) => {
+                cmd.stdin(std::fs::File::open(p).expect("stdin file"));
+                cmd.output().expect("run berth-ctr")
+            }
+            None => run_with_timeout(cmd, CTR_TIMEOUT),
+        };
         CtrOutput {
             args: args.iter().map(|s| s.to_string()).collect(),
             code: out.status.code().unwrap_or(-1),

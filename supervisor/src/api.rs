@@ -186,7 +186,9 @@ async fn blocking<T: Send + 'static>(
 pub async fn collect_garbage(images: &Arc<Images>) -> Result<gc::Stats, Status> {
     let _gc = Arc::clone(&images.gc_lock).write_owned().await;
     let images = Arc::clone(images);
-    blocking(move || gc::collect(&images)).await
+    let stats = blocking(move || gc::collect(&images)).await;
+    crate::sys::trim_memory();
+    stats
 }
 
 #[derive(Clone)]
@@ -462,7 +464,8 @@ impl content_pb::content_server::Content for Service {
         &self,
         req: Request<content_pb::ListStatusesRequest>,
     ) -> Result<Response<content_pb::ListStatusesResponse>, Status> {
-        namespace(&req)?;
+        let ns = namespace(&req)?;
+        let prefix = ingest_ref(&ns, "");
         let statuses = self
             .images
             .content
@@ -471,21 +474,24 @@ impl content_pb::content_server::Content for Service {
         Ok(Response::new(content_pb::ListStatusesResponse {
             statuses: statuses
                 .into_iter()
-                .map(|s| content_pb::Status {
-                    r#ref: s.reference,
-                    offset: s.offset as i64,
-                    updated_at: None,
+                .filter_map(|s| {
+                    let r = s.reference.strip_prefix(&prefix)?.to_string();
+                    Some(content_pb::Status {
+                        r#ref: r,
+                        offset: s.offset as i64,
+                        updated_at: None,
+                    })
                 })
                 .collect(),
         }))
     }
 
     async fn abort(&self, req: Request<content_pb::AbortRequest>) -> Result<Response<()>, Status> {
-        namespace(&req)?;
+        let ns = namespace(&req)?;
         let r = req.into_inner().r#ref;
         self.images
             .content
-            .abort(&r)
+            .abort(&ingest_ref(&ns, &r))
             .map_err(|e| status(e.into()))?;
         Ok(Response::new(()))
     }
@@ -512,6 +518,12 @@ impl content_pb::content_server::Content for Service {
     }
 }
 
+/// A client's ingest ref, private to its namespace (a namespace name holds
+/// no '/').
+fn ingest_ref(ns: &str, reference: &str) -> String {
+    format!("{ns}/{reference}")
+}
+
 async fn content_write(
     images: &Arc<Images>,
     ns: &str,
@@ -528,7 +540,7 @@ async fn content_write(
     }
     let reference = first.r#ref.clone();
     let content = Arc::clone(&images.content);
-    let r2 = reference.clone();
+    let r2 = ingest_ref(ns, &reference);
     let mut writer = tokio::task::spawn_blocking(move || content.writer(&r2))
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -665,6 +677,7 @@ where
             Err(e) => Err(status(e)),
         };
         let _ = tx.send(msg).await;
+        crate::sys::trim_memory();
     });
     Box::pin(ReceiverStream::new(rx))
 }
@@ -826,6 +839,7 @@ impl images_pb::images_server::Images for Service {
             images.import(&ns, reader, opts)
         })
         .await?;
+        crate::sys::trim_memory();
         Ok(Response::new(images_pb::ImportResponse {
             images: records.iter().map(|r| self.image_pb(r)).collect(),
         }))
@@ -870,6 +884,7 @@ impl images_pb::images_server::Images for Service {
             if let Err(e) = result {
                 let _ = tx.blocking_send(Err(status(e)));
             }
+            crate::sys::trim_memory();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -18,3 +18,4 @@ pub mod reference;
 pub mod registry;
 pub mod server;
 pub mod snapshots;
+pub mod sys;

@@ -29,6 +29,7 @@ struct Args {
 }
 
 fn main() {
+    berth_supervisor::sys::limit_malloc_arenas();
     let args = Args::parse();
     let level = if args.debug {
         tracing::Level::DEBUG

@@ -531,7 +531,7 @@ impl Job {
         let images = &self.images;
         let size = layer.size.max(0) as u64;
         let (offset_tx, offset_rx) = oneshot::channel::<u64>();
-        let (chunks_tx, chunks_rx) = mpsc::channel::<Chunk>(64);
+        let (chunks_tx, chunks_rx) = mpsc::channel::<Chunk>(16);
         let target = id.map(|id| images.snapshots.fs(id));
         let content = Arc::clone(&images.content);
         let tracker = Arc::clone(&self.tracker);
