@@ -208,7 +208,7 @@ impl Metadata {
         // A small page cache: the database is small and the supervisor's
         // idle memory matters more than its metadata read speed.
         let db = redb::Builder::new()
-            .set_cache_size(4 << 20)
+            .set_cache_size(1 << 20)
             .create(path)
             .map_err(|e| open(e.into()))?;
         let tx = db.begin_write().map_err(|e| open(e.into()))?;

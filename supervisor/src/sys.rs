@@ -1,6 +1,6 @@
 //! The few libc calls the supervisor needs that no safe wrapper offers.
 
-/// Limits glibc's malloc to two arenas. Each thread that allocates would
+/// Limits glibc's malloc to one arena. Each thread that allocates would
 /// otherwise get an arena of its own that keeps freed memory, and a pull's
 /// short-lived unpacking threads would leave the idle daemon tens of MiB
 /// larger. Call before any thread starts.
@@ -9,7 +9,7 @@ pub fn limit_malloc_arenas() {
     {
         // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX takes
         // any positive value.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     }
 }
 

@@ -50,6 +50,9 @@ fn main() {
     // the blocking pool, and fewer threads keep the idle daemon small.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Idle blocking threads go soon: their stacks are the idle
+        // daemon's memory, and starting one is cheap next to a pull.
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .enable_all()
         .build()
     {
