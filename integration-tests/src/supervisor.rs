@@ -5,11 +5,18 @@
 //! removes its tree when dropped, on failure too; it reports mounts left
 //! under the tree (the supervisor itself never mounts anything).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::registry::run_with_timeout;
+use berth_proto::snapshots::v1 as snapshots_pb;
+use berth_proto::types::v1 as types_pb;
+use berth_supervisor::client::Client;
+use berth_supervisor::oci::chain_ids;
+
+use crate::images::{self, image_set, Image};
+use crate::registry::{run_with_timeout, Registry};
 use crate::{release_temp_tree, require_root};
 
 /// How long a `berth-ctr` command may take (a pull of the test images is
@@ -234,7 +241,7 @@ impl Supervisor {
             // run_with_timeout gives the command no stdin.
             Some(p) => {
                 cmd.stdin(std::fs::File::open(p).expect("stdin file"));
-                cmd.output().expect("run berth-ctr")
+                output_within(cmd, CTR_TIMEOUT)
             }
             None => run_with_timeout(cmd, CTR_TIMEOUT),
         };
@@ -295,10 +302,186 @@ impl Drop for Supervisor {
     }
 }
 
+/// Runs `cmd` with its own stdin, collecting its output; kills it and fails
+/// the test after `timeout`.
+fn output_within(mut cmd: Command, timeout: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth-ctr");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("wait for berth-ctr") {
+            Some(status) => break status,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("berth-ctr did not exit within {timeout:?}");
+            }
+        }
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
 /// A registry config (docker config.json format) with credentials for one
 /// registry.
 pub fn registry_config_with(host: &str, user: &str, password: &str) -> String {
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#)
+}
+
+// ---------------------------------------------------------------------------
+// Images and snapshots through the API
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn connect(rt: &tokio::runtime::Runtime, sup: &Supervisor, ns: &str) -> Client {
+    rt.block_on(Client::connect(&sup.socket(), ns))
+        .expect("connect")
+}
+
+pub fn push_layered(registry: &Registry, repo_tag: &str) -> &'static Image {
+    let set = image_set();
+    images::push(&set.layered_ref(), registry, repo_tag);
+    &set.layered
+}
+
+/// The chain id of an image's top layer: the snapshot its rootfs is.
+pub fn top_chain(image: &Image) -> String {
+    let diff_ids: Vec<String> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+    chain_ids(&diff_ids).pop().expect("layers")
+}
+
+/// A mount of a snapshot on a fresh directory under the supervisor's tree
+/// (so its guard would also report a leak); unmounted when dropped, on
+/// failure too.
+pub struct Mounted {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Mounted {
+    pub fn new(sup: &Supervisor, m: &types_pb::Mount) -> Mounted {
+        let dir = tempfile::Builder::new()
+            .prefix("mnt-")
+            .tempdir_in(sup.dir())
+            .expect("mount point");
+        let mut cmd = Command::new("mount");
+        if m.r#type == "bind" {
+            let mode = if m.options.iter().any(|o| o == "ro") {
+                "ro"
+            } else {
+                "rw"
+            };
+            cmd.args(["--rbind", "-o", mode]).arg(&m.source);
+        } else {
+            cmd.args(["-t", &m.r#type, "-o", &m.options.join(","), &m.source]);
+        }
+        let out = cmd.arg(dir.path()).output().expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount {m:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mounted { dir: Some(dir) }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("mounted").path()
+    }
+
+    /// Unmounts now; true when it worked.
+    pub fn unmount(&mut self) -> bool {
+        let Some(dir) = self.dir.take() else {
+            return true;
+        };
+        let ok = Command::new("umount")
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(dir.path()).status();
+        }
+        drop(dir);
+        ok
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// A read-only view of snapshot `parent`, mounted while `f` runs; the view
+/// and the mount are removed afterwards, on failure too.
+pub fn with_view<T>(sup: &Supervisor, ns: &str, parent: &str, f: impl FnOnce(&Path) -> T) -> T {
+    let rt = runtime();
+    let client = connect(&rt, sup, ns);
+    let key = format!("view-{}", std::process::id());
+    let mounts = rt
+        .block_on(client.snapshots().view(snapshots_pb::ViewSnapshotRequest {
+            key: key.clone(),
+            parent: parent.to_string(),
+            labels: Default::default(),
+        }))
+        .expect("view")
+        .into_inner()
+        .mounts;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_eq!(mounts.len(), 1, "{mounts:?}");
+        let mounted = Mounted::new(sup, &mounts[0]);
+        f(mounted.path())
+    }));
+    rt.block_on(
+        client
+            .snapshots()
+            .remove(snapshots_pb::RemoveSnapshotRequest { key: key.clone() }),
+    )
+    .expect("remove view");
+    match result {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+pub fn assert_rootfs_matches(sup: &Supervisor, ns: &str, image: &Image) {
+    let diffs = with_view(sup, ns, &top_chain(image), images::check_rootfs);
+    assert!(
+        diffs.is_empty(),
+        "unpacked image in {ns} differs:\n{}",
+        diffs.join("\n")
+    );
+}
+
+/// After everything named is removed, nothing may remain on disk.
+pub fn assert_store_empty(sup: &Supervisor) {
+    assert_eq!(sup.blob_files(), Vec::<String>::new(), "blobs left");
+    assert_eq!(
+        sup.snapshot_dirs(),
+        Vec::<String>::new(),
+        "snapshot dirs left"
+    );
 }

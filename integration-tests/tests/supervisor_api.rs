@@ -6,7 +6,7 @@
 //! errors from a daemon that keeps serving; SIGTERM stops it cleanly.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,204 +18,17 @@ use berth_proto::namespaces::v1 as namespaces_pb;
 use berth_proto::snapshots::v1 as snapshots_pb;
 use berth_proto::types::v1 as types_pb;
 use berth_supervisor::client::Client;
-use berth_supervisor::oci::chain_ids;
-use integration_tests::images::{self, image_set, Image};
+use integration_tests::images::{self, image_set};
 use integration_tests::registry::{Auth, Registry};
-use integration_tests::supervisor::{self, CtrOutput, Supervisor};
+use integration_tests::supervisor::{
+    assert_rootfs_matches, assert_store_empty, connect, push_layered, runtime, top_chain,
+    with_view, Mounted, Supervisor,
+};
 use serde_json::Value;
 use tonic::{Code, Status};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn connect(rt: &tokio::runtime::Runtime, sup: &Supervisor, ns: &str) -> Client {
-    rt.block_on(Client::connect(&sup.socket(), ns))
-        .expect("connect")
-}
-
-fn push_layered(registry: &Registry, repo_tag: &str) -> &'static Image {
-    let set = image_set();
-    images::push(&set.layered_ref(), registry, repo_tag);
-    &set.layered
-}
-
-/// The chain id of an image's top layer: the snapshot its rootfs is.
-fn top_chain(image: &Image) -> String {
-    let diff_ids: Vec<String> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
-    chain_ids(&diff_ids).pop().expect("layers")
-}
-
-/// A mount of a snapshot on a fresh directory under the supervisor's tree
-/// (so its guard would also report a leak); unmounted when dropped, on
-/// failure too.
-struct Mounted {
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Mounted {
-    fn new(sup: &Supervisor, m: &types_pb::Mount) -> Mounted {
-        let dir = tempfile::Builder::new()
-            .prefix("mnt-")
-            .tempdir_in(sup.dir())
-            .expect("mount point");
-        let mut cmd = Command::new("mount");
-        if m.r#type == "bind" {
-            let mode = if m.options.iter().any(|o| o == "ro") {
-                "ro"
-            } else {
-                "rw"
-            };
-            cmd.args(["--rbind", "-o", mode]).arg(&m.source);
-        } else {
-            cmd.args(["-t", &m.r#type, "-o", &m.options.join(","), &m.source]);
-        }
-        let out = cmd.arg(dir.path()).output().expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount {m:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Mounted { dir: Some(dir) }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.as_ref().expect("mounted").path()
-    }
-
-    /// Unmounts now; true when it worked.
-    fn unmount(&mut self) -> bool {
-        let Some(dir) = self.dir.take() else {
-            return true;
-        };
-        let ok = Command::new("umount")
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(dir.path()).status();
-        }
-        drop(dir);
-        ok
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        self.unmount();
-    }
-}
-
-/// A read-only view of snapshot `parent`, mounted while `f` runs; the view
-/// and the mount are removed afterwards, on failure too.
-fn with_view<T>(sup: &Supervisor, ns: &str, parent: &str, f: impl FnOnce(&Path) -> T) -> T {
-    let rt = runtime();
-    let client = connect(&rt, sup, ns);
-    let key = format!("view-{}", std::process::id());
-    let mounts = rt
-        .block_on(client.snapshots().view(snapshots_pb::ViewSnapshotRequest {
-            key: key.clone(),
-            parent: parent.to_string(),
-            labels: Default::default(),
-        }))
-        .expect("view")
-        .into_inner()
-        .mounts;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        assert_eq!(mounts.len(), 1, "{mounts:?}");
-        let mounted = Mounted::new(sup, &mounts[0]);
-        f(mounted.path())
-    }));
-    rt.block_on(
-        client
-            .snapshots()
-            .remove(snapshots_pb::RemoveSnapshotRequest { key: key.clone() }),
-    )
-    .expect("remove view");
-    match result {
-        Ok(v) => v,
-        Err(p) => std::panic::resume_unwind(p),
-    }
-}
-
-fn assert_rootfs_matches(sup: &Supervisor, ns: &str, image: &Image) {
-    let diffs = with_view(sup, ns, &top_chain(image), images::check_rootfs);
-    assert!(
-        diffs.is_empty(),
-        "unpacked image in {ns} differs:\n{}",
-        diffs.join("\n")
-    );
-}
-
-/// After everything named is removed, nothing may remain on disk.
-fn assert_store_empty(sup: &Supervisor) {
-    assert_eq!(sup.blob_files(), Vec::<String>::new(), "blobs left");
-    assert_eq!(
-        sup.snapshot_dirs(),
-        Vec::<String>::new(),
-        "snapshot dirs left"
-    );
-}
-
-/// `berth-ctr -n NS ARGS` with `stdin` on its standard input.
-///
-/// `Supervisor::ctr_input` cannot do this: it sets the file as stdin, but
-/// `run_with_timeout` then replaces it with /dev/null, so berth-ctr reads
-/// nothing.
-fn ctr_with_stdin(sup: &Supervisor, ns: &str, args: &[&str], stdin: &Path) -> CtrOutput {
-    let mut child = Command::new(supervisor::ctr_binary())
-        .arg("--address")
-        .arg(sup.socket())
-        .args(["-n", ns])
-        .args(args)
-        .env("DOCKER_CONFIG", sup.dir().join("no-docker-config"))
-        .stdin(std::fs::File::open(stdin).expect("stdin file"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn berth-ctr");
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + supervisor::CTR_TIMEOUT;
-    let status = loop {
-        match child.try_wait().expect("wait for berth-ctr") {
-            Some(status) => break status,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "berth-ctr {args:?} did not exit within {:?}",
-                    supervisor::CTR_TIMEOUT
-                );
-            }
-        }
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    CtrOutput {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        raw_stdout: stdout,
-    }
-}
 
 /// Runs `program args` with `input` on stdin; its stdout. It must succeed.
 fn filter(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
@@ -559,13 +372,13 @@ fn import_docker_and_oci_archives_written_by_skopeo() {
     assert_rootfs_matches(&sup, "oci", image);
 
     // The same archive on stdin.
-    let out = ctr_with_stdin(
-        &sup,
-        "stdin",
-        &["images", "import", "--name", "test/stdin", "-"],
-        &oci,
-    )
-    .ok();
+    let out = sup
+        .ctr_input(
+            "stdin",
+            &["images", "import", "--name", "test/stdin", "-"],
+            Some(&oci),
+        )
+        .ok();
     let name = "docker.io/test/stdin:v1";
     assert!(out.stdout.contains(name), "{}", out.stdout);
     let ls = sup.ctr_ns("stdin", &["images", "ls", "-q"]).ok().stdout;

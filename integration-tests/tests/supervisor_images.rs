@@ -8,88 +8,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use berth_proto::snapshots::v1 as snapshots_pb;
-use berth_supervisor::client::Client;
-use berth_supervisor::oci::chain_ids;
 use integration_tests::images::{self, image_set, Image};
 use integration_tests::registry::{Auth, FaultyProxy, Registry};
-use integration_tests::supervisor::{registry_config_with, Supervisor};
-
-const USER: &str = "berth";
-const PASSWORD: &str = "s3cret-pass";
-
-fn push_layered(registry: &Registry, repo_tag: &str) -> &'static Image {
-    let set = image_set();
-    images::push(&set.layered_ref(), registry, repo_tag);
-    &set.layered
-}
-
-/// The chain id of an image's top layer: the snapshot its rootfs is.
-fn top_chain(image: &Image) -> String {
-    let diff_ids: Vec<String> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
-    chain_ids(&diff_ids).pop().expect("layers")
-}
-
-/// A read-only view of snapshot `parent`, mounted on a temp dir while `f`
-/// runs; the view and the mount are removed afterwards.
-fn with_view<T>(sup: &Supervisor, ns: &str, parent: &str, f: impl FnOnce(&Path) -> T) -> T {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let key = format!("view-{}", std::process::id());
-    let mounts = rt.block_on(async {
-        let client = Client::connect(&sup.socket(), ns).await.expect("connect");
-        client
-            .snapshots()
-            .view(snapshots_pb::ViewSnapshotRequest {
-                key: key.clone(),
-                parent: parent.to_string(),
-                labels: Default::default(),
-            })
-            .await
-            .expect("view")
-            .into_inner()
-            .mounts
-    });
-    let target = tempfile::tempdir().expect("mount point");
-    assert_eq!(mounts.len(), 1, "{mounts:?}");
-    let m = &mounts[0];
-    let mut cmd = Command::new("mount");
-    if m.r#type == "bind" {
-        cmd.args(["--bind", "-o", "ro"])
-            .arg(&m.source)
-            .arg(target.path());
-    } else {
-        cmd.args(["-t", &m.r#type, "-o", &m.options.join(","), &m.source])
-            .arg(target.path());
-    }
-    let st = cmd.status().expect("mount");
-    assert!(st.success(), "mount {m:?}");
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(target.path())));
-    let _ = Command::new("umount").arg(target.path()).status();
-    rt.block_on(async {
-        let client = Client::connect(&sup.socket(), ns).await.expect("connect");
-        client
-            .snapshots()
-            .remove(snapshots_pb::RemoveSnapshotRequest { key: key.clone() })
-            .await
-            .expect("remove view");
-    });
-    match result {
-        Ok(v) => v,
-        Err(p) => std::panic::resume_unwind(p),
-    }
-}
-
-fn assert_rootfs_matches(sup: &Supervisor, ns: &str, image: &Image) {
-    let diffs = with_view(sup, ns, &top_chain(image), images::check_rootfs);
-    assert!(
-        diffs.is_empty(),
-        "unpacked image differs:\n{}",
-        diffs.join("\n")
-    );
-}
+use integration_tests::supervisor::{
+    assert_rootfs_matches, assert_store_empty, push_layered, registry_config_with, top_chain,
+    with_view, Supervisor,
+};
 
 fn platform_file(sup: &Supervisor, ns: &str, image: &Image) -> Vec<u8> {
     with_view(sup, ns, &top_chain(image), |root| {
@@ -97,15 +21,8 @@ fn platform_file(sup: &Supervisor, ns: &str, image: &Image) -> Vec<u8> {
     })
 }
 
-/// After everything named is removed, nothing may remain on disk.
-fn assert_store_empty(sup: &Supervisor) {
-    assert_eq!(sup.blob_files(), Vec::<String>::new(), "blobs left");
-    assert_eq!(
-        sup.snapshot_dirs(),
-        Vec::<String>::new(),
-        "snapshot dirs left"
-    );
-}
+const USER: &str = "berth";
+const PASSWORD: &str = "s3cret-pass";
 
 #[test]
 fn pull_by_tag_and_digest_unpacks_every_file() {

@@ -100,6 +100,17 @@ fn registry_code(e: &RegistryError) -> tonic::Code {
     }
 }
 
+/// `?` on a domain result in a service: its error as a status.
+trait OrStatus<T> {
+    fn or_status(self) -> Result<T, Status>;
+}
+
+impl<T, E: Into<ImageError>> OrStatus<T> for Result<T, E> {
+    fn or_status(self) -> Result<T, Status> {
+        self.map_err(|e| status(e.into()))
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> Status {
     Status::invalid_argument(msg.into())
 }
@@ -118,7 +129,7 @@ fn namespace<T>(req: &Request<T>) -> Result<String, Status> {
         .to_str()
         .map_err(|_| invalid("namespace is not ASCII"))?
         .to_string();
-    validate_namespace(&ns).map_err(|e| status(e.into()))?;
+    validate_namespace(&ns).or_status()?;
     Ok(ns)
 }
 
@@ -128,11 +139,8 @@ fn lease<T>(req: &Request<T>, images: &Images, ns: &str) -> Result<Option<String
         return Ok(None);
     };
     let id = v.to_str().map_err(|_| invalid("lease id is not ASCII"))?;
-    let rx = images.meta.read().map_err(|e| status(e.into()))?;
-    if !rx
-        .exists(Table::Leases, ns, id)
-        .map_err(|e| status(e.into()))?
-    {
+    let rx = images.meta.read().or_status()?;
+    if !rx.exists(Table::Leases, ns, id).or_status()? {
         return Err(Status::not_found(format!("lease {id:?} not found")));
     }
     Ok(Some(id.to_string()))
@@ -240,10 +248,10 @@ impl namespaces_pb::namespaces_server::Namespaces for Service {
         req: Request<namespaces_pb::GetNamespaceRequest>,
     ) -> Result<Response<namespaces_pb::Namespace>, Status> {
         let name = req.into_inner().name;
-        let rx = self.images.meta.read().map_err(|e| status(e.into()))?;
+        let rx = self.images.meta.read().or_status()?;
         let r: NamespaceRecord = rx
             .get(Table::Namespaces, "", &name)
-            .map_err(|e| status(e.into()))?
+            .or_status()?
             .ok_or_else(|| Status::not_found(format!("namespace {name:?} not found")))?;
         Ok(Response::new(namespace_pb(name, r)))
     }
@@ -252,10 +260,10 @@ impl namespaces_pb::namespaces_server::Namespaces for Service {
         &self,
         _: Request<namespaces_pb::ListNamespacesRequest>,
     ) -> Result<Response<namespaces_pb::ListNamespacesResponse>, Status> {
-        let rx = self.images.meta.read().map_err(|e| status(e.into()))?;
+        let rx = self.images.meta.read().or_status()?;
         let list = rx
             .list::<NamespaceRecord>(Table::Namespaces, "")
-            .map_err(|e| status(e.into()))?;
+            .or_status()?;
         Ok(Response::new(namespaces_pb::ListNamespacesResponse {
             namespaces: list.into_iter().map(|(n, r)| namespace_pb(n, r)).collect(),
         }))
@@ -269,12 +277,9 @@ impl namespaces_pb::namespaces_server::Namespaces for Service {
             .into_inner()
             .namespace
             .ok_or_else(|| invalid("namespace missing"))?;
-        validate_namespace(&ns.name).map_err(|e| status(e.into()))?;
-        let tx = self.images.meta.write().map_err(|e| status(e.into()))?;
-        if tx
-            .exists(Table::Namespaces, "", &ns.name)
-            .map_err(|e| status(e.into()))?
-        {
+        validate_namespace(&ns.name).or_status()?;
+        let tx = self.images.meta.write().or_status()?;
+        if tx.exists(Table::Namespaces, "", &ns.name).or_status()? {
             return Err(Status::already_exists(format!(
                 "namespace {:?} already exists",
                 ns.name
@@ -284,8 +289,8 @@ impl namespaces_pb::namespaces_server::Namespaces for Service {
             labels: labels(ns.labels),
         };
         tx.put(Table::Namespaces, "", &ns.name, &record)
-            .map_err(|e| status(e.into()))?;
-        tx.commit().map_err(|e| status(e.into()))?;
+            .or_status()?;
+        tx.commit().or_status()?;
         Ok(Response::new(namespace_pb(ns.name, record)))
     }
 
@@ -297,11 +302,8 @@ impl namespaces_pb::namespaces_server::Namespaces for Service {
             .into_inner()
             .namespace
             .ok_or_else(|| invalid("namespace missing"))?;
-        let tx = self.images.meta.write().map_err(|e| status(e.into()))?;
-        if !tx
-            .exists(Table::Namespaces, "", &ns.name)
-            .map_err(|e| status(e.into()))?
-        {
+        let tx = self.images.meta.write().or_status()?;
+        if !tx.exists(Table::Namespaces, "", &ns.name).or_status()? {
             return Err(Status::not_found(format!(
                 "namespace {:?} not found",
                 ns.name
@@ -311,8 +313,8 @@ impl namespaces_pb::namespaces_server::Namespaces for Service {
             labels: labels(ns.labels),
         };
         tx.put(Table::Namespaces, "", &ns.name, &record)
-            .map_err(|e| status(e.into()))?;
-        tx.commit().map_err(|e| status(e.into()))?;
+            .or_status()?;
+        tx.commit().or_status()?;
         Ok(Response::new(namespace_pb(ns.name, record)))
     }
 
@@ -321,21 +323,17 @@ impl namespaces_pb::namespaces_server::Namespaces for Service {
         req: Request<namespaces_pb::DeleteNamespaceRequest>,
     ) -> Result<Response<()>, Status> {
         let name = req.into_inner().name;
-        let tx = self.images.meta.write().map_err(|e| status(e.into()))?;
-        if !tx
-            .exists(Table::Namespaces, "", &name)
-            .map_err(|e| status(e.into()))?
-        {
+        let tx = self.images.meta.write().or_status()?;
+        if !tx.exists(Table::Namespaces, "", &name).or_status()? {
             return Err(Status::not_found(format!("namespace {name:?} not found")));
         }
-        if tx.namespace_in_use(&name).map_err(|e| status(e.into()))? {
+        if tx.namespace_in_use(&name).or_status()? {
             return Err(Status::failed_precondition(format!(
                 "namespace {name:?} is not empty: it holds images, content, snapshots or leases"
             )));
         }
-        tx.delete(Table::Namespaces, "", &name)
-            .map_err(|e| status(e.into()))?;
-        tx.commit().map_err(|e| status(e.into()))?;
+        tx.delete(Table::Namespaces, "", &name).or_status()?;
+        tx.commit().or_status()?;
         Ok(Response::new(()))
     }
 }
@@ -354,10 +352,10 @@ fn content_info_pb(digest: String, r: &ContentRecord, size: u64) -> content_pb::
 /// Checks that namespace `ns` holds blob `digest`.
 fn held(images: &Images, ns: &str, digest: &str) -> Result<(Digest, ContentRecord), Status> {
     let d: Digest = digest.parse().map_err(|e: ContentError| status(e.into()))?;
-    let rx = images.meta.read().map_err(|e| status(e.into()))?;
+    let rx = images.meta.read().or_status()?;
     let r: ContentRecord = rx
         .get(Table::Content, ns, digest)
-        .map_err(|e| status(e.into()))?
+        .or_status()?
         .ok_or_else(|| Status::not_found(format!("content {digest} not found")))?;
     Ok((d, r))
 }
@@ -371,7 +369,7 @@ impl content_pb::content_server::Content for Service {
         let ns = namespace(&req)?;
         let digest = req.into_inner().digest;
         let (d, r) = held(&self.images, &ns, &digest)?;
-        let info = self.images.content.info(&d).map_err(|e| status(e.into()))?;
+        let info = self.images.content.info(&d).or_status()?;
         Ok(Response::new(content_info_pb(digest, &r, info.size)))
     }
 
@@ -380,12 +378,9 @@ impl content_pb::content_server::Content for Service {
         req: Request<content_pb::ListContentRequest>,
     ) -> Result<Response<content_pb::ListContentResponse>, Status> {
         let ns = namespace(&req)?;
-        let rx = self.images.meta.read().map_err(|e| status(e.into()))?;
+        let rx = self.images.meta.read().or_status()?;
         let mut out = Vec::new();
-        for (digest, r) in rx
-            .list::<ContentRecord>(Table::Content, &ns)
-            .map_err(|e| status(e.into()))?
-        {
+        for (digest, r) in rx.list::<ContentRecord>(Table::Content, &ns).or_status()? {
             let Ok(d) = digest.parse::<Digest>() else {
                 continue;
             };
@@ -405,10 +400,9 @@ impl content_pb::content_server::Content for Service {
         held(&self.images, &ns, &digest)?;
         {
             let _gc = Arc::clone(&self.images.gc_lock).write_owned().await;
-            let tx = self.images.meta.write().map_err(|e| status(e.into()))?;
-            tx.delete(Table::Content, &ns, &digest)
-                .map_err(|e| status(e.into()))?;
-            tx.commit().map_err(|e| status(e.into()))?;
+            let tx = self.images.meta.write().or_status()?;
+            tx.delete(Table::Content, &ns, &digest).or_status()?;
+            tx.commit().or_status()?;
         }
         // Whatever still needs the blob (an image, a lease) marks it again.
         collect_garbage(&self.images).await?;
@@ -431,7 +425,7 @@ impl content_pb::content_server::Content for Service {
             .images
             .content
             .open_blob(&d, r.offset as u64)
-            .map_err(|e| status(e.into()))?;
+            .or_status()?;
         let (tx, rx) = mpsc::channel(4);
         let mut offset = r.offset;
         let mut left = if r.size == 0 { u64::MAX } else { r.size as u64 };
@@ -466,11 +460,7 @@ impl content_pb::content_server::Content for Service {
     ) -> Result<Response<content_pb::ListStatusesResponse>, Status> {
         let ns = namespace(&req)?;
         let prefix = ingest_ref(&ns, "");
-        let statuses = self
-            .images
-            .content
-            .statuses()
-            .map_err(|e| status(e.into()))?;
+        let statuses = self.images.content.statuses().or_status()?;
         Ok(Response::new(content_pb::ListStatusesResponse {
             statuses: statuses
                 .into_iter()
@@ -492,7 +482,7 @@ impl content_pb::content_server::Content for Service {
         self.images
             .content
             .abort(&ingest_ref(&ns, &r))
-            .map_err(|e| status(e.into()))?;
+            .or_status()?;
         Ok(Response::new(()))
     }
 
@@ -544,7 +534,7 @@ async fn content_write(
     let mut writer = tokio::task::spawn_blocking(move || content.writer(&r2))
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| status(e.into()))?;
+        .or_status()?;
     let mut total = 0i64;
     let mut next = Some(first);
     while let Some(msg) = next.take() {
@@ -564,7 +554,7 @@ async fn content_write(
             WriteAction::Write => {
                 if msg.offset as u64 != writer.offset() {
                     if msg.offset == 0 {
-                        writer.truncate().map_err(|e| status(e.into()))?;
+                        writer.truncate().or_status()?;
                     } else {
                         return Err(invalid(format!(
                             "write: offset {} but {reference:?} holds {} bytes",
@@ -573,11 +563,11 @@ async fn content_write(
                         )));
                     }
                 }
-                writer.write(&msg.data).map_err(|e| status(e.into()))?;
+                writer.write(&msg.data).or_status()?;
             }
             WriteAction::Commit => {
                 if !msg.data.is_empty() {
-                    writer.write(&msg.data).map_err(|e| status(e.into()))?;
+                    writer.write(&msg.data).or_status()?;
                 }
                 let expected: Digest = msg
                     .expected
@@ -1060,12 +1050,8 @@ impl snapshots_pb::snapshots_server::Snapshots for Service {
     ) -> Result<Response<snapshots_pb::MountsResponse>, Status> {
         let ns = namespace(&req)?;
         let key = req.into_inner().key;
-        let rx = self.images.meta.read().map_err(|e| status(e.into()))?;
-        let mounts = self
-            .images
-            .snapshots
-            .mounts(&rx, &ns, &key)
-            .map_err(|e| status(e.into()))?;
+        let rx = self.images.meta.read().or_status()?;
+        let mounts = self.images.snapshots.mounts(&rx, &ns, &key).or_status()?;
         Ok(Response::new(mounts_pb(mounts)))
     }
 
@@ -1109,12 +1095,8 @@ impl snapshots_pb::snapshots_server::Snapshots for Service {
     ) -> Result<Response<snapshots_pb::SnapshotInfo>, Status> {
         let ns = namespace(&req)?;
         let key = req.into_inner().key;
-        let rx = self.images.meta.read().map_err(|e| status(e.into()))?;
-        let r = self
-            .images
-            .snapshots
-            .get(&rx, &ns, &key)
-            .map_err(|e| status(e.into()))?;
+        let rx = self.images.meta.read().or_status()?;
+        let r = self.images.snapshots.get(&rx, &ns, &key).or_status()?;
         Ok(Response::new(snapshot_info_pb(key, &r)))
     }
 
@@ -1123,12 +1105,8 @@ impl snapshots_pb::snapshots_server::Snapshots for Service {
         req: Request<snapshots_pb::ListSnapshotsRequest>,
     ) -> Result<Response<snapshots_pb::ListSnapshotsResponse>, Status> {
         let ns = namespace(&req)?;
-        let rx = self.images.meta.read().map_err(|e| status(e.into()))?;
-        let list = self
-            .images
-            .snapshots
-            .list(&rx, &ns)
-            .map_err(|e| status(e.into()))?;
+        let rx = self.images.meta.read().or_status()?;
+        let list = self.images.snapshots.list(&rx, &ns).or_status()?;
         Ok(Response::new(snapshots_pb::ListSnapshotsResponse {
             info: list
                 .into_iter()
@@ -1228,19 +1206,15 @@ impl leases_pb::leases_server::Leases for Service {
             expires: (r.expire_seconds > 0).then(|| t + r.expire_seconds as u64 * 1_000_000_000),
             resources: Default::default(),
         };
-        let tx = self.images.meta.write().map_err(|e| status(e.into()))?;
-        tx.ensure_namespace(&ns).map_err(|e| status(e.into()))?;
-        if tx
-            .exists(Table::Leases, &ns, &id)
-            .map_err(|e| status(e.into()))?
-        {
+        let tx = self.images.meta.write().or_status()?;
+        tx.ensure_namespace(&ns).or_status()?;
+        if tx.exists(Table::Leases, &ns, &id).or_status()? {
             return Err(Status::already_exists(format!(
                 "lease {id:?} already exists"
             )));
         }
-        tx.put(Table::Leases, &ns, &id, &record)
-            .map_err(|e| status(e.into()))?;
-        tx.commit().map_err(|e| status(e.into()))?;
+        tx.put(Table::Leases, &ns, &id, &record).or_status()?;
+        tx.commit().or_status()?;
         Ok(Response::new(lease_pb(id, &record)))
     }
 
@@ -1251,14 +1225,11 @@ impl leases_pb::leases_server::Leases for Service {
         let ns = namespace(&req)?;
         let id = req.into_inner().id;
         {
-            let tx = self.images.meta.write().map_err(|e| status(e.into()))?;
-            if !tx
-                .delete(Table::Leases, &ns, &id)
-                .map_err(|e| status(e.into()))?
-            {
+            let tx = self.images.meta.write().or_status()?;
+            if !tx.delete(Table::Leases, &ns, &id).or_status()? {
                 return Err(Status::not_found(format!("lease {id:?} not found")));
             }
-            tx.commit().map_err(|e| status(e.into()))?;
+            tx.commit().or_status()?;
         }
         collect_garbage(&self.images).await?;
         Ok(Response::new(()))
@@ -1269,10 +1240,8 @@ impl leases_pb::leases_server::Leases for Service {
         req: Request<leases_pb::ListLeasesRequest>,
     ) -> Result<Response<leases_pb::ListLeasesResponse>, Status> {
         let ns = namespace(&req)?;
-        let rx = self.images.meta.read().map_err(|e| status(e.into()))?;
-        let list = rx
-            .list::<LeaseRecord>(Table::Leases, &ns)
-            .map_err(|e| status(e.into()))?;
+        let rx = self.images.meta.read().or_status()?;
+        let list = rx.list::<LeaseRecord>(Table::Leases, &ns).or_status()?;
         Ok(Response::new(leases_pb::ListLeasesResponse {
             leases: list.into_iter().map(|(id, r)| lease_pb(id, &r)).collect(),
         }))
@@ -1285,14 +1254,11 @@ impl leases_pb::leases_server::Leases for Service {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let resource = resource_key(r.resource)?;
-        let tx = self.images.meta.write().map_err(|e| status(e.into()))?;
-        if !tx
-            .lease_add(&ns, &r.id, resource)
-            .map_err(|e| status(e.into()))?
-        {
+        let tx = self.images.meta.write().or_status()?;
+        if !tx.lease_add(&ns, &r.id, resource).or_status()? {
             return Err(Status::not_found(format!("lease {:?} not found", r.id)));
         }
-        tx.commit().map_err(|e| status(e.into()))?;
+        tx.commit().or_status()?;
         Ok(Response::new(()))
     }
 
@@ -1304,15 +1270,14 @@ impl leases_pb::leases_server::Leases for Service {
         let r = req.into_inner();
         let resource = resource_key(r.resource)?;
         {
-            let tx = self.images.meta.write().map_err(|e| status(e.into()))?;
+            let tx = self.images.meta.write().or_status()?;
             let mut lease: LeaseRecord = tx
                 .get(Table::Leases, &ns, &r.id)
-                .map_err(|e| status(e.into()))?
+                .or_status()?
                 .ok_or_else(|| Status::not_found(format!("lease {:?} not found", r.id)))?;
             lease.resources.remove(&resource);
-            tx.put(Table::Leases, &ns, &r.id, &lease)
-                .map_err(|e| status(e.into()))?;
-            tx.commit().map_err(|e| status(e.into()))?;
+            tx.put(Table::Leases, &ns, &r.id, &lease).or_status()?;
+            tx.commit().or_status()?;
         }
         collect_garbage(&self.images).await?;
         Ok(Response::new(()))
@@ -1324,10 +1289,10 @@ impl leases_pb::leases_server::Leases for Service {
     ) -> Result<Response<leases_pb::ListResourcesResponse>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().id;
-        let rx = self.images.meta.read().map_err(|e| status(e.into()))?;
+        let rx = self.images.meta.read().or_status()?;
         let lease: LeaseRecord = rx
             .get(Table::Leases, &ns, &id)
-            .map_err(|e| status(e.into()))?
+            .or_status()?
             .ok_or_else(|| Status::not_found(format!("lease {id:?} not found")))?;
         Ok(Response::new(leases_pb::ListResourcesResponse {
             resources: lease

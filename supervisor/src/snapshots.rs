@@ -80,6 +80,22 @@ pub struct Snapshotter {
     root: PathBuf,
 }
 
+/// Checks that `key` is free and `parent`, if any, is committed.
+fn check_new(tx: &WriteTx, ns: &str, key: &str, parent: Option<&str>) -> Result<(), SnapshotError> {
+    if tx.exists(Table::Snapshots, ns, key)? {
+        return Err(SnapshotError::AlreadyExists(key.to_string()));
+    }
+    if let Some(parent) = parent {
+        let p: SnapshotRecord = tx
+            .get(Table::Snapshots, ns, parent)?
+            .ok_or_else(|| SnapshotError::NotFound(parent.to_string()))?;
+        if p.kind != SnapshotKind::Committed {
+            return Err(SnapshotError::ParentNotCommitted(parent.to_string()));
+        }
+    }
+    Ok(())
+}
+
 impl Snapshotter {
     pub fn open(root: &Path) -> Result<Snapshotter, SnapshotError> {
         fs::create_dir_all(root).map_err(io_err("create", root))?;
@@ -183,17 +199,7 @@ impl Snapshotter {
         let made = (|| {
             let tx = meta.write()?;
             tx.ensure_namespace(ns)?;
-            if tx.exists(Table::Snapshots, ns, key)? {
-                return Err(SnapshotError::AlreadyExists(key.to_string()));
-            }
-            if let Some(parent) = parent {
-                let p: SnapshotRecord = tx
-                    .get(Table::Snapshots, ns, parent)?
-                    .ok_or_else(|| SnapshotError::NotFound(parent.to_string()))?;
-                if p.kind != SnapshotKind::Committed {
-                    return Err(SnapshotError::ParentNotCommitted(parent.to_string()));
-                }
-            }
+            check_new(&tx, ns, key, parent)?;
             let t = now();
             let record = SnapshotRecord {
                 id,
@@ -225,17 +231,7 @@ impl Snapshotter {
         id: u64,
         labels: Labels,
     ) -> Result<(), SnapshotError> {
-        if tx.exists(Table::Snapshots, ns, name)? {
-            return Err(SnapshotError::AlreadyExists(name.to_string()));
-        }
-        if let Some(parent) = parent {
-            let p: SnapshotRecord = tx
-                .get(Table::Snapshots, ns, parent)?
-                .ok_or_else(|| SnapshotError::NotFound(parent.to_string()))?;
-            if p.kind != SnapshotKind::Committed {
-                return Err(SnapshotError::ParentNotCommitted(parent.to_string()));
-            }
-        }
+        check_new(tx, ns, name, parent)?;
         let t = now();
         let record = SnapshotRecord {
             id,
