@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "berth/images/v1/images.proto",
     "berth/snapshots/v1/snapshots.proto",
     "berth/leases/v1/leases.proto",
+    "berth/events/v1/events.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -44,3 +44,8 @@ pub mod leases {
         tonic::include_proto!("berth.leases.v1");
     }
 }
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("berth.events.v1");
+    }
+}

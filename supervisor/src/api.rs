@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::content::v1 as content_pb;
+use berth_proto::events::v1 as events_pb;
 use berth_proto::images::v1 as images_pb;
 use berth_proto::leases::v1 as leases_pb;
 use berth_proto::namespaces::v1 as namespaces_pb;
@@ -20,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::content::{ContentError, Digest};
+use crate::events::{topic_matches, Event, EventError, Exchange};
 use crate::images::pull::PullOptions;
 use crate::images::push::PushOptions;
 use crate::images::transfer::{ArchiveFormat, ImportOptions};
@@ -190,6 +192,23 @@ async fn blocking<T: Send + 'static>(
         .map_err(status)
 }
 
+/// Records an event off the async threads; failures are logged.
+async fn publish(
+    events: &Arc<Exchange>,
+    ns: &str,
+    topic: &str,
+    attributes: BTreeMap<String, String>,
+) {
+    let events = Arc::clone(events);
+    let (ns2, topic2) = (ns.to_string(), topic.to_string());
+    let done = tokio::task::spawn_blocking(move || events.publish(&ns2, &topic2, attributes)).await;
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(namespace = ns, topic, error = %e, "event not recorded"),
+        Err(e) => tracing::warn!(namespace = ns, topic, error = %e, "event not recorded"),
+    }
+}
+
 /// Collects garbage now, with every writer held off.
 pub async fn collect_garbage(images: &Arc<Images>) -> Result<gc::Stats, Status> {
     let _gc = Arc::clone(&images.gc_lock).write_owned().await;
@@ -202,9 +221,32 @@ pub async fn collect_garbage(images: &Arc<Images>) -> Result<gc::Stats, Status> 
 #[derive(Clone)]
 pub struct Service {
     pub images: Arc<Images>,
+    pub events: Arc<Exchange>,
 }
 
 impl Service {
+    /// Publishes `/images/<what>` for an image. An event that cannot be
+    /// recorded is logged; the call it reports on has succeeded.
+    async fn image_event(&self, ns: &str, what: &str, r: &ImageRecord) {
+        let topic = format!("/images/{what}");
+        let attributes = BTreeMap::from([
+            ("name".to_string(), r.name.clone()),
+            ("digest".to_string(), r.target.digest.clone()),
+        ]);
+        publish(&self.events, ns, &topic, attributes).await;
+    }
+
+    /// `create` for a new record, `update` for one that named something
+    /// before.
+    async fn image_saved(&self, ns: &str, r: &ImageRecord) {
+        let what = if r.created == r.updated {
+            "create"
+        } else {
+            "update"
+        };
+        self.image_event(ns, what, r).await;
+    }
+
     fn image_pb(&self, r: &ImageRecord) -> images_pb::Image {
         images_pb::Image {
             name: r.name.clone(),
@@ -697,6 +739,7 @@ impl images_pb::images_server::Images for Service {
         let t2 = Arc::clone(&tracker);
         let work = async move {
             let record = images.pull(&ns, opts, t2).await?;
+            svc.image_saved(&ns, &record).await;
             Ok(svc.image_pb(&record))
         };
         Ok(Response::new(stream_transfer(
@@ -767,6 +810,7 @@ impl images_pb::images_server::Images for Service {
             let _gc = Arc::clone(&self.images.gc_lock).read_owned().await;
             self.images.tag(&ns, &r.source, &r.target).map_err(status)?
         };
+        self.image_saved(&ns, &record).await;
         Ok(Response::new(self.image_pb(&record)))
     }
 
@@ -775,9 +819,11 @@ impl images_pb::images_server::Images for Service {
         req: Request<images_pb::DeleteImageRequest>,
     ) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
-        self.images
+        let record = self
+            .images
             .delete(&ns, &req.into_inner().name)
             .map_err(status)?;
+        self.image_event(&ns, "delete", &record).await;
         collect_garbage(&self.images).await?;
         Ok(Response::new(()))
     }
@@ -820,6 +866,7 @@ impl images_pb::images_server::Images for Service {
         });
         let _gc = Arc::clone(&self.images.gc_lock).read_owned().await;
         let images = Arc::clone(&self.images);
+        let ns2 = ns.clone();
         let records = blocking(move || {
             let reader = ChannelReader {
                 rx,
@@ -830,6 +877,9 @@ impl images_pb::images_server::Images for Service {
         })
         .await?;
         crate::sys::trim_memory();
+        for r in &records {
+            self.image_saved(&ns2, r).await;
+        }
         Ok(Response::new(images_pb::ImportResponse {
             images: records.iter().map(|r| self.image_pb(r)).collect(),
         }))
@@ -1301,5 +1351,112 @@ impl leases_pb::leases_server::Leases for Service {
                 .map(|(kind, id)| leases_pb::Resource { id, r#type: kind })
                 .collect(),
         }))
+    }
+}
+
+// ---- Events ----
+
+fn event_status(e: EventError) -> Status {
+    match e {
+        EventError::InvalidTopic(_) | EventError::TooManyAttributes(_) => invalid(e.to_string()),
+        EventError::Metadata(m) => status(m.into()),
+    }
+}
+
+fn envelope(e: &Event) -> events_pb::Envelope {
+    events_pb::Envelope {
+        sequence: e.sequence,
+        timestamp: timestamp(e.time),
+        namespace: e.namespace.clone(),
+        topic: e.topic.clone(),
+        attributes: e.attributes.clone().into_iter().collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl events_pb::events_server::Events for Service {
+    async fn publish(
+        &self,
+        req: Request<events_pb::PublishRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let events = Arc::clone(&self.events);
+        tokio::task::spawn_blocking(move || events.publish(&ns, &r.topic, labels(r.attributes)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(event_status)?;
+        Ok(Response::new(()))
+    }
+
+    type SubscribeStream = BoxStream<events_pb::Envelope>;
+
+    async fn subscribe(
+        &self,
+        req: Request<events_pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        // Live first, so nothing falls between the backlog and the stream.
+        let mut live = self.events.subscribe();
+        let backlog = if let Some(after) = r.after_sequence {
+            let events = Arc::clone(&self.events);
+            let ns2 = ns.clone();
+            tokio::task::spawn_blocking(move || events.backlog(&ns2, after))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(event_status)?
+        } else {
+            Vec::new()
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let filters = r.topics;
+        let mut closing = self.events.closing();
+        tokio::spawn(async move {
+            let mut last = r.after_sequence.unwrap_or(0);
+            for e in &backlog {
+                last = e.sequence;
+                if topic_matches(&filters, &e.topic) && tx.send(Ok(envelope(e))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                tokio::select! {
+                    got = live.recv() => match got {
+                        Ok(e) => {
+                            if e.sequence <= last || e.namespace != ns {
+                                continue;
+                            }
+                            last = e.sequence;
+                            if topic_matches(&filters, &e.topic)
+                                && tx.send(Ok(envelope(&e))).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx
+                                .send(Err(Status::resource_exhausted(format!(
+                                    "the subscriber fell behind after sequence {last}; \
+                                     subscribe again with after_sequence {last}"
+                                ))))
+                                .await;
+                            return;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                                        _ = tx.closed() => return,
+                    _ = closing.changed() => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!(
+                                "the supervisor is stopping; subscribe again with after_sequence {last}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

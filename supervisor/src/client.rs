@@ -224,6 +224,10 @@ impl Client {
     pub fn version(&self) -> VersionClient<Scoped> {
         VersionClient::new(self.scoped())
     }
+
+    pub fn events(&self) -> berth_proto::events::v1::events_client::EventsClient<Scoped> {
+        berth_proto::events::v1::events_client::EventsClient::new(self.scoped())
+    }
 }
 
 /// A metadata value from a namespace or lease id: non-empty visible ASCII.

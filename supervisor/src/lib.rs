@@ -10,6 +10,7 @@ pub mod archive;
 pub mod client;
 pub mod content;
 pub mod diff;
+pub mod events;
 pub mod gc;
 pub mod images;
 pub mod metadata;

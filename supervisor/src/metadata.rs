@@ -57,6 +57,8 @@ pub enum Table {
     Content,
     Snapshots,
     Leases,
+    /// Keyed by sequence number, in no namespace (see `events`).
+    Events,
 }
 
 impl Table {
@@ -71,15 +73,17 @@ impl Table {
             Table::Content => "content",
             Table::Snapshots => "snapshots",
             Table::Leases => "leases",
+            Table::Events => "events",
         }
     }
 
-    const ALL: [Table; 5] = [
+    const ALL: [Table; 6] = [
         Table::Namespaces,
         Table::Images,
         Table::Content,
         Table::Snapshots,
         Table::Leases,
+        Table::Events,
     ];
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use berth_proto::content::v1::content_server::ContentServer;
+use berth_proto::events::v1::events_server::EventsServer;
 use berth_proto::images::v1::images_server::ImagesServer;
 use berth_proto::leases::v1::leases_server::LeasesServer;
 use berth_proto::namespaces::v1::namespaces_server::NamespacesServer;
@@ -20,6 +21,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::api::{collect_garbage, Service};
 use crate::content::ContentStore;
+use crate::events::Exchange;
 use crate::images::Images;
 use crate::metadata::Metadata;
 use crate::oci::Platform;
@@ -98,8 +100,10 @@ pub async fn serve(
     let listener = bind(&config.address)?;
     tracing::info!(address = %config.address.display(), root = %config.root.display(), "serving");
 
+    let events = Arc::new(Exchange::new(Arc::clone(&images.meta)));
     let service = Service {
         images: Arc::clone(&images),
+        events: Arc::clone(&events),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -108,7 +112,8 @@ pub async fn serve(
         .add_service(ContentServer::new(service.clone()))
         .add_service(ImagesServer::new(service.clone()))
         .add_service(SnapshotsServer::new(service.clone()))
-        .add_service(LeasesServer::new(service))
+        .add_service(LeasesServer::new(service.clone()))
+        .add_service(EventsServer::new(service))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });
@@ -116,7 +121,8 @@ pub async fn serve(
     tokio::select! {
         r = &mut server => r.context("serve")?,
         () = shutdown => {
-            tracing::info!("shutting down");
+                        tracing::info!("shutting down");
+            events.close();
             let _ = stop_tx.send(());
             // Calls in flight get a moment to finish; what they leave is
             // safe either way (see the crash rules in docs/supervisor.md).

@@ -68,6 +68,14 @@ enum Command {
     /// Manage leases
     #[command(subcommand, visible_alias = "lease")]
     Leases(LeasesCommand),
+    /// Print the namespace's events as they happen (one line each)
+    Events {
+        /// First replay the kept events after this sequence number (0: all)
+        #[arg(long)]
+        after: Option<u64>,
+        /// Only these topics ("/images/create"), or topic prefixes ending in '/'
+        topics: Vec<String>,
+    },
     /// Print the client and server versions
     Version,
 }
@@ -376,6 +384,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Snapshots(cmd) => snapshots(&client, cmd).await,
         Command::Namespaces(cmd) => namespaces(&client, cmd).await,
         Command::Leases(cmd) => leases(&client, cmd).await,
+        Command::Events { after, topics } => events(&client, after, topics).await,
         Command::Version => version(&client).await,
     }
 }
@@ -1280,6 +1289,40 @@ async fn leases(client: &Client, cmd: LeasesCommand) -> Result<()> {
             .await
         }
     }
+}
+
+// ---- events ----
+
+async fn events(client: &Client, after: Option<u64>, topics: Vec<String>) -> Result<()> {
+    let request = berth_proto::events::v1::SubscribeRequest {
+        topics,
+        after_sequence: after,
+    };
+    let mut stream = client
+        .events()
+        .subscribe(request)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    while let Some(e) = stream.message().await.map_err(rpc)? {
+        let mut attributes: Vec<String> = e
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        attributes.sort();
+        let time = e
+            .timestamp
+            .map(|t| format!("{}.{:09}", t.seconds, t.nanos))
+            .unwrap_or_default();
+        emit(&format!(
+            "{} {time} {} {}\n",
+            e.sequence,
+            e.topic,
+            attributes.join(" ")
+        ));
+    }
+    Ok(())
 }
 
 // ---- version ----

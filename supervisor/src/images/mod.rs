@@ -339,13 +339,14 @@ impl Images {
         Ok(record)
     }
 
-    /// Removes an image's name. The caller collects garbage afterwards.
-    pub fn delete(&self, ns: &str, name: &str) -> Result<(), ImageError> {
+    /// Removes an image's name; the record removed. The caller collects
+    /// garbage afterwards.
+    pub fn delete(&self, ns: &str, name: &str) -> Result<ImageRecord, ImageError> {
         let tx = self.meta.write()?;
         let record = get_image(&tx, ns, name)?;
         tx.delete(Table::Images, ns, &record.name)?;
         tx.commit()?;
-        Ok(())
+        Ok(record)
     }
 
     /// Bytes of what the image holds for this host's platform: the
