@@ -13,6 +13,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
+use nix::sys::wait::waitpid;
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, pipe2, setsid, ForkResult};
 use tracing::{error, Level};
 
@@ -85,9 +86,15 @@ pub fn run(opts: Options) -> i32 {
             eprintln!("berth-shim: {e}");
             1
         }
-        Ok((_, ForkResult::Parent { .. }, ready_r, ready_w)) => {
+        Ok((_, ForkResult::Parent { child }, ready_r, ready_w)) => {
             drop(ready_w);
-            wait_ready(ready_r)
+            let code = wait_ready(ready_r);
+            if code != 0 {
+                // The shim failed and exits: reap it here, while it is
+                // still this process's child, so it leaves no zombie.
+                let _ = waitpid(child, None);
+            }
+            code
         }
         Ok((opts, ForkResult::Child, ready_r, ready_w)) => {
             drop(ready_r);

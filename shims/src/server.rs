@@ -323,6 +323,8 @@ impl Shim {
                     break;
                 }
             }
+            // Connections told to close whose answers are all written.
+            self.conns.retain(|_, c| !(c.closing && c.wbuf.is_empty()));
             let (mut watches, tokens) = self.watches();
             if let Err(e) = sys::poll(&mut watches, self.poll_timeout()) {
                 warn!(error = %e, "poll failed");
@@ -1185,6 +1187,11 @@ impl Shim {
         }
         let process_file = dir.join(format!("exec-{exec_id}.process.json"));
         let pid_file = dir.join(format!("exec-{exec_id}.pid"));
+        // A size asked for before the start must hold when the process
+        // starts: the runtime applies consoleSize before it execs.
+        if let (Some((width, height)), Some(spec)) = (proc.winsize, proc.spec.as_mut()) {
+            spec["consoleSize"] = json!({"height": height, "width": width});
+        }
         let spec = serde_json::to_vec(&proc.spec).unwrap_or_default();
         fs::write(&process_file, spec).map_err(|source| RequestError::Io {
             what: format!("write {}", process_file.display()),
