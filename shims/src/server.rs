@@ -194,6 +194,11 @@ enum Reply {
     Exit(Value),
 }
 
+/// `init`, or the exec id, for the shim's log.
+fn process_name(key: &Key) -> &str {
+    key.as_deref().unwrap_or("init")
+}
+
 fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
@@ -246,14 +251,17 @@ impl Shim {
             .map_err(ShimError::Signals)?;
         let terminal = read_terminal(&opts.bundle)?;
         let log = LogFile::open(&opts.log_path(), opts.log_max_size, opts.log_max_files)?;
+        // Bound before the pid file is written: a second shim for the same
+        // socket fails here and leaves the first one's files alone.
+        let listener = bind_control(&opts.socket)?;
         let shim_pid = opts.state_dir.join(SHIM_PID_FILE);
-        fs::write(&shim_pid, format!("{}\n", std::process::id())).map_err(|source| {
-            ShimError::StateFile {
+        if let Err(source) = fs::write(&shim_pid, format!("{}\n", std::process::id())) {
+            let _ = fs::remove_file(&opts.socket);
+            return Err(ShimError::StateFile {
                 path: shim_pid,
                 source,
-            }
-        })?;
-        let listener = bind_control(&opts.socket)?;
+            });
+        }
         let runtime = RuntimeCli::new(
             opts.runtime.clone(),
             opts.runtime_root.clone(),
@@ -390,9 +398,11 @@ impl Shim {
             }
         }
         for (id, conn) in &self.conns {
+            // A whole frame of the largest size must fit (a request line
+            // past MAX_REQUEST_LEN is refused once read).
             let read = !conn.eof
                 && !conn.closing
-                && conn.rbuf.len() <= MAX_REQUEST_LEN
+                && conn.rbuf.len() < FRAME_HEADER_LEN + MAX_FRAME_LEN
                 && match &conn.mode {
                     Mode::Control { .. } => true,
                     Mode::Attach { key, .. } => self
@@ -496,7 +506,7 @@ impl Shim {
         if key.is_none() {
             self.paused = false;
         }
-        debug!(pid, status, exec_id = ?key, "reaped");
+        debug!(pid, status, process = process_name(&key), "reaped");
         for stream in streams {
             self.read_output(&key, stream);
         }
@@ -550,7 +560,9 @@ impl Shim {
         proc.stdin = None;
         proc.stdin_queue.clear();
         proc.drain_deadline = None;
-        info!(exec_id = ?key, status, "process exited");
+        // Nothing to resize any more; output still open keeps its own copy.
+        proc.pty = None;
+        info!(process = process_name(key), status, "process exited");
         let mut waiting = Vec::new();
         for (id, conn) in self.conns.iter_mut() {
             match &conn.mode {
