@@ -893,3 +893,83 @@ fn shim_memory_holding_a_running_container() {
     client.delete().unwrap();
     shim.wait_gone();
 }
+
+#[test]
+fn megabytes_through_stdin_and_stdout_arrive_whole_and_in_order() {
+    let rt = setup();
+    let (shim, mut client) = TestShim::start(&rt, "shim-bulk", |s| {
+        s.args(&["cat"]);
+    });
+    let attach = shim.attach(None, true);
+    client.start().unwrap();
+    let input: Vec<u8> = (0..200_000)
+        .flat_map(|i| format!("line {i:07} of the bulk test\n").into_bytes())
+        .collect();
+    let (mut reader, mut writer) = attach.into_parts();
+    let sent = input.clone();
+    // The writer sends stdin frames while this thread reads the output:
+    // the shim must keep both moving (neither side's buffers hold it all).
+    let feeder = thread::spawn(move || {
+        use std::io::Write;
+        for chunk in sent.chunks(300_000) {
+            writer
+                .write_all(&berth_shim::protocol::frame_header(0, chunk.len()))
+                .unwrap();
+            writer.write_all(chunk).unwrap();
+        }
+        writer
+            .write_all(&berth_shim::protocol::frame_header(0, 0))
+            .unwrap();
+        writer
+    });
+    let mut output = Vec::new();
+    loop {
+        use std::io::Read;
+        let mut header = [0u8; 8];
+        match reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("read the output after {} bytes: {e}", output.len()),
+        }
+        let (stream, len) = berth_shim::protocol::parse_frame_header(&header);
+        assert_eq!(stream, STDOUT);
+        let mut data = vec![0u8; len];
+        reader.read_exact(&mut data).unwrap();
+        output.extend_from_slice(&data);
+    }
+    let _writer = feeder.join().unwrap();
+    assert_eq!(output.len(), input.len());
+    assert!(output == input, "the output differs from the input");
+    assert_eq!(client.wait(None).unwrap().exit_status, 0);
+    let entries = shim.log_entries();
+    assert_eq!(entries.len(), 200_000);
+    assert!(logged(&entries, "stdout").as_bytes() == input.as_slice());
+    client.delete().unwrap();
+    shim.wait_gone();
+}
+
+#[test]
+fn a_second_shim_on_the_same_socket_is_refused() {
+    let rt = setup();
+    let (shim, mut client) = TestShim::start(&rt, "shim-twice", |s| {
+        s.args(&["sleep", "1000"]);
+    });
+    let bundle_dir = PathBuf::from(&shim.opts.bundle);
+    let mut second = shim.opts.clone();
+    second.id = rt.new_id("shim-twice-b");
+    let err = match spawn_shim(&shim_binary(), &second) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("two shims serve {}", shim.opts.socket.display()),
+    };
+    assert!(err.contains("already serving"), "{err}");
+    assert!(bundle_dir.is_dir());
+    // The first shim's files and service are intact.
+    assert_eq!(
+        read(shim.dir().join("shim.pid")).trim(),
+        shim.pid.to_string()
+    );
+    assert_eq!(client.state(None).unwrap().status, Status::Created);
+    assert!(!rt.state_entries().contains(&second.id));
+    client.delete().unwrap();
+    shim.wait_gone();
+}

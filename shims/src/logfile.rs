@@ -59,11 +59,17 @@ struct Entry<'a> {
     time: &'a str,
 }
 
-/// Size-bounded, rotating JSON-lines log.
+/// Entries are collected and written together, past this size at once.
+const BATCH: usize = 64 * 1024;
+
+/// Size-bounded, rotating JSON-lines log. Entries are batched: call
+/// [`LogFile::flush`] when a burst of output has been handled.
 pub struct LogFile {
     path: PathBuf,
     file: File,
+    /// Size of the file with `pending` written.
     size: u64,
+    pending: Vec<u8>,
     max_size: Option<u64>,
     max_files: u32,
 }
@@ -81,6 +87,7 @@ impl LogFile {
             path: path.to_path_buf(),
             file,
             size,
+            pending: Vec::new(),
             max_size: max_size.filter(|m| *m > 0),
             max_files: max_files.max(1),
         })
@@ -114,19 +121,36 @@ impl LogFile {
                 self.rotate()?;
             }
         }
-        self.file
-            .write_all(&line)
-            .map_err(|source| LogFileError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.pending.extend_from_slice(&line);
         self.size += line.len() as u64;
+        if self.pending.len() >= BATCH {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    /// Writes the entries collected so far.
+    pub fn flush(&mut self) -> Result<(), LogFileError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.file.write_all(&self.pending);
+        // Entries that could not be written are dropped, not retried
+        // forever (a full disk); the size follows what is on disk.
+        if result.is_err() {
+            self.size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+        self.pending.clear();
+        result.map_err(|source| LogFileError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Shifts `log.json.N` up by one (dropping the oldest) and starts an
     /// empty `log.json`.
     fn rotate(&mut self) -> Result<(), LogFileError> {
+        self.flush()?;
         let err = |source| LogFileError::Rotate {
             path: self.path.clone(),
             source,
@@ -294,6 +318,7 @@ mod tests {
             )
             .unwrap();
         }
+        log.flush().unwrap();
         let text = fs::read_to_string(&path).unwrap();
         let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(first["stream"], "stderr");
@@ -317,6 +342,7 @@ mod tests {
             log.write_entry(Stream::Stdout, b"some output\n", SystemTime::now())
                 .unwrap();
         }
+        log.flush().unwrap();
         assert!(fs::metadata(&path).unwrap().len() <= 100);
         assert!(!dir.path().join("log.json.1").exists());
     }

@@ -613,9 +613,8 @@ impl Shim {
                 }
             };
             let now = SystemTime::now();
-            let mut write_log = |entry: &[u8]| match log.write_entry(stream, entry, now) {
-                Ok(()) => *log_failing = false,
-                Err(e) => {
+            let mut write_log = |entry: &[u8]| {
+                if let Err(e) = log.write_entry(stream, entry, now) {
                     if !*log_failing {
                         warn!(error = %e, "writing the container log failed");
                     }
@@ -645,6 +644,15 @@ impl Shim {
                     conn.wbuf.clear();
                     conn.closing = true;
                 }
+            }
+        }
+        match log.flush() {
+            Ok(()) => *log_failing = false,
+            Err(e) => {
+                if !*log_failing {
+                    warn!(error = %e, "writing the container log failed");
+                }
+                *log_failing = true;
             }
         }
         self.maybe_finalize(key);
