@@ -973,3 +973,23 @@ fn a_second_shim_on_the_same_socket_is_refused() {
     client.delete().unwrap();
     shim.wait_gone();
 }
+
+#[test]
+fn update_changes_the_resource_limits() {
+    let rt = setup();
+    let (shim, mut client) = TestShim::start(&rt, "shim-update", |s| {
+        s.args(&["sleep", "1000"]);
+    });
+    let cgroups = format!("{CGROUP_PARENT}/{}", shim.id());
+    client.start().unwrap();
+    client.update(json!({"pids": {"limit": 42}})).unwrap();
+    assert_eq!(cgroup_read("pids", &cgroups, "pids.max"), "42");
+    let message = shim_error(client.update(json!("lots")));
+    assert!(message.contains("must be a JSON object"), "{message}");
+    client.kill(libc::SIGKILL, false).unwrap();
+    client.wait(None).unwrap();
+    let message = shim_error(client.update(json!({"pids": {"limit": 7}})));
+    assert!(message.contains("cannot update"), "{message}");
+    client.delete().unwrap();
+    shim.wait_gone();
+}

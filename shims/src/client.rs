@@ -236,6 +236,11 @@ impl Client {
         self.call(&Request::Resume).map(drop)
     }
 
+    /// Changes the container's resource limits (OCI `linux.resources`).
+    pub fn update(&mut self, resources: Value) -> Result<(), ClientError> {
+        self.call(&Request::Update { resources }).map(drop)
+    }
+
     /// Blocks until the process has exited (returns at once if it has).
     pub fn wait(&mut self, exec_id: Option<&str>) -> Result<ExitInfo, ClientError> {
         self.call_as(&Request::Wait {

@@ -96,6 +96,11 @@ pub enum Request {
     Stats,
     Pause,
     Resume,
+    /// Changes the container's resource limits (an OCI `linux.resources`
+    /// object) with `berth-runtime update --resources`.
+    Update {
+        resources: Value,
+    },
     /// Answers [`ExitInfo`] once the process has exited (at once if it has).
     Wait {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +143,7 @@ impl Request {
         "stats",
         "pause",
         "resume",
+        "update",
         "wait",
         "delete",
         "shutdown",
@@ -266,7 +272,7 @@ mod tests {
     fn every_op_name_parses() {
         for op in Request::OPS {
             let value = json!({"op": op, "signal": 1, "exec_id": "e", "process": {},
-                               "width": 1, "height": 1});
+                               "width": 1, "height": 1, "resources": {}});
             serde_json::from_value::<Request>(value)
                 .unwrap_or_else(|e| panic!("op {op} does not parse: {e}"));
         }

@@ -110,6 +110,8 @@ pub enum RequestError {
     ExecExists(String),
     #[error("invalid exec id {0:?}: use letters, digits, '_', '-' and '.'")]
     BadExecId(String),
+    #[error("resources must be a JSON object (OCI linux.resources)")]
+    BadResources,
     #[error("invalid process: {0}")]
     BadProcess(&'static str),
     #[error("{what} is {status}: {why}")]
@@ -996,6 +998,30 @@ impl Shim {
                 self.runtime.run(&["resume", &id])?;
                 self.paused = false;
                 info!("container resumed");
+                Ok(Reply::Answer(json!({})))
+            }
+            Request::Update { resources } => {
+                if !resources.is_object() {
+                    return Err(RequestError::BadResources);
+                }
+                if !self.init.alive() {
+                    return Err(RequestError::WrongState {
+                        what: format!("container {id}"),
+                        status: Status::Stopped,
+                        why: "cannot update",
+                    });
+                }
+                let path = self.opts.state_dir.join("update-resources.json");
+                let data = serde_json::to_vec(&resources).unwrap_or_default();
+                fs::write(&path, data).map_err(|source| RequestError::Io {
+                    what: format!("write {}", path.display()),
+                    source,
+                })?;
+                let file = path.to_string_lossy().into_owned();
+                let result = self.runtime.run(&["update", "--resources", &file, &id]);
+                let _ = fs::remove_file(&path);
+                result?;
+                info!("resources updated");
                 Ok(Reply::Answer(json!({})))
             }
             Request::Wait { exec_id } => {
