@@ -760,6 +760,21 @@ fn bad_requests_get_errors_and_the_shim_keeps_serving() {
             "{line}: {message:?} lacks {needle:?}"
         );
     }
+    // An attached client that sends an oversized frame is dropped (frames
+    // of other streams are ignored); the container is still created.
+    {
+        use std::io::{Read, Write};
+        let (mut reader, mut writer) = shim.attach(None, true).into_parts();
+        writer
+            .write_all(&[7, 0, 0, 0, 0, 0, 0, 3, b'a', b'b', b'c'])
+            .unwrap();
+        writer
+            .write_all(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff])
+            .unwrap();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+    }
     // Blank lines are skipped; requests still work on the same connection.
     match client.call_raw(b"\n  \n{\"op\": \"state\"}") {
         Ok(Response::Ok(state)) => assert_eq!(state["status"], "created"),
@@ -791,6 +806,30 @@ fn bad_requests_get_errors_and_the_shim_keeps_serving() {
         let mut answer = String::new();
         let _ = raw.read_to_string(&mut answer);
         assert!(answer.contains("request longer than"), "{answer:?}");
+    }
+    // Random bytes (invalid UTF-8, NULs, braces) each get an error line.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut garbage = shim.client();
+    for round in 0..200 {
+        let len = (round % 97) + 1;
+        let line: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                match (seed % 251) as u8 {
+                    b'\n' => b'{',
+                    b => b,
+                }
+            })
+            .collect();
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match garbage.call_raw(&line) {
+            Ok(Response::Error(_)) => {}
+            other => panic!("garbage {line:?} got {other:?}"),
+        }
     }
     let mut other = shim.client();
     assert_eq!(other.state(None).unwrap().status, Status::Stopped);

@@ -33,7 +33,13 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     };
     let mut clock = clock.splitn(3, ':').map(|p| p.parse::<u64>().ok());
     let (h, m, s) = (clock.next()??, clock.next()??, clock.next()??);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+    if year > 9999
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || h > 23
+        || m > 59
+        || s > 60
+    {
         return None;
     }
     if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
@@ -104,5 +110,7 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("1970-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("99999999999999999-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00.1234567890Z"), None);
     }
 }
