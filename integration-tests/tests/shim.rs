@@ -1032,3 +1032,34 @@ fn update_changes_the_resource_limits() {
     client.delete().unwrap();
     shim.wait_gone();
 }
+
+#[test]
+fn descriptors_leaked_by_the_starter_are_not_kept() {
+    use std::os::fd::AsRawFd;
+    let rt = setup();
+    let leaked_path = rt.tmp().join("leaked-by-the-starter");
+    let leaked = fs::File::create(&leaked_path).unwrap();
+    // SAFETY: fcntl on a descriptor this test owns; F_SETFD takes an int.
+    let rc = unsafe { libc::fcntl(leaked.as_raw_fd(), libc::F_SETFD, 0) };
+    assert_eq!(rc, 0, "clear FD_CLOEXEC");
+    let (shim, mut client) = TestShim::start(&rt, "shim-fds", |s| {
+        s.args(&["sleep", "1000"]);
+    });
+    drop(leaked);
+    client.start().unwrap();
+    let init = client.state(None).unwrap().pid.unwrap();
+    for pid in [shim.pid, init] {
+        let targets: Vec<PathBuf> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .collect();
+        assert!(
+            !targets.contains(&leaked_path),
+            "process {pid} holds the starter's descriptor: {targets:?}"
+        );
+    }
+    client.kill(libc::SIGKILL, false).unwrap();
+    client.wait(None).unwrap();
+    client.delete().unwrap();
+    shim.wait_gone();
+}

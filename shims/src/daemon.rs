@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -122,8 +122,9 @@ fn wait_ready(ready: OwnedFd) -> i32 {
 
 /// In the shim: detaches, starts, reports, serves.
 fn serve(opts: Options, ready: OwnedFd) -> i32 {
+    let kept = sys::close_inherited_fds(ready.as_raw_fd());
     let mut ready = File::from(ready);
-    if let Err(e) = detach(&opts.state_dir) {
+    if let Err(e) = kept.and_then(|()| detach(&opts.state_dir)) {
         let _ = writeln!(ready, "error: detach from the caller: {e}");
         return 1;
     }

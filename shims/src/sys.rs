@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::path::Path;
 
 use nix::unistd::ForkResult;
 
@@ -82,6 +83,30 @@ pub fn set_winsize(fd: BorrowedFd<'_>, width: u16, height: u16) -> io::Result<()
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes every descriptor from 3 up except `keep`: what the shim's
+/// starter left open (without close-on-exec) must not stay pinned by the
+/// shim for the container's lifetime.
+///
+/// Call only before the process opens descriptors of its own (other than
+/// `keep`): the shim does so right after it forks.
+pub fn close_inherited_fds(keep: RawFd) -> io::Result<()> {
+    let mut fds: Vec<RawFd> = Vec::new();
+    for entry in std::fs::read_dir(Path::new("/proc/self/fd"))? {
+        let name = entry?.file_name();
+        if let Some(fd) = name.to_str().and_then(|n| n.parse::<RawFd>().ok()) {
+            fds.push(fd);
+        }
+    }
+    // The directory's own descriptor was in the listing; it is closed now
+    // and closing it again below fails harmlessly with EBADF.
+    for fd in fds.into_iter().filter(|fd| *fd > 2 && *fd != keep) {
+        // SAFETY: nothing in this process owns these descriptors: they were
+        // inherited, and the shim has opened none but `keep` yet.
+        unsafe { libc::close(fd) };
     }
     Ok(())
 }
