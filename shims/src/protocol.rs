@@ -1,0 +1,298 @@
+//! The shim's control protocol, shared by the shim and its clients.
+//!
+//! A connection to the control socket carries newline-delimited JSON: one
+//! request per line, answered in order by one response per line,
+//! `{"ok": VALUE}` or `{"error": "message"}`. A request names its operation
+//! in `op`; see [`Request`] for the fields of each.
+//!
+//! `attach` turns its connection into a byte stream once the shim has
+//! answered `{"ok":{}}`: the shim sends the process's output as frames of
+//! Docker's stdcopy format, an 8-byte header `[stream, 0, 0, 0, len (u32,
+//! big-endian)]` then `len` bytes, with stream [`STDOUT`] or [`STDERR`] (a
+//! terminal's output is [`STDOUT`]); the client sends stdin as frames with
+//! stream [`STDIN`], and a frame of length 0 closes the process's stdin. The
+//! shim closes the stream once the process has exited and its output is
+//! drained.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Stream number of stdin frames (client to shim).
+pub const STDIN: u8 = 0;
+/// Stream number of stdout frames (shim to client); a terminal's output too.
+pub const STDOUT: u8 = 1;
+/// Stream number of stderr frames (shim to client).
+pub const STDERR: u8 = 2;
+/// Length of a frame header.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Largest frame either side sends or accepts.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
+/// Longest request line the shim reads (an exec's process JSON included).
+pub const MAX_REQUEST_LEN: usize = 1 << 20;
+
+/// Builds a frame header for `len` bytes of `stream`.
+pub fn frame_header(stream: u8, len: usize) -> [u8; FRAME_HEADER_LEN] {
+    // Frames are at most MAX_FRAME_LEN long, which fits a u32.
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    [stream, 0, 0, 0, len[0], len[1], len[2], len[3]]
+}
+
+/// Splits a frame header into its stream and length.
+pub fn parse_frame_header(header: &[u8; FRAME_HEADER_LEN]) -> (u8, usize) {
+    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    (header[0], len as usize)
+}
+
+/// One request line. `exec_id` absent means the container's init process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// The state of the container (or of one exec'd process): [`ProcessState`].
+    State {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// `berth-runtime start`: the init runs its process. Answers [`Started`].
+    Start,
+    /// Sends a signal (a number) to the init (with `all`, to every process
+    /// of the container) or to an exec'd process.
+    Kill {
+        signal: i32,
+        #[serde(default)]
+        all: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// Registers one more process (an OCI `process` object) under `exec_id`;
+    /// it runs at `start_exec`, so a client can attach first.
+    Exec {
+        exec_id: String,
+        process: Value,
+        #[serde(default)]
+        terminal: bool,
+    },
+    /// `berth-runtime exec` of a registered process. Answers [`Started`].
+    StartExec {
+        exec_id: String,
+    },
+    /// Sets the size of the process's terminal.
+    Resize {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+        width: u16,
+        height: u16,
+    },
+    /// Closes the process's stdin (once what is queued for it is written).
+    CloseStdin {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// The container's processes (`berth-runtime ps`): [`Pids`].
+    Pids,
+    /// The container's cgroup statistics, as `berth-runtime events --stats`
+    /// prints them (`{"type":"stats","id":…,"data":{"cpu":…,"memory":…}}`).
+    Stats,
+    Pause,
+    Resume,
+    /// Changes the container's resource limits (an OCI `linux.resources`
+    /// object) with `berth-runtime update --resources`.
+    Update {
+        resources: Value,
+    },
+    /// Answers [`ExitInfo`] once the process has exited (at once if it has).
+    Wait {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// Without `exec_id`: deletes the stopped (or never started) container
+    /// with `berth-runtime delete`, answers its [`ExitInfo`], and the shim
+    /// exits. With `exec_id`: forgets an exited exec'd process.
+    Delete {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// Exits the shim, deleting the container's runtime state. Refused while
+    /// the container's init is alive, unless `force` (which kills it first).
+    Shutdown {
+        #[serde(default)]
+        force: bool,
+    },
+    /// Switches the connection to the framed byte stream (see the module
+    /// documentation); with `stdin`, the client's frames feed the process.
+    Attach {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+        #[serde(default)]
+        stdin: bool,
+    },
+}
+
+impl Request {
+    /// The `op` names the shim knows.
+    pub const OPS: &'static [&'static str] = &[
+        "state",
+        "start",
+        "kill",
+        "exec",
+        "start_exec",
+        "resize",
+        "close_stdin",
+        "pids",
+        "stats",
+        "pause",
+        "resume",
+        "update",
+        "wait",
+        "delete",
+        "shutdown",
+        "attach",
+    ];
+}
+
+/// One response line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    Ok(Value),
+    Error(String),
+}
+
+/// Status of the container or of an exec'd process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created and waiting for `start` (an exec: registered, not started).
+    Created,
+    Running,
+    Paused,
+    /// Exited; the exit status is known and recorded.
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// Answer to `state`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessState {
+    /// The container id.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_id: Option<String>,
+    pub bundle: String,
+    /// Host pid; absent before the process exists.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    pub status: Status,
+    pub terminal: bool,
+    /// Exit status (128+N for signal N) once stopped.
+    #[serde(default)]
+    pub exit_status: Option<i32>,
+    /// RFC 3339 time of the exit once stopped.
+    #[serde(default)]
+    pub exited_at: Option<String>,
+}
+
+/// How a process ended: answer to `wait` and `delete`, and the content of
+/// `exit.json` (and `exec-<exec_id>.exit.json`) in the shim's state
+/// directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The exit code, or 128+N when signal N killed the process.
+    pub exit_status: i32,
+    /// When the shim reaped it, RFC 3339 with nanoseconds, UTC.
+    pub exited_at: String,
+}
+
+impl ExitInfo {
+    /// `exited_at` as a time, if it is in the shim's format.
+    pub fn exited_at_time(&self) -> Option<SystemTime> {
+        crate::time::parse_rfc3339(&self.exited_at)
+    }
+}
+
+/// Answer to `start` and `start_exec`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Started {
+    pub pid: i32,
+}
+
+/// Answer to `pids`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pids {
+    pub pids: Vec<i32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_have_the_documented_shape() {
+        let kill = Request::Kill {
+            signal: 15,
+            all: true,
+            exec_id: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&kill).unwrap(),
+            json!({"op": "kill", "signal": 15, "all": true})
+        );
+        let parsed: Request = serde_json::from_str(r#"{"op":"start"}"#).unwrap();
+        assert_eq!(parsed, Request::Start);
+        let parsed: Request = serde_json::from_str(r#"{"op":"wait","exec_id":"e1"}"#).unwrap();
+        assert_eq!(
+            parsed,
+            Request::Wait {
+                exec_id: Some("e1".into())
+            }
+        );
+        let parsed: Request = serde_json::from_str(r#"{"op":"attach"}"#).unwrap();
+        assert_eq!(
+            parsed,
+            Request::Attach {
+                exec_id: None,
+                stdin: false
+            }
+        );
+    }
+
+    #[test]
+    fn every_op_name_parses() {
+        for op in Request::OPS {
+            let value = json!({"op": op, "signal": 1, "exec_id": "e", "process": {},
+                               "width": 1, "height": 1, "resources": {}});
+            serde_json::from_value::<Request>(value)
+                .unwrap_or_else(|e| panic!("op {op} does not parse: {e}"));
+        }
+    }
+
+    #[test]
+    fn responses_are_ok_or_error() {
+        let ok = Response::Ok(json!({"pid": 3}));
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":{"pid":3}}"#);
+        let err = Response::Error("no such exec process".into());
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"error":"no such exec process"}"#
+        );
+    }
+
+    #[test]
+    fn frame_headers_round_trip() {
+        let header = frame_header(STDERR, 70_000);
+        assert_eq!(header, [2, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        assert_eq!(parse_frame_header(&header), (STDERR, 70_000));
+    }
+}
