@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "berth/snapshots/v1/snapshots.proto",
     "berth/leases/v1/leases.proto",
     "berth/events/v1/events.proto",
+    "berth/containers/v1/containers.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

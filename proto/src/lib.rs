@@ -49,3 +49,8 @@ pub mod events {
         tonic::include_proto!("berth.events.v1");
     }
 }
+pub mod containers {
+    pub mod v1 {
+        tonic::include_proto!("berth.containers.v1");
+    }
+}

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::containers::ContainerError;
 use crate::content::{ContentError, Digest};
 use crate::events::{topic_matches, Event, EventError, Exchange};
 use crate::images::pull::PullOptions;
@@ -34,6 +35,8 @@ use crate::oci::Descriptor;
 use crate::registry::{Credentials, RegistryError};
 use crate::snapshots::{Mount, SnapshotError};
 use crate::{diff, gc};
+
+mod containers;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -78,6 +81,22 @@ pub fn status(e: ImageError) -> Status {
         ImageError::Io { .. } | ImageError::Internal(_) => Code::Internal,
     };
     Status::new(code, e.to_string())
+}
+
+/// Container errors as status codes (what is not about containers goes
+/// through `status`).
+pub fn container_status(e: ContainerError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ContainerError::InvalidId(_)
+        | ContainerError::InvalidOverride { .. }
+        | ContainerError::UserNotNumeric(_)
+        | ContainerError::InvalidSpec(_) => Status::invalid_argument(msg),
+        ContainerError::AlreadyExists(_) => Status::already_exists(msg),
+        ContainerError::NotFound(_) => Status::not_found(msg),
+        ContainerError::NoLayers { .. } => Status::failed_precondition(msg),
+        ContainerError::Image(e) => status(e),
+    }
 }
 
 fn registry_code(e: &RegistryError) -> tonic::Code {

@@ -225,6 +225,12 @@ impl Client {
         VersionClient::new(self.scoped())
     }
 
+    pub fn containers(
+        &self,
+    ) -> berth_proto::containers::v1::containers_client::ContainersClient<Scoped> {
+        berth_proto::containers::v1::containers_client::ContainersClient::new(self.scoped())
+    }
+
     pub fn events(&self) -> berth_proto::events::v1::events_client::EventsClient<Scoped> {
         berth_proto::events::v1::events_client::EventsClient::new(self.scoped())
     }

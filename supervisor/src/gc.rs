@@ -1,8 +1,9 @@
 //! Garbage collection by reference.
 //!
 //! Mark: per namespace, the roots are its images, its unexpired leases, its
-//! active snapshots and views, and content or snapshots labelled
-//! `berth/gc.root`. From an image the mark follows index → manifests →
+//! active snapshots and views, its containers (the content of the image
+//! they name, while the name exists, and their snapshot), and content or
+//! snapshots labelled `berth/gc.root`. From an image the mark follows index → manifests →
 //! config and layers in the content store, and the config's diff ids to
 //! the chain of snapshots the layers were unpacked into; from a snapshot,
 //! its parents. Sweep: expired leases, then every record not marked, in one
@@ -15,9 +16,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::containers::ContainerRecord;
 use crate::content::Digest;
 use crate::images::{
-    document_kind, parse_config, parse_index, parse_manifest, ImageError, Images, MAX_DOCUMENT,
+    document_kind, get_image, parse_config, parse_index, parse_manifest, ImageError, Images,
+    MAX_DOCUMENT,
 };
 use crate::metadata::{
     now, ContentRecord, ImageRecord, LeaseRecord, Reader, SnapshotKind, SnapshotRecord, Table,
@@ -61,6 +64,19 @@ pub fn collect(images: &Images) -> Result<Stats, ImageError> {
         let mut content_roots: Vec<(String, String, Option<String>)> = Vec::new();
         for (ns, _, image) in rx.list_all::<ImageRecord>(Table::Images)? {
             content_roots.push((ns, image.target.digest, Some(image.target.media_type)));
+        }
+        for (ns, id, c) in rx.list_all::<ContainerRecord>(Table::Containers)? {
+            snapshot_roots.push((ns.clone(), c.snapshot_key));
+            match get_image(&rx, &ns, &c.image) {
+                Ok(image) => {
+                    content_roots.push((ns, image.target.digest, Some(image.target.media_type)))
+                }
+                Err(ImageError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, container = %id, error = %e, "image of a container not read");
+                    return Err(e);
+                }
+            }
         }
         for (ns, digest, r) in rx.list_all::<ContentRecord>(Table::Content)? {
             if r.labels.contains_key(ROOT_LABEL) {

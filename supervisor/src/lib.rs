@@ -3,11 +3,13 @@
 //! The image half: the content store (`content`), registry access
 //! (`registry`), layer archives (`archive`), overlayfs snapshots
 //! (`snapshots`), metadata (`metadata`), images (`images`), garbage
-//! collection (`gc`), and the gRPC services over them (`api`).
+//! collection (`gc`), and the gRPC services over them (`api`). Containers
+//! (`containers`) are records over an image, a snapshot and a runtime spec.
 
 pub mod api;
 pub mod archive;
 pub mod client;
+pub mod containers;
 pub mod content;
 pub mod diff;
 pub mod events;

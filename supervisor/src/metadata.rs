@@ -1,5 +1,5 @@
 //! The supervisor's metadata: one redb database holding namespaces, images,
-//! the content each namespace holds, snapshots and leases.
+//! the content each namespace holds, snapshots, leases and containers.
 //!
 //! Every record is JSON under a key `<namespace>\0<name>`, so the records of a
 //! namespace are one key range. A write transaction commits durably (fsync)
@@ -57,6 +57,8 @@ pub enum Table {
     Content,
     Snapshots,
     Leases,
+    /// Containers, keyed by id (see `containers`).
+    Containers,
     /// Keyed by sequence number, in no namespace (see `events`).
     Events,
 }
@@ -73,16 +75,18 @@ impl Table {
             Table::Content => "content",
             Table::Snapshots => "snapshots",
             Table::Leases => "leases",
+            Table::Containers => "containers",
             Table::Events => "events",
         }
     }
 
-    const ALL: [Table; 6] = [
+    const ALL: [Table; 7] = [
         Table::Namespaces,
         Table::Images,
         Table::Content,
         Table::Snapshots,
         Table::Leases,
+        Table::Containers,
         Table::Events,
     ];
 }
@@ -270,6 +274,7 @@ pub trait Reader {
             Table::Content,
             Table::Snapshots,
             Table::Leases,
+            Table::Containers,
         ] {
             if !self.list::<serde_json::Value>(table, ns)?.is_empty() {
                 return Ok(true);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use berth_proto::containers::v1::containers_server::ContainersServer;
 use berth_proto::content::v1::content_server::ContentServer;
 use berth_proto::events::v1::events_server::EventsServer;
 use berth_proto::images::v1::images_server::ImagesServer;
@@ -113,6 +114,7 @@ pub async fn serve(
         .add_service(ImagesServer::new(service.clone()))
         .add_service(SnapshotsServer::new(service.clone()))
         .add_service(LeasesServer::new(service.clone()))
+        .add_service(ContainersServer::new(service.clone()))
         .add_service(EventsServer::new(service))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;

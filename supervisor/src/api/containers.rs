@@ -1,0 +1,151 @@
+//! The Containers service: decodes, calls `crate::containers`, encodes, and
+//! publishes `/containers/<create|update|delete>`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_proto::containers::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::{container_status, labels, namespace, publish, timestamp, Service};
+use crate::containers::{self, ContainerError, ContainerRecord, Filter, NewContainer, Overrides};
+
+fn container_pb(id: String, r: ContainerRecord) -> pb::Container {
+    pb::Container {
+        id,
+        image: r.image,
+        snapshot_key: r.snapshot_key,
+        runtime: r.runtime,
+        spec: r.spec.into_bytes(),
+        labels: r.labels.into_iter().collect(),
+        created_at: timestamp(r.created),
+        updated_at: timestamp(r.updated),
+    }
+}
+
+fn overrides(o: Option<pb::Overrides>) -> Overrides {
+    let o = o.unwrap_or_default();
+    let some = |s: String| (!s.is_empty()).then_some(s);
+    Overrides {
+        args: o.args,
+        env: o.env,
+        cwd: some(o.cwd),
+        user: some(o.user),
+        terminal: o.terminal,
+        hostname: some(o.hostname),
+    }
+}
+
+/// Runs blocking container work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ContainerError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(container_status)
+}
+
+impl Service {
+    async fn container_event(&self, ns: &str, what: &str, id: &str, r: &ContainerRecord) {
+        let attributes = BTreeMap::from([
+            ("id".to_string(), id.to_string()),
+            ("image".to_string(), r.image.clone()),
+        ]);
+        publish(&self.events, ns, &format!("/containers/{what}"), attributes).await;
+    }
+}
+
+#[tonic::async_trait]
+impl pb::containers_server::Containers for Service {
+    async fn create(
+        &self,
+        req: Request<pb::CreateContainerRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let new = NewContainer {
+            id: r.id,
+            image: r.image,
+            snapshot_key: r.snapshot_key,
+            labels: labels(r.labels),
+            runtime: r.runtime,
+            overrides: overrides(r.overrides),
+            spec: (!r.spec.is_empty()).then_some(r.spec),
+        };
+        let id = new.id.clone();
+        // Held shared: the collector never runs between the snapshot's
+        // prepare and the record that keeps it.
+        let _gc = Arc::clone(&self.images.gc_lock).read_owned().await;
+        let images = Arc::clone(&self.images);
+        let ns2 = ns.clone();
+        let record = blocking(move || containers::create(&images, &ns2, new)).await?;
+        self.container_event(&ns, "create", &id, &record).await;
+        Ok(Response::new(container_pb(id, record)))
+    }
+
+    async fn get(
+        &self,
+        req: Request<pb::GetContainerRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&req)?;
+        let id = req.into_inner().id;
+        let record = containers::get(&self.images, &ns, &id).map_err(container_status)?;
+        Ok(Response::new(container_pb(id, record)))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListContainersRequest>,
+    ) -> Result<Response<pb::ListContainersResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let filter = Filter {
+            image: r.image,
+            labels: Filter::parse_labels(&r.labels).map_err(container_status)?,
+        };
+        let list = containers::list(&self.images, &ns, &filter).map_err(container_status)?;
+        Ok(Response::new(pb::ListContainersResponse {
+            containers: list
+                .into_iter()
+                .map(|(id, r)| container_pb(id, r))
+                .collect(),
+        }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateContainerRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let change = containers::Update {
+            set_labels: labels(r.set_labels),
+            remove_labels: r.remove_labels,
+            spec: (!r.spec.is_empty()).then_some(r.spec),
+        };
+        let images = Arc::clone(&self.images);
+        let (ns2, id) = (ns.clone(), r.id.clone());
+        let record = blocking(move || containers::update(&images, &ns2, &id, change)).await?;
+        self.container_event(&ns, "update", &r.id, &record).await;
+        Ok(Response::new(container_pb(r.id, record)))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteContainerRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let id = req.into_inner().id;
+        let images = Arc::clone(&self.images);
+        let (ns2, id2) = (ns.clone(), id.clone());
+        let record = {
+            let _gc = Arc::clone(&self.images.gc_lock).read_owned().await;
+            blocking(move || containers::delete(&images, &ns2, &id2)).await?
+        };
+        self.container_event(&ns, "delete", &id, &record).await;
+        // What only the container kept (an image's layers after `images rm`).
+        super::collect_garbage(&self.images).await?;
+        Ok(Response::new(()))
+    }
+}

@@ -1,0 +1,786 @@
+//! Containers: records naming an image, the snapshot that is the root
+//! filesystem, the runtime and the OCI runtime spec, kept per namespace in
+//! the metadata (`Table::Containers`). Nothing runs here: tasks do that.
+//!
+//! Create prepares an active snapshot named after the id on the image's top
+//! layer (unless given a snapshot key) and generates the spec from the image
+//! config with the caller's overrides (unless given a whole spec). Any error
+//! leaves nothing behind: the snapshot it prepared is removed again.
+
+use std::path::PathBuf;
+
+use oci_spec::runtime::{Process, Spec, User};
+use serde::{Deserialize, Serialize};
+
+use crate::images::{
+    get_image, parse_config, parse_index, parse_manifest, select_manifest, ImageError, Images,
+};
+use crate::metadata::{now, Labels, MetadataError, Reader, SnapshotKind, Table};
+use crate::oci::{chain_ids, Kind};
+use crate::snapshots::SnapshotError;
+
+/// The runtime a container gets when the caller names none.
+pub const DEFAULT_RUNTIME: &str = "berth-runtime";
+
+/// PATH when the image sets none (Docker's default).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The most arguments or environment entries a process may be given.
+const MAX_ITEMS: usize = 4096;
+/// The most bytes an argument, environment entry or path may have.
+const MAX_ITEM_LEN: usize = 128 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid container id {0:?}: want 1-128 characters of a-z, A-Z, 0-9, '_', '.' or '-', starting with a letter or digit")]
+    InvalidId(String),
+    #[error("container {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("container {0:?} not found")]
+    NotFound(String),
+    #[error("invalid {what}: {reason}")]
+    InvalidOverride { what: &'static str, reason: String },
+    #[error("user {0:?} is not numeric: want uid[:gid] (resolving names in the image's /etc/passwd is not supported yet)")]
+    UserNotNumeric(String),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("image {image:?} has no layers to make a root filesystem from")]
+    NoLayers { image: String },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+impl From<MetadataError> for ContainerError {
+    fn from(e: MetadataError) -> ContainerError {
+        ContainerError::Image(e.into())
+    }
+}
+
+impl From<SnapshotError> for ContainerError {
+    fn from(e: SnapshotError) -> ContainerError {
+        ContainerError::Image(e.into())
+    }
+}
+
+/// A container as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// The image name, as stored.
+    pub image: String,
+    pub snapshot_key: String,
+    /// Whether create prepared the snapshot (and delete removes it).
+    #[serde(default)]
+    pub prepared_snapshot: bool,
+    pub runtime: String,
+    /// The OCI runtime spec, JSON.
+    pub spec: String,
+    #[serde(default)]
+    pub labels: Labels,
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// The part of an image config that describes the process
+/// (`config` in the OCI image config).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProcessConfig {
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: Option<String>,
+    #[serde(rename = "User", default)]
+    pub user: Option<String>,
+}
+
+impl ProcessConfig {
+    /// Reads `config` from an image config document.
+    pub fn from_image_config(bytes: &[u8]) -> Result<ProcessConfig, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            config: Option<ProcessConfig>,
+        }
+        Ok(serde_json::from_slice::<Doc>(bytes)?
+            .config
+            .unwrap_or_default())
+    }
+}
+
+/// What the caller changes about the image's process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Replaces Entrypoint and Cmd when not empty.
+    pub args: Vec<String>,
+    /// KEY=VALUE, merged over the image's Env.
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    pub user: Option<String>,
+    pub terminal: bool,
+    pub hostname: Option<String>,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        *self == Overrides::default()
+    }
+}
+
+fn bad(what: &'static str, reason: impl Into<String>) -> ContainerError {
+    ContainerError::InvalidOverride {
+        what,
+        reason: reason.into(),
+    }
+}
+
+/// Checks a container id: Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}`.
+pub fn validate_id(id: &str) -> Result<(), ContainerError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ContainerError::InvalidId(id.to_string()))
+    }
+}
+
+fn check_strings(what: &'static str, items: &[String]) -> Result<(), ContainerError> {
+    if items.len() > MAX_ITEMS {
+        return Err(bad(
+            what,
+            format!("{} entries, more than the {MAX_ITEMS} allowed", items.len()),
+        ));
+    }
+    for (i, s) in items.iter().enumerate() {
+        if s.contains('\0') {
+            return Err(bad(what, format!("entry {i} ({s:?}) contains a NUL byte")));
+        }
+        if s.len() > MAX_ITEM_LEN {
+            return Err(bad(
+                what,
+                format!("entry {i} is {} bytes, more than {MAX_ITEM_LEN}", s.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_env(what: &'static str, env: &[String]) -> Result<(), ContainerError> {
+    check_strings(what, env)?;
+    for e in env {
+        match e.split_once('=') {
+            Some((k, _)) if !k.is_empty() => {}
+            _ => return Err(bad(what, format!("{e:?} is not KEY=VALUE"))),
+        }
+    }
+    Ok(())
+}
+
+/// `uid[:gid]`, numbers only for now.
+pub fn parse_user(user: &str) -> Result<(u32, u32), ContainerError> {
+    let (uid, gid) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let number = |s: &str| s.parse::<u32>().ok();
+    let uid = number(uid).ok_or_else(|| ContainerError::UserNotNumeric(user.to_string()))?;
+    let gid = match gid {
+        Some(g) => number(g).ok_or_else(|| ContainerError::UserNotNumeric(user.to_string()))?,
+        None => 0,
+    };
+    Ok((uid, gid))
+}
+
+/// The runtime spec for the image's process with `overrides` applied, on
+/// `Spec::default()` with the root filesystem at "rootfs".
+pub fn generate_spec(image: &ProcessConfig, overrides: &Overrides) -> Result<Spec, ContainerError> {
+    check_strings("args", &overrides.args)?;
+    check_env("env", &overrides.env)?;
+    let image_env = image.env.clone().unwrap_or_default();
+    check_env("image Env", &image_env)?;
+
+    let args = if overrides.args.is_empty() {
+        let mut args = image.entrypoint.clone().unwrap_or_default();
+        args.extend(image.cmd.clone().unwrap_or_default());
+        check_strings("image Entrypoint and Cmd", &args)?;
+        args
+    } else {
+        overrides.args.clone()
+    };
+    if args.is_empty() {
+        return Err(bad(
+            "args",
+            "the image has no Entrypoint or Cmd: give the command to run",
+        ));
+    }
+
+    // The image's Env, then the overrides: the same KEY is replaced in place.
+    let mut env: Vec<String> = Vec::new();
+    for entry in image_env.iter().chain(&overrides.env) {
+        let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').is_some_and(|(k, _)| k == key))
+        {
+            Some(slot) => *slot = entry.clone(),
+            None => env.push(entry.clone()),
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    if overrides.terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
+    }
+
+    let cwd = match &overrides.cwd {
+        Some(c) => {
+            check_path("cwd", c)?;
+            c.clone()
+        }
+        None => match image.working_dir.as_deref() {
+            Some(w) if !w.is_empty() => {
+                check_path("image WorkingDir", w)?;
+                w.to_string()
+            }
+            _ => "/".to_string(),
+        },
+    };
+
+    let user_text = overrides
+        .user
+        .clone()
+        .or_else(|| image.user.clone())
+        .unwrap_or_default();
+    let mut user = User::default();
+    if !user_text.is_empty() {
+        let (uid, gid) = parse_user(&user_text)?;
+        user.set_uid(uid);
+        user.set_gid(gid);
+    }
+
+    if let Some(h) = &overrides.hostname {
+        let ok = !h.is_empty()
+            && h.len() <= 64
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        if !ok {
+            return Err(bad(
+                "hostname",
+                format!("{h:?}: want 1-64 characters of a-z, A-Z, 0-9, '-' or '.'"),
+            ));
+        }
+    }
+
+    let mut spec = Spec::default();
+    let mut process = spec.process().clone().unwrap_or_else(Process::default);
+    process.set_args(Some(args));
+    process.set_env(Some(env));
+    process.set_cwd(PathBuf::from(cwd));
+    process.set_user(user);
+    process.set_terminal(Some(overrides.terminal));
+    spec.set_process(Some(process));
+    if let Some(root) = spec.root_mut() {
+        root.set_path(PathBuf::from("rootfs"));
+    }
+    if let Some(h) = &overrides.hostname {
+        spec.set_hostname(Some(h.clone()));
+    }
+    Ok(spec)
+}
+
+fn check_path(what: &'static str, path: &str) -> Result<(), ContainerError> {
+    if !path.starts_with('/') {
+        return Err(bad(what, format!("{path:?} is not an absolute path")));
+    }
+    if path.contains('\0') {
+        return Err(bad(what, format!("{path:?} contains a NUL byte")));
+    }
+    if path.len() > 4096 {
+        return Err(bad(what, "longer than 4096 bytes"));
+    }
+    Ok(())
+}
+
+/// Parses a whole spec a caller gives, as JSON text.
+pub fn parse_spec(bytes: &[u8]) -> Result<String, ContainerError> {
+    let spec: Spec =
+        serde_json::from_slice(bytes).map_err(|e| ContainerError::InvalidSpec(e.to_string()))?;
+    if spec.process().is_none() {
+        return Err(ContainerError::InvalidSpec(
+            "it has no process to run".to_string(),
+        ));
+    }
+    spec_json(&spec)
+}
+
+fn spec_json(spec: &Spec) -> Result<String, ContainerError> {
+    serde_json::to_string_pretty(spec).map_err(|e| ContainerError::InvalidSpec(e.to_string()))
+}
+
+/// What a caller asks to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewContainer {
+    pub id: String,
+    pub image: String,
+    /// Empty: prepare one named after the id.
+    pub snapshot_key: String,
+    pub labels: Labels,
+    /// Empty: `DEFAULT_RUNTIME`.
+    pub runtime: String,
+    pub overrides: Overrides,
+    /// A whole spec (JSON) instead of a generated one.
+    pub spec: Option<Vec<u8>>,
+}
+
+/// What an image holds for the host: its process config and the chain id of
+/// its top layer.
+fn image_rootfs(
+    images: &Images,
+    name: &str,
+    target: &crate::oci::Descriptor,
+) -> Result<(ProcessConfig, String), ContainerError> {
+    let mut desc = target.clone();
+    if Kind::of(&desc.media_type) == Kind::Index {
+        let bytes = images.read_document("index", &desc.digest)?;
+        let index = parse_index(&desc.digest, &bytes)?;
+        desc = select_manifest(name, &index, &images.platform)?;
+    }
+    let bytes = images.read_document("manifest", &desc.digest)?;
+    let manifest = parse_manifest(&desc.digest, &bytes)?;
+    let digest = manifest.config.digest;
+    let bytes = images.read_document("config", &digest)?;
+    let config = parse_config(&digest, &bytes)?;
+    let process =
+        ProcessConfig::from_image_config(&bytes).map_err(|e| ImageError::BadDocument {
+            what: "config",
+            digest: digest.clone(),
+            reason: e.to_string(),
+        })?;
+    let top = chain_ids(&config.rootfs.diff_ids)
+        .pop()
+        .ok_or_else(|| ContainerError::NoLayers {
+            image: name.to_string(),
+        })?;
+    Ok((process, top))
+}
+
+/// Creates a container; nothing is left behind when it fails.
+pub fn create(
+    images: &Images,
+    ns: &str,
+    new: NewContainer,
+) -> Result<ContainerRecord, ContainerError> {
+    validate_id(&new.id)?;
+    let runtime = if new.runtime.is_empty() {
+        DEFAULT_RUNTIME.to_string()
+    } else {
+        new.runtime.clone()
+    };
+    check_strings("runtime", std::slice::from_ref(&runtime))?;
+    let (image, exists) = {
+        let rx = images.meta.read()?;
+        let exists = rx.exists(Table::Containers, ns, &new.id)?;
+        (get_image(&rx, ns, &new.image), exists)
+    };
+    if exists {
+        return Err(ContainerError::AlreadyExists(new.id));
+    }
+    let image = image?;
+    let (process, top) = image_rootfs(images, &image.name, &image.target)?;
+    let spec = match &new.spec {
+        Some(bytes) => {
+            if !new.overrides.is_empty() {
+                return Err(ContainerError::InvalidSpec(
+                    "give either a whole spec or overrides, not both".to_string(),
+                ));
+            }
+            parse_spec(bytes)?
+        }
+        None => spec_json(&generate_spec(&process, &new.overrides)?)?,
+    };
+
+    let prepared = new.snapshot_key.is_empty();
+    let snapshot_key = if prepared {
+        images.snapshots.prepare(
+            &images.meta,
+            ns,
+            &new.id,
+            Some(&top),
+            SnapshotKind::Active,
+            Labels::from([("berth/container".to_string(), new.id.clone())]),
+        )?;
+        new.id.clone()
+    } else {
+        let rx = images.meta.read()?;
+        images.snapshots.get(&rx, ns, &new.snapshot_key)?;
+        new.snapshot_key.clone()
+    };
+
+    let t = now();
+    let record = ContainerRecord {
+        image: image.name,
+        snapshot_key,
+        prepared_snapshot: prepared,
+        runtime,
+        spec,
+        labels: new.labels,
+        created: t,
+        updated: t,
+    };
+    let saved = (|| {
+        let tx = images.meta.write()?;
+        tx.ensure_namespace(ns)?;
+        if tx.exists(Table::Containers, ns, &new.id)? {
+            return Err(ContainerError::AlreadyExists(new.id.clone()));
+        }
+        tx.put(Table::Containers, ns, &new.id, &record)?;
+        tx.commit()?;
+        Ok(())
+    })();
+    if let Err(e) = saved {
+        if prepared {
+            if let Err(re) = images
+                .snapshots
+                .remove(&images.meta, ns, &record.snapshot_key)
+            {
+                tracing::warn!(container = %new.id, error = %re, "snapshot of a failed create not removed");
+            }
+        }
+        return Err(e);
+    }
+    tracing::info!(namespace = ns, container = %new.id, image = %record.image, "container created");
+    Ok(record)
+}
+
+pub fn get(images: &Images, ns: &str, id: &str) -> Result<ContainerRecord, ContainerError> {
+    let rx = images.meta.read()?;
+    rx.get(Table::Containers, ns, id)?
+        .ok_or_else(|| ContainerError::NotFound(id.to_string()))
+}
+
+/// What a list selects; empty selects everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// An image name as stored or as typed.
+    pub image: String,
+    /// (key, value): a label with that value, or with any value for none.
+    pub labels: Vec<(String, Option<String>)>,
+}
+
+impl Filter {
+    /// Parses label filters given as "KEY=VALUE" or "KEY".
+    pub fn parse_labels(items: &[String]) -> Result<Vec<(String, Option<String>)>, ContainerError> {
+        items
+            .iter()
+            .map(|s| match s.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), Some(v.to_string()))),
+                None if !s.is_empty() => Ok((s.clone(), None)),
+                _ => Err(bad(
+                    "label filter",
+                    format!("{s:?} is not KEY=VALUE or KEY"),
+                )),
+            })
+            .collect()
+    }
+
+    fn matches(&self, image: &str, r: &ContainerRecord) -> bool {
+        (self.image.is_empty() || r.image == image)
+            && self.labels.iter().all(|(k, v)| match (r.labels.get(k), v) {
+                (Some(have), Some(want)) => have == want,
+                (Some(_), None) => true,
+                (None, _) => false,
+            })
+    }
+}
+
+pub fn list(
+    images: &Images,
+    ns: &str,
+    filter: &Filter,
+) -> Result<Vec<(String, ContainerRecord)>, ContainerError> {
+    let rx = images.meta.read()?;
+    let image = if filter.image.is_empty() {
+        String::new()
+    } else {
+        match get_image(&rx, ns, &filter.image) {
+            Ok(r) => r.name,
+            Err(ImageError::NotFound(_)) => crate::images::image_name(&filter.image),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    Ok(rx
+        .list::<ContainerRecord>(Table::Containers, ns)?
+        .into_iter()
+        .filter(|(_, r)| filter.matches(&image, r))
+        .collect())
+}
+
+/// A change to a container.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    pub set_labels: Labels,
+    pub remove_labels: Vec<String>,
+    pub spec: Option<Vec<u8>>,
+}
+
+pub fn update(
+    images: &Images,
+    ns: &str,
+    id: &str,
+    change: Update,
+) -> Result<ContainerRecord, ContainerError> {
+    let spec = change.spec.as_deref().map(parse_spec).transpose()?;
+    let tx = images.meta.write()?;
+    let mut record: ContainerRecord = tx
+        .get(Table::Containers, ns, id)?
+        .ok_or_else(|| ContainerError::NotFound(id.to_string()))?;
+    for k in &change.remove_labels {
+        record.labels.remove(k);
+    }
+    record.labels.extend(change.set_labels);
+    if let Some(spec) = spec {
+        record.spec = spec;
+    }
+    record.updated = now();
+    tx.put(Table::Containers, ns, id, &record)?;
+    tx.commit()?;
+    Ok(record)
+}
+
+/// Removes a container and the snapshot it prepared. The caller collects
+/// garbage afterwards (the image's layers may be unused now).
+pub fn delete(images: &Images, ns: &str, id: &str) -> Result<ContainerRecord, ContainerError> {
+    let record = get(images, ns, id)?;
+    // tasks: refuse (FailedPrecondition) while the container has a task.
+    if record.prepared_snapshot {
+        // The snapshot first: if removing the record then fails, a retry
+        // finds the snapshot gone and finishes.
+        match images
+            .snapshots
+            .remove(&images.meta, ns, &record.snapshot_key)
+        {
+            Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let tx = images.meta.write()?;
+    if !tx.delete(Table::Containers, ns, id)? {
+        return Err(ContainerError::NotFound(id.to_string()));
+    }
+    tx.commit()?;
+    tracing::info!(namespace = ns, container = id, "container deleted");
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ProcessConfig {
+        ProcessConfig {
+            entrypoint: Some(vec!["/bin/entry".to_string(), "-x".to_string()]),
+            cmd: Some(vec!["serve".to_string()]),
+            env: Some(vec![
+                "PATH=/bin".to_string(),
+                "A=1".to_string(),
+                "B=2".to_string(),
+            ]),
+            working_dir: Some("/srv".to_string()),
+            user: Some("1000:100".to_string()),
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn image_config_gives_the_process() {
+        let spec = generate_spec(&image(), &Overrides::default()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(
+            p.args().as_ref().unwrap(),
+            &strings(&["/bin/entry", "-x", "serve"])
+        );
+        assert_eq!(
+            p.env().as_ref().unwrap(),
+            &strings(&["PATH=/bin", "A=1", "B=2"])
+        );
+        assert_eq!(p.cwd(), &PathBuf::from("/srv"));
+        assert_eq!((p.user().uid(), p.user().gid()), (1000, 100));
+        assert_eq!(p.terminal(), Some(false));
+        assert_eq!(
+            spec.root().as_ref().unwrap().path(),
+            &PathBuf::from("rootfs")
+        );
+    }
+
+    #[test]
+    fn overrides_replace_and_merge() {
+        let o = Overrides {
+            args: strings(&["sh", "-c", "echo hi"]),
+            env: strings(&["B=3", "C=4", "A="]),
+            cwd: Some("/tmp".to_string()),
+            user: Some("5".to_string()),
+            terminal: true,
+            hostname: Some("box".to_string()),
+        };
+        let spec = generate_spec(&image(), &o).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(
+            p.args().as_ref().unwrap(),
+            &strings(&["sh", "-c", "echo hi"])
+        );
+        assert_eq!(
+            p.env().as_ref().unwrap(),
+            &strings(&["PATH=/bin", "A=", "B=3", "C=4", "TERM=xterm"])
+        );
+        assert_eq!(p.cwd(), &PathBuf::from("/tmp"));
+        assert_eq!((p.user().uid(), p.user().gid()), (5, 0));
+        assert_eq!(p.terminal(), Some(true));
+        assert_eq!(spec.hostname().as_deref(), Some("box"));
+    }
+
+    #[test]
+    fn a_bare_image_gets_defaults() {
+        let bare = ProcessConfig {
+            cmd: Some(strings(&["sh"])),
+            ..Default::default()
+        };
+        let spec = generate_spec(&bare, &Overrides::default()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.env().as_ref().unwrap(), &strings(&[DEFAULT_PATH]));
+        assert_eq!(p.cwd(), &PathBuf::from("/"));
+        assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
+        // Nothing to run at all is an error, not `sh` from the default spec.
+        let err = generate_spec(&ProcessConfig::default(), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("no Entrypoint or Cmd"), "{err}");
+    }
+
+    #[test]
+    fn users_parse() {
+        assert_eq!(parse_user("0").unwrap(), (0, 0));
+        assert_eq!(parse_user("1000:1001").unwrap(), (1000, 1001));
+        for bad in ["nobody", "1000:staff", "", ":1", "-1", "1:2:3"] {
+            let err = parse_user(bad).unwrap_err().to_string();
+            assert!(err.contains("not numeric"), "{bad:?}: {err}");
+        }
+        let named = ProcessConfig {
+            user: Some("www-data".to_string()),
+            ..image()
+        };
+        let err = generate_spec(&named, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("www-data") && err.contains("/etc/passwd"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hostile_overrides_are_refused() {
+        let cases: Vec<(Overrides, &str)> = vec![
+            (
+                Overrides {
+                    env: strings(&["NOEQUALS"]),
+                    ..Default::default()
+                },
+                "not KEY=VALUE",
+            ),
+            (
+                Overrides {
+                    env: strings(&["=x"]),
+                    ..Default::default()
+                },
+                "not KEY=VALUE",
+            ),
+            (
+                Overrides {
+                    args: strings(&["sh", "a\0b"]),
+                    ..Default::default()
+                },
+                "NUL",
+            ),
+            (
+                Overrides {
+                    cwd: Some("relative/dir".to_string()),
+                    ..Default::default()
+                },
+                "not an absolute path",
+            ),
+            (
+                Overrides {
+                    hostname: Some("bad host".to_string()),
+                    ..Default::default()
+                },
+                "hostname",
+            ),
+        ];
+        for (o, want) in cases {
+            let err = generate_spec(&image(), &o).unwrap_err();
+            assert!(
+                matches!(err, ContainerError::InvalidOverride { .. }),
+                "{o:?}: {err:?}"
+            );
+            assert!(err.to_string().contains(want), "{o:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn given_specs_are_checked() {
+        assert!(matches!(
+            parse_spec(b"{not json"),
+            Err(ContainerError::InvalidSpec(_))
+        ));
+        let spec = generate_spec(&image(), &Overrides::default()).unwrap();
+        let again = parse_spec(spec_json(&spec).unwrap().as_bytes()).unwrap();
+        let again: Spec = serde_json::from_str(&again).unwrap();
+        assert_eq!(again.process(), spec.process());
+        let err = parse_spec(br#"{"ociVersion": "1.0.2"}"#).unwrap_err();
+        assert!(err.to_string().contains("no process"), "{err}");
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        for good in ["a", "web-1", "A.b_c", &"x".repeat(128)] {
+            validate_id(good).unwrap();
+        }
+        for bad in ["", "-a", ".a", "a/b", "a b", "a\0", &"x".repeat(129)] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn image_process_config_is_read() {
+        let doc =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},
+            "config":{"Entrypoint":null,"Cmd":["sh"],"Env":["A=1"],"WorkingDir":"","User":""}}"#;
+        let c = ProcessConfig::from_image_config(doc).unwrap();
+        assert_eq!(c.cmd, Some(strings(&["sh"])));
+        assert_eq!(c.entrypoint, None);
+        let none = ProcessConfig::from_image_config(br#"{"rootfs":{}}"#).unwrap();
+        assert!(none.cmd.is_none());
+    }
+
+    #[test]
+    fn label_filters_parse() {
+        let f = Filter::parse_labels(&strings(&["a=1", "b"])).unwrap();
+        assert_eq!(
+            f,
+            vec![
+                ("a".to_string(), Some("1".to_string())),
+                ("b".to_string(), None)
+            ]
+        );
+        assert!(Filter::parse_labels(&strings(&["=1"])).is_err());
+    }
+}
