@@ -62,6 +62,9 @@ enum Command {
     /// Manage snapshots
     #[command(subcommand, visible_aliases = ["snapshot", "s"])]
     Snapshots(SnapshotsCommand),
+    /// Manage containers
+    #[command(subcommand, visible_aliases = ["container", "c"])]
+    Containers(ContainersCommand),
     /// Manage namespaces
     #[command(subcommand, visible_aliases = ["namespace", "ns"])]
     Namespaces(NamespacesCommand),
@@ -272,6 +275,66 @@ struct SnapshotArgs {
 }
 
 #[derive(Subcommand)]
+enum ContainersCommand {
+    /// Create a container from an image
+    Create(CreateArgs),
+    /// List containers
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print only the ids
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print a container's record with its spec
+    Info {
+        /// Container id
+        id: String,
+    },
+    /// Remove containers and the snapshots they prepared
+    #[command(visible_aliases = ["remove", "delete"])]
+    Rm {
+        /// Container ids
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Existing snapshot to use as the root filesystem [default: a new one on the image, named ID]
+    #[arg(long, value_name = "KEY")]
+    snapshot_key: Option<String>,
+    /// Environment variable, merged over the image's (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory [default: the image's, or /]
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+    /// uid[:gid] [default: the image's]
+    #[arg(short, long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Give the process a terminal
+    #[arg(short, long)]
+    tty: bool,
+    /// Hostname
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Runtime [default: berth-runtime]
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Label (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    label: Vec<(String, String)>,
+    /// Image name
+    image: String,
+    /// Container id
+    id: String,
+    /// Command and arguments [default: the image's Entrypoint and Cmd]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Subcommand)]
 enum NamespacesCommand {
     /// List namespaces
     #[command(visible_alias = "list")]
@@ -382,6 +445,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Images(cmd) => images(&client, cmd).await,
         Command::Content(cmd) => content(&client, cmd).await,
         Command::Snapshots(cmd) => snapshots(&client, cmd).await,
+        Command::Containers(cmd) => containers(&client, cmd).await,
         Command::Namespaces(cmd) => namespaces(&client, cmd).await,
         Command::Leases(cmd) => leases(&client, cmd).await,
         Command::Events { after, topics } => events(&client, after, topics).await,
@@ -1285,6 +1349,96 @@ async fn leases(client: &Client, cmd: LeasesCommand) -> Result<()> {
             for_each(ids, |id| {
                 let mut leases = leases.clone();
                 async move { leases.delete(DeleteLeaseRequest { id }).await.map(|_| ()) }
+            })
+            .await
+        }
+    }
+}
+
+// ---- containers ----
+
+async fn containers(client: &Client, cmd: ContainersCommand) -> Result<()> {
+    use berth_proto::containers::v1::{
+        CreateContainerRequest, DeleteContainerRequest, GetContainerRequest, ListContainersRequest,
+        Overrides,
+    };
+    let mut containers = client.containers();
+    match cmd {
+        ContainersCommand::Create(a) => {
+            let request = CreateContainerRequest {
+                id: a.id,
+                image: a.image,
+                snapshot_key: a.snapshot_key.unwrap_or_default(),
+                labels: a.label.into_iter().collect(),
+                runtime: a.runtime.unwrap_or_default(),
+                overrides: Some(Overrides {
+                    args: a.args,
+                    env: a.env,
+                    cwd: a.cwd.unwrap_or_default(),
+                    user: a.user.unwrap_or_default(),
+                    terminal: a.tty,
+                    hostname: a.hostname.unwrap_or_default(),
+                }),
+                spec: Vec::new(),
+            };
+            let c = containers.create(request).await.map_err(rpc)?.into_inner();
+            println!("{}", c.id);
+            Ok(())
+        }
+        ContainersCommand::Ls { quiet } => {
+            let mut list = containers
+                .list(ListContainersRequest::default())
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .containers;
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+            if quiet {
+                let ids: String = list.iter().map(|c| format!("{}\n", c.id)).collect();
+                emit(&ids);
+                return Ok(());
+            }
+            let rows = list
+                .into_iter()
+                .map(|c| vec![c.id, c.image, c.runtime, ago(c.created_at.as_ref())]);
+            print_table(&["ID", "IMAGE", "RUNTIME", "CREATED"], rows);
+            Ok(())
+        }
+        ContainersCommand::Info { id } => {
+            let c = containers
+                .get(GetContainerRequest { id })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            let spec: serde_json::Value = serde_json::from_slice(&c.spec)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&c.spec).into_owned().into());
+            let time = |t: Option<&Timestamp>| {
+                t.map(|t| format!("{}.{:09}", t.seconds, t.nanos))
+                    .unwrap_or_default()
+            };
+            let info = serde_json::json!({
+                "id": c.id,
+                "image": c.image,
+                "snapshot_key": c.snapshot_key,
+                "runtime": c.runtime,
+                "labels": c.labels,
+                "created_at": time(c.created_at.as_ref()),
+                "updated_at": time(c.updated_at.as_ref()),
+                "spec": spec,
+            });
+            let text = serde_json::to_string_pretty(&info).context("format the record")?;
+            emit(&format!("{text}\n"));
+            Ok(())
+        }
+        ContainersCommand::Rm { ids } => {
+            for_each(ids, |id| {
+                let mut containers = containers.clone();
+                async move {
+                    containers
+                        .delete(DeleteContainerRequest { id })
+                        .await
+                        .map(|_| ())
+                }
             })
             .await
         }
