@@ -277,7 +277,7 @@ struct SnapshotArgs {
 #[derive(Subcommand)]
 enum ContainersCommand {
     /// Create a container from an image
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List containers
     #[command(visible_alias = "list")]
     Ls {
@@ -1684,6 +1684,42 @@ mod tests {
             Cli::try_parse_from(["berth-ctr", "images", "pull", "--platform", "linux", "x"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn parses_containers_create() {
+        let cli = Cli::try_parse_from([
+            "berth-ctr",
+            "c",
+            "create",
+            "--env",
+            "A=1",
+            "--env",
+            "B=2",
+            "--cwd",
+            "/w",
+            "-u",
+            "5:6",
+            "--tty",
+            "img",
+            "web",
+            "sh",
+            "-c",
+            "ls -l",
+            "--not-ours",
+        ])
+        .unwrap();
+        let Command::Containers(ContainersCommand::Create(a)) = cli.command else {
+            panic!("not a create");
+        };
+        assert_eq!((a.image.as_str(), a.id.as_str()), ("img", "web"));
+        assert_eq!(a.env, ["A=1", "B=2"]);
+        assert_eq!(a.cwd.as_deref(), Some("/w"));
+        assert_eq!(a.user.as_deref(), Some("5:6"));
+        assert!(a.tty);
+        assert_eq!(a.args, ["sh", "-c", "ls -l", "--not-ours"]);
+        assert!(Cli::try_parse_from(["berth-ctr", "containers", "create", "img"]).is_err());
+        assert!(Cli::try_parse_from(["berth-ctr", "containers", "rm"]).is_err());
     }
 
     #[test]
