@@ -539,11 +539,9 @@ impl content_pb::content_server::Content for Service {
 
     async fn abort(&self, req: Request<content_pb::AbortRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
-        let r = req.into_inner().r#ref;
-        self.images
-            .content
-            .abort(&ingest_ref(&ns, &r))
-            .or_status()?;
+        let r = ingest_ref(&ns, &req.into_inner().r#ref);
+        let content = Arc::clone(&self.images.content);
+        when_unlocked(move || content.abort(&r)).await.or_status()?;
         Ok(Response::new(()))
     }
 
@@ -566,6 +564,34 @@ impl content_pb::content_server::Content for Service {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Runs `f` (off the async threads) until the ref it needs is free, for up
+/// to 5 s: a client that dropped a write stream and comes straight back (to
+/// resume or abort) finds its old writer still closing.
+async fn when_unlocked<T: Send + 'static>(
+    f: impl Fn() -> Result<T, ContentError> + Send + Sync + 'static,
+) -> Result<T, ContentError> {
+    let f = Arc::new(f);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let g = Arc::clone(&f);
+        let result = tokio::task::spawn_blocking(move || g())
+            .await
+            .unwrap_or_else(|e| {
+                Err(ContentError::Io {
+                    action: "run the content task",
+                    path: std::path::PathBuf::new(),
+                    source: io::Error::other(e.to_string()),
+                })
+            });
+        match result {
+            Err(ContentError::Locked(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -592,9 +618,8 @@ async fn content_write(
     let reference = first.r#ref.clone();
     let content = Arc::clone(&images.content);
     let r2 = ingest_ref(ns, &reference);
-    let mut writer = tokio::task::spawn_blocking(move || content.writer(&r2))
+    let mut writer = when_unlocked(move || content.writer(&r2))
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
         .or_status()?;
     let mut total = 0i64;
     let mut next = Some(first);
