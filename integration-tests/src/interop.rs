@@ -47,6 +47,7 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::registry::require_program;
 use crate::{
     cgroup_hierarchies, host, pid_alive, require_root, runtime_binary, unique_id, wait_for,
     COMMAND_TIMEOUT,
@@ -60,18 +61,6 @@ pub const NAMESPACE: &str = "test";
 pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a daemon may take to exit after SIGTERM before it is killed.
 const DAEMON_STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// Fails the test unless `program` is on PATH, naming the package to install.
-fn require_program(program: &str, package: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("{program} is not installed: `apt-get install {package}` (or `make deps`)")
-    })
-}
 
 fn runtime_under_test() -> PathBuf {
     let bin = runtime_binary();

@@ -248,6 +248,9 @@ fn a_dropped_connection_fails_cleanly_and_the_retry_resumes() {
         "only the {} cut layers should be fetched again",
         big.len()
     );
+    // And those from where their data ended, not from the start.
+    let resumed = sup.log().matches("resuming download").count();
+    assert_eq!(resumed, big.len(), "range requests:\n{}", sup.log());
     assert_rootfs_matches(&sup, "default", image);
 }
 
@@ -257,6 +260,7 @@ fn kill_dash_nine_during_pulls_loses_nothing() {
     let image = push_layered(&registry, "test/crash:v1");
     let mut sup = Supervisor::start();
     let name = format!("{}/test/crash:v1", registry.host());
+    let mut interrupted = 0;
     for delay_ms in [5u64, 15, 30, 60, 120] {
         let mut pull = Command::new(integration_tests::supervisor::ctr_binary());
         pull.arg("--address")
@@ -267,9 +271,13 @@ fn kill_dash_nine_during_pulls_loses_nothing() {
         let mut child = pull.spawn().expect("pull");
         std::thread::sleep(Duration::from_millis(delay_ms));
         sup.kill9();
-        let _ = child.wait();
+        if !child.wait().is_ok_and(|st| st.success()) {
+            interrupted += 1;
+        }
         sup.start_again();
     }
+    // The test means nothing unless the kills fell in the middle of pulls.
+    assert!(interrupted > 0, "every pull finished before its kill");
     sup.ctr(&["images", "pull", &name]).ok();
     assert_rootfs_matches(&sup, "default", image);
     // Consistent: removing the image leaves nothing behind, not even what

@@ -703,7 +703,7 @@ fn progress_pb(p: &crate::images::Progress) -> images_pb::Progress {
         State::Downloading => S::Downloading,
         State::Uploading => S::Uploading,
         State::Unpacking => S::Unpacking,
-        State::Verifying => S::Verifying,
+
         State::Exists => S::Exists,
         State::Done => S::Done,
     };

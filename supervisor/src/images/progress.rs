@@ -11,7 +11,6 @@ pub enum State {
     Downloading,
     Uploading,
     Unpacking,
-    Verifying,
     Exists,
     Done,
 }
