@@ -10,11 +10,6 @@ pub fn limit_malloc_arenas() {
         // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX takes
         // any positive value.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-        // A fixed mmap threshold: glibc otherwise raises it after each large
-        // free, and a pull's buffers (1 MiB copies, queued files) would then
-        // come from the heap and leave it fragmented.
-        // SAFETY: as above; the value is a size in bytes.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
     }
 }
 
