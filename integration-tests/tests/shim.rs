@@ -16,9 +16,9 @@ use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use berth_shim::client::{spawn_shim, Attach, Client, ClientError};
+use berth_shim::client::{spawn_shim, Attach, Client, ClientError, Events};
 use berth_shim::options::Options;
-use berth_shim::protocol::{Response, Status, STDOUT};
+use berth_shim::protocol::{ExitInfo, Response, ShimEvent, Status, STDOUT};
 use integration_tests::*;
 use serde_json::{json, Value};
 
@@ -165,6 +165,18 @@ impl TestShim {
         attach
     }
 
+    /// A new connection, subscribed to the shim's events.
+    fn events(&self) -> Events {
+        let events = self
+            .client()
+            .events()
+            .unwrap_or_else(|e| panic!("subscribe to events: {e}"));
+        events
+            .set_read_timeout(Some(WAIT_TIMEOUT))
+            .expect("set timeout");
+        events
+    }
+
     /// The container log's entries (`log.json` in the state directory).
     fn log_entries(&self) -> Vec<Value> {
         log_file_entries(&self.dir().join("log.json"))
@@ -258,6 +270,38 @@ fn exec_process(shim: &TestShim, args: &[&str]) -> Value {
     let mut process = config["process"].clone();
     process["args"] = json!(args);
     process
+}
+
+/// The next event; panics at the end of the stream or on a timeout.
+#[track_caller]
+fn next_event(events: &mut Events) -> ShimEvent {
+    match events.next() {
+        Ok(Some(event)) => event,
+        Ok(None) => panic!("the event stream ended"),
+        Err(e) => panic!("reading the event stream: {e}"),
+    }
+}
+
+/// Reads events until the stream ends (the shim exited); what came first.
+#[track_caller]
+fn events_to_end(events: &mut Events) -> Vec<ShimEvent> {
+    let mut rest = Vec::new();
+    loop {
+        match events.next() {
+            Ok(Some(event)) => rest.push(event),
+            Ok(None) => return rest,
+            Err(e) => panic!("reading the event stream after {rest:?}: {e}"),
+        }
+    }
+}
+
+fn exit_event(exec_id: Option<&str>, pid: i32, exit: &ExitInfo) -> ShimEvent {
+    ShimEvent::Exit {
+        exec_id: exec_id.map(str::to_owned),
+        pid,
+        exit_status: exit.exit_status,
+        exited_at: exit.exited_at.clone(),
+    }
 }
 
 fn shim_error(result: Result<impl std::fmt::Debug, ClientError>) -> String {
@@ -1062,4 +1106,137 @@ fn descriptors_leaked_by_the_starter_are_not_kept() {
     client.wait(None).unwrap();
     client.delete().unwrap();
     shim.wait_gone();
+}
+
+#[test]
+fn events_report_the_init_exit_live_and_replay_it() {
+    let rt = setup();
+    let (shim, mut client) = TestShim::start(&rt, "shim-events", |s| {
+        s.sh("exit 3");
+    });
+    let init = client.state(None).unwrap().pid.unwrap();
+    let mut live = shim.events();
+    client.start().unwrap();
+    let event = next_event(&mut live);
+    let exit = client.wait(None).unwrap();
+    assert_eq!(exit.exit_status, 3);
+    assert_eq!(event, exit_event(None, init, &exit));
+    // Sent after the exit was recorded.
+    assert_eq!(shim.exit_record("exit.json")["exited_at"], exit.exited_at);
+    // A subscriber that comes later gets the exit replayed.
+    let mut late = shim.events();
+    assert_eq!(next_event(&mut late), exit_event(None, init, &exit));
+    // Delete ends the shim and both streams, with no second exit.
+    assert_eq!(client.delete().unwrap(), exit);
+    shim.wait_gone();
+    assert_eq!(events_to_end(&mut live), vec![]);
+    assert_eq!(events_to_end(&mut late), vec![]);
+}
+
+#[test]
+fn events_report_exec_exits_with_their_exec_id() {
+    use std::io::{BufRead, BufReader, Write};
+    let rt = setup();
+    let (shim, mut client) = TestShim::start(&rt, "shim-events-exec", |s| {
+        s.args(&["sleep", "1000"]);
+    });
+    let init = client.start().unwrap();
+    let mut first = shim.events();
+    // A raw subscriber that also sends bytes, which the shim ignores.
+    let mut raw = std::os::unix::net::UnixStream::connect(&shim.opts.socket).unwrap();
+    raw.set_read_timeout(Some(WAIT_TIMEOUT)).unwrap();
+    raw.write_all(b"{\"op\":\"events\"}\n{\"op\":\"state\"}\nnot json\n")
+        .unwrap();
+    let mut raw_lines = BufReader::new(raw.try_clone().unwrap()).lines();
+    let mut raw_line = move || -> Value {
+        let line = raw_lines
+            .next()
+            .expect("a line before the end of the stream")
+            .expect("read the raw events connection");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+    assert_eq!(raw_line(), json!({"ok": {}}));
+
+    let process = exec_process(&shim, &["sh", "-c", "exit 7"]);
+    client.exec("e1", process, false).unwrap();
+    let exec_pid = client.start_exec("e1").unwrap();
+    let exec_exit = client.wait(Some("e1")).unwrap();
+    assert_eq!(exec_exit.exit_status, 7);
+    let exec_event = exit_event(Some("e1"), exec_pid, &exec_exit);
+    assert_eq!(next_event(&mut first), exec_event);
+    assert_eq!(
+        serde_json::from_value::<ShimEvent>(raw_line()).unwrap(),
+        exec_event
+    );
+    raw.write_all(b"more bytes with no newline").unwrap();
+
+    client.kill(libc::SIGKILL, false).unwrap();
+    let init_exit = client.wait(None).unwrap();
+    assert_eq!(init_exit.exit_status, 137);
+    let init_event = exit_event(None, init, &init_exit);
+    assert_eq!(next_event(&mut first), init_event);
+    let line = raw_line();
+    assert_eq!(line["type"], "exit", "{line}");
+    assert!(line.get("exec_id").is_none(), "{line}");
+    assert_eq!(
+        serde_json::from_value::<ShimEvent>(line).unwrap(),
+        init_event
+    );
+
+    // A late subscriber gets both exits, oldest first; once the exec'd
+    // process is deleted, only the init's.
+    let mut late = shim.events();
+    assert_eq!(next_event(&mut late), exec_event);
+    assert_eq!(next_event(&mut late), init_event);
+    client.delete_exec("e1").unwrap();
+    let mut later = shim.events();
+    assert_eq!(next_event(&mut later), init_event);
+
+    // End of file from a subscriber closes its stream; the others go on.
+    raw.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut rest).unwrap();
+    assert_eq!(rest, "");
+
+    client.delete().unwrap();
+    shim.wait_gone();
+    for events in [&mut first, &mut late, &mut later] {
+        assert_eq!(events_to_end(events), vec![]);
+    }
+}
+
+#[test]
+fn an_oom_kill_is_reported_before_the_exit() {
+    let rt = setup();
+    let limit = 16 << 20;
+    let (shim, mut client) = TestShim::start(&rt, "shim-oom", |s| {
+        // dd allocates its 64 MiB buffer and fills it from /dev/zero; with
+        // swap equal to the limit, it cannot swap.
+        s.args(&["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]);
+        s.resources(json!({"memory": {"limit": limit, "swap": limit}}));
+    });
+    // The cgroup is the test's own, removed by the Runtime guard.
+    let config: Value =
+        serde_json::from_str(&read(Path::new(&shim.opts.bundle).join("config.json"))).unwrap();
+    assert_eq!(
+        config["linux"]["cgroupsPath"],
+        format!("{CGROUP_PARENT}/{}", shim.id())
+    );
+    let mut events = shim.events();
+    let init = client.start().unwrap();
+    let mut ooms = 0;
+    let exit = loop {
+        match next_event(&mut events) {
+            ShimEvent::Oom => ooms += 1,
+            exit @ ShimEvent::Exit { .. } => break exit,
+        }
+    };
+    let recorded = client.wait(None).unwrap();
+    assert_eq!(recorded.exit_status, 137, "dd was not OOM-killed");
+    assert_eq!(exit, exit_event(None, init, &recorded));
+    assert_eq!(ooms, 1, "one oom event (dd's kill) before the exit");
+    client.delete().unwrap();
+    shim.wait_gone();
+    // Removing the cgroup is not an OOM.
+    assert_eq!(events_to_end(&mut events), vec![]);
 }

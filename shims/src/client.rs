@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use crate::options::Options;
 use crate::protocol::{
-    frame_header, parse_frame_header, ExitInfo, Pids, ProcessState, Request, Response, Started,
-    FRAME_HEADER_LEN, MAX_FRAME_LEN, STDIN,
+    frame_header, parse_frame_header, ExitInfo, Pids, ProcessState, Request, Response, ShimEvent,
+    Started, FRAME_HEADER_LEN, MAX_FRAME_LEN, STDIN,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +276,52 @@ impl Client {
             reader: self.reader,
             writer: self.writer,
         })
+    }
+
+    /// Turns this connection into the shim's event stream: the exits that
+    /// already happened first, then events as they happen.
+    pub fn events(mut self) -> Result<Events, ClientError> {
+        self.call(&Request::Events)?;
+        Ok(Events {
+            reader: self.reader,
+            _writer: self.writer,
+        })
+    }
+}
+
+/// The shim's event stream (see [`crate::protocol`]).
+pub struct Events {
+    reader: BufReader<UnixStream>,
+    /// Kept so the shim does not see end of file, which would end the
+    /// stream.
+    _writer: UnixStream,
+}
+
+impl Events {
+    /// The next event; `None` once the shim has closed the stream (it
+    /// exited). Blocks until there is one, or for the read timeout, which
+    /// is the connection's (see [`Client::set_timeout`] and
+    /// [`Events::set_read_timeout`]).
+    // Not an Iterator: the stream can fail, and a timeout is not its end.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<ShimEvent>, ClientError> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Ok(None);
+            }
+            if !line.trim().is_empty() {
+                break;
+            }
+        }
+        serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| ClientError::BadResponse(format!("{e}: {line:?}")))
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.reader.get_ref().set_read_timeout(timeout)
     }
 }
 

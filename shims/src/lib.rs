@@ -3,7 +3,7 @@
 //! (pipes or the pty master) and its log, records its exit durably, and
 //! serves a control socket; see `shims/README.md` for the protocol.
 //!
-//! The library holds the binary's logic (`daemon`, `server`) and what
+//! The library holds the binary's logic (`daemon`, `server`, `oom`) and what
 //! clients share with it: [`protocol`] (requests, responses, states),
 //! [`options`] (the command line) and [`client`] (a synchronous client and
 //! [`client::spawn_shim`]).
@@ -11,6 +11,7 @@
 pub mod client;
 pub mod daemon;
 pub mod logfile;
+pub mod oom;
 pub mod options;
 pub mod process;
 pub mod protocol;

@@ -13,6 +13,24 @@
 //! stream [`STDIN`], and a frame of length 0 closes the process's stdin. The
 //! shim closes the stream once the process has exited and its output is
 //! drained.
+//!
+//! `events` turns its connection into a one-way stream of [`ShimEvent`]s,
+//! one JSON object per line, once the shim has answered `{"ok":{}}`. The
+//! shim first sends an `exit` event for every process (the init, and exec'd
+//! processes not yet deleted) that has already exited, oldest first, then
+//! each event as it happens, until the shim exits and closes the
+//! connection. An exit is sent after it is recorded durably. What the client
+//! sends on the connection is read and ignored; its end of file closes the
+//! stream. Several connections may subscribe at once; one that does not read
+//! is disconnected once 8 MiB are queued for it.
+//!
+//! OOM kills are found by watching the init's memory cgroup, as
+//! `/proc/<pid>/cgroup` names it just after the container is created: with
+//! cgroup v1, an eventfd registered for `memory.oom_control` in
+//! `cgroup.event_control`; with cgroup v2, inotify on `memory.events`. Each
+//! wakeup re-reads the `oom_kill` counter and sends one `oom` event per kill.
+//! An OOM kill that ends the init is sent before the init's `exit`. OOMs are
+//! not replayed to a later subscriber.
 
 use std::time::SystemTime;
 
@@ -127,6 +145,9 @@ pub enum Request {
         #[serde(default)]
         stdin: bool,
     },
+    /// Switches the connection to the stream of [`ShimEvent`] lines (see the
+    /// module documentation).
+    Events,
 }
 
 impl Request {
@@ -148,6 +169,7 @@ impl Request {
         "delete",
         "shutdown",
         "attach",
+        "events",
     ];
 }
 
@@ -221,6 +243,28 @@ impl ExitInfo {
     }
 }
 
+/// One line of an `events` stream, tagged by `type`:
+/// `{"type":"exit","exec_id":"e1","pid":42,"exit_status":137,"exited_at":"…"}`
+/// (no `exec_id` for the init) or `{"type":"oom"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ShimEvent {
+    /// A process exited (its exit is already recorded durably).
+    Exit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+        /// Host pid; 0 for an exec'd process that never ran (its
+        /// `start_exec` failed).
+        pid: i32,
+        /// The exit code, or 128+N when signal N killed the process.
+        exit_status: i32,
+        /// When the shim reaped it, RFC 3339 with nanoseconds, UTC.
+        exited_at: String,
+    },
+    /// The kernel's OOM killer acted in the container's memory cgroup.
+    Oom,
+}
+
 /// Answer to `start` and `start_exec`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Started {
@@ -287,6 +331,49 @@ mod tests {
             serde_json::to_string(&err).unwrap(),
             r#"{"error":"no such exec process"}"#
         );
+    }
+
+    #[test]
+    fn events_have_the_documented_shape() {
+        let parsed: Request = serde_json::from_str(r#"{"op":"events"}"#).unwrap();
+        assert_eq!(parsed, Request::Events);
+        assert_eq!(
+            serde_json::to_value(Request::Events).unwrap(),
+            json!({"op": "events"})
+        );
+        let init = ShimEvent::Exit {
+            exec_id: None,
+            pid: 42,
+            exit_status: 3,
+            exited_at: "2024-01-02T03:04:05.000000006Z".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&init).unwrap(),
+            json!({"type": "exit", "pid": 42, "exit_status": 3,
+                   "exited_at": "2024-01-02T03:04:05.000000006Z"})
+        );
+        let exec: ShimEvent = serde_json::from_str(
+            r#"{"type":"exit","exec_id":"e1","pid":7,"exit_status":137,"exited_at":"t"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            exec,
+            ShimEvent::Exit {
+                exec_id: Some("e1".into()),
+                pid: 7,
+                exit_status: 137,
+                exited_at: "t".into(),
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&ShimEvent::Oom).unwrap(),
+            r#"{"type":"oom"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ShimEvent>(r#"{"type":"oom"}"#).unwrap(),
+            ShimEvent::Oom
+        );
+        assert!(serde_json::from_str::<ShimEvent>(r#"{"type":"start"}"#).is_err());
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! the loop: they take milliseconds, the kernel buffers the container's
 //! output meanwhile, and no child can be reaped by the loop while the shim
 //! waits for a runtime command (the loop is not running then).
+//!
+//! Connections that asked for `events` get each exit as it is recorded, and
+//! an `oom` event each time the kernel's OOM killer acts in the container's
+//! memory cgroup (see [`crate::oom`]), whose watch is one more descriptor
+//! of the loop.
 
 use std::collections::HashMap;
 use std::fs;
@@ -26,11 +31,12 @@ use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use crate::logfile::{LogFile, LogFileError, Stream};
+use crate::oom::{self, OomWatch};
 use crate::options::{valid_id, Options};
 use crate::process::{Key, Proc};
 use crate::protocol::{
-    frame_header, parse_frame_header, ExitInfo, Pids, Request, Response, Started, Status,
-    FRAME_HEADER_LEN, MAX_FRAME_LEN, MAX_REQUEST_LEN, STDIN,
+    frame_header, parse_frame_header, ExitInfo, Pids, Request, Response, ShimEvent, Started,
+    Status, FRAME_HEADER_LEN, MAX_FRAME_LEN, MAX_REQUEST_LEN, STDIN,
 };
 use crate::record::{self, RecordError};
 use crate::runtime::{read_pid_file, ProcessStdio, RuntimeCli, RuntimeError};
@@ -42,8 +48,9 @@ use crate::time::format_rfc3339;
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// After `delete`/`shutdown`, how long the shim flushes answers before it exits.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
-/// Output queued for an attached client that does not read: past this the
-/// client is disconnected rather than the shim growing without bound.
+/// Output (or events) queued for an attached (or subscribed) client that
+/// does not read: past this the client is disconnected rather than the shim
+/// growing without bound.
 const MAX_ATTACH_BACKLOG: usize = 8 << 20;
 /// Input queued for a process that does not read: past this, attached
 /// clients are not read from until the process catches up.
@@ -147,6 +154,8 @@ enum Mode {
     Control { waiting: Option<Key> },
     /// The framed byte stream of one process.
     Attach { key: Key, stdin: bool },
+    /// A stream of event lines; what the client sends is dropped.
+    Events,
 }
 
 struct Conn {
@@ -172,6 +181,56 @@ impl Conn {
     fn attached_to(&self, key: &Key) -> bool {
         matches!(&self.mode, Mode::Attach { key: k, .. } if k == key)
     }
+
+    fn queue_event(&mut self, event: &ShimEvent) {
+        // A ShimEvent of strings and numbers always serializes.
+        if let Ok(mut line) = serde_json::to_vec(event) {
+            line.push(b'\n');
+            self.wbuf.extend_from_slice(&line);
+        }
+    }
+}
+
+/// Sends `event` to every subscribed connection; one that has let too much
+/// pile up is disconnected.
+fn publish(conns: &mut HashMap<u64, Conn>, event: &ShimEvent) {
+    for conn in conns.values_mut() {
+        if !matches!(conn.mode, Mode::Events) || conn.closing {
+            continue;
+        }
+        conn.queue_event(event);
+        if conn.wbuf.len() > MAX_ATTACH_BACKLOG {
+            warn!("an events client does not read its events: disconnecting it");
+            conn.wbuf.clear();
+            conn.closing = true;
+        }
+    }
+}
+
+/// The exit event of a process that has exited.
+fn exit_event(proc: &Proc) -> Option<ShimEvent> {
+    let exit = proc.exit.as_ref()?;
+    Some(ShimEvent::Exit {
+        exec_id: proc.exec_id.clone(),
+        pid: proc.pid.unwrap_or(0),
+        exit_status: exit.exit_status,
+        exited_at: exit.exited_at.clone(),
+    })
+}
+
+/// The exits already recorded, oldest first: what a new subscriber is
+/// sent before live events.
+fn past_exits(init: &Proc, execs: &HashMap<String, Proc>) -> Vec<ShimEvent> {
+    let mut exited: Vec<&Proc> = std::iter::once(init)
+        .chain(execs.values())
+        .filter(|p| p.exit.is_some())
+        .collect();
+    // RFC 3339 times of one format and zone sort as strings.
+    exited.sort_by(|a, b| {
+        let at = |p: &Proc| p.exit.as_ref().map(|e| e.exited_at.clone());
+        (at(a), &a.exec_id).cmp(&(at(b), &b.exec_id))
+    });
+    exited.into_iter().filter_map(exit_event).collect()
 }
 
 /// What the poll loop watches each descriptor for.
@@ -181,6 +240,7 @@ enum Token {
     Output(Key, Stream),
     Stdin(Key),
     Conn(u64),
+    Oom,
 }
 
 /// How a request is answered.
@@ -192,6 +252,8 @@ enum Reply {
         key: Key,
         stdin: bool,
     },
+    /// Answer, then stream events.
+    Events,
     /// Answer, then exit.
     Exit(Value),
 }
@@ -230,6 +292,9 @@ pub struct Shim {
     conns: HashMap<u64, Conn>,
     next_conn: u64,
     paused: bool,
+    /// The container's memory cgroup, watched for OOM kills (none if it
+    /// has no memory cgroup or the watch could not be set).
+    oom: Option<OomWatch>,
     /// Set by delete and shutdown: flush the answers, then exit by then.
     exit_by: Option<Instant>,
 }
@@ -281,6 +346,7 @@ impl Shim {
             conns: HashMap::new(),
             next_conn: 0,
             paused: false,
+            oom: None,
             exit_by: None,
             opts,
         };
@@ -322,7 +388,47 @@ impl Shim {
         let pid = read_pid_file(&pid_file).map_err(ShimError::PidFile)?;
         self.init.pid = Some(pid);
         info!(pid, terminal = self.init.terminal, "container created");
+        self.watch_oom(pid);
         Ok(())
+    }
+
+    /// Watches the memory cgroup of the init (`pid`) for OOM kills. The
+    /// container does without if that fails.
+    fn watch_oom(&mut self, pid: i32) {
+        let cgroup = match oom::locate(pid) {
+            Ok(Some(cgroup)) => cgroup,
+            Ok(None) => {
+                debug!(pid, "no memory cgroup: OOM kills are not watched");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot find the memory cgroup: OOM kills are not watched");
+                return;
+            }
+        };
+        match OomWatch::open(cgroup) {
+            Ok(watch) => {
+                debug!(cgroup = %watch.cgroup().display(), "watching for OOM kills");
+                self.oom = Some(watch);
+            }
+            Err(e) => warn!(error = %e, "OOM kills are not watched"),
+        }
+    }
+
+    /// Reports the OOM kills since the last look, without blocking.
+    fn check_oom(&mut self) {
+        let Some(watch) = &mut self.oom else {
+            return;
+        };
+        let found = watch.check();
+        for _ in 0..found.kills {
+            info!("oom");
+            publish(&mut self.conns, &ShimEvent::Oom);
+        }
+        if found.gone {
+            debug!("the memory cgroup is gone: OOM kills are no longer watched");
+            self.oom = None;
+        }
     }
 
     /// Serves until `delete` or `shutdown`; returns the exit code.
@@ -350,6 +456,7 @@ impl Shim {
                     Token::Listener => self.accept(),
                     Token::Output(key, stream) => self.read_output(&key, stream),
                     Token::Stdin(key) => self.flush_stdin(&key),
+                    Token::Oom => self.check_oom(),
                     Token::Conn(id) => {
                         if watch.writable {
                             self.flush_conn(id);
@@ -389,6 +496,10 @@ impl Shim {
             watches.push(Watch::new(listener.as_raw_fd(), true, false));
             tokens.push(Token::Listener);
         }
+        if let Some(oom) = &self.oom {
+            watches.push(Watch::new(oom.fd().as_raw_fd(), true, false));
+            tokens.push(Token::Oom);
+        }
         for (key, proc) in self.procs() {
             for out in &proc.outputs {
                 watches.push(Watch::new(out.fd.as_raw_fd(), true, false));
@@ -406,7 +517,7 @@ impl Shim {
                 && !conn.closing
                 && conn.rbuf.len() < FRAME_HEADER_LEN + MAX_FRAME_LEN
                 && match &conn.mode {
-                    Mode::Control { .. } => true,
+                    Mode::Control { .. } | Mode::Events => true,
                     Mode::Attach { key, .. } => self
                         .procs()
                         .find(|(k, _)| k == key)
@@ -537,9 +648,13 @@ impl Shim {
         }
     }
 
-    /// Records the exit durably, then reports it: answers the waiters and
-    /// ends the attached streams.
+    /// Records the exit durably, then reports it: answers the waiters, ends
+    /// the attached streams and sends the exit event.
     fn finalize(&mut self, key: &Key) {
+        if key.is_none() {
+            // An OOM kill that ended the init is reported before its exit.
+            self.check_oom();
+        }
         let state_dir = self.opts.state_dir.clone();
         let Some(proc) = proc_in(&mut self.init, &mut self.execs, key) else {
             return;
@@ -565,6 +680,9 @@ impl Shim {
         // Nothing to resize any more; output still open keeps its own copy.
         proc.pty = None;
         info!(process = process_name(key), status, "process exited");
+        if let Some(event) = exit_event(proc) {
+            publish(&mut self.conns, &event);
+        }
         let mut waiting = Vec::new();
         for (id, conn) in self.conns.iter_mut() {
             match &conn.mode {
@@ -751,10 +869,15 @@ impl Shim {
                 return;
             }
         }
-        if matches!(conn.mode, Mode::Control { .. }) {
-            self.process_requests(id);
-        } else {
-            self.process_frames(id);
+        match conn.mode {
+            Mode::Control { .. } => self.process_requests(id),
+            Mode::Attach { .. } => self.process_frames(id),
+            Mode::Events => {
+                conn.rbuf.clear();
+                if conn.eof {
+                    conn.closing = true;
+                }
+            }
         }
         self.flush_conn(id);
     }
@@ -838,6 +961,18 @@ impl Shim {
                         conn.closing = true;
                     }
                     self.process_frames(id);
+                    break;
+                }
+                Ok(Reply::Events) => {
+                    conn.queue(&Response::Ok(json!({})));
+                    conn.mode = Mode::Events;
+                    conn.rbuf.clear();
+                    if conn.eof {
+                        conn.closing = true;
+                    }
+                    for event in past_exits(&self.init, &self.execs) {
+                        conn.queue_event(&event);
+                    }
                     break;
                 }
                 Ok(Reply::Exit(value)) => {
@@ -1079,6 +1214,7 @@ impl Shim {
                     stdin,
                 })
             }
+            Request::Events => Ok(Reply::Events),
         }
     }
 
