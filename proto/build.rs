@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "berth/leases/v1/leases.proto",
     "berth/events/v1/events.proto",
     "berth/containers/v1/containers.proto",
+    "berth/tasks/v1/tasks.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,8 +2,10 @@
 //! socket, and `berth-ctr` pointed at it.
 //!
 //! The guard stops the daemon (SIGTERM, then SIGKILL after a deadline) and
-//! removes its tree when dropped, on failure too; it reports mounts left
-//! under the tree (the supervisor itself never mounts anything).
+//! removes its tree when dropped, on failure too. Tasks still there (their
+//! shims outlive the daemon) are killed and their containers, cgroups and
+//! rootfs mounts removed; the guard reports them, and mounts left under the
+//! tree, as leaks.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -283,6 +285,58 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// `(namespace, id)` of every task bundle under the state directory.
+    pub fn task_dirs(&self) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        let root = self.dir().join("state/shims");
+        for ns in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for id in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                found.push((
+                    ns.file_name().to_string_lossy().into_owned(),
+                    id.file_name().to_string_lossy().into_owned(),
+                ));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Kills what is left of every task (shim, container, cgroup, rootfs
+    /// mount) and removes its bundle; `ns/id` of each.
+    fn remove_tasks(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        for (ns, id) in self.task_dirs() {
+            let dir = self.dir().join("state/shims").join(&ns).join(&id);
+            let pid = |name: &str| {
+                std::fs::read_to_string(dir.join(name))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+            };
+            for pid in [pid("shim.pid"), pid("init.pid")].into_iter().flatten() {
+                // SAFETY: kill(2) has no memory effects; the pids are the
+                // test's own shim and container init.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = Command::new(crate::runtime_binary())
+                .arg("--root")
+                .arg(self.dir().join("state/runtime").join(&ns))
+                .args(["delete", "--force", &id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(dir.join("rootfs"))
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(&dir);
+            removed.push(format!("{ns}/{id}"));
+        }
+        removed
+    }
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
         let status = self.stop();
@@ -294,6 +348,9 @@ impl Drop for Supervisor {
         }
         if std::thread::panicking() {
             eprintln!("--- berth-supervisord log ---\n{}", self.log());
+        }
+        for task in self.remove_tasks() {
+            problems.push(format!("task {task} left behind"));
         }
         release_temp_tree(self.tmp.take(), &mut problems);
         if !problems.is_empty() && !std::thread::panicking() {

@@ -54,3 +54,8 @@ pub mod containers {
         tonic::include_proto!("berth.containers.v1");
     }
 }
+pub mod tasks {
+    pub mod v1 {
+        tonic::include_proto!("berth.tasks.v1");
+    }
+}

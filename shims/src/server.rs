@@ -784,6 +784,11 @@ impl Shim {
         };
         while !proc.stdin_queue.is_empty() {
             let Some(fd) = &proc.stdin else {
+                // An exec'd process gets its pipe at its start: what is sent
+                // before waits for it.
+                if !proc.started && proc.reaped.is_none() {
+                    return;
+                }
                 proc.stdin_queue.clear();
                 break;
             };
@@ -1260,6 +1265,8 @@ impl Shim {
         self.init.started = true;
         let pid = self.init.pid.unwrap_or_default();
         info!(pid, "container started");
+        // Input and a close of stdin that came before the start.
+        self.flush_stdin(&None);
         Ok(Reply::Answer(to_value(&Started { pid })))
     }
 

@@ -37,6 +37,9 @@ use crate::snapshots::{Mount, SnapshotError};
 use crate::{diff, gc};
 
 mod containers;
+mod tasks;
+
+pub use tasks::task_status;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -218,14 +221,7 @@ async fn publish(
     topic: &str,
     attributes: BTreeMap<String, String>,
 ) {
-    let events = Arc::clone(events);
-    let (ns2, topic2) = (ns.to_string(), topic.to_string());
-    let done = tokio::task::spawn_blocking(move || events.publish(&ns2, &topic2, attributes)).await;
-    match done {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(namespace = ns, topic, error = %e, "event not recorded"),
-        Err(e) => tracing::warn!(namespace = ns, topic, error = %e, "event not recorded"),
-    }
+    events.publish_async(ns, topic, attributes).await
 }
 
 /// Collects garbage now, with every writer held off.
@@ -241,6 +237,7 @@ pub async fn collect_garbage(images: &Arc<Images>) -> Result<gc::Stats, Status> 
 pub struct Service {
     pub images: Arc<Images>,
     pub events: Arc<Exchange>,
+    pub tasks: Arc<crate::tasks::Tasks>,
 }
 
 impl Service {

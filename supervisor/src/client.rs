@@ -234,6 +234,10 @@ impl Client {
     pub fn events(&self) -> berth_proto::events::v1::events_client::EventsClient<Scoped> {
         berth_proto::events::v1::events_client::EventsClient::new(self.scoped())
     }
+
+    pub fn tasks(&self) -> berth_proto::tasks::v1::tasks_client::TasksClient<Scoped> {
+        berth_proto::tasks::v1::tasks_client::TasksClient::new(self.scoped())
+    }
 }
 
 /// A metadata value from a namespace or lease id: non-empty visible ASCII.

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use oci_spec::runtime::{Process, Spec, User};
+use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder, Process, Spec, User};
 use serde::{Deserialize, Serialize};
 
 use crate::images::{
@@ -121,6 +121,8 @@ pub struct Overrides {
     pub user: Option<String>,
     pub terminal: bool,
     pub hostname: Option<String>,
+    /// Bytes of memory, swap included; `None`: no limit.
+    pub memory_limit: Option<i64>,
 }
 
 impl Overrides {
@@ -290,8 +292,33 @@ pub fn generate_spec(image: &ProcessConfig, overrides: &Overrides) -> Result<Spe
     if let Some(root) = spec.root_mut() {
         root.set_path(PathBuf::from("rootfs"));
     }
-    if let Some(h) = &overrides.hostname {
-        spec.set_hostname(Some(h.clone()));
+    // Spec::default() names the host "youki"; without one the container
+    // keeps the host's name in its own UTS namespace.
+    spec.set_hostname(overrides.hostname.clone());
+    // Writable, as Docker and containerd give it.
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(false));
+    }
+    if let Some(limit) = overrides.memory_limit {
+        // The kernel's smallest useful limit is a few pages; Docker's is 6 MiB.
+        if limit < 1 << 20 {
+            return Err(bad(
+                "memory limit",
+                format!("{limit} bytes: give at least 1 MiB"),
+            ));
+        }
+        let memory = LinuxMemoryBuilder::default()
+            .limit(limit)
+            .swap(limit)
+            .build()
+            .map_err(|e| bad("memory limit", e.to_string()))?;
+        let resources = LinuxResourcesBuilder::default()
+            .memory(memory)
+            .build()
+            .map_err(|e| bad("memory limit", e.to_string()))?;
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_resources(Some(resources));
+        }
     }
     Ok(spec)
 }
@@ -404,7 +431,15 @@ pub fn create(
             }
             parse_spec(bytes)?
         }
-        None => spec_json(&generate_spec(&process, &new.overrides)?)?,
+        None => {
+            let mut overrides = new.overrides.clone();
+            // The container's hostname is its id (cut to a host name's 63
+            // bytes) unless one is given, as with Docker.
+            if overrides.hostname.is_none() && !new.id.contains('_') {
+                overrides.hostname = Some(new.id.chars().take(63).collect());
+            }
+            spec_json(&generate_spec(&process, &overrides)?)?
+        }
     };
 
     let prepared = new.snapshot_key.is_empty();
@@ -632,6 +667,7 @@ mod tests {
             user: Some("5".to_string()),
             terminal: true,
             hostname: Some("box".to_string()),
+            memory_limit: Some(32 << 20),
         };
         let spec = generate_spec(&image(), &o).unwrap();
         let p = spec.process().as_ref().unwrap();
@@ -647,6 +683,13 @@ mod tests {
         assert_eq!((p.user().uid(), p.user().gid()), (5, 0));
         assert_eq!(p.terminal(), Some(true));
         assert_eq!(spec.hostname().as_deref(), Some("box"));
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
+        let memory = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        let memory = memory.memory().as_ref().unwrap();
+        assert_eq!(
+            (memory.limit(), memory.swap()),
+            (Some(32 << 20), Some(32 << 20))
+        );
     }
 
     #[test]
@@ -723,6 +766,13 @@ mod tests {
                     ..Default::default()
                 },
                 "hostname",
+            ),
+            (
+                Overrides {
+                    memory_limit: Some(4096),
+                    ..Default::default()
+                },
+                "at least 1 MiB",
             ),
         ];
         for (o, want) in cases {

@@ -126,6 +126,26 @@ impl Exchange {
         Ok(event)
     }
 
+    /// `publish` off the async threads. An event that cannot be recorded
+    /// is logged: the change it reports on has happened either way.
+    pub async fn publish_async(
+        self: &Arc<Self>,
+        ns: &str,
+        topic: &str,
+        attributes: BTreeMap<String, String>,
+    ) {
+        let events = Arc::clone(self);
+        let (ns2, topic2) = (ns.to_string(), topic.to_string());
+        let done =
+            tokio::task::spawn_blocking(move || events.publish(&ns2, &topic2, attributes)).await;
+        let error = match done {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(namespace = ns, topic, error, "event not recorded");
+    }
+
     /// Live events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()

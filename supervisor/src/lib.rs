@@ -4,7 +4,8 @@
 //! (`registry`), layer archives (`archive`), overlayfs snapshots
 //! (`snapshots`), metadata (`metadata`), images (`images`), garbage
 //! collection (`gc`), and the gRPC services over them (`api`). Containers
-//! (`containers`) are records over an image, a snapshot and a runtime spec.
+//! (`containers`) are records over an image, a snapshot and a runtime spec;
+//! tasks (`tasks`) run them, each in a berth-shim that outlives the daemon.
 
 pub mod api;
 pub mod archive;
@@ -22,3 +23,4 @@ pub mod registry;
 pub mod server;
 pub mod snapshots;
 pub mod sys;
+pub mod tasks;

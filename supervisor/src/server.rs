@@ -15,6 +15,7 @@ use berth_proto::images::v1::images_server::ImagesServer;
 use berth_proto::leases::v1::leases_server::LeasesServer;
 use berth_proto::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_proto::snapshots::v1::snapshots_server::SnapshotsServer;
+use berth_proto::tasks::v1::tasks_server::TasksServer;
 use berth_proto::version::v1::version_server::VersionServer;
 use tokio::net::UnixListener;
 use tokio::sync::RwLock;
@@ -28,16 +29,21 @@ use crate::metadata::Metadata;
 use crate::oci::Platform;
 use crate::registry::{Client, RegistryConfig};
 use crate::snapshots::Snapshotter;
+use crate::tasks::{TaskConfig, Tasks};
 
 pub struct Config {
     /// Persistent state: content, snapshots, metadata.
     pub root: PathBuf,
-    /// Runtime state (sockets of shims, in a later issue).
+    /// Runtime state: the shims' bundles and the runtime's state.
     pub state: PathBuf,
     pub address: PathBuf,
     /// A docker-style config.json with registry credentials and the
     /// registries allowed over plain HTTP.
     pub registry_config: Option<PathBuf>,
+    /// The shim and runtime binaries; `None`: beside this executable, or
+    /// on PATH.
+    pub shim: Option<PathBuf>,
+    pub runtime: Option<PathBuf>,
 }
 
 fn private_dir(path: &Path) -> anyhow::Result<()> {
@@ -102,9 +108,23 @@ pub async fn serve(
     tracing::info!(address = %config.address.display(), root = %config.root.display(), "serving");
 
     let events = Arc::new(Exchange::new(Arc::clone(&images.meta)));
+    let mut task_config = TaskConfig::beside_executable(config.state.clone());
+    if let Some(shim) = config.shim {
+        task_config.shim = shim;
+    }
+    if let Some(runtime) = config.runtime {
+        task_config.runtime = runtime;
+    }
+    let tasks = Tasks::new(task_config, Arc::clone(&images), Arc::clone(&events));
+    // Shims that outlived the last supervisor, before anyone can ask.
+    tasks
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("recover tasks: {e}"))?;
     let service = Service {
         images: Arc::clone(&images),
         events: Arc::clone(&events),
+        tasks,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -115,6 +135,7 @@ pub async fn serve(
         .add_service(SnapshotsServer::new(service.clone()))
         .add_service(LeasesServer::new(service.clone()))
         .add_service(ContainersServer::new(service.clone()))
+        .add_service(TasksServer::new(service.clone()))
         .add_service(EventsServer::new(service))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;

@@ -33,6 +33,7 @@ fn overrides(o: Option<pb::Overrides>) -> Overrides {
         user: some(o.user),
         terminal: o.terminal,
         hostname: some(o.hostname),
+        memory_limit: (o.memory_limit != 0).then_some(o.memory_limit),
     }
 }
 
@@ -137,6 +138,11 @@ impl pb::containers_server::Containers for Service {
     ) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().id;
+        if self.tasks.has_task(&ns, &id) {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} has a task: kill and delete the task first"
+            )));
+        }
         let images = Arc::clone(&self.images);
         let (ns2, id2) = (ns.clone(), id.clone());
         let record = {

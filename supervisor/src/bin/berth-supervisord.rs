@@ -8,14 +8,15 @@ use clap::Parser;
 #[command(
     name = "berth-supervisord",
     version,
-    about = "berth's supervisor: images, content and snapshots over gRPC"
+    about = "berth's supervisor: images, content, snapshots, containers and tasks over gRPC"
 )]
 struct Args {
     /// Persistent state (content, snapshots, metadata).
     #[arg(long, default_value = "/var/lib/berth/supervisor")]
     root: PathBuf,
-    /// Runtime state.
-    #[arg(long, default_value = "/run/berth/supervisor")]
+    /// Runtime state: shims/<namespace>/<id>/ (each task's bundle and
+    /// shim) and runtime/<namespace>/ (the runtime's state).
+    #[arg(long, default_value = "/run/berth")]
     state: PathBuf,
     /// The gRPC socket.
     #[arg(long, default_value = "/run/berth/supervisor.sock")]
@@ -23,6 +24,13 @@ struct Args {
     /// Registry credentials and insecure registries (docker config.json format).
     #[arg(long)]
     registry_config: Option<PathBuf>,
+    /// The berth-shim binary (default: beside this one, else on PATH).
+    #[arg(long)]
+    shim: Option<PathBuf>,
+    /// The binary the runtime name "berth-runtime" runs (default: beside
+    /// this one, else on PATH).
+    #[arg(long)]
+    runtime: Option<PathBuf>,
     /// Log debug messages.
     #[arg(long)]
     debug: bool,
@@ -45,6 +53,8 @@ fn main() {
         state: args.state,
         address: args.address,
         registry_config: args.registry_config,
+        shim: args.shim,
+        runtime: args.runtime,
     };
     // Two workers are plenty: the heavy work (hashing, unpacking) runs on
     // the blocking pool, and fewer threads keep the idle daemon small.

@@ -26,6 +26,8 @@ use indicatif::{
 use prost_types::Timestamp;
 use tracing::debug;
 
+mod tasks;
+
 const DEFAULT_ADDRESS: &str = "/run/berth/supervisor.sock";
 const DEFAULT_NAMESPACE: &str = "default";
 /// The size of the data in each message of an import.
@@ -65,6 +67,11 @@ enum Command {
     /// Manage containers
     #[command(subcommand, visible_aliases = ["container", "c"])]
     Containers(ContainersCommand),
+    /// Manage tasks (the running side of containers)
+    #[command(subcommand, visible_aliases = ["task", "t"])]
+    Tasks(tasks::TasksCommand),
+    /// Run an image's process in a new container, like `ctr run`
+    Run(Box<tasks::RunArgs>),
     /// Manage namespaces
     #[command(subcommand, visible_aliases = ["namespace", "ns"])]
     Namespaces(NamespacesCommand),
@@ -319,7 +326,10 @@ struct CreateArgs {
     /// Hostname
     #[arg(long)]
     hostname: Option<String>,
-    /// Runtime [default: berth-runtime]
+    /// Memory limit in bytes, swap included
+    #[arg(long, value_name = "BYTES")]
+    memory_limit: Option<i64>,
+    /// Runtime: berth-runtime, or another runc-compatible one (runc, crun, a path)
     #[arg(long)]
     runtime: Option<String>,
     /// Label (repeatable)
@@ -409,7 +419,7 @@ async fn main() -> ExitCode {
         debug_log::init();
     }
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             if !e.is::<Reported>() {
                 eprintln!("berth-ctr: {e:#}");
@@ -419,7 +429,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<u8> {
     let address = cli
         .address
         .or_else(|| {
@@ -441,16 +451,19 @@ async fn run(cli: Cli) -> Result<()> {
     }
     debug!(address = %address.display(), namespace = %namespace, "connecting");
     let client = Client::connect(&address, &namespace).await?;
-    match cli.command {
+    let done = match cli.command {
         Command::Images(cmd) => images(&client, cmd).await,
         Command::Content(cmd) => content(&client, cmd).await,
         Command::Snapshots(cmd) => snapshots(&client, cmd).await,
         Command::Containers(cmd) => containers(&client, cmd).await,
+        Command::Tasks(cmd) => return tasks::tasks(&client, cmd).await,
+        Command::Run(args) => return tasks::run(&client, *args).await,
         Command::Namespaces(cmd) => namespaces(&client, cmd).await,
         Command::Leases(cmd) => leases(&client, cmd).await,
         Command::Events { after, topics } => events(&client, after, topics).await,
         Command::Version => version(&client).await,
-    }
+    };
+    done.map(|()| 0)
 }
 
 /// The error a person reads for a failed call: the status message, or the
@@ -1378,6 +1391,7 @@ async fn containers(client: &Client, cmd: ContainersCommand) -> Result<()> {
                     user: a.user.unwrap_or_default(),
                     terminal: a.tty,
                     hostname: a.hostname.unwrap_or_default(),
+                    memory_limit: a.memory_limit.unwrap_or(0),
                 }),
                 spec: Vec::new(),
             };
