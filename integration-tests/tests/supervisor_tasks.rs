@@ -15,7 +15,7 @@ use berth_proto::events::v1 as epb;
 use berth_proto::tasks::v1 as tpb;
 use berth_supervisor::client::Client;
 use integration_tests::registry::{Auth, Registry};
-use integration_tests::supervisor::{connect, push_layered, runtime, Supervisor};
+use integration_tests::supervisor::{connect, ctr_binary, push_layered, runtime, Supervisor};
 use tokio::runtime::Runtime;
 use tonic::Code;
 
@@ -357,6 +357,38 @@ fn run_busybox_from_a_pulled_image() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("/dev/pts/"), "{out:?}");
     assert!(out.stdout.ends_with("x\r\n"), "{out:?}");
+
+    // Ctrl-C on berth-ctr run reaches the process, whose status it returns.
+    let mut child = std::process::Command::new(ctr_binary())
+        .arg("--address")
+        .arg(sup.socket())
+        .args(["-n", ns, "run", "--rm", "--name", "sig", &image, "sh", "-c"])
+        .arg("trap 'exit 9' INT; echo ready; while :; do busybox sleep 0.1; done")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("berth-ctr run");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line, "ready\n");
+    // SAFETY: kill(2) of the test's own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth-ctr run did not end after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(9));
 
     let rt = runtime();
     let client = connect(&rt, &sup, ns);

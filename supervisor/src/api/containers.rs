@@ -150,8 +150,18 @@ impl pb::containers_server::Containers for Service {
             blocking(move || containers::delete(&images, &ns2, &id2)).await?
         };
         self.container_event(&ns, "delete", &id, &record).await;
-        // What only the container kept (an image's layers after `images rm`).
-        super::collect_garbage(&self.images).await?;
+        // What only the container kept: an image's content and layers after
+        // `images rm`. While the image is there, it keeps them itself (the
+        // container's own snapshot is removed already).
+        let image_kept = self
+            .images
+            .meta
+            .read()
+            .ok()
+            .is_some_and(|rx| crate::images::get_image(&rx, &ns, &record.image).is_ok());
+        if !image_kept {
+            super::collect_garbage(&self.images).await?;
+        }
         Ok(Response::new(()))
     }
 }

@@ -329,6 +329,38 @@ fn follow_window_size(client: &Client, id: &str, exec_id: Option<&str>) {
     });
 }
 
+/// Forwards the signals a person sends this client (Ctrl-C, `kill`) to the
+/// process, as `ctr run` and `docker run` do, so it can shut down its way.
+fn forward_signals(client: &Client, id: &str, exec_id: Option<&str>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+        SignalKind::user_defined1(),
+        SignalKind::user_defined2(),
+    ];
+    for kind in kinds {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
+        let mut tasks = client.tasks();
+        let (id, exec_id) = (id.to_string(), exec_id.unwrap_or_default().to_string());
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                let request = KillRequest {
+                    container_id: id.clone(),
+                    exec_id: exec_id.clone(),
+                    signal: kind.as_raw_value() as u32,
+                    all: false,
+                };
+                let _ = tasks.kill(request).await;
+            }
+        });
+    }
+}
+
 /// Runs an image's process like `ctr run`: create the container and its
 /// task, attach, start, wait; with --rm delete both. The process's exit
 /// status becomes ours.
@@ -404,6 +436,9 @@ async fn run_task(client: &Client, id: &str, a: &RunArgs) -> Result<u8> {
         .context("start the task")?;
     if a.tty {
         follow_window_size(client, id, None);
+    }
+    if !(a.tty && a.interactive) {
+        forward_signals(client, id, None);
     }
     attached.copy_output().await?;
     let exit = tasks
@@ -731,6 +766,9 @@ async fn exec(
             .map_err(rpc)?;
         if tty {
             follow_window_size(client, id, Some(exec_id));
+        }
+        if !(tty && interactive) {
+            forward_signals(client, id, Some(exec_id));
         }
         attached.copy_output().await?;
         let exit = tasks
