@@ -238,8 +238,17 @@ fn containers_from_a_pulled_image() {
         .failed_with("\"NOEQUALS\" is not KEY=VALUE");
     sup.ctr(&["containers", "create", "--cwd", "relative", &name, "x3"])
         .failed_with("not an absolute path");
-    sup.ctr(&["containers", "create", "--user", "nobody", &name, "x4"])
-        .failed_with("not numeric");
+    sup.ctr(&["containers", "create", "--user", "nosuchuser", &name, "x4"])
+        .failed_with("user \"nosuchuser\" not found in the image's /etc/passwd");
+    sup.ctr(&[
+        "containers",
+        "create",
+        "--user",
+        "nobody:wheel",
+        &name,
+        "x4",
+    ])
+    .failed_with("group \"wheel\" not found in the image's /etc/group");
     let create = |r: pb::CreateContainerRequest| {
         rt.block_on(client.containers().create(r))
             .expect_err("refused")

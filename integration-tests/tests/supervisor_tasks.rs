@@ -339,6 +339,27 @@ fn run_busybox_from_a_pulled_image() {
         (0, "line one\nline two\n"),
         "{out:?}"
     );
+    // A user named in the image's /etc/passwd.
+    let out = sup.ctr_ns(
+        ns,
+        &[
+            "run",
+            "--rm",
+            "-u",
+            "user",
+            "--name",
+            "user",
+            &image,
+            "sh",
+            "-c",
+            "busybox id -u; busybox id -g",
+        ],
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "1000\n1000\n"),
+        "{out:?}"
+    );
     // A terminal: the process sees a pty, and output comes with CRLF.
     let out = sup.ctr_ns(
         ns,

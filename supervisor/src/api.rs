@@ -93,7 +93,8 @@ pub fn container_status(e: ContainerError) -> Status {
     match e {
         ContainerError::InvalidId(_)
         | ContainerError::InvalidOverride { .. }
-        | ContainerError::UserNotNumeric(_)
+        | ContainerError::InvalidUser(_)
+        | ContainerError::UserNotFound { .. }
         | ContainerError::InvalidSpec(_) => Status::invalid_argument(msg),
         ContainerError::AlreadyExists(_) => Status::already_exists(msg),
         ContainerError::NotFound(_) => Status::not_found(msg),

@@ -40,8 +40,14 @@ pub enum ContainerError {
     NotFound(String),
     #[error("invalid {what}: {reason}")]
     InvalidOverride { what: &'static str, reason: String },
-    #[error("user {0:?} is not numeric: want uid[:gid] (resolving names in the image's /etc/passwd is not supported yet)")]
-    UserNotNumeric(String),
+    #[error("invalid user {0:?}: want user[:group], each a name or a number")]
+    InvalidUser(String),
+    #[error("{what} {name:?} not found in the image's {file}")]
+    UserNotFound {
+        what: &'static str,
+        name: String,
+        file: &'static str,
+    },
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
     #[error("image {image:?} has no layers to make a root filesystem from")]
@@ -185,24 +191,138 @@ fn check_env(what: &'static str, env: &[String]) -> Result<(), ContainerError> {
     Ok(())
 }
 
-/// `uid[:gid]`, numbers only for now.
-pub fn parse_user(user: &str) -> Result<(u32, u32), ContainerError> {
-    let (uid, gid) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let number = |s: &str| s.parse::<u32>().ok();
-    let uid = number(uid).ok_or_else(|| ContainerError::UserNotNumeric(user.to_string()))?;
-    let gid = match gid {
-        Some(g) => number(g).ok_or_else(|| ContainerError::UserNotNumeric(user.to_string()))?,
-        None => 0,
-    };
-    Ok((uid, gid))
+/// The most bytes of /etc/passwd or /etc/group read from an image.
+const MAX_ACCOUNTS_FILE: u64 = 4 << 20;
+
+/// An image's `/etc/passwd` and `/etc/group`, to resolve user and group
+/// names the way Docker and runc do.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    pub passwd: String,
+    pub group: String,
+}
+
+/// The user a process runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (of a user named in /etc/group member lists).
+    pub additional_gids: Vec<u32>,
+}
+
+impl Accounts {
+    /// Reads them from an image's layer directories (topmost first);
+    /// missing files are empty.
+    pub fn read(lowers: &[PathBuf]) -> Result<Accounts, ContainerError> {
+        let read = |rel: &str| -> Result<String, ContainerError> {
+            let data = crate::archive::read_file_in_lowers(
+                lowers,
+                std::path::Path::new(rel),
+                MAX_ACCOUNTS_FILE,
+            )
+            .map_err(|e| ContainerError::Image(ImageError::Internal(e.to_string())))?;
+            Ok(String::from_utf8_lossy(&data.unwrap_or_default()).into_owned())
+        };
+        Ok(Accounts {
+            passwd: read("etc/passwd")?,
+            group: read("etc/group")?,
+        })
+    }
+
+    /// `(name, uid, gid)` of each /etc/passwd entry.
+    fn users(&self) -> impl Iterator<Item = (&str, u32, u32)> {
+        self.passwd.lines().filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            Some((
+                *f.first()?,
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+    }
+
+    /// `(name, gid, members)` of each /etc/group entry.
+    fn groups(&self) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
+        self.group.lines().filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            let members = f
+                .get(3)
+                .map(|m| m.split(',').filter(|m| !m.is_empty()).collect())
+                .unwrap_or_default();
+            Some((*f.first()?, f.get(2)?.parse().ok()?, members))
+        })
+    }
+
+    /// Resolves `user[:group]`: numbers are taken as they are (a uid's
+    /// group comes from /etc/passwd when it has the uid, else 0); names are
+    /// looked up. Without a group, the user's supplementary groups are the
+    /// /etc/group entries that list its name.
+    pub fn resolve(&self, spec: &str) -> Result<ResolvedUser, ContainerError> {
+        let invalid = || ContainerError::InvalidUser(spec.to_string());
+        let (user, group) = match spec.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (spec, None),
+        };
+        let valid = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('-')
+                && s.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        };
+        if !valid(user) || group.is_some_and(|g| !valid(g)) {
+            return Err(invalid());
+        }
+        let entry = match user.parse::<u32>() {
+            Ok(uid) => self.users().find(|u| u.1 == uid).or(Some(("", uid, 0))),
+            Err(_) => self.users().find(|u| u.0 == user),
+        };
+        let Some((name, uid, mut gid)) = entry else {
+            return Err(ContainerError::UserNotFound {
+                what: "user",
+                name: user.to_string(),
+                file: "/etc/passwd",
+            });
+        };
+        let mut additional_gids = Vec::new();
+        match group {
+            Some(g) => {
+                gid = match g.parse::<u32>() {
+                    Ok(gid) => gid,
+                    Err(_) => self
+                        .groups()
+                        .find(|e| e.0 == g)
+                        .map(|e| e.1)
+                        .ok_or_else(|| ContainerError::UserNotFound {
+                            what: "group",
+                            name: g.to_string(),
+                            file: "/etc/group",
+                        })?,
+                };
+            }
+            None if !name.is_empty() => {
+                for (_, g, members) in self.groups() {
+                    if g != gid && members.contains(&name) && !additional_gids.contains(&g) {
+                        additional_gids.push(g);
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(ResolvedUser {
+            uid,
+            gid,
+            additional_gids,
+        })
+    }
 }
 
 /// The runtime spec for the image's process with `overrides` applied, on
 /// `Spec::default()` with the root filesystem at "rootfs".
-pub fn generate_spec(image: &ProcessConfig, overrides: &Overrides) -> Result<Spec, ContainerError> {
+pub fn generate_spec(
+    image: &ProcessConfig,
+    overrides: &Overrides,
+    accounts: &Accounts,
+) -> Result<Spec, ContainerError> {
     check_strings("args", &overrides.args)?;
     check_env("env", &overrides.env)?;
     let image_env = image.env.clone().unwrap_or_default();
@@ -263,9 +383,12 @@ pub fn generate_spec(image: &ProcessConfig, overrides: &Overrides) -> Result<Spe
         .unwrap_or_default();
     let mut user = User::default();
     if !user_text.is_empty() {
-        let (uid, gid) = parse_user(&user_text)?;
-        user.set_uid(uid);
-        user.set_gid(gid);
+        let resolved = accounts.resolve(&user_text)?;
+        user.set_uid(resolved.uid);
+        user.set_gid(resolved.gid);
+        if !resolved.additional_gids.is_empty() {
+            user.set_additional_gids(Some(resolved.additional_gids));
+        }
     }
 
     if let Some(h) = &overrides.hostname {
@@ -438,7 +561,18 @@ pub fn create(
             if overrides.hostname.is_none() && !new.id.contains('_') {
                 overrides.hostname = Some(new.id.chars().take(63).collect());
             }
-            spec_json(&generate_spec(&process, &overrides)?)?
+            let user = overrides.user.as_ref().or(process.user.as_ref());
+            // Names are resolved in the image's own files (its layers).
+            let accounts = if user.is_some_and(|u| !u.is_empty()) {
+                let lowers = {
+                    let rx = images.meta.read()?;
+                    images.snapshots.lowers(&rx, ns, Some(&top))?
+                };
+                Accounts::read(&lowers)?
+            } else {
+                Accounts::default()
+            };
+            spec_json(&generate_spec(&process, &overrides, &accounts)?)?
         }
     };
 
@@ -639,7 +773,7 @@ mod tests {
 
     #[test]
     fn image_config_gives_the_process() {
-        let spec = generate_spec(&image(), &Overrides::default()).unwrap();
+        let spec = generate_spec(&image(), &Overrides::default(), &accounts()).unwrap();
         let p = spec.process().as_ref().unwrap();
         assert_eq!(
             p.args().as_ref().unwrap(),
@@ -669,7 +803,7 @@ mod tests {
             hostname: Some("box".to_string()),
             memory_limit: Some(32 << 20),
         };
-        let spec = generate_spec(&image(), &o).unwrap();
+        let spec = generate_spec(&image(), &o, &accounts()).unwrap();
         let p = spec.process().as_ref().unwrap();
         assert_eq!(
             p.args().as_ref().unwrap(),
@@ -698,29 +832,66 @@ mod tests {
             cmd: Some(strings(&["sh"])),
             ..Default::default()
         };
-        let spec = generate_spec(&bare, &Overrides::default()).unwrap();
+        let spec = generate_spec(&bare, &Overrides::default(), &accounts()).unwrap();
         let p = spec.process().as_ref().unwrap();
         assert_eq!(p.env().as_ref().unwrap(), &strings(&[DEFAULT_PATH]));
         assert_eq!(p.cwd(), &PathBuf::from("/"));
         assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
         // Nothing to run at all is an error, not `sh` from the default spec.
-        let err = generate_spec(&ProcessConfig::default(), &Overrides::default()).unwrap_err();
+        let err = generate_spec(
+            &ProcessConfig::default(),
+            &Overrides::default(),
+            &accounts(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no Entrypoint or Cmd"), "{err}");
     }
 
-    #[test]
-    fn users_parse() {
-        assert_eq!(parse_user("0").unwrap(), (0, 0));
-        assert_eq!(parse_user("1000:1001").unwrap(), (1000, 1001));
-        for bad in ["nobody", "1000:staff", "", ":1", "-1", "1:2:3"] {
-            let err = parse_user(bad).unwrap_err().to_string();
-            assert!(err.contains("not numeric"), "{bad:?}: {err}");
+    fn accounts() -> Accounts {
+        Accounts {
+            passwd: "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/false\n\
+                     app:x:1000:1000::/home/app:/bin/sh\nbroken line\n"
+                .to_string(),
+            group: "root:x:0:\nwww-data:x:33:\napp:x:1000:\nstaff:x:50:app,other\n\
+                    audio:x:29:app\n"
+                .to_string(),
         }
+    }
+
+    #[test]
+    fn users_resolve_in_the_image_files() {
+        let a = accounts();
+        let r = |s: &str| a.resolve(s).map(|u| (u.uid, u.gid, u.additional_gids));
+        assert_eq!(r("0").unwrap(), (0, 0, vec![]));
+        assert_eq!(r("1000:1001").unwrap(), (1000, 1001, vec![]));
+        assert_eq!(r("www-data").unwrap(), (33, 33, vec![]));
+        assert_eq!(r("app").unwrap(), (1000, 1000, vec![50, 29]));
+        assert_eq!(r("1000").unwrap(), (1000, 1000, vec![50, 29]));
+        assert_eq!(r("app:staff").unwrap(), (1000, 50, vec![]));
+        assert_eq!(r("4242").unwrap(), (4242, 0, vec![]));
+        assert_eq!(r("www-data:7").unwrap(), (33, 7, vec![]));
+        for bad in ["", ":1", "-1", "1:2:3", "a b"] {
+            let err = a.resolve(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid user"), "{bad:?}: {err}");
+        }
+        let err = a.resolve("nobody").unwrap_err().to_string();
+        assert!(
+            err.contains("\"nobody\" not found in the image's /etc/passwd"),
+            "{err}"
+        );
+        let err = a.resolve("app:wheel").unwrap_err().to_string();
+        assert!(
+            err.contains("group \"wheel\" not found in the image's /etc/group"),
+            "{err}"
+        );
         let named = ProcessConfig {
             user: Some("www-data".to_string()),
             ..image()
         };
-        let err = generate_spec(&named, &Overrides::default())
+        let spec = generate_spec(&named, &Overrides::default(), &accounts()).unwrap();
+        let user = spec.process().as_ref().unwrap().user().clone();
+        assert_eq!((user.uid(), user.gid()), (33, 33));
+        let err = generate_spec(&named, &Overrides::default(), &Accounts::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -776,7 +947,7 @@ mod tests {
             ),
         ];
         for (o, want) in cases {
-            let err = generate_spec(&image(), &o).unwrap_err();
+            let err = generate_spec(&image(), &o, &accounts()).unwrap_err();
             assert!(
                 matches!(err, ContainerError::InvalidOverride { .. }),
                 "{o:?}: {err:?}"
@@ -791,7 +962,7 @@ mod tests {
             parse_spec(b"{not json"),
             Err(ContainerError::InvalidSpec(_))
         ));
-        let spec = generate_spec(&image(), &Overrides::default()).unwrap();
+        let spec = generate_spec(&image(), &Overrides::default(), &accounts()).unwrap();
         let again = parse_spec(spec_json(&spec).unwrap().as_bytes()).unwrap();
         let again: Spec = serde_json::from_str(&again).unwrap();
         assert_eq!(again.process(), spec.process());

@@ -116,6 +116,48 @@ pub fn apply_layer<R: std::io::Read>(
     Ok(applier.stats)
 }
 
+/// Reads the regular file `rel` (relative, e.g. `etc/passwd`) as the
+/// overlay of `lowers` (topmost first) shows it, up to `limit` bytes; `None`
+/// when it is absent, whited out, or not a regular file (a symlink is not
+/// followed).
+pub fn read_file_in_lowers(
+    lowers: &[PathBuf],
+    rel: &Path,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, ArchiveError> {
+    let mut l = Lowers {
+        paths: lowers,
+        fds: lowers.iter().map(|_| None).collect(),
+        implied: Vec::new(),
+    };
+    let Some(found) = l.find(rel)? else {
+        return Ok(None);
+    };
+    if file_type(&found.stat) != SFlag::S_IFREG {
+        return Ok(None);
+    }
+    let path = lowers[found.lower].join(rel);
+    let Some(name) = rel.file_name() else {
+        return Ok(None);
+    };
+    let fd = openat(
+        &found.dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ArchiveError::Read {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    let mut data = Vec::new();
+    File::from(fd)
+        .take(limit)
+        .read_to_end(&mut data)
+        .map_err(|source| ArchiveError::Read { path, source })?;
+    Ok(Some(data))
+}
+
 /// Gives each directory of `dirs` (paths inside `root` that a layer applied
 /// without its lowers had to make up) the owner, mode, xattrs and mtime of
 /// the same directory in the nearest of `lowers`, as `apply_layer` does when
@@ -1445,6 +1487,47 @@ mod tests {
 
     fn apply(tar: &[u8], root: &Path) -> Result<super::ApplyStats, ArchiveError> {
         apply_layer(tar, root, &[])
+    }
+
+    #[test]
+    fn files_are_read_through_the_layers() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let (base, mid, top) = (
+            tmp.path().join("1"),
+            tmp.path().join("2"),
+            tmp.path().join("3"),
+        );
+        for d in [&base, &mid, &top] {
+            fs::create_dir(d).unwrap();
+        }
+        let tar = Layer::new()
+            .dir("etc/", 0o755)
+            .file("etc/passwd", b"root:x:0:0\n", 0o644)
+            .file("etc/group", b"root:x:0:\n", 0o644)
+            .finish();
+        apply(&tar, &base).unwrap();
+        let tar = Layer::new()
+            .dir("etc/", 0o755)
+            .file("etc/passwd", b"app:x:7:7\n", 0o644)
+            .file("etc/.wh.group", b"", 0o644)
+            .symlink("etc/hosts", "/etc/passwd")
+            .finish();
+        apply_layer(&tar[..], &mid, std::slice::from_ref(&base)).unwrap();
+        let read = |lowers: &[std::path::PathBuf], rel: &str| {
+            super::read_file_in_lowers(lowers, Path::new(rel), 4).unwrap()
+        };
+        let all = [top.clone(), mid.clone(), base.clone()];
+        // The nearest layer wins, up to the limit; a whiteout hides; a
+        // symlink is not followed.
+        assert_eq!(read(&all, "etc/passwd").as_deref(), Some(&b"app:"[..]));
+        assert_eq!(read(&all, "etc/group"), None);
+        assert_eq!(read(&all, "etc/hosts"), None);
+        assert_eq!(read(&all, "etc/missing"), None);
+        assert_eq!(
+            read(std::slice::from_ref(&base), "etc/group").as_deref(),
+            Some(&b"root"[..])
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-pub use apply::{apply_layer, inherit_implied_dirs};
+pub use apply::{apply_layer, inherit_implied_dirs, read_file_in_lowers};
 pub use diff::write_diff;
 
 /// What [`apply_layer`] did.
