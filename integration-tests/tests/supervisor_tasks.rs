@@ -287,6 +287,27 @@ fn process_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Pids of the shims running under the supervisor's state directory.
+fn shims_of(sup: &Supervisor) -> Vec<u32> {
+    let needle = sup.dir().join("state/shims").to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("berth-shim") && cmdline.contains(&needle) && process_alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 fn assert_nothing_left(sup: &Supervisor, ns: &str) {
     let dirs: Vec<_> = sup
         .task_dirs()
@@ -294,6 +315,12 @@ fn assert_nothing_left(sup: &Supervisor, ns: &str) {
         .filter(|(n, _)| n == ns)
         .collect();
     assert!(dirs.is_empty(), "task bundles left: {dirs:?}");
+    // A shim exits right after answering its delete.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !shims_of(sup).is_empty() {
+        assert!(Instant::now() < deadline, "shims left: {:?}", shims_of(sup));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         cgroups_of(ns).is_empty(),
         "cgroups left: {:?}",
@@ -820,6 +847,7 @@ fn restart_reattaches_and_reports_exits() {
     });
     let after = last_sequence(&rt, &client);
     drop(client);
+    assert_eq!(shims_of(&sup).len(), 20, "one shim per container");
 
     sup.kill9();
     // While the supervisor is down, r19 exits: its shim records it.
