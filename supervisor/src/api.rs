@@ -215,14 +215,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(status)
 }
 
-/// Records an event off the async threads; failures are logged.
+/// Queues one of the daemon's events (see `Exchange::enqueue`).
 async fn publish(
     events: &Arc<Exchange>,
     ns: &str,
     topic: &str,
     attributes: BTreeMap<String, String>,
 ) {
-    events.publish_async(ns, topic, attributes).await
+    events.enqueue(ns, topic, attributes, None)
 }
 
 /// Collects garbage now, with every writer held off.

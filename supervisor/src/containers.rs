@@ -576,27 +576,16 @@ pub fn create(
         }
     };
 
+    // The snapshot and the record in one transaction: both or neither.
     let prepared = new.snapshot_key.is_empty();
-    let snapshot_key = if prepared {
-        images.snapshots.prepare(
-            &images.meta,
-            ns,
-            &new.id,
-            Some(&top),
-            SnapshotKind::Active,
-            Labels::from([("berth/container".to_string(), new.id.clone())]),
-        )?;
-        new.id.clone()
-    } else {
-        let rx = images.meta.read()?;
-        images.snapshots.get(&rx, ns, &new.snapshot_key)?;
-        new.snapshot_key.clone()
-    };
-
     let t = now();
     let record = ContainerRecord {
         image: image.name,
-        snapshot_key,
+        snapshot_key: if prepared {
+            new.id.clone()
+        } else {
+            new.snapshot_key.clone()
+        },
         prepared_snapshot: prepared,
         runtime,
         spec,
@@ -604,22 +593,33 @@ pub fn create(
         created: t,
         updated: t,
     };
+    let mut storage = None;
     let saved = (|| {
         let tx = images.meta.write()?;
         tx.ensure_namespace(ns)?;
         if tx.exists(Table::Containers, ns, &new.id)? {
             return Err(ContainerError::AlreadyExists(new.id.clone()));
         }
+        if prepared {
+            let snapshot = images.snapshots.prepare_in(
+                &tx,
+                ns,
+                &new.id,
+                Some(&top),
+                SnapshotKind::Active,
+                Labels::from([("berth/container".to_string(), new.id.clone())]),
+            )?;
+            storage = Some(snapshot.id);
+        } else {
+            images.snapshots.get(&tx, ns, &new.snapshot_key)?;
+        }
         tx.put(Table::Containers, ns, &new.id, &record)?;
         tx.commit()?;
         Ok(())
     })();
     if let Err(e) = saved {
-        if prepared {
-            if let Err(re) = images
-                .snapshots
-                .remove(&images.meta, ns, &record.snapshot_key)
-            {
+        if let Some(id) = storage {
+            if let Err(re) = images.snapshots.remove_storage(id) {
                 tracing::warn!(container = %new.id, error = %re, "snapshot of a failed create not removed");
             }
         }
@@ -727,24 +727,29 @@ pub fn update(
 /// Removes a container and the snapshot it prepared. The caller collects
 /// garbage afterwards (the image's layers may be unused now).
 pub fn delete(images: &Images, ns: &str, id: &str) -> Result<ContainerRecord, ContainerError> {
-    let record = get(images, ns, id)?;
-    // tasks: refuse (FailedPrecondition) while the container has a task.
-    if record.prepared_snapshot {
-        // The snapshot first: if removing the record then fails, a retry
-        // finds the snapshot gone and finishes.
-        match images
-            .snapshots
-            .remove(&images.meta, ns, &record.snapshot_key)
-        {
-            Ok(()) | Err(SnapshotError::NotFound(_)) => {}
+    // The record and the snapshot it prepared in one transaction; the
+    // snapshot's directory after (a crash in between leaves an orphan the
+    // collector removes).
+    let tx = images.meta.write()?;
+    let record: ContainerRecord = tx
+        .get(Table::Containers, ns, id)?
+        .ok_or_else(|| ContainerError::NotFound(id.to_string()))?;
+    let storage = if record.prepared_snapshot {
+        match images.snapshots.remove_in(&tx, ns, &record.snapshot_key) {
+            Ok(id) => Some(id),
+            Err(SnapshotError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         }
-    }
-    let tx = images.meta.write()?;
-    if !tx.delete(Table::Containers, ns, id)? {
-        return Err(ContainerError::NotFound(id.to_string()));
-    }
+    } else {
+        None
+    };
+    tx.delete(Table::Containers, ns, id)?;
     tx.commit()?;
+    if let Some(storage) = storage {
+        if let Err(e) = images.snapshots.remove_storage(storage) {
+            tracing::warn!(container = id, error = %e, "snapshot directory not removed");
+        }
+    }
     tracing::info!(namespace = ns, container = id, "container deleted");
     Ok(record)
 }

@@ -5,8 +5,18 @@
 //! numbers keep increasing across restarts and a subscriber that reconnects
 //! can ask for what it missed. The newest `KEEP` events are kept. Live
 //! subscribers get events from an in-memory broadcast.
+//!
+//! The daemon's own events (of images, containers, tasks) are queued: one
+//! writer thread records them in order, as many per transaction as are
+//! waiting, so a call does not wait for the disk to report what it did,
+//! and a burst of calls costs one sync. What follows from an event being
+//! recorded (a task's exit marked as reported) runs after it is. Events
+//! queued when the daemon stops are written before it exits; a crash loses
+//! at most the few not yet written (a task's exit is then reported again
+//! after the restart).
 
 use std::collections::BTreeMap;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +28,19 @@ use crate::metadata::{now, Metadata, MetadataError, Reader, Table};
 pub const KEEP: u64 = 10_000;
 /// Events a live subscriber may fall behind by before it is cut off.
 const LIVE_BUFFER: usize = 1024;
+/// The most queued events written in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// What runs once a queued event is recorded (or failed to be).
+pub type AfterRecorded = Box<dyn FnOnce() + Send>;
+
+/// An event waiting for the writer.
+struct Queued {
+    ns: String,
+    topic: String,
+    attributes: BTreeMap<String, String>,
+    then: Option<AfterRecorded>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -64,6 +87,11 @@ pub fn topic_matches(filters: &[String], topic: &str) -> bool {
             .any(|f| f == topic || (f.ends_with('/') && topic.starts_with(f.as_str())))
 }
 
+/// Locks a mutex whose data a panic cannot leave inconsistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn key(sequence: u64) -> String {
     format!("{sequence:020}")
 }
@@ -75,6 +103,9 @@ pub struct Exchange {
     closing: tokio::sync::watch::Sender<bool>,
     /// Publishing is numbered and broadcast in one order.
     order: Mutex<()>,
+    /// The writer's queue while it runs.
+    queue: Mutex<Option<mpsc::Sender<Queued>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Exchange {
@@ -86,6 +117,84 @@ impl Exchange {
             live,
             closing,
             order: Mutex::new(()),
+            queue: Mutex::new(None),
+            writer: Mutex::new(None),
+        }
+    }
+
+    /// Starts the writer thread of [`Exchange::enqueue`].
+    pub fn start_writer(self: &Arc<Self>) -> std::io::Result<()> {
+        let (tx, rx) = mpsc::channel::<Queued>();
+        let exchange = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || exchange.write_queued(rx))?;
+        *lock(&self.queue) = Some(tx);
+        *lock(&self.writer) = Some(handle);
+        Ok(())
+    }
+
+    /// Writes what is queued until the queue closes.
+    fn write_queued(&self, rx: mpsc::Receiver<Queued>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(q) => batch.push(q),
+                    Err(_) => break,
+                }
+            }
+            let items: Vec<(&str, &str, &BTreeMap<String, String>)> = batch
+                .iter()
+                .map(|q| (q.ns.as_str(), q.topic.as_str(), &q.attributes))
+                .collect();
+            if let Err(e) = self.publish_many(&items) {
+                tracing::warn!(error = %e, events = batch.len(), "events not recorded");
+            }
+            for q in batch {
+                if let Some(then) = q.then {
+                    then();
+                }
+            }
+        }
+    }
+
+    /// Stops the writer once everything queued is written.
+    pub fn stop_writer(&self) {
+        lock(&self.queue).take();
+        if let Some(handle) = lock(&self.writer).take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Queues one of the daemon's own events (topic and attributes are
+    /// the daemon's, so valid) and returns at once; `then` runs once it is
+    /// recorded. Without a writer, it is recorded now.
+    pub fn enqueue(
+        &self,
+        ns: &str,
+        topic: &str,
+        attributes: BTreeMap<String, String>,
+        then: Option<AfterRecorded>,
+    ) {
+        let queued = Queued {
+            ns: ns.to_string(),
+            topic: topic.to_string(),
+            attributes,
+            then,
+        };
+        let queued = match lock(&self.queue).as_ref() {
+            Some(tx) => match tx.send(queued) {
+                Ok(()) => return,
+                Err(mpsc::SendError(q)) => q,
+            },
+            None => queued,
+        };
+        if let Err(e) = self.publish(&queued.ns, &queued.topic, queued.attributes) {
+            tracing::warn!(namespace = ns, topic, error = %e, "event not recorded");
+        }
+        if let Some(then) = queued.then {
+            then();
         }
     }
 
@@ -104,46 +213,41 @@ impl Exchange {
         {
             return Err(EventError::TooManyAttributes(attributes.len()));
         }
-        let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = self.meta.write()?;
-        tx.ensure_namespace(ns)?;
-        let sequence = tx.next_id("events")?;
-        let event = Event {
-            sequence,
-            time: now(),
-            namespace: ns.to_string(),
-            topic: topic.to_string(),
-            attributes,
-        };
-        tx.put(Table::Events, "", &key(sequence), &event)?;
-        if sequence > KEEP {
-            tx.delete(Table::Events, "", &key(sequence - KEEP))?;
-        }
-        tx.commit()?;
-        let event = Arc::new(event);
-        // No live subscriber is fine.
-        let _ = self.live.send(Arc::clone(&event));
-        Ok(event)
+        let mut events = self.publish_many(&[(ns, topic, &attributes)])?;
+        // publish_many returns one event per item.
+        events.pop().ok_or(EventError::TooManyAttributes(0))
     }
 
-    /// `publish` off the async threads. An event that cannot be recorded
-    /// is logged: the change it reports on has happened either way.
-    pub async fn publish_async(
-        self: &Arc<Self>,
-        ns: &str,
-        topic: &str,
-        attributes: BTreeMap<String, String>,
-    ) {
-        let events = Arc::clone(self);
-        let (ns2, topic2) = (ns.to_string(), topic.to_string());
-        let done =
-            tokio::task::spawn_blocking(move || events.publish(&ns2, &topic2, attributes)).await;
-        let error = match done {
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
-        };
-        tracing::warn!(namespace = ns, topic, error, "event not recorded");
+    /// Records events in one durable transaction, then broadcasts them.
+    fn publish_many(
+        &self,
+        items: &[(&str, &str, &BTreeMap<String, String>)],
+    ) -> Result<Vec<Arc<Event>>, EventError> {
+        let _order = lock(&self.order);
+        let tx = self.meta.write()?;
+        let mut events = Vec::with_capacity(items.len());
+        for (ns, topic, attributes) in items {
+            tx.ensure_namespace(ns)?;
+            let sequence = tx.next_id("events")?;
+            let event = Event {
+                sequence,
+                time: now(),
+                namespace: ns.to_string(),
+                topic: topic.to_string(),
+                attributes: (*attributes).clone(),
+            };
+            tx.put(Table::Events, "", &key(sequence), &event)?;
+            if sequence > KEEP {
+                tx.delete(Table::Events, "", &key(sequence - KEEP))?;
+            }
+            events.push(Arc::new(event));
+        }
+        tx.commit()?;
+        for event in &events {
+            // No live subscriber is fine.
+            let _ = self.live.send(Arc::clone(event));
+        }
+        Ok(events)
     }
 
     /// Live events from now on.
@@ -202,6 +306,39 @@ mod tests {
             .collect();
         assert_eq!(all, vec![1, 3]);
         assert_eq!(ex.backlog("a", 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn queued_events_are_written_in_order_then_followed_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = Arc::new(Exchange::new(Arc::new(
+            Metadata::open(&dir.path().join("meta.redb")).unwrap(),
+        )));
+        ex.start_writer().unwrap();
+        let mut live = ex.subscribe();
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for i in 0..300 {
+            let done = Arc::clone(&done);
+            let attributes = BTreeMap::from([("i".to_string(), i.to_string())]);
+            let then: AfterRecorded = Box::new(move || {
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+            ex.enqueue("a", "/test/queued", attributes, Some(then));
+        }
+        // Stopping writes what is queued first.
+        ex.stop_writer();
+        assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 300);
+        let kept: Vec<String> = ex
+            .backlog("a", 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.attributes["i"].clone())
+            .collect();
+        assert_eq!(kept, (0..300).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(live.try_recv().unwrap().attributes["i"], "0");
+        // Without a writer, an event is written at once.
+        ex.enqueue("a", "/test/late", BTreeMap::new(), None);
+        assert_eq!(ex.backlog("a", 300).unwrap().len(), 1);
     }
 
     #[test]

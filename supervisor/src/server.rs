@@ -108,6 +108,7 @@ pub async fn serve(
     tracing::info!(address = %config.address.display(), root = %config.root.display(), "serving");
 
     let events = Arc::new(Exchange::new(Arc::clone(&images.meta)));
+    events.start_writer().context("start the event writer")?;
     let mut task_config = TaskConfig::beside_executable(config.state.clone());
     if let Some(shim) = config.shim {
         task_config.shim = shim;
@@ -154,6 +155,9 @@ pub async fn serve(
             }
         }
     }
+    // What is queued is written before the daemon exits.
+    let writer = Arc::clone(&events);
+    let _ = tokio::task::spawn_blocking(move || writer.stop_writer()).await;
     let _ = std::fs::remove_file(&config.address);
     Ok(())
 }

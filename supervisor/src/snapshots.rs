@@ -123,6 +123,12 @@ impl Snapshotter {
         let tx = meta.write()?;
         let id = tx.next_id("snapshots")?;
         tx.commit()?;
+        self.make_storage(id)?;
+        Ok(id)
+    }
+
+    /// Makes the empty `fs` and `work` directories of snapshot `id`.
+    fn make_storage(&self, id: u64) -> Result<(), SnapshotError> {
         let dir = self.dir(id);
         // A directory left by a crash under this id holds nothing of value.
         if dir.exists() {
@@ -131,7 +137,7 @@ impl Snapshotter {
         for sub in [self.fs(id), self.work(id)] {
             fs::create_dir_all(&sub).map_err(io_err("create", &sub))?;
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Removes a snapshot directory (after its record is gone).
@@ -191,33 +197,53 @@ impl Snapshotter {
         kind: SnapshotKind,
         labels: Labels,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        validate_key(key)?;
-        if let Some(parent) = parent {
-            validate_key(parent)?;
-        }
-        let id = self.allocate(meta)?;
+        let tx = meta.write()?;
+        let record = self.prepare_in(&tx, ns, key, parent, kind, labels)?;
         let made = (|| {
-            let tx = meta.write()?;
-            tx.ensure_namespace(ns)?;
-            check_new(&tx, ns, key, parent)?;
-            let t = now();
-            let record = SnapshotRecord {
-                id,
-                kind,
-                parent: parent.map(str::to_string),
-                labels,
-                created: t,
-                updated: t,
-            };
-            tx.put(Table::Snapshots, ns, key, &record)?;
             let mounts = self.mounts_of(&tx, ns, &record)?;
             tx.commit()?;
             Ok(mounts)
         })();
         if made.is_err() {
-            let _ = self.remove_storage(id);
+            let _ = self.remove_storage(record.id);
         }
         made
+    }
+
+    /// `prepare` inside the caller's transaction: the directories are made
+    /// and the record put; the caller commits, or removes the storage of
+    /// the record returned when it does not.
+    pub fn prepare_in(
+        &self,
+        tx: &WriteTx,
+        ns: &str,
+        key: &str,
+        parent: Option<&str>,
+        kind: SnapshotKind,
+        labels: Labels,
+    ) -> Result<SnapshotRecord, SnapshotError> {
+        validate_key(key)?;
+        if let Some(parent) = parent {
+            validate_key(parent)?;
+        }
+        tx.ensure_namespace(ns)?;
+        check_new(tx, ns, key, parent)?;
+        let id = tx.next_id("snapshots")?;
+        self.make_storage(id)?;
+        let t = now();
+        let record = SnapshotRecord {
+            id,
+            kind,
+            parent: parent.map(str::to_string),
+            labels,
+            created: t,
+            updated: t,
+        };
+        if let Err(e) = tx.put(Table::Snapshots, ns, key, &record) {
+            let _ = self.remove_storage(id);
+            return Err(e.into());
+        }
+        Ok(record)
     }
 
     /// Records a directory filled outside any snapshot (a layer unpacked
@@ -338,7 +364,17 @@ impl Snapshotter {
     /// Removes a snapshot that is no other's parent.
     pub fn remove(&self, meta: &Metadata, ns: &str, key: &str) -> Result<(), SnapshotError> {
         let tx = meta.write()?;
-        let record = self.get(&tx, ns, key)?;
+        let id = self.remove_in(&tx, ns, key)?;
+        tx.commit()?;
+        // The record is gone: a crash before the directory follows leaves
+        // an orphan the collector removes.
+        self.remove_storage(id)
+    }
+
+    /// `remove` inside the caller's transaction: deletes the record and
+    /// returns the id whose storage the caller removes once committed.
+    pub fn remove_in(&self, tx: &WriteTx, ns: &str, key: &str) -> Result<u64, SnapshotError> {
+        let record = self.get(tx, ns, key)?;
         for (child, r) in tx.list::<SnapshotRecord>(Table::Snapshots, ns)? {
             if r.parent.as_deref() == Some(key) {
                 return Err(SnapshotError::HasChildren {
@@ -348,10 +384,7 @@ impl Snapshotter {
             }
         }
         tx.delete(Table::Snapshots, ns, key)?;
-        tx.commit()?;
-        // The record is gone: a crash before the directory follows leaves
-        // an orphan the collector removes.
-        self.remove_storage(record.id)
+        Ok(record.id)
     }
 
     pub fn list(&self, rx: &impl Reader, ns: &str) -> Result<Vec<Info>, SnapshotError> {

@@ -21,7 +21,7 @@ pub mod shim;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -274,12 +274,66 @@ struct Task {
     terminal: bool,
     /// The init's exit, once reported.
     exit: watch::Sender<Option<Exit>>,
-    /// Held while an exit is checked, published and marked.
+    /// Held while an exit is checked and queued.
     report: tokio::sync::Mutex<()>,
     deleting: AtomicBool,
+    /// Exit markers queued to be written into the bundle.
+    markers: Arc<MarkerWrites>,
+}
+
+/// Counts the exit markers still to be written, so that the bundle is
+/// removed only after them (a marker written into a directory being
+/// removed would make its removal fail).
+#[derive(Default)]
+struct MarkerWrites {
+    pending: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl MarkerWrites {
+    fn finish(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        self.done.notify_waiters();
+    }
+
+    /// Returns once no marker is pending.
+    async fn idle(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.pending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl Task {
+    fn new(
+        ns: &str,
+        id: &str,
+        dir: PathBuf,
+        socket: PathBuf,
+        pid: u32,
+        terminal: bool,
+    ) -> Arc<Task> {
+        let (exit, _) = watch::channel(None);
+        Arc::new(Task {
+            ns: ns.to_string(),
+            id: id.to_string(),
+            dir,
+            socket,
+            pid,
+            terminal,
+            exit,
+            report: tokio::sync::Mutex::new(()),
+            deleting: AtomicBool::new(false),
+            markers: Arc::default(),
+        })
+    }
+
     async fn conn(&self) -> Result<ShimConn, TaskError> {
         ShimConn::connect(&self.socket)
             .await
@@ -402,8 +456,10 @@ impl Tasks {
         })
     }
 
+    /// Queues an event (see `Exchange::enqueue`): in order, without
+    /// waiting for the disk.
     async fn publish(&self, ns: &str, topic: &str, attributes: BTreeMap<String, String>) {
-        self.events.publish_async(ns, topic, attributes).await
+        self.events.enqueue(ns, topic, attributes, None)
     }
 
     fn attributes(task: &Task, exec_id: Option<&str>, pid: u32) -> BTreeMap<String, String> {
@@ -512,18 +568,7 @@ impl Tasks {
                 return Err(e);
             }
         };
-        let (exit, _) = watch::channel(None);
-        Ok(Arc::new(Task {
-            ns: ns.to_string(),
-            id: id.to_string(),
-            dir,
-            socket,
-            pid,
-            terminal,
-            exit,
-            report: tokio::sync::Mutex::new(()),
-            deleting: AtomicBool::new(false),
-        }))
+        Ok(Task::new(ns, id, dir, socket, pid, terminal))
     }
 
     /// Runs the shim, which returns once it serves and has created the
@@ -582,6 +627,7 @@ impl Tasks {
             }
         };
         self.report_exit(&task, None, task.pid, exit.clone()).await;
+        task.markers.idle().await;
         let dir = task.dir.clone();
         blocking(move || Ok(bundle::remove(&dir)?)).await?;
         self.lock().remove(&(ns.to_string(), id.to_string()));
@@ -729,11 +775,25 @@ impl Tasks {
         if !marker.exists() {
             let mut attributes = Self::attributes(task, exec_id, pid);
             exit.attributes(&mut attributes);
-            self.publish(&task.ns, "/tasks/exit", attributes).await;
-            if let Err(e) = std::fs::write(&marker, b"") {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(path = %marker.display(), error = %e, "write the exit marker");
-                }
+            // Counted before `deleting` is read: a delete that starts now
+            // waits for this marker, or this sees the delete and writes none
+            // (the bundle goes, and its markers with it).
+            task.markers.pending.fetch_add(1, Ordering::SeqCst);
+            if task.deleting.load(Ordering::SeqCst) {
+                task.markers.finish();
+                self.events
+                    .enqueue(&task.ns, "/tasks/exit", attributes, None);
+            } else {
+                // Marked once recorded: a crash before then reports it again.
+                let markers = Arc::clone(&task.markers);
+                let then = move || {
+                    if let Err(e) = std::fs::write(&marker, b"") {
+                        tracing::warn!(path = %marker.display(), error = %e, "write the exit marker");
+                    }
+                    markers.finish();
+                };
+                self.events
+                    .enqueue(&task.ns, "/tasks/exit", attributes, Some(Box::new(then)));
             }
         }
         if exec_id.is_none() {
@@ -784,18 +844,8 @@ impl Tasks {
             Some(state) => state.pid.unwrap_or(0).max(0) as u32,
             None => read_pid(&dir.join(berth_shim::server::INIT_PID_FILE)),
         };
-        let (exit, _) = watch::channel(None);
-        let task = Arc::new(Task {
-            ns: ns.to_string(),
-            id: id.to_string(),
-            dir: dir.clone(),
-            socket,
-            pid,
-            terminal: live.as_ref().is_some_and(|s| s.terminal),
-            exit,
-            report: tokio::sync::Mutex::new(()),
-            deleting: AtomicBool::new(false),
-        });
+        let terminal = live.as_ref().is_some_and(|s| s.terminal);
+        let task = Task::new(ns, id, dir.clone(), socket, pid, terminal);
         match (live, has_container) {
             (Some(_), true) => {
                 tracing::info!(
@@ -835,6 +885,7 @@ impl Tasks {
                 if has_container {
                     self.report_exit(&task, None, pid, exit.clone()).await;
                 }
+                task.markers.idle().await;
                 blocking(move || Ok(bundle::remove(&dir)?)).await?;
                 if has_container {
                     let mut attributes = Self::attributes(&task, None, pid);
