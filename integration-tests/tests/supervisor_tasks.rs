@@ -252,8 +252,8 @@ fn last_sequence(rt: &Runtime, client: &Client) -> u64 {
     })
 }
 
-/// Cgroup directories of namespace `ns` in every mounted hierarchy.
-fn cgroups_of(ns: &str) -> Vec<PathBuf> {
+/// The namespace's parent cgroup, `/berth/<ns>`, in every mounted hierarchy.
+fn namespace_cgroups(ns: &str) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let mut found = Vec::new();
     for line in info.lines() {
@@ -261,10 +261,17 @@ fn cgroups_of(ns: &str) -> Vec<PathBuf> {
         let Some(sep) = fields.iter().position(|f| *f == "-") else {
             continue;
         };
-        if !matches!(fields.get(sep + 1), Some(&"cgroup") | Some(&"cgroup2")) {
-            continue;
+        if matches!(fields.get(sep + 1), Some(&"cgroup") | Some(&"cgroup2")) {
+            found.push(PathBuf::from(fields[4]).join("berth").join(ns));
         }
-        let dir = PathBuf::from(fields[4]).join("berth").join(ns);
+    }
+    found
+}
+
+/// Cgroup directories of namespace `ns`'s containers.
+fn cgroups_of(ns: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in namespace_cgroups(ns) {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             if entry.path().is_dir() {
                 found.push(entry.path());
@@ -326,6 +333,10 @@ fn assert_nothing_left(sup: &Supervisor, ns: &str) {
         "cgroups left: {:?}",
         cgroups_of(ns)
     );
+    // The parents the runtime made (as containerd's namespaces, they stay).
+    for dir in namespace_cgroups(ns) {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 #[test]
