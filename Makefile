@@ -5,8 +5,10 @@
 #   make run     run a busybox container with target/release/berth-runtime
 #   make test    deps, debug build, cargo test of the workspace, lint
 #   make lint    cargo fmt --check and clippy with warnings denied
-#   make bench   container start-up time (against runc and crun) and image pull
-#                (against docker pull and ctr pull), with idle memory
+#   make bench   container start-up time (against runc and crun), image pull
+#                (against docker pull and ctr pull) with idle memory, and
+#                containers through the daemons (run latency, shim memory,
+#                100 at once; against ctr and docker)
 #   make clean   remove build output
 
 SHELL := /bin/bash
@@ -95,6 +97,7 @@ lint:
 bench: deps build
 	BERTH_RUNTIME=$(CURDIR)/target/release/berth-runtime bench/runtime.sh
 	BERTH_SUPERVISORD=$(CURDIR)/target/release/berth-supervisord BERTH_CTR=$(CURDIR)/target/release/berth-ctr bench/pull.sh
+	BERTH_SUPERVISORD=$(CURDIR)/target/release/berth-supervisord BERTH_CTR=$(CURDIR)/target/release/berth-ctr bench/tasks.sh
 
 clean:
 	$(CARGO) clean
