@@ -57,8 +57,6 @@ $(DOCKER_SECCOMP):
 	dpkg-deb --fsys-tarfile $(@D)/deb/golang-github-docker-docker-dev_*.deb | tar -xO $(SECCOMP_IN_DEB) > $@.tmp
 	@mv $@.tmp $@ && rm -rf $(@D)/deb
 
-build:
-	$(CARGO) build --release --workspace
 # The short-lived programs (a runtime command, the shim, berth-ctr; several
 # run for each container) are linked statically and not position-independent:
 # no dynamic loader and no relocations to apply at exec, half the page faults,
@@ -70,14 +68,16 @@ HOST_TARGET = $(shell $(CARGO) -vV 2>/dev/null | sed -n 's/^host: //p')
 STATIC_BINS := berth-runtime berth-shim berth-ctr
 STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
 
-
-run: deps build
+build:
+	$(CARGO) build --release --workspace
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(HOST_TARGET) \
 	    -p berth-runtime -p berth-shim -p berth-supervisor --bin berth-runtime --bin berth-shim --bin berth-ctr
 	for bin in $(STATIC_BINS); do \
 	    cp target/$(HOST_TARGET)/release/$$bin target/release/$$bin.static; \
 	    mv -f target/release/$$bin.static target/release/$$bin; \
 	done
+
+run: deps build
 	@scripts/run-demo.sh
 
 test: deps
