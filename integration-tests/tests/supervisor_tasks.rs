@@ -1027,3 +1027,75 @@ fn a_hundred_containers_at_once() {
     });
     assert!(list.is_empty(), "{list:?}");
 }
+
+#[test]
+fn clients_killed_mid_run_leave_nothing_stuck() {
+    let (_registry, sup, image) = setup("test/tasks-cut");
+    let ns = "tasks-cut";
+    pull(&sup, ns, &image);
+    // Clients killed at different moments of create, attach and start.
+    let mut children = Vec::new();
+    for i in 0..12 {
+        let child = std::process::Command::new(ctr_binary())
+            .arg("--address")
+            .arg(sup.socket())
+            .args(["-n", ns, "run", "--name", &format!("k{i:02}"), &image])
+            .args(["busybox", "sleep", "1000"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("berth-ctr run");
+        children.push(child);
+    }
+    for (i, mut child) in children.into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(5 * i as u64));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let rt = runtime();
+    let client = connect(&rt, &sup, ns);
+    rt.block_on(async {
+        // Every container the clients made can be stopped and removed.
+        let containers = client
+            .containers()
+            .list(cpb::ListContainersRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .containers;
+        for c in containers {
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                let deleted = client
+                    .containers()
+                    .delete(cpb::DeleteContainerRequest { id: c.id.clone() })
+                    .await;
+                match deleted {
+                    Ok(_) => break,
+                    Err(e) if e.code() == Code::FailedPrecondition => {
+                        assert!(Instant::now() < deadline, "{} stuck: {e}", c.id);
+                        let _ = client
+                            .tasks()
+                            .kill(tpb::KillRequest {
+                                container_id: c.id.clone(),
+                                signal: libc::SIGKILL as u32,
+                                all: true,
+                                ..Default::default()
+                            })
+                            .await;
+                        let _ = client
+                            .tasks()
+                            .delete(tpb::DeleteTaskRequest {
+                                container_id: c.id.clone(),
+                            })
+                            .await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("delete {}: {e}", c.id),
+                }
+            }
+        }
+    });
+    assert_nothing_left(&sup, ns);
+}

@@ -1,5 +1,6 @@
 //! The Tasks service: decodes, calls `crate::tasks`, encodes.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_proto::tasks::v1 as pb;
@@ -84,6 +85,23 @@ fn exec(exec_id: &str) -> Option<&str> {
     (!exec_id.is_empty()).then_some(exec_id)
 }
 
+/// Empty means the init (owned, for work that outlives the request).
+fn exec_owned(exec_id: String) -> Option<String> {
+    (!exec_id.is_empty()).then_some(exec_id)
+}
+
+/// Runs a change to its end even when the client goes away: a create or a
+/// delete cut off halfway would leave a shim, a mount or a table entry
+/// behind.
+async fn uncancelled<T: Send + 'static>(
+    work: impl std::future::Future<Output = std::result::Result<T, TaskError>> + Send + 'static,
+) -> std::result::Result<T, Status> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(task_status)
+}
+
 type Result<T> = std::result::Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -95,11 +113,8 @@ impl pb::tasks_server::Tasks for Service {
             stdin: r.stdin,
             log_max_size: r.log_max_size,
         };
-        let pid = self
-            .tasks
-            .create(&ns, &r.container_id, opts)
-            .await
-            .map_err(task_status)?;
+        let (tasks, id) = (Arc::clone(&self.tasks), r.container_id.clone());
+        let pid = uncancelled(async move { tasks.create(&ns, &id, opts).await }).await?;
         Ok(Response::new(pb::CreateTaskResponse {
             container_id: r.container_id,
             pid,
@@ -109,18 +124,19 @@ impl pb::tasks_server::Tasks for Service {
     async fn start(&self, req: Request<pb::StartRequest>) -> Result<pb::StartResponse> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let pid = self
-            .tasks
-            .start(&ns, &r.container_id, exec(&r.exec_id))
-            .await
-            .map_err(task_status)?;
+        let tasks = Arc::clone(&self.tasks);
+        let exec_id = exec_owned(r.exec_id);
+        let pid =
+            uncancelled(async move { tasks.start(&ns, &r.container_id, exec_id.as_deref()).await })
+                .await?;
         Ok(Response::new(pb::StartResponse { pid }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteTaskRequest>) -> Result<pb::DeleteResponse> {
         let ns = namespace(&req)?;
         let id = req.into_inner().container_id;
-        let (pid, exit) = self.tasks.delete(&ns, &id).await.map_err(task_status)?;
+        let (tasks, id2) = (Arc::clone(&self.tasks), id.clone());
+        let (pid, exit) = uncancelled(async move { tasks.delete(&ns, &id2).await }).await?;
         Ok(Response::new(delete_pb(id, pid, exit)))
     }
 
@@ -130,11 +146,10 @@ impl pb::tasks_server::Tasks for Service {
     ) -> Result<pb::DeleteResponse> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let (pid, exit) = self
-            .tasks
-            .delete_process(&ns, &r.container_id, &r.exec_id)
-            .await
-            .map_err(task_status)?;
+        let tasks = Arc::clone(&self.tasks);
+        let (id, exec_id) = (r.container_id, r.exec_id.clone());
+        let (pid, exit) =
+            uncancelled(async move { tasks.delete_process(&ns, &id, &exec_id).await }).await?;
         Ok(Response::new(delete_pb(r.exec_id, pid, exit)))
     }
 
