@@ -176,6 +176,10 @@ impl RuntimeCli {
     ) -> Result<ExitStatus, RuntimeError> {
         let wait_err = self.wait_error(command);
         let mut pause = Duration::from_micros(200);
+        // Woken by the child's exit itself where the kernel can; SIGCHLD is
+        // the poll loop's (it reaps the container's processes), so it cannot
+        // be waited for here.
+        let pidfd = sys::pidfd_open(child.id());
         loop {
             if let Some((listener, pty)) = console.as_mut() {
                 if pty.is_none() {
@@ -191,12 +195,22 @@ impl RuntimeCli {
             if Instant::now() >= deadline {
                 return Err(self.time_out(command, child));
             }
-            match &console {
-                Some((listener, None)) => {
-                    let mut w = [sys::Watch::new(listener.as_raw_fd(), true, false)];
-                    let _ = sys::poll(&mut w, 2);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let left_ms = i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX);
+            match (&console, &pidfd) {
+                (Some((listener, None)), pidfd) => {
+                    let mut w = vec![sys::Watch::new(listener.as_raw_fd(), true, false)];
+                    if let Some(fd) = pidfd {
+                        w.push(sys::Watch::new(fd.as_raw_fd(), true, false));
+                    }
+                    let ms = if pidfd.is_some() { left_ms } else { 2 };
+                    let _ = sys::poll(&mut w, ms);
                 }
-                _ => {
+                (_, Some(fd)) => {
+                    let mut w = [sys::Watch::new(fd.as_raw_fd(), true, false)];
+                    let _ = sys::poll(&mut w, left_ms);
+                }
+                (_, None) => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(5));
                 }

@@ -110,3 +110,17 @@ pub fn close_inherited_fds(keep: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A descriptor that becomes readable when process `pid` (a child of ours,
+/// not yet reaped) exits: waiting on it wakes at the exit instead of polling
+/// with a timer. `None` where the kernel lacks `pidfd_open` (before 5.3).
+pub fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
