@@ -263,11 +263,11 @@ wait_quiet() {
 
 # --- the systems -------------------------------------------------------------------
 
-write_containerd_config() { # DIR SOCKET
+write_containerd_config() { # DIR SOCKET STATE
     cat >"$1/containerd.toml" <<EOF
 version = 2
 root = "$1/root"
-state = "$1/state"
+state = "$3"
 temp = "$1/tmp"
 # Only the task API is used: no CRI (it wants CNI and a sandbox image).
 disabled_plugins = [
@@ -287,11 +287,11 @@ disabled_plugins = [
 [plugins."io.containerd.internal.v1.opt"]
   path = "$1/opt"
 EOF
-    mkdir -p "$1/root" "$1/state" "$1/tmp"
+    mkdir -p "$1/root" "$3" "$1/tmp"
 }
 
-start_containerd() { # DIR SOCKET -> sets started_pid
-    write_containerd_config "$1" "$2"
+start_containerd() { # DIR SOCKET STATE -> sets started_pid
+    write_containerd_config "$1" "$2" "$3"
     "$containerd" --config "$1/containerd.toml" </dev/null >"$1/containerd.log" 2>&1 &
     started_pid=$!
     daemon_pids=("$started_pid" "${daemon_pids[@]}")
@@ -323,8 +323,8 @@ start_system() { # SYSTEM DIR
     mkdir -p "$dir"
     case $1 in
     berth)
-        mkdir -p "$dir/root" "$dir/state"
-        "$berth_supervisord" --root "$dir/root" --state "$dir/state" --address "$dir/berth.sock" \
+        mkdir -p "$dir/root" "$rundir/berth"
+        "$berth_supervisord" --root "$dir/root" --state "$rundir/berth" --address "$dir/berth.sock" \
             </dev/null >"$dir/supervisord.log" 2>&1 &
         started_pid=$!
         daemon_pids=("$started_pid" "${daemon_pids[@]}")
@@ -336,18 +336,19 @@ start_system() { # SYSTEM DIR
             "$image_dir/busybox-oci.tar" || return 1
         ;;
     ctr)
-        mkdir -p "$dir/runc" "$dir/fifo"
-        start_containerd "$dir" "$dir/containerd.sock" || return 1
+        mkdir -p "$rundir/ctr/runc" "$rundir/ctr/fifo"
+        start_containerd "$dir" "$dir/containerd.sock" "$rundir/ctr/state" || return 1
         ctr_cli=("$ctr" --address "$dir/containerd.sock" --namespace "$ns")
-        # The runtime's state and the stdio FIFOs in the temp dir, not
-        # under /run/containerd.
-        ctr_run_flags=(--runc-root "$dir/runc" --fifo-dir "$dir/fifo")
+        # The runtime's state and the stdio FIFOs in the tmpfs temp dir,
+        # not under /run/containerd.
+        ctr_run_flags=(--runc-root "$rundir/ctr/runc" --fifo-dir "$rundir/ctr/fifo")
         run_logged "$dir/import.log" "$cmd_timeout" "${ctr_cli[@]}" images import \
             --base-name "${image%:*}" "$image_dir/busybox-oci.tar" || return 1
         ;;
     docker)
-        mkdir -p "$dir/containerd" "$dir/data" "$dir/exec" "$dir/cli"
-        start_containerd "$dir/containerd" "$dir/containerd/containerd.sock" || return 1
+        mkdir -p "$dir/containerd" "$dir/data" "$rundir/docker/exec" "$dir/cli"
+        start_containerd "$dir/containerd" "$dir/containerd/containerd.sock" \
+            "$rundir/docker/containerd-state" || return 1
         if [ "$docker_bridge" = 1 ]; then
             make_bridge || return 1
             network=(--bridge="$bridge")
@@ -357,7 +358,7 @@ start_system() { # SYSTEM DIR
         # Our own config file, so /etc/docker/daemon.json is not read; it moves
         # the libtrust key dockerd 20.10 would write to /etc/docker/key.json.
         jq -n --arg key "$dir/key.json" '{"deprecated-key-path": $key}' >"$dir/daemon.json"
-        "$dockerd" --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$dir/exec" \
+        "$dockerd" --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$rundir/docker/exec" \
             --pidfile "$dir/docker.pid" --host "unix://$dir/docker.sock" \
             --containerd "$dir/containerd/containerd.sock" --storage-driver overlay2 \
             --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent "$(cgroup_parent docker)" \
@@ -488,6 +489,11 @@ job=           # the background job being waited for
 runlock=
 workdir=$(mktemp -d /tmp/berth-bench-tasks.XXXXXX)
 chmod 755 "$workdir" # container processes must be able to walk to their rootfs
+# Runtime state (sockets, bundles, the runtimes' state, FIFOs) goes on the
+# tmpfs of /run, where each system keeps it in production (/run/berth,
+# /run/containerd, /run/docker); images and snapshots stay on disk.
+rundir=$(mktemp -d /run/berth-bench-tasks.XXXXXX)
+chmod 755 "$rundir"
 image_dir=$workdir/image
 runs_tsv=$workdir/runs.tsv         # system round wall_ms client_cpu_ms
 memory_tsv=$workdir/memory.tsv     # system process pid rss_kib anon_kib pss_kib threads
@@ -546,7 +552,7 @@ cleanup() {
         stop_pid "$pid" 15 || echo "daemon $pid did not stop within 15s of SIGTERM; killed" >>"$problems"
     done
     # Shims (whose command lines name their sockets in the temp dir).
-    left=$(pids_mentioning "$workdir")
+    left=$( (pids_mentioning "$workdir"; pids_mentioning "$rundir") | sort -u)
     if [ -n "$left" ]; then
         echo "$(echo "$left" | wc -l) processes left running:$(for pid in $left; do
             printf ' %s(%s)' "$pid" "$(cat "/proc/$pid/comm" 2>/dev/null)"; done | cut -c1-300)" >>"$problems"
@@ -554,7 +560,7 @@ cleanup() {
     fi
     # Container processes, in their cgroups.
     remove_cgroups
-    left=$(mounts_under "$workdir")
+    left=$( (mounts_under "$workdir"; mounts_under "$rundir") | sort -u)
     if [ -n "$left" ]; then
         echo "$(echo "$left" | wc -l) mounts left, e.g. $(echo "$left" | head -n 1)" >>"$problems"
         for m in $left; do umount -l "$m"; done
@@ -574,6 +580,7 @@ cleanup() {
         done
     fi
     if [ -z "$(mounts_under "$workdir")" ]; then rm -rf "$workdir"; else echo "bench: kept $workdir (mounts remain)" >&2; fi
+    if [ -z "$(mounts_under "$rundir")" ]; then rm -rf "$rundir"; else echo "bench: kept $rundir (mounts remain)" >&2; fi
     if [ -n "$runlock" ]; then
         flock -u "$runlock"
         if flock -xn "$runlock"; then
