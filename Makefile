@@ -2,7 +2,8 @@
 #
 #   make deps    install what the tests and benchmarks need (apt; skipped when present)
 #   make build   release build of the workspace (binaries in target/release)
-#   make run     run a busybox container with target/release/berth-runtime
+#   make run     run busybox containers: with berth-runtime alone, then through
+#                berth-supervisord and berth-shim (scripts/run-demo.sh)
 #   make test    deps, debug build, cargo test of the workspace, lint
 #   make lint    cargo fmt --check and clippy with warnings denied
 #   make bench   container start-up time (against runc and crun), image pull

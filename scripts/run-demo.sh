@@ -1,33 +1,77 @@
 #!/usr/bin/env bash
-# `make run`: run one busybox container with berth-runtime and show its output.
+# `make run`: run busybox containers with berth and show their output.
 #
-# Builds a bundle with scripts/make-bundle.sh (config.json from
-# `berth-runtime spec`), runs it with `berth-runtime --root STATE run`, and
-# removes the bundle and the state directory afterwards, also on failure.
+# 1. The runtime alone: a bundle from scripts/make-bundle.sh (config.json
+#    from `berth-runtime spec`), run with `berth-runtime --root STATE run`.
+# 2. The daemons: berth-supervisord on a temporary root, state directory
+#    and socket; a busybox image built with bench/make-busybox-image.sh and
+#    imported; `berth-ctr run --rm` of it, which goes through a berth-shim
+#    and berth-runtime; the supervisor stopped with SIGTERM.
 #
-# Environment: BERTH_RUNTIME (default: target/release/berth-runtime).
+# Everything it makes (bundle, state, daemon, image) is removed afterwards,
+# also on failure.
+#
+# Environment: BERTH_RUNTIME, BERTH_SUPERVISORD, BERTH_CTR (default: the
+# binaries in target/release).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 runtime=${BERTH_RUNTIME:-$repo/target/release/berth-runtime}
+supervisord=${BERTH_SUPERVISORD:-$repo/target/release/berth-supervisord}
+ctr=${BERTH_CTR:-$repo/target/release/berth-ctr}
 
 die() { echo "run: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (the container gets namespaces, cgroups and mounts)"
-[ -x "$runtime" ] || die "$runtime not found (build it with: make build)"
+for bin in "$runtime" "$supervisord" "$ctr"; do
+    [ -x "$bin" ] || die "$bin not found (build it with: make build)"
+done
 
 work=$(mktemp -d /tmp/berth-run.XXXXXX)
+chmod 755 "$work"
+# Runtime state on the tmpfs of /run, as /run/berth is.
+state=$(mktemp -d /run/berth-run.XXXXXX)
 id=demo-$$
+daemon=
 cleanup() {
     # Only does something when the run was interrupted.
     "$runtime" --root "$work/state" delete --force "$id" >/dev/null 2>&1 || true
-    rm -rf --one-file-system "$work"
+    if [ -n "$daemon" ]; then
+        "${ctr_cli[@]}" tasks kill -s KILL --all demo >/dev/null 2>&1 || true
+        "${ctr_cli[@]}" tasks rm demo >/dev/null 2>&1 || true
+        "${ctr_cli[@]}" containers rm demo >/dev/null 2>&1 || true
+        kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+    fi
+    for d in /sys/fs/cgroup/*/berth/berth-demo; do rmdir "$d" 2>/dev/null || true; done
+    rm -rf --one-file-system "$work" "$state"
 }
 trap cleanup EXIT
 
+echo "== 1. berth-runtime on a bundle" >&2
 "$repo/scripts/make-bundle.sh" -r "$runtime" -H berth-demo "$work/bundle" \
     sh -c 'echo hello from a berth container; hostname; id'
-
 echo "+ berth-runtime --root $work/state run --bundle $work/bundle $id" >&2
 status=0
 "$runtime" --root "$work/state" run --bundle "$work/bundle" "$id" || status=$?
 [ "$status" -eq 0 ] || die "berth-runtime run exited with status $status"
+
+echo "== 2. berth-supervisord, berth-shim and berth-runtime from an image" >&2
+"$supervisord" --root "$work/root" --state "$state" --address "$state/supervisor.sock" \
+    </dev/null >"$work/supervisord.log" 2>&1 &
+daemon=$!
+ctr_cli=("$ctr" --address "$state/supervisor.sock" --namespace berth-demo)
+for _ in $(seq 100); do
+    [ -S "$state/supervisor.sock" ] && break
+    kill -0 "$daemon" 2>/dev/null || die "berth-supervisord exited: $(tail -n 5 "$work/supervisord.log")"
+    sleep 0.05
+done
+"$repo/bench/make-busybox-image.sh" "$work/image" >/dev/null
+echo "+ berth-ctr images import --name berth-demo/busybox:latest busybox-oci.tar" >&2
+"${ctr_cli[@]}" images import --name berth-demo/busybox:latest "$work/image/busybox-oci.tar" >/dev/null
+echo "+ berth-ctr run --rm --name demo berth-demo/busybox:latest sh -c '...'" >&2
+status=0
+"${ctr_cli[@]}" run --rm --name demo berth-demo/busybox:latest \
+    sh -c 'echo hello from a berth container, through its shim; hostname; id' || status=$?
+[ "$status" -eq 0 ] || die "berth-ctr run exited with status $status"
+kill -TERM "$daemon"
+wait "$daemon" || die "berth-supervisord exited with status $? on SIGTERM"
+daemon=
