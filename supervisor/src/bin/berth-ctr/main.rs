@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_proto::containers::v1::{CreateContainerRequest, Overrides};
 use berth_proto::images::v1::{
     ArchiveFormat, DeleteImageRequest, ExportRequest, Image, ImportOptions, ImportRequest,
     ListImagesRequest, Progress, ProgressState, PullRequest, PushRequest, RegistryAuth,
@@ -306,24 +307,20 @@ enum ContainersCommand {
     },
 }
 
-#[derive(Args)]
-struct CreateArgs {
-    /// Existing snapshot to use as the root filesystem [default: a new one on the image, named ID]
-    #[arg(long, value_name = "KEY")]
-    snapshot_key: Option<String>,
+/// How a container's process differs from its image's, and its record's
+/// runtime and labels: shared by `containers create` and `run`.
+#[derive(Args, Default)]
+struct ProcessArgs {
     /// Environment variable, merged over the image's (repeatable)
     #[arg(long, value_name = "KEY=VALUE")]
     env: Vec<String>,
     /// Working directory [default: the image's, or /]
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
-    /// uid[:gid] [default: the image's]
-    #[arg(short, long, value_name = "UID[:GID]")]
+    /// user[:group], names or numbers [default: the image's]
+    #[arg(short, long, value_name = "USER[:GROUP]")]
     user: Option<String>,
-    /// Give the process a terminal
-    #[arg(short, long)]
-    tty: bool,
-    /// Hostname
+    /// Hostname [default: the container id]
     #[arg(long)]
     hostname: Option<String>,
     /// Memory limit in bytes, swap included
@@ -335,6 +332,46 @@ struct CreateArgs {
     /// Label (repeatable)
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
     label: Vec<(String, String)>,
+}
+
+impl ProcessArgs {
+    /// The create request for container `id` of `image` running `args`.
+    fn create_request(
+        &self,
+        id: String,
+        image: String,
+        args: Vec<String>,
+        terminal: bool,
+    ) -> CreateContainerRequest {
+        CreateContainerRequest {
+            id,
+            image,
+            labels: self.label.iter().cloned().collect(),
+            runtime: self.runtime.clone().unwrap_or_default(),
+            overrides: Some(Overrides {
+                args,
+                env: self.env.clone(),
+                cwd: self.cwd.clone().unwrap_or_default(),
+                user: self.user.clone().unwrap_or_default(),
+                terminal,
+                hostname: self.hostname.clone().unwrap_or_default(),
+                memory_limit: self.memory_limit.unwrap_or(0),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Existing snapshot to use as the root filesystem [default: a new one on the image, named ID]
+    #[arg(long, value_name = "KEY")]
+    snapshot_key: Option<String>,
+    #[command(flatten)]
+    process: ProcessArgs,
+    /// Give the process a terminal
+    #[arg(short, long)]
+    tty: bool,
     /// Image name
     image: String,
     /// Container id
@@ -1372,29 +1409,13 @@ async fn leases(client: &Client, cmd: LeasesCommand) -> Result<()> {
 
 async fn containers(client: &Client, cmd: ContainersCommand) -> Result<()> {
     use berth_proto::containers::v1::{
-        CreateContainerRequest, DeleteContainerRequest, GetContainerRequest, ListContainersRequest,
-        Overrides,
+        DeleteContainerRequest, GetContainerRequest, ListContainersRequest,
     };
     let mut containers = client.containers();
     match cmd {
         ContainersCommand::Create(a) => {
-            let request = CreateContainerRequest {
-                id: a.id,
-                image: a.image,
-                snapshot_key: a.snapshot_key.unwrap_or_default(),
-                labels: a.label.into_iter().collect(),
-                runtime: a.runtime.unwrap_or_default(),
-                overrides: Some(Overrides {
-                    args: a.args,
-                    env: a.env,
-                    cwd: a.cwd.unwrap_or_default(),
-                    user: a.user.unwrap_or_default(),
-                    terminal: a.tty,
-                    hostname: a.hostname.unwrap_or_default(),
-                    memory_limit: a.memory_limit.unwrap_or(0),
-                }),
-                spec: Vec::new(),
-            };
+            let mut request = a.process.create_request(a.id, a.image, a.args, a.tty);
+            request.snapshot_key = a.snapshot_key.unwrap_or_default();
             let c = containers.create(request).await.map_err(rpc)?.into_inner();
             println!("{}", c.id);
             Ok(())
@@ -1727,9 +1748,9 @@ mod tests {
             panic!("not a create");
         };
         assert_eq!((a.image.as_str(), a.id.as_str()), ("img", "web"));
-        assert_eq!(a.env, ["A=1", "B=2"]);
-        assert_eq!(a.cwd.as_deref(), Some("/w"));
-        assert_eq!(a.user.as_deref(), Some("5:6"));
+        assert_eq!(a.process.env, ["A=1", "B=2"]);
+        assert_eq!(a.process.cwd.as_deref(), Some("/w"));
+        assert_eq!(a.process.user.as_deref(), Some("5:6"));
         assert!(a.tty);
         assert_eq!(a.args, ["sh", "-c", "ls -l", "--not-ours"]);
         assert!(Cli::try_parse_from(["berth-ctr", "containers", "create", "img"]).is_err());

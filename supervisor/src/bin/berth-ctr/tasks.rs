@@ -6,15 +6,14 @@ use std::os::fd::AsFd;
 use std::str::FromStr;
 
 use anyhow::{anyhow, Context, Result};
-use berth_proto::containers::v1::{
-    CreateContainerRequest, DeleteContainerRequest, GetContainerRequest, Overrides,
-};
+use berth_proto::containers::v1::{DeleteContainerRequest, GetContainerRequest};
+use berth_proto::tasks::v1::tasks_client::TasksClient;
 use berth_proto::tasks::v1::{
     AttachRequest, CreateTaskRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
     KillRequest, ListPidsRequest, ListTasksRequest, PauseRequest, ResizePtyRequest, ResumeRequest,
     StartRequest, StatsRequest, Status as TaskStatus, WaitRequest,
 };
-use berth_supervisor::client::Client;
+use berth_supervisor::client::{Client, Scoped};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
@@ -38,27 +37,8 @@ pub struct RunArgs {
     /// Start it and print its id instead of waiting for it
     #[arg(short, long, conflicts_with = "rm")]
     detach: bool,
-    /// Environment variable, merged over the image's (repeatable)
-    #[arg(long, value_name = "KEY=VALUE")]
-    env: Vec<String>,
-    /// Working directory [default: the image's, or /]
-    #[arg(long, value_name = "DIR")]
-    cwd: Option<String>,
-    /// uid[:gid] [default: the image's]
-    #[arg(short, long, value_name = "UID[:GID]")]
-    user: Option<String>,
-    /// Hostname
-    #[arg(long)]
-    hostname: Option<String>,
-    /// Memory limit in bytes, swap included
-    #[arg(long, value_name = "BYTES")]
-    memory_limit: Option<i64>,
-    /// Runtime: berth-runtime, or another runc-compatible one (runc, crun, a path)
-    #[arg(long)]
-    runtime: Option<String>,
-    /// Label (repeatable)
-    #[arg(long, value_name = "KEY=VALUE", value_parser = super::parse_label)]
-    label: Vec<(String, String)>,
+    #[command(flatten)]
+    process: super::ProcessArgs,
     /// Image name
     image: String,
     /// Command and arguments [default: the image's Entrypoint and Cmd]
@@ -366,22 +346,9 @@ fn forward_signals(client: &Client, id: &str, exec_id: Option<&str>) {
 /// status becomes ours.
 pub async fn run(client: &Client, a: RunArgs) -> Result<u8> {
     let id = a.name.clone().unwrap_or_else(random_id);
-    let request = CreateContainerRequest {
-        id: id.clone(),
-        image: a.image.clone(),
-        labels: a.label.iter().cloned().collect(),
-        runtime: a.runtime.clone().unwrap_or_default(),
-        overrides: Some(Overrides {
-            args: a.args.clone(),
-            env: a.env.clone(),
-            cwd: a.cwd.clone().unwrap_or_default(),
-            user: a.user.clone().unwrap_or_default(),
-            terminal: a.tty,
-            hostname: a.hostname.clone().unwrap_or_default(),
-            memory_limit: a.memory_limit.unwrap_or(0),
-        }),
-        ..Default::default()
-    };
+    let request = a
+        .process
+        .create_request(id.clone(), a.image.clone(), a.args.clone(), a.tty);
     client
         .containers()
         .create(request)
@@ -560,13 +527,7 @@ pub async fn tasks(client: &Client, cmd: TasksCommand) -> Result<u8> {
                 tty,
                 interactive,
                 detach,
-                env: Vec::new(),
-                cwd: None,
-                user: None,
-                hostname: None,
-                memory_limit: None,
-                runtime: None,
-                label: Vec::new(),
+                process: super::ProcessArgs::default(),
                 image: c.image,
                 args: Vec::new(),
             };
@@ -615,32 +576,8 @@ pub async fn tasks(client: &Client, cmd: TasksCommand) -> Result<u8> {
             print_table(&["PID"], pids.into_iter().map(|p| vec![p.to_string()]));
             Ok(0)
         }
-        TasksCommand::Pause { ids } => {
-            for_each(ids, |id| {
-                let mut tasks = tasks.clone();
-                async move {
-                    tasks
-                        .pause(PauseRequest { container_id: id })
-                        .await
-                        .map(drop)
-                }
-            })
-            .await?;
-            Ok(0)
-        }
-        TasksCommand::Resume { ids } => {
-            for_each(ids, |id| {
-                let mut tasks = tasks.clone();
-                async move {
-                    tasks
-                        .resume(ResumeRequest { container_id: id })
-                        .await
-                        .map(drop)
-                }
-            })
-            .await?;
-            Ok(0)
-        }
+        TasksCommand::Pause { ids } => each_task(&tasks, ids, Freeze::Pause).await,
+        TasksCommand::Resume { ids } => each_task(&tasks, ids, Freeze::Resume).await,
         TasksCommand::Metrics { id } => {
             let s = tasks
                 .stats(StatsRequest { container_id: id })
@@ -699,6 +636,34 @@ pub async fn tasks(client: &Client, cmd: TasksCommand) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+enum Freeze {
+    Pause,
+    Resume,
+}
+
+/// Pauses or resumes each task, printing each failure.
+async fn each_task(tasks: &TasksClient<Scoped>, ids: Vec<String>, what: Freeze) -> Result<u8> {
+    for_each(ids, |id| {
+        let mut tasks = tasks.clone();
+        let freeze = matches!(what, Freeze::Pause);
+        async move {
+            if freeze {
+                tasks
+                    .pause(PauseRequest { container_id: id })
+                    .await
+                    .map(drop)
+            } else {
+                tasks
+                    .resume(ResumeRequest { container_id: id })
+                    .await
+                    .map(drop)
+            }
+        }
+    })
+    .await?;
+    Ok(0)
 }
 
 /// Runs one more process in a task: the container's process settings
