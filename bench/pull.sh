@@ -59,6 +59,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 berth_supervisord=${BERTH_SUPERVISORD:-$repo/target/release/berth-supervisord}
 berth_ctr=${BERTH_CTR:-$repo/target/release/berth-ctr}
 dockerd=${DOCKERD:-$(command -v dockerd || echo dockerd)}
@@ -76,8 +78,6 @@ out=${BENCH_OUT:-$repo/target/bench/pull.json}
 keep_logs=${KEEP_LOGS:-}
 namespace=bench
 
-die() { echo "bench: $*" >&2; exit 1; }
-say() { echo "bench: $*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "needs root (daemons that mount overlayfs)"
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$rounds'"
 read -r -a systems <<<"$systems"
@@ -86,7 +86,6 @@ for s in "${systems[@]}"; do
     case $s in docker | ctr | berth) ;; *) die "unknown system '$s' in SYSTEMS (docker, ctr, berth)" ;; esac
 done
 has() { [[ " ${systems[*]} " == *" $1 "* ]]; }
-need() { command -v "$1" >/dev/null || die "$1 not found (run: make deps)"; }
 for tool in python3 jq findmnt flock "$registry" "$skopeo"; do need "$tool"; done
 if has docker; then need "$dockerd"; need "$docker"; fi
 if has docker || has ctr; then need "$containerd"; need "$ctr"; fi
@@ -95,32 +94,6 @@ clk_tck=$(getconf CLK_TCK)
 # Build (or find cached) the image before anything is started.
 layout=$("$repo/bench/make-pull-image.sh")
 cache=$(dirname "$layout")
-
-# TERM, then KILL after GRACE seconds; reaps. Returns 1 if it needed KILL.
-stop_pid() { # PID GRACE
-    local pid=$1 grace=$2 i
-    kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    for ((i = 0; i < grace * 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.05
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    return 1
-}
-
-# Live processes whose command line mentions DIR (a unique temp path).
-pids_mentioning() { # DIR
-    local p
-    for p in /proc/[0-9]*; do
-        [ "${p#/proc/}" = $$ ] && continue
-        if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$1"; then echo "${p#/proc/}"; fi
-    done
-}
-
-mounts_under() { # DIR
-    { findmnt -rn -o TARGET | grep -E "^$1(/|\$)" || true; } | sort -r
-}
 
 # Stops the round's daemons and removes DIR (unless KEEP is "keep"),
 # recording anything left behind.
@@ -173,35 +146,6 @@ cleanup() {
     exit "$status"
 }
 
-# Functions that can fail set err to what went wrong and return 1.
-err=
-
-# Waits until CHECK succeeds, for at most START_TIMEOUT seconds, while PID lives.
-wait_ready() { # NAME PID LOG CHECK...
-    local name=$1 pid=$2 log=$3
-    shift 3
-    local deadline=$((SECONDS + start_timeout))
-    while ! "$@" >/dev/null 2>&1; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            err="$name exited at start; its log ends: $(tail -n 5 "$log" | tr '\n' ' ')"
-            return 1
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            err="$name did not answer within ${start_timeout}s; its log ends: $(tail -n 5 "$log" | tr '\n' ' ')"
-            return 1
-        fi
-        sleep 0.05
-    done
-}
-
-# Whether a unix socket accepts connections.
-socket_accepts() { # PATH
-    [ -S "$1" ] && python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(1)
-s.connect(sys.argv[1])' "$1"
-}
 
 # utime+stime+cutime+cstime of the given processes, in clock ticks.
 cpu_ticks() { # PID...
@@ -213,10 +157,6 @@ cpu_ticks() { # PID...
         total=$((total + f[11] + f[12] + f[13] + f[14]))
     done
     echo "$total"
-}
-
-status_kib() { # PID FIELD
-    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }
 
 # Lets PID settle (IDLE_WAIT seconds, then until its CPU time stays put for
@@ -249,42 +189,6 @@ verify_unpacked() { # ROOT
         { err="the store under $1 has no unpacked etc/debian_version"; return 1; }
 }
 
-write_containerd_config() { # DIR SOCKET
-    cat >"$1/containerd.toml" <<EOF
-version = 2
-root = "$1/root"
-state = "$1/state"
-temp = "$1/tmp"
-# Only the image half is used: no CRI (it wants CNI and a sandbox image).
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-]
-
-[grpc]
-  address = "$2"
-
-[ttrpc]
-  address = "$2.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$1/opt"
-EOF
-    mkdir -p "$1/root" "$1/state" "$1/tmp"
-}
-
-start_containerd() { # DIR SOCKET -> sets started_pid
-    write_containerd_config "$1" "$2"
-    env -u CONTAINERD_ADDRESS -u CONTAINERD_NAMESPACE "$containerd" --config "$1/containerd.toml" \
-        </dev/null >"$1/containerd.log" 2>&1 &
-    started_pid=$!
-    daemon_pids=("$started_pid" "${daemon_pids[@]}")
-    wait_ready containerd "$started_pid" "$1/containerd.log" "$ctr" --address "$2" version
-}
-
 # Starts SYSTEM's daemon(s) on empty state in DIR; sets pull_cmd, store,
 # pull_pids (the daemons whose CPU time counts) and mem_pids (name=pid).
 start_system() { # SYSTEM DIR
@@ -292,7 +196,7 @@ start_system() { # SYSTEM DIR
     case $1 in
     docker)
         mkdir -p "$dir/containerd" "$dir/data" "$dir/exec" "$dir/cli"
-        start_containerd "$dir/containerd" "$dir/containerd/containerd.sock" || return 1
+        start_containerd "$dir/containerd" "$dir/containerd/containerd.sock" "$dir/containerd/state" || return 1
         ctd_pid=$started_pid
         # Our own config file, so /etc/docker/daemon.json is not read; it moves
         # the libtrust key dockerd 20.10 would write to /etc/docker/key.json.
@@ -316,7 +220,7 @@ start_system() { # SYSTEM DIR
         mem_pids=("dockerd=$started_pid" "containerd(dockerd's)=$ctd_pid")
         ;;
     ctr)
-        start_containerd "$dir" "$dir/containerd.sock" || return 1
+        start_containerd "$dir" "$dir/containerd.sock" "$dir/state" || return 1
         pull_cmd=(env -u CONTAINERD_ADDRESS -u CONTAINERD_NAMESPACE -u CONTAINERD_SNAPSHOTTER
             "$ctr" --address "$dir/containerd.sock" --namespace "$namespace"
             images pull --snapshotter overlayfs --plain-http "$ref")

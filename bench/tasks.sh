@@ -85,6 +85,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 berth_supervisord=${BERTH_SUPERVISORD:-$repo/target/release/berth-supervisord}
 berth_ctr=${BERTH_CTR:-$repo/target/release/berth-ctr}
 dockerd=${DOCKERD:-$(command -v dockerd || echo dockerd)}
@@ -108,8 +110,6 @@ ns=berth-bench-$$
 image=berth-bench/busybox:latest
 bridge_addr=198.18.0.1/24
 
-die() { echo "bench: $*" >&2; exit 1; }
-say() { echo "bench: $*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "needs root (daemons that mount overlayfs and make cgroups)"
 for v in TASK_RUNS:"$runs" PARALLEL:"$parallel" PARALLEL_ROUNDS:"$parallel_rounds"; do
     [[ "${v#*:}" =~ ^[1-9][0-9]*$ ]] || die "${v%%:*} must be a positive integer, not '${v#*:}'"
@@ -122,7 +122,6 @@ for s in "${systems[@]}"; do
     case $s in berth | ctr | docker) ;; *) die "unknown system '$s' in SYSTEMS (berth, ctr, docker)" ;; esac
 done
 has() { [[ " ${systems[*]} " == *" $1 "* ]]; }
-need() { command -v "$1" >/dev/null || die "$1 not found (run: make deps)"; }
 for tool in python3 jq findmnt flock xargs timeout umoci skopeo; do need "$tool"; done
 if has docker; then
     need "$dockerd"
@@ -142,61 +141,6 @@ unset DOCKER_HOST DOCKER_CONTEXT DOCKER_TLS_VERIFY BERTH_ADDRESS BERTH_NAMESPACE
 
 # --- helpers (as in bench/pull.sh) ---------------------------------------------
 
-# TERM, then KILL after GRACE seconds; reaps. Returns 1 if it needed KILL.
-stop_pid() { # PID GRACE
-    local pid=$1 grace=$2 i
-    kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    for ((i = 0; i < grace * 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.05
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    return 1
-}
-
-# Live processes whose command line mentions TEXT (a unique temp path).
-pids_mentioning() { # TEXT
-    local p
-    for p in /proc/[0-9]*; do
-        [ "${p#/proc/}" = $$ ] && continue
-        if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$1"; then echo "${p#/proc/}"; fi
-    done
-}
-
-mounts_under() { # DIR
-    { findmnt -rn -o TARGET | grep -E "^$1(/|\$)" || true; } | sort -r
-}
-
-# Functions that can fail set err to what went wrong and return 1.
-err=
-
-# Waits until CHECK succeeds, for at most START_TIMEOUT seconds, while PID lives.
-wait_ready() { # NAME PID LOG CHECK...
-    local name=$1 pid=$2 log=$3
-    shift 3
-    local deadline=$((SECONDS + start_timeout))
-    while ! "$@" >/dev/null 2>&1; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            err="$name exited at start; its log ends: $(tail -n 5 "$log" | tr '\n' ' ')"
-            return 1
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            err="$name did not answer within ${start_timeout}s; its log ends: $(tail -n 5 "$log" | tr '\n' ' ')"
-            return 1
-        fi
-        sleep 0.05
-    done
-}
-
-# Whether a unix socket accepts connections.
-socket_accepts() { # PATH
-    [ -S "$1" ] && python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(1)
-s.connect(sys.argv[1])' "$1"
-}
 
 # utime+stime of the given processes, in clock ticks.
 cpu_ticks() { # PID...
@@ -262,41 +206,6 @@ wait_quiet() {
 }
 
 # --- the systems -------------------------------------------------------------------
-
-write_containerd_config() { # DIR SOCKET STATE
-    cat >"$1/containerd.toml" <<EOF
-version = 2
-root = "$1/root"
-state = "$3"
-temp = "$1/tmp"
-# Only the task API is used: no CRI (it wants CNI and a sandbox image).
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-]
-
-[grpc]
-  address = "$2"
-
-[ttrpc]
-  address = "$2.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$1/opt"
-EOF
-    mkdir -p "$1/root" "$3" "$1/tmp"
-}
-
-start_containerd() { # DIR SOCKET STATE -> sets started_pid
-    write_containerd_config "$1" "$2" "$3"
-    "$containerd" --config "$1/containerd.toml" </dev/null >"$1/containerd.log" 2>&1 &
-    started_pid=$!
-    daemon_pids=("$started_pid" "${daemon_pids[@]}")
-    wait_ready containerd "$started_pid" "$1/containerd.log" "$ctr" --address "$2" version
-}
 
 # Makes the private bridge for docker's default network (DOCKER_BRIDGE=1).
 make_bridge() {
@@ -686,9 +595,6 @@ fi
 # --- 2. shim memory ----------------------------------------------------------------
 smaps_kib() { # PID FIELD
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/smaps_rollup"
-}
-status_kib() { # PID FIELD
-    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }
 shim_memory() { # SYSTEM
     local system=$1 id=mem-$1 pid shim exe want t0 t1 deadline

@@ -1,0 +1,105 @@
+# Helpers shared by the daemon benchmarks (bench/pull.sh, bench/tasks.sh);
+# sourced, not run. They expect `start_timeout` (seconds) and `containerd`
+# (the binary) to be set by the script, and report failures in `err`.
+
+die() { echo "bench: $*" >&2; exit 1; }
+say() { echo "bench: $*" >&2; }
+need() { command -v "$1" >/dev/null || die "$1 not found (run: make deps)"; }
+
+# TERM, then KILL after GRACE seconds; reaps. Returns 1 if it needed KILL.
+stop_pid() { # PID GRACE
+    local pid=$1 grace=$2 i
+    kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    for ((i = 0; i < grace * 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    return 1
+}
+
+# Live processes whose command line mentions TEXT (a unique temp path).
+pids_mentioning() { # TEXT
+    local p
+    for p in /proc/[0-9]*; do
+        [ "${p#/proc/}" = $$ ] && continue
+        if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$1"; then echo "${p#/proc/}"; fi
+    done
+}
+
+mounts_under() { # DIR
+    { findmnt -rn -o TARGET | grep -E "^$1(/|\$)" || true; } | sort -r
+}
+
+# Functions that can fail set err to what went wrong and return 1.
+err=
+
+# Waits until CHECK succeeds, for at most start_timeout seconds, while PID lives.
+wait_ready() { # NAME PID LOG CHECK...
+    local name=$1 pid=$2 log=$3
+    shift 3
+    local deadline=$((SECONDS + start_timeout))
+    while ! "$@" >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            err="$name exited at start; its log ends: $(tail -n 5 "$log" | tr '\n' ' ')"
+            return 1
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            err="$name did not answer within ${start_timeout}s; its log ends: $(tail -n 5 "$log" | tr '\n' ' ')"
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# Whether a unix socket accepts connections.
+socket_accepts() { # PATH
+    [ -S "$1" ] && python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(1)
+s.connect(sys.argv[1])' "$1"
+}
+
+# A field of /proc/PID/status, in KiB.
+status_kib() { # PID FIELD
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+# containerd on its own root (DIR) and state (STATE), serving SOCKET.
+write_containerd_config() { # DIR SOCKET STATE
+    cat >"$1/containerd.toml" <<TOML
+version = 2
+root = "$1/root"
+state = "$3"
+temp = "$1/tmp"
+# Only the image and task APIs are used: no CRI (it wants CNI and a sandbox image).
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+]
+
+[grpc]
+  address = "$2"
+
+[ttrpc]
+  address = "$2.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$1/opt"
+TOML
+    mkdir -p "$1/root" "$3" "$1/tmp"
+}
+
+start_containerd() { # DIR SOCKET STATE -> sets started_pid
+    write_containerd_config "$1" "$2" "$3"
+    env -u CONTAINERD_ADDRESS -u CONTAINERD_NAMESPACE "$containerd" --config "$1/containerd.toml" \
+        </dev/null >"$1/containerd.log" 2>&1 &
+    started_pid=$!
+    daemon_pids=("$started_pid" "${daemon_pids[@]}")
+    wait_ready containerd "$started_pid" "$1/containerd.log" "$ctr" --address "$2" version
+}
