@@ -31,8 +31,8 @@ const LIVE_BUFFER: usize = 1024;
 /// The most queued events written in one transaction.
 const MAX_BATCH: usize = 256;
 
-/// What runs once a queued event is recorded (or failed to be).
-pub type AfterRecorded = Box<dyn FnOnce() + Send>;
+/// What runs once a queued event is recorded (true) or failed to be.
+pub type AfterRecorded = Box<dyn FnOnce(bool) + Send>;
 
 /// An event waiting for the writer.
 struct Queued {
@@ -148,12 +148,16 @@ impl Exchange {
                 .iter()
                 .map(|q| (q.ns.as_str(), q.topic.as_str(), &q.attributes))
                 .collect();
-            if let Err(e) = self.publish_many(&items) {
-                tracing::warn!(error = %e, events = batch.len(), "events not recorded");
-            }
+            let recorded = match self.publish_many(&items) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, events = batch.len(), "events not recorded");
+                    false
+                }
+            };
             for q in batch {
                 if let Some(then) = q.then {
-                    then();
+                    then(recorded);
                 }
             }
         }
@@ -190,11 +194,15 @@ impl Exchange {
             },
             None => queued,
         };
-        if let Err(e) = self.publish(&queued.ns, &queued.topic, queued.attributes) {
-            tracing::warn!(namespace = ns, topic, error = %e, "event not recorded");
-        }
+        let recorded = match self.publish(&queued.ns, &queued.topic, queued.attributes) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(namespace = ns, topic, error = %e, "event not recorded");
+                false
+            }
+        };
         if let Some(then) = queued.then {
-            then();
+            then(recorded);
         }
     }
 
@@ -320,7 +328,8 @@ mod tests {
         for i in 0..300 {
             let done = Arc::clone(&done);
             let attributes = BTreeMap::from([("i".to_string(), i.to_string())]);
-            let then: AfterRecorded = Box::new(move || {
+            let then: AfterRecorded = Box::new(move |recorded| {
+                assert!(recorded);
                 done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             });
             ex.enqueue("a", "/test/queued", attributes, Some(then));

@@ -109,7 +109,11 @@ pub async fn serve(
 
     let events = Arc::new(Exchange::new(Arc::clone(&images.meta)));
     events.start_writer().context("start the event writer")?;
-    let mut task_config = TaskConfig::beside_executable(config.state.clone());
+    // Absolute and without symlinks: the shims and the runtime get these
+    // paths, and the kernel reports mounts by their real paths.
+    let state = std::fs::canonicalize(&config.state)
+        .with_context(|| format!("resolve {}", config.state.display()))?;
+    let mut task_config = TaskConfig::beside_executable(state);
     if let Some(shim) = config.shim {
         task_config.shim = shim;
     }

@@ -138,16 +138,22 @@ impl pb::containers_server::Containers for Service {
     ) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
         let id = req.into_inner().id;
-        if self.tasks.has_task(&ns, &id) {
+        // No task may start while the container goes (held until the
+        // delete ends, even if the client goes away).
+        let Some(hold) = self.tasks.hold(&ns, &id) else {
             return Err(Status::failed_precondition(format!(
                 "container {id:?} has a task: kill and delete the task first"
             )));
-        }
+        };
         let images = Arc::clone(&self.images);
         let (ns2, id2) = (ns.clone(), id.clone());
         let record = {
-            let _gc = Arc::clone(&self.images.gc_lock).read_owned().await;
-            blocking(move || containers::delete(&images, &ns2, &id2)).await?
+            let gc = Arc::clone(&self.images.gc_lock).read_owned().await;
+            blocking(move || {
+                let _held = (hold, gc);
+                containers::delete(&images, &ns2, &id2)
+            })
+            .await?
         };
         self.container_event(&ns, "delete", &id, &record).await;
         // What only the container kept: an image's content and layers after

@@ -309,7 +309,13 @@ impl pb::tasks_server::Tasks for Service {
         let out_tx = tx.clone();
         tokio::spawn(async move {
             loop {
-                let item = match output.next().await {
+                // A client gone away ends the copy even while the process
+                // is quiet.
+                let next = tokio::select! {
+                    next = output.next() => next,
+                    () = out_tx.closed() => break,
+                };
+                let item = match next {
                     Ok(Some((stream, data))) => Ok(pb::AttachResponse {
                         stream: u32::from(stream),
                         data,

@@ -39,6 +39,10 @@ use shim::{AttachInput, AttachOutput, ShimConn, ShimError};
 
 /// Longest unix socket path (sun_path is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// How long the supervisor waits for a shim's state at a restart or in a
+/// list (its runtime commands take milliseconds; a shim stuck longer is
+/// reported, not waited for).
+const SHIM_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Exit status reported for a process whose shim died without recording
 /// its exit (containerd reports the same).
 const UNKNOWN_EXIT: i32 = 255;
@@ -279,6 +283,8 @@ struct Task {
     deleting: AtomicBool,
     /// Exit markers queued to be written into the bundle.
     markers: Arc<MarkerWrites>,
+    /// Held while a process starts, so its exit is published after.
+    starting: tokio::sync::Mutex<()>,
 }
 
 /// Counts the exit markers still to be written, so that the bundle is
@@ -290,12 +296,25 @@ struct MarkerWrites {
     done: tokio::sync::Notify,
 }
 
-impl MarkerWrites {
-    fn finish(&self) {
-        self.pending.fetch_sub(1, Ordering::SeqCst);
-        self.done.notify_waiters();
-    }
+/// One pending marker write; done when dropped, so a follow-up that never
+/// runs (its queue gone) cannot hold a delete up.
+struct MarkerPending(Arc<MarkerWrites>);
 
+impl MarkerPending {
+    fn new(markers: &Arc<MarkerWrites>) -> MarkerPending {
+        markers.pending.fetch_add(1, Ordering::SeqCst);
+        MarkerPending(Arc::clone(markers))
+    }
+}
+
+impl Drop for MarkerPending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+        self.0.done.notify_waiters();
+    }
+}
+
+impl MarkerWrites {
     /// Returns once no marker is pending.
     async fn idle(&self) {
         loop {
@@ -331,6 +350,7 @@ impl Task {
             report: tokio::sync::Mutex::new(()),
             deleting: AtomicBool::new(false),
             markers: Arc::default(),
+            starting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -384,7 +404,22 @@ fn report_marker(dir: &Path, exec_id: Option<&str>) -> PathBuf {
 enum Slot {
     /// A create is under way.
     Creating,
+    /// The container is being deleted: no task may start meanwhile.
+    Held,
     Ready(Arc<Task>),
+}
+
+/// Keeps a container without a task while it is deleted (see
+/// [`Tasks::hold`]); released when dropped.
+pub struct Hold {
+    tasks: Arc<Tasks>,
+    key: (String, String),
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.tasks.lock().remove(&self.key);
+    }
 }
 
 /// The tasks of every namespace.
@@ -436,9 +471,20 @@ impl Tasks {
         }
     }
 
-    /// Whether the container has a task (or one is being created).
-    pub fn has_task(&self, ns: &str, id: &str) -> bool {
-        self.lock().contains_key(&(ns.to_string(), id.to_string()))
+    /// Reserves a container that has no task, so that none is created
+    /// while it is deleted; `None` when it has a task (or one is being
+    /// created).
+    pub fn hold(self: &Arc<Self>, ns: &str, id: &str) -> Option<Hold> {
+        let key = (ns.to_string(), id.to_string());
+        let mut table = self.lock();
+        if table.contains_key(&key) {
+            return None;
+        }
+        table.insert(key.clone(), Slot::Held);
+        Some(Hold {
+            tasks: Arc::clone(self),
+            key,
+        })
     }
 
     fn resolve_runtime(&self, name: &str) -> Result<PathBuf, TaskError> {
@@ -483,7 +529,6 @@ impl Tasks {
         id: &str,
         opts: CreateOptions,
     ) -> Result<u32, TaskError> {
-        let record = containers::get(&self.images, ns, id)?;
         let key = (ns.to_string(), id.to_string());
         {
             let mut table = self.lock();
@@ -492,7 +537,11 @@ impl Tasks {
             }
             table.insert(key.clone(), Slot::Creating);
         }
-        let created = self.create_task(ns, id, &record, &opts).await;
+        // Read once the id is reserved: a container delete holds it too.
+        let created = match containers::get(&self.images, ns, id) {
+            Ok(record) => self.create_task(ns, id, &record, &opts).await,
+            Err(e) => Err(e.into()),
+        };
         match created {
             Ok(task) => {
                 let pid = task.pid;
@@ -521,7 +570,8 @@ impl Tasks {
     ) -> Result<Arc<Task>, TaskError> {
         let dir = self.dir(ns, id);
         let socket = dir.join("shim.sock");
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        // The longest socket the shim makes there is its console socket.
+        if dir.join("console.sock").as_os_str().len() > MAX_SOCKET_PATH {
             return Err(TaskError::Invalid {
                 what: "container id",
                 reason: format!(
@@ -557,7 +607,7 @@ impl Tasks {
         let mut shim_opts = Options::new(runtime, self.runtime_root(ns), &dir, id, &socket, &dir);
         shim_opts.no_stdin = !opts.stdin;
         shim_opts.log_max_size = (opts.log_max_size > 0).then_some(opts.log_max_size);
-        let started = self.start_shim(id, &shim_opts).await;
+        let started = self.start_shim(ns, id, &shim_opts).await;
         let pid = match started {
             Ok(pid) => pid,
             Err(e) => {
@@ -573,7 +623,7 @@ impl Tasks {
 
     /// Runs the shim, which returns once it serves and has created the
     /// container; the init's pid.
-    async fn start_shim(&self, id: &str, opts: &Options) -> Result<u32, TaskError> {
+    async fn start_shim(&self, ns: &str, id: &str, opts: &Options) -> Result<u32, TaskError> {
         let out = tokio::process::Command::new(&self.config.shim)
             .args(opts.to_args())
             .stdin(std::process::Stdio::null())
@@ -598,14 +648,29 @@ impl Tasks {
                 },
             });
         }
-        let mut conn = ShimConn::connect(&opts.socket)
-            .await
-            .map_err(|e| TaskError::shim(id, e))?;
-        let state: ProcessState = conn
-            .call_as(&Request::State { exec_id: None })
-            .await
-            .map_err(|e| TaskError::shim(id, e))?;
-        Ok(state.pid.unwrap_or(0).max(0) as u32)
+        let state = async {
+            let mut conn = ShimConn::connect(&opts.socket).await?;
+            conn.call_as::<ProcessState>(&Request::State { exec_id: None })
+                .await
+        };
+        match tokio::time::timeout(SHIM_CALL_TIMEOUT, state).await {
+            Ok(Ok(state)) => Ok(state.pid.unwrap_or(0).max(0) as u32),
+            failed => {
+                // The shim runs and the container exists: neither may
+                // outlive the failed create.
+                if let Ok(mut conn) = ShimConn::connect(&opts.socket).await {
+                    let _ = conn.call(&Request::Shutdown { force: true }).await;
+                }
+                self.runtime_force_delete(ns, id).await;
+                Err(match failed {
+                    Ok(Err(e)) => TaskError::shim(id, e),
+                    _ => TaskError::ShimStart {
+                        id: id.to_string(),
+                        reason: "the shim did not answer".to_string(),
+                    },
+                })
+            }
+        }
     }
 
     /// Deletes a stopped or never started task: its exit, once the shim,
@@ -629,7 +694,11 @@ impl Tasks {
         self.report_exit(&task, None, task.pid, exit.clone()).await;
         task.markers.idle().await;
         let dir = task.dir.clone();
-        blocking(move || Ok(bundle::remove(&dir)?)).await?;
+        if let Err(e) = blocking(move || Ok(bundle::remove(&dir)?)).await {
+            // A retry finds the shim gone and removes the bundle again.
+            task.deleting.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
         self.lock().remove(&(ns.to_string(), id.to_string()));
         let mut attributes = Self::attributes(&task, None, task.pid);
         exit.attributes(&mut attributes);
@@ -647,7 +716,8 @@ impl Tasks {
         let mut conn = match ShimConn::connect(&task.socket).await {
             Ok(conn) => conn,
             // The shim is gone: clean up after it.
-            Err(_) => return Ok(self.cleanup_dead_shim(task).await),
+            Err(_) if !shim_alive(&task.dir) => return Ok(self.cleanup_dead_shim(task).await),
+            Err(e) => return Err(TaskError::shim(&task.id, e)),
         };
         let state: ProcessState = conn
             .call_as(&Request::State { exec_id: None })
@@ -717,8 +787,28 @@ impl Tasks {
     // -----------------------------------------------------------------
     // Exits and OOM kills
 
-    /// Follows the shim's events until the shim exits.
+    /// Follows the shim's events until the shim exits; a stream that
+    /// breaks while the shim lives is opened again (the shim replays the
+    /// exits it recorded, which are reported once).
     async fn monitor(self: Arc<Self>, task: Arc<Task>) {
+        loop {
+            self.follow_events(&task).await;
+            if task.deleting.load(Ordering::SeqCst) || !shim_alive(&task.dir) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        // The shim is gone: after a delete, or because it died. An init
+        // exit it never reported is reported now.
+        if !task.deleting.load(Ordering::SeqCst) && task.exited().is_none() {
+            tracing::warn!(namespace = %task.ns, container = %task.id, "the shim is gone");
+            let exit = self.cleanup_dead_shim(&task).await;
+            self.report_exit(&task, None, task.pid, exit).await;
+        }
+    }
+
+    /// Reads one events stream of the shim until it ends or breaks.
+    async fn follow_events(&self, task: &Task) {
         let stream = match ShimConn::connect(&task.socket).await {
             Ok(conn) => conn.events().await,
             Err(e) => Err(e),
@@ -737,7 +827,7 @@ impl Tasks {
                             exited_at,
                         });
                         let pid = pid.max(0) as u32;
-                        self.report_exit(&task, exec_id.as_deref(), pid, exit).await;
+                        self.report_exit(task, exec_id.as_deref(), pid, exit).await;
                     }
                     Ok(Some(ShimEvent::Oom)) => {
                         tracing::info!(namespace = %task.ns, container = %task.id, "oom kill");
@@ -752,14 +842,7 @@ impl Tasks {
                     }
                 }
             },
-            Err(e) => tracing::warn!(container = %task.id, error = %e, "follow the shim"),
-        }
-        // The stream ends when the shim exits: after a delete, or because it
-        // died. An init exit it never reported is reported now.
-        if !task.deleting.load(Ordering::SeqCst) && task.exited().is_none() {
-            tracing::warn!(namespace = %task.ns, container = %task.id, "the shim is gone");
-            let exit = self.cleanup_dead_shim(&task).await;
-            self.report_exit(&task, None, task.pid, exit).await;
+            Err(e) => tracing::debug!(container = %task.id, error = %e, "follow the shim"),
         }
     }
 
@@ -772,25 +855,28 @@ impl Tasks {
             return;
         }
         let marker = report_marker(&task.dir, exec_id);
+        let _gate = task.starting.lock().await;
         if !marker.exists() {
             let mut attributes = Self::attributes(task, exec_id, pid);
             exit.attributes(&mut attributes);
             // Counted before `deleting` is read: a delete that starts now
             // waits for this marker, or this sees the delete and writes none
             // (the bundle goes, and its markers with it).
-            task.markers.pending.fetch_add(1, Ordering::SeqCst);
+            let pending = MarkerPending::new(&task.markers);
             if task.deleting.load(Ordering::SeqCst) {
-                task.markers.finish();
+                drop(pending);
                 self.events
                     .enqueue(&task.ns, "/tasks/exit", attributes, None);
             } else {
-                // Marked once recorded: a crash before then reports it again.
-                let markers = Arc::clone(&task.markers);
-                let then = move || {
-                    if let Err(e) = std::fs::write(&marker, b"") {
-                        tracing::warn!(path = %marker.display(), error = %e, "write the exit marker");
+                // Marked once recorded: a crash before then, or an event
+                // that failed to be recorded, is reported again.
+                let then = move |recorded: bool| {
+                    if recorded {
+                        if let Err(e) = std::fs::write(&marker, b"") {
+                            tracing::warn!(path = %marker.display(), error = %e, "write the exit marker");
+                        }
                     }
-                    markers.finish();
+                    drop(pending);
                 };
                 self.events
                     .enqueue(&task.ns, "/tasks/exit", attributes, Some(Box::new(then)));
@@ -809,11 +895,13 @@ impl Tasks {
     pub async fn recover(self: &Arc<Self>) -> Result<(), TaskError> {
         let root = self.config.state.join("shims");
         let found = blocking(move || Ok(list_bundles(&root))).await?;
-        for (ns, id, dir) in found {
+        // All at once: a shim that does not answer holds up only itself.
+        let recovering = found.into_iter().map(|(ns, id, dir)| async move {
             if let Err(e) = self.recover_one(&ns, &id, dir).await {
                 tracing::warn!(namespace = %ns, container = %id, error = %e, "task not recovered");
             }
-        }
+        });
+        futures_util::future::join_all(recovering).await;
         Ok(())
     }
 
@@ -833,12 +921,26 @@ impl Tasks {
                 .map_err(|e| TaskError::Container(e.into()))?
         };
         let socket = dir.join("shim.sock");
-        let live = match ShimConn::connect(&socket).await {
-            Ok(mut conn) => conn
-                .call_as::<ProcessState>(&Request::State { exec_id: None })
+        let state = async {
+            let mut conn = ShimConn::connect(&socket).await?;
+            conn.call_as::<ProcessState>(&Request::State { exec_id: None })
                 .await
-                .ok(),
-            Err(_) => None,
+        };
+        let live = match tokio::time::timeout(SHIM_CALL_TIMEOUT, state).await {
+            Ok(Ok(state)) => Some(state),
+            // Dead: cleaned up below.
+            _ if !shim_alive(&dir) => None,
+            // Alive but not answering as it should: left alone.
+            Ok(Err(e)) => return Err(TaskError::shim(id, e)),
+            Err(_) => {
+                return Err(TaskError::Shim {
+                    id: id.to_string(),
+                    source: ShimError::Io {
+                        path: socket,
+                        source: io::ErrorKind::TimedOut.into(),
+                    },
+                })
+            }
         };
         let pid = match &live {
             Some(state) => state.pid.unwrap_or(0).max(0) as u32,
@@ -903,6 +1005,9 @@ impl Tasks {
     /// Starts the init, or a registered exec'd process; its pid.
     pub async fn start(&self, ns: &str, id: &str, exec_id: Option<&str>) -> Result<u32, TaskError> {
         let task = self.task(ns, id)?;
+        // Held until the start is queued: an exit that comes meanwhile is
+        // queued after it.
+        let _gate = task.starting.lock().await;
         let started: Started = match exec_id {
             None => task.call_as(&Request::Start).await?,
             Some(e) => {
@@ -985,6 +1090,8 @@ impl Tasks {
                 exec_id: Some(exec_id.to_string()),
             })
             .await?;
+        // Its marker may still be on its way: removed once written.
+        task.markers.idle().await;
         let _ = std::fs::remove_file(report_marker(&task.dir, Some(exec_id)));
         Ok((state.pid.unwrap_or(0).max(0) as u32, Exit::from_info(&info)))
     }
@@ -1007,11 +1114,22 @@ impl Tasks {
         task: &Task,
         exec_id: Option<&str>,
     ) -> Result<ProcessInfo, TaskError> {
-        let state = task
-            .call_as::<ProcessState>(&Request::State {
-                exec_id: exec_id.map(str::to_owned),
-            })
-            .await;
+        let request = Request::State {
+            exec_id: exec_id.map(str::to_owned),
+        };
+        let state =
+            match tokio::time::timeout(SHIM_CALL_TIMEOUT, task.call_as::<ProcessState>(&request))
+                .await
+            {
+                Ok(state) => state,
+                Err(_) => Err(TaskError::Shim {
+                    id: task.id.clone(),
+                    source: ShimError::Io {
+                        path: task.socket.clone(),
+                        source: io::ErrorKind::TimedOut.into(),
+                    },
+                }),
+            };
         match state {
             Ok(s) => Ok(ProcessInfo {
                 container_id: task.id.clone(),
@@ -1056,7 +1174,7 @@ impl Tasks {
             .filter(|((n, _), _)| n == ns)
             .filter_map(|(_, slot)| match slot {
                 Slot::Ready(t) => Some(Arc::clone(t)),
-                Slot::Creating => None,
+                Slot::Creating | Slot::Held => None,
             })
             .collect();
         let mut out = Vec::with_capacity(tasks.len());
@@ -1245,6 +1363,30 @@ fn list_bundles(root: &Path) -> Vec<(String, String, PathBuf)> {
         }
     }
     found
+}
+
+/// Whether the shim of bundle `dir` runs: the process its `shim.pid` names
+/// is alive and is a berth-shim (not a process that reused the pid). A
+/// shim that does not answer is not dead unless this says so: cleaning up
+/// after a live shim would kill its container.
+fn shim_alive(dir: &Path) -> bool {
+    let pid = read_pid(&dir.join(berth_shim::server::SHIM_PID_FILE));
+    if pid == 0 {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true);
+    !zombie
+        && cmdline
+            .split(|b| *b == 0)
+            .next()
+            .is_some_and(|arg0| arg0.ends_with(b"berth-shim"))
 }
 
 fn read_pid(path: &Path) -> u32 {

@@ -280,22 +280,21 @@ impl Attached {
     }
 }
 
-/// Keeps the process's terminal the size of ours.
-fn follow_window_size(client: &Client, id: &str, exec_id: Option<&str>) {
-    let Some((width, height)) = window_size() else {
+/// Gives the process's terminal the size of ours, and keeps it so.
+async fn follow_window_size(client: &Client, id: &str, exec_id: Option<&str>) {
+    let Some(size) = window_size() else {
         return;
     };
-    let client = client.clone();
+    let mut tasks = client.tasks();
     let (id, exec_id) = (id.to_string(), exec_id.unwrap_or_default().to_string());
+    let resize = move |(width, height)| ResizePtyRequest {
+        container_id: id.clone(),
+        exec_id: exec_id.clone(),
+        width,
+        height,
+    };
+    let _ = tasks.resize_pty(resize(size)).await;
     tokio::spawn(async move {
-        let mut tasks = client.tasks();
-        let resize = |(width, height)| ResizePtyRequest {
-            container_id: id.clone(),
-            exec_id: exec_id.clone(),
-            width,
-            height,
-        };
-        let _ = tasks.resize_pty(resize((width, height))).await;
         let Ok(mut winch) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
         else {
@@ -393,6 +392,10 @@ async fn run_task(client: &Client, id: &str, a: &RunArgs) -> Result<u8> {
     } else {
         None
     };
+    // The size holds from the first byte the process writes.
+    if a.tty {
+        follow_window_size(client, id, None).await;
+    }
     tasks
         .start(StartRequest {
             container_id: id.to_string(),
@@ -401,9 +404,6 @@ async fn run_task(client: &Client, id: &str, a: &RunArgs) -> Result<u8> {
         .await
         .map_err(rpc)
         .context("start the task")?;
-    if a.tty {
-        follow_window_size(client, id, None);
-    }
     if !(a.tty && a.interactive) {
         forward_signals(client, id, None);
     }
@@ -722,6 +722,9 @@ async fn exec(
         } else {
             None
         };
+        if tty {
+            follow_window_size(client, id, Some(exec_id)).await;
+        }
         tasks
             .start(StartRequest {
                 container_id: id.to_string(),
@@ -729,9 +732,7 @@ async fn exec(
             })
             .await
             .map_err(rpc)?;
-        if tty {
-            follow_window_size(client, id, Some(exec_id));
-        }
+
         if !(tty && interactive) {
             forward_signals(client, id, Some(exec_id));
         }
