@@ -156,9 +156,17 @@ impl EventStream {
             if line.trim().is_empty() {
                 continue;
             }
-            return serde_json::from_str(&line)
-                .map(Some)
-                .map_err(|e| self.conn.bad(format!("{e}: {line:?}")));
+            match serde_json::from_str::<ShimEvent>(&line) {
+                Ok(event) => return Ok(Some(event)),
+                // An event of a newer shim: not ours to act on.
+                Err(_)
+                    if serde_json::from_str::<serde_json::Value>(&line)
+                        .is_ok_and(|v| v.get("type").is_some_and(serde_json::Value::is_string)) =>
+                {
+                    tracing::debug!(line = line.trim(), "unknown shim event skipped");
+                }
+                Err(e) => return Err(self.conn.bad(format!("{e}: {line:?}"))),
+            }
         }
     }
 }
