@@ -417,6 +417,28 @@ fn run_busybox_from_a_pulled_image() {
     assert!(out.stdout.starts_with("/dev/pts/"), "{out:?}");
     assert!(out.stdout.ends_with("x\r\n"), "{out:?}");
 
+    // Another runc-compatible runtime runs the same container: runc itself.
+    let out = sup.ctr_ns(
+        ns,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            "runc",
+            "--name",
+            "runc",
+            &image,
+            "sh",
+            "-c",
+            "echo via runc; exit 4",
+        ],
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (4, "via runc\n"),
+        "{out:?}"
+    );
+
     // Ctrl-C on berth-ctr run reaches the process, whose status it returns.
     let mut child = std::process::Command::new(ctr_binary())
         .arg("--address")
