@@ -1121,3 +1121,68 @@ fn clients_killed_mid_run_leave_nothing_stuck() {
     });
     assert_nothing_left(&sup, ns);
 }
+
+#[test]
+fn a_stuck_shim_is_left_alone_at_restart() {
+    let (_registry, mut sup, image) = setup("test/tasks-stuck");
+    let ns = "tasks-stuck";
+    pull(&sup, ns, &image);
+    let rt = runtime();
+    let client = connect(&rt, &sup, ns);
+    let pid = rt.block_on(async {
+        create_container(&client, "s1", &image, &["busybox", "sleep", "1000"], 0)
+            .await
+            .expect("create");
+        let pid = create_task(&client, "s1", false).await.expect("task");
+        start(&client, "s1", "").await.expect("start");
+        pid
+    });
+    drop(client);
+    sup.kill9();
+    let shim: i32 =
+        std::fs::read_to_string(sup.dir().join("state/shims").join(ns).join("s1/shim.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    // A shim that lives but does not answer (stopped): the restart must
+    // neither hang on it nor take it for dead and kill its container.
+    // SAFETY: kill(2) of the test's own shim.
+    unsafe { libc::kill(shim, libc::SIGSTOP) };
+    let started = Instant::now();
+    sup.start_again();
+    let client = connect(&rt, &sup, ns);
+    let listed = rt.block_on(async {
+        client
+            .tasks()
+            .list(tpb::ListTasksRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .tasks
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(shim, libc::SIGCONT) };
+    assert!(listed.is_empty(), "{listed:?}");
+    assert!(
+        process_alive(pid),
+        "the container of a live shim was killed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(sup.log().contains("task not recovered"), "{}", sup.log());
+    // Answering again, it is reattached at the next restart.
+    sup.kill9();
+    sup.start_again();
+    let client = connect(&rt, &sup, ns);
+    rt.block_on(async {
+        assert_eq!(get(&client, "s1").await.pid, pid);
+        kill(&client, "s1", libc::SIGKILL).await;
+        assert_eq!(wait(&client, "s1", "").await, 137);
+        delete_all(&client, "s1").await;
+    });
+    assert_nothing_left(&sup, ns);
+}

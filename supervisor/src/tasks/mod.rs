@@ -43,6 +43,9 @@ const MAX_SOCKET_PATH: usize = 107;
 /// list (its runtime commands take milliseconds; a shim stuck longer is
 /// reported, not waited for).
 const SHIM_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a call to a shim may take: more than the shim gives a runtime
+/// command (two minutes).
+const SHIM_RUNTIME_DEADLINE: std::time::Duration = std::time::Duration::from_secs(150);
 /// Exit status reported for a process whose shim died without recording
 /// its exit (containerd reports the same).
 const UNKNOWN_EXIT: i32 = 255;
@@ -361,20 +364,29 @@ impl Task {
     }
 
     async fn call(&self, request: &Request) -> Result<Value, TaskError> {
-        let mut conn = self.conn().await?;
-        conn.call(request)
-            .await
-            .map_err(|e| TaskError::shim(&self.id, e))
+        self.call_as(request).await
     }
 
+    /// One request to the shim. Only a wait may take as long as the
+    /// process: anything else is answered within the shim's own deadline
+    /// for runtime commands, and a shim that does not (stopped, stuck) is
+    /// reported rather than waited for.
     async fn call_as<T: serde::de::DeserializeOwned>(
         &self,
         request: &Request,
     ) -> Result<T, TaskError> {
-        let mut conn = self.conn().await?;
-        conn.call_as(request)
+        let work = async {
+            let mut conn = self.conn().await?;
+            conn.call_as(request)
+                .await
+                .map_err(|e| TaskError::shim(&self.id, e))
+        };
+        if matches!(request, Request::Wait { .. }) {
+            return work.await;
+        }
+        tokio::time::timeout(SHIM_RUNTIME_DEADLINE, work)
             .await
-            .map_err(|e| TaskError::shim(&self.id, e))
+            .unwrap_or_else(|_| Err(timed_out(&self.id, &self.socket)))
     }
 
     fn exited(&self) -> Option<Exit> {
@@ -932,15 +944,7 @@ impl Tasks {
             _ if !shim_alive(&dir) => None,
             // Alive but not answering as it should: left alone.
             Ok(Err(e)) => return Err(TaskError::shim(id, e)),
-            Err(_) => {
-                return Err(TaskError::Shim {
-                    id: id.to_string(),
-                    source: ShimError::Io {
-                        path: socket,
-                        source: io::ErrorKind::TimedOut.into(),
-                    },
-                })
-            }
+            Err(_) => return Err(timed_out(id, &socket)),
         };
         let pid = match &live {
             Some(state) => state.pid.unwrap_or(0).max(0) as u32,
@@ -1122,13 +1126,7 @@ impl Tasks {
                 .await
             {
                 Ok(state) => state,
-                Err(_) => Err(TaskError::Shim {
-                    id: task.id.clone(),
-                    source: ShimError::Io {
-                        path: task.socket.clone(),
-                        source: io::ErrorKind::TimedOut.into(),
-                    },
-                }),
+                Err(_) => Err(timed_out(&task.id, &task.socket)),
             };
         match state {
             Ok(s) => Ok(ProcessInfo {
@@ -1363,6 +1361,17 @@ fn list_bundles(root: &Path) -> Vec<(String, String, PathBuf)> {
         }
     }
     found
+}
+
+/// A shim that did not answer in time.
+fn timed_out(id: &str, socket: &Path) -> TaskError {
+    TaskError::Shim {
+        id: id.to_string(),
+        source: ShimError::Io {
+            path: socket.to_path_buf(),
+            source: io::ErrorKind::TimedOut.into(),
+        },
+    }
 }
 
 /// Whether the shim of bundle `dir` runs: the process its `shim.pid` names
