@@ -281,6 +281,26 @@ fn cgroups_of(ns: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Whether the freezer of `pid`'s cgroup holds it (cgroup v1's
+/// `freezer.state`, or v2's `cgroup.freeze`).
+fn frozen(pid: u32) -> bool {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    for line in cgroups.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        if controllers.split(',').any(|c| c == "freezer") {
+            let state = format!("/sys/fs/cgroup/freezer{path}/freezer.state");
+            return std::fs::read_to_string(state).is_ok_and(|s| s.trim() == "FROZEN");
+        }
+    }
+    let path = cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default();
+    std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.freeze"))
+        .is_ok_and(|s| s.trim() == "1")
+}
+
 fn process_alive(pid: u32) -> bool {
     // A zombie is as good as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -555,6 +575,7 @@ fn run_busybox_from_a_pulled_image() {
             .await
             .expect("pause");
         assert_eq!(get(&client, "c1").await.status, tpb::Status::Paused as i32);
+        assert!(frozen(pid), "the paused init's cgroup is not frozen");
         client
             .tasks()
             .resume(tpb::ResumeRequest {
@@ -563,6 +584,26 @@ fn run_busybox_from_a_pulled_image() {
             .await
             .expect("resume");
         assert_eq!(get(&client, "c1").await.status, tpb::Status::Running as i32);
+        assert!(!frozen(pid), "the resumed init's cgroup is still frozen");
+
+        // A new memory limit reaches the cgroup.
+        client
+            .tasks()
+            .update(tpb::UpdateTaskRequest {
+                container_id: "c1".into(),
+                resources: br#"{"memory":{"limit":67108864}}"#.to_vec(),
+            })
+            .await
+            .expect("update");
+        let stats = client
+            .tasks()
+            .stats(tpb::StatsRequest {
+                container_id: "c1".into(),
+            })
+            .await
+            .expect("stats")
+            .into_inner();
+        assert_eq!(stats.memory_limit, 64 << 20, "{stats:?}");
 
         // SIGTERM reaches the init's trap.
         kill(&client, "c1", libc::SIGTERM).await;
@@ -942,29 +983,47 @@ fn restart_reattaches_and_reports_exits() {
     assert_nothing_left(&sup, ns);
 }
 
+/// Runs `busybox sleep 1000` as task `id`, then kills the supervisor with
+/// SIGKILL; the container's init pid and its shim's pid.
+fn sleeper_then_crash(
+    rt: &Runtime,
+    sup: &mut Supervisor,
+    ns: &str,
+    image: &str,
+    id: &str,
+) -> (u32, i32) {
+    let client = connect(rt, sup, ns);
+    let pid = rt.block_on(async {
+        create_container(&client, id, image, &["busybox", "sleep", "1000"], 0)
+            .await
+            .expect("create");
+        let pid = create_task(&client, id, false).await.expect("task");
+        start(&client, id, "").await.expect("start");
+        pid
+    });
+    drop(client);
+    sup.kill9();
+    let pid_file = sup
+        .dir()
+        .join("state/shims")
+        .join(ns)
+        .join(id)
+        .join("shim.pid");
+    let shim = std::fs::read_to_string(pid_file)
+        .expect("shim.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    (pid, shim)
+}
+
 #[test]
 fn a_dead_shim_is_cleaned_up_at_restart() {
     let (_registry, mut sup, image) = setup("test/tasks-dead");
     let ns = "tasks-dead";
     pull(&sup, ns, &image);
     let rt = runtime();
-    let client = connect(&rt, &sup, ns);
-    let pid = rt.block_on(async {
-        create_container(&client, "d1", &image, &["busybox", "sleep", "1000"], 0)
-            .await
-            .expect("create");
-        let pid = create_task(&client, "d1", false).await.expect("task");
-        start(&client, "d1", "").await.expect("start");
-        pid
-    });
-    drop(client);
-    sup.kill9();
-    let bundle = sup.dir().join("state/shims").join(ns).join("d1");
-    let shim: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (pid, shim) = sleeper_then_crash(&rt, &mut sup, ns, &image, "d1");
     // SAFETY: kill(2) of the test's own shim.
     unsafe { libc::kill(shim, libc::SIGKILL) };
     sup.start_again();
@@ -1128,23 +1187,7 @@ fn a_stuck_shim_is_left_alone_at_restart() {
     let ns = "tasks-stuck";
     pull(&sup, ns, &image);
     let rt = runtime();
-    let client = connect(&rt, &sup, ns);
-    let pid = rt.block_on(async {
-        create_container(&client, "s1", &image, &["busybox", "sleep", "1000"], 0)
-            .await
-            .expect("create");
-        let pid = create_task(&client, "s1", false).await.expect("task");
-        start(&client, "s1", "").await.expect("start");
-        pid
-    });
-    drop(client);
-    sup.kill9();
-    let shim: i32 =
-        std::fs::read_to_string(sup.dir().join("state/shims").join(ns).join("s1/shim.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+    let (pid, shim) = sleeper_then_crash(&rt, &mut sup, ns, &image, "s1");
     // A shim that lives but does not answer (stopped): the restart must
     // neither hang on it nor take it for dead and kill its container.
     // SAFETY: kill(2) of the test's own shim.

@@ -215,16 +215,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(status)
 }
 
-/// Queues one of the daemon's events (see `Exchange::enqueue`).
-async fn publish(
-    events: &Arc<Exchange>,
-    ns: &str,
-    topic: &str,
-    attributes: BTreeMap<String, String>,
-) {
-    events.enqueue(ns, topic, attributes, None)
-}
-
 /// Collects garbage now, with every writer held off.
 pub async fn collect_garbage(images: &Arc<Images>) -> Result<gc::Stats, Status> {
     let _gc = Arc::clone(&images.gc_lock).write_owned().await;
@@ -244,13 +234,13 @@ pub struct Service {
 impl Service {
     /// Publishes `/images/<what>` for an image. An event that cannot be
     /// recorded is logged; the call it reports on has succeeded.
-    async fn image_event(&self, ns: &str, what: &str, r: &ImageRecord) {
+    fn image_event(&self, ns: &str, what: &str, r: &ImageRecord) {
         let topic = format!("/images/{what}");
         let attributes = BTreeMap::from([
             ("name".to_string(), r.name.clone()),
             ("digest".to_string(), r.target.digest.clone()),
         ]);
-        publish(&self.events, ns, &topic, attributes).await;
+        self.events.enqueue(ns, &topic, attributes, None);
     }
 
     /// `create` for a new record, `update` for one that named something
@@ -261,7 +251,7 @@ impl Service {
         } else {
             "update"
         };
-        self.image_event(ns, what, r).await;
+        self.image_event(ns, what, r);
     }
 
     fn image_pb(&self, r: &ImageRecord) -> images_pb::Image {
@@ -865,7 +855,7 @@ impl images_pb::images_server::Images for Service {
             .images
             .delete(&ns, &req.into_inner().name)
             .map_err(status)?;
-        self.image_event(&ns, "delete", &record).await;
+        self.image_event(&ns, "delete", &record);
         collect_garbage(&self.images).await?;
         Ok(Response::new(()))
     }

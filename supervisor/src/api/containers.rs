@@ -7,7 +7,7 @@ use std::sync::Arc;
 use berth_proto::containers::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{container_status, labels, namespace, publish, timestamp, Service};
+use super::{container_status, labels, namespace, timestamp, Service};
 use crate::containers::{self, ContainerError, ContainerRecord, Filter, NewContainer, Overrides};
 
 fn container_pb(id: String, r: ContainerRecord) -> pb::Container {
@@ -48,12 +48,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Service {
-    async fn container_event(&self, ns: &str, what: &str, id: &str, r: &ContainerRecord) {
+    fn container_event(&self, ns: &str, what: &str, id: &str, r: &ContainerRecord) {
         let attributes = BTreeMap::from([
             ("id".to_string(), id.to_string()),
             ("image".to_string(), r.image.clone()),
         ]);
-        publish(&self.events, ns, &format!("/containers/{what}"), attributes).await;
+        self.events
+            .enqueue(ns, &format!("/containers/{what}"), attributes, None);
     }
 }
 
@@ -81,7 +82,7 @@ impl pb::containers_server::Containers for Service {
         let images = Arc::clone(&self.images);
         let ns2 = ns.clone();
         let record = blocking(move || containers::create(&images, &ns2, new)).await?;
-        self.container_event(&ns, "create", &id, &record).await;
+        self.container_event(&ns, "create", &id, &record);
         Ok(Response::new(container_pb(id, record)))
     }
 
@@ -128,7 +129,7 @@ impl pb::containers_server::Containers for Service {
         let images = Arc::clone(&self.images);
         let (ns2, id) = (ns.clone(), r.id.clone());
         let record = blocking(move || containers::update(&images, &ns2, &id, change)).await?;
-        self.container_event(&ns, "update", &r.id, &record).await;
+        self.container_event(&ns, "update", &r.id, &record);
         Ok(Response::new(container_pb(r.id, record)))
     }
 
@@ -155,7 +156,7 @@ impl pb::containers_server::Containers for Service {
             })
             .await?
         };
-        self.container_event(&ns, "delete", &id, &record).await;
+        self.container_event(&ns, "delete", &id, &record);
         // What only the container kept: an image's content and layers after
         // `images rm`. While the image is there, it keeps them itself (the
         // container's own snapshot is removed already).

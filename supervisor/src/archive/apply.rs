@@ -442,21 +442,25 @@ impl Drop for Pool {
 /// What `write_file` does for a file already read into memory.
 fn write_small_file(job: &FileJob) -> Result<(), ArchiveError> {
     let rel = &job.rel;
-    let fail = |e: Errno| write_err(rel, e);
-    let mut file = create_file(job.dir.as_fd(), &job.name).map_err(fail)?;
+    let mut file = create_file(job.dir.as_fd(), &job.name).map_err(|e| write_err(rel, e))?;
     file.write_all(&job.data).map_err(|e| write_err(rel, e))?;
-    let meta = &job.meta;
+    set_file_meta(&file, &job.meta, rel)
+}
+
+/// Gives a regular file just written its owner, mode, xattrs and mtime.
+fn set_file_meta(file: &File, meta: &Meta, rel: &Path) -> Result<(), ArchiveError> {
+    let fail = |e: Errno| write_err(rel, e);
     // chown clears setuid/setgid and file capabilities: mode and xattrs
     // come after it.
     fchown(
-        &file,
+        file,
         Some(Uid::from_raw(meta.uid)),
         Some(Gid::from_raw(meta.gid)),
     )
     .map_err(fail)?;
-    fchmod(&file, Mode::from_bits_truncate(meta.mode)).map_err(fail)?;
+    fchmod(file, Mode::from_bits_truncate(meta.mode)).map_err(fail)?;
     set_xattrs(XattrTarget::Fd(file.as_fd()), &meta.xattrs, rel)?;
-    futimens(&file, &meta.mtime, &meta.mtime).map_err(fail)
+    futimens(file, &meta.mtime, &meta.mtime).map_err(fail)
 }
 
 /// Why a directory could not be opened on the way down a path.
@@ -1169,17 +1173,7 @@ impl Applier<'_> {
             });
         }
         self.stats.bytes += written;
-        // chown clears setuid/setgid and file capabilities: mode and xattrs
-        // come after it.
-        fchown(
-            &file,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-        )
-        .map_err(fail)?;
-        fchmod(&file, Mode::from_bits_truncate(meta.mode)).map_err(fail)?;
-        set_xattrs(XattrTarget::Fd(file.as_fd()), &meta.xattrs, rel)?;
-        futimens(&file, &meta.mtime, &meta.mtime).map_err(fail)
+        set_file_meta(&file, meta, rel)
     }
 
     fn write_symlink(

@@ -516,7 +516,7 @@ impl Tasks {
 
     /// Queues an event (see `Exchange::enqueue`): in order, without
     /// waiting for the disk.
-    async fn publish(&self, ns: &str, topic: &str, attributes: BTreeMap<String, String>) {
+    fn publish(&self, ns: &str, topic: &str, attributes: BTreeMap<String, String>) {
         self.events.enqueue(ns, topic, attributes, None)
     }
 
@@ -562,8 +562,7 @@ impl Tasks {
                 let tasks = Arc::clone(self);
                 let task2 = Arc::clone(&task);
                 tokio::spawn(async move { tasks.monitor(task2).await });
-                self.publish(ns, "/tasks/create", Self::attributes(&task, None, pid))
-                    .await;
+                self.publish(ns, "/tasks/create", Self::attributes(&task, None, pid));
                 Ok(pid)
             }
             Err(e) => {
@@ -714,7 +713,7 @@ impl Tasks {
         self.lock().remove(&(ns.to_string(), id.to_string()));
         let mut attributes = Self::attributes(&task, None, task.pid);
         exit.attributes(&mut attributes);
-        self.publish(ns, "/tasks/delete", attributes).await;
+        self.publish(ns, "/tasks/delete", attributes);
         tracing::info!(
             namespace = ns,
             container = id,
@@ -845,7 +844,7 @@ impl Tasks {
                         tracing::info!(namespace = %task.ns, container = %task.id, "oom kill");
                         let attributes =
                             BTreeMap::from([("container_id".to_string(), task.id.clone())]);
-                        self.publish(&task.ns, "/tasks/oom", attributes).await;
+                        self.publish(&task.ns, "/tasks/oom", attributes);
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -996,7 +995,7 @@ impl Tasks {
                 if has_container {
                     let mut attributes = Self::attributes(&task, None, pid);
                     exit.attributes(&mut attributes);
-                    self.publish(ns, "/tasks/delete", attributes).await;
+                    self.publish(ns, "/tasks/delete", attributes);
                 }
             }
         }
@@ -1028,8 +1027,7 @@ impl Tasks {
         } else {
             "/tasks/start"
         };
-        self.publish(ns, topic, Self::attributes(&task, exec_id, pid))
-            .await;
+        self.publish(ns, topic, Self::attributes(&task, exec_id, pid));
         Ok(pid)
     }
 
@@ -1071,7 +1069,7 @@ impl Tasks {
         }
         let mut attributes = Self::attributes(&task, Some(exec_id), 0);
         attributes.remove("pid");
-        self.publish(ns, "/tasks/exec-added", attributes).await;
+        self.publish(ns, "/tasks/exec-added", attributes);
         Ok(())
     }
 
@@ -1276,8 +1274,7 @@ impl Tasks {
         let task = self.task(ns, id)?;
         task.check_alive("cannot pause it")?;
         task.call(&Request::Pause).await?;
-        self.publish(ns, "/tasks/paused", Self::attributes(&task, None, task.pid))
-            .await;
+        self.publish(ns, "/tasks/paused", Self::attributes(&task, None, task.pid));
         Ok(())
     }
 
@@ -1289,8 +1286,7 @@ impl Tasks {
             ns,
             "/tasks/resumed",
             Self::attributes(&task, None, task.pid),
-        )
-        .await;
+        );
         Ok(())
     }
 

@@ -1174,15 +1174,8 @@ async fn snapshots(client: &Client, cmd: SnapshotsCommand) -> Result<()> {
                 parent: args.parent.unwrap_or_default(),
                 labels: HashMap::new(),
             };
-            let mounts = snapshots
-                .prepare(request)
-                .await
-                .map_err(rpc)?
-                .into_inner()
-                .mounts;
-            if let Some(target) = args.target {
-                emit(&mount_commands(&target, &mounts));
-            }
+            let mounts = snapshots.prepare(request).await.map_err(rpc)?;
+            show_mounts(args.target, &mounts.into_inner().mounts);
             Ok(())
         }
         SnapshotsCommand::View(args) => {
@@ -1191,15 +1184,8 @@ async fn snapshots(client: &Client, cmd: SnapshotsCommand) -> Result<()> {
                 parent: args.parent.unwrap_or_default(),
                 labels: HashMap::new(),
             };
-            let mounts = snapshots
-                .view(request)
-                .await
-                .map_err(rpc)?
-                .into_inner()
-                .mounts;
-            if let Some(target) = args.target {
-                emit(&mount_commands(&target, &mounts));
-            }
+            let mounts = snapshots.view(request).await.map_err(rpc)?;
+            show_mounts(args.target, &mounts.into_inner().mounts);
             Ok(())
         }
         SnapshotsCommand::Commit { name, key } => {
@@ -1261,6 +1247,13 @@ async fn snapshots(client: &Client, cmd: SnapshotsCommand) -> Result<()> {
 
 /// The mount(8) commands that assemble `mounts` at `target`, as `ctr
 /// snapshots mounts` prints them.
+/// With `--target`, prints the commands that mount `mounts` there.
+fn show_mounts(target: Option<String>, mounts: &[Mount]) {
+    if let Some(target) = target {
+        emit(&mount_commands(&target, mounts));
+    }
+}
+
 fn mount_commands(target: &str, mounts: &[Mount]) -> String {
     let mut out = String::new();
     for m in mounts {
