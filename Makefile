@@ -1,7 +1,8 @@
 # The commands people type. See README.md.
 #
 #   make deps    install what the tests and benchmarks need (apt; skipped when present)
-#   make build   release build of the workspace (binaries in target/release)
+#   make build   release build of the workspace (binaries in target/release, or
+#                under CARGO_TARGET_DIR when that is set)
 #   make run     run busybox containers: with berth-runtime alone, then through
 #                berth-supervisord and berth-shim (scripts/run-demo.sh)
 #   make test    deps, debug build, cargo test of the workspace, lint
@@ -66,6 +67,11 @@ $(DOCKER_SECCOMP):
 # scripts and proc-macros) and copied over the dynamic ones; the daemon stays
 # dynamic (it resolves registry hosts through glibc's NSS).
 HOST_TARGET = $(shell $(CARGO) -vV 2>/dev/null | sed -n 's/^host: //p')
+# Where cargo writes its output, as cargo itself reports it: target/ unless
+# CARGO_TARGET_DIR or a cargo config (build.target-dir) says otherwise.
+TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
+                 sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+RELEASE = $(TARGET_DIR)/release
 STATIC_BINS := berth-runtime berth-shim berth-ctr
 STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
 
@@ -73,17 +79,19 @@ build:
 	$(CARGO) build --release --workspace
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release --target $(HOST_TARGET) \
 	    -p berth-runtime -p berth-shim -p berth-supervisor --bin berth-runtime --bin berth-shim --bin berth-ctr
+	release="$(RELEASE)"; static="$(TARGET_DIR)/$(HOST_TARGET)/release"; \
 	for bin in $(STATIC_BINS); do \
-	    cp target/$(HOST_TARGET)/release/$$bin target/release/$$bin.static; \
-	    mv -f target/release/$$bin.static target/release/$$bin; \
+	    cp "$$static/$$bin" "$$release/$$bin.static"; \
+	    mv -f "$$release/$$bin.static" "$$release/$$bin"; \
 	done
 
 run: deps build
-	@scripts/run-demo.sh
+	@BERTH_RUNTIME=$(RELEASE)/berth-runtime BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
+	    BERTH_CTR=$(RELEASE)/berth-ctr scripts/run-demo.sh
 
 test: deps
 	$(CARGO) build --workspace
-	BERTH_RUNTIME=$(CURDIR)/target/debug/berth-runtime $(CARGO) test --workspace --no-fail-fast
+	BERTH_RUNTIME=$(TARGET_DIR)/debug/berth-runtime $(CARGO) test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory lint
 
 # Both checks run so one report shows everything; either failing fails lint.
@@ -96,9 +104,9 @@ lint:
 	exit $$status
 
 bench: deps build
-	BERTH_RUNTIME=$(CURDIR)/target/release/berth-runtime bench/runtime.sh
-	BERTH_SUPERVISORD=$(CURDIR)/target/release/berth-supervisord BERTH_CTR=$(CURDIR)/target/release/berth-ctr bench/pull.sh
-	BERTH_SUPERVISORD=$(CURDIR)/target/release/berth-supervisord BERTH_CTR=$(CURDIR)/target/release/berth-ctr bench/tasks.sh
+	BERTH_RUNTIME=$(RELEASE)/berth-runtime bench/runtime.sh
+	BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord BERTH_CTR=$(RELEASE)/berth-ctr bench/pull.sh
+	BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord BERTH_CTR=$(RELEASE)/berth-ctr bench/tasks.sh
 
 clean:
 	$(CARGO) clean

@@ -103,3 +103,26 @@ start_containerd() { # DIR SOCKET STATE -> sets started_pid
     daemon_pids=("$started_pid" "${daemon_pids[@]}")
     wait_ready containerd "$started_pid" "$1/containerd.log" "$ctr" --address "$2" version
 }
+
+# Makes the private bridge NAME with the address CIDR, up, for a private
+# dockerd's --bridge. A dockerd given --bridge=none deletes any interface
+# named docker0 it can see, which breaks the host's Docker; given a bridge
+# of its own it leaves docker0 alone. Sets bridge_made=NAME once the device
+# exists (the caller deletes it at exit), and err on failure.
+make_bridge() { # NAME CIDR
+    local name=$1 cidr=$2 addr=${2%/*}
+    if ip link show "$name" >/dev/null 2>&1; then
+        err="a network interface named $name exists already (set BRIDGE to another name)"
+        return 1
+    fi
+    if [ -n "$(ip -4 route show to match "$addr" | grep -v '^default' || true)" ]; then
+        err="$addr is routed on this host already: $(ip -4 route show to match "$addr" | tr '\n' ' ')"
+        return 1
+    fi
+    ip link add name "$name" type bridge || { err="ip link add $name type bridge failed"; return 1; }
+    bridge_made=$name
+    if ! ip addr add "$cidr" dev "$name" || ! ip link set "$name" up; then
+        err="could not give $name the address $cidr and bring it up"
+        return 1
+    fi
+}

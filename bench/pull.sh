@@ -52,6 +52,8 @@
 #   BENCH_CACHE        image cache (default: target/bench-cache/pull)
 #   BENCH_OUT          JSON results (default: target/bench/pull.json)
 #   KEEP_LOGS          a directory to copy the daemons' and clients' logs into
+#   BRIDGE             the private bridge given to dockerd (default: berthpull0;
+#                      address 198.18.1.1/24, a range reserved for benchmarks)
 #
 # Exits 0 when every system was measured, met targets or not (a missed one
 # is printed as MISSED); 1 when something failed (the others are still
@@ -77,6 +79,9 @@ pull_timeout=${PULL_TIMEOUT:-600}
 out=${BENCH_OUT:-$repo/target/bench/pull.json}
 keep_logs=${KEEP_LOGS:-}
 namespace=bench
+bridge=${BRIDGE:-berthpull0}
+bridge_addr=198.18.1.1/24
+bridge_made=
 
 [ "$(id -u)" -eq 0 ] || die "needs root (daemons that mount overlayfs)"
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$rounds'"
@@ -87,7 +92,7 @@ for s in "${systems[@]}"; do
 done
 has() { [[ " ${systems[*]} " == *" $1 "* ]]; }
 for tool in python3 jq findmnt flock "$registry" "$skopeo"; do need "$tool"; done
-if has docker; then need "$dockerd"; need "$docker"; fi
+if has docker; then need "$dockerd"; need "$docker"; need ip; fi
 if has docker || has ctr; then need "$containerd"; need "$ctr"; fi
 clk_tck=$(getconf CLK_TCK)
 
@@ -134,6 +139,7 @@ cleanup() {
         if [ -s "$problems" ]; then sed 's/^/bench: left behind: /' "$problems" >&2; fi
     fi
     [ -n "$registry_pid" ] && stop_pid "$registry_pid" 5
+    if [ -n "$bridge_made" ]; then ip link del "$bridge_made" || echo "bench: could not delete the bridge $bridge_made" >&2; fi
     for m in $(mounts_under "$workdir"); do umount -l "$m"; done
     if [ -z "$(mounts_under "$workdir")" ]; then rm -rf "$workdir"; else echo "bench: kept $workdir (mounts remain)" >&2; fi
     if [ -n "$runlock" ]; then
@@ -201,11 +207,14 @@ start_system() { # SYSTEM DIR
         # Our own config file, so /etc/docker/daemon.json is not read; it moves
         # the libtrust key dockerd 20.10 would write to /etc/docker/key.json.
         jq -n --arg key "$dir/key.json" '{"deprecated-key-path": $key}' >"$dir/daemon.json"
+        # A bridge of its own (made once, deleted at exit; see make_bridge in
+        # lib.sh), never --bridge=none, which deletes the host's docker0.
+        [ -n "$bridge_made" ] || make_bridge "$bridge" "$bridge_addr" || return 1
         "$dockerd" --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$dir/exec" \
             --pidfile "$dir/docker.pid" --host "unix://$dir/docker.sock" \
             --containerd "$dir/containerd/containerd.sock" --storage-driver overlay2 \
             --exec-opt native.cgroupdriver=cgroupfs \
-            --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
+            --bridge="$bridge" --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
             --userland-proxy=false --shutdown-timeout=2 \
             </dev/null >"$dir/dockerd.log" 2>&1 &
         started_pid=$!

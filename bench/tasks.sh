@@ -49,8 +49,9 @@
 # DOCKER_BRIDGE=1 (the default) also measures docker's default network: the
 # daemon's bridge is a private one made by this script (BRIDGE, address
 # 198.18.0.1/24, a range reserved for benchmarks), with no iptables rules, no
-# IP forwarding and no masquerading, deleted at exit. With DOCKER_BRIDGE=0
-# dockerd runs with --bridge=none, as in bench/pull.sh.
+# IP forwarding and no masquerading, deleted at exit. dockerd gets that
+# bridge with DOCKER_BRIDGE=0 too, never --bridge=none (which would delete
+# the host's docker0).
 #
 # At exit, also on failure or interruption, every container is killed and
 # removed, the daemons are stopped, and anything left (processes, cgroups
@@ -126,7 +127,7 @@ for tool in python3 jq findmnt flock xargs timeout umoci skopeo; do need "$tool"
 if has docker; then
     need "$dockerd"
     need "$docker"
-    [ "$docker_bridge" = 0 ] || need ip
+    need ip
 fi
 if has docker || has ctr; then need "$containerd"; need "$ctr"; fi
 if has berth; then
@@ -207,24 +208,6 @@ wait_quiet() {
 
 # --- the systems -------------------------------------------------------------------
 
-# Makes the private bridge for docker's default network (DOCKER_BRIDGE=1).
-make_bridge() {
-    if ip link show "$bridge" >/dev/null 2>&1; then
-        err="a network interface named $bridge exists already (set BRIDGE to another name)"
-        return 1
-    fi
-    if [ -n "$(ip -4 route show to match 198.18.0.1 | grep -v '^default' || true)" ]; then
-        err="198.18.0.0/24 is routed on this host already: $(ip -4 route show to match 198.18.0.1 | tr '\n' ' ')"
-        return 1
-    fi
-    ip link add name "$bridge" type bridge || { err="ip link add $bridge type bridge failed"; return 1; }
-    bridge_made=yes
-    if ! ip addr add "$bridge_addr" dev "$bridge" || ! ip link set "$bridge" up; then
-        err="could not give $bridge the address $bridge_addr and bring it up"
-        return 1
-    fi
-}
-
 # Starts SYSTEM's daemon(s) in DIR and imports the image as $image; sets
 # the system's client command (berth_cli, ctr_cli, docker_cli).
 start_system() { # SYSTEM DIR
@@ -258,12 +241,10 @@ start_system() { # SYSTEM DIR
         mkdir -p "$dir/containerd" "$dir/data" "$rundir/docker/exec" "$dir/cli"
         start_containerd "$dir/containerd" "$dir/containerd/containerd.sock" \
             "$rundir/docker/containerd-state" || return 1
-        if [ "$docker_bridge" = 1 ]; then
-            make_bridge || return 1
-            network=(--bridge="$bridge")
-        else
-            network=(--bridge=none)
-        fi
+        # Always a bridge of its own (see make_bridge in lib.sh), used only
+        # by the docker-bridge runs.
+        make_bridge "$bridge" "$bridge_addr" || return 1
+        network=(--bridge="$bridge")
         # Our own config file, so /etc/docker/daemon.json is not read; it moves
         # the libtrust key dockerd 20.10 would write to /etc/docker/key.json.
         jq -n --arg key "$dir/key.json" '{"deprecated-key-path": $key}' >"$dir/daemon.json"

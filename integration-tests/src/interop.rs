@@ -12,7 +12,10 @@
 //!   with `--runc-binary <berth-runtime>`.
 //! - [`Docker`] starts a private `dockerd` on top of a [`Containerd`] of its
 //!   own, with `--add-runtime berth=<berth-runtime>`, no bridge, no iptables
-//!   and no IP forwarding: it never touches the host's network.
+//!   and no IP forwarding, in a network namespace of its own: it never
+//!   touches the host's network. (Its own namespace matters: a dockerd
+//!   started with `--bridge=none` deletes any interface named `docker0` in
+//!   its namespace, which would break the host's Docker.)
 //! - [`PtyProcess`] runs a client (`ctr run -t`, `docker run -it`) on a
 //!   pseudo-terminal, the way a person at a terminal would.
 //!
@@ -918,7 +921,8 @@ impl Docker {
             .args([
                 "--exec-opt",
                 "native.cgroupdriver=cgroupfs",
-                // Never touch the host's network.
+                // No network of its own; the namespace it gets below keeps
+                // even what --bridge=none deletes away from the host's.
                 "--bridge=none",
                 "--iptables=false",
                 "--ip6tables=false",
@@ -928,6 +932,19 @@ impl Docker {
                 "--shutdown-timeout=2",
                 "--debug",
             ]);
+        let own_network_namespace = || {
+            // SAFETY: unshare(2) takes no pointers and changes only the
+            // calling process.
+            match unsafe { libc::unshare(libc::CLONE_NEWNET) } {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        };
+        // SAFETY: between fork and exec the hook makes one system call,
+        // unshare(2), which is async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(own_network_namespace);
+        }
         let daemon = Daemon::spawn("dockerd", cmd, &dir.join("dockerd.log"));
         let mut docker = Docker {
             daemon: Some(daemon),

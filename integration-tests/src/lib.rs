@@ -3,7 +3,8 @@
 //!
 //! The tests drive the real binary: `$BERTH_RUNTIME` when set (for example
 //! `BERTH_RUNTIME=$(which runc)` to check the tests themselves against runc),
-//! otherwise the workspace's `target/debug/berth-runtime`.
+//! otherwise the `berth-runtime` of the build these tests belong to (see
+//! [`build_dir`]).
 //!
 //! Every test owns a [`Runtime`]: a private temporary tree holding the
 //! runtime's `--root`, its `--log`, the bundles and any host scratch
@@ -58,12 +59,29 @@ pub fn require_root() {
     );
 }
 
-/// The runtime binary under test: `$BERTH_RUNTIME`, or the workspace's debug build.
-pub fn runtime_binary() -> PathBuf {
-    match std::env::var_os("BERTH_RUNTIME") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth-runtime"),
+/// The directory holding the binaries of the build these tests belong to
+/// (`<target>/debug`). It is found from the test executable itself, which
+/// cargo puts in `<target>/debug/deps/`, so a `CARGO_TARGET_DIR` or a
+/// `build.target-dir` is honoured without being passed on.
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    match exe.parent().and_then(Path::parent) {
+        Some(dir) => dir.to_path_buf(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"),
     }
+}
+
+/// The binary `name` of this build, unless the variable `env` names another.
+pub fn build_binary(env: &str, name: &str) -> PathBuf {
+    match std::env::var_os(env) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => build_dir().join(name),
+    }
+}
+
+/// The runtime binary under test: `$BERTH_RUNTIME`, or this build's.
+pub fn runtime_binary() -> PathBuf {
+    build_binary("BERTH_RUNTIME", "berth-runtime")
 }
 
 /// A container id unique across tests, test processes and runs: `<prefix>-<hex>`.

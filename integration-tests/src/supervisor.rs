@@ -19,27 +19,18 @@ use berth_supervisor::oci::chain_ids;
 
 use crate::images::{self, image_set, Image};
 use crate::registry::{run_with_timeout, Registry};
-use crate::{release_temp_tree, require_root};
+use crate::{build_binary, release_temp_tree, require_root};
 
 /// How long a `berth-ctr` command may take (a pull of the test images is
 /// far quicker; the limit only stops a hung test).
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn binary(env: &str, name: &str) -> PathBuf {
-    match std::env::var_os(env) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/debug")
-            .join(name),
-    }
-}
-
 pub fn supervisord_binary() -> PathBuf {
-    binary("BERTH_SUPERVISORD", "berth-supervisord")
+    build_binary("BERTH_SUPERVISORD", "berth-supervisord")
 }
 
 pub fn ctr_binary() -> PathBuf {
-    binary("BERTH_CTR", "berth-ctr")
+    build_binary("BERTH_CTR", "berth-ctr")
 }
 
 pub struct Supervisor {

@@ -167,3 +167,60 @@ fn docker_run_interactive_with_a_terminal() {
     let (code, text) = pty.wait(Duration::from_secs(10));
     assert_eq!(code, 7, "{text:?}");
 }
+
+/// Deletes, when dropped, the `docker0` bridge the test made.
+struct MadeBridge(Option<&'static str>);
+
+impl Drop for MadeBridge {
+    fn drop(&mut self) {
+        if let Some(name) = self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", name])
+                .status();
+        }
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["link", "show", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The host's Docker keeps its bridge: the private dockerd (started with
+/// `--bridge=none`, which deletes any `docker0` it can see) runs in a
+/// network namespace of its own. When the host has no `docker0`, the test
+/// makes one for the check and removes it afterwards.
+#[test]
+fn docker_fixture_leaves_the_hosts_docker0() {
+    let made = if link_exists("docker0") {
+        MadeBridge(None)
+    } else {
+        integration_tests::host("ip", &["link", "add", "name", "docker0", "type", "bridge"]);
+        MadeBridge(Some("docker0"))
+    };
+    let docker = Docker::start();
+    let out = docker
+        .docker(&[
+            "run",
+            "--runtime",
+            "berth",
+            "--rm",
+            "--network",
+            "none",
+            IMAGE,
+            "true",
+        ])
+        .ok();
+    assert!(out.stdout.is_empty(), "{out}");
+    assert!(link_exists("docker0"), "dockerd deleted the host's docker0");
+    drop(docker);
+    assert!(
+        link_exists("docker0"),
+        "the host's docker0 is gone after dockerd stopped"
+    );
+    drop(made);
+}

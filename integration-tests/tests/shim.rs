@@ -22,12 +22,9 @@ use berth_shim::protocol::{ExitInfo, Response, ShimEvent, Status, STDOUT};
 use integration_tests::*;
 use serde_json::{json, Value};
 
-/// The shim binary under test: `$BERTH_SHIM`, or the workspace's debug build.
+/// The shim binary under test: `$BERTH_SHIM`, or this build's.
 fn shim_binary() -> PathBuf {
-    let path = match std::env::var_os("BERTH_SHIM") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth-shim"),
-    };
+    let path = build_binary("BERTH_SHIM", "berth-shim");
     assert!(
         path.is_file(),
         "shim binary {} not found: build it (`cargo build -p berth-shim`) or set BERTH_SHIM",
