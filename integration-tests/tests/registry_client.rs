@@ -863,7 +863,7 @@ impl FakeServer {
     }
 
     fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
+        self.requests.lock().expect("request log lock").clone()
     }
 }
 
@@ -926,7 +926,7 @@ fn serve_one(
         body,
     };
     let answer = handler(&request);
-    log.lock().unwrap().push(request);
+    log.lock().expect("request log lock").push(request);
     let stall = matches!(answer, Reply::Stalled { .. });
     let mut out = Vec::new();
     match answer {

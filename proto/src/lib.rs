@@ -2,7 +2,12 @@
 //! No logic lives here: the supervisor implements the services, and the
 //! engine and `berth-ctr` use the clients.
 
-#![allow(clippy::all, missing_docs)]
+#![allow(
+    clippy::all,
+    clippy::allow_attributes_without_reason,
+    missing_docs,
+    reason = "generated code"
+)]
 
 /// The gRPC metadata key that scopes every call to a namespace.
 pub const NAMESPACE_KEY: &str = "berth-namespace";
