@@ -1,6 +1,6 @@
 //! berth-ctr: the supervisor's debug client, like containerd's `ctr`.
 //!
-//! Parses arguments, makes the gRPC calls through `berth_supervisor::client`,
+//! Parses arguments, makes the gRPC calls through `berth_client`,
 //! and prints the answers: tables, progress bars, raw bytes.
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_client::{docker_credentials, registry_host, Client};
 use berth_proto::containers::v1::{CreateContainerRequest, Overrides};
 use berth_proto::images::v1::{
     ArchiveFormat, DeleteImageRequest, ExportRequest, Image, ImportOptions, ImportRequest,
@@ -18,7 +19,6 @@ use berth_proto::images::v1::{
     TagImageRequest,
 };
 use berth_proto::types::v1::Mount;
-use berth_supervisor::client::{docker_credentials, registry_host, Client};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt as _;
 use indicatif::{

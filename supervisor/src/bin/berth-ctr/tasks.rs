@@ -6,6 +6,7 @@ use std::os::fd::AsFd;
 use std::str::FromStr;
 
 use anyhow::{anyhow, Context, Result};
+use berth_client::{Client, Scoped};
 use berth_proto::containers::v1::{DeleteContainerRequest, GetContainerRequest};
 use berth_proto::tasks::v1::tasks_client::TasksClient;
 use berth_proto::tasks::v1::{
@@ -13,7 +14,6 @@ use berth_proto::tasks::v1::{
     KillRequest, ListPidsRequest, ListTasksRequest, PauseRequest, ResizePtyRequest, ResumeRequest,
     StartRequest, StatsRequest, Status as TaskStatus, WaitRequest,
 };
-use berth_supervisor::client::{Client, Scoped};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
