@@ -18,7 +18,8 @@ use clap::{Args, Subcommand};
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
-use super::{emit, for_each, print_table, rpc, size};
+use crate::containers::ProcessArgs;
+use crate::output::{emit, for_each, print_table, rpc, size};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -38,7 +39,7 @@ pub struct RunArgs {
     #[arg(short, long, conflicts_with = "rm")]
     detach: bool,
     #[command(flatten)]
-    process: super::ProcessArgs,
+    process: ProcessArgs,
     /// Image name
     image: String,
     /// Command and arguments [default: the image's Entrypoint and Cmd]
@@ -527,7 +528,7 @@ pub async fn tasks(client: &Client, cmd: TasksCommand) -> Result<u8> {
                 tty,
                 interactive,
                 detach,
-                process: super::ProcessArgs::default(),
+                process: ProcessArgs::default(),
                 image: c.image,
                 args: Vec::new(),
             };
