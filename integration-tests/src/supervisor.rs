@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_client::Client;
 use berth_proto::snapshots::v1 as snapshots_pb;
 use berth_proto::types::v1 as types_pb;
-use berth_supervisor::client::Client;
 use berth_supervisor::oci::chain_ids;
 
 use crate::images::{self, image_set, Image};

@@ -11,13 +11,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_client::Client;
 use berth_proto::content::v1 as content_pb;
 use berth_proto::images::v1 as images_pb;
 use berth_proto::leases::v1 as leases_pb;
 use berth_proto::namespaces::v1 as namespaces_pb;
 use berth_proto::snapshots::v1 as snapshots_pb;
 use berth_proto::types::v1 as types_pb;
-use berth_supervisor::client::Client;
 use integration_tests::images::{self, image_set};
 use integration_tests::registry::{Auth, Registry};
 use integration_tests::supervisor::{
@@ -986,9 +986,7 @@ fn namespaces_list_refuse_removal_while_used_and_calls_need_one() {
 
     // Without the berth-namespace metadata.
     rt.block_on(async {
-        let channel = berth_supervisor::client::connect(&sup.socket())
-            .await
-            .expect("channel");
+        let channel = berth_client::connect(&sup.socket()).await.expect("channel");
         use berth_proto::content::v1::content_client::ContentClient;
         use berth_proto::images::v1::images_client::ImagesClient;
         use berth_proto::leases::v1::leases_client::LeasesClient;

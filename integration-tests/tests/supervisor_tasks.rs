@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use berth_client::Client;
 use berth_proto::containers::v1 as cpb;
 use berth_proto::events::v1 as epb;
 use berth_proto::tasks::v1 as tpb;
-use berth_supervisor::client::Client;
 use integration_tests::registry::{Auth, Registry};
 use integration_tests::supervisor::{connect, ctr_binary, push_layered, runtime, Supervisor};
 use tokio::runtime::Runtime;

@@ -9,7 +9,6 @@
 
 pub mod api;
 pub mod archive;
-pub mod client;
 pub mod containers;
 pub mod content;
 pub mod diff;

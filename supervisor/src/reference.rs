@@ -11,10 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Docker Hub's canonical registry name.
-pub const DOCKER_HUB: &str = "docker.io";
-/// The host that serves Docker Hub's registry API.
-pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
+pub use berth_client::docker_config::{DOCKER_HUB, DOCKER_HUB_API};
 /// The tag a reference without tag or digest means.
 pub const DEFAULT_TAG: &str = "latest";
 

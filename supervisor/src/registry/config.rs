@@ -1,40 +1,15 @@
-//! Registry credentials and insecure hosts, from a docker-style `config.json`.
+//! The registry client's configuration: credentials per host and the hosts
+//! that may go without verified TLS, from a docker-style `config.json` read
+//! by `berth_client::docker_config` (the one reader of that file).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
-use base64::Engine as _;
-use serde::Deserialize;
+pub use berth_client::docker_config::Credentials;
+use berth_client::docker_config::{normalise_host, DockerConfig, DockerConfigError};
 
 use super::RegistryError;
-use crate::reference::DOCKER_HUB;
-
-/// How to authenticate to a registry.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credentials {
-    Basic {
-        username: String,
-        password: String,
-    },
-    /// An OAuth2 refresh token, exchanged at the token server for access tokens.
-    IdentityToken(String),
-}
-
-// Hand-written so that secrets never reach a log line.
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Credentials::Basic { username, .. } => f
-                .debug_struct("Basic")
-                .field("username", username)
-                .field("password", &"<redacted>")
-                .finish(),
-            Credentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
-        }
-    }
-}
 
 /// Per-host credentials and the hosts that may be reached without verified
 /// TLS (loopback hosts always may).
@@ -44,81 +19,27 @@ pub struct RegistryConfig {
     insecure: BTreeSet<String>,
 }
 
-#[derive(Deserialize)]
-struct ConfigFile {
-    #[serde(default)]
-    auths: BTreeMap<String, AuthEntry>,
-    #[serde(default, rename = "insecure-registries")]
-    insecure_registries: Vec<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct AuthEntry {
-    auth: String,
-    username: String,
-    password: String,
-    identitytoken: String,
-}
-
 impl RegistryConfig {
     /// Reads a docker-style config.json:
     /// `{"auths": {"host:port": {"auth": base64("user:pass")} | {"username", "password"}
     /// | {"identitytoken"}}, "insecure-registries": ["host:port", "10.0.0.0/8", ...]}`.
     /// A missing file is an empty configuration; other keys are ignored.
     pub fn load(path: &Path) -> Result<RegistryConfig, RegistryError> {
-        let text = match std::fs::read(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(RegistryConfig::default())
-            }
-            Err(source) => {
-                return Err(RegistryError::ReadConfig {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        let invalid = |reason: String| RegistryError::InvalidConfig {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let file: ConfigFile = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+        let file = DockerConfig::load(path).map_err(config_error)?;
         let mut config = RegistryConfig::default();
-        for (host, entry) in file.auths {
-            let creds = if !entry.identitytoken.is_empty() {
-                Credentials::IdentityToken(entry.identitytoken)
-            } else if !entry.auth.is_empty() {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(entry.auth.trim())
-                    .map_err(|e| invalid(format!("auths.{host:?}.auth is not base64: {e}")))?;
-                let decoded = String::from_utf8(decoded)
-                    .map_err(|_| invalid(format!("auths.{host:?}.auth is not UTF-8")))?;
-                let (username, password) = decoded.split_once(':').ok_or_else(|| {
-                    invalid(format!(
-                        "auths.{host:?}.auth does not decode to \"username:password\""
-                    ))
-                })?;
-                Credentials::Basic {
-                    username: username.to_string(),
-                    password: password.to_string(),
-                }
-            } else if !entry.username.is_empty() {
-                Credentials::Basic {
-                    username: entry.username,
-                    password: entry.password,
-                }
-            } else {
-                // An entry for a credential helper or store: nothing here.
-                continue;
-            };
-            config.auths.insert(normalise_host(&host), creds);
+        for (host, entry) in file.auths() {
+            if let Some(creds) = entry.credentials() {
+                config.auths.insert(host.to_string(), creds);
+            }
         }
         for host in file.insecure_registries {
             if host.contains('/') && parse_cidr(&host).is_none() {
-                return Err(invalid(format!(
-                    "insecure-registries entry {host:?} is neither host[:port] nor a CIDR"
-                )));
+                return Err(RegistryError::InvalidConfig {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "insecure-registries entry {host:?} is neither host[:port] nor a CIDR"
+                    ),
+                });
             }
             config.add_insecure(&host);
         }
@@ -169,20 +90,18 @@ impl RegistryConfig {
     }
 }
 
-/// Config keys and hosts compared the same way: no scheme or path, lowercase,
-/// Docker Hub's aliases folded into `docker.io`.
-fn normalise_host(host: &str) -> String {
-    let host = host.trim();
-    let host = host
-        .strip_prefix("https://")
-        .or_else(|| host.strip_prefix("http://"))
-        .unwrap_or(host);
-    let host = host.split('/').next().unwrap_or(host).to_ascii_lowercase();
-    match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            DOCKER_HUB.to_string()
-        }
-        _ => host,
+/// A docker config that cannot be read or used, as a registry error.
+fn config_error(e: DockerConfigError) -> RegistryError {
+    match e {
+        DockerConfigError::Read { path, source } => RegistryError::ReadConfig { path, source },
+        DockerConfigError::Parse { path, source } => RegistryError::InvalidConfig {
+            path,
+            reason: source.to_string(),
+        },
+        DockerConfigError::Entry { path, problem } => RegistryError::InvalidConfig {
+            path,
+            reason: problem.to_string(),
+        },
     }
 }
 
@@ -233,6 +152,8 @@ fn cidr_contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {

@@ -6,6 +6,7 @@ use std::os::fd::AsFd;
 use std::str::FromStr;
 
 use anyhow::{anyhow, Context, Result};
+use berth_client::{Client, Scoped};
 use berth_proto::containers::v1::{DeleteContainerRequest, GetContainerRequest};
 use berth_proto::tasks::v1::tasks_client::TasksClient;
 use berth_proto::tasks::v1::{
@@ -13,12 +14,12 @@ use berth_proto::tasks::v1::{
     KillRequest, ListPidsRequest, ListTasksRequest, PauseRequest, ResizePtyRequest, ResumeRequest,
     StartRequest, StatsRequest, Status as TaskStatus, WaitRequest,
 };
-use berth_supervisor::client::{Client, Scoped};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
-use super::{emit, for_each, print_table, rpc, size};
+use crate::containers::ProcessArgs;
+use crate::output::{emit, for_each, print_table, rpc, size};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -38,7 +39,7 @@ pub struct RunArgs {
     #[arg(short, long, conflicts_with = "rm")]
     detach: bool,
     #[command(flatten)]
-    process: super::ProcessArgs,
+    process: ProcessArgs,
     /// Image name
     image: String,
     /// Command and arguments [default: the image's Entrypoint and Cmd]
@@ -527,7 +528,7 @@ pub async fn tasks(client: &Client, cmd: TasksCommand) -> Result<u8> {
                 tty,
                 interactive,
                 detach,
-                process: super::ProcessArgs::default(),
+                process: ProcessArgs::default(),
                 image: c.image,
                 args: Vec::new(),
             };
