@@ -25,8 +25,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use berth_shim::client::StateDir;
 use berth_shim::options::{valid_id, Options};
-use berth_shim::protocol::{ExitInfo, Pids, ProcessState, Request, ShimEvent, Started, Status};
+use berth_shim::protocol::{
+    ErrorKind, ExitInfo, Pids, ProcessState, Refusal, Request, ShimEvent, Started, Status,
+};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -72,9 +75,13 @@ pub enum TaskError {
     RuntimeNotFound { name: String },
     #[error("start the shim of {id:?}: {reason}")]
     ShimStart { id: String, reason: String },
-    /// The shim refused the request.
+    /// The shim refused the request: `kind` says why.
     #[error("task {id:?}: {message}")]
-    Refused { id: String, message: String },
+    Refused {
+        id: String,
+        kind: ErrorKind,
+        message: String,
+    },
     #[error("task {id:?}: {source}")]
     Shim { id: String, source: ShimError },
 }
@@ -82,8 +89,9 @@ pub enum TaskError {
 impl TaskError {
     fn shim(id: &str, e: ShimError) -> TaskError {
         match e {
-            ShimError::Refused(message) => TaskError::Refused {
+            ShimError::Refused(Refusal { kind, message }) => TaskError::Refused {
                 id: id.to_string(),
+                kind,
                 message,
             },
             source => TaskError::Shim {
@@ -581,8 +589,7 @@ impl Tasks {
     ) -> Result<Arc<Task>, TaskError> {
         let dir = self.dir(ns, id);
         let socket = dir.join("shim.sock");
-        // The longest socket the shim makes there is its console socket.
-        if dir.join("console.sock").as_os_str().len() > MAX_SOCKET_PATH {
+        if StateDir::new(&dir).longest_socket().as_os_str().len() > MAX_SOCKET_PATH {
             return Err(TaskError::Invalid {
                 what: "container id",
                 reason: format!(
@@ -756,11 +763,8 @@ impl Tasks {
         if let Some(exit) = task.exited() {
             return exit;
         }
-        let dir = task.dir.clone();
-        let recorded = tokio::task::spawn_blocking(move || {
-            berth_shim::record::read_exit(&berth_shim::record::exit_file(&dir, None))
-        })
-        .await;
+        let state = StateDir::new(&task.dir);
+        let recorded = tokio::task::spawn_blocking(move || state.recorded_exit(None)).await;
         match recorded {
             Ok(Ok(Some(info))) => Exit::from_info(&info),
             _ => Exit::unknown(),
@@ -947,7 +951,7 @@ impl Tasks {
         };
         let pid = match &live {
             Some(state) => state.pid.unwrap_or(0).max(0) as u32,
-            None => read_pid(&dir.join(berth_shim::server::INIT_PID_FILE)),
+            None => StateDir::new(&dir).init_pid().unwrap_or(0).max(0) as u32,
         };
         let terminal = live.as_ref().is_some_and(|s| s.terminal);
         let task = Task::new(ns, id, dir.clone(), socket, pid, terminal);
@@ -1370,35 +1374,9 @@ fn timed_out(id: &str, socket: &Path) -> TaskError {
     }
 }
 
-/// Whether the shim of bundle `dir` runs: the process its `shim.pid` names
-/// is alive and is a berth-shim (not a process that reused the pid). A
-/// shim that does not answer is not dead unless this says so: cleaning up
-/// after a live shim would kill its container.
+/// Whether the shim of bundle `dir` runs (see [`StateDir::shim_running`]).
 fn shim_alive(dir: &Path) -> bool {
-    let pid = read_pid(&dir.join(berth_shim::server::SHIM_PID_FILE));
-    if pid == 0 {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true);
-    !zombie
-        && cmdline
-            .split(|b| *b == 0)
-            .next()
-            .is_some_and(|arg0| arg0.ends_with(b"berth-shim"))
-}
-
-fn read_pid(path: &Path) -> u32 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    StateDir::new(dir).shim_running()
 }
 
 /// Runs blocking work (mounts, file trees) off the async threads.
