@@ -4,9 +4,9 @@
 //!
 //! This module is the event loop and the container's lifecycle: what the
 //! loop watches, reaping, and recording and reporting exits. The layers it
-//! drives are [`conn`] (connections: buffering, line framing, the attach
-//! and events streams), [`ops`] (what each request does, and why one is
-//! refused) and [`stdio`] (the container's output and input).
+//! drives are `conn` (connections: buffering, line framing, the attach
+//! and events streams), `ops` (what each request does, and why one is
+//! refused) and `stdio` (the container's output and input).
 //!
 //! Runtime commands (`start`, `exec`, `kill`, …) run synchronously inside
 //! the loop: they take milliseconds, the kernel buffers the container's
