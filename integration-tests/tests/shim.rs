@@ -303,7 +303,7 @@ fn exit_event(exec_id: Option<&str>, pid: i32, exit: &ExitInfo) -> ShimEvent {
 
 fn shim_error(result: Result<impl std::fmt::Debug, ClientError>) -> String {
     match result {
-        Err(ClientError::Shim(message)) => message,
+        Err(ClientError::Shim(refusal)) => refusal.message,
         other => panic!("expected an error from the shim, got {other:?}"),
     }
 }
@@ -740,7 +740,7 @@ fn bad_requests_get_errors_and_the_shim_keeps_serving() {
         s.sh("sleep 0.3; exit 2");
     });
     let error = |client: &mut Client, line: &str| match client.call_raw(line.as_bytes()) {
-        Ok(Response::Error(message)) => message,
+        Ok(Response::Error(refusal)) => refusal.message,
         other => panic!("{line}: expected an error, got {other:?}"),
     };
     let cases: &[(&str, &str)] = &[

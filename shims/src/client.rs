@@ -1,5 +1,7 @@
 //! A synchronous client of the shim's control socket (see
-//! [`crate::protocol`]), for the supervisor and for tests.
+//! [`crate::protocol`]), for the supervisor and for tests, and
+//! [`StateDir`]: what a client may learn from a shim's state directory
+//! (its pid, the init's pid, a recorded exit) without knowing its files.
 //!
 //! ```no_run
 //! use berth_shim::client::{spawn_shim, Client};
@@ -27,9 +29,12 @@ use serde_json::Value;
 
 use crate::options::Options;
 use crate::protocol::{
-    frame_header, parse_frame_header, ExitInfo, Pids, ProcessState, Request, Response, ShimEvent,
-    Started, FRAME_HEADER_LEN, MAX_FRAME_LEN, STDIN,
+    frame_header, parse_frame_header, ExitInfo, Pids, ProcessState, Refusal, Request, Response,
+    ShimEvent, Started, FRAME_HEADER_LEN, MAX_FRAME_LEN, STDIN,
 };
+use crate::record;
+pub use crate::record::RecordError;
+use crate::server::{INIT_PID_FILE, SHIM_PID_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -41,9 +46,9 @@ pub enum ClientError {
     Closed,
     #[error("bad response from the shim: {0}")]
     BadResponse(String),
-    /// The shim refused the request; its message.
+    /// The shim refused the request: why, and its message.
     #[error("{0}")]
-    Shim(String),
+    Shim(Refusal),
     #[error("run {binary}: {source}")]
     Spawn { binary: PathBuf, source: io::Error },
     #[error("the shim did not start: {0}")]
@@ -131,7 +136,7 @@ impl Client {
             serde_json::to_vec(request).map_err(|e| ClientError::BadResponse(e.to_string()))?;
         match self.call_raw(&line)? {
             Response::Ok(value) => Ok(value),
-            Response::Error(message) => Err(ClientError::Shim(message)),
+            Response::Error(refusal) => Err(ClientError::Shim(refusal)),
         }
     }
 
@@ -388,5 +393,114 @@ impl Attach {
     /// reader has buffered belong to the stream).
     pub fn into_parts(self) -> (BufReader<UnixStream>, UnixStream) {
         (self.reader, self.writer)
+    }
+}
+
+/// A shim's state directory (`Options::state_dir`) as its clients may read
+/// it, for a shim that does not answer or is gone: which files hold what
+/// stays the shim's business.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> StateDir {
+        StateDir { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The pid the shim recorded for itself; `None` before it serves and
+    /// after it exited cleanly.
+    pub fn shim_pid(&self) -> Option<i32> {
+        read_pid(&self.dir.join(SHIM_PID_FILE))
+    }
+
+    /// The host pid of the container's init, as the runtime reported it at
+    /// create; `None` if the container was never created.
+    pub fn init_pid(&self) -> Option<i32> {
+        read_pid(&self.dir.join(INIT_PID_FILE))
+    }
+
+    /// Whether the shim runs: the process its pid names is alive and is a
+    /// berth-shim (not a process that reused the pid). A shim that does not
+    /// answer is not dead unless this says so: cleaning up after a live
+    /// shim would kill its container.
+    pub fn shim_running(&self) -> bool {
+        let Some(pid) = self.shim_pid() else {
+            return false;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        !zombie
+            && cmdline
+                .split(|b| *b == 0)
+                .next()
+                .is_some_and(|arg0| arg0.ends_with(b"berth-shim"))
+    }
+
+    /// How the init (`None`) or an exec'd process ended, as the shim
+    /// recorded it durably; `Ok(None)` if it has not recorded an exit.
+    pub fn recorded_exit(&self, exec_id: Option<&str>) -> Result<Option<ExitInfo>, RecordError> {
+        record::read_exit(&record::exit_file(&self.dir, exec_id))
+    }
+
+    /// The longest socket path the shim makes in the directory (the
+    /// control socket a client chooses must not be longer either): unix
+    /// socket paths are limited to 107 bytes.
+    pub fn longest_socket(&self) -> PathBuf {
+        self.dir.join(crate::server::CONSOLE_SOCKET)
+    }
+}
+
+/// A positive pid from a pid file.
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|pid: &i32| *pid > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_dir_tells_pids_and_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert_eq!(state.path(), dir.path());
+        assert_eq!((state.shim_pid(), state.init_pid()), (None, None));
+        assert!(!state.shim_running());
+        assert_eq!(state.recorded_exit(None).unwrap(), None);
+        std::fs::write(dir.path().join(SHIM_PID_FILE), "42\n").unwrap();
+        std::fs::write(dir.path().join(INIT_PID_FILE), "43").unwrap();
+        assert_eq!((state.shim_pid(), state.init_pid()), (Some(42), Some(43)));
+        std::fs::write(dir.path().join(INIT_PID_FILE), "-1").unwrap();
+        assert_eq!(state.init_pid(), None);
+        // This test's own process is alive but is no shim.
+        std::fs::write(
+            dir.path().join(SHIM_PID_FILE),
+            std::process::id().to_string(),
+        )
+        .unwrap();
+        assert!(!state.shim_running());
+        let exit = ExitInfo {
+            exit_status: 3,
+            exited_at: "2024-01-02T03:04:05.000000006Z".into(),
+        };
+        record::write_exit(&record::exit_file(dir.path(), Some("e1")), &exit).unwrap();
+        assert_eq!(state.recorded_exit(None).unwrap(), None);
+        assert_eq!(state.recorded_exit(Some("e1")).unwrap(), Some(exit));
+        assert!(state.longest_socket().starts_with(dir.path()));
     }
 }

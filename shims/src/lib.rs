@@ -4,9 +4,11 @@
 //! serves a control socket; see `shims/README.md` for the protocol.
 //!
 //! The library holds the binary's logic (`daemon`, `server`, `oom`) and what
-//! clients share with it: [`protocol`] (requests, responses, states),
-//! [`options`] (the command line) and [`client`] (a synchronous client and
-//! [`client::spawn_shim`]).
+//! clients share with it: [`protocol`] (requests, typed answers, refusals
+//! with their [`protocol::ErrorKind`], states), [`options`] (the command
+//! line) and [`client`] (a synchronous client, [`client::spawn_shim`], and
+//! [`client::StateDir`], what a client may learn from a shim's directory;
+//! the files in it are this crate's business).
 
 pub mod client;
 pub mod daemon;
@@ -15,7 +17,7 @@ pub mod oom;
 pub mod options;
 pub mod process;
 pub mod protocol;
-pub mod record;
+pub(crate) mod record;
 pub mod runtime;
 pub mod server;
 mod sys;

@@ -2,8 +2,11 @@
 //!
 //! A connection to the control socket carries newline-delimited JSON: one
 //! request per line, answered in order by one response per line,
-//! `{"ok": VALUE}` or `{"error": "message"}`. A request names its operation
-//! in `op`; see [`Request`] for the fields of each.
+//! `{"ok": VALUE}` or `{"error": "message", "kind": "not_found"}` (see
+//! [`Response`]). A request names its operation in `op`; see [`Request`]
+//! for the fields of each and the type of its `ok` value. The `kind` of a
+//! refusal ([`ErrorKind`]) is what a client acts on; the message is for
+//! people.
 //!
 //! `attach` turns its connection into a byte stream once the shim has
 //! answered `{"ok":{}}`: the shim sends the process's output as frames of
@@ -34,7 +37,8 @@
 
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// Stream number of stdin frames (client to shim).
@@ -173,12 +177,113 @@ impl Request {
     ];
 }
 
-/// One response line.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// One response line: `{"ok": VALUE}`, or `{"error": "message", "kind":
+/// "…"}` when the shim refuses the request. A refusal without `kind` (from
+/// a shim that predates it) decodes as [`ErrorKind::FailedPrecondition`],
+/// and so does a kind this version does not know.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Response {
     Ok(Value),
-    Error(String),
+    Error(Refusal),
+}
+
+impl Response {
+    /// The `ok` value of a typed answer.
+    pub fn ok<T: Serialize>(answer: &T) -> Response {
+        // The answers are plain structs of strings and numbers, which
+        // always serialize; a failure would answer null.
+        Response::Ok(serde_json::to_value(answer).unwrap_or(Value::Null))
+    }
+
+    /// A refusal of `kind`.
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+        Response::Error(Refusal {
+            kind,
+            message: message.into(),
+        })
+    }
+}
+
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Response::Ok(value) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("ok", value)?;
+                map.end()
+            }
+            Response::Error(refusal) => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("error", &refusal.message)?;
+                map.serialize_entry("kind", &refusal.kind)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Response {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// `{"ok": null}` is an answer: a present `ok` is `Some` even when
+        /// it is null.
+        fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+            Value::deserialize(d).map(Some)
+        }
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(default, deserialize_with = "present")]
+            ok: Option<Value>,
+            #[serde(default)]
+            error: Option<String>,
+            #[serde(default)]
+            kind: Option<ErrorKind>,
+        }
+        // An object, not a sequence of the fields.
+        let object = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+        let wire = Wire::deserialize(Value::Object(object)).map_err(serde::de::Error::custom)?;
+        match (wire.ok, wire.error) {
+            (Some(value), None) => Ok(Response::Ok(value)),
+            (None, Some(message)) => Ok(Response::Error(Refusal {
+                kind: wire.kind.unwrap_or_default(),
+                message,
+            })),
+            _ => Err(serde::de::Error::custom(
+                "a response has exactly one of \"ok\" and \"error\"",
+            )),
+        }
+    }
+}
+
+/// Why the shim refused a request: what a client decides by (a gRPC code,
+/// a retry), where the message is for people.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The exec'd process named does not exist.
+    NotFound,
+    /// An exec'd process of that id exists already.
+    AlreadyExists,
+    /// The request itself is wrong: malformed, an unknown op, a bad field,
+    /// id, signal, process or resources.
+    InvalidArgument,
+    /// The shim failed at its own work (a file, a terminal, the runtime's
+    /// output).
+    Internal,
+    /// The request does not fit the process's state (start a running
+    /// container, exec in a stopped one, delete a live one), or the
+    /// runtime refused it. Also what a refusal without a kind, or of a
+    /// kind this version does not know, means.
+    #[default]
+    #[serde(other)]
+    FailedPrecondition,
+}
+
+/// A refused request: its [`ErrorKind`] and the shim's message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub kind: ErrorKind,
+    pub message: String,
 }
 
 /// Status of the container or of an exec'd process.
@@ -265,6 +370,12 @@ pub enum ShimEvent {
     Oom,
 }
 
+/// Answer of the requests that return nothing (`kill`, `exec`, `resize`,
+/// `close_stdin`, `pause`, `resume`, `update`, `shutdown`, and `attach` and
+/// `events` before their streams): `{}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {}
+
 /// Answer to `start` and `start_exec`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Started {
@@ -324,13 +435,53 @@ mod tests {
 
     #[test]
     fn responses_are_ok_or_error() {
-        let ok = Response::Ok(json!({"pid": 3}));
+        let ok = Response::ok(&Started { pid: 3 });
         assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":{"pid":3}}"#);
-        let err = Response::Error("no such exec process".into());
+        assert_eq!(
+            serde_json::to_string(&Response::ok(&Done {})).unwrap(),
+            r#"{"ok":{}}"#
+        );
+        let err = Response::error(ErrorKind::NotFound, "no such exec process");
         assert_eq!(
             serde_json::to_string(&err).unwrap(),
-            r#"{"error":"no such exec process"}"#
+            r#"{"error":"no such exec process","kind":"not_found"}"#
         );
+        for response in [ok, err] {
+            let line = serde_json::to_string(&response).unwrap();
+            assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), response);
+        }
+        assert_eq!(
+            serde_json::from_str::<Response>(r#"{"ok":null}"#).unwrap(),
+            Response::Ok(Value::Null)
+        );
+    }
+
+    #[test]
+    fn refusals_without_a_known_kind_are_failed_preconditions() {
+        let old: Response = serde_json::from_str(r#"{"error":"is running"}"#).unwrap();
+        assert_eq!(
+            old,
+            Response::error(ErrorKind::FailedPrecondition, "is running")
+        );
+        let newer: Response =
+            serde_json::from_str(r#"{"error":"x","kind":"out_of_coffee"}"#).unwrap();
+        assert_eq!(newer, Response::error(ErrorKind::FailedPrecondition, "x"));
+        for kind in [
+            ErrorKind::NotFound,
+            ErrorKind::AlreadyExists,
+            ErrorKind::InvalidArgument,
+            ErrorKind::FailedPrecondition,
+            ErrorKind::Internal,
+        ] {
+            let line = serde_json::to_string(&Response::error(kind, "m")).unwrap();
+            match serde_json::from_str::<Response>(&line).unwrap() {
+                Response::Error(refusal) => assert_eq!(refusal.kind, kind, "{line}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        for bad in [r#"{}"#, r#"{"ok":1,"error":"x"}"#, r#"{"error":7}"#, "[1]"] {
+            assert!(serde_json::from_str::<Response>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

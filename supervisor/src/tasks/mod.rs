@@ -14,28 +14,42 @@
 //! file records that it was); a dead shim's container is deleted with the
 //! runtime, its exit reported from its record, and its bundle removed; a
 //! shim whose container record is gone is shut down and removed.
+//!
+//! This module holds the types, the table of tasks and the one connection
+//! helper ([`Task`]'s calls); the work is in `lifecycle` (create and
+//! delete), `processes` (start, exec, signals, queries), `exits`
+//! (following the shims' events, reporting exits), `recover` (the
+//! restart) and `markers` (the files that make an exit published once).
+//! The shim is reached through [`shim`] and its state directory only
+//! through `berth_shim::client::StateDir`.
 
 pub mod bundle;
+mod exits;
+mod lifecycle;
+mod markers;
+mod processes;
+mod recover;
 pub mod shim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use berth_shim::options::{valid_id, Options};
-use berth_shim::protocol::{ExitInfo, Pids, ProcessState, Request, ShimEvent, Started, Status};
+use berth_shim::client::StateDir;
+use berth_shim::options::valid_id;
+use berth_shim::protocol::{ErrorKind, ExitInfo, Refusal, Request, Status};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::containers::{self, ContainerError, DEFAULT_RUNTIME};
+use crate::containers::{ContainerError, DEFAULT_RUNTIME};
 use crate::events::Exchange;
 use crate::images::Images;
-use crate::metadata::{Reader, Table};
 use bundle::BundleError;
-use shim::{AttachInput, AttachOutput, ShimConn, ShimError};
+use markers::MarkerWrites;
+use shim::{ShimConn, ShimError};
 
 /// Longest unix socket path (sun_path is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -72,9 +86,13 @@ pub enum TaskError {
     RuntimeNotFound { name: String },
     #[error("start the shim of {id:?}: {reason}")]
     ShimStart { id: String, reason: String },
-    /// The shim refused the request.
+    /// The shim refused the request: `kind` says why.
     #[error("task {id:?}: {message}")]
-    Refused { id: String, message: String },
+    Refused {
+        id: String,
+        kind: ErrorKind,
+        message: String,
+    },
     #[error("task {id:?}: {source}")]
     Shim { id: String, source: ShimError },
 }
@@ -82,8 +100,9 @@ pub enum TaskError {
 impl TaskError {
     fn shim(id: &str, e: ShimError) -> TaskError {
         match e {
-            ShimError::Refused(message) => TaskError::Refused {
+            ShimError::Refused(Refusal { kind, message }) => TaskError::Refused {
                 id: id.to_string(),
+                kind,
                 message,
             },
             source => TaskError::Shim {
@@ -290,48 +309,6 @@ struct Task {
     starting: tokio::sync::Mutex<()>,
 }
 
-/// Counts the exit markers still to be written, so that the bundle is
-/// removed only after them (a marker written into a directory being
-/// removed would make its removal fail).
-#[derive(Default)]
-struct MarkerWrites {
-    pending: AtomicUsize,
-    done: tokio::sync::Notify,
-}
-
-/// One pending marker write; done when dropped, so a follow-up that never
-/// runs (its queue gone) cannot hold a delete up.
-struct MarkerPending(Arc<MarkerWrites>);
-
-impl MarkerPending {
-    fn new(markers: &Arc<MarkerWrites>) -> MarkerPending {
-        markers.pending.fetch_add(1, Ordering::SeqCst);
-        MarkerPending(Arc::clone(markers))
-    }
-}
-
-impl Drop for MarkerPending {
-    fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::SeqCst);
-        self.0.done.notify_waiters();
-    }
-}
-
-impl MarkerWrites {
-    /// Returns once no marker is pending.
-    async fn idle(&self) {
-        loop {
-            let notified = self.done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.pending.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 impl Task {
     fn new(
         ns: &str,
@@ -403,13 +380,6 @@ impl Task {
             });
         }
         Ok(())
-    }
-}
-
-fn report_marker(dir: &Path, exec_id: Option<&str>) -> PathBuf {
-    match exec_id {
-        None => dir.join("exit.reported"),
-        Some(e) => dir.join(format!("exec-{e}.exit.reported")),
     }
 }
 
@@ -530,833 +500,6 @@ impl Tasks {
         }
         a
     }
-
-    // -----------------------------------------------------------------
-    // Create and delete
-
-    /// Creates the container's task; its init waits for [`Tasks::start`].
-    pub async fn create(
-        self: &Arc<Self>,
-        ns: &str,
-        id: &str,
-        opts: CreateOptions,
-    ) -> Result<u32, TaskError> {
-        let key = (ns.to_string(), id.to_string());
-        {
-            let mut table = self.lock();
-            if table.contains_key(&key) {
-                return Err(TaskError::AlreadyExists(id.to_string()));
-            }
-            table.insert(key.clone(), Slot::Creating);
-        }
-        // Read once the id is reserved: a container delete holds it too.
-        let created = match containers::get(&self.images, ns, id) {
-            Ok(record) => self.create_task(ns, id, &record, &opts).await,
-            Err(e) => Err(e.into()),
-        };
-        match created {
-            Ok(task) => {
-                let pid = task.pid;
-                self.lock().insert(key, Slot::Ready(Arc::clone(&task)));
-                tracing::info!(namespace = ns, container = id, pid, "task created");
-                let tasks = Arc::clone(self);
-                let task2 = Arc::clone(&task);
-                tokio::spawn(async move { tasks.monitor(task2).await });
-                self.publish(ns, "/tasks/create", Self::attributes(&task, None, pid));
-                Ok(pid)
-            }
-            Err(e) => {
-                self.lock().remove(&key);
-                Err(e)
-            }
-        }
-    }
-
-    async fn create_task(
-        &self,
-        ns: &str,
-        id: &str,
-        record: &containers::ContainerRecord,
-        opts: &CreateOptions,
-    ) -> Result<Arc<Task>, TaskError> {
-        let dir = self.dir(ns, id);
-        let socket = dir.join("shim.sock");
-        // The longest socket the shim makes there is its console socket.
-        if dir.join("console.sock").as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(TaskError::Invalid {
-                what: "container id",
-                reason: format!(
-                    "the shim socket {} would be longer than {MAX_SOCKET_PATH} bytes: use a shorter id or state directory",
-                    socket.display()
-                ),
-            });
-        }
-        let (spec, terminal) = bundle::task_spec(&record.spec, &format!("/berth/{ns}/{id}"))?;
-        let runtime = self.resolve_runtime(&record.runtime)?;
-        let mounts = {
-            let rx = self
-                .images
-                .meta
-                .read()
-                .map_err(|e| TaskError::Container(e.into()))?;
-            self.images
-                .snapshots
-                .mounts(&rx, ns, &record.snapshot_key)
-                .map_err(|e| TaskError::Container(e.into()))?
-        };
-        let dir2 = dir.clone();
-        blocking(move || {
-            bundle::write(&dir2, &spec)?;
-            if let Err(e) = bundle::mount_rootfs(&dir2, &mounts) {
-                let _ = bundle::remove(&dir2);
-                return Err(e.into());
-            }
-            Ok(())
-        })
-        .await?;
-
-        let mut shim_opts = Options::new(runtime, self.runtime_root(ns), &dir, id, &socket, &dir);
-        shim_opts.no_stdin = !opts.stdin;
-        shim_opts.log_max_size = (opts.log_max_size > 0).then_some(opts.log_max_size);
-        let started = self.start_shim(ns, id, &shim_opts).await;
-        let pid = match started {
-            Ok(pid) => pid,
-            Err(e) => {
-                let dir2 = dir.clone();
-                if let Err(re) = blocking(move || Ok(bundle::remove(&dir2)?)).await {
-                    tracing::warn!(container = id, error = %re, "bundle of a failed create not removed");
-                }
-                return Err(e);
-            }
-        };
-        Ok(Task::new(ns, id, dir, socket, pid, terminal))
-    }
-
-    /// Runs the shim, which returns once it serves and has created the
-    /// container; the init's pid.
-    async fn start_shim(&self, ns: &str, id: &str, opts: &Options) -> Result<u32, TaskError> {
-        let out = tokio::process::Command::new(&self.config.shim)
-            .args(opts.to_args())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .await
-            .map_err(|e| TaskError::ShimStart {
-                id: id.to_string(),
-                reason: format!("run {}: {e}", self.config.shim.display()),
-            })?;
-        if !out.status.success() {
-            let text = String::from_utf8_lossy(&out.stderr);
-            let text = text.trim();
-            let text = text.strip_prefix("berth-shim: ").unwrap_or(text);
-            return Err(TaskError::ShimStart {
-                id: id.to_string(),
-                reason: if text.is_empty() {
-                    format!("the shim exited with {}", out.status)
-                } else {
-                    text.to_string()
-                },
-            });
-        }
-        let state = async {
-            let mut conn = ShimConn::connect(&opts.socket).await?;
-            conn.call_as::<ProcessState>(&Request::State { exec_id: None })
-                .await
-        };
-        match tokio::time::timeout(SHIM_CALL_TIMEOUT, state).await {
-            Ok(Ok(state)) => Ok(state.pid.unwrap_or(0).max(0) as u32),
-            failed => {
-                // The shim runs and the container exists: neither may
-                // outlive the failed create.
-                if let Ok(mut conn) = ShimConn::connect(&opts.socket).await {
-                    let _ = conn.call(&Request::Shutdown { force: true }).await;
-                }
-                self.runtime_force_delete(ns, id).await;
-                Err(match failed {
-                    Ok(Err(e)) => TaskError::shim(id, e),
-                    _ => TaskError::ShimStart {
-                        id: id.to_string(),
-                        reason: "the shim did not answer".to_string(),
-                    },
-                })
-            }
-        }
-    }
-
-    /// Deletes a stopped or never started task: its exit, once the shim,
-    /// the runtime state, the rootfs mount and the bundle are gone.
-    pub async fn delete(&self, ns: &str, id: &str) -> Result<(u32, Exit), TaskError> {
-        let task = self.task(ns, id)?;
-        if task.deleting.swap(true, Ordering::SeqCst) {
-            return Err(TaskError::WrongState {
-                id: id.to_string(),
-                status: "being deleted",
-                why: "another delete is under way",
-            });
-        }
-        let exit = match self.delete_shim(&task).await {
-            Ok(exit) => exit,
-            Err(e) => {
-                task.deleting.store(false, Ordering::SeqCst);
-                return Err(e);
-            }
-        };
-        self.report_exit(&task, None, task.pid, exit.clone()).await;
-        task.markers.idle().await;
-        let dir = task.dir.clone();
-        if let Err(e) = blocking(move || Ok(bundle::remove(&dir)?)).await {
-            // A retry finds the shim gone and removes the bundle again.
-            task.deleting.store(false, Ordering::SeqCst);
-            return Err(e);
-        }
-        self.lock().remove(&(ns.to_string(), id.to_string()));
-        let mut attributes = Self::attributes(&task, None, task.pid);
-        exit.attributes(&mut attributes);
-        self.publish(ns, "/tasks/delete", attributes);
-        tracing::info!(
-            namespace = ns,
-            container = id,
-            status = exit.status,
-            "task deleted"
-        );
-        Ok((task.pid, exit))
-    }
-
-    async fn delete_shim(&self, task: &Task) -> Result<Exit, TaskError> {
-        let mut conn = match ShimConn::connect(&task.socket).await {
-            Ok(conn) => conn,
-            // The shim is gone: clean up after it.
-            Err(_) if !shim_alive(&task.dir) => return Ok(self.cleanup_dead_shim(task).await),
-            Err(e) => return Err(TaskError::shim(&task.id, e)),
-        };
-        let state: ProcessState = conn
-            .call_as(&Request::State { exec_id: None })
-            .await
-            .map_err(|e| TaskError::shim(&task.id, e))?;
-        let status = TaskStatus::from_shim(state.status);
-        if matches!(status, TaskStatus::Running | TaskStatus::Paused) {
-            return Err(TaskError::WrongState {
-                id: task.id.clone(),
-                status: status.name(),
-                why: "kill it first",
-            });
-        }
-        let info: ExitInfo = conn
-            .call_as(&Request::Delete { exec_id: None })
-            .await
-            .map_err(|e| TaskError::shim(&task.id, e))?;
-        Ok(Exit::from_info(&info))
-    }
-
-    /// Deletes what a dead shim left: the container (killed if it still
-    /// runs) and its runtime state. Its exit, as recorded or unknown.
-    async fn cleanup_dead_shim(&self, task: &Task) -> Exit {
-        self.runtime_force_delete(&task.ns, &task.id).await;
-        if let Some(exit) = task.exited() {
-            return exit;
-        }
-        let dir = task.dir.clone();
-        let recorded = tokio::task::spawn_blocking(move || {
-            berth_shim::record::read_exit(&berth_shim::record::exit_file(&dir, None))
-        })
-        .await;
-        match recorded {
-            Ok(Ok(Some(info))) => Exit::from_info(&info),
-            _ => Exit::unknown(),
-        }
-    }
-
-    /// `<runtime> delete --force <id>`, as the shim would; failures (the
-    /// container is already gone) are logged.
-    async fn runtime_force_delete(&self, ns: &str, id: &str) {
-        let runtime = match containers::get(&self.images, ns, id) {
-            Ok(r) => self.resolve_runtime(&r.runtime).ok(),
-            Err(_) => None,
-        }
-        .unwrap_or_else(|| self.config.runtime.clone());
-        let out = tokio::process::Command::new(&runtime)
-            .arg("--root")
-            .arg(self.runtime_root(ns))
-            .args(["delete", "--force", id])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .await;
-        match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => tracing::debug!(
-                container = id,
-                stderr = %String::from_utf8_lossy(&o.stderr).trim(),
-                "runtime delete --force"
-            ),
-            Err(e) => tracing::warn!(container = id, error = %e, "run the runtime"),
-        }
-    }
-
-    // -----------------------------------------------------------------
-    // Exits and OOM kills
-
-    /// Follows the shim's events until the shim exits; a stream that
-    /// breaks while the shim lives is opened again (the shim replays the
-    /// exits it recorded, which are reported once).
-    async fn monitor(self: Arc<Self>, task: Arc<Task>) {
-        loop {
-            self.follow_events(&task).await;
-            if task.deleting.load(Ordering::SeqCst) || !shim_alive(&task.dir) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        // The shim is gone: after a delete, or because it died. An init
-        // exit it never reported is reported now.
-        if !task.deleting.load(Ordering::SeqCst) && task.exited().is_none() {
-            tracing::warn!(namespace = %task.ns, container = %task.id, "the shim is gone");
-            let exit = self.cleanup_dead_shim(&task).await;
-            self.report_exit(&task, None, task.pid, exit).await;
-        }
-    }
-
-    /// Reads one events stream of the shim until it ends or breaks.
-    async fn follow_events(&self, task: &Task) {
-        let stream = match ShimConn::connect(&task.socket).await {
-            Ok(conn) => conn.events().await,
-            Err(e) => Err(e),
-        };
-        match stream {
-            Ok(mut stream) => loop {
-                match stream.next().await {
-                    Ok(Some(ShimEvent::Exit {
-                        exec_id,
-                        pid,
-                        exit_status,
-                        exited_at,
-                    })) => {
-                        let exit = Exit::from_info(&ExitInfo {
-                            exit_status,
-                            exited_at,
-                        });
-                        let pid = pid.max(0) as u32;
-                        self.report_exit(task, exec_id.as_deref(), pid, exit).await;
-                    }
-                    Ok(Some(ShimEvent::Oom)) => {
-                        tracing::info!(namespace = %task.ns, container = %task.id, "oom kill");
-                        let attributes =
-                            BTreeMap::from([("container_id".to_string(), task.id.clone())]);
-                        self.publish(&task.ns, "/tasks/oom", attributes);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(container = %task.id, error = %e, "shim events");
-                        break;
-                    }
-                }
-            },
-            Err(e) => tracing::debug!(container = %task.id, error = %e, "follow the shim"),
-        }
-    }
-
-    /// Publishes `/tasks/exit` for a process, once across restarts (a
-    /// marker file in the bundle records it), and makes the init's exit
-    /// known to waiters.
-    async fn report_exit(&self, task: &Task, exec_id: Option<&str>, pid: u32, exit: Exit) {
-        let _held = task.report.lock().await;
-        if exec_id.is_none() && task.exited().is_some() {
-            return;
-        }
-        let marker = report_marker(&task.dir, exec_id);
-        let _gate = task.starting.lock().await;
-        if !marker.exists() {
-            let mut attributes = Self::attributes(task, exec_id, pid);
-            exit.attributes(&mut attributes);
-            // Counted before `deleting` is read: a delete that starts now
-            // waits for this marker, or this sees the delete and writes none
-            // (the bundle goes, and its markers with it).
-            let pending = MarkerPending::new(&task.markers);
-            if task.deleting.load(Ordering::SeqCst) {
-                drop(pending);
-                self.events
-                    .enqueue(&task.ns, "/tasks/exit", attributes, None);
-            } else {
-                // Marked once recorded: a crash before then, or an event
-                // that failed to be recorded, is reported again.
-                let then = move |recorded: bool| {
-                    if recorded {
-                        if let Err(e) = std::fs::write(&marker, b"") {
-                            tracing::warn!(path = %marker.display(), error = %e, "write the exit marker");
-                        }
-                    }
-                    drop(pending);
-                };
-                self.events
-                    .enqueue(&task.ns, "/tasks/exit", attributes, Some(Box::new(then)));
-            }
-        }
-        if exec_id.is_none() {
-            task.exit.send_replace(Some(exit));
-        }
-    }
-
-    // -----------------------------------------------------------------
-    // Restart
-
-    /// Reattaches to the shims that outlived the previous supervisor and
-    /// cleans up after the ones that did not.
-    pub async fn recover(self: &Arc<Self>) -> Result<(), TaskError> {
-        let root = self.config.state.join("shims");
-        let found = blocking(move || Ok(list_bundles(&root))).await?;
-        // All at once: a shim that does not answer holds up only itself.
-        let recovering = found.into_iter().map(|(ns, id, dir)| async move {
-            if let Err(e) = self.recover_one(&ns, &id, dir).await {
-                tracing::warn!(namespace = %ns, container = %id, error = %e, "task not recovered");
-            }
-        });
-        futures_util::future::join_all(recovering).await;
-        Ok(())
-    }
-
-    async fn recover_one(
-        self: &Arc<Self>,
-        ns: &str,
-        id: &str,
-        dir: PathBuf,
-    ) -> Result<(), TaskError> {
-        let has_container = {
-            let rx = self
-                .images
-                .meta
-                .read()
-                .map_err(|e| TaskError::Container(e.into()))?;
-            rx.exists(Table::Containers, ns, id)
-                .map_err(|e| TaskError::Container(e.into()))?
-        };
-        let socket = dir.join("shim.sock");
-        let state = async {
-            let mut conn = ShimConn::connect(&socket).await?;
-            conn.call_as::<ProcessState>(&Request::State { exec_id: None })
-                .await
-        };
-        let live = match tokio::time::timeout(SHIM_CALL_TIMEOUT, state).await {
-            Ok(Ok(state)) => Some(state),
-            // Dead: cleaned up below.
-            _ if !shim_alive(&dir) => None,
-            // Alive but not answering as it should: left alone.
-            Ok(Err(e)) => return Err(TaskError::shim(id, e)),
-            Err(_) => return Err(timed_out(id, &socket)),
-        };
-        let pid = match &live {
-            Some(state) => state.pid.unwrap_or(0).max(0) as u32,
-            None => read_pid(&dir.join(berth_shim::server::INIT_PID_FILE)),
-        };
-        let terminal = live.as_ref().is_some_and(|s| s.terminal);
-        let task = Task::new(ns, id, dir.clone(), socket, pid, terminal);
-        match (live, has_container) {
-            (Some(_), true) => {
-                tracing::info!(
-                    namespace = ns,
-                    container = id,
-                    pid,
-                    "reattached to the shim"
-                );
-                self.lock().insert(
-                    (ns.to_string(), id.to_string()),
-                    Slot::Ready(Arc::clone(&task)),
-                );
-                let tasks = Arc::clone(self);
-                tokio::spawn(async move { tasks.monitor(task).await });
-            }
-            (Some(_), false) => {
-                tracing::warn!(
-                    namespace = ns,
-                    container = id,
-                    "shim of a deleted container: shutting it down"
-                );
-                task.deleting.store(true, Ordering::SeqCst);
-                if let Err(e) = task.call(&Request::Shutdown { force: true }).await {
-                    tracing::warn!(container = id, error = %e, "shut the shim down");
-                }
-                self.runtime_force_delete(ns, id).await;
-                blocking(move || Ok(bundle::remove(&dir)?)).await?;
-            }
-            (None, _) => {
-                tracing::warn!(
-                    namespace = ns,
-                    container = id,
-                    "the shim is gone: cleaning up"
-                );
-                task.deleting.store(true, Ordering::SeqCst);
-                let exit = self.cleanup_dead_shim(&task).await;
-                if has_container {
-                    self.report_exit(&task, None, pid, exit.clone()).await;
-                }
-                task.markers.idle().await;
-                blocking(move || Ok(bundle::remove(&dir)?)).await?;
-                if has_container {
-                    let mut attributes = Self::attributes(&task, None, pid);
-                    exit.attributes(&mut attributes);
-                    self.publish(ns, "/tasks/delete", attributes);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    // -----------------------------------------------------------------
-    // Processes
-
-    /// Starts the init, or a registered exec'd process; its pid.
-    pub async fn start(&self, ns: &str, id: &str, exec_id: Option<&str>) -> Result<u32, TaskError> {
-        let task = self.task(ns, id)?;
-        // Held until the start is queued: an exit that comes meanwhile is
-        // queued after it.
-        let _gate = task.starting.lock().await;
-        let started: Started = match exec_id {
-            None => task.call_as(&Request::Start).await?,
-            Some(e) => {
-                task.check_alive("cannot start a process in it")?;
-                task.call_as(&Request::StartExec {
-                    exec_id: e.to_string(),
-                })
-                .await?
-            }
-        };
-        let pid = started.pid.max(0) as u32;
-        let topic = if exec_id.is_some() {
-            "/tasks/exec-started"
-        } else {
-            "/tasks/start"
-        };
-        self.publish(ns, topic, Self::attributes(&task, exec_id, pid));
-        Ok(pid)
-    }
-
-    /// Registers a process (an OCI `process` object, JSON) to run in the
-    /// task at `start`.
-    pub async fn exec(
-        &self,
-        ns: &str,
-        id: &str,
-        exec_id: &str,
-        process: &[u8],
-        terminal: bool,
-        stdin: bool,
-    ) -> Result<(), TaskError> {
-        check_exec_id(exec_id)?;
-        let process: Value = serde_json::from_slice(process).map_err(|e| TaskError::Invalid {
-            what: "process",
-            reason: e.to_string(),
-        })?;
-        if !process.is_object() {
-            return Err(TaskError::Invalid {
-                what: "process",
-                reason: "not a JSON object".into(),
-            });
-        }
-        let task = self.task(ns, id)?;
-        task.check_alive("cannot exec in it")?;
-        task.call(&Request::Exec {
-            exec_id: exec_id.to_string(),
-            process,
-            terminal,
-        })
-        .await?;
-        if !stdin && !terminal {
-            task.call(&Request::CloseStdin {
-                exec_id: Some(exec_id.to_string()),
-            })
-            .await?;
-        }
-        let mut attributes = Self::attributes(&task, Some(exec_id), 0);
-        attributes.remove("pid");
-        self.publish(ns, "/tasks/exec-added", attributes);
-        Ok(())
-    }
-
-    /// Forgets an exited exec'd process; its exit.
-    pub async fn delete_process(
-        &self,
-        ns: &str,
-        id: &str,
-        exec_id: &str,
-    ) -> Result<(u32, Exit), TaskError> {
-        check_exec_id(exec_id)?;
-        let task = self.task(ns, id)?;
-        let state: ProcessState = task
-            .call_as(&Request::State {
-                exec_id: Some(exec_id.to_string()),
-            })
-            .await?;
-        let info: ExitInfo = task
-            .call_as(&Request::Delete {
-                exec_id: Some(exec_id.to_string()),
-            })
-            .await?;
-        // Its marker may still be on its way: removed once written.
-        task.markers.idle().await;
-        let _ = std::fs::remove_file(report_marker(&task.dir, Some(exec_id)));
-        Ok((state.pid.unwrap_or(0).max(0) as u32, Exit::from_info(&info)))
-    }
-
-    pub async fn get(
-        &self,
-        ns: &str,
-        id: &str,
-        exec_id: Option<&str>,
-    ) -> Result<ProcessInfo, TaskError> {
-        if let Some(e) = exec_id {
-            check_exec_id(e)?;
-        }
-        let task = self.task(ns, id)?;
-        self.process_info(&task, exec_id).await
-    }
-
-    async fn process_info(
-        &self,
-        task: &Task,
-        exec_id: Option<&str>,
-    ) -> Result<ProcessInfo, TaskError> {
-        let request = Request::State {
-            exec_id: exec_id.map(str::to_owned),
-        };
-        let state =
-            match tokio::time::timeout(SHIM_CALL_TIMEOUT, task.call_as::<ProcessState>(&request))
-                .await
-            {
-                Ok(state) => state,
-                Err(_) => Err(timed_out(&task.id, &task.socket)),
-            };
-        match state {
-            Ok(s) => Ok(ProcessInfo {
-                container_id: task.id.clone(),
-                exec_id: exec_id.map(str::to_owned),
-                pid: s.pid.unwrap_or(0).max(0) as u32,
-                status: TaskStatus::from_shim(s.status),
-                terminal: s.terminal,
-                exit: s.exit_status.map(|status| Exit {
-                    status,
-                    at: s
-                        .exited_at
-                        .as_deref()
-                        .and_then(berth_shim::time::parse_rfc3339)
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                }),
-            }),
-            // The shim cannot be reached: what the supervisor knows.
-            Err(TaskError::Shim { .. }) if exec_id.is_none() => {
-                let exit = task.exited();
-                Ok(ProcessInfo {
-                    container_id: task.id.clone(),
-                    exec_id: None,
-                    pid: task.pid,
-                    status: if exit.is_some() {
-                        TaskStatus::Stopped
-                    } else {
-                        TaskStatus::Unknown
-                    },
-                    terminal: task.terminal,
-                    exit,
-                })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The inits of the namespace's tasks.
-    pub async fn list(&self, ns: &str) -> Vec<ProcessInfo> {
-        let tasks: Vec<Arc<Task>> = self
-            .lock()
-            .iter()
-            .filter(|((n, _), _)| n == ns)
-            .filter_map(|(_, slot)| match slot {
-                Slot::Ready(t) => Some(Arc::clone(t)),
-                Slot::Creating | Slot::Held => None,
-            })
-            .collect();
-        let mut out = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            if let Ok(info) = self.process_info(&task, None).await {
-                out.push(info);
-            }
-        }
-        out.sort_by(|a, b| a.container_id.cmp(&b.container_id));
-        out
-    }
-
-    pub async fn kill(
-        &self,
-        ns: &str,
-        id: &str,
-        exec_id: Option<&str>,
-        signal: u32,
-        all: bool,
-    ) -> Result<(), TaskError> {
-        let signal = i32::try_from(signal)
-            .ok()
-            .filter(|s| (1..=64).contains(s))
-            .ok_or_else(|| TaskError::Invalid {
-                what: "signal",
-                reason: format!("{signal} is not a signal number (1-64)"),
-            })?;
-        let task = self.task(ns, id)?;
-        task.call(&Request::Kill {
-            signal,
-            all,
-            exec_id: exec_id.map(str::to_owned),
-        })
-        .await
-        .map(drop)
-    }
-
-    /// Returns once the process has exited.
-    pub async fn wait(&self, ns: &str, id: &str, exec_id: Option<&str>) -> Result<Exit, TaskError> {
-        let task = self.task(ns, id)?;
-        match exec_id {
-            None => {
-                let mut rx = task.exit.subscribe();
-                let exit = rx
-                    .wait_for(Option::is_some)
-                    .await
-                    .map_err(|_| TaskError::NotFound(id.to_string()))?;
-                Ok(exit.clone().unwrap_or_else(Exit::unknown))
-            }
-            Some(e) => {
-                let info: ExitInfo = task
-                    .call_as(&Request::Wait {
-                        exec_id: Some(e.to_string()),
-                    })
-                    .await?;
-                Ok(Exit::from_info(&info))
-            }
-        }
-    }
-
-    pub async fn resize(
-        &self,
-        ns: &str,
-        id: &str,
-        exec_id: Option<&str>,
-        width: u32,
-        height: u32,
-    ) -> Result<(), TaskError> {
-        let size = |v: u32, what| {
-            u16::try_from(v).map_err(|_| TaskError::Invalid {
-                what,
-                reason: format!("{v} is more than {}", u16::MAX),
-            })
-        };
-        let (width, height) = (size(width, "width")?, size(height, "height")?);
-        self.task(ns, id)?
-            .call(&Request::Resize {
-                exec_id: exec_id.map(str::to_owned),
-                width,
-                height,
-            })
-            .await
-            .map(drop)
-    }
-
-    pub async fn close_stdin(
-        &self,
-        ns: &str,
-        id: &str,
-        exec_id: Option<&str>,
-    ) -> Result<(), TaskError> {
-        self.task(ns, id)?
-            .call(&Request::CloseStdin {
-                exec_id: exec_id.map(str::to_owned),
-            })
-            .await
-            .map(drop)
-    }
-
-    pub async fn pause(&self, ns: &str, id: &str) -> Result<(), TaskError> {
-        let task = self.task(ns, id)?;
-        task.check_alive("cannot pause it")?;
-        task.call(&Request::Pause).await?;
-        self.publish(ns, "/tasks/paused", Self::attributes(&task, None, task.pid));
-        Ok(())
-    }
-
-    pub async fn resume(&self, ns: &str, id: &str) -> Result<(), TaskError> {
-        let task = self.task(ns, id)?;
-        task.check_alive("cannot resume it")?;
-        task.call(&Request::Resume).await?;
-        self.publish(
-            ns,
-            "/tasks/resumed",
-            Self::attributes(&task, None, task.pid),
-        );
-        Ok(())
-    }
-
-    pub async fn pids(&self, ns: &str, id: &str) -> Result<Vec<u32>, TaskError> {
-        let task = self.task(ns, id)?;
-        let pids: Pids = task.call_as(&Request::Pids).await?;
-        Ok(pids.pids.into_iter().map(|p| p.max(0) as u32).collect())
-    }
-
-    /// Changes the task's limits (an OCI `linux.resources` object, JSON).
-    pub async fn update(&self, ns: &str, id: &str, resources: &[u8]) -> Result<(), TaskError> {
-        let value: oci_spec::runtime::LinuxResources =
-            serde_json::from_slice(resources).map_err(|e| TaskError::Invalid {
-                what: "resources",
-                reason: e.to_string(),
-            })?;
-        let resources = serde_json::to_value(&value).map_err(|e| TaskError::Invalid {
-            what: "resources",
-            reason: e.to_string(),
-        })?;
-        let task = self.task(ns, id)?;
-        task.check_alive("cannot update it")?;
-        task.call(&Request::Update { resources }).await.map(drop)
-    }
-
-    pub async fn stats(&self, ns: &str, id: &str) -> Result<Stats, TaskError> {
-        let task = self.task(ns, id)?;
-        task.check_alive("it has no cgroup any more")?;
-        Ok(Stats::from_runtime(task.call(&Request::Stats).await?))
-    }
-
-    /// Attaches to a process: its output, and (with `stdin`) its input.
-    pub async fn attach(
-        &self,
-        ns: &str,
-        id: &str,
-        exec_id: Option<&str>,
-        stdin: bool,
-    ) -> Result<(AttachOutput, AttachInput), TaskError> {
-        if let Some(e) = exec_id {
-            check_exec_id(e)?;
-        }
-        let task = self.task(ns, id)?;
-        let conn = task.conn().await?;
-        conn.attach(exec_id, stdin)
-            .await
-            .map_err(|e| TaskError::shim(id, e))
-    }
-}
-
-/// `(namespace, id, dir)` of every bundle under `root`.
-fn list_bundles(root: &Path) -> Vec<(String, String, PathBuf)> {
-    let mut found = Vec::new();
-    let Ok(namespaces) = std::fs::read_dir(root) else {
-        return found;
-    };
-    for ns in namespaces.flatten() {
-        let Ok(ids) = std::fs::read_dir(ns.path()) else {
-            continue;
-        };
-        let Some(ns_name) = ns.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        for id in ids.flatten() {
-            if let Some(name) = id.file_name().to_str() {
-                found.push((ns_name.clone(), name.to_string(), id.path()));
-            }
-        }
-    }
-    found
 }
 
 /// A shim that did not answer in time.
@@ -1370,35 +513,9 @@ fn timed_out(id: &str, socket: &Path) -> TaskError {
     }
 }
 
-/// Whether the shim of bundle `dir` runs: the process its `shim.pid` names
-/// is alive and is a berth-shim (not a process that reused the pid). A
-/// shim that does not answer is not dead unless this says so: cleaning up
-/// after a live shim would kill its container.
+/// Whether the shim of bundle `dir` runs (see [`StateDir::shim_running`]).
 fn shim_alive(dir: &Path) -> bool {
-    let pid = read_pid(&dir.join(berth_shim::server::SHIM_PID_FILE));
-    if pid == 0 {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true);
-    !zombie
-        && cmdline
-            .split(|b| *b == 0)
-            .next()
-            .is_some_and(|arg0| arg0.ends_with(b"berth-shim"))
-}
-
-fn read_pid(path: &Path) -> u32 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    StateDir::new(dir).shim_running()
 }
 
 /// Runs blocking work (mounts, file trees) off the async threads.
@@ -1449,22 +566,5 @@ mod tests {
         assert!(check_exec_id("../x").is_err());
         assert!(check_exec_id("").is_err());
         assert!(check_exec_id(&"a".repeat(129)).is_err());
-    }
-
-    #[test]
-    fn bundles_are_listed_by_namespace() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("a/c1")).unwrap();
-        std::fs::create_dir_all(dir.path().join("b/c2")).unwrap();
-        let mut found: Vec<(String, String)> = list_bundles(dir.path())
-            .into_iter()
-            .map(|(n, i, _)| (n, i))
-            .collect();
-        found.sort();
-        assert_eq!(
-            found,
-            vec![("a".into(), "c1".into()), ("b".into(), "c2".into())]
-        );
-        assert!(list_bundles(&dir.path().join("missing")).is_empty());
     }
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use berth_shim::protocol::{
-    frame_header, parse_frame_header, Request, Response, ShimEvent, FRAME_HEADER_LEN,
+    frame_header, parse_frame_header, Refusal, Request, Response, ShimEvent, FRAME_HEADER_LEN,
     MAX_FRAME_LEN, STDIN,
 };
 use serde::de::DeserializeOwned;
@@ -27,9 +27,9 @@ pub enum ShimError {
     /// The shim answered with something that is not its protocol.
     #[error("shim at {path} answered badly: {detail}")]
     BadResponse { path: PathBuf, detail: String },
-    /// The shim refused the request; its message.
+    /// The shim refused the request: why (its kind), and its message.
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
 }
 
 /// A connection to one shim.
@@ -78,7 +78,7 @@ impl ShimConn {
         let line = self.read_line().await?;
         match serde_json::from_str::<Response>(&line) {
             Ok(Response::Ok(v)) => Ok(v),
-            Ok(Response::Error(message)) => Err(ShimError::Refused(message)),
+            Ok(Response::Error(refusal)) => Err(ShimError::Refused(refusal)),
             Err(e) => Err(self.bad(format!("{e}: {line:?}"))),
         }
     }
