@@ -36,6 +36,9 @@ pub enum BlobError {
         reference: String,
         held: u64,
     },
+    /// Reading a held blob for a client failed midway.
+    #[error("read blob: {0}")]
+    Read(std::io::Error),
     #[error(transparent)]
     Content(#[from] ContentError),
     #[error(transparent)]

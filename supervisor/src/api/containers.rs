@@ -8,7 +8,7 @@ use berth_proto::containers::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{blocking, container_status, labels, namespace, timestamp, Service};
-use crate::containers::{self, ContainerRecord, Filter, NewContainer, Overrides};
+use crate::containers::{self, ContainerError, ContainerRecord, Filter, NewContainer, Overrides};
 use crate::gc;
 
 fn container_pb(id: String, r: ContainerRecord) -> pb::Container {
@@ -133,9 +133,7 @@ impl pb::containers_server::Containers for Service {
         // No task may start while the container goes (held until the
         // delete ends, even if the client goes away).
         let Some(hold) = self.tasks.hold(&ns, &id) else {
-            return Err(Status::failed_precondition(format!(
-                "container {id:?} has a task: kill and delete the task first"
-            )));
+            return Err(container_status(ContainerError::HasTask(id)));
         };
         let images = Arc::clone(&self.images);
         let (ns2, id2) = (ns.clone(), id.clone());

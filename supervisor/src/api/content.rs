@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::error::invalid;
 use super::{lease, namespace, timestamp, BoxStream, Service};
-use crate::blobs::{self, Step, WriteAction, WriteMessage, WriteSession, WriteStatus};
+use crate::blobs::{self, BlobError, Step, WriteAction, WriteMessage, WriteSession, WriteStatus};
 use crate::images::Images;
 use crate::metadata::ContentRecord;
 
@@ -153,7 +153,7 @@ impl pb::content_server::Content for Service {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!("read blob: {e}"))));
+                        let _ = tx.blocking_send(Err(BlobError::Read(e).into()));
                         break;
                     }
                 }

@@ -118,7 +118,7 @@ fn container_code(e: &ContainerError) -> Code {
         | ContainerError::InvalidSpec(_) => Code::InvalidArgument,
         ContainerError::AlreadyExists(_) => Code::AlreadyExists,
         ContainerError::NotFound(_) => Code::NotFound,
-        ContainerError::NoLayers { .. } => Code::FailedPrecondition,
+        ContainerError::NoLayers { .. } | ContainerError::HasTask(_) => Code::FailedPrecondition,
         ContainerError::Image(e) => image_code(e),
     }
 }
@@ -158,6 +158,7 @@ fn blob_code(e: &BlobError) -> Code {
         BlobError::MissingRef | BlobError::OtherRef { .. } | BlobError::Offset { .. } => {
             Code::InvalidArgument
         }
+        BlobError::Read(_) => Code::Internal,
         BlobError::Content(c) => content_code(c),
         BlobError::Metadata(m) => metadata_code(m),
         BlobError::Hold(i) => image_code(i),
@@ -547,6 +548,10 @@ mod tests {
                 ContainerError::NoLayers { image: "i".into() },
                 Code::FailedPrecondition,
             ),
+            (
+                ContainerError::HasTask("c".into()),
+                Code::FailedPrecondition,
+            ),
         ];
         cases.extend(image_cases().into_iter().map(|(e, c)| (e.into(), c)));
         cases
@@ -624,6 +629,7 @@ mod tests {
                 },
                 Code::InvalidArgument,
             ),
+            (BlobError::Read(io_error()), Code::Internal),
             (BlobError::Metadata(bad_ns()), Code::InvalidArgument),
             (BlobError::Hold(ImageError::Metadata(db())), Code::Internal),
         ];
@@ -704,6 +710,16 @@ mod tests {
                 missing_namespace(),
                 Code::FailedPrecondition,
                 "namespace required: set the berth-namespace metadata",
+            ),
+            (
+                container_status(ContainerError::HasTask("c".into())),
+                Code::FailedPrecondition,
+                "container \"c\" has a task: kill and delete the task first",
+            ),
+            (
+                BlobError::Read(io::Error::other("eio")).into(),
+                Code::Internal,
+                "read blob: eio",
             ),
             (invalid("x"), Code::InvalidArgument, "x"),
         ];
