@@ -52,6 +52,8 @@ pub enum ContainerError {
     InvalidSpec(String),
     #[error("image {image:?} has no layers to make a root filesystem from")]
     NoLayers { image: String },
+    #[error("container {0:?} has a task: kill and delete the task first")]
+    HasTask(String),
     #[error(transparent)]
     Image(#[from] ImageError),
 }

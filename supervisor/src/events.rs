@@ -14,8 +14,11 @@
 //! queued when the daemon stops are written before it exits; a crash loses
 //! at most the few not yet written (a task's exit is then reported again
 //! after the restart).
+//!
+//! A `Subscription` replays: the kept events after the sequence a
+//! subscriber saw last, then live ones, each once and in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -50,6 +53,12 @@ pub enum EventError {
     InvalidTopic(String),
     #[error("too many attributes ({0}): at most 64, each key and value at most 4096 bytes")]
     TooManyAttributes(usize),
+    #[error(
+        "the subscriber fell behind after sequence {last}; subscribe again with after_sequence {last}"
+    )]
+    Lagged { last: u64 },
+    #[error("the supervisor is stopping; subscribe again with after_sequence {last}")]
+    Stopping { last: u64 },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
 }
@@ -286,6 +295,83 @@ impl Exchange {
     }
 }
 
+impl Exchange {
+    /// A subscription to the events of `ns` that pass `filters`: with
+    /// `after`, the kept events after that sequence first (blocking: reads
+    /// the database), then live ones.
+    pub fn subscription(
+        &self,
+        ns: &str,
+        filters: Vec<String>,
+        after: Option<u64>,
+    ) -> Result<Subscription, EventError> {
+        // Live first, so nothing falls between the backlog and the stream.
+        let live = self.subscribe();
+        let closing = self.closing();
+        let backlog = match after {
+            Some(after) => self.backlog(ns, after)?,
+            None => Vec::new(),
+        };
+        Ok(Subscription {
+            ns: ns.to_string(),
+            filters,
+            backlog: backlog.into(),
+            live,
+            closing,
+            last: after.unwrap_or(0),
+        })
+    }
+}
+
+/// Stored then live events of one namespace, each once, in order; see
+/// [`Exchange::subscription`].
+pub struct Subscription {
+    ns: String,
+    filters: Vec<String>,
+    backlog: VecDeque<Event>,
+    live: broadcast::Receiver<Arc<Event>>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    /// The sequence of the last event seen (passed on or filtered out).
+    last: u64,
+}
+
+impl Subscription {
+    /// The next event that passes the filters; `None` when the exchange
+    /// is gone; `Lagged` when this subscriber fell too far behind the live
+    /// events, `Stopping` when the supervisor stops (both end it: the
+    /// subscriber subscribes again after the sequence they name).
+    pub async fn next(&mut self) -> Option<Result<Arc<Event>, EventError>> {
+        while let Some(e) = self.backlog.pop_front() {
+            self.last = e.sequence;
+            if topic_matches(&self.filters, &e.topic) {
+                return Some(Ok(Arc::new(e)));
+            }
+        }
+        loop {
+            tokio::select! {
+                got = self.live.recv() => match got {
+                    Ok(e) => {
+                        if e.sequence <= self.last || e.namespace != self.ns {
+                            continue;
+                        }
+                        self.last = e.sequence;
+                        if topic_matches(&self.filters, &e.topic) {
+                            return Some(Ok(e));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        return Some(Err(EventError::Lagged { last: self.last }));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = self.closing.changed() => {
+                    return Some(Err(EventError::Stopping { last: self.last }));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,5 +444,67 @@ mod tests {
         assert!(topic_matches(&f(&["/images/create"]), "/images/create"));
         assert!(!topic_matches(&f(&["/images"]), "/images/create"));
         assert!(!topic_matches(&f(&["/tasks/"]), "/images/create"));
+    }
+
+    fn topics(sub: &[Arc<Event>]) -> Vec<(u64, String)> {
+        sub.iter().map(|e| (e.sequence, e.topic.clone())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_subscription_replays_stored_then_live_events_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = Exchange::new(Arc::new(
+            Metadata::open(&dir.path().join("meta.redb")).unwrap(),
+        ));
+        ex.publish("a", "/images/create", BTreeMap::new()).unwrap();
+        ex.publish("a", "/tasks/start", BTreeMap::new()).unwrap();
+        ex.publish("b", "/images/create", BTreeMap::new()).unwrap();
+        ex.publish("a", "/images/delete", BTreeMap::new()).unwrap();
+        let filters = vec!["/images/".to_string()];
+        let mut sub = ex.subscription("a", filters, Some(0)).unwrap();
+        // Published after subscribing: live, and after the stored ones.
+        ex.publish("a", "/images/update", BTreeMap::new()).unwrap();
+        ex.publish("b", "/images/update", BTreeMap::new()).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(sub.next().await.unwrap().unwrap());
+        }
+        assert_eq!(
+            topics(&got),
+            [
+                (1, "/images/create".to_string()),
+                (4, "/images/delete".to_string()),
+                (5, "/images/update".to_string())
+            ]
+        );
+        // Without `after`, only what comes next.
+        let mut sub = ex.subscription("a", Vec::new(), None).unwrap();
+        ex.publish("a", "/x/y", BTreeMap::new()).unwrap();
+        assert_eq!(sub.next().await.unwrap().unwrap().sequence, 7);
+        // Stopping ends it, naming where to go on.
+        ex.close();
+        let e = sub.next().await.unwrap().unwrap_err();
+        assert!(matches!(e, EventError::Stopping { last: 7 }));
+        assert_eq!(
+            e.to_string(),
+            "the supervisor is stopping; subscribe again with after_sequence 7"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_where_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = Exchange::new(Arc::new(
+            Metadata::open(&dir.path().join("meta.redb")).unwrap(),
+        ));
+        let mut sub = ex.subscription("a", Vec::new(), None).unwrap();
+        let items: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); LIVE_BUFFER + 10];
+        let batch: Vec<(&str, &str, &BTreeMap<String, String>)> =
+            items.iter().map(|a| ("a", "/x", a)).collect();
+        ex.publish_many(&batch).unwrap();
+        assert!(matches!(
+            sub.next().await,
+            Some(Err(EventError::Lagged { last: 0 }))
+        ));
     }
 }

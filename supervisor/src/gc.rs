@@ -11,21 +11,41 @@
 //! holds and snapshot directories no snapshot owns (which also clears what
 //! a crash left half-written).
 //!
-//! The caller holds the images' `gc_lock` exclusively, so no pull or write
-//! is in the middle of making something reachable.
+//! `collect_now` takes the images' `gc_lock` exclusively, so no pull or
+//! write is in the middle of making something reachable; `collect` expects
+//! its caller to hold it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::containers::ContainerRecord;
-use crate::content::Digest;
+use crate::content::{ContentError, Digest};
 use crate::images::{
     document_kind, get_image, parse_config, parse_index, parse_manifest, ImageError, Images,
     MAX_DOCUMENT,
 };
 use crate::metadata::{
-    now, ContentRecord, ImageRecord, LeaseRecord, Reader, SnapshotKind, SnapshotRecord, Table,
+    now, ContentRecord, ImageRecord, LeaseRecord, MetadataError, Reader, SnapshotKind,
+    SnapshotRecord, Table,
 };
 use crate::oci::{chain_ids, Kind};
+use crate::snapshots::SnapshotError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// The image a container names could not be read.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The collection's thread ended without an answer (it panicked).
+    #[error("{0}")]
+    Stopped(String),
+}
 
 /// The label that makes content or a snapshot a root by itself.
 pub const ROOT_LABEL: &str = "berth/gc.root";
@@ -41,7 +61,20 @@ pub struct Stats {
 
 type Key = (String, String);
 
-pub fn collect(images: &Images) -> Result<Stats, ImageError> {
+/// Collects garbage now, with every writer held off, off the async threads.
+pub async fn collect_now(images: &Arc<Images>) -> Result<Stats, GcError> {
+    let _gc = Arc::clone(&images.gc_lock).write_owned().await;
+    let images = Arc::clone(images);
+    let stats = tokio::task::spawn_blocking(move || collect(&images))
+        .await
+        .map_err(|e| GcError::Stopped(e.to_string()))
+        .and_then(|r| r);
+    crate::sys::trim_memory();
+    stats
+}
+
+/// Collects garbage; the caller holds `gc_lock` exclusively.
+pub fn collect(images: &Images) -> Result<Stats, GcError> {
     let t = now();
     let mut stats = Stats::default();
     let mut content: HashSet<Key> = HashSet::new();
@@ -74,7 +107,7 @@ pub fn collect(images: &Images) -> Result<Stats, ImageError> {
                 Err(ImageError::NotFound(_)) => {}
                 Err(e) => {
                     tracing::warn!(namespace = %ns, container = %id, error = %e, "image of a container not read");
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }
@@ -210,4 +243,109 @@ fn read_small(images: &Images, digest: &str) -> Option<Vec<u8>> {
         return None;
     }
     images.read_document("document", digest).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::Labels;
+    use crate::testing::temp_images;
+
+    /// Stores `data` and has namespace `ns` hold it (under `lease`).
+    fn blob(images: &Images, ns: &str, lease: Option<&str>, data: &[u8]) -> Digest {
+        let d = Digest::of(data);
+        let mut w = images.content.writer(&format!("test/{d}")).unwrap();
+        w.write(data).unwrap();
+        w.commit(None, &d).unwrap();
+        images.hold_content(ns, lease, &d.to_string()).unwrap();
+        d
+    }
+
+    fn lease(images: &Images, ns: &str, id: &str, expire_seconds: u64) {
+        let new = crate::leases::NewLease {
+            id: Some(id.to_string()),
+            expire_seconds,
+            ..Default::default()
+        };
+        crate::leases::create(&images.meta, ns, new).unwrap();
+    }
+
+    #[tokio::test]
+    async fn what_nothing_references_is_collected() {
+        let (_dir, images) = temp_images();
+        lease(&images, "a", "kept", 0);
+        let kept = blob(&images, "a", Some("kept"), b"kept");
+        let loose = blob(&images, "a", None, b"loose");
+        let stats = collect_now(&images).await.unwrap();
+        assert_eq!(stats.content_records, 1);
+        assert_eq!(stats.blobs, 1);
+        images.content.info(&kept).unwrap();
+        assert!(images.content.info(&loose).is_err());
+        let rx = images.meta.read().unwrap();
+        assert!(!rx.exists(Table::Content, "a", &loose.to_string()).unwrap());
+        assert!(rx.exists(Table::Content, "a", &kept.to_string()).unwrap());
+        drop(rx);
+        // Nothing more to do the second time.
+        assert_eq!(collect_now(&images).await.unwrap(), Stats::default());
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_goes_with_what_only_it_held() {
+        let (_dir, images) = temp_images();
+        lease(&images, "a", "l", 1);
+        // The blob is held in two namespaces; a lease in b keeps it there.
+        let d = blob(&images, "a", Some("l"), b"data");
+        images.hold_content("b", None, &d.to_string()).unwrap();
+        lease(&images, "b", "b-lease", 0);
+        crate::leases::add_resource(
+            &images.meta,
+            "b",
+            "b-lease",
+            ("content".to_string(), d.to_string()),
+        )
+        .unwrap();
+        let tx = images.meta.write().unwrap();
+        let mut r: LeaseRecord = tx.get(Table::Leases, "a", "l").unwrap().unwrap();
+        r.expires = Some(1);
+        tx.put(Table::Leases, "a", "l", &r).unwrap();
+        tx.commit().unwrap();
+        let stats = collect_now(&images).await.unwrap();
+        assert_eq!(stats.leases, 1);
+        assert_eq!(stats.content_records, 1);
+        assert_eq!(stats.blobs, 0);
+        images.content.info(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn unreferenced_committed_snapshots_and_their_directories_go() {
+        let (_dir, images) = temp_images();
+        let s = &images.snapshots;
+        s.prepare(
+            &images.meta,
+            "a",
+            "active",
+            None,
+            SnapshotKind::Active,
+            Labels::new(),
+        )
+        .unwrap();
+        s.prepare(
+            &images.meta,
+            "a",
+            "work",
+            None,
+            SnapshotKind::Active,
+            Labels::new(),
+        )
+        .unwrap();
+        s.commit(&images.meta, "a", "layer", "work", Labels::new())
+            .unwrap();
+        assert_eq!(s.storage_ids().unwrap().len(), 2);
+        let stats = collect_now(&images).await.unwrap();
+        assert_eq!((stats.snapshots, stats.snapshot_dirs), (1, 1));
+        let rx = images.meta.read().unwrap();
+        assert!(rx.exists(Table::Snapshots, "a", "active").unwrap());
+        assert!(!rx.exists(Table::Snapshots, "a", "layer").unwrap());
+        assert_eq!(s.storage_ids().unwrap().len(), 1);
+    }
 }

@@ -6,16 +6,22 @@
 //! collection (`gc`), and the gRPC services over them (`api`). Containers
 //! (`containers`) are records over an image, a snapshot and a runtime spec;
 //! tasks (`tasks`) run them, each in a berth-shim that outlives the daemon.
+//! Namespaces (`namespaces`), leases (`leases`), a namespace's blobs and
+//! client writes of them (`blobs`) and events (`events`) are domain modules
+//! of their own; the services in `api` only decode, call them and encode.
 
 pub mod api;
 pub mod archive;
+pub mod blobs;
 pub mod containers;
 pub mod content;
 pub mod diff;
 pub mod events;
 pub mod gc;
 pub mod images;
+pub mod leases;
 pub mod metadata;
+pub mod namespaces;
 pub mod oci;
 pub mod reference;
 pub mod registry;
@@ -23,3 +29,5 @@ pub mod server;
 pub mod snapshots;
 pub mod sys;
 pub mod tasks;
+#[cfg(test)]
+mod testing;

@@ -21,7 +21,7 @@ use tokio::net::UnixListener;
 use tokio::sync::RwLock;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::api::{collect_garbage, Service};
+use crate::api::Service;
 use crate::content::ContentStore;
 use crate::events::Exchange;
 use crate::images::Images;
@@ -101,9 +101,9 @@ pub async fn serve(
     private_dir(&config.state)?;
     let images = open_images(&config.root, registry)?;
     // A crash leaves at most files no record names, and expired leases.
-    collect_garbage(&images)
+    crate::gc::collect_now(&images)
         .await
-        .map_err(|s| anyhow::anyhow!("garbage collection at start: {}", s.message()))?;
+        .map_err(|e| anyhow::anyhow!("garbage collection at start: {e}"))?;
     let listener = bind(&config.address)?;
     tracing::info!(address = %config.address.display(), root = %config.root.display(), "serving");
 

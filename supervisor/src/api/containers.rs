@@ -7,8 +7,9 @@ use std::sync::Arc;
 use berth_proto::containers::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{container_status, labels, namespace, timestamp, Service};
+use super::{blocking, container_status, labels, namespace, timestamp, Service};
 use crate::containers::{self, ContainerError, ContainerRecord, Filter, NewContainer, Overrides};
+use crate::gc;
 
 fn container_pb(id: String, r: ContainerRecord) -> pb::Container {
     pb::Container {
@@ -35,16 +36,6 @@ fn overrides(o: Option<pb::Overrides>) -> Overrides {
         hostname: some(o.hostname),
         memory_limit: (o.memory_limit != 0).then_some(o.memory_limit),
     }
-}
-
-/// Runs blocking container work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ContainerError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(container_status)
 }
 
 impl Service {
@@ -142,9 +133,7 @@ impl pb::containers_server::Containers for Service {
         // No task may start while the container goes (held until the
         // delete ends, even if the client goes away).
         let Some(hold) = self.tasks.hold(&ns, &id) else {
-            return Err(Status::failed_precondition(format!(
-                "container {id:?} has a task: kill and delete the task first"
-            )));
+            return Err(container_status(ContainerError::HasTask(id)));
         };
         let images = Arc::clone(&self.images);
         let (ns2, id2) = (ns.clone(), id.clone());
@@ -167,7 +156,7 @@ impl pb::containers_server::Containers for Service {
             .ok()
             .is_some_and(|rx| crate::images::get_image(&rx, &ns, &record.image).is_ok());
         if !image_kept {
-            super::collect_garbage(&self.images).await?;
+            gc::collect_now(&self.images).await?;
         }
         Ok(Response::new(()))
     }
