@@ -2,8 +2,6 @@
 //! enum, by variant (never by message text); the status carries the
 //! error's message. `?` in a service turns any of these errors into its
 //! status through the `From` impls here.
-//!
-//! Task errors are still mapped in `api/tasks.rs` (`task_status`).
 
 use tonic::{Code, Status};
 
@@ -18,6 +16,9 @@ use crate::metadata::MetadataError;
 use crate::namespaces::NamespaceError;
 use crate::registry::RegistryError;
 use crate::snapshots::SnapshotError;
+use crate::tasks::bundle::BundleError;
+use crate::tasks::TaskError;
+use berth_shim::protocol::ErrorKind;
 
 /// A request that does not decode (a missing field, an unknown enum value).
 pub fn invalid(msg: impl Into<String>) -> Status {
@@ -175,6 +176,41 @@ fn event_code(e: &EventError) -> Code {
     }
 }
 
+/// What a shim's refusal means, by the kind the shim gave it.
+fn refusal_code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+fn bundle_code(e: &BundleError) -> Code {
+    match e {
+        BundleError::InvalidSpec(_) => Code::InvalidArgument,
+        BundleError::Io { .. }
+        | BundleError::Mount { .. }
+        | BundleError::Unmount { .. }
+        | BundleError::Mounts(_) => Code::Internal,
+    }
+}
+
+fn task_code(e: &TaskError) -> Code {
+    match e {
+        TaskError::NotFound(_) => Code::NotFound,
+        TaskError::AlreadyExists(_) => Code::AlreadyExists,
+        TaskError::WrongState { .. } => Code::FailedPrecondition,
+        TaskError::Invalid { .. } | TaskError::RuntimeNotFound { .. } => Code::InvalidArgument,
+        TaskError::Container(c) => container_code(c),
+        TaskError::Bundle(b) => bundle_code(b),
+        TaskError::ShimStart { .. } => Code::Internal,
+        TaskError::Refused { kind, .. } => refusal_code(*kind),
+        TaskError::Shim { .. } => Code::Unavailable,
+    }
+}
+
 /// Image errors (and what they wrap) as statuses.
 pub fn status(e: ImageError) -> Status {
     Status::new(image_code(&e), e.to_string())
@@ -183,6 +219,11 @@ pub fn status(e: ImageError) -> Status {
 /// Container errors as statuses.
 pub fn container_status(e: ContainerError) -> Status {
     Status::new(container_code(&e), e.to_string())
+}
+
+/// Task errors as statuses.
+pub fn task_status(e: TaskError) -> Status {
+    Status::new(task_code(&e), e.to_string())
 }
 
 macro_rules! into_status {
@@ -206,6 +247,7 @@ into_status!(
     GcError => gc_code,
     BlobError => blob_code,
     EventError => event_code,
+    TaskError => task_code,
 );
 
 #[cfg(test)]
@@ -725,6 +767,75 @@ mod tests {
         ];
         for (s, code, msg) in cases {
             assert_eq!((s.code(), s.message()), (code, msg));
+        }
+    }
+
+    #[test]
+    fn task_errors_map_by_variant_and_shim_refusals_by_kind() {
+        let cases = [
+            (TaskError::NotFound("c1".into()), Code::NotFound),
+            (TaskError::AlreadyExists("c1".into()), Code::AlreadyExists),
+            (
+                TaskError::WrongState {
+                    id: "c1".into(),
+                    status: "running",
+                    why: "stop it first",
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                TaskError::Invalid {
+                    what: "exec id",
+                    reason: "empty".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                TaskError::RuntimeNotFound {
+                    name: "nope".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                TaskError::Container(ContainerError::NotFound("c1".into())),
+                Code::NotFound,
+            ),
+            (
+                TaskError::Bundle(BundleError::InvalidSpec("no process".into())),
+                Code::InvalidArgument,
+            ),
+            (TaskError::Bundle(BundleError::Mounts(2)), Code::Internal),
+            (
+                TaskError::ShimStart {
+                    id: "c1".into(),
+                    reason: "exec failed".into(),
+                },
+                Code::Internal,
+            ),
+        ];
+        for (e, code) in cases {
+            let msg = e.to_string();
+            let status = task_status(e);
+            assert_eq!(status.code(), code, "{msg}");
+            assert_eq!(status.message(), msg);
+        }
+        let kinds = [
+            (ErrorKind::NotFound, Code::NotFound),
+            (ErrorKind::AlreadyExists, Code::AlreadyExists),
+            (ErrorKind::InvalidArgument, Code::InvalidArgument),
+            (ErrorKind::FailedPrecondition, Code::FailedPrecondition),
+            (ErrorKind::Internal, Code::Internal),
+        ];
+        for (kind, code) in kinds {
+            // The message plays no part: one that reads like another kind
+            // maps by the kind.
+            let status = task_status(TaskError::Refused {
+                id: "c1".into(),
+                kind,
+                message: "no such exec process \"e1\" already exists".into(),
+            });
+            assert_eq!(status.code(), code, "{kind:?}");
+            assert!(status.message().contains("c1"), "{}", status.message());
         }
     }
 }

@@ -32,8 +32,7 @@ mod snapshots;
 mod tasks;
 mod version;
 
-pub use error::{container_status, status};
-pub use tasks::task_status;
+pub use error::{container_status, status, task_status};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 

@@ -4,39 +4,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_proto::tasks::v1 as pb;
-use berth_shim::protocol::ErrorKind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{container_status, namespace, BoxStream, Service};
+use super::{namespace, task_status, BoxStream, Service};
 use crate::tasks::{CreateOptions, Exit, ProcessInfo, TaskError, TaskStatus};
-
-/// The one place task errors become status codes.
-pub fn task_status(e: TaskError) -> Status {
-    let msg = e.to_string();
-    match e {
-        TaskError::NotFound(_) => Status::not_found(msg),
-        TaskError::AlreadyExists(_) => Status::already_exists(msg),
-        TaskError::WrongState { .. } => Status::failed_precondition(msg),
-        TaskError::Invalid { .. } | TaskError::RuntimeNotFound { .. } => {
-            Status::invalid_argument(msg)
-        }
-        TaskError::Container(e) => container_status(e),
-        TaskError::Bundle(crate::tasks::bundle::BundleError::InvalidSpec(_)) => {
-            Status::invalid_argument(msg)
-        }
-        TaskError::Bundle(_) | TaskError::ShimStart { .. } => Status::internal(msg),
-        TaskError::Refused { kind, .. } => match kind {
-            ErrorKind::NotFound => Status::not_found(msg),
-            ErrorKind::AlreadyExists => Status::already_exists(msg),
-            ErrorKind::InvalidArgument => Status::invalid_argument(msg),
-            ErrorKind::FailedPrecondition => Status::failed_precondition(msg),
-            ErrorKind::Internal => Status::internal(msg),
-        },
-        TaskError::Shim { .. } => Status::unavailable(msg),
-    }
-}
 
 fn timestamp(t: SystemTime) -> Option<prost_types::Timestamp> {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -344,33 +317,5 @@ impl pb::tasks_server::Tasks for Service {
             });
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tonic::Code;
-
-    #[test]
-    fn shim_refusals_map_by_their_kind() {
-        let cases = [
-            (ErrorKind::NotFound, Code::NotFound),
-            (ErrorKind::AlreadyExists, Code::AlreadyExists),
-            (ErrorKind::InvalidArgument, Code::InvalidArgument),
-            (ErrorKind::FailedPrecondition, Code::FailedPrecondition),
-            (ErrorKind::Internal, Code::Internal),
-        ];
-        for (kind, code) in cases {
-            // The message plays no part: one that reads like another kind
-            // maps by the kind.
-            let status = task_status(TaskError::Refused {
-                id: "c1".into(),
-                kind,
-                message: "no such exec process \"e1\" already exists".into(),
-            });
-            assert_eq!(status.code(), code, "{kind:?}");
-            assert!(status.message().contains("c1"), "{}", status.message());
-        }
     }
 }
