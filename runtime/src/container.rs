@@ -954,12 +954,7 @@ impl Runtime {
             .flatten()
             .map(|n| n.typ())
             .collect();
-        types.sort_by_key(|t| match t {
-            LinuxNamespaceType::User => 0,
-            LinuxNamespaceType::Mount => 9,
-            LinuxNamespaceType::Cgroup => 8,
-            _ => 5,
-        });
+        types.sort_by_key(|t| namespaces::join_rank(*t));
         for typ in types {
             let name = namespaces::proc_name(typ);
             let path = PathBuf::from(format!("/proc/{}/ns/{name}", record.pid));
