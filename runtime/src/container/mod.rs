@@ -182,7 +182,10 @@ fn open_unified(cgroup: &Cgroup) -> Option<OwnedFd> {
 
 fn run_stage_hooks(spec: &Spec, stage: &'static str, state: &[u8]) -> Result<(), HookError> {
     let Some(h) = spec.hooks() else { return Ok(()) };
-    #[allow(deprecated)]
+    #[allow(
+        deprecated,
+        reason = "the prestart hook is deprecated in the spec but still run"
+    )]
     let list = match stage {
         "prestart" => h.prestart(),
         "createRuntime" => h.create_runtime(),

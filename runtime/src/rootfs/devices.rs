@@ -114,7 +114,10 @@ pub fn create_devices(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a device node's path, kind, numbers, mode and owner, and whether in a user namespace"
+)]
 fn make_node(
     rootfs: &Path,
     path: &Path,

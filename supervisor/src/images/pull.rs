@@ -221,7 +221,10 @@ impl Images {
 
     /// Fetches a manifest or config (unless the store has it), verified,
     /// and held by the namespace.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the namespace, lease, reference and credentials of the pull, and the document"
+    )]
     async fn fetch_document(
         &self,
         ns: &str,
@@ -284,7 +287,10 @@ impl Images {
     /// one transaction after one filesystem sync. A layer that could not be
     /// unpacked on its own (a hard link to a file in a layer below) is
     /// unpacked first, from its stored blob, on top of the layers below it.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pull's namespace and lease, the image's layers, and what the downloads did"
+    )]
     fn commit_layers(
         &self,
         ns: &str,
@@ -306,7 +312,10 @@ impl Images {
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "commit_layers' arguments and the snapshot ids it fills in"
+    )]
     fn commit_layers_into(
         &self,
         ns: &str,
