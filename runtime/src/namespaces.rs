@@ -53,9 +53,11 @@ pub fn proc_name(typ: LinuxNamespaceType) -> &'static str {
     }
 }
 
-/// The order in which joins happen: the user namespace first (it grants the
-/// rights for the others), the mount namespace last (it changes our root).
-fn join_rank(typ: LinuxNamespaceType) -> u8 {
+/// The order in which joins happen, for `create` (`Plan::join`) and `exec`
+/// alike: the user namespace first (it grants the rights for the others),
+/// the mount namespace last (it changes our root), the others between in a
+/// fixed order. Sort with `sort_by_key(|t| join_rank(*t))`.
+pub fn join_rank(typ: LinuxNamespaceType) -> u8 {
     match typ {
         LinuxNamespaceType::User => 0,
         LinuxNamespaceType::Ipc => 1,
@@ -158,5 +160,13 @@ mod tests {
         assert_eq!(plan.new, CloneFlags::CLONE_NEWPID);
         let order: Vec<_> = plan.join.iter().map(|(t, _)| proc_name(*t)).collect();
         assert_eq!(order, ["user", "net", "mnt"]);
+    }
+
+    #[test]
+    fn joins_go_user_first_and_mount_last() {
+        use LinuxNamespaceType::*;
+        let mut all = [Mount, Cgroup, Time, Pid, Network, Uts, Ipc, User];
+        all.sort_by_key(|t| join_rank(*t));
+        assert_eq!(all, [User, Ipc, Uts, Network, Pid, Time, Cgroup, Mount]);
     }
 }

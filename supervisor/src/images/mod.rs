@@ -2,6 +2,7 @@
 //! the flows that fill the store: pull and push against registries, import
 //! and export of archives.
 
+mod layer;
 pub mod progress;
 pub mod pull;
 pub mod push;

@@ -1,18 +1,26 @@
 //! The container's root filesystem: mounts from the config, device nodes,
 //! pivot_root, masked and read-only paths.
+//!
+//! Mount options are parsed in `options`, device nodes made in `devices`.
+
+mod devices;
+mod options;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::makedev;
 use nix::sys::statvfs::{statvfs, FsFlags};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
+use oci_spec::runtime::Mount;
 
 use crate::cgroups::{Cgroup, Hierarchy};
+
+pub use self::devices::{binds_host_dev, create_devices};
+pub use self::options::{parse_options, propagation_flags, MountOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -64,105 +72,6 @@ fn do_mount(
         target: target.to_path_buf(),
         source: e,
     })
-}
-
-/// Mount options split into what mount(2) takes.
-#[derive(Debug, PartialEq, Eq)]
-pub struct MountOptions {
-    pub flags: MsFlags,
-    pub propagation: Vec<MsFlags>,
-    pub data: Vec<String>,
-    pub bind: bool,
-    pub recursive: bool,
-}
-
-impl Default for MountOptions {
-    fn default() -> Self {
-        MountOptions {
-            flags: MsFlags::empty(),
-            propagation: Vec::new(),
-            data: Vec::new(),
-            bind: false,
-            recursive: false,
-        }
-    }
-}
-
-/// Parses fstab-style options; unknown ones become filesystem data.
-pub fn parse_options(options: &[String]) -> Result<MountOptions, RootfsError> {
-    let mut out = MountOptions::default();
-    for opt in options {
-        let (set, clear) = match opt.as_str() {
-            "defaults" => (MsFlags::empty(), MsFlags::empty()),
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
-            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            "bind" => {
-                out.bind = true;
-                continue;
-            }
-            "rbind" => {
-                out.bind = true;
-                out.recursive = true;
-                continue;
-            }
-            p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
-            | "unbindable" | "runbindable") => {
-                out.propagation
-                    .push(propagation_flags(p).unwrap_or(MsFlags::empty()));
-                continue;
-            }
-            o @ ("tmpcopyup" | "idmap" | "ridmap" | "rro" | "rrw" | "rnosuid" | "rsuid"
-            | "rnodev" | "rdev" | "rnoexec" | "rexec" | "rnoatime" | "ratime"
-            | "rrelatime" | "rnorelatime" | "rstrictatime" | "rnostrictatime"
-            | "rnodiratime" | "rdiratime" | "rnosymfollow" | "rsymfollow" | "nosymfollow"
-            | "symfollow") => return Err(RootfsError::UnsupportedOption(o.to_string())),
-            data => {
-                out.data.push(data.to_string());
-                continue;
-            }
-        };
-        out.flags.insert(set);
-        out.flags.remove(clear);
-    }
-    Ok(out)
-}
-
-/// "rslave" → MS_SLAVE|MS_REC, and so on.
-pub fn propagation_flags(name: &str) -> Option<MsFlags> {
-    let (rec, base) = match name.strip_prefix('r') {
-        Some(rest) if matches!(rest, "private" | "shared" | "slave" | "unbindable") => {
-            (MsFlags::MS_REC, rest)
-        }
-        _ => (MsFlags::empty(), name),
-    };
-    let flag = match base {
-        "private" => MsFlags::MS_PRIVATE,
-        "shared" => MsFlags::MS_SHARED,
-        "slave" => MsFlags::MS_SLAVE,
-        "unbindable" => MsFlags::MS_UNBINDABLE,
-        _ => return None,
-    };
-    Some(flag | rec)
 }
 
 /// Resolves `path` inside `root` the way the container will see it:
@@ -542,155 +451,6 @@ pub fn check_proc_is_procfs() -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Whether the config bind-mounts the host's /dev (then nodes are not made).
-pub fn binds_host_dev(mounts: &[Mount]) -> bool {
-    mounts.iter().any(|m| {
-        m.destination() == Path::new("/dev")
-            && (m.typ().as_deref() == Some("bind")
-                || m.options()
-                    .iter()
-                    .flatten()
-                    .any(|o| o == "bind" || o == "rbind"))
-    })
-}
-
-const DEFAULT_DEVICES: [(&str, i64, i64); 6] = [
-    ("/dev/null", 1, 3),
-    ("/dev/zero", 1, 5),
-    ("/dev/full", 1, 7),
-    ("/dev/random", 1, 8),
-    ("/dev/urandom", 1, 9),
-    ("/dev/tty", 5, 0),
-];
-
-/// Creates the default device nodes and the config's, then the usual /dev
-/// links. In a user namespace nodes cannot be made: the host's are bound.
-pub fn create_devices(
-    rootfs: &Path,
-    devices: &[LinuxDevice],
-    userns: bool,
-    has_devpts: bool,
-) -> Result<(), RootfsError> {
-    let old = nix::sys::stat::umask(Mode::empty());
-    let result = (|| {
-        for (path, major, minor) in DEFAULT_DEVICES {
-            if devices.iter().any(|d| d.path() == Path::new(path)) {
-                continue;
-            }
-            make_node(
-                rootfs,
-                Path::new(path),
-                SFlag::S_IFCHR,
-                major,
-                minor,
-                0o666,
-                0,
-                0,
-                userns,
-            )?;
-        }
-        for d in devices {
-            let kind = match d.typ() {
-                LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
-                LinuxDeviceType::B => SFlag::S_IFBLK,
-                LinuxDeviceType::P => SFlag::S_IFIFO,
-                LinuxDeviceType::A => {
-                    return Err(RootfsError::Suspicious {
-                        path: d.path().clone(),
-                        why: "device type 'a' cannot be created".into(),
-                    })
-                }
-            };
-            let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-            make_node(
-                rootfs,
-                d.path(),
-                kind,
-                d.major(),
-                d.minor(),
-                mode,
-                d.uid().unwrap_or(0),
-                d.gid().unwrap_or(0),
-                userns,
-            )?;
-        }
-        Ok(())
-    })();
-    nix::sys::stat::umask(old);
-    result?;
-    let mut links = vec![
-        ("/proc/self/fd", "/dev/fd"),
-        ("/proc/self/fd/0", "/dev/stdin"),
-        ("/proc/self/fd/1", "/dev/stdout"),
-        ("/proc/self/fd/2", "/dev/stderr"),
-    ];
-    if Path::new("/proc/kcore").exists() {
-        links.push(("/proc/kcore", "/dev/core"));
-    }
-    for (target, link) in links {
-        let at = resolve_in_root(rootfs, Path::new(link))?;
-        if at.symlink_metadata().is_err() {
-            std::os::unix::fs::symlink(target, &at).map_err(io("symlink", &at))?;
-        }
-    }
-    if has_devpts {
-        let ptmx = resolve_in_root(rootfs, Path::new("/dev/ptmx"))?;
-        if ptmx.symlink_metadata().is_ok() {
-            std::fs::remove_file(&ptmx).map_err(io("remove", &ptmx))?;
-        }
-        std::os::unix::fs::symlink("pts/ptmx", &ptmx).map_err(io("symlink", &ptmx))?;
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn make_node(
-    rootfs: &Path,
-    path: &Path,
-    kind: SFlag,
-    major: i64,
-    minor: i64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    userns: bool,
-) -> Result<(), RootfsError> {
-    let target = resolve_in_root(rootfs, path)?;
-    if let Some(parent) = target.parent() {
-        ensure_dir(parent)?;
-    }
-    let dev = makedev(major as u64, minor as u64);
-    if let Ok(meta) = target.symlink_metadata() {
-        let same = meta.rdev() == dev
-            && ((kind == SFlag::S_IFCHR && meta.file_type().is_char_device())
-                || (kind == SFlag::S_IFBLK && meta.file_type().is_block_device())
-                || (kind == SFlag::S_IFIFO && meta.file_type().is_fifo()));
-        if same {
-            return Ok(());
-        }
-        std::fs::remove_file(&target).map_err(io("remove", &target))?;
-    }
-    if userns {
-        ensure_file(&target)?;
-        let (_pin, at) = pin_mount_point(&RootDir::open(rootfs)?, &target)?;
-        return mount_pinned(Some(path), &at, &target, None, MsFlags::MS_BIND, None);
-    }
-    mknod(&target, kind, Mode::from_bits_truncate(mode), dev).map_err(|source| {
-        RootfsError::Device {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
-        .map_err(io("chmod", &target))?;
-    nix::unistd::chown(&target, Some(uid.into()), Some(gid.into())).map_err(|source| {
-        RootfsError::Device {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
-}
-
 fn open_dir(path: &Path) -> Result<OwnedFd, RootfsError> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -814,31 +574,6 @@ pub fn set_sysctls<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn opts(list: &[&str]) -> MountOptions {
-        parse_options(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
-    }
-
-    #[test]
-    fn options() {
-        let o = opts(&["nosuid", "noexec", "mode=755", "size=65536k", "ro", "rw"]);
-        assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
-        assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
-        let o = opts(&["rbind", "rprivate", "ro"]);
-        assert!(o.bind && o.recursive);
-        assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
-        assert!(parse_options(&["tmpcopyup".to_string()]).is_err());
-    }
-
-    #[test]
-    fn propagation() {
-        assert_eq!(
-            propagation_flags("rslave"),
-            Some(MsFlags::MS_SLAVE | MsFlags::MS_REC)
-        );
-        assert_eq!(propagation_flags("shared"), Some(MsFlags::MS_SHARED));
-        assert_eq!(propagation_flags("bogus"), None);
-    }
 
     #[test]
     fn resolve_stays_inside_root() {
