@@ -263,7 +263,8 @@ fn read_until(attach: &mut Attach, stream: u8, needle: &str) -> String {
 /// The bundle's process with other arguments, for `exec`.
 fn exec_process(shim: &TestShim, args: &[&str]) -> Value {
     let config: Value =
-        serde_json::from_str(&read(Path::new(&shim.opts.bundle).join("config.json"))).expect("bundle config.json");
+        serde_json::from_str(&read(Path::new(&shim.opts.bundle).join("config.json")))
+            .expect("bundle config.json");
     let mut process = config["process"].clone();
     process["args"] = json!(args);
     process
