@@ -199,7 +199,10 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     // Prestart and createRuntime hooks run in the runtime, now; without
     // any, the round trip is skipped.
     let hooks = cfg.spec.hooks().as_ref();
-    #[allow(deprecated)]
+    #[allow(
+        deprecated,
+        reason = "prestart hooks are deprecated in the spec, and still run"
+    )]
     let runtime_hooks = hooks.is_some_and(|h| {
         h.prestart().as_ref().is_some_and(|v| !v.is_empty())
             || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())

@@ -276,7 +276,10 @@ fn check_hooks(spec: &Spec) -> Result<(), SpecError> {
     let Some(hooks) = spec.hooks() else {
         return Ok(());
     };
-    #[allow(deprecated)]
+    #[allow(
+        deprecated,
+        reason = "prestart hooks are deprecated in the spec, and still checked"
+    )]
     let stages = [
         ("prestart", hooks.prestart()),
         ("createRuntime", hooks.create_runtime()),

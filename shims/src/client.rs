@@ -307,8 +307,10 @@ impl Events {
     /// exited). Blocks until there is one, or for the read timeout, which
     /// is the connection's (see [`Client::set_timeout`] and
     /// [`Events::set_read_timeout`]).
-    // Not an Iterator: the stream can fail, and a timeout is not its end.
-    #[allow(clippy::should_implement_trait)]
+    #[allow(
+        clippy::should_implement_trait,
+        reason = "not an Iterator: the stream can fail, and a timeout is not its end"
+    )]
     pub fn next(&mut self) -> Result<Option<ShimEvent>, ClientError> {
         let mut line = String::new();
         loop {
