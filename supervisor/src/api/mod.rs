@@ -2,7 +2,7 @@
 //! the domain (`images`, `blobs`, `namespaces`, `leases`, `snapshots`,
 //! `containers`, `tasks`, `events`, `gc`), and encodes the answer. Domain
 //! errors become status codes in `error`, by variant, and nowhere else
-//! (task errors: `tasks::task_status`, for now).
+//! (shim refusals by the kind the shim gave them).
 //!
 //! Here: the `Service` every gRPC service is implemented on, and what the
 //! services share (the namespace and lease of a call, timestamps,
