@@ -5,24 +5,9 @@ use std::io::{self, Read, Write};
 
 use super::export::OCI_LAYOUT;
 use super::*;
-use crate::content::ContentStore;
-use crate::metadata::Metadata;
-use crate::snapshots::Snapshotter;
+use crate::testing::temp_images;
 
 const NAME: &str = "example.com/test/small:v1";
-
-fn temp_images() -> (tempfile::TempDir, Images) {
-    let dir = tempfile::tempdir().unwrap();
-    let images = Images {
-        content: Arc::new(ContentStore::open(&dir.path().join("content")).unwrap()),
-        meta: Arc::new(Metadata::open(&dir.path().join("meta.redb")).unwrap()),
-        snapshots: Arc::new(Snapshotter::open(&dir.path().join("snapshots")).unwrap()),
-        registry: crate::registry::Client::new(Default::default()).unwrap(),
-        gc_lock: Arc::new(tokio::sync::RwLock::new(())),
-        platform: Platform::host(),
-    };
-    (dir, images)
-}
 
 /// A layer tar holding `files`.
 fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
