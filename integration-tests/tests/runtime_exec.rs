@@ -189,9 +189,9 @@ fn exec_into_a_stopped_container_fails() {
     );
 }
 
-/// berth-specific wording: runc says "cannot exec in a stopped container".
+/// runc's words.
 #[test]
-fn berth_only_exec_into_a_stopped_container_says_not_running() {
+fn exec_into_a_stopped_container_says_so() {
     let rt = Runtime::new();
     let id = rt.new_id("execstopped2");
     let bundle = rt.bundle(&id, |s| {
@@ -200,7 +200,7 @@ fn berth_only_exec_into_a_stopped_container_says_not_running() {
     rt.create_and_start(&bundle, &id);
     rt.wait_status(&id, "stopped");
     rt.exec(&id, &["echo", "hi"])
-        .failed_with("container not running");
+        .failed_with("cannot exec in a stopped container");
 }
 
 #[test]

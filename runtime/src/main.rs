@@ -8,7 +8,6 @@ use anyhow::{bail, Context};
 use berth_runtime::container::{CreateOptions, ExecOptions, ExecProcess, Runtime};
 use berth_runtime::logging::{self, LogFormat};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use nix::sys::signal::Signal;
 
 #[derive(Parser)]
 #[command(
@@ -205,19 +204,6 @@ struct UpdateArgs {
     #[arg(long = "blkio-weight")]
     blkio_weight: Option<u16>,
     id: String,
-}
-
-fn parse_signal(s: &str) -> anyhow::Result<Signal> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).with_context(|| format!("invalid signal {s}"));
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse().with_context(|| format!("invalid signal {s}"))
 }
 
 fn parse_user(s: &str) -> anyhow::Result<(u32, Option<u32>)> {
@@ -419,7 +405,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Start { id } => rt.start(&id)?,
         Command::Run { create, detach } => return Ok(rt.run(&create_options(&create), detach)?),
         Command::State { id } => println!("{}", rt.state(&id)?),
-        Command::Kill { all, id, signal } => rt.kill(&id, parse_signal(&signal)?, all)?,
+        Command::Kill { all, id, signal } => rt.kill(&id, &signal, all)?,
         Command::Delete { force, id } => rt.delete(&id, force)?,
         Command::List { format, quiet } => print_list(&rt, format, quiet)?,
         Command::Ps {
@@ -470,8 +456,40 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The exit status of a failed command: runc's 255 for exec (whose
+/// successful runs exit with the process's status), else 1.
+fn failure_status(command: Option<&Command>) -> i32 {
+    match command {
+        Some(Command::Exec(_)) => 255,
+        _ => 1,
+    }
+}
+
+/// Reports a failure as runc does and exits: an `error` line in the log
+/// (stderr without `--log`, in `--log-format`); with a log file, the bare
+/// message on stderr too.
+fn fail(message: &str, to_file: bool, status: i32) -> ! {
+    tracing::error!("{message}");
+    if to_file {
+        eprintln!("{message}");
+    }
+    std::process::exit(status)
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // A usage error: one error line, runc's status 1.
+            logging::init(None, LogFormat::Text, false);
+            let text = e.render().to_string();
+            let first = text.split("\n\n").next().unwrap_or_default();
+            let first = first.trim().trim_start_matches("error: ");
+            let message = first.split_whitespace().collect::<Vec<_>>().join(" ");
+            fail(&message, false, 1)
+        }
+    };
     if cli.version {
         println!("berth-runtime version {}", env!("CARGO_PKG_VERSION"));
         println!(
@@ -481,6 +499,10 @@ fn main() {
         println!("spec: {}", berth_runtime::OCI_VERSION);
         return;
     }
+    let format = match cli.log_format {
+        FormatArg::Text => LogFormat::Text,
+        FormatArg::Json => LogFormat::Json,
+    };
     let log_file = match &cli.log {
         Some(path) => match std::fs::OpenOptions::new()
             .create(true)
@@ -489,27 +511,26 @@ fn main() {
         {
             Ok(f) => Some(f),
             Err(e) => {
-                eprintln!("berth-runtime: open log file {}: {e}", path.display());
-                std::process::exit(1);
+                // As runc: the log is not open, so the error goes to stderr.
+                logging::init(None, format, cli.debug);
+                fail(&format!("open {}: {e}", path.display()), false, 1)
             }
         },
         None => None,
     };
     let has_log = log_file.is_some();
-    let format = match cli.log_format {
-        FormatArg::Text => LogFormat::Text,
-        FormatArg::Json => LogFormat::Json,
-    };
     logging::init(log_file, format, cli.debug);
+    let status = failure_status(cli.command.as_ref());
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             let msg = format!("{e:#}");
-            if has_log {
-                tracing::error!("{msg}");
-            }
-            eprintln!("berth-runtime: {msg}");
-            std::process::exit(1);
+            let msg = if status == 255 {
+                format!("exec failed: {msg}")
+            } else {
+                msg
+            };
+            fail(&msg, has_log, status)
         }
     }
 }

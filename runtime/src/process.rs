@@ -302,7 +302,8 @@ pub fn switch_user(process: &Process, setgroups_allowed: bool) -> Result<(), Pro
     // The kernel raises an ambient capability only if it is both permitted
     // and inheritable. runc's own default config asks for ambient
     // capabilities without inheritable ones; like runc, go on rather than
-    // fail the container, but say so (once) instead of staying silent.
+    // fail the container, silently as runc (at debug level: every run of
+    // that config would warn).
     let mut skipped: Vec<String> = ambient
         .iter()
         .filter(|c| !(permitted.contains(c) && inheritable.contains(c)))
@@ -310,7 +311,7 @@ pub fn switch_user(process: &Process, setgroups_allowed: bool) -> Result<(), Pro
         .collect();
     if !skipped.is_empty() {
         skipped.sort();
-        tracing::warn!(
+        tracing::debug!(
             capabilities = %skipped.join(","),
             "ambient capabilities not raised: they are not both permitted and inheritable"
         );

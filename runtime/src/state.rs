@@ -14,13 +14,16 @@ const STATE_FILE: &str = "state.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    // runc's words (libcontainer's errors), which tools look for.
+    #[error("container id cannot be empty")]
+    EmptyId,
     #[error(
-        "invalid container id {0:?}: use letters, digits, '_', '+', '-' and '.', not '.' or '..'"
+        "invalid container ID format: {0:?} (use letters, digits, '_', '+', '-' and '.', not '.' or '..')"
     )]
     InvalidId(String),
-    #[error("container with id {0} already exists")]
+    #[error("container with given ID already exists")]
     Exists(String),
-    #[error("container {0} does not exist")]
+    #[error("container does not exist")]
     NotFound(String),
     #[error("{action} {path}: {source}")]
     Io {
@@ -97,8 +100,10 @@ pub struct OciState<'a> {
 
 /// Checks an id the way runc does, so it is safe as a path component.
 pub fn validate_id(id: &str) -> Result<(), StateError> {
-    let ok = !id.is_empty()
-        && id != "."
+    if id.is_empty() {
+        return Err(StateError::EmptyId);
+    }
+    let ok = id != "."
         && id != ".."
         && id.len() <= 1024
         && id

@@ -293,13 +293,14 @@ impl Runtime {
                     why: "cannot start a container that has stopped",
                 })
             }
-            _ => {
+            Status::Running => {
                 return Err(ContainerError::WrongState {
                     id: id.into(),
                     status,
                     why: "cannot start an already running container",
                 })
             }
+            _ => return Err(ContainerError::CannotStart(status)),
         }
         let dir = self.root.dir(id);
         let dir_fd = open_dir(&dir)?;
@@ -310,7 +311,7 @@ impl Runtime {
             why: if e.kind() == std::io::ErrorKind::ConnectionRefused {
                 "container not running"
             } else {
-                "cannot reach its init"
+                "cannot reach the container's init"
             },
         })?;
         let _ = std::fs::remove_file(dir.join(EXEC_SOCKET));

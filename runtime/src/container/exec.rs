@@ -41,7 +41,7 @@ impl Runtime {
                 return Err(ContainerError::WrongState {
                     id: opts.id.clone(),
                     status,
-                    why: "cannot exec: container not running",
+                    why: "cannot exec in a stopped container",
                 })
             }
         }

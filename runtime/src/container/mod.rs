@@ -55,16 +55,42 @@ pub enum ContainerError {
         action: String,
         source: std::io::Error,
     },
-    #[error("container {id} is {status}: {why}")]
+    /// A command refused in the container's status, in runc's words
+    /// (`container not running`, `cannot start a container that has
+    /// stopped`, ...), which tools look for.
+    #[error("{why}")]
     WrongState {
         id: String,
         status: Status,
         why: &'static str,
     },
+    #[error("cannot start a container in the {0} state")]
+    CannotStart(Status),
     #[error("cannot delete container {id} that is not stopped: {status}")]
     NotStopped { id: String, status: Status },
+    #[error("unknown signal {0:?}")]
+    UnknownSignal(String),
     #[error("{0}")]
     Usage(String),
+}
+
+/// A signal by name (`TERM`, `SIGTERM`, any case) or number, as runc reads
+/// it; `None` for 0, which only checks that the process exists.
+pub fn parse_signal(s: &str) -> Result<Option<Signal>, ContainerError> {
+    let unknown = || ContainerError::UnknownSignal(s.to_string());
+    if let Ok(n) = s.parse::<i32>() {
+        if n == 0 {
+            return Ok(None);
+        }
+        return Signal::try_from(n).map(Some).map_err(|_| unknown());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().map(Some).map_err(|_| unknown())
 }
 
 fn io_err(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
@@ -284,29 +310,41 @@ impl Runtime {
         serde_json::to_string_pretty(&out).map_err(|e| ContainerError::Usage(e.to_string()))
     }
 
-    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<(), ContainerError> {
+    /// `kill`, as runc does it: the container is looked up before the
+    /// signal is read; `--all` signals whatever the cgroup still holds,
+    /// even once the init is gone; without it a stopped container is an
+    /// error (`container not running`). Signal 0 only checks.
+    pub fn kill(&self, id: &str, signal: &str, all: bool) -> Result<(), ContainerError> {
         let record = self.root.load(id)?;
+        let signal = parse_signal(signal)?;
         let cgroup = self.cgroup_of(&record)?;
         let status = self.status_in(&record, &cgroup);
-        if status == Status::Stopped {
-            return Err(ContainerError::WrongState {
-                id: id.into(),
-                status,
-                why: "container not running",
-            });
-        }
+        let not_running = || ContainerError::WrongState {
+            id: id.into(),
+            status: Status::Stopped,
+            why: "container not running",
+        };
         if all {
-            cgroup.signal_all(signal)?;
-            return Ok(());
+            let Some(signal) = signal else { return Ok(()) };
+            return match cgroup.signal_all(signal) {
+                Ok(()) => Ok(()),
+                // The cgroup may be gone with the init.
+                Err(_) if status == Status::Stopped => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        if status == Status::Stopped || status == Status::Creating {
+            return Err(not_running());
         }
         kill(Pid::from_raw(record.pid), signal).map_err(|e| match e {
-            nix::errno::Errno::ESRCH => ContainerError::WrongState {
-                id: id.into(),
-                status: Status::Stopped,
-                why: "container not running",
-            },
-            e => io_err(format!("send {signal} to {}", record.pid))(e.into()),
-        })
+            nix::errno::Errno::ESRCH => not_running(),
+            e => io_err(format!("unable to signal init {}", record.pid))(e.into()),
+        })?;
+        // A frozen cgroup v1 holds a killed process until it is thawed.
+        if status == Status::Paused && signal == Some(Signal::SIGKILL) {
+            let _ = cgroup.thaw();
+        }
+        Ok(())
     }
 
     pub fn delete(&self, id: &str, force: bool) -> Result<(), ContainerError> {
@@ -425,5 +463,22 @@ impl Runtime {
         let cgroup = self.cgroup_of(&record)?;
         let doc = serde_json::json!({"type": "stats", "id": id, "data": cgroup.stats()});
         Ok((doc, alive, cgroup.oom_kills()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_as_runc_reads_them() {
+        for s in ["TERM", "term", "SIGTERM", "sigTerm", "15"] {
+            assert_eq!(parse_signal(s).unwrap(), Some(Signal::SIGTERM), "{s}");
+        }
+        assert_eq!(parse_signal("0").unwrap(), None);
+        for bad in ["BOGUS", "SIGBOGUS", "999", "-1", ""] {
+            let e = parse_signal(bad).unwrap_err();
+            assert_eq!(e.to_string(), format!("unknown signal {bad:?}"));
+        }
     }
 }
