@@ -152,9 +152,23 @@ fn scheduler_idle_reaches_the_process_and_its_exec() {
         s.set("/process/scheduler", json!({"policy": "SCHED_IDLE"}));
     });
     assert_eq!(stat_field(&read(format!("/proc/{pid}/stat")), 41), "5");
-    // An exec'd process gets the container's scheduler too.
+    // An exec'd process gets the container's scheduler too...
     let out = rt.exec(&id, &["cat", "/proc/self/stat"]).ok();
     assert_eq!(stat_field(&out.stdout, 41), "5", "{out}");
+    // ...unless its process.json has its own (flags spelled as the spec
+    // spells them).
+    let path = rt.host_dir("process").join("process.json");
+    let process = json!({
+        "cwd": "/", "args": ["cat", "/proc/self/stat"], "env": [CONTAINER_PATH],
+        "user": {"uid": 0, "gid": 0},
+        "scheduler": {"policy": "SCHED_BATCH", "nice": 2, "flags": ["SCHED_FLAG_RESET_ON_FORK"]}
+    });
+    write(&path, process.to_string());
+    let out = rt
+        .run(&["exec", "--process", path.to_str().expect("utf-8"), &id])
+        .ok();
+    assert_eq!(stat_field(&out.stdout, 41), "3", "{out}");
+    assert_eq!(stat_field(&out.stdout, 19), "2", "{out}");
 }
 
 #[test]

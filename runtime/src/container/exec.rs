@@ -173,7 +173,7 @@ fn exec_process(record: &Record, source: &ExecProcess) -> Result<Process, Contai
     let mut process = match source {
         ExecProcess::File(path) => {
             let data = std::fs::read(path).map_err(io_err(format!("read {}", path.display())))?;
-            let p: Process = serde_json::from_slice(&data)
+            let p: Process = crate::sched::parse_with_sched_flags(&data, "/scheduler/flags")
                 .map_err(|e| ContainerError::Usage(format!("parse {}: {e}", path.display())))?;
             p
         }
