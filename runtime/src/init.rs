@@ -41,6 +41,8 @@ pub enum InitError {
     Console(#[from] ConsoleError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Sched(#[from] crate::sched::SchedError),
     #[error("the runtime went away during setup")]
     ParentGone,
     #[error("{0}")]
@@ -252,6 +254,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     process::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
     apply_lsm_labels(process)?;
     let prepared = process::prepare(process)?;
+    crate::sched::Attributes::for_init(cfg.spec)?.apply()?;
     drop(console);
     sys::set_parent_death_signal(0).map_err(|e| InitError::Setup(e.to_string()))?;
     chan.send(&ToParent::Ready)?;
@@ -395,7 +398,11 @@ fn enter_cgroup_namespace(plan: &Plan, made: &mut bool) -> Result<(), InitError>
 /// Waits until the runtime has made the container's cgroup, and joins it.
 fn join_cgroup(cfg: &InitConfig<'_>, chan: &mut Channel) -> Result<(), InitError> {
     match chan.recv::<ToChild>()? {
-        Some(ToChild::CgroupReady) => Ok(cfg.cgroup.join_self(cfg.in_unified)?),
+        Some(ToChild::CgroupReady) => {
+            cfg.cgroup.join_self(cfg.in_unified)?;
+            crate::sched::reset_affinity();
+            Ok(())
+        }
         _ => Err(InitError::ParentGone),
     }
 }
@@ -512,6 +519,10 @@ pub struct TenantConfig<'a> {
     pub console: Option<UnixStream>,
     pub preserve_fds: u32,
     pub seccomp: Option<&'a crate::seccomp::Filter>,
+    /// Scheduler, I/O priority, personality, memory policy.
+    pub attributes: crate::sched::Attributes,
+    /// execCPUAffinity: `final` is taken once in the cgroup.
+    pub affinity: crate::sched::ExecAffinity,
 }
 
 /// Entry point of an exec'd process in the forked child.
@@ -532,6 +543,7 @@ fn tenant(cfg: TenantConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     );
     proceed(chan)?;
     cfg.cgroup.join_self(cfg.in_unified)?;
+    cfg.affinity.apply_final()?;
     for (typ, fd, path) in &cfg.namespaces {
         namespaces::join(*typ, fd, path)?;
         if *typ == LinuxNamespaceType::User {
@@ -546,6 +558,7 @@ fn tenant(cfg: TenantConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     process::set_rlimits(cfg.process.rlimits().as_deref().unwrap_or(&[]))?;
     apply_lsm_labels(cfg.process)?;
     let prepared = process::prepare(cfg.process)?;
+    cfg.attributes.apply()?;
     become_process(cfg.process, cfg.userns, cfg.seccomp)?;
     Err(process::exec(&prepared, cfg.preserve_fds).into())
 }

@@ -33,10 +33,11 @@ pub fn load_spec(bundle: &Path) -> Result<Spec, SpecError> {
         path: path.clone(),
         source,
     })?;
-    let spec: Spec = serde_json::from_slice(&data).map_err(|e| SpecError::Parse {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let spec: Spec = crate::sched::parse_with_sched_flags(&data, "/process/scheduler/flags")
+        .map_err(|e| SpecError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     validate_spec(&spec)?;
     Ok(spec)
 }
@@ -91,6 +92,7 @@ pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
     if let Some(process) = spec.process() {
         check_process(process)?;
     }
+    crate::sched::validate(spec).map_err(|e| SpecError::Invalid(e.to_string()))?;
     let mounts = spec.mounts().as_deref().unwrap_or_default();
     if mounts.len() > MAX_MOUNTS {
         return invalid(format!(

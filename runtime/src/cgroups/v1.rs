@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
+use oci_spec::runtime::{
+    LinuxBlockIo, LinuxDevice, LinuxDeviceCgroup, LinuxMemory, LinuxResources,
+};
 use serde_json::{json, Map, Value};
 
 use super::{read_file, read_u64, write_file, Cgroup, CgroupError};
@@ -121,55 +123,8 @@ fn set_limits(cg: &Cgroup, r: &LinuxResources) -> Result<(), CgroupError> {
     }
     if let Some(blkio) = r.block_io() {
         let dir = need(cg, "blkio")?;
-        if let Some(weight) = blkio.weight() {
-            let file = ["blkio.weight", "blkio.bfq.weight"]
-                .iter()
-                .map(|f| dir.join(f))
-                .find(|p| p.exists())
-                .ok_or_else(|| {
-                    CgroupError::Unsupported(
-                        "blkio".into(),
-                        "the block I/O scheduler offers no weight".into(),
-                    )
-                })?;
-            write_file(&file, &weight.to_string())?;
-        }
-        if let Some(w) = blkio.leaf_weight() {
-            write_file(&dir.join("blkio.leaf_weight"), &w.to_string())?;
-        }
-        for wd in blkio.weight_device().iter().flatten() {
-            if let Some(w) = wd.weight() {
-                write_file(
-                    &dir.join("blkio.weight_device"),
-                    &format!("{}:{} {}", wd.major(), wd.minor(), w),
-                )?;
-            }
-        }
-        let throttles = [
-            (
-                "blkio.throttle.read_bps_device",
-                blkio.throttle_read_bps_device(),
-            ),
-            (
-                "blkio.throttle.write_bps_device",
-                blkio.throttle_write_bps_device(),
-            ),
-            (
-                "blkio.throttle.read_iops_device",
-                blkio.throttle_read_iops_device(),
-            ),
-            (
-                "blkio.throttle.write_iops_device",
-                blkio.throttle_write_iops_device(),
-            ),
-        ];
-        for (file, list) in throttles {
-            for t in list.iter().flatten() {
-                write_file(
-                    &dir.join(file),
-                    &format!("{}:{} {}", t.major(), t.minor(), t.rate()),
-                )?;
-            }
+        for (file, value) in blkio_writes(&dir, blkio)? {
+            write_file(&dir.join(file), &value)?;
         }
     }
     for limit in r.hugepage_limits().iter().flatten() {
@@ -200,6 +155,79 @@ fn set_limits(cg: &Cgroup, r: &LinuxResources) -> Result<(), CgroupError> {
         ));
     }
     Ok(())
+}
+
+/// The writes that set `blkio` in the blkio cgroup `dir`, as runc makes
+/// them: weights go to CFQ's `blkio.weight*` files where the kernel has
+/// them, else to BFQ's `blkio.bfq.weight*` (CFQ is gone since Linux 5.0);
+/// leaf weights exist only with CFQ; a weight of 0 is unset. A file the
+/// kernel lacks is an error naming it, before anything is written.
+fn blkio_writes(dir: &Path, blkio: &LinuxBlockIo) -> Result<Vec<(String, String)>, CgroupError> {
+    let (weight_file, device_file) = if dir.join("blkio.weight").exists() {
+        ("blkio.weight", "blkio.weight_device")
+    } else {
+        ("blkio.bfq.weight", "blkio.bfq.weight_device")
+    };
+    let mut writes: Vec<(&str, String)> = Vec::new();
+    if let Some(w) = blkio.weight().filter(|w| *w != 0) {
+        writes.push((weight_file, w.to_string()));
+    }
+    if let Some(w) = blkio.leaf_weight().filter(|w| *w != 0) {
+        writes.push(("blkio.leaf_weight", w.to_string()));
+    }
+    for wd in blkio.weight_device().iter().flatten() {
+        let dev = format!("{}:{}", wd.major(), wd.minor());
+        if let Some(w) = wd.weight().filter(|w| *w != 0) {
+            writes.push((device_file, format!("{dev} {w}")));
+        }
+        if let Some(w) = wd.leaf_weight().filter(|w| *w != 0) {
+            writes.push(("blkio.leaf_weight_device", format!("{dev} {w}")));
+        }
+    }
+    let throttles = [
+        (
+            "blkio.throttle.read_bps_device",
+            blkio.throttle_read_bps_device(),
+        ),
+        (
+            "blkio.throttle.write_bps_device",
+            blkio.throttle_write_bps_device(),
+        ),
+        (
+            "blkio.throttle.read_iops_device",
+            blkio.throttle_read_iops_device(),
+        ),
+        (
+            "blkio.throttle.write_iops_device",
+            blkio.throttle_write_iops_device(),
+        ),
+    ];
+    for (file, list) in throttles {
+        for t in list.iter().flatten() {
+            writes.push((file, format!("{}:{} {}", t.major(), t.minor(), t.rate())));
+        }
+    }
+    for (file, _) in &writes {
+        if !dir.join(file).exists() {
+            let why = match *file {
+                "blkio.bfq.weight" | "blkio.bfq.weight_device" => {
+                    "neither CFQ nor BFQ offers block I/O weights on this kernel"
+                }
+                "blkio.leaf_weight" | "blkio.leaf_weight_device" => {
+                    "leaf weights need the CFQ I/O scheduler, which this kernel lacks"
+                }
+                _ => "this kernel has no block I/O throttling",
+            };
+            return Err(CgroupError::Unsupported(
+                "blkio".into(),
+                format!("{} does not exist: {why}", dir.join(file).display()),
+            ));
+        }
+    }
+    Ok(writes
+        .into_iter()
+        .map(|(f, v)| (f.to_string(), v))
+        .collect())
 }
 
 fn set_memory(dir: &Path, mem: &LinuxMemory) -> Result<(), CgroupError> {
@@ -432,6 +460,48 @@ pub(super) fn stats(cg: &Cgroup) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blkio_goes_to_the_files_the_kernel_has() {
+        let blkio: LinuxBlockIo = serde_json::from_value(serde_json::json!({
+            "weight": 300,
+            "weightDevice": [{"major": 8, "minor": 0, "weight": 200}, {"major": 8, "minor": 16, "weight": 0}],
+            "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
+            "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 50}]
+        }))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |f: &str| std::fs::write(dir.path().join(f), "").unwrap();
+        for f in [
+            "blkio.bfq.weight",
+            "blkio.bfq.weight_device",
+            "blkio.throttle.read_bps_device",
+            "blkio.throttle.write_iops_device",
+        ] {
+            touch(f);
+        }
+        let pair = |f: &str, v: &str| (f.to_string(), v.to_string());
+        assert_eq!(
+            blkio_writes(dir.path(), &blkio).unwrap(),
+            [
+                pair("blkio.bfq.weight", "300"),
+                pair("blkio.bfq.weight_device", "8:0 200"),
+                pair("blkio.throttle.read_bps_device", "8:0 1048576"),
+                pair("blkio.throttle.write_iops_device", "8:0 50"),
+            ]
+        );
+        // With CFQ's files, CFQ's names.
+        touch("blkio.weight");
+        touch("blkio.weight_device");
+        let writes = blkio_writes(dir.path(), &blkio).unwrap();
+        assert_eq!(writes[0], pair("blkio.weight", "300"));
+        assert_eq!(writes[1], pair("blkio.weight_device", "8:0 200"));
+        // A leaf weight without CFQ's leaf files names the missing file.
+        let leaf: LinuxBlockIo =
+            serde_json::from_value(serde_json::json!({"leafWeight": 500})).unwrap();
+        let err = blkio_writes(dir.path(), &leaf).unwrap_err().to_string();
+        assert!(err.contains("blkio.leaf_weight does not exist"), "{err}");
+    }
 
     #[test]
     fn device_lines() {

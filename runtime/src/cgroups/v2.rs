@@ -205,10 +205,28 @@ fn plan_writes(dir: &Path, r: &LinuxResources) -> Result<Vec<Write>, CgroupError
         writes.push(write("pids.max", value));
     }
     if let Some(blkio) = r.block_io() {
-        if let Some(w) = blkio.weight() {
-            // blkio weight 10..1000 to io weight 1..10000.
-            let weight = 1 + (u64::from(w).saturating_sub(10)) * 9999 / 990;
-            writes.push(write("io.weight", format!("default {weight}")));
+        // BFQ's io.bfq.weight takes blkio's 1..1000 scale as it is (and,
+        // since Linux 5.4, per-device lines); otherwise io.weight (iocost),
+        // converted to 1..10000, as runc does.
+        let bfq = dir.join("io.bfq.weight").exists();
+        let io_weight = |w: u16| 1 + (u64::from(w).saturating_sub(10)) * 9999 / 990;
+        if let Some(w) = blkio.weight().filter(|w| *w != 0) {
+            writes.push(if bfq {
+                write("io.bfq.weight", format!("default {w}"))
+            } else {
+                write("io.weight", format!("default {}", io_weight(w)))
+            });
+        }
+        for wd in blkio.weight_device().iter().flatten() {
+            let Some(w) = wd.weight().filter(|w| *w != 0) else {
+                continue;
+            };
+            let dev = format!("{}:{}", wd.major(), wd.minor());
+            writes.push(if bfq {
+                write("io.bfq.weight", format!("{dev} {w}"))
+            } else {
+                write("io.weight", format!("{dev} {}", io_weight(w)))
+            });
         }
         let throttles = [
             ("rbps", blkio.throttle_read_bps_device()),
@@ -489,6 +507,30 @@ mod tests {
             [
                 pair("io.max", "8:0 rbps=max"),
                 pair("io.max", "8:0 wiops=100")
+            ]
+        );
+    }
+
+    #[test]
+    fn io_weights_go_to_bfq_when_it_is_there() {
+        let r = serde_json::json!({"blockIO": {
+            "weight": 500,
+            "weightDevice": [{"major": 8, "minor": 0, "weight": 100}, {"major": 8, "minor": 1, "weight": 0}],
+        }});
+        assert_eq!(
+            values(Path::new("/nonexistent"), r.clone()),
+            [
+                pair("io.weight", "default 4950"),
+                pair("io.weight", "8:0 910")
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("io.bfq.weight"), "default 100\n").unwrap();
+        assert_eq!(
+            values(dir.path(), r),
+            [
+                pair("io.bfq.weight", "default 500"),
+                pair("io.bfq.weight", "8:0 100")
             ]
         );
     }

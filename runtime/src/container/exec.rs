@@ -13,6 +13,7 @@ use crate::channel::{Channel, ToChild, ToParent};
 use crate::console::{self, Proxy};
 use crate::init::{self, TenantConfig};
 use crate::namespaces;
+use crate::spec::SpecError;
 use crate::state::{Record, Status};
 use crate::sys;
 
@@ -58,6 +59,11 @@ impl Runtime {
             .as_ref()
             .map(crate::seccomp::compile)
             .transpose()?;
+        let invalid = |e: crate::sched::SchedError| SpecError::Invalid(e.to_string());
+        let attributes =
+            crate::sched::Attributes::for_exec(&process, &record.spec).map_err(invalid)?;
+        let affinity =
+            crate::sched::ExecAffinity::for_exec(&process, &record.spec).map_err(invalid)?;
         let mut namespaces = Vec::new();
         let mut pid_ns = None;
         let mut userns = false;
@@ -96,6 +102,10 @@ impl Runtime {
         nix::sys::prctl::set_dumpable(false)
             .map_err(|e| io_err("make the runtime non-dumpable")(e.into()))?;
         let unified = open_unified(&cgroup);
+        // The process is born on execCPUAffinity.initial; we go back after.
+        let saved = affinity
+            .enter_initial()
+            .map_err(|e| ContainerError::Usage(e.to_string()))?;
         let (forked, in_unified) =
             sys::clone_process(0, unified.as_ref().map(|f| f.as_fd())).map_err(io_err("fork"))?;
         let pid = match forked {
@@ -112,12 +122,15 @@ impl Runtime {
                         console: console_child,
                         preserve_fds: opts.preserve_fds,
                         seccomp: seccomp.as_ref(),
+                        attributes,
+                        affinity,
                     },
                     child_chan,
                 )
             }
             sys::Forked::Parent(pid) => pid,
         };
+        saved.restore();
         drop(child_chan);
         drop(console_child);
         drop(namespaces);
@@ -160,7 +173,7 @@ fn exec_process(record: &Record, source: &ExecProcess) -> Result<Process, Contai
     let mut process = match source {
         ExecProcess::File(path) => {
             let data = std::fs::read(path).map_err(io_err(format!("read {}", path.display())))?;
-            let p: Process = serde_json::from_slice(&data)
+            let p: Process = crate::sched::parse_with_sched_flags(&data, "/scheduler/flags")
                 .map_err(|e| ContainerError::Usage(format!("parse {}: {e}", path.display())))?;
             p
         }
