@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod init;
 pub mod logging;
 pub mod namespaces;
+pub mod netdev;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
@@ -42,10 +43,14 @@ pub fn features() -> serde_json::Value {
             "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand",
             "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime",
             "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared",
-            "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"
+            "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable",
+            "nosymfollow", "symfollow", "idmap", "ridmap",
+            "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec", "rnodiratime",
+            "rdiratime", "rrelatime", "rnorelatime", "rnoatime", "ratime", "rstrictatime",
+            "rnostrictatime", "rnosymfollow", "rsymfollow"
         ],
         "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>(),
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
             "seccomp": {
@@ -65,7 +70,8 @@ pub fn features() -> serde_json::Value {
             "apparmor": {"enabled": true},
             "selinux": {"enabled": true},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "mountExtensions": {"idmap": {"enabled": true}},
+            "netDevices": {"enabled": true}
         },
         "annotations": {
             "org.opencontainers.runtime-spec.features": OCI_VERSION

@@ -7,6 +7,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+pub mod mount;
+
 /// What `clone_process` returned in the calling process.
 pub enum Forked {
     /// We are the new process.
