@@ -543,3 +543,74 @@ fn features_list_the_mount_extensions_time_namespace_and_net_devices() {
         );
     }
 }
+
+#[test]
+fn time_namespace_on_the_general_path_beside_a_joined_namespace() {
+    let rt = Runtime::new();
+    let test = "time_namespace_on_the_general_path_beside_a_joined_namespace";
+    if !timens_supported(&rt, test) {
+        return;
+    }
+    // A namespace joined by path takes the init down the general path
+    // (setns, then unshare), where the time namespace is made too.
+    let ns = unique_id("berth-timens");
+    host("ip", &["netns", "add", &ns]);
+    let del = ns.clone();
+    rt.on_cleanup(move || {
+        let _ = Command::new("ip").args(["netns", "del", &del]).status();
+    });
+    let id = rt.new_id("timensgp");
+    let bundle = rt.bundle(&id, |s| {
+        let ns_path = std::path::Path::new("/run/netns").join(&ns);
+        s.namespace("network", Some(ns_path.as_path()));
+        s.namespace("time", None);
+        s.set(
+            "/linux/timeOffsets",
+            json!({"boottime": {"secs": 3600, "nanosecs": 7}}),
+        );
+        s.args(&["cat", "/proc/self/timens_offsets"]);
+    });
+    let out = rt.run_container(&bundle, &id, &[]).ok();
+    let got = offsets(&out.stdout);
+    assert!(got.contains(&("boottime".to_owned(), 3600, 7)), "{out}");
+    rt.assert_nothing_left(&id, bundle.cgroups_path().as_deref());
+}
+
+#[test]
+fn net_device_whose_new_name_is_taken_inside_fails_the_create() {
+    let rt = Runtime::new();
+    let test = "net_device_whose_new_name_is_taken_inside_fails_the_create";
+    if !netdev_supported(&rt, test) {
+        return;
+    }
+    let dev = host_dummy(&rt, "btht");
+    let id = rt.new_id("netdevlo");
+    // Every new network namespace has `lo`: the spec says this must fail.
+    let bundle = rt.bundle(&id, |s| {
+        s.set("/linux/netDevices", net_devices(&dev, "lo"));
+    });
+    rt.create(&bundle, &id, &[]).failed_with(&dev);
+    assert!(
+        on_host(&dev),
+        "{dev} left the host although the move failed"
+    );
+    rt.assert_nothing_left(&id, bundle.cgroups_path().as_deref());
+}
+
+#[test]
+fn net_device_name_template_is_filled_in_by_the_kernel() {
+    let rt = Runtime::new();
+    let test = "net_device_name_template_is_filled_in_by_the_kernel";
+    if !netdev_supported(&rt, test) {
+        return;
+    }
+    let dev = host_dummy(&rt, "bthp");
+    let id = rt.new_id("netdevtpl");
+    let bundle = rt.bundle(&id, |s| {
+        s.set("/linux/netDevices", net_devices(&dev, "tpl%d"));
+        s.args(&["cat", "/proc/net/dev"]);
+    });
+    let out = rt.run_container(&bundle, &id, &[]).ok();
+    assert!(out.stdout.contains("tpl0:"), "{out}");
+    rt.assert_nothing_left(&id, bundle.cgroups_path().as_deref());
+}

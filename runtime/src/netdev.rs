@@ -120,16 +120,27 @@ pub fn move_devices(
         let index = host
             .link_index(name)
             .map_err(fail("find the link on the host"))?;
+        let mut inside = Netlink::open_in(&netns).map_err(fail("open a netlink socket inside"))?;
+        // The kernel would move the link before refusing the taken name,
+        // and the link would be lost with the namespace: check first. A
+        // `%d` template is the kernel's to fill in.
+        if !new_name.contains("%d") && inside.link_index(new_name).is_ok() {
+            return Err(fail(&format!(
+                "a device named {new_name} already exists in the container"
+            ))(io::Error::from_raw_os_error(libc::EEXIST)));
+        }
         // Down while its attributes change, as runc does.
         host.set_up(index, false)
             .map_err(fail("set the link down"))?;
         let addresses = host.addresses(index).map_err(fail("list its addresses"))?;
         host.move_link(index, new_name, &netns)
             .map_err(fail("move and rename the link"))?;
-        let mut inside = Netlink::open_in(&netns).map_err(fail("open a netlink socket inside"))?;
-        let index = inside
-            .link_index(new_name)
-            .map_err(fail("find the moved link"))?;
+        let index = if new_name.contains("%d") {
+            inside.get_link(index, None)
+        } else {
+            inside.link_index(new_name)
+        }
+        .map_err(fail("find the moved link"))?;
         for addr in &addresses {
             inside
                 .add_address(index, addr)
@@ -289,8 +300,16 @@ impl Netlink {
     }
 
     fn link_index(&mut self, name: &str) -> io::Result<i32> {
-        let mut body = ifinfomsg(0, 0, 0);
-        push_attr(&mut body, IFLA_IFNAME, &name_bytes(name));
+        self.get_link(0, Some(name))
+    }
+
+    /// The index of the link named `name`, or of index `index` (whose name
+    /// the kernel chose from a `%d` template).
+    fn get_link(&mut self, index: i32, name: Option<&str>) -> io::Result<i32> {
+        let mut body = ifinfomsg(index, 0, 0);
+        if let Some(name) = name {
+            push_attr(&mut body, IFLA_IFNAME, &name_bytes(name));
+        }
         let replies = self.request(RTM_GETLINK, 0, &body, RTM_NEWLINK)?;
         replies
             .first()
