@@ -75,6 +75,8 @@ pub struct InitConfig<'a> {
     pub preserve_fds: u32,
     /// The compiled seccomp profile, checked before clone.
     pub seccomp: Option<&'a crate::seccomp::Filter>,
+    /// Id-mapped copies of mount sources, made by the runtime.
+    pub mount_sources: &'a rootfs::MountSources,
 }
 
 fn proceed(chan: &mut Channel) -> Result<i32, InitError> {
@@ -134,6 +136,16 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     } else if plan.creates(LinuxNamespaceType::User) {
         become_namespace_root()?;
     }
+    // A new time namespace, owned by our user namespace, with its offsets
+    // written before anything enters it (neither clone path makes it).
+    if plan.creates(LinuxNamespaceType::Time) {
+        let offsets = cfg
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.time_offsets().clone());
+        namespaces::enter_new_time_namespace(&offsets.unwrap_or_default())?;
+    }
     // A new cgroup namespace is made once we are in our cgroup (which
     // becomes its root) and in our user namespace, and before any cgroup
     // mount: a cgroup2 mount shows the namespace's root.
@@ -164,15 +176,16 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         userns,
         netns: plan.has(LinuxNamespaceType::Network),
         ipcns: plan.has(LinuxNamespaceType::Ipc),
+        sources: cfg.mount_sources,
     };
-    for m in &mounts {
+    for (index, m) in mounts.iter().enumerate() {
         // A cgroup mount shows the container's cgroup: it must exist.
         if !joined && matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")) {
             join_cgroup(&cfg, chan)?;
             joined = true;
             enter_cgroup_namespace(plan, &mut cgroupns_made)?;
         }
-        rootfs::mount_one(&ctx, m)?;
+        rootfs::mount_one(&ctx, index, m)?;
     }
     if !rootfs::binds_host_dev(&mounts) {
         let has_devpts = mounts.iter().any(|m| {
@@ -350,7 +363,10 @@ fn join_and_unshare(plan: &Plan, chan: &mut Channel, host_pid: i32) -> Result<i3
         let fd = namespaces::open(path)?;
         namespaces::join(*typ, &fd, path)?;
     }
-    let flags = plan.new - CloneFlags::CLONE_NEWPID - CloneFlags::CLONE_NEWCGROUP;
+    let flags = plan.new
+        - CloneFlags::CLONE_NEWPID
+        - CloneFlags::CLONE_NEWCGROUP
+        - namespaces::clone_flag(LinuxNamespaceType::Time);
     namespaces::unshare(flags)?;
     if flags.contains(CloneFlags::CLONE_NEWUSER) {
         chan.send(&ToParent::NeedIdMaps)?;

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod init;
 pub mod logging;
 pub mod namespaces;
+pub mod netdev;
 pub mod process;
 pub mod rootfs;
 pub mod sched;
@@ -43,10 +44,14 @@ pub fn features() -> serde_json::Value {
             "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand",
             "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime",
             "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared",
-            "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"
+            "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable",
+            "nosymfollow", "symfollow", "idmap", "ridmap",
+            "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec", "rnodiratime",
+            "rdiratime", "rrelatime", "rnorelatime", "rnoatime", "ratime", "rstrictatime",
+            "rnostrictatime", "rnosymfollow", "rsymfollow"
         ],
         "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>(),
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
             "seccomp": {
@@ -73,7 +78,8 @@ pub fn features() -> serde_json::Value {
                 "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
             },
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "mountExtensions": {"idmap": {"enabled": true}},
+            "netDevices": {"enabled": true}
         },
         "annotations": {
             "org.opencontainers.runtime-spec.features": OCI_VERSION

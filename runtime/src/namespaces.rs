@@ -4,7 +4,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
-use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+use oci_spec::runtime::{Linux, LinuxNamespace, LinuxNamespaceType, LinuxTimeOffset};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
@@ -24,6 +24,8 @@ pub enum NamespaceError {
         flags: CloneFlags,
         source: nix::Error,
     },
+    #[error("set time namespace offsets: {0}")]
+    TimeOffsets(std::io::Error),
 }
 
 pub fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
@@ -136,6 +138,78 @@ pub fn unshare(flags: CloneFlags) -> Result<(), NamespaceError> {
     nix::sched::unshare(flags).map_err(|source| NamespaceError::Unshare { flags, source })
 }
 
+/// The clocks a time namespace offsets (time_namespaces(7)).
+const TIME_CLOCKS: [&str; 2] = ["monotonic", "boottime"];
+
+/// Makes a new time namespace for our children (unshare does not move the
+/// caller), writes its offsets while nothing is inside (the kernel freezes
+/// them once a process enters), then enters it ourselves: the init's exec
+/// and everything it starts run in it. setns into a time namespace needs a
+/// single-threaded caller, which the init is.
+pub fn enter_new_time_namespace(
+    offsets: &std::collections::HashMap<String, LinuxTimeOffset>,
+) -> Result<(), NamespaceError> {
+    let flag = clone_flag(LinuxNamespaceType::Time);
+    unshare(flag)?;
+    let text: String = TIME_CLOCKS
+        .iter()
+        .filter_map(|clock| offsets.get(*clock).map(|o| (clock, o)))
+        .map(|(clock, o)| {
+            format!(
+                "{clock} {} {}\n",
+                o.secs().unwrap_or(0),
+                o.nanosecs().unwrap_or(0)
+            )
+        })
+        .collect();
+    if !text.is_empty() {
+        std::fs::write("/proc/self/timens_offsets", text).map_err(NamespaceError::TimeOffsets)?;
+    }
+    let path = Path::new("/proc/self/ns/time_for_children");
+    let fd = open(path)?;
+    join(LinuxNamespaceType::Time, &fd, path)
+}
+
+/// runc's rules for `linux.timeOffsets`: only with a new time namespace
+/// (not one joined by path), only the clocks a time namespace has, and
+/// nanoseconds below a second.
+pub fn check_time_offsets(linux: &Linux) -> Result<(), String> {
+    let time_ns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .find(|n| n.typ() == LinuxNamespaceType::Time);
+    let Some(offsets) = linux.time_offsets().as_ref().filter(|o| !o.is_empty()) else {
+        return Ok(());
+    };
+    match time_ns {
+        None => {
+            return Err(
+                "time namespace offsets specified, but time namespace isn't enabled in the config"
+                    .into(),
+            )
+        }
+        Some(ns) if ns.path().is_some() => {
+            return Err("time namespace enabled, but both namespace path and time offsets                         specified -- you may only provide one"
+                .into())
+        }
+        Some(_) => {}
+    }
+    for (clock, offset) in offsets {
+        if !TIME_CLOCKS.contains(&clock.as_str()) {
+            return Err(format!(
+                "timeOffsets clock {clock:?} is not one of monotonic, boottime"
+            ));
+        }
+        if offset.nanosecs().unwrap_or(0) >= 1_000_000_000 {
+            return Err(format!(
+                "timeOffsets {clock}: nanosecs must be below 1000000000"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The inode identifying a namespace file, to tell whether two are the same.
 pub fn identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -160,6 +234,33 @@ mod tests {
         assert_eq!(plan.new, CloneFlags::CLONE_NEWPID);
         let order: Vec<_> = plan.join.iter().map(|(t, _)| proc_name(*t)).collect();
         assert_eq!(order, ["user", "net", "mnt"]);
+    }
+
+    #[test]
+    fn time_offsets_follow_runc_rules() {
+        let linux = |v: serde_json::Value| -> Linux { serde_json::from_value(v).unwrap() };
+        let ok = linux(serde_json::json!({
+            "namespaces": [{"type": "time"}],
+            "timeOffsets": {"monotonic": {"secs": 86400, "nanosecs": 5}, "boottime": {"secs": -3}}
+        }));
+        assert!(check_time_offsets(&ok).is_ok());
+        let no_ns = linux(serde_json::json!({"timeOffsets": {"monotonic": {"secs": 1}}}));
+        assert!(check_time_offsets(&no_ns)
+            .unwrap_err()
+            .contains("isn't enabled"));
+        let joined = linux(serde_json::json!({
+            "namespaces": [{"type": "time", "path": "/proc/1/ns/time"}],
+            "timeOffsets": {"monotonic": {"secs": 1}}
+        }));
+        assert!(check_time_offsets(&joined).is_err());
+        let realtime = linux(serde_json::json!({
+            "namespaces": [{"type": "time"}],
+            "timeOffsets": {"realtime": {"secs": 1}}
+        }));
+        assert!(check_time_offsets(&realtime).is_err());
+        // A time namespace without offsets is fine.
+        let bare = linux(serde_json::json!({"namespaces": [{"type": "time"}]}));
+        assert!(check_time_offsets(&bare).is_ok());
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub enum SpecError {
 
 /// Loads `<bundle>/config.json` and checks what the runtime relies on.
 pub fn load_spec(bundle: &Path) -> Result<Spec, SpecError> {
+    load_spec_and_mount_id_maps(bundle).map(|(spec, _)| spec)
+}
+
+/// `load_spec`, plus each mount's `uidMappings`/`gidMappings`, which
+/// oci-spec's `Mount` does not carry: read from the same bytes, checked
+/// with the spec (see `rootfs::idmap`).
+pub fn load_spec_and_mount_id_maps(
+    bundle: &Path,
+) -> Result<(Spec, Vec<crate::rootfs::idmap::MountIdMaps>), SpecError> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(|source| SpecError::Read {
         path: path.clone(),
@@ -39,7 +48,13 @@ pub fn load_spec(bundle: &Path) -> Result<Spec, SpecError> {
             message: e.to_string(),
         })?;
     validate_spec(&spec)?;
-    Ok(spec)
+    let maps =
+        crate::rootfs::idmap::parse_mount_id_maps(&data).map_err(|message| SpecError::Parse {
+            path: path.clone(),
+            message,
+        })?;
+    crate::rootfs::idmap::check_mount_id_maps(&spec, &maps).map_err(SpecError::Invalid)?;
+    Ok((spec, maps))
 }
 
 /// The container's root filesystem, made absolute against the bundle.
@@ -135,10 +150,9 @@ pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
                 return invalid(format!("namespace path {} is not absolute", path.display()));
             }
         }
-        if ns.typ() == LinuxNamespaceType::Time {
-            return invalid("time namespaces are not supported".into());
-        }
     }
+    crate::namespaces::check_time_offsets(linux).map_err(SpecError::Invalid)?;
+    crate::netdev::check_net_devices(linux).map_err(SpecError::Invalid)?;
     check_uts_names(spec, &has_ns)?;
     let has_userns = seen.contains(&LinuxNamespaceType::User);
     for (name, maps) in [
@@ -410,6 +424,12 @@ pub fn dry_run(data: &[u8]) -> DryRun {
         return DryRun::Unparsable;
     };
     if validate_spec(&spec).is_err() {
+        return DryRun::Invalid;
+    }
+    // Each mount's own id mappings, read beside the spec as `create` does.
+    let maps_ok = crate::rootfs::idmap::parse_mount_id_maps(data)
+        .is_ok_and(|m| crate::rootfs::idmap::check_mount_id_maps(&spec, &m).is_ok());
+    if !maps_ok {
         return DryRun::Invalid;
     }
     if let Some(linux) = spec.linux() {

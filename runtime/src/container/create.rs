@@ -83,7 +83,7 @@ impl Runtime {
             path: opts.bundle.clone(),
             source: e,
         })?;
-        let spec = spec::load_spec(&bundle)?;
+        let (spec, mount_id_maps) = spec::load_spec_and_mount_id_maps(&bundle)?;
         let rootfs = spec::rootfs_path(&spec, &bundle)?;
         let process = spec
             .process()
@@ -167,9 +167,15 @@ impl Runtime {
                     .map_err(io_err(format!("listen on {}", path.display())))?,
             )
         };
+        // Id-mapped copies of mount sources are made here, with the host's
+        // privileges, and attached by the init (see rootfs::idmap).
+        let mount_sources = crate::rootfs::MountSources::open(&spec, &mount_id_maps)?;
         let (mut chan, child_chan) = Channel::pair()?;
+        // The init makes a time namespace itself, to set its offsets first.
         let flags = if namespaces_made {
-            plan.new - CloneFlags::CLONE_NEWCGROUP
+            plan.new
+                - CloneFlags::CLONE_NEWCGROUP
+                - namespaces::clone_flag(LinuxNamespaceType::Time)
         } else {
             CloneFlags::empty()
         };
@@ -207,6 +213,7 @@ impl Runtime {
                         no_pivot: opts.no_pivot,
                         preserve_fds: opts.preserve_fds,
                         seccomp: seccomp.as_ref(),
+                        mount_sources: &mount_sources,
                     },
                     child_chan,
                 )
@@ -216,6 +223,7 @@ impl Runtime {
         drop(child_chan);
         drop(gate);
         drop(console_child);
+        drop(mount_sources);
         guard.pids.push(pid);
         let uid_maps = linux.uid_mappings().clone().unwrap_or_default();
         let gid_maps = linux.gid_mappings().clone().unwrap_or_default();
@@ -232,8 +240,17 @@ impl Runtime {
         tracing::debug!(container = %opts.id, pid, "init cloned");
         let mut init_pid = pid;
         record.pid = pid;
+        let mut net_devices = linux.net_devices().clone().unwrap_or_default();
         loop {
-            match chan.recv::<ToParent>()? {
+            let msg = chan.recv::<ToParent>()?;
+            // The init is in its namespaces once it mounts (hooks) or is
+            // ready: move linux.netDevices into its network namespace.
+            if !net_devices.is_empty()
+                && matches!(msg, Some(ToParent::RunCreateHooks | ToParent::Ready))
+            {
+                crate::netdev::move_devices(init_pid, &std::mem::take(&mut net_devices))?;
+            }
+            match msg {
                 Some(ToParent::NeedIdMaps) => {
                     write_id_maps(pid, &uid_maps, &gid_maps)?;
                     chan.send(&ToChild::Proceed { host_pid: pid })?;

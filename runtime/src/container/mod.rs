@@ -46,6 +46,10 @@ pub enum ContainerError {
     Console(#[from] ConsoleError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    NetDev(#[from] crate::netdev::NetDevError),
     #[error("container init failed: {0}")]
     Init(String),
     #[error("container init exited during setup ({0})")]

@@ -1,9 +1,13 @@
 //! The container's root filesystem: mounts from the config, device nodes,
 //! pivot_root, masked and read-only paths.
 //!
-//! Mount options are parsed in `options`, device nodes made in `devices`.
+//! Mount options are parsed in `options`, device nodes made in `devices`,
+//! recursive mount attributes applied in `attrs`, id-mapped mounts made in
+//! `idmap`.
 
+mod attrs;
 mod devices;
+pub mod idmap;
 mod options;
 
 use std::collections::VecDeque;
@@ -19,7 +23,9 @@ use oci_spec::runtime::Mount;
 
 use crate::cgroups::{Cgroup, Hierarchy};
 
+pub use self::attrs::RECURSIVE_OPTIONS;
 pub use self::devices::{binds_host_dev, create_devices};
+pub use self::idmap::MountSources;
 pub use self::options::{parse_options, propagation_flags, MountOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,17 @@ pub enum RootfsError {
     Device { path: PathBuf, source: nix::Error },
     #[error("{path} is not what it should be: {why}")]
     Suspicious { path: PathBuf, why: String },
+    #[error("set recursive mount attributes on {target}: {source}")]
+    SetAttr {
+        target: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to set MOUNT_ATTR_IDMAP on {path}: {source}{hint}")]
+    IdMap {
+        path: PathBuf,
+        hint: &'static str,
+        source: std::io::Error,
+    },
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
@@ -229,6 +246,8 @@ pub struct MountContext<'a> {
     pub userns: bool,
     pub netns: bool,
     pub ipcns: bool,
+    /// The id-mapped copies made by the runtime, by mount index.
+    pub sources: &'a MountSources,
 }
 
 /// Sets the propagation of our (new) mount tree and makes the rootfs a
@@ -269,10 +288,29 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
     do_mount(None, &best, None, MsFlags::MS_PRIVATE, None)
 }
 
-/// Performs one mount of the config (the caller keeps their order).
-pub fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
+/// Performs mount `index` of the config (the caller keeps their order),
+/// then applies its recursive attributes.
+pub fn mount_one(ctx: &MountContext<'_>, index: usize, m: &Mount) -> Result<(), RootfsError> {
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]))?;
     let target = resolve_in_root(&ctx.rootfs.path, m.destination())?;
+    if let Some(tree) = ctx.sources.get(index) {
+        let source = m.source().clone().unwrap_or_default();
+        idmap::attach(ctx.rootfs, tree, &source, &target, &opts)?;
+    } else {
+        mount_at(ctx, m, &opts, &target)?;
+    }
+    attrs::apply(ctx.rootfs, &target, &opts.rec_attr)
+}
+
+fn mount_at(
+    ctx: &MountContext<'_>,
+    m: &Mount,
+    opts: &MountOptions,
+    target: &Path,
+) -> Result<(), RootfsError> {
+    // The body below predates the split: it owns its options and target.
+    let target = target.to_path_buf();
+    let opts = opts.clone();
     let typ = m.typ().as_deref().unwrap_or("none");
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());

@@ -2,16 +2,22 @@
 
 use nix::mount::MsFlags;
 
+use super::attrs;
 use super::RootfsError;
+use crate::sys::mount::MountAttr;
 
 /// Mount options split into what mount(2) takes.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
     pub flags: MsFlags,
     pub propagation: Vec<MsFlags>,
     pub data: Vec<String>,
     pub bind: bool,
     pub recursive: bool,
+    /// Recursive attributes (`rro`, `rnosuid`, …) for mount_setattr.
+    pub rec_attr: MountAttr,
+    /// `idmap` (Some(false)) or `ridmap` (Some(true)).
+    pub idmap: Option<bool>,
 }
 
 impl Default for MountOptions {
@@ -22,6 +28,8 @@ impl Default for MountOptions {
             data: Vec::new(),
             bind: false,
             recursive: false,
+            rec_attr: MountAttr::default(),
+            idmap: None,
         }
     }
 }
@@ -69,13 +77,19 @@ pub fn parse_options(options: &[String]) -> Result<MountOptions, RootfsError> {
                     .push(propagation_flags(p).unwrap_or(MsFlags::empty()));
                 continue;
             }
-            o @ ("tmpcopyup" | "idmap" | "ridmap" | "rro" | "rrw" | "rnosuid" | "rsuid"
-            | "rnodev" | "rdev" | "rnoexec" | "rexec" | "rnoatime" | "ratime"
-            | "rrelatime" | "rnorelatime" | "rstrictatime" | "rnostrictatime"
-            | "rnodiratime" | "rdiratime" | "rnosymfollow" | "rsymfollow" | "nosymfollow"
-            | "symfollow") => return Err(RootfsError::UnsupportedOption(o.to_string())),
-            data => {
-                out.data.push(data.to_string());
+            "nosymfollow" => (nosymfollow(), MsFlags::empty()),
+            "symfollow" => (MsFlags::empty(), nosymfollow()),
+            "idmap" | "ridmap" => {
+                out.idmap = Some(opt == "ridmap");
+                continue;
+            }
+            o @ "tmpcopyup" => return Err(RootfsError::UnsupportedOption(o.to_string())),
+            other => {
+                // A recursive attribute (`rro`, …), else filesystem data.
+                match attrs::recursive_option(other) {
+                    Some((clear, flag)) => attrs::add(&mut out.rec_attr, clear, flag),
+                    None => out.data.push(other.to_string()),
+                }
                 continue;
             }
         };
@@ -83,6 +97,11 @@ pub fn parse_options(options: &[String]) -> Result<MountOptions, RootfsError> {
         out.flags.remove(clear);
     }
     Ok(out)
+}
+
+/// MS_NOSYMFOLLOW (Linux 5.10), which nix does not name.
+fn nosymfollow() -> MsFlags {
+    MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW)
 }
 
 /// "rslave" → MS_SLAVE|MS_REC, and so on.
@@ -120,6 +139,41 @@ mod tests {
         assert!(o.bind && o.recursive);
         assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
         assert!(parse_options(&["tmpcopyup".to_string()]).is_err());
+        let o = opts(&["rbind", "ridmap", "nosymfollow"]);
+        assert_eq!(o.idmap, Some(true));
+        assert_eq!(o.flags, nosymfollow());
+        assert_eq!(opts(&["idmap"]).idmap, Some(false));
+    }
+
+    #[test]
+    fn recursive_attributes() {
+        use crate::sys::mount::*;
+        let o = opts(&["rro", "rnosuid", "rnoexec", "rnodev", "rnosymfollow"]);
+        let set = MOUNT_ATTR_RDONLY
+            | MOUNT_ATTR_NOSUID
+            | MOUNT_ATTR_NOEXEC
+            | MOUNT_ATTR_NODEV
+            | MOUNT_ATTR_NOSYMFOLLOW;
+        assert_eq!((o.rec_attr.attr_set, o.rec_attr.attr_clr), (set, 0));
+        // A later option undoes an earlier one.
+        let o = opts(&["rro", "rrw", "rsuid"]);
+        assert_eq!(o.rec_attr.attr_set, 0);
+        assert_eq!(o.rec_attr.attr_clr, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID);
+        // Access times are one field: setting one clears the whole field.
+        let o = opts(&["rnoatime"]);
+        assert_eq!(o.rec_attr.attr_set, MOUNT_ATTR_NOATIME);
+        assert_eq!(o.rec_attr.attr_clr, MOUNT_ATTR_ATIME_MASK);
+        let o = opts(&["rnoatime", "rstrictatime"]);
+        assert_eq!(o.rec_attr.attr_set, MOUNT_ATTR_STRICTATIME);
+        let o = opts(&["rstrictatime", "ratime"]);
+        assert_eq!(o.rec_attr.attr_set, MOUNT_ATTR_RELATIME);
+        assert_eq!(o.rec_attr.attr_clr, MOUNT_ATTR_ATIME_MASK);
+        // nodiratime is not part of the access-time field.
+        let o = opts(&["rnodiratime"]);
+        assert_eq!(
+            (o.rec_attr.attr_set, o.rec_attr.attr_clr),
+            (MOUNT_ATTR_NODIRATIME, 0)
+        );
     }
 
     #[test]
