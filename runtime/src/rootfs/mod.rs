@@ -4,6 +4,7 @@
 //! Mount options are parsed in `options`, device nodes made in `devices`.
 
 mod devices;
+pub mod host_ns;
 mod options;
 
 use std::collections::VecDeque;
@@ -509,7 +510,8 @@ pub fn mask_paths(paths: &[String]) -> Result<(), RootfsError> {
         });
     }
     for p in paths {
-        let path = Path::new(p);
+        let path = crate::spec::in_container_root(p);
+        let path = path.as_path();
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(_) => continue,
@@ -532,7 +534,8 @@ pub fn mask_paths(paths: &[String]) -> Result<(), RootfsError> {
 /// After pivot: makes each path read-only. Missing paths are skipped.
 pub fn readonly_paths(paths: &[String]) -> Result<(), RootfsError> {
     for p in paths {
-        let path = Path::new(p);
+        let path = crate::spec::in_container_root(p);
+        let path = path.as_path();
         if std::fs::symlink_metadata(path).is_err() {
             continue;
         }
