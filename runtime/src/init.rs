@@ -263,6 +263,9 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     }
     process::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
     apply_lsm_labels(process)?;
+    // Capability sets the kernel would refuse after start fail create, as
+    // runc's do.
+    process::check_capabilities(process)?;
     let prepared = process::prepare(process)?;
     drop(console);
     sys::set_parent_death_signal(0).map_err(|e| InitError::Setup(e.to_string()))?;
@@ -568,6 +571,7 @@ fn tenant(cfg: TenantConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     drop(cfg.console);
     process::set_rlimits(cfg.process.rlimits().as_deref().unwrap_or(&[]))?;
     apply_lsm_labels(cfg.process)?;
+    process::check_capabilities(cfg.process)?;
     let prepared = process::prepare(cfg.process)?;
     become_process(cfg.process, cfg.userns, cfg.seccomp)?;
     Err(process::exec(&prepared, cfg.preserve_fds).into())
