@@ -380,7 +380,7 @@ fn shared_mounts() -> Vec<String> {
 ///
 /// runc also makes `/` rslave, recursively, in the mount namespace it runs
 /// in: against runc, where that namespace has shared mounts, run this test in
-/// a mount namespace of its own (`unshare -m --propagation unchanged cargo
+/// a mount namespace of its own (`unshare -m --propagation slave cargo
 /// test …`); the test refuses to run runc where it would change them.
 #[test]
 fn no_mount_namespace_prepares_the_rootfs_as_runc() {
@@ -390,7 +390,7 @@ fn no_mount_namespace_prepares_the_rootfs_as_runc() {
     assert!(
         !against_runc || shared.is_empty(),
         "runc would make these shared mounts slaves: {shared:?}; \
-         run this test inside `unshare -m --propagation unchanged`"
+         run this test inside `unshare -m --propagation slave`"
     );
     let id = rt.new_id("nomntns");
     let bundle = rt.bundle(&id, |s| {
