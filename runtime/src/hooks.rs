@@ -2,6 +2,7 @@
 //! state on their standard input.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -78,13 +79,78 @@ fn set_env(cmd: &mut Command, env: &[String]) {
     }
 }
 
-/// What a finished hook wrote to a pipe: its first 500 characters, trimmed.
-fn drain(pipe: Option<&mut impl Read>) -> String {
-    let mut text = String::new();
-    if let Some(pipe) = pipe {
-        let _ = pipe.read_to_string(&mut text);
+/// How much of a hook's stdout and stderr is kept for the error message.
+const KEPT_OUTPUT: usize = 64 * 1024;
+
+/// A running hook's pipes, moved without blocking.
+struct HookIo<'a> {
+    stdin: Option<std::process::ChildStdin>,
+    input: &'a [u8],
+    written: usize,
+    stdout: Option<std::process::ChildStdout>,
+    stderr: Option<std::process::ChildStderr>,
+    out: Vec<u8>,
+    err: Vec<u8>,
+}
+
+impl HookIo<'_> {
+    fn make_nonblocking(&self) {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let fds = [
+            self.stdin.as_ref().map(|p| p.as_fd()),
+            self.stdout.as_ref().map(|p| p.as_fd()),
+            self.stderr.as_ref().map(|p| p.as_fd()),
+        ];
+        for fd in fds.into_iter().flatten() {
+            let _ = fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        }
     }
-    text.trim().chars().take(500).collect()
+
+    /// Writes what the hook will take of its input (closing stdin when all
+    /// is written or the hook stops reading) and reads what it wrote.
+    fn pump(&mut self) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let rest = &self.input[self.written..];
+            let done = match stdin.write(rest) {
+                _ if rest.is_empty() => true,
+                Ok(n) => {
+                    self.written += n;
+                    self.written == self.input.len()
+                }
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            if done {
+                self.stdin = None;
+            }
+        }
+        read_available(&mut self.stdout, &mut self.out);
+        read_available(&mut self.stderr, &mut self.err);
+    }
+}
+
+/// Reads what a non-blocking pipe holds into `kept` (up to KEPT_OUTPUT,
+/// the rest read and dropped); closes it at end of file.
+fn read_available(pipe: &mut Option<impl Read>, kept: &mut Vec<u8>) {
+    let Some(p) = pipe.as_mut() else { return };
+    let mut buf = [0u8; 4096];
+    loop {
+        match p.read(&mut buf) {
+            Ok(0) => {
+                *pipe = None;
+                return;
+            }
+            Ok(n) => {
+                let room = KEPT_OUTPUT.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buf[..room]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(_) => {
+                *pipe = None;
+                return;
+            }
+        }
+    }
 }
 
 /// Go's words for how a process ended ("exit status 3", "signal: killed").
@@ -128,15 +194,25 @@ fn run_hook(
         path: path.clone(),
         source,
     })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its input must not make us fail.
-        let _ = stdin.write_all(state);
-    }
+    // Input and output move while the hook runs, without blocking: a hook
+    // that does not read a large state, or writes more than a pipe holds,
+    // or leaves a child holding its stdout, must not hang us.
+    let mut io = HookIo {
+        stdin: child.stdin.take(),
+        input: state,
+        written: 0,
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        out: Vec::new(),
+        err: Vec::new(),
+    };
+    io.make_nonblocking();
     let deadline = hook
         .timeout()
         .filter(|t| *t > 0)
         .map(|t| (t, Instant::now() + Duration::from_secs(t as u64)));
     let status = loop {
+        io.pump();
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
@@ -163,11 +239,19 @@ fn run_hook(
         }
         std::thread::sleep(Duration::from_millis(1));
     };
+    io.pump();
     if status.success() {
         return Ok(());
     }
-    let stdout = drain(child.stdout.as_mut());
-    let stderr = drain(child.stderr.as_mut());
+    let shown = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .trim()
+            .chars()
+            .take(500)
+            .collect::<String>()
+    };
+    let stdout = shown(&io.out);
+    let stderr = shown(&io.err);
     Err(HookError::Failed {
         stage,
         index,
@@ -264,6 +348,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("signal: killed"), "{err}");
+    }
+
+    #[test]
+    fn big_input_big_output_and_lingering_children_do_not_hang() {
+        let started = Instant::now();
+        // Never reads its 1 MiB of input.
+        let state = vec![b'x'; 1 << 20];
+        run_hooks("test", &[hook(&["sh", "-c", "exit 0"], None)], &state).unwrap();
+        // Writes 1 MiB before it fails: the start of it is reported.
+        let err = run_hooks(
+            "test",
+            &[hook(
+                &["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' y; exit 1"],
+                None,
+            )],
+            b"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("stdout: yyyy"),
+            "{}",
+            &err[..200.min(err.len())]
+        );
+        // Leaves a child holding its stdout and stderr.
+        let err = run_hooks(
+            "test",
+            &[hook(&["sh", "-c", "sleep 30 & exit 2"], None)],
+            b"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("exit status 2"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
