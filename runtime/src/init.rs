@@ -98,12 +98,16 @@ pub fn run_init(cfg: InitConfig<'_>, mut chan: Channel) -> ! {
 
 enum Never {}
 
-fn hook_state(cfg: &InitConfig<'_>, status: Status, pid: i32) -> Vec<u8> {
+/// The state on the stdin of the hooks the init runs (createContainer,
+/// startContainer): they run in the container's namespaces, so the pid is
+/// the init's as the container sees it (the spec's rule; runc's init
+/// reports its getpid too).
+fn hook_state(cfg: &InitConfig<'_>, status: Status) -> Vec<u8> {
     let state = OciState {
         oci_version: cfg.spec.version(),
         id: cfg.id,
         status,
-        pid: Some(pid),
+        pid: Some(nix::unistd::getpid().as_raw()),
         bundle: cfg.bundle,
         annotations: cfg.spec.annotations().clone().unwrap_or_default(),
     };
@@ -120,7 +124,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     );
     // Die with the runtime while setting up; cleared once we are ready.
     sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| InitError::Setup(e.to_string()))?;
-    let mut host_pid = proceed(chan)?;
+    let host_pid = proceed(chan)?;
     let plan = cfg.plan;
     // The runtime makes the cgroup while we mount, unless we must join it
     // first: in a new user namespace while we still hold the host's ids
@@ -132,7 +136,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         joined = true;
     }
     if !cfg.namespaces_made {
-        host_pid = join_and_unshare(plan, chan, host_pid)?;
+        join_and_unshare(plan, chan, host_pid)?;
     } else if plan.creates(LinuxNamespaceType::User) {
         become_namespace_root()?;
     }
@@ -164,10 +168,14 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     let linux = cfg.spec.linux().clone().unwrap_or_default();
     let mounts = cfg.spec.mounts().clone().unwrap_or_default();
     let userns = plan.has(LinuxNamespaceType::User);
-    if !plan.has(LinuxNamespaceType::Mount) {
-        return Err(InitError::Setup("a mount namespace is required".into()));
+    // Without a mount namespace the root is prepared in the runtime's, as
+    // runc does (see rootfs::host_ns).
+    let mountns = plan.has(LinuxNamespaceType::Mount);
+    if mountns {
+        rootfs::prepare_root(cfg.rootfs, linux.rootfs_propagation().as_deref())?;
+    } else {
+        rootfs::host_ns::bind_root(cfg.rootfs)?;
     }
-    rootfs::prepare_root(cfg.rootfs, linux.rootfs_propagation().as_deref())?;
     let root_dir = rootfs::RootDir::open(cfg.rootfs)?;
     let ctx = MountContext {
         rootfs: &root_dir,
@@ -233,13 +241,17 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         .as_ref()
         .and_then(|h| h.create_container().clone())
     {
-        hooks::run_hooks(
+        // Without `env`, the process's environment, as in runc's init.
+        hooks::run_hooks_with_env(
             "createContainer",
             &h,
-            &hook_state(&cfg, Status::Creating, host_pid),
+            &hook_state(&cfg, Status::Creating),
+            process.env().as_deref().unwrap_or_default(),
         )?;
     }
-    if cfg.no_pivot {
+    if !mountns {
+        rootfs::host_ns::chroot_root(cfg.rootfs)?;
+    } else if cfg.no_pivot {
         rootfs::move_root(cfg.rootfs)?;
     } else {
         rootfs::pivot_root(cfg.rootfs)?;
@@ -266,6 +278,9 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     }
     process::set_rlimits(process.rlimits().as_deref().unwrap_or(&[]))?;
     apply_lsm_labels(process)?;
+    // Capability sets the kernel would refuse after start fail create, as
+    // runc's do.
+    process::check_capabilities(process)?;
     let prepared = process::prepare(process)?;
     crate::sched::Attributes::for_init(cfg.spec)?.apply()?;
     drop(console);
@@ -290,7 +305,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         },
     }
     drop(gate);
-    let result = finish(&cfg, process, &prepared, host_pid);
+    let result = finish(&cfg, process, &prepared);
     let err = match result {
         Ok(never) => match never {},
         Err(e) => e,
@@ -302,26 +317,37 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     Err(err)
 }
 
-/// After start: startContainer hooks, then become the user and exec.
+/// After start: become the user, run the startContainer hooks, exec.
+///
+/// The hooks run as runc runs them: as the process's user, with its
+/// capabilities, working directory and seccomp filter, with the process's
+/// environment unless they give their own. A failing hook stops the
+/// container as it stops runc's: its error goes to the container's stderr
+/// and the init exits, without failing `start` (which then runs the
+/// poststart hooks, as runc's does).
 fn finish(
     cfg: &InitConfig<'_>,
     process: &Process,
     prepared: &process::Prepared,
-    host_pid: i32,
 ) -> Result<Never, InitError> {
+    become_process(process, cfg.plan.has(LinuxNamespaceType::User), cfg.seccomp)?;
     if let Some(h) = cfg
         .spec
         .hooks()
         .as_ref()
         .and_then(|h| h.start_container().clone())
     {
-        hooks::run_hooks(
-            "startContainer",
-            &h,
-            &hook_state(cfg, Status::Created, host_pid),
-        )?;
+        let env: Vec<String> = prepared
+            .env
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        let state = hook_state(cfg, Status::Created);
+        if let Err(e) = hooks::run_hooks_with_env("startContainer", &h, &state, &env) {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            sys::exit_now(1)
+        }
     }
-    become_process(process, cfg.plan.has(LinuxNamespaceType::User), cfg.seccomp)?;
     Err(process::exec(prepared, cfg.preserve_fds).into())
 }
 
@@ -573,6 +599,7 @@ fn tenant(cfg: TenantConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     drop(cfg.console);
     process::set_rlimits(cfg.process.rlimits().as_deref().unwrap_or(&[]))?;
     apply_lsm_labels(cfg.process)?;
+    process::check_capabilities(cfg.process)?;
     let prepared = process::prepare(cfg.process)?;
     cfg.attributes.apply()?;
     become_process(cfg.process, cfg.userns, cfg.seccomp)?;

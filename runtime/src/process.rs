@@ -33,6 +33,10 @@ pub enum ProcessError {
     },
     #[error("capabilities: {0}")]
     Capabilities(String),
+    /// What runc reports when the kernel refuses the capability sets
+    /// (capset's EPERM), with what was refused.
+    #[error("unable to apply caps: operation not permitted: {0}")]
+    ApplyCaps(String),
     #[error("process.cwd {0} is outside the container's root")]
     CwdOutside(PathBuf),
     #[error("chdir to {path}: {source}")]
@@ -217,7 +221,22 @@ fn to_caps(
     set: Option<&Capabilities>,
     supported: &CapsHashSet,
 ) -> Result<CapsHashSet, ProcessError> {
+    to_caps_quietly(set, supported).map(|(caps, unknown)| {
+        for name in unknown {
+            tracing::warn!(capability = %name, "capability not supported by this kernel, ignored");
+        }
+        caps
+    })
+}
+
+/// `to_caps` without the warning: the capabilities, and the names this
+/// kernel does not know.
+fn to_caps_quietly(
+    set: Option<&Capabilities>,
+    supported: &CapsHashSet,
+) -> Result<(CapsHashSet, Vec<String>), ProcessError> {
     let mut out = HashSet::new();
+    let mut unknown = Vec::new();
     for cap in set.into_iter().flatten() {
         let name = format!("CAP_{cap}");
         let parsed: Cap = name
@@ -226,10 +245,64 @@ fn to_caps(
         if supported.contains(&parsed) {
             out.insert(parsed);
         } else {
-            tracing::warn!(capability = %name, "capability not supported by this kernel, ignored");
+            unknown.push(name);
         }
     }
-    Ok(out)
+    Ok((out, unknown))
+}
+
+/// Refuses, before the container is created, capability sets that the
+/// kernel's capset would refuse when they are applied after `start`, so
+/// that `create` fails as runc's does (runc applies them before its init
+/// reports ready): an inheritable capability outside the bounding set
+/// (unless already inheritable), a permitted one the init does not hold,
+/// an effective one that is not permitted. An effective or permitted
+/// capability outside the bounding set is not refused (runc's capset
+/// accepts it; the exec drops it).
+pub fn check_capabilities(process: &Process) -> Result<(), ProcessError> {
+    let Some(wanted) = process.capabilities().as_ref() else {
+        return Ok(());
+    };
+    let supported = caps::runtime::thread_all_supported();
+    let pick = |f: fn(&LinuxCapabilities) -> &Option<Capabilities>| {
+        to_caps_quietly(f(wanted).as_ref(), &supported).map(|(caps, _)| caps)
+    };
+    let bounding = pick(LinuxCapabilities::bounding)?;
+    let effective = pick(LinuxCapabilities::effective)?;
+    let permitted = pick(LinuxCapabilities::permitted)?;
+    let inheritable = pick(LinuxCapabilities::inheritable)?;
+    let read = |set| caps::read(None, set).map_err(|e| ProcessError::Capabilities(e.to_string()));
+    let held_bounding = read(CapSet::Bounding)?;
+    let held_inheritable = read(CapSet::Inheritable)?;
+    let held_permitted = read(CapSet::Permitted)?;
+    let sorted = |set: &CapsHashSet| {
+        let mut v: Vec<Cap> = set.iter().copied().collect();
+        v.sort_by_key(|c| c.index());
+        v
+    };
+    for cap in sorted(&inheritable) {
+        let in_bounding = bounding.contains(&cap) && held_bounding.contains(&cap);
+        if !in_bounding && !held_inheritable.contains(&cap) {
+            return Err(ProcessError::ApplyCaps(format!(
+                "inheritable capability {cap} is not in the bounding set"
+            )));
+        }
+    }
+    for cap in sorted(&permitted) {
+        if !held_permitted.contains(&cap) {
+            return Err(ProcessError::ApplyCaps(format!(
+                "permitted capability {cap} is not held by the runtime"
+            )));
+        }
+    }
+    for cap in sorted(&effective) {
+        if !permitted.contains(&cap) {
+            return Err(ProcessError::ApplyCaps(format!(
+                "effective capability {cap} is not in the permitted set"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Switches to the process's user and groups and leaves it exactly the

@@ -203,13 +203,20 @@ pub fn validate_spec(spec: &Spec) -> Result<(), SpecError> {
             ));
         }
     }
-    for path in linux
+    let mut restricted = linux
         .masked_paths()
         .iter()
         .flatten()
         .chain(linux.readonly_paths().iter().flatten())
-    {
-        check_container_path("masked or read-only path", Path::new(path))?;
+        .peekable();
+    if restricted.peek().is_some() && !seen.contains(&LinuxNamespaceType::Mount) {
+        // runc's refusal, word for word: the masks would land on the host.
+        return invalid("unable to restrict sys entries without a private MNT namespace".into());
+    }
+    for path in restricted {
+        // A relative path means the same path from the container's root,
+        // as runc resolves it (from / after pivot_root).
+        check_container_path("masked or read-only path", &in_container_root(path))?;
     }
     if let Some(sysctl) = linux.sysctl() {
         for key in sysctl.keys() {
@@ -370,6 +377,13 @@ fn check_process(process: &oci_spec::runtime::Process) -> Result<(), SpecError> 
         }
     }
     Ok(())
+}
+
+/// A masked or read-only path as the container sees it: relative paths are
+/// taken from the container's root, as runc takes them (from its working
+/// directory, `/` after pivot_root).
+pub fn in_container_root(path: &str) -> PathBuf {
+    Path::new("/").join(path)
 }
 
 /// A path inside the container must be absolute and must not climb out of
@@ -678,6 +692,28 @@ mod tests {
         v["linux"]["devices"] =
             serde_json::json!([{"path": "/dev/x", "type": "a", "major": 1, "minor": 3}]);
         assert!(parse(v).unwrap_err().contains("type 'a'"));
+    }
+
+    #[test]
+    fn masked_and_readonly_paths_as_runc_takes_them() {
+        let mut v = default_spec(false, 0, 0);
+        v["linux"]["maskedPaths"] = serde_json::json!(["proc/kcore", "/proc/keys"]);
+        v["linux"]["readonlyPaths"] = serde_json::json!(["proc/sys"]);
+        parse(v.clone()).unwrap();
+        assert_eq!(in_container_root("proc/sys"), Path::new("/proc/sys"));
+        assert_eq!(in_container_root("/proc/sys"), Path::new("/proc/sys"));
+        v["linux"]["readonlyPaths"] = serde_json::json!(["../../etc"]);
+        assert!(parse(v.clone()).unwrap_err().contains("escapes"));
+        let mut v = default_spec(false, 0, 0);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "uts"}]);
+        let err = parse(v.clone()).unwrap_err();
+        assert!(
+            err.contains("unable to restrict sys entries without a private MNT namespace"),
+            "{err}"
+        );
+        v["linux"]["maskedPaths"] = serde_json::json!([]);
+        v["linux"]["readonlyPaths"] = serde_json::json!([]);
+        parse(v).unwrap();
     }
 
     #[test]

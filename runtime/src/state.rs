@@ -95,6 +95,9 @@ pub struct OciState<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     pub bundle: &'a Path,
+    /// Left out when empty, as runc leaves it out (of `state` and of what
+    /// hooks read).
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
     pub annotations: HashMap<String, String>,
 }
 

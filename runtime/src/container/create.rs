@@ -338,12 +338,15 @@ impl Runtime {
         if !reply.is_empty() {
             return Err(ContainerError::Init(reply));
         }
+        // As runc (and the spec): a failing poststart hook stops the
+        // container and fails start.
         if let Err(e) = run_stage_hooks(
             &record.spec,
             "poststart",
             &state_json(&record, Status::Running),
         ) {
-            tracing::warn!(container = %id, error = %e, "poststart hook failed");
+            let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
+            return Err(e.into());
         }
         Ok(())
     }
@@ -391,7 +394,9 @@ impl Runtime {
             "poststart",
             &state_json(&spawned.record, Status::Running),
         ) {
-            tracing::warn!(container = %id, error = %e, "poststart hook failed");
+            drop(proxy);
+            let _ = self.destroy(&spawned.record, &spawned.cgroup);
+            return Err(e.into());
         }
         tracing::debug!(container = %id, "process started");
         let code = supervise(spawned.record.pid, proxy)?;

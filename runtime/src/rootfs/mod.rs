@@ -7,6 +7,7 @@
 
 mod attrs;
 mod devices;
+pub mod host_ns;
 pub mod idmap;
 mod options;
 
@@ -547,7 +548,8 @@ pub fn mask_paths(paths: &[String]) -> Result<(), RootfsError> {
         });
     }
     for p in paths {
-        let path = Path::new(p);
+        let path = crate::spec::in_container_root(p);
+        let path = path.as_path();
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(_) => continue,
@@ -570,7 +572,8 @@ pub fn mask_paths(paths: &[String]) -> Result<(), RootfsError> {
 /// After pivot: makes each path read-only. Missing paths are skipped.
 pub fn readonly_paths(paths: &[String]) -> Result<(), RootfsError> {
     for p in paths {
-        let path = Path::new(p);
+        let path = crate::spec::in_container_root(p);
+        let path = path.as_path();
         if std::fs::symlink_metadata(path).is_err() {
             continue;
         }
