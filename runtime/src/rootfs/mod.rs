@@ -3,6 +3,7 @@
 //!
 //! Mount options are parsed in `options`, device nodes made in `devices`.
 
+mod checks;
 mod devices;
 mod options;
 
@@ -46,6 +47,8 @@ pub enum RootfsError {
     Device { path: PathBuf, source: nix::Error },
     #[error("{path} is not what it should be: {why}")]
     Suspicious { path: PathBuf, why: String },
+    #[error(transparent)]
+    Destination(#[from] checks::DestinationError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
@@ -272,8 +275,20 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
 /// Performs one mount of the config (the caller keeps their order).
 pub fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<(), RootfsError> {
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]))?;
-    let target = resolve_in_root(&ctx.rootfs.path, m.destination())?;
     let typ = m.typ().as_deref().unwrap_or("none");
+    // runc's checks, procfs and sysfs on the path as written (never
+    // following a symlink there), the others where the path resolves.
+    checks::check_special_fs(&ctx.rootfs.path, m, typ)?;
+    let target = resolve_in_root(&ctx.rootfs.path, m.destination())?;
+    if let Ok(inside) = target.strip_prefix(&ctx.rootfs.path) {
+        let bind = opts.bind || typ == "bind";
+        checks::check_proc_mount(
+            &Path::new("/").join(inside),
+            typ,
+            bind,
+            m.source().as_deref(),
+        )?;
+    }
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if opts.bind || typ == "bind" {
