@@ -40,6 +40,21 @@ pub fn run_hooks(stage: &'static str, hooks: &[Hook], state: &[u8]) -> Result<()
     Ok(())
 }
 
+/// What is in `pipe` now, without waiting for more or for its end.
+fn read_available(mut pipe: impl Read + std::os::fd::AsFd) -> String {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let _ = fcntl(pipe.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    while bytes.len() < 64 * 1024 {
+        match pipe.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn run_hook(stage: &'static str, hook: &Hook, state: &[u8]) -> Result<(), HookError> {
     let path = hook.path().clone();
     let mut cmd = Command::new(&path);
@@ -98,14 +113,11 @@ fn run_hook(stage: &'static str, hook: &Hook, state: &[u8]) -> Result<(), HookEr
     if status.success() {
         return Ok(());
     }
-    let mut output = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut output);
-    }
+    // Only what the hook wrote is read, never waiting for the pipe to
+    // close: a child it left behind may hold it open for ever.
+    let mut output = child.stderr.take().map(read_available).unwrap_or_default();
     if output.trim().is_empty() {
-        if let Some(mut out) = child.stdout.take() {
-            let _ = out.read_to_string(&mut output);
-        }
+        output = child.stdout.take().map(read_available).unwrap_or_default();
     }
     let detail = match output.trim() {
         "" => String::new(),
