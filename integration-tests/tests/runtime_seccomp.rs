@@ -228,7 +228,7 @@ fn unsupported_or_unknown_profiles_fail_create_cleanly() {
         (
             json!({"defaultAction": "SCMP_ACT_ALLOW",
                 "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
-            "NOTIFY",
+            "listenerPath is not set",
         ),
         (
             json!({"defaultAction": "SCMP_ACT_ALLOW",
