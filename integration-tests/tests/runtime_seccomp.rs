@@ -228,17 +228,23 @@ fn unsupported_or_unknown_profiles_fail_create_cleanly() {
         (
             json!({"defaultAction": "SCMP_ACT_ALLOW",
                 "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
-            "NOTIFY",
+            "listenerPath is not set",
         ),
         (
             json!({"defaultAction": "SCMP_ACT_ALLOW",
                 "syscalls": [{"names": ["no_such_syscall"], "action": "SCMP_ACT_ERRNO"}]}),
             "no_such_syscall",
         ),
+        // runc's rules for the notify action (see runtime_hangs.rs for the
+        // agent itself).
+        (
+            json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/run/agent.sock"}),
+            "SCMP_ACT_NOTIFY cannot be used as default action",
+        ),
         (
             json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock",
-                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}),
-            "listener",
+                "syscalls": [{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]}),
+            "SCMP_ACT_NOTIFY cannot be used for the write syscall",
         ),
     ];
     for (i, (profile, needle)) in cases.into_iter().enumerate() {

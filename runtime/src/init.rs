@@ -212,6 +212,12 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         std::fs::create_dir_all(&cwd).map_err(|e| {
             InitError::Setup(format!("create cwd {}: {e}", process.cwd().display()))
         })?;
+    } else if !cwd.is_dir() {
+        // Found now, as runc does, rather than at start.
+        return Err(InitError::Setup(format!(
+            "chdir to cwd ({:?}) set in config.json failed: not a directory",
+            process.cwd()
+        )));
     }
     if !joined {
         join_cgroup(&cfg, chan)?;
@@ -284,6 +290,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     let prepared = process::prepare(process)?;
     crate::sched::Attributes::for_init(cfg.spec)?.apply()?;
     drop(console);
+    cfg.seccomp = hand_over_listener(cfg.seccomp, chan)?;
     sys::set_parent_death_signal(0).map_err(|e| InitError::Setup(e.to_string()))?;
     chan.send(&ToParent::Ready)?;
 
@@ -375,6 +382,22 @@ fn become_process(
         }
     }
     Ok(())
+}
+
+/// A filter with a notify listener is installed at once, while the runtime
+/// waits to pass the listener to the agent (as runc, before the start gate);
+/// returns the filter still to install later, if any.
+fn hand_over_listener<'a>(
+    seccomp: Option<&'a crate::seccomp::Filter>,
+    chan: &mut Channel,
+) -> Result<Option<&'a crate::seccomp::Filter>, InitError> {
+    match seccomp {
+        Some(filter) if filter.listener().is_some() => {
+            crate::seccomp::notify::install_and_hand_over(filter, chan)?;
+            Ok(None)
+        }
+        other => Ok(other),
+    }
 }
 
 /// The general path: join namespaces by path while still privileged in the
@@ -602,6 +625,7 @@ fn tenant(cfg: TenantConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     process::check_capabilities(cfg.process)?;
     let prepared = process::prepare(cfg.process)?;
     cfg.attributes.apply()?;
-    become_process(cfg.process, cfg.userns, cfg.seccomp)?;
+    let seccomp = hand_over_listener(cfg.seccomp, chan)?;
+    become_process(cfg.process, cfg.userns, seccomp)?;
     Err(process::exec(&prepared, cfg.preserve_fds).into())
 }

@@ -291,11 +291,12 @@ pub fn set_umask(mask: u32) {
 
 /// Installs a seccomp BPF program on the calling thread with `flags`
 /// (SECCOMP_FILTER_FLAG_*). Unlike seccompiler's apply_filter, this does not
-/// set no_new_privs: the caller decides.
+/// set no_new_privs: the caller decides. With
+/// SECCOMP_FILTER_FLAG_NEW_LISTENER, returns the notify listener.
 pub fn install_seccomp(
     program: &[seccompiler::sock_filter],
     flags: libc::c_ulong,
-) -> io::Result<()> {
+) -> io::Result<Option<OwnedFd>> {
     #[repr(C)]
     struct SockFprog {
         len: libc::c_ushort,
@@ -321,7 +322,25 @@ pub fn install_seccomp(
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    if flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER != 0 {
+        // SAFETY: with SECCOMP_FILTER_FLAG_NEW_LISTENER the kernel returns a
+        // new descriptor (the notify listener), owned by nobody else.
+        return Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }));
+    }
+    Ok(None)
+}
+
+/// A pidfd for process `pid` (pidfd_open(2), Linux 5.3): it polls readable
+/// once the process has exited, zombie or reaped.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; no memory is passed.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor from the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
 
 /// A memfd holding `bytes`, sealed against every change (write, grow,

@@ -77,6 +77,20 @@ fn write_id_maps(
     Ok(())
 }
 
+/// Sends `msg` to the init `pid`. If it has already exited (a broken
+/// pipe), the error it queued before going says why, rather than the pipe.
+fn send_to_init(chan: &mut Channel, pid: i32, msg: &ToChild) -> Result<(), ContainerError> {
+    let Err(e) = chan.send(msg) else {
+        return Ok(());
+    };
+    while let Ok(Some(queued)) = chan.recv_from::<ToParent>(pid) {
+        if let ToParent::Error(text) = queued {
+            return Err(ContainerError::Init(text));
+        }
+    }
+    Err(e.into())
+}
+
 impl Runtime {
     fn spawn(&self, opts: &CreateOptions, foreground: bool) -> Result<Spawned, ContainerError> {
         let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| SpecError::Read {
@@ -230,19 +244,20 @@ impl Runtime {
         if namespaces_made && plan.creates(LinuxNamespaceType::User) {
             write_id_maps(pid, &uid_maps, &gid_maps)?;
         }
-        chan.send(&ToChild::Proceed { host_pid: pid })?;
+        send_to_init(&mut chan, pid, &ToChild::Proceed { host_pid: pid })?;
         if !early_cgroup {
             cgroup.create()?;
             cgroup.apply(&resources, &devices)?;
         }
         // The child moves itself into its cgroup (see Cgroup::join_self).
-        chan.send(&ToChild::CgroupReady)?;
+        send_to_init(&mut chan, pid, &ToChild::CgroupReady)?;
         tracing::debug!(container = %opts.id, pid, "init cloned");
         let mut init_pid = pid;
         record.pid = pid;
         let mut net_devices = linux.net_devices().clone().unwrap_or_default();
         loop {
-            let msg = chan.recv::<ToParent>()?;
+            // Never a blocking read on a dead init: see Channel::recv_from.
+            let msg = chan.recv_from::<ToParent>(init_pid)?;
             // The init is in its namespaces once it mounts (hooks) or is
             // ready: move linux.netDevices into its network namespace.
             if !net_devices.is_empty()
@@ -253,7 +268,7 @@ impl Runtime {
             match msg {
                 Some(ToParent::NeedIdMaps) => {
                     write_id_maps(pid, &uid_maps, &gid_maps)?;
-                    chan.send(&ToChild::Proceed { host_pid: pid })?;
+                    send_to_init(&mut chan, pid, &ToChild::Proceed { host_pid: pid })?;
                 }
                 Some(ToParent::InitPid(p)) => {
                     init_pid = p;
@@ -265,7 +280,31 @@ impl Runtime {
                     let state = state_json(&record, Status::Creating);
                     run_stage_hooks(&spec, "prestart", &state)?;
                     run_stage_hooks(&spec, "createRuntime", &state)?;
-                    chan.send(&ToChild::Proceed { host_pid: init_pid })?;
+                    send_to_init(
+                        &mut chan,
+                        init_pid,
+                        &ToChild::Proceed { host_pid: init_pid },
+                    )?;
+                }
+                Some(ToParent::SeccompListener) => {
+                    record.pid = init_pid;
+                    let state = state_json(&record, Status::Creating);
+                    let fd = chan.recv_fd()?;
+                    if let Some(listener) = seccomp.as_ref().and_then(|f| f.listener()) {
+                        crate::seccomp::notify::send_to_agent(
+                            listener,
+                            spec.version(),
+                            init_pid,
+                            &state,
+                            fd.as_fd(),
+                        )?;
+                    }
+                    drop(fd);
+                    send_to_init(
+                        &mut chan,
+                        init_pid,
+                        &ToChild::Proceed { host_pid: init_pid },
+                    )?;
                 }
                 Some(ToParent::Ready) => break,
                 Some(ToParent::Error(msg)) => return Err(ContainerError::Init(msg)),
@@ -366,12 +405,25 @@ impl Runtime {
             self.spawn(opts, true)?
         };
         let id = opts.id.clone();
-        let proxy = match spawned.console_peer.take() {
-            Some(peer) => Some(Proxy::new(console::recv_fd(&peer)?)),
+        // From here a failure must remove the container it made.
+        let proxy = match spawned
+            .console_peer
+            .take()
+            .map(|peer| console::recv_fd(&peer))
+        {
+            Some(Ok(master)) => Some(Proxy::new(master)),
+            Some(Err(e)) => {
+                let _ = self.destroy(&spawned.record, &spawned.cgroup);
+                return Err(e.into());
+            }
             None => None,
         };
-        spawned.chan.send(&ToChild::Start)?;
-        match spawned.chan.recv::<ToParent>() {
+        if let Err(e) = send_to_init(&mut spawned.chan, spawned.record.pid, &ToChild::Start) {
+            drop(proxy);
+            let _ = self.destroy(&spawned.record, &spawned.cgroup);
+            return Err(e);
+        }
+        match spawned.chan.recv_from::<ToParent>(spawned.record.pid) {
             Ok(None) => {}
             Ok(Some(ToParent::Error(msg))) => {
                 drop(proxy);

@@ -147,15 +147,21 @@ impl Runtime {
             )),
             None => None,
         };
-        match chan.recv::<ToParent>() {
-            Ok(None) => {}
-            Ok(Some(ToParent::Error(msg))) => return Err(fail(ContainerError::Init(msg))),
-            Ok(Some(other)) => {
-                return Err(fail(ContainerError::Init(format!(
-                    "unexpected message {other:?}"
-                ))))
+        loop {
+            match chan.recv_from::<ToParent>(pid) {
+                Ok(None) => break,
+                Ok(Some(ToParent::Error(msg))) => return Err(fail(ContainerError::Init(msg))),
+                Ok(Some(ToParent::SeccompListener)) => {
+                    hand_listener_to_agent(&record, seccomp.as_ref(), pid, &mut chan)
+                        .map_err(fail)?;
+                }
+                Ok(Some(other)) => {
+                    return Err(fail(ContainerError::Init(format!(
+                        "unexpected message {other:?}"
+                    ))))
+                }
+                Err(e) => return Err(fail(e.into())),
             }
-            Err(e) => return Err(fail(e.into())),
         }
         if let Some(path) = &opts.pid_file {
             write_pid_file(path, pid)?;
@@ -165,6 +171,29 @@ impl Runtime {
         }
         supervise(pid, proxy)
     }
+}
+
+/// Passes an `exec`'d process's seccomp listener to the agent, with the
+/// container's state (running, the init's pid) as runc sends it.
+fn hand_listener_to_agent(
+    record: &Record,
+    seccomp: Option<&crate::seccomp::Filter>,
+    pid: i32,
+    chan: &mut Channel,
+) -> Result<(), ContainerError> {
+    let fd = chan.recv_fd()?;
+    if let Some(listener) = seccomp.and_then(|f| f.listener()) {
+        let state = serde_json::to_vec(&record.oci_state(Status::Running)).unwrap_or_default();
+        crate::seccomp::notify::send_to_agent(
+            listener,
+            record.spec.version(),
+            pid,
+            &state,
+            fd.as_fd(),
+        )?;
+    }
+    chan.send(&ToChild::Proceed { host_pid: pid })?;
+    Ok(())
 }
 
 /// The process an `exec` runs: a process.json, or the container's process

@@ -3,9 +3,10 @@
 //!
 //! Mount options are parsed in `options`, device nodes made in `devices`,
 //! recursive mount attributes applied in `attrs`, id-mapped mounts made in
-//! `idmap`.
+//! `idmap`; runc's checks of mount destinations are in `checks`.
 
 mod attrs;
+mod checks;
 mod devices;
 pub mod host_ns;
 pub mod idmap;
@@ -64,6 +65,8 @@ pub enum RootfsError {
         hint: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Destination(#[from] checks::DestinationError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
@@ -293,7 +296,20 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
 /// then applies its recursive attributes.
 pub fn mount_one(ctx: &MountContext<'_>, index: usize, m: &Mount) -> Result<(), RootfsError> {
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]))?;
+    let typ = m.typ().as_deref().unwrap_or("none");
+    // runc's checks, procfs and sysfs on the path as written (never
+    // following a symlink there), the others where the path resolves.
+    checks::check_special_fs(&ctx.rootfs.path, m, typ)?;
     let target = resolve_in_root(&ctx.rootfs.path, m.destination())?;
+    if let Ok(inside) = target.strip_prefix(&ctx.rootfs.path) {
+        let bind = opts.bind || typ == "bind";
+        checks::check_proc_mount(
+            &Path::new("/").join(inside),
+            typ,
+            bind,
+            m.source().as_deref(),
+        )?;
+    }
     if let Some(tree) = ctx.sources.get(index) {
         let source = m.source().clone().unwrap_or_default();
         idmap::attach(ctx.rootfs, tree, &source, &target, &opts)?;

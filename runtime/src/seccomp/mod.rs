@@ -13,9 +13,12 @@
 //! may ask for seccomp without it (Docker's default does), and may set
 //! filter flags.
 
+pub mod notify;
 mod syscalls;
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
 use oci_spec::runtime::{
     LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
@@ -29,10 +32,14 @@ use seccompiler::{
 pub enum SeccompError {
     #[error("seccomp: unknown syscall {0:?}")]
     UnknownSyscall(String),
-    #[error("seccomp: action {0} is not supported by this runtime")]
-    UnsupportedAction(String),
-    #[error("seccomp: a seccomp notify listener (listenerPath) is not supported by this runtime")]
-    Notify,
+    #[error("seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath: listenerPath is not set")]
+    NoListenerPath,
+    #[error("seccomp: SCMP_ACT_NOTIFY cannot be used as default action")]
+    NotifyDefault,
+    #[error("seccomp: SCMP_ACT_NOTIFY cannot be used for the write syscall")]
+    NotifyWrite,
+    #[error("seccomp: send the notify listener to {path}: {message}")]
+    Listener { path: PathBuf, message: String },
     #[error("seccomp: errnoRet {0} is out of range (1-4095)")]
     Errno(u32),
     #[error("seccomp: syscall {name}: argument index {index} is out of range (0-5)")]
@@ -59,6 +66,8 @@ struct Group {
 pub struct Filter {
     program: Vec<sock_filter>,
     flags: libc::c_ulong,
+    /// Where the notify listener goes, when a rule has SCMP_ACT_NOTIFY.
+    listener: Option<notify::Listener>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -85,6 +94,11 @@ fn syscall_number(name: &str) -> Option<i64> {
 /// Errno value the sentinel returns; a profile cannot use it since errnoRet
 /// is limited to real errno values (below 4096).
 const SENTINEL_ERRNO: u32 = 0xffff;
+/// seccompiler has no SCMP_ACT_NOTIFY: the notify group is compiled with
+/// this errno as its match action, and its returns rewritten to
+/// SECCOMP_RET_USER_NOTIF.
+const NOTIFY_ERRNO: u32 = 0xfffe;
+const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 const BPF_RET_K: u16 = 0x06;
 const BPF_JMP_JA: u16 = 0x05;
@@ -118,11 +132,7 @@ fn action(
         LinuxSeccompAction::ScmpActTrace => {
             SeccompAction::Trace(errno.or(default_errno).unwrap_or(0))
         }
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(SeccompError::UnsupportedAction(
-                "SCMP_ACT_NOTIFY (no seccomp agent support)".into(),
-            ))
-        }
+        LinuxSeccompAction::ScmpActNotify => SeccompAction::Errno(NOTIFY_ERRNO),
     })
 }
 
@@ -163,9 +173,7 @@ fn condition(
 /// profiles fail at `create`, before any process exists.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     let arch = ARCH.ok_or(SeccompError::Arch)?;
-    if profile.listener_path().is_some() {
-        return Err(SeccompError::Notify);
-    }
+    let listener = notify::check(profile)?;
     let default_errno = profile.default_errno_ret();
     let default = action(profile.default_action(), None, default_errno)?;
 
@@ -222,6 +230,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
 
     let sentinel = SeccompAction::Errno(SENTINEL_ERRNO);
     let sentinel_ret = SECCOMP_RET_ERRNO | SENTINEL_ERRNO;
+    let notify_ret = SECCOMP_RET_ERRNO | NOTIFY_ERRNO;
     let mut chunks: Vec<Vec<sock_filter>> = Vec::new();
     for Group {
         action: act, rules, ..
@@ -262,6 +271,11 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
                     jf: 0,
                     k: (next - at - 1) as u32,
                 });
+            } else if insn.code == BPF_RET_K && insn.k == notify_ret {
+                program.push(sock_filter {
+                    k: SECCOMP_RET_USER_NOTIF,
+                    ..insn
+                });
             } else {
                 program.push(insn);
             }
@@ -284,7 +298,17 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
             }
         };
     }
-    Ok(Filter { program, flags })
+    if listener.is_some() {
+        // The kernel refuses TSYNC with a listener; the runtime is
+        // single-threaded, so it adds nothing.
+        flags &= !libc::SECCOMP_FILTER_FLAG_TSYNC;
+        flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+    }
+    Ok(Filter {
+        program,
+        flags,
+        listener,
+    })
 }
 
 impl Filter {
@@ -292,7 +316,17 @@ impl Filter {
     /// needs CAP_SYS_ADMIN, so the init installs it before dropping
     /// capabilities in that case.
     pub fn install(&self) -> Result<(), SeccompError> {
+        self.install_listening().map(drop)
+    }
+
+    /// Installs the filter; returns its notify listener when it has one.
+    pub fn install_listening(&self) -> Result<Option<OwnedFd>, SeccompError> {
         crate::sys::install_seccomp(&self.program, self.flags).map_err(SeccompError::Install)
+    }
+
+    /// Where the notify listener goes, when the profile notifies.
+    pub fn listener(&self) -> Option<&notify::Listener> {
+        self.listener.as_ref()
     }
 }
 
@@ -342,14 +376,65 @@ mod tests {
     }
 
     #[test]
-    fn notify_is_refused() {
+    fn notify_becomes_user_notif_with_a_listener() {
         let err = compile(&profile(serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
         })))
         .err()
         .unwrap();
-        assert!(err.to_string().contains("NOTIFY"), "{err}");
+        assert!(err.to_string().contains("listenerPath is not set"), "{err}");
+        let f = compile(&profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/agent.sock",
+            "listenerMetadata": "hello",
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"},
+                {"names": ["chmod"], "action": "SCMP_ACT_ERRNO"}
+            ]
+        })))
+        .unwrap();
+        let notifies = f
+            .program
+            .iter()
+            .filter(|i| i.code == BPF_RET_K && i.k == SECCOMP_RET_USER_NOTIF)
+            .count();
+        assert!(notifies >= 1, "no SECCOMP_RET_USER_NOTIF in the program");
+        assert!(f
+            .program
+            .iter()
+            .all(|i| !(i.code == BPF_RET_K && i.k == SECCOMP_RET_ERRNO | NOTIFY_ERRNO)));
+        assert_ne!(f.flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER, 0);
+        let l = f.listener().unwrap();
+        assert_eq!(l.path, PathBuf::from("/run/agent.sock"));
+        assert_eq!(l.metadata, "hello");
+        // A listener without notify rules: nothing to send (as runc).
+        let f = compile(&profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/agent.sock",
+            "syscalls": [{"names": ["chmod"], "action": "SCMP_ACT_ERRNO"}]
+        })))
+        .unwrap();
+        assert!(f.listener().is_none());
+        assert_eq!(f.flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER, 0);
+    }
+
+    #[test]
+    fn notify_refusals_use_runcs_words() {
+        for (p, words) in [
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/a"}),
+                "SCMP_ACT_NOTIFY cannot be used as default action",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/a",
+                    "syscalls": [{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]}),
+                "SCMP_ACT_NOTIFY cannot be used for the write syscall",
+            ),
+        ] {
+            let err = compile(&profile(p)).err().unwrap();
+            assert!(err.to_string().contains(words), "{err}");
+        }
     }
 
     #[test]
