@@ -123,6 +123,28 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The live host processes other than this one, as `pid (command line)`,
+/// that `keep` picks by their pid and command line: what a test left
+/// running (until it execs, a container's init is a copy of the runtime
+/// and carries the runtime's command line).
+pub fn host_processes(mut keep: impl FnMut(&str, &str) -> bool) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()) && *pid != me)
+        .filter_map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let alive = pid.parse().is_ok_and(pid_alive);
+            (alive && keep(&pid, &cmdline)).then(|| format!("{pid} ({})", cmdline.trim()))
+        })
+        .collect()
+}
+
 /// Whether a host process is alive (exists and is not a zombie).
 pub fn pid_alive(pid: i64) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -98,21 +98,7 @@ fn generated_cases(base: &Value) -> Vec<Case> {
 /// until it execs, a container's init is a copy of the runtime and carries
 /// the `create … ID` command line.
 fn processes_mentioning(id: &str) -> Vec<String> {
-    let me = std::process::id().to_string();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()) && *pid != me)
-        .filter_map(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let alive = pid.parse().is_ok_and(pid_alive);
-            (alive && cmdline.contains(id)).then(|| format!("{pid} ({})", cmdline.trim()))
-        })
-        .collect()
+    host_processes(|_, cmdline| cmdline.contains(id))
 }
 
 fn log_line_count(rt: &Runtime) -> usize {

@@ -132,26 +132,13 @@ fn run_piped(rt: &Runtime, args: &[&str]) -> Piped {
 /// execs, a container's init is a copy of the runtime with its command line
 /// (berth) or sits in the rootfs (runc).
 fn processes_of(needle: &str) -> Vec<String> {
-    let me = std::process::id().to_string();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()) && *pid != me)
-        .filter_map(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let in_tree = ["cwd", "root"].iter().any(|l| {
-                fs::read_link(format!("/proc/{pid}/{l}"))
-                    .is_ok_and(|p| p.to_string_lossy().starts_with(needle))
-            });
-            let alive = pid.parse().is_ok_and(pid_alive);
-            (alive && (cmdline.contains(needle) || in_tree))
-                .then(|| format!("{pid} ({})", cmdline.trim()))
-        })
-        .collect()
+    host_processes(|pid, cmdline| {
+        let in_tree = ["cwd", "root"].iter().any(|l| {
+            fs::read_link(format!("/proc/{pid}/{l}"))
+                .is_ok_and(|p| p.to_string_lossy().starts_with(needle))
+        });
+        cmdline.contains(needle) || in_tree
+    })
 }
 
 /// Asserts that container `id` of `bundle` left nothing: no state entry,
