@@ -315,7 +315,7 @@ fn a_failing_hook_fails_fast() {
         both_fail_fast(
             &rt,
             &format!("hook-{}", kind.to_lowercase()),
-            None,
+            Some("exit status 3"),
             |s| {
                 s.hook(
                     kind,
@@ -358,7 +358,7 @@ fn berth_only_a_failing_hook_leaving_a_child_on_its_output_fails_fast() {
     both_fail_fast(
         &rt,
         "hook-child",
-        None,
+        Some("exit status 3"),
         |s| {
             s.hook(
                 "prestart",

@@ -190,7 +190,7 @@ pub fn check_time_offsets(linux: &Linux) -> Result<(), String> {
             )
         }
         Some(ns) if ns.path().is_some() => {
-            return Err("time namespace enabled, but both namespace path and time offsets                         specified -- you may only provide one"
+            return Err("time namespace enabled, but both namespace path and time offsets specified -- you may only provide one"
                 .into())
         }
         Some(_) => {}

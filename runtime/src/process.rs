@@ -272,7 +272,12 @@ pub fn check_capabilities(process: &Process) -> Result<(), ProcessError> {
     let permitted = pick(LinuxCapabilities::permitted)?;
     let inheritable = pick(LinuxCapabilities::inheritable)?;
     let read = |set| caps::read(None, set).map_err(|e| ProcessError::Capabilities(e.to_string()));
-    let held_bounding = read(CapSet::Bounding)?;
+    // The bounding set costs a probe per capability: read only when needed.
+    let held_bounding = if inheritable.is_empty() {
+        CapsHashSet::new()
+    } else {
+        read(CapSet::Bounding)?
+    };
     let held_inheritable = read(CapSet::Inheritable)?;
     let held_permitted = read(CapSet::Permitted)?;
     let sorted = |set: &CapsHashSet| {

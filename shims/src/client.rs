@@ -496,6 +496,27 @@ mod tests {
         )
         .unwrap();
         assert!(!state.shim_running());
+        // A live process named berth-shim runs; once dead (a zombie, not
+        // yet reaped) it does not.
+        use std::os::unix::process::CommandExt;
+        let mut shim = std::process::Command::new("sleep")
+            .arg0("/usr/bin/berth-shim")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.path().join(SHIM_PID_FILE), shim.id().to_string()).unwrap();
+        let named = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !state.shim_running() && std::time::Instant::now() < named {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(state.shim_running());
+        shim.kill().unwrap();
+        let dead = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while state.shim_running() && std::time::Instant::now() < dead {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!state.shim_running());
+        shim.wait().unwrap();
         let exit = ExitInfo {
             exit_status: 3,
             exited_at: "2024-01-02T03:04:05.000000006Z".into(),

@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::MsFlags;
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType, Spec};
 
 use super::{
     ensure_dir, ensure_file, io, locked_flags, parse_options, pin_mount_point, RootDir, RootfsError,
@@ -142,7 +142,14 @@ impl MountSources {
     /// Makes the copies (none, and no work, without idmapped mounts).
     pub fn open(spec: &Spec, maps: &[MountIdMaps]) -> Result<MountSources, RootfsError> {
         let mut trees = Vec::new();
-        let linux = spec.linux().clone().unwrap_or_default();
+        let default_linux;
+        let linux = match spec.linux() {
+            Some(linux) => linux,
+            None => {
+                default_linux = Linux::default();
+                &default_linux
+            }
+        };
         let userns_path = linux
             .namespaces()
             .iter()

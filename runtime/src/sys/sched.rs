@@ -33,6 +33,7 @@ pub fn set_io_priority(class: u32, level: u32) -> io::Result<()> {
     check(ret).map(drop)
 }
 
+#[cfg(test)]
 /// The I/O scheduling class and level of process `pid` (0: the caller).
 pub fn io_priority(pid: i32) -> io::Result<(u32, u32)> {
     // SAFETY: ioprio_get takes two integers and touches no memory of ours.
@@ -106,6 +107,7 @@ pub fn set_sched_attr(attr: SchedAttr) -> io::Result<()> {
     check(ret).map(drop)
 }
 
+#[cfg(test)]
 /// The scheduling attributes of thread `pid` (0: the caller).
 pub fn sched_attr(pid: i32) -> io::Result<SchedAttr> {
     let mut kernel = SchedAttr::default().to_kernel();
@@ -144,17 +146,6 @@ pub fn set_personality(persona: u32) -> io::Result<u32> {
     Ok(ret as u32)
 }
 
-/// The calling process's execution domain, unchanged.
-pub fn personality() -> io::Result<u32> {
-    // 0xffffffff asks without changing anything.
-    // SAFETY: as in set_personality.
-    let ret = unsafe { libc::personality(0xffff_ffff) };
-    if ret == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(ret as u32)
-}
-
 const BITS: usize = libc::c_ulong::BITS as usize;
 
 /// Sets the calling thread's NUMA memory policy: `mode` with its flags
@@ -177,6 +168,7 @@ pub fn set_mempolicy(mode: i32, nodes: &[usize]) -> io::Result<()> {
     check(ret).map(drop)
 }
 
+#[cfg(test)]
 /// The calling thread's memory policy mode and its nodes (up to 1024).
 pub fn mempolicy() -> io::Result<(i32, Vec<usize>)> {
     const MAX_NODES: usize = 1024;

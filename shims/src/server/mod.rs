@@ -187,14 +187,34 @@ impl Shim {
             opts.runtime_root.clone(),
             opts.state_dir.join(RUNTIME_LOG_FILE),
         );
-        let mut shim = Shim {
-            bundle: opts.bundle.to_string_lossy().into_owned(),
+        let bundle = opts.bundle.to_string_lossy().into_owned();
+        let init = Proc::new(None, terminal, None);
+        let mut shim = Shim::assemble(opts, bundle, runtime, Some(listener), signals, log, init);
+        if let Err(e) = shim.create_container() {
+            shim.remove_files();
+            return Err(e);
+        }
+        Ok(shim)
+    }
+
+    /// A shim with no connections, exec'd processes or events yet.
+    fn assemble(
+        opts: Options,
+        bundle: String,
+        runtime: RuntimeCli,
+        listener: Option<UnixListener>,
+        signals: SignalFd,
+        log: LogFile,
+        init: Proc,
+    ) -> Shim {
+        Shim {
+            bundle,
             runtime,
-            listener: Some(listener),
+            listener,
             signals,
             log,
             log_failing: false,
-            init: Proc::new(None, terminal, None),
+            init,
             execs: HashMap::new(),
             conns: HashMap::new(),
             next_conn: 0,
@@ -202,12 +222,7 @@ impl Shim {
             oom: None,
             exit_by: None,
             opts,
-        };
-        if let Err(e) = shim.create_container() {
-            shim.remove_files();
-            return Err(e);
         }
-        Ok(shim)
     }
 
     fn create_container(&mut self) -> Result<(), ShimError> {
@@ -618,22 +633,8 @@ impl Shim {
         );
         let mut init = Proc::new(None, false, None);
         init.pid = Some(999_999);
-        Shim {
-            bundle: dir.to_string_lossy().into_owned(),
-            runtime,
-            listener: None,
-            signals,
-            log,
-            log_failing: false,
-            init,
-            execs: HashMap::new(),
-            conns: HashMap::new(),
-            next_conn: 0,
-            paused: false,
-            oom: None,
-            exit_by: None,
-            opts,
-        }
+        let bundle = dir.to_string_lossy().into_owned();
+        Shim::assemble(opts, bundle, runtime, None, signals, log, init)
     }
 }
 

@@ -22,18 +22,10 @@ use crate::images::{parse_platform, ImageError, State, Tracker};
 use crate::metadata::ImageRecord;
 use crate::registry::Credentials;
 
+/// A request's registry auth as the registry client takes it (the same
+/// rule as a docker config entry's: identity token, else user and password).
 fn credentials(auth: Option<images_pb::RegistryAuth>) -> Option<Credentials> {
-    let auth = auth?;
-    if !auth.identity_token.is_empty() {
-        return Some(Credentials::IdentityToken(auth.identity_token));
-    }
-    if auth.username.is_empty() && auth.password.is_empty() {
-        return None;
-    }
-    Some(Credentials::Basic {
-        username: auth.username,
-        password: auth.password,
-    })
+    auth.map(berth_client::AuthEntry::from)?.credentials()
 }
 
 impl Service {
