@@ -48,7 +48,9 @@ fn runtime_marker() -> (String, String) {
 /// `<rootfs>/output` by its host path. That path does not exist inside the
 /// container, so the startContainer hooks fail; runc's `start` still
 /// succeeds and its poststart hooks still run (the init reports the hook's
-/// failure on the container's stderr and exits).
+/// failure on the container's stderr and exits). A first startContainer
+/// hook writes by the container's own path, so it succeeds and shows that
+/// these hooks run, in the container, in their place.
 #[test]
 fn failing_start_container_hook_still_runs_poststart() {
     let rt = Runtime::new();
@@ -59,6 +61,13 @@ fn failing_start_container_hook_still_runs_poststart() {
     let output = bundle.rootfs().join("output");
     bundle.edit(|s| {
         let line = |text: &str| sh_hook(&format!("echo '{text}' >> {}", output.display()), None);
+        // One startContainer hook that writes by the container's path (on
+        // a writable root), so that a runtime skipping these hooks is seen.
+        s.readonly_root(false);
+        s.hook(
+            "startContainer",
+            sh_hook("echo 'start-container0 called' >> /output", None),
+        );
         for (stage, name) in [
             ("prestart", "pre-start"),
             ("createRuntime", "create-runtime"),
@@ -76,8 +85,21 @@ fn failing_start_container_hook_still_runs_poststart() {
     rt.run(&["start", &id]).ok();
     rt.wait_status(&id, "stopped");
     rt.run(&["delete", &id]).ok();
+    let text = read(&output);
+    // The startContainer hook runs in the container once `start` released
+    // it, which runc does while it runs the poststart hooks: it lands after
+    // the createContainer hooks and before poststop, beside poststart.
+    let at = |line: &str| {
+        text.find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in {text:?}"))
+    };
+    assert!(
+        at("create-container2") < at("start-container0")
+            && at("start-container0") < at("post-stop1"),
+        "{text:?}"
+    );
     assert_eq!(
-        read(&output),
+        text.replace("start-container0 called\n", ""),
         "pre-start1 called\npre-start2 called\n\
          create-runtime1 called\ncreate-runtime2 called\n\
          create-container1 called\ncreate-container2 called\n\

@@ -75,6 +75,12 @@ fn timestamp(nanos: u64) -> Option<prost_types::Timestamp> {
     })
 }
 
+/// A point in time as a timestamp (one before 1970 as 1970).
+fn timestamp_at(t: std::time::SystemTime) -> Option<prost_types::Timestamp> {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    timestamp(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 fn descriptor_pb(d: &Descriptor) -> types_pb::Descriptor {
     types_pb::Descriptor {
         media_type: d.media_type.clone(),

@@ -1,23 +1,14 @@
 //! The Tasks service: decodes, calls `crate::tasks`, encodes.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_proto::tasks::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{namespace, task_status, BoxStream, Service};
+use super::{namespace, task_status, timestamp_at, BoxStream, Service};
 use crate::tasks::{CreateOptions, Exit, ProcessInfo, TaskError, TaskStatus};
-
-fn timestamp(t: SystemTime) -> Option<prost_types::Timestamp> {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Some(prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    })
-}
 
 fn status_pb(s: TaskStatus) -> pb::Status {
     match s {
@@ -37,7 +28,7 @@ fn process_pb(p: ProcessInfo) -> pb::Process {
         status: status_pb(p.status) as i32,
         terminal: p.terminal,
         exit_status: p.exit.as_ref().map_or(0, |e| e.status as u32),
-        exited_at: p.exit.and_then(|e| timestamp(e.at)),
+        exited_at: p.exit.and_then(|e| timestamp_at(e.at)),
     }
 }
 
@@ -46,7 +37,7 @@ fn delete_pb(id: String, pid: u32, exit: Exit) -> pb::DeleteResponse {
         id,
         pid,
         exit_status: exit.status as u32,
-        exited_at: timestamp(exit.at),
+        exited_at: timestamp_at(exit.at),
     }
 }
 
@@ -253,7 +244,7 @@ impl pb::tasks_server::Tasks for Service {
             .map_err(task_status)?;
         Ok(Response::new(pb::WaitResponse {
             exit_status: exit.status as u32,
-            exited_at: timestamp(exit.at),
+            exited_at: timestamp_at(exit.at),
         }))
     }
 
