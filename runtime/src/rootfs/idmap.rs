@@ -51,6 +51,10 @@ struct RawConfig {
 /// The id mappings of every mount of config.json, in order (empty entries
 /// for mounts without any).
 pub fn parse_mount_id_maps(config: &[u8]) -> Result<Vec<MountIdMaps>, String> {
+    // Most configs name no mappings at all: no second parse for them.
+    if !config.windows(9).any(|w| w == b"Mappings\"") {
+        return Ok(Vec::new());
+    }
     let raw: RawConfig = serde_json::from_slice(config).map_err(|e| e.to_string())?;
     Ok(raw.mounts.unwrap_or_default())
 }
