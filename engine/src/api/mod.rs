@@ -1,0 +1,253 @@
+//! The Docker Engine API over HTTP/1.1 on a unix socket: HTTP only. A
+//! request's path loses its `/vX.Y` prefix, goes by its first segment to the
+//! file of its resource, whose handlers decode, call the domain and encode.
+//! Failures become Docker's status and `{"message": ...}` body in
+//! [`error`].
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub mod error;
+pub mod system;
+pub mod version;
+
+pub use error::ApiError;
+pub use version::ApiVersion;
+
+use crate::Engine;
+
+/// A response body: whole or streamed.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
+pub type Response = hyper::Response<Body>;
+pub type Reply = Result<Response, ApiError>;
+
+/// Largest JSON request body read (Docker's clients send a few KiB).
+pub const MAX_JSON_BODY: usize = 16 << 20;
+
+/// A request as the handlers see it.
+pub struct Req {
+    pub method: Method,
+    pub version: ApiVersion,
+    /// The path after the version prefix, still percent-encoded.
+    pub path: String,
+    pub query: Query,
+    pub headers: HeaderMap,
+    /// The request body, until a handler reads it.
+    pub body: Option<Incoming>,
+    /// The connection upgrade (attach, exec start), taken by the handler.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+impl Req {
+    /// The path's segments, percent-decoded.
+    pub fn segments(&self) -> Vec<String> {
+        self.path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect()
+    }
+
+    /// Reads the body as JSON; an empty body is `T::default()` when `T`
+    /// allows it, else an error naming what was wrong.
+    pub async fn json<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
+        let bytes = self.bytes(MAX_JSON_BODY).await?;
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            &b"{}"[..]
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON in request body: {e}")))
+    }
+
+    /// Reads the whole body, refusing one over `limit` bytes.
+    pub async fn bytes(&mut self, limit: usize) -> Result<Bytes, ApiError> {
+        let Some(body) = self.body.take() else {
+            return Ok(Bytes::new());
+        };
+        let limited = http_body_util::Limited::new(body, limit);
+        match limited.collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BadRequest(
+                format!("request body is larger than {limit} bytes"),
+            )),
+            Err(e) => Err(ApiError::BadRequest(format!("read request body: {e}"))),
+        }
+    }
+
+    /// Whether the client asked to upgrade the connection (`Upgrade: tcp`).
+    pub fn wants_upgrade(&self) -> bool {
+        self.headers
+            .get(hyper::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("tcp"))
+    }
+}
+
+/// A query string, decoded. A key given twice keeps its last value (as Go's
+/// `r.Form.Get` keeps the first; clients send each key once).
+#[derive(Clone, Debug, Default)]
+pub struct Query(BTreeMap<String, String>);
+
+impl Query {
+    pub fn parse(query: Option<&str>) -> Query {
+        let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned();
+        Query(pairs.collect())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// Docker's boolean parameters: absent, "", "0", "false" and "no" are
+    /// false (Go's `httputils.BoolValue`).
+    pub fn flag(&self, key: &str) -> bool {
+        match self.get(key) {
+            None => false,
+            Some(v) => !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "" | "0" | "false" | "no"
+            ),
+        }
+    }
+
+    /// An integer parameter; absent or empty is `None`.
+    pub fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::BadRequest(format!("invalid value for {key}: {v:?} is not an integer"))
+            }),
+        }
+    }
+
+    /// A JSON parameter (`filters`), absent is `None`.
+    pub fn json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => serde_json::from_str(v)
+                .map(Some)
+                .map_err(|e| ApiError::BadRequest(format!("invalid {key} parameter: {e}"))),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    // form_urlencoded also turns '+' into ' ', which a path keeps.
+    let s = s.replace('+', "%2B");
+    form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// `status` with a JSON body.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+    let body = serde_json::to_vec(value)
+        .map_err(|e| ApiError::Internal(format!("encode response: {e}")))?;
+    let mut resp = hyper::Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+/// `status` with no body.
+pub fn empty(status: StatusCode) -> Reply {
+    let mut resp = hyper::Response::new(full(Bytes::new()));
+    *resp.status_mut() = status;
+    Ok(resp)
+}
+
+/// Docker's error response.
+pub fn error_response(err: &ApiError) -> Response {
+    let body = serde_json::json!({ "message": err.to_string() });
+    let mut resp = hyper::Response::new(full(body.to_string()));
+    *resp.status_mut() = err.status();
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Serves one request.
+pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) -> Response {
+    let Some((version, path)) = version::split_version(request.uri().path()) else {
+        return error_response(&ApiError::NoRoute);
+    };
+    let path = path.to_string();
+    if version < ApiVersion::MIN {
+        return error_response(&ApiError::BadRequest(format!(
+            "client version {version} is too old. Minimum supported API version is {}, \
+             please upgrade your client to a newer version",
+            ApiVersion::MIN
+        )));
+    }
+    let upgrade = Some(hyper::upgrade::on(&mut request));
+    let (parts, body) = request.into_parts();
+    let req = Req {
+        method: parts.method,
+        version,
+        path,
+        query: Query::parse(parts.uri.query()),
+        headers: parts.headers,
+        body: Some(body),
+        upgrade,
+    };
+    let first = req
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let method = req.method.clone();
+    let path = req.path.clone();
+    let result = match first.as_str() {
+        "_ping" | "version" | "info" | "events" | "system" | "auth" => {
+            system::handle(&engine, req).await
+        }
+        _ => Err(ApiError::NoRoute),
+    };
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(err) => {
+            if err.status().is_server_error() {
+                tracing::warn!(%method, path, error = %err, "request failed");
+            } else {
+                tracing::debug!(%method, path, error = %err, "request refused");
+            }
+            error_response(&err)
+        }
+    };
+    add_server_headers(resp.headers_mut());
+    resp
+}
+
+/// Headers dockerd puts on every response.
+fn add_server_headers(headers: &mut HeaderMap) {
+    headers.insert("api-version", HeaderValue::from_static(crate::API_VERSION));
+    headers.insert("docker-experimental", HeaderValue::from_static("false"));
+    headers.insert("ostype", HeaderValue::from_static("linux"));
+    headers.insert(
+        hyper::header::SERVER,
+        HeaderValue::from_static(concat!("Docker/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
+}

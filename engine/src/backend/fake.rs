@@ -1,0 +1,387 @@
+//! An in-memory [`Supervisor`] for the domain's unit tests: images and blobs
+//! put in by the test, containers and tasks kept in maps. A task's init
+//! "runs" from `start` until it is killed (it then exits with 128 + the
+//! signal) or the test ends it with [`Fake::exit`]; its output is what the
+//! test queued with [`Fake::set_output`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use berth_proto::containers::v1 as containers;
+use berth_proto::events::v1 as events;
+use berth_proto::images::v1 as images;
+use berth_proto::tasks::v1 as tasks;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::{AttachOutput, Attached, BackendError, BoxFuture, Result, Supervisor, TaskOptions};
+
+#[derive(Default)]
+struct State {
+    images: BTreeMap<String, images::Image>,
+    blobs: BTreeMap<String, Bytes>,
+    containers: BTreeMap<String, containers::Container>,
+    tasks: BTreeMap<String, FakeTask>,
+    output: BTreeMap<String, Vec<AttachOutput>>,
+    next_pid: u32,
+    calls: Vec<String>,
+}
+
+struct FakeTask {
+    pid: u32,
+    status: tasks::Status,
+    exit: watch::Sender<Option<u32>>,
+    opts: TaskOptions,
+}
+
+/// The in-memory supervisor. Clones share their state.
+#[derive(Clone, Default)]
+pub struct Fake {
+    state: Arc<Mutex<State>>,
+}
+
+fn not_found(what: &str, id: &str) -> BackendError {
+    BackendError::NotFound(format!("{what} {id} not found"))
+}
+
+impl Fake {
+    pub fn new() -> Fake {
+        Fake::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock has failed already.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores an image and the blobs it names (manifest, config).
+    pub fn add_image(&self, image: images::Image, blobs: Vec<(String, Bytes)>) {
+        let mut state = self.lock();
+        state.blobs.extend(blobs);
+        state.images.insert(image.name.clone(), image);
+    }
+
+    /// Output a task's attach gives (stream, bytes), once it has started.
+    pub fn set_output(&self, id: &str, output: Vec<AttachOutput>) {
+        self.lock().output.insert(id.to_string(), output);
+    }
+
+    /// Ends a running task's init with this status.
+    pub fn exit(&self, id: &str, status: u32) {
+        let mut state = self.lock();
+        if let Some(task) = state.tasks.get_mut(id) {
+            task.status = tasks::Status::Stopped;
+            task.exit.send_replace(Some(status));
+        }
+    }
+
+    /// The calls made so far, as "method id".
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// The options a task was created with.
+    pub fn task_options(&self, id: &str) -> Option<TaskOptions> {
+        self.lock().tasks.get(id).map(|t| t.opts.clone())
+    }
+
+    fn record(&self, call: String) {
+        self.lock().calls.push(call);
+    }
+}
+
+impl Supervisor for Fake {
+    fn get_image(&self, name: &str) -> BoxFuture<'_, Result<images::Image>> {
+        let found = self.lock().images.get(name).cloned();
+        let name = name.to_string();
+        Box::pin(async move { found.ok_or_else(|| not_found("image", &name)) })
+    }
+
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<images::Image>>> {
+        let all = self.lock().images.values().cloned().collect();
+        Box::pin(async move { Ok(all) })
+    }
+
+    fn read_blob(&self, digest: &str) -> BoxFuture<'_, Result<Bytes>> {
+        let found = self.lock().blobs.get(digest).cloned();
+        let digest = digest.to_string();
+        Box::pin(async move { found.ok_or_else(|| not_found("blob", &digest)) })
+    }
+
+    fn create_container(
+        &self,
+        req: containers::CreateContainerRequest,
+    ) -> BoxFuture<'_, Result<containers::Container>> {
+        self.record(format!("create_container {}", req.id));
+        let mut state = self.lock();
+        let result = if state.containers.contains_key(&req.id) {
+            Err(BackendError::AlreadyExists(format!(
+                "container {} already exists",
+                req.id
+            )))
+        } else if !state.images.contains_key(&req.image) {
+            Err(not_found("image", &req.image))
+        } else {
+            let container = containers::Container {
+                id: req.id.clone(),
+                image: req.image,
+                snapshot_key: req.id.clone(),
+                runtime: "berth-runtime".into(),
+                spec: req.spec,
+                labels: req.labels,
+                ..Default::default()
+            };
+            state.containers.insert(req.id, container.clone());
+            Ok(container)
+        };
+        Box::pin(async move { result })
+    }
+
+    fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("delete_container {id}"));
+        let mut state = self.lock();
+        let result = if state.tasks.contains_key(id) {
+            Err(BackendError::FailedPrecondition(format!(
+                "container {id} has a task"
+            )))
+        } else {
+            state
+                .containers
+                .remove(id)
+                .map(|_| ())
+                .ok_or_else(|| not_found("container", id))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<containers::Container>>> {
+        let all = self.lock().containers.values().cloned().collect();
+        Box::pin(async move { Ok(all) })
+    }
+
+    fn create_task(&self, id: &str, opts: TaskOptions) -> BoxFuture<'_, Result<u32>> {
+        self.record(format!("create_task {id}"));
+        let mut state = self.lock();
+        let result = if !state.containers.contains_key(id) {
+            Err(not_found("container", id))
+        } else if state.tasks.contains_key(id) {
+            Err(BackendError::AlreadyExists(format!(
+                "task {id} already exists"
+            )))
+        } else {
+            state.next_pid += 1;
+            let pid = 1000 + state.next_pid;
+            let (exit, _) = watch::channel(None);
+            let task = FakeTask {
+                pid,
+                status: tasks::Status::Created,
+                exit,
+                opts,
+            };
+            state.tasks.insert(id.to_string(), task);
+            Ok(pid)
+        };
+        Box::pin(async move { result })
+    }
+
+    fn start(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<u32>> {
+        self.record(format!("start {id} {exec_id}"));
+        let mut state = self.lock();
+        let result = match state.tasks.get_mut(id) {
+            Some(task) if task.status == tasks::Status::Created => {
+                task.status = tasks::Status::Running;
+                Ok(task.pid)
+            }
+            Some(_) => Err(BackendError::FailedPrecondition(format!(
+                "task {id} started"
+            ))),
+            None => Err(not_found("task", id)),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn get_task(&self, id: &str, _exec_id: &str) -> BoxFuture<'_, Result<tasks::Process>> {
+        let state = self.lock();
+        let result = state
+            .tasks
+            .get(id)
+            .map(|task| tasks::Process {
+                container_id: id.to_string(),
+                pid: task.pid,
+                status: task.status as i32,
+                exit_status: task.exit.borrow().unwrap_or(0),
+                ..Default::default()
+            })
+            .ok_or_else(|| not_found("task", id));
+        Box::pin(async move { result })
+    }
+
+    fn list_tasks(&self) -> BoxFuture<'_, Result<Vec<tasks::Process>>> {
+        let state = self.lock();
+        let all = state
+            .tasks
+            .iter()
+            .map(|(id, task)| tasks::Process {
+                container_id: id.clone(),
+                pid: task.pid,
+                status: task.status as i32,
+                exit_status: task.exit.borrow().unwrap_or(0),
+                ..Default::default()
+            })
+            .collect();
+        Box::pin(async move { Ok(all) })
+    }
+
+    fn kill(&self, id: &str, _exec_id: &str, signal: u32, _all: bool) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("kill {id} {signal}"));
+        let running = self
+            .lock()
+            .tasks
+            .get(id)
+            .map(|t| t.status == tasks::Status::Running);
+        let result = match running {
+            Some(true) => {
+                self.exit(id, 128 + signal);
+                Ok(())
+            }
+            Some(false) => Err(BackendError::FailedPrecondition(format!(
+                "task {id} not running"
+            ))),
+            None => Err(not_found("task", id)),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn delete_task(&self, id: &str) -> BoxFuture<'_, Result<tasks::DeleteResponse>> {
+        self.record(format!("delete_task {id}"));
+        let mut state = self.lock();
+        let result = match state.tasks.get(id) {
+            Some(task) if task.status == tasks::Status::Running => Err(
+                BackendError::FailedPrecondition(format!("task {id} is running")),
+            ),
+            Some(_) => {
+                let task = state.tasks.remove(id);
+                let status = task.and_then(|t| *t.exit.borrow()).unwrap_or(0);
+                Ok(tasks::DeleteResponse {
+                    id: id.to_string(),
+                    exit_status: status,
+                    ..Default::default()
+                })
+            }
+            None => Err(not_found("task", id)),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn delete_process(&self, _id: &str, _exec_id: &str) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn exec(&self, req: tasks::ExecProcessRequest) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("exec {} {}", req.container_id, req.exec_id));
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn resize(&self, _: &str, _: &str, _: u32, _: u32) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn close_stdin(&self, _: &str, _: &str) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn pause(&self, id: &str) -> BoxFuture<'_, Result<()>> {
+        self.set_status(id, tasks::Status::Running, tasks::Status::Paused)
+    }
+
+    fn resume(&self, id: &str) -> BoxFuture<'_, Result<()>> {
+        self.set_status(id, tasks::Status::Paused, tasks::Status::Running)
+    }
+
+    fn list_pids(&self, id: &str) -> BoxFuture<'_, Result<Vec<u32>>> {
+        let pids = self
+            .lock()
+            .tasks
+            .get(id)
+            .map(|t| vec![t.pid])
+            .ok_or_else(|| not_found("task", id));
+        Box::pin(async move { pids })
+    }
+
+    fn update_task(&self, id: &str, _resources: Vec<u8>) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("update_task {id}"));
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn stats(&self, id: &str) -> BoxFuture<'_, Result<tasks::StatsResponse>> {
+        let found = self.lock().tasks.contains_key(id);
+        let id = id.to_string();
+        Box::pin(async move {
+            found
+                .then(tasks::StatsResponse::default)
+                .ok_or_else(|| not_found("task", &id))
+        })
+    }
+
+    fn wait(&self, id: &str, _exec_id: &str) -> BoxFuture<'_, Result<tasks::WaitResponse>> {
+        let rx = self.lock().tasks.get(id).map(|t| t.exit.subscribe());
+        let id = id.to_string();
+        Box::pin(async move {
+            let mut rx = rx.ok_or_else(|| not_found("task", &id))?;
+            let status = rx
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| BackendError::Unavailable("task gone".into()))?
+                .unwrap_or(0);
+            Ok(tasks::WaitResponse {
+                exit_status: status,
+                exited_at: None,
+            })
+        })
+    }
+
+    fn attach(&self, id: &str, _exec_id: &str, _stdin: bool) -> BoxFuture<'_, Result<Attached>> {
+        let output = self.lock().output.get(id).cloned().unwrap_or_default();
+        Box::pin(async move {
+            let output = futures_util::stream::iter(output.into_iter().map(Ok)).boxed();
+            Ok(Attached {
+                input: None,
+                output,
+            })
+        })
+    }
+
+    fn subscribe(
+        &self,
+        _topics: Vec<String>,
+        _after: Option<u64>,
+    ) -> BoxFuture<'_, Result<BoxStream<'static, Result<events::Envelope>>>> {
+        Box::pin(async move { Ok(futures_util::stream::pending().boxed()) })
+    }
+}
+
+impl Fake {
+    fn set_status(
+        &self,
+        id: &str,
+        from: tasks::Status,
+        to: tasks::Status,
+    ) -> BoxFuture<'_, Result<()>> {
+        let mut state = self.lock();
+        let result = match state.tasks.get_mut(id) {
+            Some(task) if task.status == from => {
+                task.status = to;
+                Ok(())
+            }
+            Some(_) => Err(BackendError::FailedPrecondition(format!(
+                "task {id} is not {from:?}"
+            ))),
+            None => Err(not_found("task", id)),
+        };
+        Box::pin(async move { result })
+    }
+}

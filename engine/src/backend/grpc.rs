@@ -1,0 +1,310 @@
+//! [`Supervisor`] over gRPC, with `berth-client`: the supervisor's socket,
+//! the engine's namespace.
+
+use berth_client::Client;
+use berth_proto::containers::v1 as containers;
+use berth_proto::content::v1 as content;
+use berth_proto::events::v1 as events;
+use berth_proto::images::v1 as images;
+use berth_proto::tasks::v1 as tasks;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{AttachInput, Attached, BackendError, BoxFuture, Result, Supervisor, TaskOptions};
+
+/// The supervisor at the other end of a gRPC channel.
+#[derive(Clone)]
+pub struct Grpc {
+    client: Client,
+}
+
+impl Grpc {
+    pub fn new(client: Client) -> Grpc {
+        Grpc { client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+fn process_ids(id: &str, exec_id: &str) -> (String, String) {
+    (id.to_string(), exec_id.to_string())
+}
+
+impl Supervisor for Grpc {
+    fn get_image(&self, name: &str) -> BoxFuture<'_, Result<images::Image>> {
+        let req = images::GetImageRequest {
+            name: name.to_string(),
+        };
+        Box::pin(async move { Ok(self.client.images().get(req).await?.into_inner()) })
+    }
+
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<images::Image>>> {
+        Box::pin(async move {
+            let resp = self
+                .client
+                .images()
+                .list(images::ListImagesRequest {})
+                .await?;
+            Ok(resp.into_inner().images)
+        })
+    }
+
+    fn read_blob(&self, digest: &str) -> BoxFuture<'_, Result<Bytes>> {
+        let req = content::ReadContentRequest {
+            digest: digest.to_string(),
+            ..Default::default()
+        };
+        Box::pin(async move {
+            let mut stream = self.client.content().read(req).await?.into_inner();
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = stream.message().await? {
+                buf.extend_from_slice(&chunk.data);
+            }
+            Ok(buf.freeze())
+        })
+    }
+
+    fn create_container(
+        &self,
+        req: containers::CreateContainerRequest,
+    ) -> BoxFuture<'_, Result<containers::Container>> {
+        Box::pin(async move { Ok(self.client.containers().create(req).await?.into_inner()) })
+    }
+
+    fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>> {
+        let req = containers::DeleteContainerRequest { id: id.to_string() };
+        Box::pin(async move {
+            self.client.containers().delete(req).await?;
+            Ok(())
+        })
+    }
+
+    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<containers::Container>>> {
+        Box::pin(async move {
+            let req = containers::ListContainersRequest::default();
+            Ok(self
+                .client
+                .containers()
+                .list(req)
+                .await?
+                .into_inner()
+                .containers)
+        })
+    }
+
+    fn create_task(&self, id: &str, opts: TaskOptions) -> BoxFuture<'_, Result<u32>> {
+        let req = tasks::CreateTaskRequest {
+            container_id: id.to_string(),
+            stdin: opts.stdin,
+            log_max_size: opts.log_max_size,
+        };
+        Box::pin(async move { Ok(self.client.tasks().create(req).await?.into_inner().pid) })
+    }
+
+    fn start(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<u32>> {
+        let (container_id, exec_id) = process_ids(id, exec_id);
+        let req = tasks::StartRequest {
+            container_id,
+            exec_id,
+        };
+        Box::pin(async move { Ok(self.client.tasks().start(req).await?.into_inner().pid) })
+    }
+
+    fn get_task(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<tasks::Process>> {
+        let (container_id, exec_id) = process_ids(id, exec_id);
+        let req = tasks::GetRequest {
+            container_id,
+            exec_id,
+        };
+        Box::pin(async move {
+            let resp = self.client.tasks().get(req).await?.into_inner();
+            resp.process
+                .ok_or_else(|| BackendError::Internal("task without a process".into()))
+        })
+    }
+
+    fn list_tasks(&self) -> BoxFuture<'_, Result<Vec<tasks::Process>>> {
+        Box::pin(async move {
+            let resp = self.client.tasks().list(tasks::ListTasksRequest {}).await?;
+            Ok(resp.into_inner().tasks)
+        })
+    }
+
+    fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> BoxFuture<'_, Result<()>> {
+        let (container_id, exec_id) = process_ids(id, exec_id);
+        let req = tasks::KillRequest {
+            container_id,
+            exec_id,
+            signal,
+            all,
+        };
+        Box::pin(async move {
+            self.client.tasks().kill(req).await?;
+            Ok(())
+        })
+    }
+
+    fn delete_task(&self, id: &str) -> BoxFuture<'_, Result<tasks::DeleteResponse>> {
+        let req = tasks::DeleteTaskRequest {
+            container_id: id.to_string(),
+        };
+        Box::pin(async move { Ok(self.client.tasks().delete(req).await?.into_inner()) })
+    }
+
+    fn delete_process(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<()>> {
+        let (container_id, exec_id) = process_ids(id, exec_id);
+        let req = tasks::DeleteProcessRequest {
+            container_id,
+            exec_id,
+        };
+        Box::pin(async move {
+            self.client.tasks().delete_process(req).await?;
+            Ok(())
+        })
+    }
+
+    fn exec(&self, req: tasks::ExecProcessRequest) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.client.tasks().exec(req).await?;
+            Ok(())
+        })
+    }
+
+    fn resize(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> BoxFuture<'_, Result<()>> {
+        let (container_id, exec_id) = process_ids(id, exec_id);
+        let req = tasks::ResizePtyRequest {
+            container_id,
+            exec_id,
+            width,
+            height,
+        };
+        Box::pin(async move {
+            self.client.tasks().resize_pty(req).await?;
+            Ok(())
+        })
+    }
+
+    fn close_stdin(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<()>> {
+        let (container_id, exec_id) = process_ids(id, exec_id);
+        let req = tasks::CloseIoRequest {
+            container_id,
+            exec_id,
+            stdin: true,
+        };
+        Box::pin(async move {
+            self.client.tasks().close_io(req).await?;
+            Ok(())
+        })
+    }
+
+    fn pause(&self, id: &str) -> BoxFuture<'_, Result<()>> {
+        let req = tasks::PauseRequest {
+            container_id: id.to_string(),
+        };
+        Box::pin(async move {
+            self.client.tasks().pause(req).await?;
+            Ok(())
+        })
+    }
+
+    fn resume(&self, id: &str) -> BoxFuture<'_, Result<()>> {
+        let req = tasks::ResumeRequest {
+            container_id: id.to_string(),
+        };
+        Box::pin(async move {
+            self.client.tasks().resume(req).await?;
+            Ok(())
+        })
+    }
+
+    fn list_pids(&self, id: &str) -> BoxFuture<'_, Result<Vec<u32>>> {
+        let req = tasks::ListPidsRequest {
+            container_id: id.to_string(),
+        };
+        Box::pin(async move { Ok(self.client.tasks().list_pids(req).await?.into_inner().pids) })
+    }
+
+    fn update_task(&self, id: &str, resources: Vec<u8>) -> BoxFuture<'_, Result<()>> {
+        let req = tasks::UpdateTaskRequest {
+            container_id: id.to_string(),
+            resources,
+        };
+        Box::pin(async move {
+            self.client.tasks().update(req).await?;
+            Ok(())
+        })
+    }
+
+    fn stats(&self, id: &str) -> BoxFuture<'_, Result<tasks::StatsResponse>> {
+        let req = tasks::StatsRequest {
+            container_id: id.to_string(),
+        };
+        Box::pin(async move { Ok(self.client.tasks().stats(req).await?.into_inner()) })
+    }
+
+    fn wait(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<tasks::WaitResponse>> {
+        let (container_id, exec_id) = process_ids(id, exec_id);
+        let req = tasks::WaitRequest {
+            container_id,
+            exec_id,
+        };
+        Box::pin(async move { Ok(self.client.tasks().wait(req).await?.into_inner()) })
+    }
+
+    fn attach(&self, id: &str, exec_id: &str, stdin: bool) -> BoxFuture<'_, Result<Attached>> {
+        let first = tasks::AttachRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin,
+            ..Default::default()
+        };
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<AttachInput>(16);
+            let rest = ReceiverStream::new(rx).map(|input| match input {
+                AttachInput::Data(data) => tasks::AttachRequest {
+                    data: data.to_vec(),
+                    ..Default::default()
+                },
+                AttachInput::Close => tasks::AttachRequest {
+                    close_stdin: true,
+                    ..Default::default()
+                },
+            });
+            let requests = futures_util::stream::iter([first]).chain(rest);
+            let output = self.client.tasks().attach(requests).await?.into_inner();
+            let output = output
+                .map_ok(|resp| (resp.stream, Bytes::from(resp.data)))
+                .map_err(BackendError::from)
+                .boxed();
+            Ok(Attached {
+                input: stdin.then_some(tx),
+                output,
+            })
+        })
+    }
+
+    fn subscribe(
+        &self,
+        topics: Vec<String>,
+        after: Option<u64>,
+    ) -> BoxFuture<'_, Result<BoxStream<'static, Result<events::Envelope>>>> {
+        let req = events::SubscribeRequest {
+            topics,
+            after_sequence: after,
+        };
+        Box::pin(async move {
+            let stream = self.client.events().subscribe(req).await?.into_inner();
+            Ok(stream.map_err(BackendError::from).boxed())
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! The engine's way to the supervisor: the [`Supervisor`] trait, one method
+//! per gRPC call the engine makes, with the generated message types as its
+//! data (plain structs, no transport in them). [`grpc::Grpc`] implements it
+//! over `berth-client`; [`fake::Fake`] in memory, so the domain's logic is
+//! unit-tested without root or a daemon.
+//!
+//! gRPC status codes become [`BackendError`] variants here, by code; the
+//! domain matches on variants, never on message text.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use berth_proto::containers::v1 as containers;
+use berth_proto::events::v1 as events;
+use berth_proto::images::v1 as images;
+use berth_proto::tasks::v1 as tasks;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+pub mod fake;
+pub mod grpc;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// A failed call to the supervisor, by the status code it answered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("supervisor unavailable: {0}")]
+    Unavailable(String),
+    #[error("supervisor: {0}")]
+    Internal(String),
+}
+
+impl From<tonic::Status> for BackendError {
+    fn from(status: tonic::Status) -> Self {
+        let message = status.message().to_string();
+        match status.code() {
+            tonic::Code::NotFound => BackendError::NotFound(message),
+            tonic::Code::AlreadyExists => BackendError::AlreadyExists(message),
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                BackendError::InvalidArgument(message)
+            }
+            tonic::Code::FailedPrecondition => BackendError::FailedPrecondition(message),
+            tonic::Code::Unavailable | tonic::Code::Cancelled => BackendError::Unavailable(message),
+            _ => BackendError::Internal(message),
+        }
+    }
+}
+
+/// Input to a process through [`Supervisor::attach`].
+#[derive(Debug)]
+pub enum AttachInput {
+    Data(Bytes),
+    Close,
+}
+
+/// Output of a process: the stream (1 stdout, 2 stderr) and the bytes.
+pub type AttachOutput = (u32, Bytes);
+
+/// An attach session: a sender for the process's stdin (if asked for) and
+/// its output until it exits.
+pub struct Attached {
+    pub input: Option<tokio::sync::mpsc::Sender<AttachInput>>,
+    pub output: BoxStream<'static, Result<AttachOutput>>,
+}
+
+/// Options for a task's creation beyond the container's spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskOptions {
+    pub stdin: bool,
+    pub log_max_size: u64,
+}
+
+/// Every call the engine makes to the supervisor, in its namespace.
+pub trait Supervisor: Send + Sync + 'static {
+    // Images and content.
+    fn get_image(&self, name: &str) -> BoxFuture<'_, Result<images::Image>>;
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<images::Image>>>;
+    /// The whole blob with this digest from the content store.
+    fn read_blob(&self, digest: &str) -> BoxFuture<'_, Result<Bytes>>;
+
+    // Containers.
+    fn create_container(
+        &self,
+        req: containers::CreateContainerRequest,
+    ) -> BoxFuture<'_, Result<containers::Container>>;
+    fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>>;
+    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<containers::Container>>>;
+
+    // Tasks.
+    fn create_task(&self, id: &str, opts: TaskOptions) -> BoxFuture<'_, Result<u32>>;
+    /// Starts the init (`exec_id` empty) or an exec'd process; its pid.
+    fn start(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<u32>>;
+    fn get_task(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<tasks::Process>>;
+    fn list_tasks(&self) -> BoxFuture<'_, Result<Vec<tasks::Process>>>;
+    fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> BoxFuture<'_, Result<()>>;
+    /// Deletes a stopped task: its exit.
+    fn delete_task(&self, id: &str) -> BoxFuture<'_, Result<tasks::DeleteResponse>>;
+    fn delete_process(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<()>>;
+    fn exec(&self, req: tasks::ExecProcessRequest) -> BoxFuture<'_, Result<()>>;
+    fn resize(&self, id: &str, exec_id: &str, width: u32, height: u32)
+        -> BoxFuture<'_, Result<()>>;
+    fn close_stdin(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<()>>;
+    fn pause(&self, id: &str) -> BoxFuture<'_, Result<()>>;
+    fn resume(&self, id: &str) -> BoxFuture<'_, Result<()>>;
+    fn list_pids(&self, id: &str) -> BoxFuture<'_, Result<Vec<u32>>>;
+    /// Changes the task's resources (an OCI `linux.resources` object, JSON).
+    fn update_task(&self, id: &str, resources: Vec<u8>) -> BoxFuture<'_, Result<()>>;
+    fn stats(&self, id: &str) -> BoxFuture<'_, Result<tasks::StatsResponse>>;
+    /// Returns when the process has exited: its status and time.
+    fn wait(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<tasks::WaitResponse>>;
+    fn attach(&self, id: &str, exec_id: &str, stdin: bool) -> BoxFuture<'_, Result<Attached>>;
+
+    // Events.
+    /// The namespace's events on these topics (all when empty), after the
+    /// sequence number given (kept ones first), then new ones.
+    fn subscribe(
+        &self,
+        topics: Vec<String>,
+        after: Option<u64>,
+    ) -> BoxFuture<'_, Result<BoxStream<'static, Result<events::Envelope>>>>;
+}

@@ -1,0 +1,30 @@
+//! berth-engine: the counterpart of dockerd. `berthd` serves the Docker
+//! Engine API on a unix socket and does everything through the supervisor's
+//! gRPC API, in the namespace [`NAMESPACE`]; `berth` is its command line.
+//!
+//! - [`api`]: HTTP only: routing, decoding, encoding, Docker's error bodies,
+//!   streams and the connection upgrade of attach and exec.
+//! - The domain: [`containers`] (create, start, stop, inspect, logs, ...),
+//!   [`images`], [`exec`], [`events`], [`names`], [`state`] (the engine's redb
+//!   database). None of it imports hyper.
+//! - [`backend`]: the supervisor behind a trait, over gRPC or in memory.
+//! - [`daemon`]: `berthd`'s set-up: paths, the managed supervisor, serving.
+//! - [`types`]: the Docker API's data model.
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod containers;
+pub mod daemon;
+mod engine;
+pub mod images;
+pub mod types;
+
+pub use engine::Engine;
+
+/// The supervisor namespace that holds the engine's containers and images.
+pub const NAMESPACE: &str = "berth";
+
+/// The Docker Engine API version served, and the oldest one accepted.
+pub const API_VERSION: &str = "1.51";
+pub const MIN_API_VERSION: &str = "1.24";
