@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use crate::backend::Supervisor;
 use crate::config::Paths;
+use crate::events::Events;
 
 /// The engine: the supervisor it works through and the state it keeps.
 pub struct Engine {
     pub supervisor: Arc<dyn Supervisor>,
     pub paths: Paths,
+    pub events: Events,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,10 @@ impl Engine {
         supervisor: Arc<dyn Supervisor>,
         paths: Paths,
     ) -> Result<Engine, EngineError> {
-        Ok(Engine { supervisor, paths })
+        Ok(Engine {
+            supervisor,
+            paths,
+            events: Events::new(),
+        })
     }
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod containers;
 pub mod daemon;
 mod engine;
+pub mod events;
 pub mod images;
 pub mod types;
 
@@ -28,3 +29,14 @@ pub const NAMESPACE: &str = "berth";
 /// The Docker Engine API version served, and the oldest one accepted.
 pub const API_VERSION: &str = "1.51";
 pub const MIN_API_VERSION: &str = "1.24";
+
+/// The machine's architecture as Go (and so Docker and OCI) names it.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}

@@ -48,7 +48,7 @@ fn version(_engine: &Engine) -> Reply {
                 "ApiVersion": crate::API_VERSION,
                 "MinAPIVersion": crate::MIN_API_VERSION,
                 "Os": "linux",
-                "Arch": go_arch(),
+                "Arch": crate::go_arch(),
                 "KernelVersion": kernel,
             }
         }],
@@ -58,20 +58,9 @@ fn version(_engine: &Engine) -> Reply {
         "GitCommit": "",
         "GoVersion": "",
         "Os": "linux",
-        "Arch": go_arch(),
+        "Arch": crate::go_arch(),
         "KernelVersion": kernel,
         "BuildTime": "",
     });
     super::json(StatusCode::OK, &body)
-}
-
-/// The machine's architecture as Go (and so Docker) names it.
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
 }
