@@ -248,9 +248,12 @@ pub async fn run(
     };
     let client = berth_client::Client::connect(&supervisor_socket, crate::NAMESPACE).await?;
     let engine = Engine::open(Arc::new(Grpc::new(client)), paths.clone())
-        .await
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
     let engine = Arc::new(engine);
+    engine
+        .start_monitor()
+        .await
+        .map_err(|e| DaemonError::Engine(e.to_string()))?;
     let socket = opts.socket.clone().unwrap_or_else(|| paths.socket());
     let listener = listen(&socket)?;
     tracing::info!(socket = %socket.display(), "berthd serving the Docker Engine API");

@@ -18,7 +18,10 @@ pub mod containers;
 pub mod daemon;
 mod engine;
 pub mod events;
+pub mod exec;
 pub mod images;
+pub mod names;
+pub mod state;
 pub mod types;
 
 pub use engine::Engine;

@@ -17,7 +17,10 @@ use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub mod containers;
 pub mod error;
+pub mod exec;
+pub mod stream;
 pub mod system;
 pub mod version;
 
@@ -224,6 +227,8 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         "_ping" | "version" | "info" | "events" | "system" | "auth" => {
             system::handle(&engine, req).await
         }
+        "containers" => containers::handle(&engine, req).await,
+        "exec" => exec::handle(&engine, req).await,
         _ => Err(ApiError::NoRoute),
     };
     let mut resp = match result {

@@ -141,6 +141,16 @@ impl Supervisor for Fake {
         Box::pin(async move { result })
     }
 
+    fn get_container(&self, id: &str) -> BoxFuture<'_, Result<containers::Container>> {
+        let found = self
+            .lock()
+            .containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("container", id));
+        Box::pin(async move { found })
+    }
+
     fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>> {
         self.record(format!("delete_container {id}"));
         let mut state = self.lock();

@@ -75,6 +75,11 @@ impl Supervisor for Grpc {
         Box::pin(async move { Ok(self.client.containers().create(req).await?.into_inner()) })
     }
 
+    fn get_container(&self, id: &str) -> BoxFuture<'_, Result<containers::Container>> {
+        let req = containers::GetContainerRequest { id: id.to_string() };
+        Box::pin(async move { Ok(self.client.containers().get(req).await?.into_inner()) })
+    }
+
     fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>> {
         let req = containers::DeleteContainerRequest { id: id.to_string() };
         Box::pin(async move {
