@@ -223,6 +223,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         .to_string();
     let method = req.method.clone();
     let path = req.path.clone();
+    let began = std::time::Instant::now();
     let result = match first.as_str() {
         "_ping" | "version" | "info" | "events" | "system" | "auth" => {
             system::handle(&engine, req).await
@@ -242,6 +243,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
             error_response(&err)
         }
     };
+    tracing::debug!(%method, path, status = resp.status().as_u16(), micros = began.elapsed().as_micros() as u64, "request");
     add_server_headers(resp.headers_mut());
     resp
 }

@@ -78,6 +78,14 @@ pub async fn start(engine: &Engine, c: &Arc<Container>) -> Result<()> {
                 }
             });
             let _ = engine.containers.persist(c);
+            c.note_exit();
+            // Docker removes an AutoRemove container whose start failed;
+            // `docker run --rm` waits for that.
+            if record.host_config.auto_remove {
+                if let Err(e) = remove_stopped(engine, c).await {
+                    tracing::warn!(container = %id, error = %e, "remove after a failed start");
+                }
+            }
             return Err(ContainerError::StartFailed {
                 id: id.clone(),
                 source: e,
@@ -217,24 +225,43 @@ pub async fn stop(
         .supervisor
         .kill(&c.id, "", signal as u32, false)
         .await;
-    if sent.is_ok() {
-        let attrs = BTreeMap::from([("signal".to_string(), (signal as i32).to_string())]);
-        emit_with(engine, c, "kill", attrs);
-        let limit = if timeout < 0 {
-            Duration::MAX
-        } else {
-            Duration::from_secs(timeout as u64)
-        };
-        if wait_stopped(c, limit).await {
-            emit(engine, c, "stop");
-            return Ok(());
+    match sent {
+        Ok(()) => {
+            let attrs = BTreeMap::from([("signal".to_string(), (signal as i32).to_string())]);
+            emit_with(engine, c, "kill", attrs);
+            let limit = if timeout < 0 {
+                Duration::MAX
+            } else {
+                Duration::from_secs(timeout as u64)
+            };
+            if wait_stopped(c, limit).await {
+                emit(engine, c, "stop");
+                return Ok(());
+            }
+        }
+        // The process is gone already; its exit is on its way.
+        Err(BackendError::NotFound(_)) | Err(BackendError::FailedPrecondition(_)) => {}
+        Err(e) => {
+            return Err(ContainerError::Backend {
+                what: format!("stop {}", c.id),
+                source: e,
+            })
         }
     }
     if c.status().is_running() {
-        let _ = engine
+        match engine
             .supervisor
             .kill(&c.id, "", Signal::SIGKILL as u32, true)
-            .await;
+            .await
+        {
+            Ok(()) | Err(BackendError::NotFound(_)) | Err(BackendError::FailedPrecondition(_)) => {}
+            Err(e) => {
+                return Err(ContainerError::Backend {
+                    what: format!("kill {}", c.id),
+                    source: e,
+                })
+            }
+        }
         let attrs = BTreeMap::from([("signal".to_string(), (Signal::SIGKILL as i32).to_string())]);
         emit_with(engine, c, "kill", attrs);
         if !wait_stopped(c, Duration::from_secs(30)).await {
