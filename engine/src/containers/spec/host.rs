@@ -27,6 +27,9 @@ pub trait Host {
     fn kernel(&self) -> (u32, u32);
     /// The highest capability number the kernel knows.
     fn last_cap(&self) -> u32;
+    /// The capabilities the engine can give (its bounding set, bit N for
+    /// capability N).
+    fn grantable_caps(&self) -> u64;
     /// Whether cgroups are v2 (unified).
     fn cgroup_v2(&self) -> bool;
     /// Whether `/proc/sys/<name with . as />` exists.
@@ -64,6 +67,16 @@ impl Host for SystemHost {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40)
+    }
+
+    fn grantable_caps(&self) -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("CapBnd:"))?;
+                u64::from_str_radix(line["CapBnd:".len()..].trim(), 16).ok()
+            })
+            .unwrap_or(u64::MAX)
     }
 
     fn cgroup_v2(&self) -> bool {

@@ -75,6 +75,19 @@ fn known(host: &dyn Host) -> &'static [&'static str] {
     &ALL_CAPABILITIES[..n]
 }
 
+/// What "every capability" is (`--privileged`, `--cap-add ALL`): those the
+/// kernel knows and the engine holds. dockerd asks for every one the
+/// kernel knows, and fails to start the container where its own bounding
+/// set lacks some (as in some sandboxes); we give what can be given.
+fn every(host: &dyn Host) -> impl Iterator<Item = String> {
+    let held = host.grantable_caps();
+    known(host)
+        .iter()
+        .enumerate()
+        .filter(move |(n, _)| held & (1u64 << n) != 0)
+        .map(|(_, c)| c.to_string())
+}
+
 /// "net_admin", "CAP_NET_ADMIN" and "Net_Admin" are one capability;
 /// "ALL" stays as it is.
 fn normalize(caps: &[String], host: &dyn Host) -> Result<Vec<String>, SpecError> {
@@ -103,7 +116,7 @@ fn normalize(caps: &[String], host: &dyn Host) -> Result<Vec<String>, SpecError>
 /// CapAdd means every one less CapDrop and "ALL" in CapDrop means only
 /// CapAdd.
 pub fn capabilities(hc: &HostConfig, host: &dyn Host) -> Result<Vec<String>, SpecError> {
-    let all = || known(host).iter().map(|c| c.to_string());
+    let all = || every(host);
     if hc.privileged {
         return Ok(all().collect());
     }

@@ -15,6 +15,7 @@ pub type Case = (fn(&mut HostConfig), &'static str);
 /// devices.
 pub struct FakeHost {
     pub last_cap: u32,
+    pub grantable_caps: u64,
     pub cgroup_v2: bool,
 }
 
@@ -22,6 +23,7 @@ impl Default for FakeHost {
     fn default() -> Self {
         FakeHost {
             last_cap: 40,
+            grantable_caps: u64::MAX,
             cgroup_v2: true,
         }
     }
@@ -47,6 +49,9 @@ impl Host for FakeHost {
     }
     fn last_cap(&self) -> u32 {
         self.last_cap
+    }
+    fn grantable_caps(&self) -> u64 {
+        self.grantable_caps
     }
     fn cgroup_v2(&self) -> bool {
         self.cgroup_v2
