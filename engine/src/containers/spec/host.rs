@@ -170,3 +170,30 @@ pub(crate) fn parse_release(release: &str) -> (u32, u32) {
     let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     (major, minor)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_parse_to_major_and_minor() {
+        assert_eq!(parse_release("6.1.0-18-amd64"), (6, 1));
+        assert_eq!(parse_release("5.15.153.1-microsoft-standard-WSL2"), (5, 15));
+        assert_eq!(parse_release(""), (0, 0));
+    }
+
+    #[test]
+    fn the_system_host_answers_without_root() {
+        let h = SystemHost;
+        assert!(h.cpus() >= 1);
+        assert!(h.kernel() >= (3, 10));
+        assert!(h.last_cap() >= 36);
+        assert_ne!(h.grantable_caps(), 0);
+        assert_eq!(h.stat(Path::new("/proc")), Some(true));
+        assert_eq!(h.stat(Path::new("/no/such/path")), None);
+        let null = h.device(Path::new("/dev/null")).unwrap().unwrap();
+        assert_eq!((null.kind, null.major, null.minor), ('c', 1, 3));
+        assert_eq!(h.device(Path::new("/proc")).unwrap(), None);
+        assert!(h.device(Path::new("/no/such/dev")).is_err());
+    }
+}

@@ -97,8 +97,9 @@ pub struct BuiltSpec {
 
 /// Why a spec cannot be built. The messages are dockerd's where a client
 /// shows them (so some begin with a capital, as Docker's do); every variant
-/// is the client's bad input (Docker's 400) except [`SpecError::Host`]
-/// and [`SpecError::NetworkNotFound`] (404).
+/// is the client's bad input (Docker's 400) except
+/// [`SpecError::NetworkNotFound`] (404) and [`SpecError::PeerNotRunning`]
+/// (409, as Docker answers for a container that is not running).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {
     #[error("No command specified")]
@@ -191,8 +192,8 @@ pub enum SpecError {
     GroupNotFound(String),
     #[error("--init needs an init binary and the engine has none")]
     NoInitBinary,
-    #[error("{0}")]
-    Host(String),
+    #[error("conflicting options: hostname and the network mode")]
+    HostnameWithNetworkMode,
 }
 
 /// The container's runtime spec: Docker's default spec with the Config,
@@ -204,6 +205,9 @@ pub fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<BuiltSpec, SpecEr
     let config = merge_image_config(input.config, &input.image.config)?;
     resources::check(hc, host)?;
     let modes = namespaces::Modes::parse(hc, host)?;
+    if matches!(modes.net, namespaces::Share::Container(_)) && !input.config.hostname.is_empty() {
+        return Err(SpecError::HostnameWithNetworkMode);
+    }
 
     let mut spec = Map::new();
     spec.insert("ociVersion".into(), json!("1.0.2-dev"));
@@ -259,6 +263,25 @@ pub fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<BuiltSpec, SpecEr
         spec: Value::Object(spec),
         missing_bind_sources: mounts.missing_bind_sources,
     })
+}
+
+/// Checks everything [`build`] checks, for create: the containers that
+/// `container:ID` modes name need not run yet (they must when the spec is
+/// built at start).
+pub fn check(input: &SpecInput<'_>, host: &dyn Host) -> Result<(), SpecError> {
+    let running = Peers {
+        pid: Some(1),
+        ipc: Some(1),
+        net: Some(1),
+    };
+    build(
+        &SpecInput {
+            peers: &running,
+            ..*input
+        },
+        host,
+    )
+    .map(|_| ())
 }
 
 /// Where the runtime puts the container's cgroup: `CgroupParent/ID`, by

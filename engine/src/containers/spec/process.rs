@@ -175,6 +175,11 @@ pub fn process(
     gids.extend(input.group_add);
     let mut p = Map::new();
     p.insert("terminal".into(), json!(config.tty));
+    if let Some([h, w]) = hc.console_size.as_deref() {
+        if config.tty && (*h > 0 || *w > 0) {
+            p.insert("consoleSize".into(), json!({"height": h, "width": w}));
+        }
+    }
     p.insert(
         "user".into(),
         json!({"uid": input.user.uid, "gid": input.user.gid, "additionalGids": gids}),

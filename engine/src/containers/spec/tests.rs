@@ -225,6 +225,7 @@ fn tty_hostname_domainname_and_annotations() {
     };
     let hc = HostConfig {
         annotations: Some([("a".to_string(), "b".to_string())].into()),
+        console_size: Some(vec![40, 120]),
         oom_score_adj: 500,
         ..Default::default()
     };
@@ -233,6 +234,10 @@ fn tty_hostname_domainname_and_annotations() {
     assert_eq!(s["domainname"], "example.org");
     assert_eq!(s["annotations"], json!({"a": "b"}));
     assert_eq!(s["process"]["terminal"], true);
+    assert_eq!(
+        s["process"]["consoleSize"],
+        json!({"height": 40, "width": 120})
+    );
     assert_eq!(s["process"]["cwd"], "/srv");
     assert_eq!(s["process"]["oomScoreAdj"], 500);
     assert_eq!(
@@ -332,10 +337,50 @@ fn host_and_joined_namespaces() {
     assert!(ns.contains(&json!({"type": "network", "path": "/proc/42/ns/net"})));
     assert!(ns.contains(&json!({"type": "pid", "path": "/proc/42/ns/pid"})));
     assert!(ns.contains(&json!({"type": "ipc", "path": "/proc/42/ns/ipc"})));
-    let err = build_full(ContainerConfig::default(), hc, &Peers::default(), None).unwrap_err();
+    let err = build_full(
+        ContainerConfig::default(),
+        hc.clone(),
+        &Peers::default(),
+        None,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "cannot join network of a non running container: other"
+    );
+    // At create the other container need not run yet.
+    let image = ImageConfigFile::default();
+    let config = ContainerConfig {
+        cmd: Some(vec!["sh".into()]),
+        ..Default::default()
+    };
+    let input = SpecInput {
+        id: ID,
+        config: &config,
+        host_config: &hc,
+        image: &image,
+        user: &ResolvedUser::default(),
+        group_add: &[],
+        files: &NetworkFiles::default(),
+        peers: &Peers::default(),
+        init_path: None,
+    };
+    check(&input, &FakeHost::default()).unwrap();
+    let named = ContainerConfig {
+        hostname: "h".into(),
+        ..config.clone()
+    };
+    let err = check(
+        &SpecInput {
+            config: &named,
+            ..input
+        },
+        &FakeHost::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conflicting options: hostname and the network mode"
     );
 }
 
