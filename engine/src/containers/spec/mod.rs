@@ -219,7 +219,10 @@ pub fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<BuiltSpec, SpecEr
     let hostname = namespaces::hostname(&config, input.id, &modes, host);
     let mut proc = process::process(input, &config, &hostname, &modes)?;
     let caps = security::capabilities(hc, host)?;
-    proc.insert("capabilities".into(), security::capabilities_json(&caps));
+    proc.insert(
+        "capabilities".into(),
+        security::capabilities_json(&caps, input.user.uid),
+    );
     let opts = security::SecurityOpts::parse(hc)?;
     proc.insert("noNewPrivileges".into(), json!(opts.no_new_privileges));
     proc.insert("oomScoreAdj".into(), json!(hc.oom_score_adj));
@@ -231,10 +234,13 @@ pub fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<BuiltSpec, SpecEr
     res.insert("devices".into(), Value::Array(rules));
     linux.insert("resources".into(), Value::Object(res));
     linux.insert("devices".into(), Value::Array(devs));
-    linux.insert(
-        "sysctl".into(),
-        Value::Object(namespaces::sysctls(hc, &modes, host)?),
-    );
+    let mut sysctl = Map::new();
+    // dockerd sets the domain name as a sysctl of the UTS namespace.
+    if !config.domainname.is_empty() && !modes.uts_host {
+        sysctl.insert("kernel.domainname".into(), json!(config.domainname));
+    }
+    sysctl.extend(namespaces::sysctls(hc, &modes, host)?);
+    linux.insert("sysctl".into(), Value::Object(sysctl));
     linux.insert("namespaces".into(), namespaces::namespaces(&modes, input)?);
     if let Some(profile) = seccomp::for_container(&opts, hc.privileged, &caps, host)? {
         linux.insert("seccomp".into(), profile);
@@ -249,9 +255,6 @@ pub fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<BuiltSpec, SpecEr
     }
     if !hostname.is_empty() && !modes.uts_host {
         spec.insert("hostname".into(), json!(hostname));
-        if !config.domainname.is_empty() {
-            spec.insert("domainname".into(), json!(config.domainname));
-        }
     }
     spec.insert("process".into(), Value::Object(proc));
     spec.insert("mounts".into(), Value::Array(mounts.mounts));

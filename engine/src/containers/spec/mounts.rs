@@ -121,21 +121,42 @@ pub fn mounts(input: &SpecInput<'_>, modes: &Modes, host: &dyn Host) -> Result<M
         }
         push_unique(&mut user, m)?;
     }
+    // In dockerd's order before sorting: binds, the engine's files, a
+    // shared /dev/shm, then tmpfs mounts (`--tmpfs`, then `--mount`).
+    let mut tmpfs = Vec::new();
     for m in hc.mounts.iter().flatten() {
-        push_unique(&mut user, from_api_mount(m, host)?)?;
+        let m = from_api_mount(m, host)?;
+        if user
+            .iter()
+            .chain(&tmpfs)
+            .any(|u: &UserMount| u.destination == m.destination)
+        {
+            return Err(SpecError::DuplicateMount(m.destination));
+        }
+        match m.kind {
+            Kind::Tmpfs { .. } => tmpfs.push(m),
+            Kind::Bind { .. } => user.push(m),
+        }
     }
+    let mut flag_tmpfs = Vec::new();
     for (dest, data) in hc.tmpfs.iter().flatten() {
         let destination = check_destination("tmpfs", dest)?;
         merge_tmpfs_options(&tmpfs_options(data))?;
-        push_unique(
-            &mut user,
-            UserMount {
-                destination,
-                source: "tmpfs".into(),
-                kind: Kind::Tmpfs { data: data.clone() },
-            },
-        )?;
+        if user
+            .iter()
+            .chain(&tmpfs)
+            .any(|u| u.destination == destination)
+        {
+            return Err(SpecError::DuplicateMount(destination));
+        }
+        flag_tmpfs.push(UserMount {
+            destination,
+            source: "tmpfs".into(),
+            kind: Kind::Tmpfs { data: data.clone() },
+        });
     }
+    flag_tmpfs.append(&mut tmpfs);
+    let tmpfs = flag_tmpfs;
     let bind = |source: String, destination: &str, writable: bool| UserMount {
         destination: destination.into(),
         source,
@@ -145,6 +166,18 @@ pub fn mounts(input: &SpecInput<'_>, modes: &Modes, host: &dyn Host) -> Result<M
             recursive: true,
         },
     };
+    let files = [
+        (&input.files.resolv_conf, "/etc/resolv.conf"),
+        (&input.files.hostname, "/etc/hostname"),
+        (&input.files.hosts, "/etc/hosts"),
+    ];
+    for (path, dest) in files {
+        if let Some(p) = path {
+            if !user.iter().chain(&tmpfs).any(|m| m.destination == dest) {
+                user.push(bind(p.display().to_string(), dest, !hc.readonly_rootfs));
+            }
+        }
+    }
     let shm = match &modes.ipc {
         Share::Host => Some("/dev/shm".to_string()),
         Share::Container(c) => {
@@ -157,22 +190,15 @@ pub fn mounts(input: &SpecInput<'_>, modes: &Modes, host: &dyn Host) -> Result<M
         Share::Private => None,
     };
     if let Some(src) = shm {
-        if !user.iter().any(|m| m.destination == "/dev/shm") {
+        if !user
+            .iter()
+            .chain(&tmpfs)
+            .any(|m| m.destination == "/dev/shm")
+        {
             user.push(bind(src, "/dev/shm", true));
         }
     }
-    let files = [
-        (&input.files.resolv_conf, "/etc/resolv.conf"),
-        (&input.files.hostname, "/etc/hostname"),
-        (&input.files.hosts, "/etc/hosts"),
-    ];
-    for (path, dest) in files {
-        if let Some(p) = path {
-            if !user.iter().any(|m| m.destination == dest) {
-                user.push(bind(p.display().to_string(), dest, !hc.readonly_rootfs));
-            }
-        }
-    }
+    user.extend(tmpfs);
     user.sort_by_key(|m| m.destination.split('/').count());
 
     let user_dest = |d: &str| user.iter().any(|m| m.destination == d);

@@ -235,6 +235,43 @@ fn shm_size_ipc_none_and_user_mounts_over_defaults() {
 }
 
 #[test]
+fn tmpfs_mounts_come_after_binds_of_the_same_depth() {
+    let hc = HostConfig {
+        tmpfs: Some([("/etc/cache".to_string(), String::new())].into()),
+        mounts: Some(vec![Mount {
+            kind: "tmpfs".into(),
+            target: "/b".into(),
+            ..Default::default()
+        }]),
+        binds: Some(vec!["/srv:/a".into(), "/srv:/etc/conf".into()]),
+        ..Default::default()
+    };
+    let m = spec_mounts(hc).unwrap();
+    let dests: Vec<_> = m[7..]
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        dests,
+        [
+            "/a",
+            "/b",
+            "/etc/conf",
+            "/etc/resolv.conf",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/cache"
+        ]
+    );
+    let dup = HostConfig {
+        tmpfs: Some([("/a".to_string(), String::new())].into()),
+        binds: Some(vec!["/srv:/a".into()]),
+        ..Default::default()
+    };
+    assert_eq!(spec_mounts(dup).unwrap_err(), "Duplicate mount point: /a");
+}
+
+#[test]
 fn clean_is_lexical() {
     for (raw, want) in [
         ("/a/./b/", "/a/b"),

@@ -142,9 +142,15 @@ pub fn capabilities(hc: &HostConfig, host: &dyn Host) -> Result<Vec<String>, Spe
 }
 
 /// `process.capabilities`: the set as bounding, effective and permitted
-/// (no inheritable ones since Docker 20.10.14).
-pub fn capabilities_json(caps: &[String]) -> Value {
-    json!({"bounding": caps, "effective": caps, "permitted": caps})
+/// for root; only as the bounding set for another user, who gains them by
+/// executing a file that has them (no inheritable ones since Docker
+/// 20.10.14).
+pub fn capabilities_json(caps: &[String], uid: u32) -> Value {
+    if uid == 0 {
+        json!({"bounding": caps, "effective": caps, "permitted": caps})
+    } else {
+        json!({"bounding": caps})
+    }
 }
 
 /// What `SecurityOpt` asks for.
@@ -297,6 +303,16 @@ mod tests {
             capabilities(&hc, &old_kernel).is_err(),
             "the kernel has no CAP_BPF"
         );
+    }
+
+    #[test]
+    fn root_holds_the_capabilities_and_others_may_gain_them() {
+        let caps = vec!["CAP_KILL".to_string()];
+        assert_eq!(
+            capabilities_json(&caps, 0),
+            json!({"bounding": caps, "effective": caps, "permitted": caps})
+        );
+        assert_eq!(capabilities_json(&caps, 1000), json!({"bounding": caps}));
     }
 
     #[test]

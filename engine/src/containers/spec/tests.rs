@@ -172,6 +172,10 @@ fn a_plain_container_gets_dockers_defaults() {
     );
     assert_eq!(p["capabilities"]["bounding"].as_array().unwrap().len(), 14);
     assert!(p["capabilities"].get("inheritable").is_none());
+    assert!(
+        p["capabilities"].get("effective").is_none(),
+        "a user other than root gets the bounding set only"
+    );
     assert_eq!(p["noNewPrivileges"], false);
     assert_eq!(p["oomScoreAdj"], 0);
     assert!(p.get("rlimits").is_none());
@@ -231,7 +235,7 @@ fn tty_hostname_domainname_and_annotations() {
     };
     let s = build_with(config, hc).unwrap().spec;
     assert_eq!(s["hostname"], "web");
-    assert_eq!(s["domainname"], "example.org");
+    assert_eq!(s["linux"]["sysctl"]["kernel.domainname"], "example.org");
     assert_eq!(s["annotations"], json!({"a": "b"}));
     assert_eq!(s["process"]["terminal"], true);
     assert_eq!(
@@ -253,9 +257,7 @@ fn privileged_gets_everything_and_no_confinement() {
         ..Default::default()
     };
     let s = build_with(ContainerConfig::default(), hc).unwrap().spec;
-    let caps = s["process"]["capabilities"]["effective"]
-        .as_array()
-        .unwrap();
+    let caps = s["process"]["capabilities"]["bounding"].as_array().unwrap();
     assert_eq!(caps.len(), security::ALL_CAPABILITIES.len());
     assert!(s["linux"].get("seccomp").is_none());
     assert_eq!(s["linux"]["maskedPaths"], json!([]));
