@@ -21,8 +21,8 @@ pub struct HostDevice {
 
 /// The machine a container's spec is built for.
 pub trait Host {
-    /// The number of CPUs the engine may use.
-    fn cpus(&self) -> u32;
+    /// The CPUs the engine may use (its affinity), in order.
+    fn cpus(&self) -> Vec<u32>;
     /// The kernel release as (major, minor).
     fn kernel(&self) -> (u32, u32);
     /// The highest capability number the kernel knows.
@@ -53,8 +53,16 @@ pub trait Host {
 pub struct SystemHost;
 
 impl Host for SystemHost {
-    fn cpus(&self) -> u32 {
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    fn cpus(&self) -> Vec<u32> {
+        use nix::sched::{sched_getaffinity, CpuSet};
+        let Ok(set) = sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            return (0..n as u32).collect();
+        };
+        (0..CpuSet::count())
+            .filter(|&i| set.is_set(i).unwrap_or(false))
+            .map(|i| i as u32)
+            .collect()
     }
 
     fn kernel(&self) -> (u32, u32) {
@@ -185,7 +193,7 @@ mod tests {
     #[test]
     fn the_system_host_answers_without_root() {
         let h = SystemHost;
-        assert!(h.cpus() >= 1);
+        assert!(!h.cpus().is_empty());
         assert!(h.kernel() >= (3, 10));
         assert!(h.last_cap() >= 36);
         assert_ne!(h.grantable_caps(), 0);

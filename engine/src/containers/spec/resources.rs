@@ -45,8 +45,9 @@ pub fn check(hc: &HostConfig, host: &dyn Host) -> Result<(), SpecError> {
         return Err(SpecError::NanoCpusConflict("Quota"));
     }
     let cpus = host.cpus();
-    if hc.nano_cpus < 0 || hc.nano_cpus > i64::from(cpus) * 1_000_000_000 {
-        return Err(SpecError::NanoCpusRange(cpus));
+    let count = cpus.len() as u32;
+    if hc.nano_cpus < 0 || hc.nano_cpus > i64::from(count) * 1_000_000_000 {
+        return Err(SpecError::NanoCpusRange(count));
     }
     if hc.cpu_shares < 0 {
         return Err(SpecError::CpuShares);
@@ -57,7 +58,7 @@ pub fn check(hc: &HostConfig, host: &dyn Host) -> Result<(), SpecError> {
     if hc.cpu_quota > 0 && hc.cpu_quota < 1000 {
         return Err(SpecError::CpuQuota);
     }
-    check_cpuset("cpus", &hc.cpuset_cpus, Some(cpus))?;
+    check_cpuset("cpus", &hc.cpuset_cpus, Some(&cpus))?;
     check_cpuset("mems", &hc.cpuset_mems, None)?;
     if hc.blkio_weight > 0 && !(10..=1000).contains(&hc.blkio_weight) {
         return Err(SpecError::BlkioWeight);
@@ -84,36 +85,63 @@ pub fn effective_swap(hc: &HostConfig) -> i64 {
 }
 
 /// A cpuset list ("0-2,4"): its format, and for CPUs that each one is
-/// below `available`.
-fn check_cpuset(what: &'static str, list: &str, available: Option<u32>) -> Result<(), SpecError> {
+/// one the engine may use.
+fn check_cpuset(
+    what: &'static str,
+    list: &str,
+    available: Option<&[u32]>,
+) -> Result<(), SpecError> {
     if list.is_empty() {
         return Ok(());
     }
-    let format = || SpecError::CpusetFormat {
+    let requested = parse_list(list).ok_or_else(|| SpecError::CpusetFormat {
         what,
         value: list.to_string(),
-    };
-    let mut highest = 0u32;
-    for part in list.split(',') {
-        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
-        let lo: u32 = lo.parse().map_err(|_| format())?;
-        let hi: u32 = hi.parse().map_err(|_| format())?;
-        if hi < lo {
-            return Err(format());
-        }
-        highest = highest.max(hi);
-    }
+    })?;
     match available {
-        Some(n) if highest >= n => Err(SpecError::CpusetUnavailable {
-            requested: list.to_string(),
-            available: if n <= 1 {
-                "0".into()
-            } else {
-                format!("0-{}", n - 1)
-            },
-        }),
+        Some(cpus) if requested.iter().any(|c| !cpus.contains(c)) => {
+            Err(SpecError::CpusetUnavailable {
+                requested: list.to_string(),
+                available: format_list(cpus),
+            })
+        }
         _ => Ok(()),
     }
+}
+
+/// "0-2,4" -> [0, 1, 2, 4].
+fn parse_list(list: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in list.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (u32, u32) = (lo.parse().ok()?, hi.parse().ok()?);
+        if hi < lo || hi - lo > 1 << 16 {
+            return None;
+        }
+        out.extend(lo..=hi);
+    }
+    Some(out)
+}
+
+/// [0, 1, 2, 4] -> "0-2,4".
+fn format_list(cpus: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        let mut end = start;
+        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
+            i += 1;
+            end = cpus[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
 }
 
 /// `linux.resources` without `devices`: only what is set, as the runtime
@@ -273,6 +301,8 @@ mod tests {
             assert_eq!(err.to_string(), *want);
         }
         assert!(check(&HostConfig::default(), &host).is_ok());
+        assert!(check(&hc(|h| h.cpuset_cpus = "0-1,3".into()), &host).is_ok());
+        assert_eq!(format_list(&[0, 1, 2, 4, 6, 7]), "0-2,4,6-7");
         assert!(check(&hc(|h| h.memory_swappiness = Some(-1)), &host).is_ok());
     }
 

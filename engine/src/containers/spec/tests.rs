@@ -41,8 +41,8 @@ fn dev(kind: char, major: u64, minor: u64) -> HostDevice {
 }
 
 impl Host for FakeHost {
-    fn cpus(&self) -> u32 {
-        4
+    fn cpus(&self) -> Vec<u32> {
+        vec![0, 1, 2, 3]
     }
     fn kernel(&self) -> (u32, u32) {
         (6, 1)
