@@ -134,7 +134,10 @@ impl Events {
 
 /// `docker events --filter`: each key's values are alternatives, all keys
 /// must match.
-pub fn matches(event: &Event, filters: &BTreeMap<String, std::collections::BTreeSet<String>>) -> bool {
+pub fn matches(
+    event: &Event,
+    filters: &BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> bool {
     let attr = |k: &str| event.actor.attributes.get(k).map(String::as_str);
     filters.iter().all(|(key, values)| {
         values.iter().any(|v| match key.as_str() {
@@ -147,10 +150,14 @@ pub fn matches(event: &Event, filters: &BTreeMap<String, std::collections::BTree
             }
             "image" => {
                 attr("image") == Some(v.as_str())
-                    || (event.kind == Kind::Image && (event.actor.id == *v || attr("name") == Some(v.as_str())))
+                    || (event.kind == Kind::Image
+                        && (event.actor.id == *v || attr("name") == Some(v.as_str())))
             }
             "volume" => event.kind == Kind::Volume && event.actor.id == *v,
-            "network" => event.kind == Kind::Network && (event.actor.id == *v || attr("name") == Some(v.as_str())),
+            "network" => {
+                event.kind == Kind::Network
+                    && (event.actor.id == *v || attr("name") == Some(v.as_str()))
+            }
             "daemon" => event.kind == Kind::Daemon,
             "label" => match v.split_once('=') {
                 Some((k, want)) => attr(k) == Some(want),
@@ -184,10 +191,18 @@ mod tests {
     #[test]
     fn filters() {
         let events = Events::new();
-        let attrs = BTreeMap::from([("name".to_string(), "web".to_string()), ("image".to_string(), "busybox".to_string())]);
+        let attrs = BTreeMap::from([
+            ("name".to_string(), "web".to_string()),
+            ("image".to_string(), "busybox".to_string()),
+        ]);
         events.emit(Kind::Container, "exec_start: sh", "abc", attrs);
         let (kept, _) = events.subscribe();
-        let f = |k: &str, v: &str| BTreeMap::from([(k.to_string(), std::collections::BTreeSet::from([v.to_string()]))]);
+        let f = |k: &str, v: &str| {
+            BTreeMap::from([(
+                k.to_string(),
+                std::collections::BTreeSet::from([v.to_string()]),
+            )])
+        };
         assert!(matches(&kept[0], &f("event", "exec_start")));
         assert!(matches(&kept[0], &f("container", "web")));
         assert!(matches(&kept[0], &f("container", "ab")));

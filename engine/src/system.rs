@@ -25,7 +25,9 @@ fn kernel_version() -> String {
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `PRETTY_NAME` and `VERSION_ID` of /etc/os-release.
@@ -67,9 +69,16 @@ pub async fn info(engine: &Engine) -> Value {
     let count = |f: &dyn Fn(Status) -> bool| all.iter().filter(|c| f(c.status())).count();
     let running = count(&|s| s == Status::Running || s == Status::Restarting);
     let paused = count(&|s| s == Status::Paused);
-    let images = engine.supervisor.list_images().await.map(|i| i.len()).unwrap_or(0);
+    let images = engine
+        .supervisor
+        .list_images()
+        .await
+        .map(|i| i.len())
+        .unwrap_or(0);
     let (os, os_version) = os_release();
-    let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let v2 = cgroup_version() == "2";
     json!({
         "ID": engine_id(engine),

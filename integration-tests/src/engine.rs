@@ -438,7 +438,8 @@ pub fn http(
         body.len()
     );
     s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
+    // A server may answer (and close) before it has read a refused body.
+    let _ = s.write_all(body);
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).ok()?;
     let split = resp.windows(4).position(|w| w == b"\r\n\r\n")?;

@@ -4,6 +4,7 @@
 use hyper::StatusCode;
 
 use crate::backend::BackendError;
+use crate::containers::spec::SpecError;
 use crate::containers::ContainerError;
 use crate::exec::ExecError;
 use crate::images::ImageError;
@@ -83,6 +84,11 @@ impl From<ContainerError> for ApiError {
             }
             ContainerError::LogsUnsupported => ApiError::NotImplemented(message),
             ContainerError::Image(e) => e.into(),
+            ContainerError::Spec(e) => match e {
+                SpecError::NetworkNotFound(_) => ApiError::NotFound(message),
+                SpecError::PeerNotRunning { .. } => ApiError::Conflict(message),
+                _ => ApiError::BadRequest(message),
+            },
             ContainerError::StartFailed { source, .. } | ContainerError::Backend { source, .. } => {
                 match source {
                     // A task the runtime refused to make is the request's fault.
@@ -156,6 +162,18 @@ mod tests {
             ),
             (ContainerError::Image(ImageError::NotFound("a".into())), 404),
             (ContainerError::InvalidConfig("a".into()), 400),
+            (ContainerError::Spec(SpecError::MemoryTooLow), 400),
+            (
+                ContainerError::Spec(SpecError::NetworkNotFound("n".into())),
+                404,
+            ),
+            (
+                ContainerError::Spec(SpecError::PeerNotRunning {
+                    what: "pid",
+                    container: "c".into(),
+                }),
+                409,
+            ),
             (ContainerError::AlreadyRunning("a".into()), 304),
             (ContainerError::AlreadyStopped("a".into()), 304),
             (ContainerError::NotRunning("a".into()), 409),

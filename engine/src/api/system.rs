@@ -83,7 +83,9 @@ fn events(engine: &Arc<Engine>, req: &Req) -> Reply {
     let (kept, mut rx) = engine.events.subscribe();
     let (tx, out) = mpsc::channel(64);
     let nanos = |t: SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0)
     };
     let since = since.map(nanos);
     let until_nanos = until.map(nanos);

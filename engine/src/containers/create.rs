@@ -12,9 +12,9 @@ use berth_proto::containers::v1 as pb;
 use super::record::{ContainerRecord, RunState};
 use super::{Container, ContainerError, Result};
 use crate::events::Kind;
-use crate::images::{self, Image};
+use crate::images;
 use crate::names;
-use crate::types::{ContainerConfig, CreateRequest};
+use crate::types::CreateRequest;
 use crate::Engine;
 
 /// The label the supervisor's container carries with the Docker name.
@@ -66,12 +66,8 @@ async fn create_reserved(
         ));
     }
     let image = images::resolve(engine, &req.config.image).await?;
-    let config = merge_config(req.config.clone(), &image);
-    let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
-    argv.extend(config.cmd.clone().unwrap_or_default());
-    if argv.is_empty() {
-        return Err(ContainerError::InvalidConfig("No command specified".into()));
-    }
+    let config = super::spec::merge_image_config(&req.config, &image.config.config)?;
+    let argv = super::spec::process::command(&config);
     validate_host_config(&req)?;
     let mut record = ContainerRecord {
         id: id.to_string(),
@@ -88,7 +84,9 @@ async fn create_reserved(
         state: RunState::default(),
         restart_count: 0,
     };
-    if record.config.hostname.is_empty() {
+    if record.config.hostname.is_empty()
+        && !record.host_config.network_mode.starts_with("container:")
+    {
         record.config.hostname = id[..12].to_string();
     }
     if record.host_config.network_mode.is_empty() {
@@ -105,14 +103,13 @@ async fn create_reserved(
         source,
     })?;
     let made = async {
-        let spec = super::runspec::container_spec(engine, &record).await?;
+        let spec = super::runspec::container_spec(engine, &record, &image).await?;
         let labels = std::collections::HashMap::from([(NAME_LABEL.to_string(), name.to_string())]);
         let request = pb::CreateContainerRequest {
             id: id.to_string(),
             image: image.name.clone(),
             labels,
-            spec: spec.spec,
-            overrides: spec.overrides,
+            spec,
             ..Default::default()
         };
         engine
@@ -174,74 +171,6 @@ fn validate_host_config(req: &CreateRequest) -> Result<()> {
     Ok(())
 }
 
-/// The image's config under the client's, as Docker merges them.
-pub fn merge_config(mut user: ContainerConfig, image: &Image) -> ContainerConfig {
-    let img = &image.config.config;
-    if user.user.is_empty() {
-        user.user = img.user.clone();
-    }
-    if let Some(ports) = &img.exposed_ports {
-        let mine = user.exposed_ports.get_or_insert_with(BTreeMap::new);
-        for (k, v) in ports {
-            mine.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-    if let Some(image_env) = &img.env {
-        let env = user.env.get_or_insert_with(Vec::new);
-        for entry in image_env {
-            let key = entry.split('=').next().unwrap_or(entry);
-            let set = env.iter().any(|e| e.split('=').next().unwrap_or(e) == key);
-            if !set {
-                env.push(entry.clone());
-            }
-        }
-    }
-    if let Some(image_labels) = &img.labels {
-        let labels = user.labels.get_or_insert_with(BTreeMap::new);
-        for (k, v) in image_labels {
-            labels.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-    // `--entrypoint ""` arrives as [""]: no entrypoint at all, not the image's.
-    let reset_entrypoint = user
-        .entrypoint
-        .as_ref()
-        .is_some_and(|e| e.len() == 1 && e[0].is_empty());
-    if reset_entrypoint {
-        user.entrypoint = Some(Vec::new());
-    }
-    if user.entrypoint.as_ref().is_none_or(Vec::is_empty) {
-        if user.cmd.as_ref().is_none_or(Vec::is_empty) {
-            user.cmd = img.cmd.clone();
-        }
-        if user.entrypoint.is_none() {
-            user.entrypoint = img.entrypoint.clone();
-        }
-    }
-    if user.working_dir.is_empty() {
-        user.working_dir = img.working_dir.clone();
-    }
-    if let Some(vols) = &img.volumes {
-        let mine = user.volumes.get_or_insert_with(BTreeMap::new);
-        for (k, v) in vols {
-            mine.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-    if user.stop_signal.is_none() {
-        user.stop_signal = img.stop_signal.clone();
-    }
-    if user.healthcheck.is_none() {
-        user.healthcheck = img.healthcheck.clone();
-    }
-    if user.on_build.is_none() {
-        user.on_build = img.on_build.clone();
-    }
-    if user.shell.is_none() {
-        user.shell = img.shell.clone();
-    }
-    user
-}
-
 /// Emits a container event with Docker's attributes (image, name, labels).
 pub fn emit(engine: &Engine, container: &Container, action: &str) {
     emit_with(engine, container, action, BTreeMap::new());
@@ -261,70 +190,4 @@ pub fn emit_with(
     engine
         .events
         .emit(Kind::Container, action, &container.id, attributes);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::images::ImageConfigFile;
-
-    fn image(cfg: ContainerConfig) -> Image {
-        Image {
-            name: "docker.io/library/x:latest".into(),
-            id: "sha256:abc".into(),
-            target_digest: "sha256:def".into(),
-            config: ImageConfigFile {
-                config: cfg,
-                ..Default::default()
-            },
-        }
-    }
-
-    #[test]
-    fn merges_as_docker_does() {
-        let img = image(ContainerConfig {
-            env: Some(vec!["PATH=/bin".into(), "A=image".into()]),
-            cmd: Some(vec!["sh".into()]),
-            entrypoint: None,
-            working_dir: "/w".into(),
-            user: "1:1".into(),
-            ..Default::default()
-        });
-        let user = ContainerConfig {
-            env: Some(vec!["A=mine".into()]),
-            ..Default::default()
-        };
-        let merged = merge_config(user, &img);
-        assert_eq!(merged.env, Some(vec!["A=mine".into(), "PATH=/bin".into()]));
-        assert_eq!(merged.cmd, Some(vec!["sh".into()]));
-        assert_eq!(merged.working_dir, "/w");
-        assert_eq!(merged.user, "1:1");
-
-        // An entrypoint of the client's drops the image's Cmd.
-        let img = image(ContainerConfig {
-            cmd: Some(vec!["sh".into()]),
-            ..Default::default()
-        });
-        let user = ContainerConfig {
-            entrypoint: Some(vec!["echo".into()]),
-            ..Default::default()
-        };
-        let merged = merge_config(user, &img);
-        assert_eq!(merged.cmd, None);
-        assert_eq!(merged.entrypoint, Some(vec!["echo".into()]));
-
-        // `--entrypoint ""` keeps neither entrypoint, and takes the image's Cmd.
-        let img = image(ContainerConfig {
-            entrypoint: Some(vec!["/init".into()]),
-            cmd: Some(vec!["x".into()]),
-            ..Default::default()
-        });
-        let user = ContainerConfig {
-            entrypoint: Some(vec![String::new()]),
-            ..Default::default()
-        };
-        let merged = merge_config(user, &img);
-        assert_eq!(merged.entrypoint, Some(vec![]));
-        assert_eq!(merged.cmd, Some(vec!["x".into()]));
-    }
 }

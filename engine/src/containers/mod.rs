@@ -43,6 +43,8 @@ pub enum ContainerError {
     Image(#[from] ImageError),
     #[error("{0}")]
     InvalidConfig(String),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
     #[error("container {0} is already running")]
     AlreadyRunning(String),
     #[error("container {0} is already stopped")]
