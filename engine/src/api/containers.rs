@@ -75,6 +75,12 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
             engine.execs.forget_container(&c.id);
             empty(StatusCode::NO_CONTENT)
         }
+        (&Method::POST, ["containers", id, "update"]) => {
+            let c = engine.containers.get(id)?;
+            let body: crate::containers::update::UpdateRequest = req.json().await?;
+            let warnings = crate::containers::update::update(engine, &c, body).await?;
+            json(StatusCode::OK, &json!({ "Warnings": warnings }))
+        }
         (&Method::GET, ["containers", id, "top"]) => {
             let c = engine.containers.get(id)?;
             let v = stats::top(engine, &c, req.query.get("ps_args").unwrap_or("")).await?;

@@ -80,6 +80,18 @@ impl Supervisor for Grpc {
         Box::pin(async move { Ok(self.client.containers().get(req).await?.into_inner()) })
     }
 
+    fn update_container_spec(&self, id: &str, spec: Vec<u8>) -> BoxFuture<'_, Result<()>> {
+        let req = containers::UpdateContainerRequest {
+            id: id.to_string(),
+            spec,
+            ..Default::default()
+        };
+        Box::pin(async move {
+            self.client.containers().update(req).await?;
+            Ok(())
+        })
+    }
+
     fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>> {
         let req = containers::DeleteContainerRequest { id: id.to_string() };
         Box::pin(async move {

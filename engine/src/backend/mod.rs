@@ -101,6 +101,8 @@ pub trait Supervisor: Send + Sync + 'static {
         req: containers::CreateContainerRequest,
     ) -> BoxFuture<'_, Result<containers::Container>>;
     fn get_container(&self, id: &str) -> BoxFuture<'_, Result<containers::Container>>;
+    /// Replaces the container's OCI spec (JSON), used at its next start.
+    fn update_container_spec(&self, id: &str, spec: Vec<u8>) -> BoxFuture<'_, Result<()>>;
     fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>>;
     fn list_containers(&self) -> BoxFuture<'_, Result<Vec<containers::Container>>>;
 

@@ -26,6 +26,7 @@ pub mod record;
 pub mod runspec;
 pub mod spec;
 pub mod stats;
+pub mod update;
 
 pub use record::{ContainerRecord, RunState, Status};
 
