@@ -1,4 +1,5 @@
-//! Layer archives: apply a layer tar into a snapshot directory, and turn a snapshot's changes into a layer tar.
+//! Layer archives: apply a layer tar into a snapshot directory, and turn a snapshot's changes into a layer tar
+//! (or into the list `docker diff` prints, [`list_changes`]).
 //!
 //! Layers follow the OCI image-spec changeset format (`image-layout/layer.md`):
 //! a tar of added and changed entries, where `dir/.wh.name` deletes `name`
@@ -14,6 +15,7 @@
 //! components or symlinks the layer holds.
 
 mod apply;
+mod changes;
 mod diff;
 mod sys;
 
@@ -28,6 +30,7 @@ use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 pub use apply::{apply_layer, inherit_implied_dirs, read_file_in_lowers};
+pub use changes::{list_changes, Change, ChangeKind};
 pub use diff::write_diff;
 
 /// What [`apply_layer`] did.

@@ -289,6 +289,49 @@ pub struct CreateOptions {
     pub stdin: bool,
     /// Rotate the container log past this size; 0: never.
     pub log_max_size: u64,
+    /// Where the container log goes (appended to); `None`: `log.json` in
+    /// the shim's directory, removed with the task.
+    pub log_path: Option<PathBuf>,
+    /// How many log files to keep when rotating; 0 counts as 1.
+    pub log_max_files: u32,
+    /// No container log at all (Docker's `none` driver).
+    pub no_log: bool,
+}
+
+impl CreateOptions {
+    /// Refuses a log path the shim could not open: relative, in a
+    /// directory that does not exist, or a directory itself.
+    fn check_log(&self) -> Result<(), TaskError> {
+        let Some(path) = self.log_path.as_deref().filter(|_| !self.no_log) else {
+            return Ok(());
+        };
+        let invalid = |reason: String| TaskError::Invalid {
+            what: "log path",
+            reason,
+        };
+        if !path.is_absolute() {
+            return Err(invalid(format!(
+                "{}: give an absolute path",
+                path.display()
+            )));
+        }
+        if path.file_name().is_none() {
+            return Err(invalid(format!("{}: name a file", path.display())));
+        }
+        match path.parent().map(std::fs::metadata) {
+            Some(Ok(m)) if m.is_dir() => {}
+            _ => {
+                return Err(invalid(format!(
+                    "{}: its directory does not exist",
+                    path.display()
+                )))
+            }
+        }
+        if path.is_dir() {
+            return Err(invalid(format!("{}: is a directory", path.display())));
+        }
+        Ok(())
+    }
 }
 
 struct Task {
@@ -433,6 +476,12 @@ impl Tasks {
         })
     }
 
+    /// Where read-only views of snapshots are mounted while they are read
+    /// (`crate::rootfs`): runtime state, like the tasks' mounts.
+    pub fn views_dir(&self) -> PathBuf {
+        self.config.state.join("views")
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
         // The table holds no invariant a panic could break halfway.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
@@ -558,6 +607,33 @@ mod tests {
         let s = Stats::from_runtime(v2);
         assert_eq!((s.memory_usage, s.memory_limit), (4096, 16 << 20));
         assert_eq!((s.pids_current, s.pids_limit), (1, 64));
+    }
+
+    #[test]
+    fn log_paths_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |path: &str| CreateOptions {
+            log_path: Some(PathBuf::from(path)),
+            ..CreateOptions::default()
+        };
+        let file = dir.path().join("c1.log");
+        assert!(CreateOptions::default().check_log().is_ok());
+        assert!(with(file.to_str().unwrap()).check_log().is_ok());
+        let refused = |opts: CreateOptions, text: &str| match opts.check_log() {
+            Err(e @ TaskError::Invalid { .. }) => {
+                assert!(e.to_string().contains(text), "{e}")
+            }
+            other => panic!("{other:?}"),
+        };
+        refused(with("logs/c1.log"), "give an absolute path");
+        let missing = dir.path().join("missing/c1.log");
+        refused(with(missing.to_str().unwrap()), "directory does not exist");
+        refused(with(dir.path().to_str().unwrap()), "is a directory");
+        refused(with("/"), "name a file");
+        // Without a log, the path is not used.
+        let mut none = with("relative");
+        none.no_log = true;
+        assert!(none.check_log().is_ok());
     }
 
     #[test]
