@@ -7,7 +7,7 @@
 //! with nothing started. Snapshots.Changes lists what a container added,
 //! changed and deleted; Snapshots.Export streams the merged root
 //! filesystem, of a running container and of a stopped one, leaving no
-//! mount behind.
+//! mount behind. Tasks.Stats carries what `docker stats` reads.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -481,6 +481,30 @@ fn changes_and_export_of_a_container() {
                 .unwrap_or_else(|| panic!("{s} missing: {got:?}"))
         };
         assert!(at("A /newdir") < at("A /newdir/sub"));
+
+        // What `docker stats` reads, for this host's cgroup version.
+        let stats = client
+            .tasks()
+            .stats(tpb::StatsRequest {
+                container_id: "c1".into(),
+            })
+            .await
+            .expect("stats")
+            .into_inner();
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let (version, inactive) = match v2 {
+            true => (2, "inactive_file"),
+            false => (1, "total_inactive_file"),
+        };
+        assert_eq!(stats.cgroup_version, version, "{stats:?}");
+        assert!(stats.memory_stats.contains_key(inactive), "{stats:?}");
+        assert!(
+            stats.memory_usage > 0 && stats.pids_current >= 1,
+            "{stats:?}"
+        );
+        if version == 1 {
+            assert!(!stats.cpu_percpu_ns.is_empty(), "{stats:?}");
+        }
 
         // Export while it runs, then once it is stopped and its task gone.
         let check = |files: &BTreeMap<String, Vec<u8>>, names: &[String]| {

@@ -240,6 +240,25 @@ pub struct Stats {
     pub io_write_bytes: u64,
     /// The runtime's report, JSON.
     pub raw: Value,
+    /// 1 or 2; 0 until [`Tasks::stats`] sets it.
+    pub cgroup_version: u32,
+    /// memory.stat, key by key.
+    pub memory_stats: BTreeMap<String, u64>,
+    pub memory_failcnt: u64,
+    /// Per CPU, ns (v1 only).
+    pub cpu_percpu_ns: Vec<u64>,
+    pub cpu_throttling_periods: u64,
+    pub cpu_throttled_periods: u64,
+    pub cpu_throttled_time_ns: u64,
+}
+
+/// Which cgroup hierarchy the host has (and so its containers): 2 when
+/// /sys/fs/cgroup is cgroup2, else 1.
+pub fn host_cgroup_version() -> u32 {
+    match nix::sys::statfs::statfs("/sys/fs/cgroup") {
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => 2,
+        _ => 1,
+    }
 }
 
 impl Stats {
@@ -277,6 +296,25 @@ impl Stats {
             pids_limit: limit(n("/pids/limit")),
             io_read_bytes: io("read"),
             io_write_bytes: io("write"),
+            cgroup_version: 0,
+            memory_stats: data
+                .pointer("/memory/raw")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            memory_failcnt: n("/memory/usage/failcnt"),
+            cpu_percpu_ns: data
+                .pointer("/cpu/usage/percpu")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default(),
+            cpu_throttling_periods: n("/cpu/throttling/periods"),
+            cpu_throttled_periods: n("/cpu/throttling/throttledPeriods"),
+            cpu_throttled_time_ns: n("/cpu/throttling/throttledTime"),
             raw,
         }
     }
@@ -588,8 +626,11 @@ mod tests {
     #[test]
     fn stats_read_v1_and_v2_reports() {
         let v1 = json!({"type": "stats", "data": {
-            "cpu": {"usage": {"total": 5, "user": 3, "kernel": 2}},
-            "memory": {"usage": {"usage": 100, "max": 200, "limit": 9223372036854771712u64}},
+            "cpu": {"usage": {"total": 5, "user": 3, "kernel": 2, "percpu": [4, 1]},
+                    "throttling": {"periods": 9, "throttledPeriods": 2, "throttledTime": 70}},
+            "memory": {"usage": {"usage": 100, "max": 200, "limit": 9223372036854771712u64,
+                                 "failcnt": 1},
+                       "raw": {"cache": 30, "total_inactive_file": 20}},
             "pids": {"current": 2, "limit": 0},
             "blkio": {"ioServiceBytesRecursive": [
                 {"major": 8, "minor": 0, "op": "Read", "value": 10},
@@ -602,11 +643,30 @@ mod tests {
             (100, 200, 0)
         );
         assert_eq!((s.io_read_bytes, s.io_write_bytes), (11, 7));
-        let v2 = json!({"memory": {"usage": {"usage": 4096, "limit": 16777216}},
-                        "pids": {"current": 1, "limit": 64}});
+        assert_eq!(s.cpu_percpu_ns, vec![4, 1]);
+        assert_eq!(
+            (
+                s.cpu_throttling_periods,
+                s.cpu_throttled_periods,
+                s.cpu_throttled_time_ns
+            ),
+            (9, 2, 70)
+        );
+        assert_eq!(s.memory_failcnt, 1);
+        assert_eq!(s.memory_stats["total_inactive_file"], 20);
+        let v2 = json!({"memory": {"usage": {"usage": 4096, "limit": 16777216},
+                                   "raw": {"inactive_file": 1024, "anon": 8}},
+                        "pids": {"current": 1, "limit": 64},
+                        "blkio": {"ioServiceBytesRecursive": [
+                            {"major": 8, "minor": 0, "op": "read", "value": 5},
+                            {"major": 8, "minor": 0, "op": "write", "value": 6}]}});
         let s = Stats::from_runtime(v2);
         assert_eq!((s.memory_usage, s.memory_limit), (4096, 16 << 20));
         assert_eq!((s.pids_current, s.pids_limit), (1, 64));
+        assert_eq!(s.memory_stats.get("inactive_file"), Some(&1024));
+        assert_eq!((s.io_read_bytes, s.io_write_bytes), (5, 6));
+        assert!(s.cpu_percpu_ns.is_empty());
+        assert!(matches!(host_cgroup_version(), 1 | 2));
     }
 
     #[test]
