@@ -474,6 +474,16 @@ fn changes_and_export_of_a_container() {
             })
             .collect();
         assert_eq!(mine, wanted.iter().collect::<Vec<_>>(), "{got:?}");
+        // berth-ctr prints them as docker diff does.
+        let out = sup.ctr_ns(ns, &["snapshots", "changes", &key]).ok();
+        assert!(
+            out.stdout.contains("A /etc/berth-test/added.txt\n"),
+            "{out:?}"
+        );
+        assert!(
+            out.stdout.contains("D /etc/berth-test/layer3.txt\n"),
+            "{out:?}"
+        );
         // A parent comes before what is in it.
         let at = |s: &str| {
             got.iter()
@@ -541,6 +551,24 @@ fn changes_and_export_of_a_container() {
         let (files, names) = export(&client, &key).await;
         check(&files, &names);
         assert!(files.contains_key("go"));
+        let out = sup.ctr_ns(ns, &["snapshots", "export", &key]).ok();
+        let mut names = Vec::new();
+        for e in tar::Archive::new(out.raw_stdout.as_slice())
+            .entries()
+            .expect("tar")
+        {
+            names.push(
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string(),
+            );
+        }
+        assert!(
+            names.contains(&"etc/berth-test/added.txt".to_string()),
+            "{names:?}"
+        );
         assert!(view_mounts(&sup).is_empty(), "{:?}", view_mounts(&sup));
         // A client that stops reading mid-export leaves no mount either.
         let mut stream = client
