@@ -7,7 +7,9 @@
 //! with nothing started. Snapshots.Changes lists what a container added,
 //! changed and deleted; Snapshots.Export streams the merged root
 //! filesystem, of a running container and of a stopped one, leaving no
-//! mount behind. Tasks.Stats carries what `docker stats` reads.
+//! mount behind. Snapshots.AddPaths makes Docker's init layer, which keeps
+//! mount points out of a container's changes. Tasks.Stats carries what
+//! `docker stats` reads.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -19,19 +21,25 @@ use berth_proto::containers::v1 as cpb;
 use berth_proto::snapshots::v1 as spb;
 use berth_proto::tasks::v1 as tpb;
 use integration_tests::registry::{Auth, Registry};
-use integration_tests::supervisor::{connect, push_layered, runtime, Supervisor};
+use integration_tests::supervisor::{connect, push_layered, runtime, top_chain, Supervisor};
 use serde_json::Value;
 use tonic::Code;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn setup(repo: &str, ns: &str) -> (Registry, Supervisor, String) {
+    let (registry, sup, image, _) = setup_chain(repo, ns);
+    (registry, sup, image)
+}
+
+/// `setup`, and the snapshot of the image's top layer.
+fn setup_chain(repo: &str, ns: &str) -> (Registry, Supervisor, String, String) {
     let registry = Registry::start(Auth::None);
-    push_layered(&registry, &format!("{repo}:v1"));
+    let pushed = push_layered(&registry, &format!("{repo}:v1"));
     let sup = Supervisor::start();
     let image = format!("{}/{repo}:v1", registry.host());
     sup.ctr_ns(ns, &["images", "pull", &image]).ok();
-    (registry, sup, image)
+    (registry, sup, image, top_chain(pushed))
 }
 
 async fn create_container(client: &Client, id: &str, image: &str, script: &str) {
@@ -603,5 +611,139 @@ fn changes_and_export_of_a_container() {
             assert!(e.message().contains("nope"), "{e:?}");
         }
         delete_container(&client, "c1").await;
+    });
+}
+
+fn path(path: &str, kind: spb::PathType) -> spb::PathToAdd {
+    spb::PathToAdd {
+        path: path.to_string(),
+        r#type: kind as i32,
+        target: String::new(),
+    }
+}
+
+#[test]
+fn an_init_layer_keeps_mount_points_out_of_the_changes() {
+    let ns = "engine-init";
+    let (_registry, sup, image, top) = setup_chain("test/engine-init", ns);
+    let rt = runtime();
+    let client = connect(&rt, &sup, ns);
+    rt.block_on(async {
+        let mut snapshots = client.snapshots();
+        snapshots
+            .prepare(spb::PrepareSnapshotRequest {
+                key: "c1-init-a".into(),
+                parent: top.clone(),
+                labels: Default::default(),
+            })
+            .await
+            .expect("prepare the init layer");
+        let mut mtab = path("/etc/mtab", spb::PathType::PathSymlink);
+        mtab.target = "/proc/mounts".into();
+        let added = snapshots
+            .add_paths(spb::AddPathsRequest {
+                key: "c1-init-a".into(),
+                paths: vec![
+                    path("/etc/hosts", spb::PathType::PathFile),
+                    path("/etc/passwd", spb::PathType::PathFile),
+                    path("/dev/shm", spb::PathType::PathDirectory),
+                    path("/.dockerenv", spb::PathType::PathFile),
+                    mtab,
+                ],
+            })
+            .await
+            .expect("add paths")
+            .into_inner()
+            .added;
+        // The image has /etc/passwd: left alone.
+        assert!(!added.contains(&"/etc/passwd".to_string()), "{added:?}");
+        assert!(added.contains(&"/etc/hosts".to_string()), "{added:?}");
+        assert!(added.contains(&"/.dockerenv".to_string()), "{added:?}");
+        let init = changes(&client, "c1-init-a").await;
+        assert!(init.contains(&"A /etc/hosts".to_string()), "{init:?}");
+        assert!(!init.iter().any(|c| c.contains("passwd")), "{init:?}");
+        for (req, code) in [
+            (
+                spb::AddPathsRequest {
+                    key: "c1-init-a".into(),
+                    paths: vec![path("etc/hosts", spb::PathType::PathFile)],
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                spb::AddPathsRequest {
+                    key: "nope".into(),
+                    paths: vec![],
+                },
+                Code::NotFound,
+            ),
+            (
+                spb::AddPathsRequest {
+                    key: top.clone(),
+                    paths: vec![],
+                },
+                Code::FailedPrecondition,
+            ),
+        ] {
+            let e = snapshots.add_paths(req).await.unwrap_err();
+            assert_eq!(e.code(), code, "{e:?}");
+        }
+        snapshots
+            .commit(spb::CommitSnapshotRequest {
+                name: "c1-init".into(),
+                key: "c1-init-a".into(),
+                labels: Default::default(),
+            })
+            .await
+            .expect("commit the init layer");
+        snapshots
+            .prepare(spb::PrepareSnapshotRequest {
+                key: "c1".into(),
+                parent: "c1-init".into(),
+                labels: Default::default(),
+            })
+            .await
+            .expect("prepare the container's layer");
+        client
+            .containers()
+            .create(cpb::CreateContainerRequest {
+                id: "c1".into(),
+                image: image.clone(),
+                snapshot_key: "c1".into(),
+                overrides: Some(cpb::Overrides {
+                    args: vec![
+                        "sh".into(),
+                        "-c".into(),
+                        "cat /etc/hosts; echo x > /added".into(),
+                    ],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("create container");
+        assert_eq!(
+            run_task(
+                &client,
+                tpb::CreateTaskRequest {
+                    container_id: "c1".into(),
+                    ..Default::default()
+                }
+            )
+            .await,
+            0
+        );
+        // Only what the container did.
+        assert_eq!(changes(&client, "c1").await, vec!["A /added".to_string()]);
+        let (files, _) = export(&client, "c1").await;
+        assert_eq!(files.get(".dockerenv").map(Vec::len), Some(0));
+        assert_eq!(files.get("added").map(Vec::as_slice), Some(&b"x\n"[..]));
+        delete_container(&client, "c1").await;
+        for key in ["c1", "c1-init"] {
+            snapshots
+                .remove(spb::RemoveSnapshotRequest { key: key.into() })
+                .await
+                .unwrap_or_else(|e| panic!("remove {key}: {e}"));
+        }
     });
 }

@@ -1,7 +1,8 @@
 //! A snapshot seen as a container's root filesystem: what it changed
-//! against its parent (`docker diff`, [`changes`]) and a tar of the whole
+//! against its parent (`docker diff`, [`changes`]), a tar of the whole
 //! of it, its layers merged (`docker export`, [`mount_view`] then
-//! [`write_tar`]).
+//! [`write_tar`]), and Docker's init layer, the mount points added to an
+//! active snapshot before a container's goes on it ([`add_paths`]).
 //!
 //! The tar is read from a read-only overlay of the snapshot's own
 //! directory over its parents' (a bind of nothing: a snapshot without
@@ -17,9 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::archive::{self, ArchiveError, Change};
+use crate::archive::{self, ArchiveError, Change, NewPath};
 use crate::images::Images;
 use crate::metadata::MetadataError;
+use crate::metadata::SnapshotKind;
 use crate::snapshots::SnapshotError;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,10 @@ pub enum RootfsError {
     /// Reading the snapshot's files (or writing the tar) failed.
     #[error("snapshot {key:?}: {source}")]
     Archive { key: String, source: ArchiveError },
+    #[error("invalid path {0:?}: want an absolute path without '.' or '..'")]
+    InvalidPath(PathBuf),
+    #[error("symlink {0:?} needs a target")]
+    NoTarget(PathBuf),
     #[error("make mount point {path}: {source}")]
     MountPoint { path: PathBuf, source: io::Error },
     #[error("mount a read-only view of snapshot {key:?} on {target}: {source}")]
@@ -55,6 +61,35 @@ fn layers(images: &Images, ns: &str, key: &str) -> Result<Vec<PathBuf>, RootfsEr
 pub fn changes(images: &Images, ns: &str, key: &str) -> Result<Vec<Change>, RootfsError> {
     let dirs = layers(images, ns, key)?;
     archive::list_changes(&dirs[0], &dirs[1..]).map_err(|source| RootfsError::Archive {
+        key: key.to_string(),
+        source,
+    })
+}
+
+/// Adds `paths` to the active snapshot `key` where its parents have
+/// nothing (see `archive::add_paths`); the paths added.
+pub fn add_paths(
+    images: &Images,
+    ns: &str,
+    key: &str,
+    paths: &[(PathBuf, NewPath)],
+) -> Result<Vec<PathBuf>, RootfsError> {
+    if let Some((bad, _)) = paths.iter().find(|(p, _)| archive::path_names(p).is_none()) {
+        return Err(RootfsError::InvalidPath(bad.clone()));
+    }
+    if let Some((bad, _)) = paths.iter().find(
+        |(_, what)| matches!(what, NewPath::Symlink { target } if target.as_os_str().is_empty()),
+    ) {
+        return Err(RootfsError::NoTarget(bad.clone()));
+    }
+    {
+        let rx = images.meta.read()?;
+        if images.snapshots.get(&rx, ns, key)?.kind != SnapshotKind::Active {
+            return Err(SnapshotError::NotActive(key.to_string()).into());
+        }
+    }
+    let dirs = layers(images, ns, key)?;
+    archive::add_paths(&dirs[0], &dirs[1..], paths).map_err(|source| RootfsError::Archive {
         key: key.to_string(),
         source,
     })
@@ -300,6 +335,32 @@ mod tests {
         assert_eq!(names, vec!["kept", "new"]);
         drop(view);
         assert!(!root.exists(), "the view's mount point is left");
+        // Init layer paths go only where the parents have nothing.
+        let added = add_paths(
+            &images,
+            "ns",
+            "c1",
+            &[
+                (PathBuf::from("/kept"), NewPath::File),
+                (PathBuf::from("/etc/hosts"), NewPath::File),
+            ],
+        )
+        .unwrap();
+        assert_eq!(added, vec![PathBuf::from("/etc/hosts")]);
+        fs::remove_dir_all(snaps.fs(c1.id).join("etc")).unwrap();
+        assert!(matches!(
+            add_paths(&images, "ns", "base", &[]),
+            Err(RootfsError::Snapshot(SnapshotError::NotActive(_)))
+        ));
+        assert!(matches!(
+            add_paths(
+                &images,
+                "ns",
+                "c1",
+                &[(PathBuf::from("etc"), NewPath::File)]
+            ),
+            Err(RootfsError::InvalidPath(_))
+        ));
         let listed: Vec<String> = changes(&images, "ns", "c1")
             .unwrap()
             .iter()

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{blocking, descriptor_pb, labels, lease, namespace, timestamp, BoxStream, Service};
-use crate::archive::{Change, ChangeKind};
+use crate::archive::{Change, ChangeKind, NewPath};
 use crate::diff;
 use crate::images::ImageError;
 use crate::metadata::SnapshotKind;
@@ -249,6 +249,36 @@ impl snapshots_pb::snapshots_server::Snapshots for Service {
         let changes = blocking(move || rootfs::changes(&images, &ns, &key)).await?;
         Ok(Response::new(snapshots_pb::ChangesResponse {
             changes: changes.into_iter().map(change_pb).collect(),
+        }))
+    }
+
+    async fn add_paths(
+        &self,
+        req: Request<snapshots_pb::AddPathsRequest>,
+    ) -> Result<Response<snapshots_pb::AddPathsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let paths: Vec<(std::path::PathBuf, NewPath)> = r
+            .paths
+            .into_iter()
+            .map(|p| {
+                let what = match p.r#type() {
+                    snapshots_pb::PathType::PathFile => NewPath::File,
+                    snapshots_pb::PathType::PathDirectory => NewPath::Directory,
+                    snapshots_pb::PathType::PathSymlink => NewPath::Symlink {
+                        target: p.target.into(),
+                    },
+                };
+                (p.path.into(), what)
+            })
+            .collect();
+        let images = Arc::clone(&self.images);
+        let added = blocking(move || rootfs::add_paths(&images, &ns, &r.key, &paths)).await?;
+        Ok(Response::new(snapshots_pb::AddPathsResponse {
+            added: added
+                .into_iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
         }))
     }
 

@@ -108,7 +108,7 @@ fn is_opaque(fd: BorrowedFd<'_>, path: &Path) -> Result<bool, ArchiveError> {
 /// layers (nearest first), as overlayfs does: the first layer holding it
 /// decides, a whiteout there means it does not exist. Returns its stat and,
 /// when it is a directory, the directories that make it up below.
-fn lookup(
+pub(super) fn lookup(
     dirs: &[OwnedFd],
     name: &OsStr,
     path: &Path,

@@ -76,6 +76,7 @@ fn rootfs_code(e: &RootfsError) -> Code {
     match e {
         RootfsError::Snapshot(s) => snapshot_code(s),
         RootfsError::Metadata(m) => metadata_code(m),
+        RootfsError::InvalidPath(_) | RootfsError::NoTarget(_) => Code::InvalidArgument,
         // The client went away, or the files could not be read.
         RootfsError::Archive { .. }
         | RootfsError::MountPoint { .. }

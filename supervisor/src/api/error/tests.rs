@@ -129,6 +129,14 @@ fn rootfs_cases() -> Vec<(RootfsError, Code)> {
     cases.extend(metadata_cases().into_iter().map(|(e, c)| (e.into(), c)));
     cases.extend([
         (
+            RootfsError::InvalidPath(PathBuf::from("etc")),
+            Code::InvalidArgument,
+        ),
+        (
+            RootfsError::NoTarget(PathBuf::from("/etc/mtab")),
+            Code::InvalidArgument,
+        ),
+        (
             RootfsError::Archive {
                 key: "c1".into(),
                 source: ArchiveError::WriteLayer { source: io_error() },
