@@ -8,7 +8,8 @@
 //! changed and deleted; Snapshots.Export streams the merged root
 //! filesystem, of a running container and of a stopped one, leaving no
 //! mount behind. Snapshots.AddPaths makes Docker's init layer, which keeps
-//! mount points out of a container's changes. Tasks.Stats carries what
+//! mount points out of a container's changes; Snapshots.ResolveUser reads
+//! a container's users as its files show them. Tasks.Stats carries what
 //! `docker stats` reads.
 
 use std::collections::BTreeMap;
@@ -714,7 +715,9 @@ fn an_init_layer_keeps_mount_points_out_of_the_changes() {
                     args: vec![
                         "sh".into(),
                         "-c".into(),
-                        "cat /etc/hosts; echo x > /added".into(),
+                        "cat /etc/hosts; echo x > /added; \
+                         echo late:x:2000:2001::/:/bin/sh >> /etc/passwd"
+                            .into(),
                     ],
                     ..Default::default()
                 }),
@@ -734,7 +737,34 @@ fn an_init_layer_keeps_mount_points_out_of_the_changes() {
             0
         );
         // Only what the container did.
-        assert_eq!(changes(&client, "c1").await, vec!["A /added".to_string()]);
+        assert_eq!(
+            changes(&client, "c1").await,
+            vec!["A /added".to_string(), "C /etc/passwd".to_string()]
+        );
+        // Users as the container's files show them now.
+        let resolve = |user: &str| {
+            let mut snapshots = client.snapshots();
+            let user = user.to_string();
+            async move {
+                snapshots
+                    .resolve_user(spb::ResolveUserRequest {
+                        key: "c1".into(),
+                        user,
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        };
+        let late = resolve("late").await.expect("late");
+        assert_eq!((late.uid, late.gid), (2000, 2001));
+        let user = resolve("user").await.expect("user");
+        assert_eq!((user.uid, user.gid), (1000, 1000));
+        let root = resolve("").await.expect("root");
+        assert_eq!((root.uid, root.gid), (0, 0));
+        for bad in ["nosuch", "user:nosuchgroup", ":"] {
+            let e = resolve(bad).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
+        }
         let (files, _) = export(&client, "c1").await;
         assert_eq!(files.get(".dockerenv").map(Vec::len), Some(0));
         assert_eq!(files.get("added").map(Vec::as_slice), Some(&b"x\n"[..]));

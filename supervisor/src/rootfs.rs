@@ -1,8 +1,9 @@
 //! A snapshot seen as a container's root filesystem: what it changed
 //! against its parent (`docker diff`, [`changes`]), a tar of the whole
 //! of it, its layers merged (`docker export`, [`mount_view`] then
-//! [`write_tar`]), and Docker's init layer, the mount points added to an
-//! active snapshot before a container's goes on it ([`add_paths`]).
+//! [`write_tar`]), Docker's init layer, the mount points added to an
+//! active snapshot before a container's goes on it ([`add_paths`]), and
+//! the users its /etc/passwd names ([`resolve_user`]).
 //!
 //! The tar is read from a read-only overlay of the snapshot's own
 //! directory over its parents' (a bind of nothing: a snapshot without
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::archive::{self, ArchiveError, Change, NewPath};
+use crate::containers::{Accounts, ContainerError, ResolvedUser};
 use crate::images::Images;
 use crate::metadata::MetadataError;
 use crate::metadata::SnapshotKind;
@@ -30,6 +32,9 @@ pub enum RootfsError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    /// A user that does not parse or is not in the snapshot's accounts.
+    #[error(transparent)]
+    User(#[from] ContainerError),
     /// Reading the snapshot's files (or writing the tar) failed.
     #[error("snapshot {key:?}: {source}")]
     Archive { key: String, source: ArchiveError },
@@ -93,6 +98,21 @@ pub fn add_paths(
         key: key.to_string(),
         source,
     })
+}
+
+/// Resolves `user[:group]` against /etc/passwd and /etc/group as snapshot
+/// `key` shows them (its own layer over its parents'), as Docker does for
+/// a container's User and an exec's `-u`; empty means root (uid 0, with
+/// the groups /etc/group gives root, as Docker's).
+pub fn resolve_user(
+    images: &Images,
+    ns: &str,
+    key: &str,
+    user: &str,
+) -> Result<ResolvedUser, RootfsError> {
+    let dirs = layers(images, ns, key)?;
+    let accounts = Accounts::read(&dirs)?;
+    Ok(accounts.resolve(if user.is_empty() { "0" } else { user })?)
 }
 
 /// A snapshot's merged filesystem, read-only; unmounted when dropped.
@@ -361,6 +381,23 @@ mod tests {
             ),
             Err(RootfsError::InvalidPath(_))
         ));
+        // Users come from the snapshot's own layer first.
+        fs::create_dir_all(snaps.fs(c1.id).join("etc")).unwrap();
+        fs::write(
+            snaps.fs(c1.id).join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(snaps.fs(c1.id).join("etc/group"), "wheel:x:10:root,web\n").unwrap();
+        let web = resolve_user(&images, "ns", "c1", "web").unwrap();
+        assert_eq!((web.uid, web.gid, web.additional_gids), (33, 44, vec![10]));
+        let root = resolve_user(&images, "ns", "c1", "").unwrap();
+        assert_eq!((root.uid, root.gid, root.additional_gids), (0, 0, vec![10]));
+        assert!(matches!(
+            resolve_user(&images, "ns", "base", "web"),
+            Err(RootfsError::User(ContainerError::UserNotFound { .. }))
+        ));
+        fs::remove_dir_all(snaps.fs(c1.id).join("etc")).unwrap();
         let listed: Vec<String> = changes(&images, "ns", "c1")
             .unwrap()
             .iter()

@@ -282,6 +282,21 @@ impl snapshots_pb::snapshots_server::Snapshots for Service {
         }))
     }
 
+    async fn resolve_user(
+        &self,
+        req: Request<snapshots_pb::ResolveUserRequest>,
+    ) -> Result<Response<snapshots_pb::ResolveUserResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let images = Arc::clone(&self.images);
+        let user = blocking(move || rootfs::resolve_user(&images, &ns, &r.key, &r.user)).await?;
+        Ok(Response::new(snapshots_pb::ResolveUserResponse {
+            uid: user.uid,
+            gid: user.gid,
+            additional_gids: user.additional_gids,
+        }))
+    }
+
     type ExportStream = BoxStream<snapshots_pb::ExportChunk>;
 
     async fn export(

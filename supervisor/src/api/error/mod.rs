@@ -77,6 +77,7 @@ fn rootfs_code(e: &RootfsError) -> Code {
         RootfsError::Snapshot(s) => snapshot_code(s),
         RootfsError::Metadata(m) => metadata_code(m),
         RootfsError::InvalidPath(_) | RootfsError::NoTarget(_) => Code::InvalidArgument,
+        RootfsError::User(c) => container_code(c),
         // The client went away, or the files could not be read.
         RootfsError::Archive { .. }
         | RootfsError::MountPoint { .. }

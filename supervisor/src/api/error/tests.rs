@@ -137,6 +137,18 @@ fn rootfs_cases() -> Vec<(RootfsError, Code)> {
             Code::InvalidArgument,
         ),
         (
+            RootfsError::User(ContainerError::InvalidUser(":".into())),
+            Code::InvalidArgument,
+        ),
+        (
+            RootfsError::User(ContainerError::UserNotFound {
+                what: "user",
+                name: "web".into(),
+                file: "/etc/passwd",
+            }),
+            Code::InvalidArgument,
+        ),
+        (
             RootfsError::Archive {
                 key: "c1".into(),
                 source: ArchiveError::WriteLayer { source: io_error() },
