@@ -6,8 +6,8 @@
 //! the users its /etc/passwd names ([`resolve_user`]).
 //!
 //! The tar is read from a read-only overlay of the snapshot's own
-//! directory over its parents' (a bind of nothing: a snapshot without
-//! parents is read as it is), mounted under `<state>/views/` for the time
+//! directory over its parents' (a snapshot without parents is read where
+//! it is, unmounted), mounted under `<state>/views/` for the time
 //! of the export, whether or not a task runs on the snapshot, and
 //! unmounted when the [`View`] is dropped, after an error too. The
 //! container's own mounts (proc, binds) are not in it, as in Docker's.
