@@ -198,13 +198,15 @@ async fn process(engine: &Engine, exec: &Exec) -> Result<Value, ExecError> {
         process["cwd"] = json!(cfg.working_dir);
     }
     if !cfg.user.is_empty() {
-        let (uid, gid) = parse_numeric_user(&cfg.user).ok_or_else(|| {
-            ExecError::InvalidProcess(format!(
-                "unable to find user {}: no matching entries in passwd file",
-                cfg.user
-            ))
-        })?;
-        process["user"] = json!({ "uid": uid, "gid": gid.unwrap_or(0) });
+        let (uid, gid, gids) = match parse_numeric_user(&cfg.user) {
+            Some((uid, Some(gid))) => (uid, gid, Vec::new()),
+            _ => engine
+                .supervisor
+                .resolve_user(&exec.container.id, &cfg.user)
+                .await
+                .map_err(|e| ExecError::InvalidProcess(e.to_string()))?,
+        };
+        process["user"] = json!({ "uid": uid, "gid": gid, "additionalGids": gids });
     }
     if let Some(size) = &cfg.console_size {
         if size.len() == 2 {

@@ -81,6 +81,27 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
             let warnings = crate::containers::update::update(engine, &c, body).await?;
             json(StatusCode::OK, &json!({ "Warnings": warnings }))
         }
+        (&Method::GET, ["containers", id, "changes"]) => {
+            let c = engine.containers.get(id)?;
+            json(
+                StatusCode::OK,
+                &crate::containers::changes::changes(engine, &c).await?,
+            )
+        }
+        (&Method::GET, ["containers", id, "export"]) => {
+            let c = engine.containers.get(id)?;
+            let tar = crate::containers::changes::export(engine, &c).await?;
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(async move {
+                let mut tar = tar;
+                while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut tar).await {
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(stream::streamed("application/x-tar", rx))
+        }
         (&Method::GET, ["containers", id, "top"]) => {
             let c = engine.containers.get(id)?;
             let v = stats::top(engine, &c, req.query.get("ps_args").unwrap_or("")).await?;

@@ -79,6 +79,15 @@ impl Req {
         let Some(body) = self.body.take() else {
             return Ok(Bytes::new());
         };
+        let declared = self
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::BadRequest(format!(
+                "request body is larger than {limit} bytes"
+            )));
+        }
         let limited = http_body_util::Limited::new(body, limit);
         match limited.collect().await {
             Ok(collected) => Ok(collected.to_bytes()),

@@ -377,6 +377,40 @@ impl Supervisor for Fake {
         })
     }
 
+    fn changes(&self, key: &str) -> BoxFuture<'_, Result<Vec<(String, i32)>>> {
+        let found = self.lock().containers.contains_key(key);
+        let key = key.to_string();
+        Box::pin(async move {
+            found
+                .then(Vec::new)
+                .ok_or_else(|| not_found("snapshot", &key))
+        })
+    }
+
+    fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>> {
+        let found = self.lock().containers.contains_key(key);
+        let key = key.to_string();
+        Box::pin(async move {
+            if !found {
+                return Err(not_found("snapshot", &key));
+            }
+            Ok(futures_util::stream::iter([Ok(Bytes::from_static(&[0u8; 1024]))]).boxed())
+        })
+    }
+
+    fn resolve_user(&self, _key: &str, user: &str) -> BoxFuture<'_, Result<(u32, u32, Vec<u32>)>> {
+        // Numbers only: the fake has no files.
+        let (u, g) = user.split_once(':').unwrap_or((user, "0"));
+        let parsed = u.parse().ok().zip(g.parse().ok());
+        let user = user.to_string();
+        Box::pin(async move {
+            let (uid, gid) = parsed.ok_or_else(|| {
+                BackendError::InvalidArgument(format!("unable to find user {user}"))
+            })?;
+            Ok((uid, gid, Vec::new()))
+        })
+    }
+
     fn subscribe(
         &self,
         _topics: Vec<String>,

@@ -6,6 +6,7 @@ use berth_proto::containers::v1 as containers;
 use berth_proto::content::v1 as content;
 use berth_proto::events::v1 as events;
 use berth_proto::images::v1 as images;
+use berth_proto::snapshots::v1 as snapshots;
 use berth_proto::tasks::v1 as tasks;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
@@ -118,6 +119,12 @@ impl Supervisor for Grpc {
             container_id: id.to_string(),
             stdin: opts.stdin,
             log_max_size: opts.log_max_size,
+            log_path: opts
+                .log_path
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            log_max_files: opts.log_max_files,
+            no_log: opts.no_log,
         };
         Box::pin(async move { Ok(self.client.tasks().create(req).await?.into_inner().pid) })
     }
@@ -307,6 +314,45 @@ impl Supervisor for Grpc {
                 input: stdin.then_some(tx),
                 output,
             })
+        })
+    }
+
+    fn changes(&self, key: &str) -> BoxFuture<'_, Result<Vec<(String, i32)>>> {
+        let req = snapshots::ChangesRequest {
+            key: key.to_string(),
+        };
+        Box::pin(async move {
+            let resp = self.client.snapshots().changes(req).await?.into_inner();
+            Ok(resp.changes.into_iter().map(|c| (c.path, c.kind)).collect())
+        })
+    }
+
+    fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>> {
+        let req = snapshots::ExportRequest {
+            key: key.to_string(),
+        };
+        Box::pin(async move {
+            let stream = self.client.snapshots().export(req).await?.into_inner();
+            Ok(stream
+                .map_ok(|c| Bytes::from(c.data))
+                .map_err(BackendError::from)
+                .boxed())
+        })
+    }
+
+    fn resolve_user(&self, key: &str, user: &str) -> BoxFuture<'_, Result<(u32, u32, Vec<u32>)>> {
+        let req = snapshots::ResolveUserRequest {
+            key: key.to_string(),
+            user: user.to_string(),
+        };
+        Box::pin(async move {
+            let r = self
+                .client
+                .snapshots()
+                .resolve_user(req)
+                .await?
+                .into_inner();
+            Ok((r.uid, r.gid, r.additional_gids))
         })
     }
 

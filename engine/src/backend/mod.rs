@@ -130,6 +130,16 @@ pub trait Supervisor: Send + Sync + 'static {
     fn wait(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<tasks::WaitResponse>>;
     fn attach(&self, id: &str, exec_id: &str, stdin: bool) -> BoxFuture<'_, Result<Attached>>;
 
+    // Snapshots.
+    /// What a container's snapshot changed: (absolute path, Docker's kind:
+    /// 0 modified, 1 added, 2 deleted).
+    fn changes(&self, key: &str) -> BoxFuture<'_, Result<Vec<(String, i32)>>>;
+    /// A tar of the snapshot's whole filesystem.
+    fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>>;
+    /// `user[:group]` resolved in the snapshot's /etc/passwd and /etc/group:
+    /// uid, gid and the user's other groups.
+    fn resolve_user(&self, key: &str, user: &str) -> BoxFuture<'_, Result<(u32, u32, Vec<u32>)>>;
+
     // Events.
     /// The namespace's events on these topics (all when empty), after the
     /// sequence number given (kept ones first), then new ones.

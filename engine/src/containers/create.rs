@@ -69,6 +69,14 @@ async fn create_reserved(
     let config = super::spec::merge_image_config(&req.config, &image.config.config)?;
     let argv = super::spec::process::command(&config);
     validate_host_config(&req)?;
+    let config_user = config.user.clone();
+    let group_add_numbers: Vec<u32> = req
+        .host_config
+        .group_add
+        .iter()
+        .flatten()
+        .filter_map(|g| g.parse().ok())
+        .collect();
     let mut record = ContainerRecord {
         id: id.to_string(),
         name: name.to_string(),
@@ -83,6 +91,8 @@ async fn create_reserved(
         args: argv[1..].to_vec(),
         state: RunState::default(),
         restart_count: 0,
+        user: super::runspec::provisional_user(&config_user),
+        group_add: group_add_numbers,
     };
     if record.config.hostname.is_empty()
         && !record.host_config.network_mode.starts_with("container:")
@@ -103,7 +113,7 @@ async fn create_reserved(
         source,
     })?;
     let made = async {
-        let spec = super::runspec::container_spec(engine, &record, &image).await?;
+        let spec = super::runspec::container_spec(engine, &record, &image)?;
         let labels = std::collections::HashMap::from([(NAME_LABEL.to_string(), name.to_string())]);
         let request = pb::CreateContainerRequest {
             id: id.to_string(),
@@ -117,6 +127,26 @@ async fn create_reserved(
             .create_container(request)
             .await
             .map_err(ContainerError::backend(format!("create container {id}")))?;
+        // A user or group by name: resolved in the container's own files,
+        // and the spec made again with the numbers.
+        if super::runspec::needs_resolution(&record) {
+            let resolved = async {
+                let (user, groups) = super::runspec::resolve_user(engine, &record).await?;
+                record.user = user;
+                record.group_add = groups;
+                let spec = super::runspec::container_spec(engine, &record, &image)?;
+                engine
+                    .supervisor
+                    .update_container_spec(id, spec)
+                    .await
+                    .map_err(ContainerError::backend(format!("create container {id}")))
+            }
+            .await;
+            if let Err(e) = resolved {
+                let _ = engine.supervisor.delete_container(id).await;
+                return Err(e);
+            }
+        }
         match engine.containers.insert(record) {
             Ok(c) => Ok(c),
             Err(e) => {

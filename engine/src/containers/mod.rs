@@ -17,6 +17,7 @@ use crate::names::NameError;
 use crate::state::{StateError, Store, Table};
 
 pub mod attach;
+pub mod changes;
 pub mod create;
 pub mod inspect;
 pub mod lifecycle;

@@ -95,6 +95,12 @@ pub struct ContainerRecord {
     pub state: RunState,
     #[serde(default)]
     pub restart_count: i64,
+    /// The process's user, resolved in the container's files at create.
+    #[serde(default)]
+    pub user: super::spec::ResolvedUser,
+    /// `HostConfig.GroupAdd` as gids.
+    #[serde(default)]
+    pub group_add: Vec<u32>,
 }
 
 /// RFC 3339 with nanoseconds in UTC, as Go's `time.RFC3339Nano` writes it;

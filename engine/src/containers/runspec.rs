@@ -19,81 +19,75 @@ pub fn default_init_path() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `uid[:gid]` in numbers, or names looked up in the image's passwd and
-/// group files.
-fn resolve_user(user: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ResolvedUser> {
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let lookup = |file: Option<&str>, name: &str| -> Option<(u32, u32)> {
-        file?.lines().find_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            (f.len() >= 4 && f[0] == name)
-                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-        })
-    };
-    let (uid, mut gid) = if u.is_empty() {
-        (0, 0)
-    } else if let Ok(uid) = u.parse::<u32>() {
-        // A uid's primary group is its passwd entry's, else 0.
-        let gid = passwd
-            .and_then(|p| {
-                p.lines().find_map(|line| {
-                    let f: Vec<&str> = line.split(':').collect();
-                    (f.len() >= 4 && f[2] == u).then(|| f[3].parse().ok())?
-                })
-            })
-            .unwrap_or(0);
-        (uid, gid)
-    } else {
-        lookup(passwd, u).ok_or_else(|| {
-            ContainerError::InvalidConfig(format!(
-                "unable to find user {u}: no matching entries in passwd file"
-            ))
-        })?
-    };
-    if let Some(g) = g {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => group
-                .and_then(|file| {
-                    file.lines().find_map(|line| {
-                        let f: Vec<&str> = line.split(':').collect();
-                        (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok())?
-                    })
-                })
-                .ok_or_else(|| {
-                    ContainerError::InvalidConfig(format!(
-                        "unable to find group {g}: no matching entries in group file"
-                    ))
-                })?,
-        };
+/// What can be known of a user without the container's files: `uid[:gid]`
+/// in numbers (a name counts as root until it is resolved).
+pub fn provisional_user(user: &str) -> ResolvedUser {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    ResolvedUser {
+        uid: u.parse().unwrap_or(0),
+        gid: g.parse().unwrap_or(0),
+        additional_gids: Vec::new(),
     }
-    // The user's supplementary groups: every group that lists the user.
-    let name = if u.parse::<u32>().is_ok() {
-        None
+}
+
+/// Whether the user or the extra groups name something only the
+/// container's `/etc/passwd` and `/etc/group` can resolve (a uid's primary
+/// group among them).
+pub fn needs_resolution(record: &ContainerRecord) -> bool {
+    let user = &record.config.user;
+    let numeric_pair = user
+        .split_once(':')
+        .is_some_and(|(u, g)| u.parse::<u32>().is_ok() && g.parse::<u32>().is_ok());
+    (!user.is_empty() && !numeric_pair)
+        || record
+            .host_config
+            .group_add
+            .iter()
+            .flatten()
+            .any(|g| g.parse::<u32>().is_err())
+}
+
+/// Resolves the user and the extra groups in the container's snapshot.
+pub async fn resolve_user(
+    engine: &Engine,
+    record: &ContainerRecord,
+) -> Result<(ResolvedUser, Vec<u32>)> {
+    let sup = &engine.supervisor;
+    let invalid = |e: crate::backend::BackendError| match e {
+        crate::backend::BackendError::InvalidArgument(m)
+        | crate::backend::BackendError::NotFound(m) => ContainerError::InvalidConfig(m),
+        other => ContainerError::Backend {
+            what: "resolve the user".into(),
+            source: other,
+        },
+    };
+    let user = if record.config.user.is_empty() {
+        ResolvedUser::default()
     } else {
-        Some(u)
+        let (uid, gid, additional_gids) = sup
+            .resolve_user(&record.id, &record.config.user)
+            .await
+            .map_err(invalid)?;
+        ResolvedUser {
+            uid,
+            gid,
+            additional_gids,
+        }
     };
-    let mut additional: Vec<u32> = match (group, name) {
-        (Some(group), Some(name)) if g.is_none() => group
-            .lines()
-            .filter_map(|line| {
-                let f: Vec<&str> = line.split(':').collect();
-                (f.len() >= 4 && f[3].split(',').any(|m| m == name)).then(|| f[2].parse().ok())?
-            })
-            .filter(|&id| id != gid)
-            .collect(),
-        _ => Vec::new(),
-    };
-    additional.sort_unstable();
-    additional.dedup();
-    Ok(ResolvedUser {
-        uid,
-        gid,
-        additional_gids: additional,
-    })
+    let mut groups = Vec::new();
+    for g in record.host_config.group_add.iter().flatten() {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                sup.resolve_user(&record.id, &format!("0:{g}"))
+                    .await
+                    .map_err(invalid)?
+                    .1
+            }
+        };
+        groups.push(gid);
+    }
+    Ok((user, groups))
 }
 
 /// Writes the container's hostname, hosts and resolv.conf files.
@@ -211,28 +205,9 @@ fn peer_pid(engine: &Engine, mode: &str) -> Option<u32> {
 }
 
 /// The container's spec (JSON); creates the missing sources of `-v` binds.
-pub async fn container_spec(
-    engine: &Engine,
-    record: &ContainerRecord,
-    image: &Image,
-) -> Result<Vec<u8>> {
+pub fn container_spec(engine: &Engine, record: &ContainerRecord, image: &Image) -> Result<Vec<u8>> {
     let dir = engine.paths.container_dir(&record.id);
     let files = write_files(&dir, record)?;
-    let passwd = crate::images::read_file(engine, image, "/etc/passwd")
-        .await
-        .ok()
-        .flatten();
-    let group = crate::images::read_file(engine, image, "/etc/group")
-        .await
-        .ok()
-        .flatten();
-    let passwd = passwd.map(|b| String::from_utf8_lossy(&b).into_owned());
-    let group = group.map(|b| String::from_utf8_lossy(&b).into_owned());
-    let user = resolve_user(&record.config.user, passwd.as_deref(), group.as_deref())?;
-    let group_add = spec::group_add_gids(
-        record.host_config.group_add.as_deref().unwrap_or(&[]),
-        group.as_deref(),
-    )?;
     let hc = &record.host_config;
     let peers = Peers {
         pid: peer_pid(engine, &hc.pid_mode),
@@ -245,8 +220,8 @@ pub async fn container_spec(
         config: &record.config,
         host_config: hc,
         image: &image.config,
-        user: &user,
-        group_add: &group_add,
+        user: &record.user,
+        group_add: &record.group_add,
         files: &files,
         peers: &peers,
         init_path: init.as_deref(),
@@ -268,21 +243,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn users() {
-        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:1000:1000::/app:/bin/sh\n";
-        let group = "root:x:0:\nwheel:x:10:root,app\nstaff:x:50:app\napp:x:1000:\n";
-        let r = resolve_user("", Some(passwd), Some(group)).unwrap();
-        assert_eq!((r.uid, r.gid), (0, 0));
-        let r = resolve_user("app", Some(passwd), Some(group)).unwrap();
+    fn users_known_without_files() {
         assert_eq!(
-            (r.uid, r.gid, r.additional_gids.clone()),
-            (1000, 1000, vec![10, 50])
+            provisional_user("1000:50"),
+            ResolvedUser {
+                uid: 1000,
+                gid: 50,
+                additional_gids: vec![]
+            }
         );
-        let r = resolve_user("1000:50", None, None).unwrap();
-        assert_eq!((r.uid, r.gid), (1000, 50));
-        let r = resolve_user("nobody:staff", Some(passwd), Some(group)).unwrap();
-        assert_eq!((r.uid, r.gid), (65534, 50));
-        assert!(resolve_user("ghost", Some(passwd), Some(group)).is_err());
-        assert!(resolve_user("ghost", None, None).is_err());
+        assert_eq!(provisional_user(""), ResolvedUser::default());
     }
 }

@@ -87,7 +87,7 @@ pub async fn update(engine: &Engine, c: &Arc<Container>, u: UpdateRequest) -> Re
     let mut updated = record.clone();
     updated.host_config = hc.clone();
     let image = crate::images::resolve(engine, &record.image_ref).await?;
-    let spec = super::runspec::container_spec(engine, &updated, &image).await?;
+    let spec = super::runspec::container_spec(engine, &updated, &image)?;
     if record.state.status.is_running() {
         let mut res = resources::resources(&hc);
         res.remove("devices");

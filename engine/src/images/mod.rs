@@ -170,14 +170,3 @@ fn parse<T: serde::de::DeserializeOwned>(
         source,
     })
 }
-
-/// A file of the image's root filesystem (`/etc/passwd`, say), if it has
-/// one. The layer reader is not written yet: until it is, no file is found
-/// and only numeric users resolve.
-pub async fn read_file(
-    _engine: &Engine,
-    _image: &Image,
-    _path: &str,
-) -> Result<Option<Vec<u8>>, ImageError> {
-    Ok(None)
-}

@@ -39,7 +39,7 @@ pub use process::{group_add_gids, merge_image_config};
 
 /// The user the process runs as, resolved by the caller against the
 /// container's `/etc/passwd` and `/etc/group` (the merged Config's `User`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedUser {
     pub uid: u32,
     pub gid: u32,
