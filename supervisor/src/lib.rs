@@ -23,7 +23,7 @@ pub mod leases;
 pub mod metadata;
 pub mod namespaces;
 pub mod oci;
-pub mod reference;
+pub use berth_client::reference;
 pub mod registry;
 pub mod server;
 pub mod snapshots;
