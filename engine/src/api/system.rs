@@ -13,6 +13,7 @@ pub async fn handle(engine: &Engine, req: Req) -> Reply {
     match (&req.method, segments.as_slice()) {
         (&Method::GET | &Method::HEAD, ["_ping"]) => ping(&req),
         (&Method::GET, ["version"]) => version(engine),
+        (&Method::POST, ["auth"]) => super::images::auth(engine, req).await,
         _ => Err(ApiError::NoRoute),
     }
 }
