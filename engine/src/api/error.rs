@@ -132,7 +132,6 @@ mod image_tests {
             (
                 ImageError::ManifestUnknown {
                     reference: "x".into(),
-                    message: "m".into(),
                 },
                 404,
             ),

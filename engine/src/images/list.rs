@@ -82,7 +82,7 @@ pub struct HistoryEntry {
     pub id: String,
     pub created: i64,
     pub created_by: String,
-    pub tags: Vec<String>,
+    pub tags: Option<Vec<String>>,
     pub size: i64,
     pub comment: String,
 }
@@ -406,7 +406,7 @@ pub async fn history(engine: &Engine, name: &str) -> Result<Vec<HistoryEntry>, I
             id: "<missing>".into(),
             created: unix_time(h.created.as_deref().or(image.config.created.as_deref())),
             created_by: h.created_by.clone().unwrap_or_default(),
-            tags: Vec::new(),
+            tags: None,
             size,
             comment: h.comment.clone().unwrap_or_default(),
         });
@@ -414,7 +414,7 @@ pub async fn history(engine: &Engine, name: &str) -> Result<Vec<HistoryEntry>, I
     entries.reverse();
     if let Some(top) = entries.first_mut() {
         top.id = image.id.clone();
-        top.tags = repo_tags(&found.names);
+        top.tags = Some(repo_tags(&found.names));
     }
     Ok(entries)
 }

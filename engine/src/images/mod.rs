@@ -57,8 +57,8 @@ pub enum ImageError {
          'docker login': denied: {message}"
     )]
     PullAccessDenied { repository: String, message: String },
-    #[error("manifest for {reference} not found: manifest unknown: {message}")]
-    ManifestUnknown { reference: String, message: String },
+    #[error("manifest for {reference} not found: manifest unknown: manifest unknown")]
+    ManifestUnknown { reference: String },
     /// A registry refused credentials (`/auth`, push).
     #[error("{0}")]
     Unauthorized(String),
@@ -177,7 +177,12 @@ pub async fn resolve(engine: &Engine, reference: &str) -> Result<Image, ImageErr
 /// Finds an image as Docker does: a full id, else a name, else a unique id
 /// prefix.
 pub async fn lookup(engine: &Engine, name: &str) -> Result<Found, ImageError> {
-    let not_found = || ImageError::NotFound(name.to_string());
+    // Named as Docker names it in the message: `nope:latest`.
+    let shown = match names::normalize(name) {
+        Ok(n) if !names::is_full_id(name) => names::familiar(&n),
+        _ => name.to_string(),
+    };
+    let not_found = || ImageError::NotFound(shown.clone());
     if !names::is_full_id(name) {
         match names::normalize(name) {
             Ok(normalized) => match engine.supervisor.get_image(&normalized).await {

@@ -202,8 +202,42 @@ pub async fn delete(engine: &Engine, input: &str, force: bool) -> Result<Vec<Rem
         }
     }
     out.push(Removed::Deleted(image.id.clone()));
+    out.extend(released_layers(engine, &image).await?);
     emit(engine, "delete", &image.id, &image.id);
     Ok(out)
+}
+
+/// The chain ids of an image's layers, bottom first: the first diff id,
+/// then `sha256(parent + " " + diff_id)` for each layer above.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    use sha2::{Digest as _, Sha256};
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match out.last() {
+            None => diff_id.clone(),
+            Some(parent) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{parent} {diff_id}")))
+            ),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// `Deleted` entries for the layers of a deleted image that no remaining
+/// image has, top first (as dockerd lists them).
+async fn released_layers(engine: &Engine, image: &Image) -> Result<Vec<Removed>, ImageError> {
+    let mut kept = std::collections::BTreeSet::new();
+    for other in super::catalog(engine).await? {
+        kept.extend(chain_ids(&other.config.rootfs.diff_ids));
+    }
+    Ok(chain_ids(&image.config.rootfs.diff_ids)
+        .into_iter()
+        .rev()
+        .filter(|c| !kept.contains(c))
+        .map(Removed::Deleted)
+        .collect())
 }
 
 async fn untag(
@@ -258,6 +292,7 @@ pub async fn prune(engine: &Engine, filters: &Filters) -> Result<Pruned, ImageEr
             }
         }
         deleted.push(Removed::Deleted(image.id.clone()));
+        deleted.extend(released_layers(engine, &image).await?);
         emit(engine, "delete", &image.id, &image.id);
         reclaimed += image.record.size;
     }

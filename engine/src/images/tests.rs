@@ -126,6 +126,8 @@ async fn names_ids_and_prefixes() {
         assert_eq!(found.names, [BUSYBOX], "{name}");
     }
     assert!(!lookup(&engine, "busybox").await.unwrap().by_id);
+    let missing = lookup(&engine, "nope").await.unwrap_err().to_string();
+    assert_eq!(missing, "No such image: nope:latest");
     assert!(lookup(&engine, &hex[..12]).await.unwrap().by_id);
     assert!(matches!(
         lookup(&engine, "alpine").await,
@@ -274,7 +276,7 @@ async fn inspect_and_history() {
     let history = list::history(&engine, &id).await.unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].id, id);
-    assert_eq!(history[0].tags, ["busybox:latest"]);
+    assert_eq!(history[0].tags, Some(vec!["busybox:latest".to_string()]));
     assert_eq!(history[1].id, "<missing>");
     assert_eq!(history[0].created_by, "ADD x");
 }
@@ -282,11 +284,12 @@ async fn inspect_and_history() {
 #[tokio::test]
 async fn tag_untag_and_delete() {
     let fake = Fake::new();
+    let layer = tar_layer(&[("a", b"1")]);
     let id = add(
         &fake,
         BUSYBOX,
         "2024-01-01T00:00:00Z",
-        &[tar_layer(&[("a", b"1")])],
+        std::slice::from_ref(&layer),
     );
     let (engine, _dir) = engine(&fake).await;
     let (_, mut events) = engine.events.subscribe();
@@ -317,14 +320,13 @@ async fn tag_untag_and_delete() {
         removed,
         [
             Removed::Untagged("busybox:latest".into()),
-            Removed::Deleted(id.clone())
+            Removed::Deleted(id.clone()),
+            Removed::Deleted(digest(&layer)),
         ]
     );
     let json = serde_json::to_value(&removed).unwrap();
-    assert_eq!(
-        json,
-        serde_json::json!([{"Untagged": "busybox:latest"}, {"Deleted": id}])
-    );
+    assert_eq!(json[0], serde_json::json!({"Untagged": "busybox:latest"}));
+    assert_eq!(json[1], serde_json::json!({"Deleted": id}));
     assert!(matches!(
         lookup(&engine, "busybox").await,
         Err(ImageError::NotFound(_))
@@ -412,12 +414,15 @@ async fn prune_removes_unused_dangling_images() {
     let pruned = remove::prune(&engine, &Filters::default()).await.unwrap();
     assert_eq!(
         pruned.images_deleted.unwrap(),
-        [Removed::Deleted(blobs[1].0.clone())]
+        [
+            Removed::Deleted(blobs[1].0.clone()),
+            Removed::Deleted(digest(&tar_layer(&[("a", b"1")]))),
+        ]
     );
     assert!(lookup(&engine, "busybox").await.is_ok());
     let everything = Filters::parse(Some(&serde_json::json!({"dangling": ["false"]}))).unwrap();
     let pruned = remove::prune(&engine, &everything).await.unwrap();
-    assert_eq!(pruned.images_deleted.unwrap().len(), 2);
+    assert_eq!(pruned.images_deleted.unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -581,4 +586,51 @@ async fn login_checks_with_the_registry() {
     let err = transfer::login(&engine, auth("wrong")).await.unwrap_err();
     assert!(matches!(err, ImageError::Unauthorized(_)));
     assert!(err.to_string().contains("401 Unauthorized"), "{err}");
+}
+
+#[tokio::test]
+async fn an_up_to_date_pull_names_no_layers() {
+    let fake = Fake::new();
+    let layer = tar_layer(&[("a", b"1")]);
+    let (record, blobs) = image(
+        BUSYBOX,
+        "2024-01-01T00:00:00Z",
+        std::slice::from_ref(&layer),
+    );
+    fake.add_image(record.clone(), blobs.clone());
+    let exists = pb::Progress {
+        digest: digest(&layer),
+        kind: "layer".into(),
+        state: pb::ProgressState::Exists as i32,
+        offset: 10,
+        total: 10,
+    };
+    fake.add_remote(record, blobs, vec![vec![exists]]);
+    let (engine, _dir) = engine(&fake).await;
+    let opts = PullOptions {
+        image: "busybox".into(),
+        ..Default::default()
+    };
+    let lines: Vec<_> = transfer::pull(Arc::clone(&engine), opts)
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    let statuses: Vec<&str> = lines.iter().filter_map(|m| m.status.as_deref()).collect();
+    assert_eq!(statuses.len(), 3, "{statuses:?}");
+    assert_eq!(statuses[0], "Pulling from library/busybox");
+    assert!(statuses[1].starts_with("Digest: sha256:"));
+    assert_eq!(
+        statuses[2],
+        "Status: Image is up to date for busybox:latest"
+    );
+}
+
+#[test]
+fn chain_ids_of_layers() {
+    let a = format!("sha256:{}", "a".repeat(64));
+    let b = format!("sha256:{}", "b".repeat(64));
+    let chain = remove::chain_ids(&[a.clone(), b.clone()]);
+    assert_eq!(chain[0], a);
+    assert_eq!(chain[1], digest(format!("{a} {b}").as_bytes()));
 }

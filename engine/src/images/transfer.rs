@@ -378,7 +378,6 @@ fn pull_error(r: &Reference, e: BackendError) -> ImageError {
         BackendError::NotFound(message) if message.contains("manifest") => {
             ImageError::ManifestUnknown {
                 reference: shown(r),
-                message,
             }
         }
         BackendError::NotFound(message) => ImageError::PullAccessDenied {
@@ -445,6 +444,8 @@ pub async fn pull(
         }
         let mut log = LayerLog::default();
         let id_of = |digest: &str| short_id(digest).to_string();
+        let mut held_back: Vec<Message> = Vec::new();
+        let mut moved = false;
         let mut upstream = futures_util::stream::iter(held).chain(upstream);
         while let Some(item) = upstream.next().await {
             let msg = match item {
@@ -455,13 +456,31 @@ pub async fn pull(
                 }
             };
             for line in log.update(&msg.progress, &id_of) {
-                if tx.send(line).await.is_err() {
-                    return;
+                // An image already here says nothing of its layers (as
+                // dockerd): "Already exists" waits until something moves.
+                let exists = line.status.as_deref() == Some("Already exists");
+                if before.is_some() && exists && !moved {
+                    held_back.push(line);
+                    continue;
+                }
+                moved = true;
+                for line in held_back.drain(..).chain([line]) {
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
                 }
             }
             if let Some(image) = msg.image {
                 let digest = image.target.map(|t| t.digest).unwrap_or_default();
-                let status = if before.as_deref() == Some(digest.as_str()) {
+                let up_to_date = before.as_deref() == Some(digest.as_str());
+                if !up_to_date {
+                    for line in held_back.drain(..) {
+                        if tx.send(line).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let status = if up_to_date {
                     format!("Status: Image is up to date for {}", shown(&r))
                 } else {
                     format!("Status: Downloaded newer image for {}", shown(&r))
