@@ -16,9 +16,10 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiVersion, Body, Reply, Req};
 use crate::images::archive::{self, ImportOptions};
+use crate::images::auth::{self, AuthConfig};
 use crate::images::list::{self, Filters};
 use crate::images::remove;
-use crate::images::transfer::{self, AuthConfig, Message, PullOptions};
+use crate::images::transfer::{self, Message, PullOptions};
 use crate::images::ImageError;
 use crate::Engine;
 
@@ -243,7 +244,7 @@ pub async fn auth(engine: &Engine, mut req: Req) -> Reply {
     let bytes = req.bytes(MAX_AUTH_BODY).await?;
     let auth: AuthConfig = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON in request body: {e}")))?;
-    transfer::login(engine, auth).await?;
+    auth::login(engine, auth).await?;
     super::json(
         StatusCode::OK,
         &json!({ "Status": "Login Succeeded", "IdentityToken": "" }),

@@ -7,6 +7,7 @@
 //! - [`list`]: list with filters, inspect, history.
 //! - [`remove`]: tag, untag and delete (with Docker's conflicts), prune.
 //! - [`transfer`]: pull and push, as Docker's JSON progress messages.
+//! - [`auth`]: registry credentials from clients, and the login check.
 //! - [`archive`]: save, load, and import of a root file system tarball.
 //! - [`files`]: one file read out of an image's layers.
 
@@ -22,6 +23,7 @@ use crate::types::ContainerConfig;
 use crate::Engine;
 
 pub mod archive;
+pub mod auth;
 pub mod files;
 pub mod list;
 pub mod names;

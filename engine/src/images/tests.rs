@@ -9,9 +9,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 
+use super::auth::{self, AuthConfig};
 use super::list::{self, Filters};
 use super::remove::{self, Removed};
-use super::transfer::{self, AuthConfig, PullOptions};
+use super::transfer::{self, PullOptions};
 use super::*;
 use crate::backend::fake::Fake;
 use crate::config::Paths;
@@ -582,8 +583,8 @@ async fn login_checks_with_the_registry() {
         serveraddress: "127.0.0.1:5000".into(),
         ..Default::default()
     };
-    transfer::login(&engine, auth("secret")).await.unwrap();
-    let err = transfer::login(&engine, auth("wrong")).await.unwrap_err();
+    auth::login(&engine, auth("secret")).await.unwrap();
+    let err = auth::login(&engine, auth("wrong")).await.unwrap_err();
     assert!(matches!(err, ImageError::Unauthorized(_)));
     assert!(err.to_string().contains("401 Unauthorized"), "{err}");
 }
