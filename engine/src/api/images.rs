@@ -72,7 +72,8 @@ pub async fn handle(engine: &Arc<Engine>, req: Req) -> Reply {
     }
 }
 
-/// A JSON-lines progress stream, as dockerd sends pull and push.
+/// A JSON-lines progress stream, as dockerd sends pull, push, load and
+/// import.
 fn progress_response(messages: BoxStream<'static, Message>) -> Reply {
     let body = messages.map(|m| Ok(Bytes::from(m.to_line())));
     let mut resp = hyper::Response::new(stream_body(body.boxed()));
@@ -155,11 +156,7 @@ async fn create(engine: &Arc<Engine>, mut req: Req) -> Reply {
     };
     let body = body_stream(&mut req);
     let id = archive::import(engine, opts, body).await?;
-    let line = Message::status(id).to_line();
-    let mut resp = hyper::Response::new(super::full(line));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(resp)
+    progress_response(futures_util::stream::iter([Message::status(id)]).boxed())
 }
 
 async fn push(engine: &Arc<Engine>, req: &Req, name: &str) -> Reply {
@@ -229,14 +226,9 @@ async fn save(engine: &Engine, names: &[String]) -> Reply {
 async fn load(engine: &Engine, mut req: Req) -> Reply {
     let body = body_stream(&mut req);
     let messages = archive::load(engine, body).await?;
-    let mut out = Vec::new();
-    for m in messages {
-        out.extend_from_slice(&m.to_line());
-    }
-    let mut resp = hyper::Response::new(super::full(out));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(resp)
+    // Streamed (chunked), as dockerd answers: docker-py reads a whole
+    // body as one JSON document.
+    progress_response(futures_util::stream::iter(messages).boxed())
 }
 
 /// `POST /auth`.
