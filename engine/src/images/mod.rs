@@ -173,6 +173,16 @@ pub struct Found {
 
 /// The stored image named `reference` (a name, an id or an id prefix).
 pub async fn resolve(engine: &Engine, reference: &str) -> Result<Image, ImageError> {
+    // By name: one record, without the names it shares its id with.
+    if !names::is_full_id(reference) {
+        if let Ok(normalized) = names::normalize(reference) {
+            match engine.supervisor.get_image(&normalized).await {
+                Ok(record) => return resolve_record(engine, record).await,
+                Err(BackendError::NotFound(_)) | Err(BackendError::InvalidArgument(_)) => {}
+                Err(e) => return Err(ImageError::Backend(e)),
+            }
+        }
+    }
     Ok(lookup(engine, reference).await?.image)
 }
 
@@ -260,6 +270,51 @@ async fn names_of(engine: &Engine, id: &str) -> Result<Vec<String>, ImageError> 
 /// Reads the manifest (this platform's, from an index) and config of a
 /// stored image.
 pub async fn resolve_record(engine: &Engine, record: pb::Image) -> Result<Image, ImageError> {
+    let target = record.target.clone().unwrap_or_default();
+    let name = record.name.clone();
+    // Digests name immutable content: what a target resolved to once, it
+    // resolves to for good.
+    if let Some(hit) = resolved()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&target.digest)
+        .cloned()
+    {
+        return Ok(Image {
+            name,
+            id: hit.0,
+            target_digest: target.digest,
+            config: hit.1,
+            layers: hit.2,
+            record,
+        });
+    }
+    let image = read_record(engine, record).await?;
+    let mut cache = resolved().lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= RESOLVED_MAX {
+        cache.clear();
+    }
+    cache.insert(
+        image.target_digest.clone(),
+        (image.id.clone(), image.config.clone(), image.layers.clone()),
+    );
+    Ok(image)
+}
+
+/// Targets resolved kept at most (the cache starts over beyond).
+const RESOLVED_MAX: usize = 1024;
+
+type Resolved = (String, ImageConfigFile, Vec<Layer>);
+
+/// Target digest → (config digest, config, layers), for this host's platform.
+fn resolved() -> &'static std::sync::Mutex<std::collections::HashMap<String, Resolved>> {
+    static CACHE: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Resolved>>,
+    > = std::sync::LazyLock::new(Default::default);
+    &CACHE
+}
+
+async fn read_record(engine: &Engine, record: pb::Image) -> Result<Image, ImageError> {
     let target = record.target.clone().unwrap_or_default();
     let name = record.name.clone();
     let mut digest = target.digest.clone();
