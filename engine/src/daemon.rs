@@ -160,6 +160,46 @@ impl ManagedSupervisor {
         Ok(())
     }
 
+    /// Watches the supervisor for the daemon's life and starts a new one
+    /// when it dies (shims and containers outlive it; the new one
+    /// reconnects to them). Ends, stopping the supervisor, at `stop`.
+    async fn supervise(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
+        loop {
+            let died = async {
+                match &mut self.child {
+                    Some(child) => {
+                        let status = child.wait().await;
+                        tracing::warn!(?status, "the supervisor exited");
+                    }
+                    // One this daemon did not start: watched by its socket.
+                    None => loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if berth_client::connect(&self.paths.supervisor_socket())
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!("the supervisor no longer answers");
+                            return;
+                        }
+                    },
+                }
+            };
+            tokio::select! {
+                _ = &mut stop => break,
+                () = died => {}
+            }
+            self.child = None;
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match self.start().await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(error = %e, "restart the supervisor"),
+                }
+            }
+        }
+        self.stop().await;
+    }
+
     /// Stops the supervisor this daemon started (shims and containers stay).
     async fn stop(&mut self) {
         if let Some(child) = &mut self.child {
@@ -242,22 +282,27 @@ pub async fn run(
                 child: None,
             };
             sup.start().await?;
-            managed = Some(sup);
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+            managed = Some((stop_tx, tokio::spawn(sup.supervise(stop_rx))));
             paths.supervisor_socket()
         }
     };
     let client = berth_client::Client::connect(&supervisor_socket, crate::NAMESPACE).await?;
     let engine = Engine::open(Arc::new(Grpc::new(client)), paths.clone())
-        .await
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
     let engine = Arc::new(engine);
+    engine
+        .start_monitor()
+        .await
+        .map_err(|e| DaemonError::Engine(e.to_string()))?;
     let socket = opts.socket.clone().unwrap_or_else(|| paths.socket());
     let listener = listen(&socket)?;
     tracing::info!(socket = %socket.display(), "berthd serving the Docker Engine API");
     serve(engine, listener, shutdown).await;
     let _ = std::fs::remove_file(&socket);
-    if let Some(mut sup) = managed {
-        sup.stop().await;
+    if let Some((stop, watcher)) = managed {
+        let _ = stop.send(());
+        let _ = watcher.await;
     }
     if let Some(pidfile) = &opts.pidfile {
         let _ = std::fs::remove_file(pidfile);

@@ -132,6 +132,43 @@ impl Events {
     }
 }
 
+/// `docker events --filter`: each key's values are alternatives, all keys
+/// must match.
+pub fn matches(
+    event: &Event,
+    filters: &BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> bool {
+    let attr = |k: &str| event.actor.attributes.get(k).map(String::as_str);
+    filters.iter().all(|(key, values)| {
+        values.iter().any(|v| match key.as_str() {
+            "type" => event.kind.name() == v,
+            // `exec_start: sh` is the event `exec_start`.
+            "event" => event.action == *v || event.action.split(':').next() == Some(v.as_str()),
+            "container" => {
+                event.kind == Kind::Container
+                    && (event.actor.id.starts_with(v.as_str()) || attr("name") == Some(v.as_str()))
+            }
+            "image" => {
+                attr("image") == Some(v.as_str())
+                    || (event.kind == Kind::Image
+                        && (event.actor.id == *v || attr("name") == Some(v.as_str())))
+            }
+            "volume" => event.kind == Kind::Volume && event.actor.id == *v,
+            "network" => {
+                event.kind == Kind::Network
+                    && (event.actor.id == *v || attr("name") == Some(v.as_str()))
+            }
+            "daemon" => event.kind == Kind::Daemon,
+            "label" => match v.split_once('=') {
+                Some((k, want)) => attr(k) == Some(want),
+                None => attr(v).is_some(),
+            },
+            "scope" => v == "local",
+            _ => false,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +186,29 @@ mod tests {
         assert_eq!(json["Type"], "container");
         assert_eq!(json["Actor"]["ID"], "a");
         assert_eq!(json["status"], "start");
+    }
+
+    #[test]
+    fn filters() {
+        let events = Events::new();
+        let attrs = BTreeMap::from([
+            ("name".to_string(), "web".to_string()),
+            ("image".to_string(), "busybox".to_string()),
+        ]);
+        events.emit(Kind::Container, "exec_start: sh", "abc", attrs);
+        let (kept, _) = events.subscribe();
+        let f = |k: &str, v: &str| {
+            BTreeMap::from([(
+                k.to_string(),
+                std::collections::BTreeSet::from([v.to_string()]),
+            )])
+        };
+        assert!(matches(&kept[0], &f("event", "exec_start")));
+        assert!(matches(&kept[0], &f("container", "web")));
+        assert!(matches(&kept[0], &f("container", "ab")));
+        assert!(matches(&kept[0], &f("image", "busybox")));
+        assert!(matches(&kept[0], &f("type", "container")));
+        assert!(!matches(&kept[0], &f("type", "image")));
+        assert!(!matches(&kept[0], &f("event", "die")));
     }
 }

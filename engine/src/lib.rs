@@ -11,6 +11,9 @@
 //! - [`daemon`]: `berthd`'s set-up: paths, the managed supervisor, serving.
 //! - [`types`]: the Docker API's data model.
 
+// serde_json's json! of `docker info`'s many fields nests deeply.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod backend;
 pub mod config;
@@ -18,7 +21,11 @@ pub mod containers;
 pub mod daemon;
 mod engine;
 pub mod events;
+pub mod exec;
 pub mod images;
+pub mod names;
+pub mod state;
+pub mod system;
 pub mod types;
 
 pub use engine::Engine;

@@ -175,6 +175,25 @@ fn pull_inspect_tag_push_save_load_and_remove() {
     let history = berthd.docker_ok(&["history", "-q", &image]);
     assert_eq!(history.lines().next(), Some(short), "{history}");
 
+    // A container uses it: rmi refuses, as dockerd does.
+    berthd.docker_ok(&["create", "--name", "user", &image, "true"]);
+    let out = berthd.docker(&["rmi", &image]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "conflict: unable to remove repository reference \"{image}\" (must force) - container"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = berthd.docker(&["rmi", short]);
+    assert!(
+        stderr(&out).contains("image is being used by stopped container"),
+        "{}",
+        stderr(&out)
+    );
+    berthd.docker_ok(&["rm", "user"]);
+
     // Tag and push under another name; read back from the registry.
     let copy = format!("{}/copy:v1", registry.host());
     berthd.docker_ok(&["tag", &image, &copy]);

@@ -152,14 +152,18 @@ pub fn find_executable(program: &str, path_var: &str, cwd: &Path) -> Result<Stri
         }
         // As runc (Go's LookPath): a file that is there but is no executable
         // regular file is "permission denied", which Docker reports as 126.
-        let kind = if full.exists() {
-            std::io::ErrorKind::PermissionDenied
+        // Go's words, which Docker's clients look for (127 and 126).
+        let source = if full.exists() {
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied")
         } else {
-            std::io::ErrorKind::NotFound
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("stat {program}: no such file or directory"),
+            )
         };
         return Err(ProcessError::Exec {
             path: program.into(),
-            source: std::io::Error::from(kind),
+            source,
         });
     }
     for dir in path_var.split(':') {

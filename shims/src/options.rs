@@ -4,7 +4,8 @@
 //! ```text
 //! berth-shim --runtime PATH --runtime-root DIR --bundle DIR --id ID
 //!            --socket PATH --state-dir DIR [--log-file FILE]
-//!            [--log-max-size BYTES] [--log-max-files N] [--no-stdin]
+//!            [--log-max-size BYTES] [--log-max-files N] [--no-log]
+//!            [--no-stdin]
 //! ```
 
 use std::ffi::OsString;
@@ -49,6 +50,9 @@ pub struct Options {
     pub log_max_size: Option<u64>,
     /// How many log files to keep in all when rotating (Docker's max-file).
     pub log_max_files: u32,
+    /// Write no container log at all (Docker's `none` log driver): the
+    /// output only goes to attached clients.
+    pub no_log: bool,
     /// Give the container /dev/null as stdin instead of a pipe.
     pub no_stdin: bool,
 }
@@ -73,6 +77,7 @@ impl Options {
             log_file: None,
             log_max_size: None,
             log_max_files: 1,
+            no_log: false,
             no_stdin: false,
         }
     }
@@ -95,6 +100,7 @@ impl Options {
         let mut log_file = None;
         let mut log_max_size = None;
         let mut log_max_files = 1;
+        let mut no_log = false;
         let mut no_stdin = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -115,6 +121,10 @@ impl Options {
                 "--log-max-files" => "--log-max-files",
                 "--no-stdin" if inline.is_none() => {
                     no_stdin = true;
+                    continue;
+                }
+                "--no-log" if inline.is_none() => {
+                    no_log = true;
                     continue;
                 }
                 _ => return Err(OptionsError::Unknown(text)),
@@ -164,6 +174,7 @@ impl Options {
             log_file,
             log_max_size,
             log_max_files,
+            no_log,
             no_stdin,
         })
     }
@@ -188,6 +199,9 @@ impl Options {
             pair("--log-max-size", size.to_string().into());
         }
         pair("--log-max-files", self.log_max_files.to_string().into());
+        if self.no_log {
+            args.push("--no-log".into());
+        }
         if self.no_stdin {
             args.push("--no-stdin".into());
         }
@@ -218,6 +232,8 @@ mod tests {
         opts.log_max_size = Some(1000);
         opts.log_max_files = 3;
         opts.no_stdin = true;
+        assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);
+        opts.no_log = true;
         assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);
         assert_eq!(opts.log_path(), PathBuf::from("/logs/c1.json"));
     }

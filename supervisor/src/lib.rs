@@ -5,6 +5,7 @@
 //! (`snapshots`), metadata (`metadata`), images (`images`), garbage
 //! collection (`gc`), and the gRPC services over them (`api`). Containers
 //! (`containers`) are records over an image, a snapshot and a runtime spec;
+//! a snapshot read as a root filesystem (changes, export) is `rootfs`;
 //! tasks (`tasks`) run them, each in a berth-shim that outlives the daemon.
 //! Namespaces (`namespaces`), leases (`leases`), a namespace's blobs and
 //! client writes of them (`blobs`) and events (`events`) are domain modules
@@ -25,6 +26,7 @@ pub mod namespaces;
 pub mod oci;
 pub use berth_client::reference;
 pub mod registry;
+pub mod rootfs;
 pub mod server;
 pub mod snapshots;
 pub mod sys;

@@ -121,6 +121,8 @@ pub async fn serve(
         task_config.runtime = runtime;
     }
     let tasks = Tasks::new(task_config, Arc::clone(&images), Arc::clone(&events));
+    // Views an export was reading when the last supervisor was killed.
+    crate::rootfs::remove_views(&tasks.views_dir());
     // Shims that outlived the last supervisor, before anyone can ask.
     tasks
         .recover()

@@ -1,9 +1,12 @@
 //! The one place a failure becomes Docker's status code and body,
-//! `{"message": "..."}`.
+//! `{"message": "..."}`: each domain error by its variant.
 
 use hyper::StatusCode;
 
 use crate::backend::BackendError;
+use crate::containers::spec::SpecError;
+use crate::containers::ContainerError;
+use crate::exec::ExecError;
 use crate::images::ImageError;
 
 /// A request that failed, with Docker's status for it.
@@ -20,6 +23,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
     Internal(String),
     #[error("page not found")]
     NoRoute,
@@ -33,23 +38,22 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
-impl From<BackendError> for ApiError {
-    fn from(e: BackendError) -> Self {
-        let message = e.to_string();
-        match e {
-            BackendError::NotFound(_) => ApiError::NotFound(message),
-            BackendError::AlreadyExists(_) | BackendError::FailedPrecondition(_) => {
-                ApiError::Conflict(message)
-            }
-            BackendError::InvalidArgument(_) => ApiError::BadRequest(message),
-            BackendError::Unauthorized(_) => ApiError::Unauthorized(message),
-            BackendError::Unavailable(_) | BackendError::Internal(_) => ApiError::Internal(message),
+/// The supervisor's answer, by its code.
+fn backend(message: String, e: &BackendError) -> ApiError {
+    match e {
+        BackendError::NotFound(_) => ApiError::NotFound(message),
+        BackendError::AlreadyExists(_) | BackendError::FailedPrecondition(_) => {
+            ApiError::Conflict(message)
         }
+        BackendError::InvalidArgument(_) => ApiError::BadRequest(message),
+        BackendError::Unauthorized(_) => ApiError::Unauthorized(message),
+        BackendError::Unavailable(_) | BackendError::Internal(_) => ApiError::Internal(message),
     }
 }
 
@@ -68,7 +72,61 @@ impl From<ImageError> for ApiError {
             ImageError::Conflict(_) => ApiError::Conflict(message),
             ImageError::Unauthorized(_) => ApiError::Unauthorized(message),
             ImageError::InvalidDocument { .. } => ApiError::Internal(message),
-            ImageError::Backend(e) => e.into(),
+            ImageError::Backend(b) => backend(message, &b),
+        }
+    }
+}
+
+impl From<ContainerError> for ApiError {
+    fn from(e: ContainerError) -> Self {
+        let message = e.to_string();
+        match e {
+            ContainerError::NotFound(_) => ApiError::NotFound(message),
+            ContainerError::Ambiguous(_)
+            | ContainerError::InvalidName(_)
+            | ContainerError::InvalidConfig(_)
+            | ContainerError::InvalidSignal(_) => ApiError::BadRequest(message),
+            ContainerError::NameInUse { .. }
+            | ContainerError::NotRunning(_)
+            | ContainerError::Paused(_)
+            | ContainerError::NotPaused(_)
+            | ContainerError::RemoveRunning(_)
+            | ContainerError::RemovalInProgress(_) => ApiError::Conflict(message),
+            ContainerError::AlreadyRunning(_) | ContainerError::AlreadyStopped(_) => {
+                ApiError::NotModified(message)
+            }
+            ContainerError::LogsUnsupported => ApiError::NotImplemented(message),
+            ContainerError::Image(e) => e.into(),
+            ContainerError::Spec(e) => match e {
+                SpecError::NetworkNotFound(_) => ApiError::NotFound(message),
+                SpecError::PeerNotRunning { .. } => ApiError::Conflict(message),
+                _ => ApiError::BadRequest(message),
+            },
+            ContainerError::StartFailed { source, .. } | ContainerError::Backend { source, .. } => {
+                match source {
+                    // A task the runtime refused to make is the request's fault.
+                    BackendError::InvalidArgument(_) | BackendError::FailedPrecondition(_) => {
+                        ApiError::BadRequest(message)
+                    }
+                    ref other => backend(message, other),
+                }
+            }
+            ContainerError::State(_) | ContainerError::Io { .. } => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<ExecError> for ApiError {
+    fn from(e: ExecError) -> Self {
+        let message = e.to_string();
+        match e {
+            ExecError::NotFound(_) => ApiError::NotFound(message),
+            ExecError::Container(e) => e.into(),
+            ExecError::Paused(_) | ExecError::AlreadyRunning(_) | ExecError::AlreadyRan(_) => {
+                ApiError::Conflict(message)
+            }
+            ExecError::NoCommand | ExecError::InvalidProcess(_) => ApiError::BadRequest(message),
+            ExecError::Backend { source, .. } => backend(message, &source),
         }
     }
 }
@@ -76,6 +134,7 @@ impl From<ImageError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::NameError;
 
     #[test]
     fn statuses() {
@@ -85,11 +144,130 @@ mod tests {
             (ApiError::NoRoute, 404),
             (ApiError::Conflict("x".into()), 409),
             (ApiError::NotModified("x".into()), 304),
+            (ApiError::NotImplemented("x".into()), 501),
             (ApiError::Internal("x".into()), 500),
             (ApiError::Unauthorized("x".into()), 401),
         ];
         for (err, code) in table {
             assert_eq!(err.status().as_u16(), code, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn container_errors() {
+        let b = |e: BackendError| ContainerError::Backend {
+            what: "x".into(),
+            source: e,
+        };
+        let io = std::io::Error::other("x");
+        let table: Vec<(ContainerError, u16)> = vec![
+            (ContainerError::NotFound("a".into()), 404),
+            (ContainerError::Ambiguous("a".into()), 400),
+            (
+                ContainerError::NameInUse {
+                    name: "a".into(),
+                    id: "b".into(),
+                },
+                409,
+            ),
+            (
+                ContainerError::InvalidName(NameError::Invalid("a".into())),
+                400,
+            ),
+            (ContainerError::Image(ImageError::NotFound("a".into())), 404),
+            (ContainerError::InvalidConfig("a".into()), 400),
+            (ContainerError::Spec(SpecError::MemoryTooLow), 400),
+            (
+                ContainerError::Spec(SpecError::NetworkNotFound("n".into())),
+                404,
+            ),
+            (
+                ContainerError::Spec(SpecError::PeerNotRunning {
+                    what: "pid",
+                    container: "c".into(),
+                }),
+                409,
+            ),
+            (ContainerError::AlreadyRunning("a".into()), 304),
+            (ContainerError::AlreadyStopped("a".into()), 304),
+            (ContainerError::NotRunning("a".into()), 409),
+            (ContainerError::Paused("a".into()), 409),
+            (ContainerError::NotPaused("a".into()), 409),
+            (ContainerError::RemoveRunning("a".into()), 409),
+            (ContainerError::RemovalInProgress("a".into()), 409),
+            (ContainerError::InvalidSignal("a".into()), 400),
+            (ContainerError::LogsUnsupported, 501),
+            (
+                ContainerError::StartFailed {
+                    id: "a".into(),
+                    source: BackendError::Internal("x".into()),
+                },
+                500,
+            ),
+            (
+                ContainerError::StartFailed {
+                    id: "a".into(),
+                    source: BackendError::InvalidArgument("x".into()),
+                },
+                400,
+            ),
+            (b(BackendError::NotFound("x".into())), 404),
+            (b(BackendError::AlreadyExists("x".into())), 409),
+            (b(BackendError::Unavailable("x".into())), 500),
+            (
+                ContainerError::Io {
+                    what: "x",
+                    path: "/x".into(),
+                    source: io,
+                },
+                500,
+            ),
+        ];
+        for (err, code) in table {
+            let text = err.to_string();
+            assert_eq!(ApiError::from(err).status().as_u16(), code, "{text}");
+        }
+    }
+
+    #[test]
+    fn exec_and_image_errors() {
+        let table: Vec<(ExecError, u16)> = vec![
+            (ExecError::NotFound("a".into()), 404),
+            (
+                ExecError::Container(ContainerError::NotRunning("a".into())),
+                409,
+            ),
+            (ExecError::Paused("a".into()), 409),
+            (ExecError::AlreadyRunning("a".into()), 409),
+            (ExecError::AlreadyRan("a".into()), 409),
+            (ExecError::NoCommand, 400),
+            (ExecError::InvalidProcess("a".into()), 400),
+            (
+                ExecError::Backend {
+                    what: "x".into(),
+                    source: BackendError::NotFound("x".into()),
+                },
+                404,
+            ),
+        ];
+        for (err, code) in table {
+            let text = err.to_string();
+            assert_eq!(ApiError::from(err).status().as_u16(), code, "{text}");
+        }
+        let table: Vec<(ImageError, u16)> = vec![
+            (ImageError::NotFound("a".into()), 404),
+            (
+                ImageError::NoPlatform {
+                    name: "a".into(),
+                    platform: "p".into(),
+                },
+                404,
+            ),
+            (ImageError::Backend(BackendError::Internal("x".into())), 500),
+        ];
+        for (err, code) in table {
+            let text = err.to_string();
+            assert_eq!(ApiError::from(err).status().as_u16(), code, "{text}");
         }
     }
 }

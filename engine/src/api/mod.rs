@@ -17,8 +17,11 @@ use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub mod containers;
 pub mod error;
+pub mod exec;
 pub mod images;
+pub mod stream;
 pub mod system;
 pub mod version;
 
@@ -232,10 +235,13 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         .to_string();
     let method = req.method.clone();
     let path = req.path.clone();
+    let began = std::time::Instant::now();
     let result = match first.as_str() {
         "_ping" | "version" | "info" | "events" | "system" | "auth" => {
             system::handle(&engine, req).await
         }
+        "containers" => containers::handle(&engine, req).await,
+        "exec" => exec::handle(&engine, req).await,
         "images" => images::handle(&engine, req).await,
         _ => Err(ApiError::NoRoute),
     };
@@ -250,6 +256,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
             error_response(&err)
         }
     };
+    tracing::debug!(%method, path, status = resp.status().as_u16(), micros = began.elapsed().as_micros() as u64, "request");
     add_server_headers(resp.headers_mut());
     resp
 }

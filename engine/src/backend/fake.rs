@@ -296,6 +296,28 @@ impl Supervisor for Fake {
         Box::pin(async move { result })
     }
 
+    fn get_container(&self, id: &str) -> BoxFuture<'_, Result<containers::Container>> {
+        let found = self
+            .lock()
+            .containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("container", id));
+        Box::pin(async move { found })
+    }
+
+    fn update_container_spec(&self, id: &str, spec: Vec<u8>) -> BoxFuture<'_, Result<()>> {
+        let mut state = self.lock();
+        let result = match state.containers.get_mut(id) {
+            Some(c) => {
+                c.spec = spec;
+                Ok(())
+            }
+            None => Err(not_found("container", id)),
+        };
+        Box::pin(async move { result })
+    }
+
     fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>> {
         self.record(format!("delete_container {id}"));
         let mut state = self.lock();

@@ -176,6 +176,23 @@ impl Supervisor for Grpc {
         Box::pin(async move { Ok(self.client.containers().create(req).await?.into_inner()) })
     }
 
+    fn get_container(&self, id: &str) -> BoxFuture<'_, Result<containers::Container>> {
+        let req = containers::GetContainerRequest { id: id.to_string() };
+        Box::pin(async move { Ok(self.client.containers().get(req).await?.into_inner()) })
+    }
+
+    fn update_container_spec(&self, id: &str, spec: Vec<u8>) -> BoxFuture<'_, Result<()>> {
+        let req = containers::UpdateContainerRequest {
+            id: id.to_string(),
+            spec,
+            ..Default::default()
+        };
+        Box::pin(async move {
+            self.client.containers().update(req).await?;
+            Ok(())
+        })
+    }
+
     fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>> {
         let req = containers::DeleteContainerRequest { id: id.to_string() };
         Box::pin(async move {
@@ -202,6 +219,7 @@ impl Supervisor for Grpc {
             container_id: id.to_string(),
             stdin: opts.stdin,
             log_max_size: opts.log_max_size,
+            ..Default::default()
         };
         Box::pin(async move { Ok(self.client.tasks().create(req).await?.into_inner().pid) })
     }

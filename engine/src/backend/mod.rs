@@ -85,7 +85,14 @@ pub struct Attached {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskOptions {
     pub stdin: bool,
+    /// Where the container's json-file log goes; `None`: the shim's default.
+    pub log_path: Option<std::path::PathBuf>,
+    /// Rotate the log past this size; 0: never.
     pub log_max_size: u64,
+    /// Log files kept in all when rotating (0 counts as 1).
+    pub log_max_files: u32,
+    /// Docker's `none` log driver: output goes only to attached clients.
+    pub no_log: bool,
 }
 
 /// Every call the engine makes to the supervisor, in its namespace.
@@ -123,6 +130,9 @@ pub trait Supervisor: Send + Sync + 'static {
         &self,
         req: containers::CreateContainerRequest,
     ) -> BoxFuture<'_, Result<containers::Container>>;
+    fn get_container(&self, id: &str) -> BoxFuture<'_, Result<containers::Container>>;
+    /// Replaces the container's OCI spec (JSON), used at its next start.
+    fn update_container_spec(&self, id: &str, spec: Vec<u8>) -> BoxFuture<'_, Result<()>>;
     fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>>;
     fn list_containers(&self) -> BoxFuture<'_, Result<Vec<containers::Container>>>;
 

@@ -7,6 +7,8 @@ use anyhow::Context;
 use berth_engine::config::{Paths, DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT};
 use berth_engine::daemon::{self, Options};
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(
@@ -45,9 +47,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         tracing::Level::INFO
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
+    // Debug messages of berth's own crates only (not of hyper, h2, tower).
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("berth_engine", level)
+        .with_target("berth_client", level)
+        .with_default(tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     let socket = match &args.host {
         None => None,

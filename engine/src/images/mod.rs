@@ -392,5 +392,17 @@ fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A file of the image's root filesystem (`/etc/passwd`, say), if it has
+/// one: read from its layers (see [`files`]).
+pub async fn read_file(
+    engine: &Engine,
+    image: &Image,
+    path: &str,
+) -> Result<Option<Vec<u8>>, ImageError> {
+    Ok(files::read_file(engine, image, path)
+        .await?
+        .map(|b| b.to_vec()))
+}
+
 #[cfg(test)]
 mod tests;

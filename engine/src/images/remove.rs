@@ -13,6 +13,7 @@ use super::list::{grouped, repo_tags, Filters};
 use super::names::{familiar, is_tagged, repository_of, short_id};
 use super::{lookup, Image, ImageError};
 use crate::backend::BackendError;
+use crate::containers::record::Status;
 use crate::events::Kind;
 use crate::Engine;
 
@@ -109,16 +110,32 @@ pub async fn users(
                 .iter()
                 .any(|n| !is_tagged(n) && repository_of(n) == repository_of(c))
     };
-    Ok(containers
-        .into_iter()
-        .filter(|c| {
-            names.contains(&c.image) || c.image == image.id || c.image == hex || kept_for(&c.image)
+    // The engine's records name the image by id, as Docker's do.
+    let mut users: Vec<User> = engine
+        .containers
+        .all()
+        .iter()
+        .map(|c| (c.record(), c.status()))
+        .filter(|(r, _)| r.image_id == image.id)
+        .map(|(r, status)| User {
+            id: r.id,
+            running: matches!(
+                status,
+                Status::Running | Status::Paused | Status::Restarting
+            ),
         })
-        .map(|c| User {
-            running: running.contains(&c.id.as_str()),
-            id: c.id,
-        })
-        .collect())
+        .collect();
+    for c in containers {
+        let uses =
+            names.contains(&c.image) || c.image == image.id || c.image == hex || kept_for(&c.image);
+        if uses && !users.iter().any(|u| u.id == c.id) {
+            users.push(User {
+                running: running.contains(&c.id.as_str()),
+                id: c.id,
+            });
+        }
+    }
+    Ok(users)
 }
 
 /// `DELETE /images/{name}?force=&noprune=`.

@@ -90,7 +90,8 @@ fn image(name: &str, created: &str, layers: &[Vec<u8>]) -> (pb::Image, Vec<(Stri
 async fn engine(fake: &Fake) -> (Arc<Engine>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::new(dir.path().join("data"), dir.path().join("exec"));
-    let engine = Engine::open(Arc::new(fake.clone()), paths).await.unwrap();
+    std::fs::create_dir_all(paths.engine_dir()).unwrap();
+    let engine = Engine::open(Arc::new(fake.clone()), paths).unwrap();
     (Arc::new(engine), dir)
 }
 

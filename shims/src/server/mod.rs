@@ -138,7 +138,8 @@ pub struct Shim {
     runtime: RuntimeCli,
     listener: Option<UnixListener>,
     signals: SignalFd,
-    log: LogFile,
+    /// The container log; none with `--no-log`.
+    log: Option<LogFile>,
     log_failing: bool,
     init: Proc,
     execs: HashMap<String, Proc>,
@@ -170,7 +171,14 @@ impl Shim {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(ShimError::Signals)?;
         let terminal = read_terminal(&opts.bundle)?;
-        let log = LogFile::open(&opts.log_path(), opts.log_max_size, opts.log_max_files)?;
+        let log = match opts.no_log {
+            true => None,
+            false => Some(LogFile::open(
+                &opts.log_path(),
+                opts.log_max_size,
+                opts.log_max_files,
+            )?),
+        };
         // Bound before the pid file is written: a second shim for the same
         // socket fails here and leaves the first one's files alone.
         let listener = bind_control(&opts.socket)?;
@@ -204,7 +212,7 @@ impl Shim {
         runtime: RuntimeCli,
         listener: Option<UnixListener>,
         signals: SignalFd,
-        log: LogFile,
+        log: Option<LogFile>,
         init: Proc,
     ) -> Shim {
         Shim {
@@ -625,7 +633,7 @@ impl Shim {
             SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
         )
         .unwrap();
-        let log = LogFile::open(&opts.log_path(), None, 1).unwrap();
+        let log = Some(LogFile::open(&opts.log_path(), None, 1).unwrap());
         let runtime = RuntimeCli::new(
             opts.runtime.clone(),
             opts.runtime_root.clone(),

@@ -43,6 +43,9 @@ impl Shim {
             };
             let now = SystemTime::now();
             let mut write_log = |entry: &[u8]| {
+                let Some(log) = log.as_mut() else {
+                    return;
+                };
                 if let Err(e) = log.write_entry(stream, entry, now) {
                     if !*log_failing {
                         warn!(error = %e, "writing the container log failed");
@@ -75,7 +78,7 @@ impl Shim {
                 }
             }
         }
-        match log.flush() {
+        match log.as_mut().map_or(Ok(()), |log| log.flush()) {
             Ok(()) => *log_failing = false,
             Err(e) => {
                 if !*log_failing {

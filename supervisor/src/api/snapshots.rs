@@ -1,5 +1,6 @@
-//! The Snapshots service: decodes, calls `crate::snapshots` (and `diff`),
-//! encodes; a snapshot prepared under a lease is added to it.
+//! The Snapshots service: decodes, calls `crate::snapshots` (and `diff`,
+//! and `rootfs` for changes and exports), encodes; a snapshot prepared
+//! under a lease is added to it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,11 +9,31 @@ use berth_proto::snapshots::v1 as snapshots_pb;
 use berth_proto::types::v1 as types_pb;
 use tonic::{Request, Response, Status};
 
-use super::{blocking, descriptor_pb, labels, lease, namespace, timestamp, Service};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{blocking, descriptor_pb, labels, lease, namespace, timestamp, BoxStream, Service};
+use crate::archive::{Change, ChangeKind, NewPath};
 use crate::diff;
 use crate::images::ImageError;
 use crate::metadata::SnapshotKind;
+use crate::rootfs::{self, ChunkWriter};
 use crate::snapshots::Mount;
+
+/// Bytes per chunk of an export.
+const EXPORT_CHUNK: usize = 1 << 20;
+
+fn change_pb(c: Change) -> snapshots_pb::Change {
+    let kind = match c.kind {
+        ChangeKind::Modified => snapshots_pb::ChangeKind::ChangeModified,
+        ChangeKind::Added => snapshots_pb::ChangeKind::ChangeAdded,
+        ChangeKind::Deleted => snapshots_pb::ChangeKind::ChangeDeleted,
+    };
+    snapshots_pb::Change {
+        path: c.path.to_string_lossy().into_owned(),
+        kind: kind as i32,
+    }
+}
 
 fn mounts_pb(mounts: Vec<Mount>) -> snapshots_pb::MountsResponse {
     snapshots_pb::MountsResponse {
@@ -216,5 +237,90 @@ impl snapshots_pb::snapshots_server::Snapshots for Service {
             diff: Some(descriptor_pb(&desc)),
             diff_id,
         }))
+    }
+
+    async fn changes(
+        &self,
+        req: Request<snapshots_pb::ChangesRequest>,
+    ) -> Result<Response<snapshots_pb::ChangesResponse>, Status> {
+        let ns = namespace(&req)?;
+        let key = req.into_inner().key;
+        let images = Arc::clone(&self.images);
+        let changes = blocking(move || rootfs::changes(&images, &ns, &key)).await?;
+        Ok(Response::new(snapshots_pb::ChangesResponse {
+            changes: changes.into_iter().map(change_pb).collect(),
+        }))
+    }
+
+    async fn add_paths(
+        &self,
+        req: Request<snapshots_pb::AddPathsRequest>,
+    ) -> Result<Response<snapshots_pb::AddPathsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let paths: Vec<(std::path::PathBuf, NewPath)> = r
+            .paths
+            .into_iter()
+            .map(|p| {
+                let what = match p.r#type() {
+                    snapshots_pb::PathType::PathFile => NewPath::File,
+                    snapshots_pb::PathType::PathDirectory => NewPath::Directory,
+                    snapshots_pb::PathType::PathSymlink => NewPath::Symlink {
+                        target: p.target.into(),
+                    },
+                };
+                (p.path.into(), what)
+            })
+            .collect();
+        let images = Arc::clone(&self.images);
+        let added = blocking(move || rootfs::add_paths(&images, &ns, &r.key, &paths)).await?;
+        Ok(Response::new(snapshots_pb::AddPathsResponse {
+            added: added
+                .into_iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        }))
+    }
+
+    async fn resolve_user(
+        &self,
+        req: Request<snapshots_pb::ResolveUserRequest>,
+    ) -> Result<Response<snapshots_pb::ResolveUserResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let images = Arc::clone(&self.images);
+        let user = blocking(move || rootfs::resolve_user(&images, &ns, &r.key, &r.user)).await?;
+        Ok(Response::new(snapshots_pb::ResolveUserResponse {
+            uid: user.uid,
+            gid: user.gid,
+            additional_gids: user.additional_gids,
+        }))
+    }
+
+    type ExportStream = BoxStream<snapshots_pb::ExportChunk>;
+
+    async fn export(
+        &self,
+        req: Request<snapshots_pb::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let ns = namespace(&req)?;
+        let key = req.into_inner().key;
+        let images = Arc::clone(&self.images);
+        let views = self.tasks.views_dir();
+        // Mounted before answering: a missing snapshot is the call's status.
+        let view = blocking(move || rootfs::mount_view(&images, &views, &ns, &key)).await?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let sink = ChunkWriter::new(EXPORT_CHUNK, |data| {
+                tx.blocking_send(Ok(snapshots_pb::ExportChunk { data }))
+                    .map_err(|_| std::io::Error::other("the client went away"))
+            });
+            if let Err(e) = rootfs::write_tar(&view, sink) {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+            // Unmounted here, however the export ended.
+            drop(view);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -73,6 +73,9 @@ impl pb::tasks_server::Tasks for Service {
         let opts = CreateOptions {
             stdin: r.stdin,
             log_max_size: r.log_max_size,
+            log_path: (!r.log_path.is_empty()).then(|| r.log_path.clone().into()),
+            log_max_files: r.log_max_files,
+            no_log: r.no_log,
         };
         let (tasks, id) = (Arc::clone(&self.tasks), r.container_id.clone());
         let pid = uncancelled(async move { tasks.create(&ns, &id, opts).await }).await?;
@@ -231,6 +234,13 @@ impl pb::tasks_server::Tasks for Service {
             io_read_bytes: s.io_read_bytes,
             io_write_bytes: s.io_write_bytes,
             raw: serde_json::to_vec(&s.raw).unwrap_or_default(),
+            cgroup_version: s.cgroup_version,
+            memory_stats: s.memory_stats.into_iter().collect(),
+            memory_failcnt: s.memory_failcnt,
+            cpu_percpu_ns: s.cpu_percpu_ns,
+            cpu_throttling_periods: s.cpu_throttling_periods,
+            cpu_throttled_periods: s.cpu_throttled_periods,
+            cpu_throttled_time_ns: s.cpu_throttled_time_ns,
         }))
     }
 

@@ -110,7 +110,7 @@ fn read_err(path: &Path, e: impl Into<io::Error>) -> ArchiveError {
 }
 
 /// The names in directory `dir`, in byte order.
-fn list_dir(dir: BorrowedFd<'_>, rel: &Path) -> Result<Vec<OsString>, ArchiveError> {
+pub(super) fn list_dir(dir: BorrowedFd<'_>, rel: &Path) -> Result<Vec<OsString>, ArchiveError> {
     let mut listing = Dir::openat(
         dir,
         ".",

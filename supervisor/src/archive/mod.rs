@@ -1,4 +1,6 @@
-//! Layer archives: apply a layer tar into a snapshot directory, and turn a snapshot's changes into a layer tar.
+//! Layer archives: apply a layer tar into a snapshot directory, and turn a snapshot's changes into a layer tar
+//! (or into the list `docker diff` prints, [`list_changes`]); add Docker's init layer paths to one
+//! ([`add_paths`]).
 //!
 //! Layers follow the OCI image-spec changeset format (`image-layout/layer.md`):
 //! a tar of added and changed entries, where `dir/.wh.name` deletes `name`
@@ -14,7 +16,9 @@
 //! components or symlinks the layer holds.
 
 mod apply;
+mod changes;
 mod diff;
+mod init_layer;
 mod sys;
 
 use std::ffi::{CStr, OsStr};
@@ -28,7 +32,9 @@ use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 pub use apply::{apply_layer, inherit_implied_dirs, read_file_in_lowers};
+pub use changes::{list_changes, Change, ChangeKind};
 pub use diff::write_diff;
+pub use init_layer::{add_paths, path_names, NewPath};
 
 /// What [`apply_layer`] did.
 #[derive(Debug, Default, Clone)]

@@ -61,6 +61,7 @@ impl Tasks {
         record: &containers::ContainerRecord,
         opts: &CreateOptions,
     ) -> Result<Arc<Task>, TaskError> {
+        opts.check_log()?;
         let dir = self.dir(ns, id);
         let socket = dir.join("shim.sock");
         if StateDir::new(&dir).longest_socket().as_os_str().len() > MAX_SOCKET_PATH {
@@ -99,6 +100,9 @@ impl Tasks {
         let mut shim_opts = Options::new(runtime, self.runtime_root(ns), &dir, id, &socket, &dir);
         shim_opts.no_stdin = !opts.stdin;
         shim_opts.log_max_size = (opts.log_max_size > 0).then_some(opts.log_max_size);
+        shim_opts.log_file = opts.log_path.clone();
+        shim_opts.log_max_files = opts.log_max_files.max(1);
+        shim_opts.no_log = opts.no_log;
         let started = self.start_shim(ns, id, &shim_opts).await;
         let pid = match started {
             Ok(pid) => pid,

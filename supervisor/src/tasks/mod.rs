@@ -240,6 +240,25 @@ pub struct Stats {
     pub io_write_bytes: u64,
     /// The runtime's report, JSON.
     pub raw: Value,
+    /// 1 or 2; 0 until [`Tasks::stats`] sets it.
+    pub cgroup_version: u32,
+    /// memory.stat, key by key.
+    pub memory_stats: BTreeMap<String, u64>,
+    pub memory_failcnt: u64,
+    /// Per CPU, ns (v1 only).
+    pub cpu_percpu_ns: Vec<u64>,
+    pub cpu_throttling_periods: u64,
+    pub cpu_throttled_periods: u64,
+    pub cpu_throttled_time_ns: u64,
+}
+
+/// Which cgroup hierarchy the host has (and so its containers): 2 when
+/// /sys/fs/cgroup is cgroup2, else 1.
+pub fn host_cgroup_version() -> u32 {
+    match nix::sys::statfs::statfs("/sys/fs/cgroup") {
+        Ok(fs) if fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => 2,
+        _ => 1,
+    }
 }
 
 impl Stats {
@@ -277,6 +296,25 @@ impl Stats {
             pids_limit: limit(n("/pids/limit")),
             io_read_bytes: io("read"),
             io_write_bytes: io("write"),
+            cgroup_version: 0,
+            memory_stats: data
+                .pointer("/memory/raw")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            memory_failcnt: n("/memory/usage/failcnt"),
+            cpu_percpu_ns: data
+                .pointer("/cpu/usage/percpu")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default(),
+            cpu_throttling_periods: n("/cpu/throttling/periods"),
+            cpu_throttled_periods: n("/cpu/throttling/throttledPeriods"),
+            cpu_throttled_time_ns: n("/cpu/throttling/throttledTime"),
             raw,
         }
     }
@@ -289,6 +327,49 @@ pub struct CreateOptions {
     pub stdin: bool,
     /// Rotate the container log past this size; 0: never.
     pub log_max_size: u64,
+    /// Where the container log goes (appended to); `None`: `log.json` in
+    /// the shim's directory, removed with the task.
+    pub log_path: Option<PathBuf>,
+    /// How many log files to keep when rotating; 0 counts as 1.
+    pub log_max_files: u32,
+    /// No container log at all (Docker's `none` driver).
+    pub no_log: bool,
+}
+
+impl CreateOptions {
+    /// Refuses a log path the shim could not open: relative, in a
+    /// directory that does not exist, or a directory itself.
+    fn check_log(&self) -> Result<(), TaskError> {
+        let Some(path) = self.log_path.as_deref().filter(|_| !self.no_log) else {
+            return Ok(());
+        };
+        let invalid = |reason: String| TaskError::Invalid {
+            what: "log path",
+            reason,
+        };
+        if !path.is_absolute() {
+            return Err(invalid(format!(
+                "{}: give an absolute path",
+                path.display()
+            )));
+        }
+        if path.file_name().is_none() {
+            return Err(invalid(format!("{}: name a file", path.display())));
+        }
+        match path.parent().map(std::fs::metadata) {
+            Some(Ok(m)) if m.is_dir() => {}
+            _ => {
+                return Err(invalid(format!(
+                    "{}: its directory does not exist",
+                    path.display()
+                )))
+            }
+        }
+        if path.is_dir() {
+            return Err(invalid(format!("{}: is a directory", path.display())));
+        }
+        Ok(())
+    }
 }
 
 struct Task {
@@ -433,6 +514,12 @@ impl Tasks {
         })
     }
 
+    /// Where read-only views of snapshots are mounted while they are read
+    /// (`crate::rootfs`): runtime state, like the tasks' mounts.
+    pub fn views_dir(&self) -> PathBuf {
+        self.config.state.join("views")
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
         // The table holds no invariant a panic could break halfway.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
@@ -539,8 +626,11 @@ mod tests {
     #[test]
     fn stats_read_v1_and_v2_reports() {
         let v1 = json!({"type": "stats", "data": {
-            "cpu": {"usage": {"total": 5, "user": 3, "kernel": 2}},
-            "memory": {"usage": {"usage": 100, "max": 200, "limit": 9223372036854771712u64}},
+            "cpu": {"usage": {"total": 5, "user": 3, "kernel": 2, "percpu": [4, 1]},
+                    "throttling": {"periods": 9, "throttledPeriods": 2, "throttledTime": 70}},
+            "memory": {"usage": {"usage": 100, "max": 200, "limit": 9223372036854771712u64,
+                                 "failcnt": 1},
+                       "raw": {"cache": 30, "total_inactive_file": 20}},
             "pids": {"current": 2, "limit": 0},
             "blkio": {"ioServiceBytesRecursive": [
                 {"major": 8, "minor": 0, "op": "Read", "value": 10},
@@ -553,11 +643,57 @@ mod tests {
             (100, 200, 0)
         );
         assert_eq!((s.io_read_bytes, s.io_write_bytes), (11, 7));
-        let v2 = json!({"memory": {"usage": {"usage": 4096, "limit": 16777216}},
-                        "pids": {"current": 1, "limit": 64}});
+        assert_eq!(s.cpu_percpu_ns, vec![4, 1]);
+        assert_eq!(
+            (
+                s.cpu_throttling_periods,
+                s.cpu_throttled_periods,
+                s.cpu_throttled_time_ns
+            ),
+            (9, 2, 70)
+        );
+        assert_eq!(s.memory_failcnt, 1);
+        assert_eq!(s.memory_stats["total_inactive_file"], 20);
+        let v2 = json!({"memory": {"usage": {"usage": 4096, "limit": 16777216},
+                                   "raw": {"inactive_file": 1024, "anon": 8}},
+                        "pids": {"current": 1, "limit": 64},
+                        "blkio": {"ioServiceBytesRecursive": [
+                            {"major": 8, "minor": 0, "op": "read", "value": 5},
+                            {"major": 8, "minor": 0, "op": "write", "value": 6}]}});
         let s = Stats::from_runtime(v2);
         assert_eq!((s.memory_usage, s.memory_limit), (4096, 16 << 20));
         assert_eq!((s.pids_current, s.pids_limit), (1, 64));
+        assert_eq!(s.memory_stats.get("inactive_file"), Some(&1024));
+        assert_eq!((s.io_read_bytes, s.io_write_bytes), (5, 6));
+        assert!(s.cpu_percpu_ns.is_empty());
+        assert!(matches!(host_cgroup_version(), 1 | 2));
+    }
+
+    #[test]
+    fn log_paths_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |path: &str| CreateOptions {
+            log_path: Some(PathBuf::from(path)),
+            ..CreateOptions::default()
+        };
+        let file = dir.path().join("c1.log");
+        assert!(CreateOptions::default().check_log().is_ok());
+        assert!(with(file.to_str().unwrap()).check_log().is_ok());
+        let refused = |opts: CreateOptions, text: &str| match opts.check_log() {
+            Err(e @ TaskError::Invalid { .. }) => {
+                assert!(e.to_string().contains(text), "{e}")
+            }
+            other => panic!("{other:?}"),
+        };
+        refused(with("logs/c1.log"), "give an absolute path");
+        let missing = dir.path().join("missing/c1.log");
+        refused(with(missing.to_str().unwrap()), "directory does not exist");
+        refused(with(dir.path().to_str().unwrap()), "is a directory");
+        refused(with("/"), "name a file");
+        // Without a log, the path is not used.
+        let mut none = with("relative");
+        none.no_log = true;
+        assert!(none.check_log().is_ok());
     }
 
     #[test]

@@ -326,7 +326,9 @@ impl Tasks {
     pub async fn stats(&self, ns: &str, id: &str) -> Result<Stats, TaskError> {
         let task = self.task(ns, id)?;
         task.check_alive("it has no cgroup any more")?;
-        Ok(Stats::from_runtime(task.call(&Request::Stats).await?))
+        let mut stats = Stats::from_runtime(task.call(&Request::Stats).await?);
+        stats.cgroup_version = super::host_cgroup_version();
+        Ok(stats)
     }
 
     /// Attaches to a process: its output, and (with `stdin`) its input.

@@ -15,6 +15,7 @@ use crate::leases::LeaseError;
 use crate::metadata::MetadataError;
 use crate::namespaces::NamespaceError;
 use crate::registry::RegistryError;
+use crate::rootfs::RootfsError;
 use crate::snapshots::SnapshotError;
 use crate::tasks::bundle::BundleError;
 use crate::tasks::TaskError;
@@ -68,6 +69,19 @@ fn snapshot_code(e: &SnapshotError) -> Code {
         | SnapshotError::HasChildren { .. } => Code::FailedPrecondition,
         SnapshotError::Metadata(m) => metadata_code(m),
         SnapshotError::Io { .. } => Code::Internal,
+    }
+}
+
+fn rootfs_code(e: &RootfsError) -> Code {
+    match e {
+        RootfsError::Snapshot(s) => snapshot_code(s),
+        RootfsError::Metadata(m) => metadata_code(m),
+        RootfsError::InvalidPath(_) | RootfsError::NoTarget(_) => Code::InvalidArgument,
+        RootfsError::User(c) => container_code(c),
+        // The client went away, or the files could not be read.
+        RootfsError::Archive { .. }
+        | RootfsError::MountPoint { .. }
+        | RootfsError::Mount { .. } => Code::Internal,
     }
 }
 
@@ -240,6 +254,7 @@ into_status!(
     MetadataError => metadata_code,
     ContentError => content_code,
     SnapshotError => snapshot_code,
+    RootfsError => rootfs_code,
     ImageError => image_code,
     ContainerError => container_code,
     NamespaceError => namespace_code,

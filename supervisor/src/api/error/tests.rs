@@ -121,6 +121,59 @@ fn snapshot_cases() -> Vec<(SnapshotError, Code)> {
     ]
 }
 
+fn rootfs_cases() -> Vec<(RootfsError, Code)> {
+    let mut cases: Vec<(RootfsError, Code)> = snapshot_cases()
+        .into_iter()
+        .map(|(e, c)| (e.into(), c))
+        .collect();
+    cases.extend(metadata_cases().into_iter().map(|(e, c)| (e.into(), c)));
+    cases.extend([
+        (
+            RootfsError::InvalidPath(PathBuf::from("etc")),
+            Code::InvalidArgument,
+        ),
+        (
+            RootfsError::NoTarget(PathBuf::from("/etc/mtab")),
+            Code::InvalidArgument,
+        ),
+        (
+            RootfsError::User(ContainerError::InvalidUser(":".into())),
+            Code::InvalidArgument,
+        ),
+        (
+            RootfsError::User(ContainerError::UserNotFound {
+                what: "user",
+                name: "web".into(),
+                file: "/etc/passwd",
+            }),
+            Code::InvalidArgument,
+        ),
+        (
+            RootfsError::Archive {
+                key: "c1".into(),
+                source: ArchiveError::WriteLayer { source: io_error() },
+            },
+            Code::Internal,
+        ),
+        (
+            RootfsError::MountPoint {
+                path: PathBuf::from("/v/1"),
+                source: io_error(),
+            },
+            Code::Internal,
+        ),
+        (
+            RootfsError::Mount {
+                key: "c1".into(),
+                target: PathBuf::from("/v/1"),
+                source: nix::errno::Errno::EINVAL,
+            },
+            Code::Internal,
+        ),
+    ]);
+    cases
+}
+
 fn registry_cases() -> Vec<(RegistryError, Code)> {
     let url = || "https://r/v2/".to_string();
     vec![
@@ -457,6 +510,7 @@ fn every_variant_has_its_code() {
     check(metadata_cases(), Status::from);
     check(content_cases(), Status::from);
     check(snapshot_cases(), Status::from);
+    check(rootfs_cases(), Status::from);
     check(registry_cases(), |e| status(e.into()));
     check(image_cases(), status);
     check(image_cases(), Status::from);
@@ -513,6 +567,11 @@ fn messages_the_clients_see_are_kept() {
             "read blob: eio",
         ),
         (invalid("x"), Code::InvalidArgument, "x"),
+        (
+            RootfsError::Snapshot(SnapshotError::NotFound("c1".into())).into(),
+            Code::NotFound,
+            "snapshot \"c1\" not found",
+        ),
     ];
     for (s, code, msg) in cases {
         assert_eq!((s.code(), s.message()), (code, msg));

@@ -153,7 +153,9 @@ pub fn read_file_in_lowers(
     let fd = openat(
         &found.dir,
         name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        // O_NONBLOCK: a fifo swapped in since the lstat (a running
+        // container's layer) must not hang the open.
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| ArchiveError::Read {

@@ -1,5 +1,6 @@
 //! `berth-ctr snapshots`: prepare, view, commit, list, measure, mount and
-//! diff snapshots through the Snapshots service.
+//! diff snapshots, list their changes and export them, through the
+//! Snapshots service.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -55,6 +56,16 @@ pub enum SnapshotsCommand {
         #[arg(long)]
         media_type: Option<String>,
     },
+    /// List the paths a snapshot changed, as docker diff does (C, A, D)
+    Changes {
+        /// Snapshot
+        key: String,
+    },
+    /// Write a tar of a snapshot's whole filesystem to stdout, as docker export does
+    Export {
+        /// Snapshot
+        key: String,
+    },
 }
 
 #[derive(Args)]
@@ -70,8 +81,9 @@ pub struct SnapshotArgs {
 
 pub async fn handle(client: &Client, cmd: SnapshotsCommand) -> Result<()> {
     use berth_proto::snapshots::v1::{
-        CommitSnapshotRequest, DiffRequest, Kind, ListSnapshotsRequest, MountsRequest,
-        PrepareSnapshotRequest, RemoveSnapshotRequest, UsageRequest, ViewSnapshotRequest,
+        ChangeKind, ChangesRequest, CommitSnapshotRequest, DiffRequest, ExportRequest, Kind,
+        ListSnapshotsRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+        UsageRequest, ViewSnapshotRequest,
     };
     let mut snapshots = client.snapshots();
     match cmd {
@@ -193,6 +205,40 @@ pub async fn handle(client: &Client, cmd: SnapshotsCommand) -> Result<()> {
             let text = serde_json::to_string_pretty(&descriptor).context("encode descriptor")?;
             emit(&format!("{text}\n"));
             eprintln!("diff id: {}", response.diff_id);
+            Ok(())
+        }
+        SnapshotsCommand::Changes { key } => {
+            let changes = snapshots
+                .changes(ChangesRequest { key })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .changes;
+            let mut text = String::new();
+            for c in changes {
+                let letter = match c.kind() {
+                    ChangeKind::ChangeModified => 'C',
+                    ChangeKind::ChangeAdded => 'A',
+                    ChangeKind::ChangeDeleted => 'D',
+                };
+                let _ = writeln!(text, "{letter} {}", c.path);
+            }
+            emit(&text);
+            Ok(())
+        }
+        SnapshotsCommand::Export { key } => {
+            use std::io::Write as _;
+            let mut stream = snapshots
+                .export(ExportRequest { key })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = stream.message().await.map_err(rpc)? {
+                out.write_all(&chunk.data)
+                    .context("write the tar to stdout")?;
+            }
+            out.flush().context("write the tar to stdout")?;
             Ok(())
         }
     }

@@ -1,0 +1,193 @@
+//! `POST /containers/create`: a name, the image's config merged into the
+//! client's as Docker merges it, the container's directory (log, generated
+//! /etc files), the supervisor's container (spec and snapshot), and the
+//! record, written last; on any failure what was made is undone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use berth_proto::containers::v1 as pb;
+
+use super::record::{ContainerRecord, RunState};
+use super::{Container, ContainerError, Result};
+use crate::events::Kind;
+use crate::images;
+use crate::names;
+use crate::types::CreateRequest;
+use crate::Engine;
+
+/// The label the supervisor's container carries with the Docker name.
+pub const NAME_LABEL: &str = "berth.engine/name";
+
+/// Creates a container; its id.
+pub async fn create(
+    engine: &Engine,
+    name: Option<&str>,
+    req: CreateRequest,
+) -> Result<Arc<Container>> {
+    let id = names::new_id();
+    let name = match name.filter(|n| !n.is_empty()) {
+        Some(n) => {
+            let n = names::validate(n)?;
+            engine.containers.reserve_name(&n, &id)?;
+            n
+        }
+        None => reserve_random_name(engine, &id)?,
+    };
+    let result = create_reserved(engine, &id, &name, req).await;
+    if result.is_err() {
+        engine.containers.release_name(&name, &id);
+    }
+    result
+}
+
+fn reserve_random_name(engine: &Engine, id: &str) -> Result<String> {
+    let mut retry = 0;
+    loop {
+        let name = names::random_name(retry);
+        match engine.containers.reserve_name(&name, id) {
+            Ok(()) => return Ok(name),
+            Err(ContainerError::NameInUse { .. }) if retry < 10 => retry += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn create_reserved(
+    engine: &Engine,
+    id: &str,
+    name: &str,
+    req: CreateRequest,
+) -> Result<Arc<Container>> {
+    if req.config.image.is_empty() {
+        return Err(ContainerError::InvalidConfig(
+            "config cannot be empty in order to create a container".into(),
+        ));
+    }
+    let image = images::resolve(engine, &req.config.image).await?;
+    let config = super::spec::merge_image_config(&req.config, &image.config.config)?;
+    let argv = super::spec::process::command(&config);
+    validate_host_config(&req)?;
+    let mut record = ContainerRecord {
+        id: id.to_string(),
+        name: name.to_string(),
+        created: SystemTime::now(),
+        image: req.config.image.clone(),
+        image_id: image.id.clone(),
+        image_ref: image.name.clone(),
+        config,
+        host_config: req.host_config,
+        networking_config: req.networking_config,
+        path: argv[0].clone(),
+        args: argv[1..].to_vec(),
+        state: RunState::default(),
+        restart_count: 0,
+    };
+    if record.config.hostname.is_empty()
+        && !record.host_config.network_mode.starts_with("container:")
+    {
+        record.config.hostname = id[..12].to_string();
+    }
+    if record.host_config.network_mode.is_empty() {
+        record.host_config.network_mode = "default".into();
+    }
+    if record.host_config.log_config.kind.is_empty() {
+        record.host_config.log_config.kind = "json-file".into();
+    }
+
+    let dir = engine.paths.container_dir(id);
+    std::fs::create_dir_all(&dir).map_err(|source| ContainerError::Io {
+        what: "create directory",
+        path: dir.clone(),
+        source,
+    })?;
+    let made = async {
+        let spec = super::runspec::container_spec(engine, &record, &image).await?;
+        let labels = std::collections::HashMap::from([(NAME_LABEL.to_string(), name.to_string())]);
+        let request = pb::CreateContainerRequest {
+            id: id.to_string(),
+            image: image.name.clone(),
+            labels,
+            spec,
+            ..Default::default()
+        };
+        engine
+            .supervisor
+            .create_container(request)
+            .await
+            .map_err(ContainerError::backend(format!("create container {id}")))?;
+        match engine.containers.insert(record) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let _ = engine.supervisor.delete_container(id).await;
+                Err(e)
+            }
+        }
+    }
+    .await;
+    match made {
+        Ok(container) => {
+            tracing::info!(container = %id, name, image = %image.name, "container created");
+            emit(engine, &container, "create");
+            Ok(container)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(e)
+        }
+    }
+}
+
+/// Checks what a spec cannot say wrong later.
+fn validate_host_config(req: &CreateRequest) -> Result<()> {
+    let hc = &req.host_config;
+    match hc.restart_policy.name.as_str() {
+        "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
+        other => {
+            return Err(ContainerError::InvalidConfig(format!(
+                "invalid restart policy '{other}'"
+            )))
+        }
+    }
+    if hc.restart_policy.maximum_retry_count < 0 {
+        return Err(ContainerError::InvalidConfig(
+            "invalid restart policy: maximum retry count cannot be negative".into(),
+        ));
+    }
+    if hc.auto_remove && !matches!(hc.restart_policy.name.as_str(), "" | "no") {
+        return Err(ContainerError::InvalidConfig(
+            "can't create 'AutoRemove' container with restart policy".into(),
+        ));
+    }
+    match hc.log_config.kind.as_str() {
+        "" | "json-file" | "none" | "local" => {}
+        other => {
+            return Err(ContainerError::InvalidConfig(format!(
+                "failed to create logger: logger: no log driver named '{other}' is registered"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Emits a container event with Docker's attributes (image, name, labels).
+pub fn emit(engine: &Engine, container: &Container, action: &str) {
+    emit_with(engine, container, action, BTreeMap::new());
+}
+
+pub fn emit_with(
+    engine: &Engine,
+    container: &Container,
+    action: &str,
+    extra: BTreeMap<String, String>,
+) {
+    let record = container.record();
+    let mut attributes = record.config.labels.clone().unwrap_or_default();
+    attributes.insert("image".into(), record.image.clone());
+    attributes.insert("name".into(), record.name.clone());
+    attributes.extend(extra);
+    engine
+        .events
+        .emit(Kind::Container, action, &container.id, attributes);
+}
