@@ -232,6 +232,39 @@ fn pull_inspect_tag_push_save_load_and_remove() {
     let id = berthd.docker_ok(&["inspect", "-f", "{{.Id}}", &image]);
     assert_eq!(id.trim(), config);
 
+    let out = berthd.docker(&["push", &format!("{}/absent:1", registry.host())]);
+    assert!(
+        stderr(&out).contains("An image does not exist locally with the tag"),
+        "{}",
+        stderr(&out)
+    );
+
+    // What happened, as `docker events` reports it.
+    let events = berthd.docker_ok(&[
+        "events",
+        "--since",
+        "1",
+        "--until",
+        &format!(
+            "{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 1
+        ),
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Action}}",
+    ]);
+    for action in ["pull", "tag", "push", "untag", "delete", "save", "load"] {
+        assert!(
+            events.lines().any(|l| l == action),
+            "no {action} event in:\n{events}"
+        );
+    }
+
     // Prune leaves tagged images.
     let out = berthd.docker_ok(&["image", "prune", "-f"]);
     assert!(out.contains("Total reclaimed space"), "{out}");

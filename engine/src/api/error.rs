@@ -62,6 +62,7 @@ impl From<ImageError> for ApiError {
         let message = e.to_string();
         match e {
             ImageError::NotFound(_)
+            | ImageError::NoLocalTag(_)
             | ImageError::NoPlatform { .. }
             | ImageError::PullAccessDenied { .. }
             | ImageError::ManifestUnknown { .. } => ApiError::NotFound(message),
@@ -283,6 +284,7 @@ mod image_tests {
             (ImageError::NotFound("x".into()), 404),
             (ImageError::InvalidReference(reference), 400),
             (ImageError::InvalidArgument("x".into()), 400),
+            (ImageError::NoLocalTag("x".into()), 404),
             (
                 ImageError::NoPlatform {
                     name: "x".into(),

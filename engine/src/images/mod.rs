@@ -37,6 +37,9 @@ const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.li
 pub enum ImageError {
     #[error("No such image: {0}")]
     NotFound(String),
+    /// A push of a repository with no local tag.
+    #[error("An image does not exist locally with the tag: {0}")]
+    NoLocalTag(String),
     #[error("invalid reference format: {0}")]
     InvalidReference(#[from] ReferenceError),
     #[error("{0}")]

@@ -465,11 +465,14 @@ pub async fn push(
     // Each named image must exist before anything is streamed.
     let mut images = Vec::new();
     for n in &wanted {
-        let found = super::lookup(&engine, n).await?;
+        let found = match super::lookup(&engine, n).await {
+            Err(ImageError::NotFound(_)) => return Err(ImageError::NoLocalTag(familiar(n))),
+            other => other?,
+        };
         images.push((n.clone(), found.image));
     }
     if images.is_empty() {
-        return Err(ImageError::NotFound(familiar(&repository.name())));
+        return Err(ImageError::NoLocalTag(familiar(&repository.name())));
     }
     let (tx, rx) = mpsc::channel::<Message>(64);
     let shown_repo = familiar(&repository.name());
