@@ -344,3 +344,25 @@ fn login_and_pull_from_a_registry_with_htpasswd() {
     assert!(out.contains("2: digest: sha256:"), "{out}");
     berthd.docker_ok(&["logout", &registry.host()]);
 }
+
+#[test]
+fn login_and_pull_from_a_registry_with_bearer_tokens() {
+    require_program("docker-registry", "docker-registry");
+    let set = image_set();
+    let registry = Registry::start(Auth::token("berth", "t0ken-pw"));
+    push(&set.layered_ref(), &registry, "tokened:1");
+    let berthd = Berthd::start();
+    let image = format!("{}/tokened:1", registry.host());
+
+    let out = berthd.docker(&["login", "-u", "berth", "-p", "nope", &registry.host()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("401 Unauthorized"),
+        "{}",
+        stderr(&out)
+    );
+    let out = berthd.docker_ok(&["login", "-u", "berth", "-p", "t0ken-pw", &registry.host()]);
+    assert!(out.contains("Login Succeeded"), "{out}");
+    let out = berthd.docker_ok(&["pull", &image]);
+    assert!(out.contains("Downloaded newer image"), "{out}");
+}
