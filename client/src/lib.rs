@@ -8,8 +8,12 @@
 //! - [`docker_config`]: registry credentials from a docker `config.json`, the
 //!   one reader of that file in berth (the supervisor's registry code uses it
 //!   too), and Docker Hub's names.
+//! - [`reference`]: image references (`[registry/]repository[:tag][@digest]`)
+//!   parsed and normalised as Docker does, shared by the supervisor and the
+//!   engine.
 
 pub mod docker_config;
+pub mod reference;
 pub mod supervisor;
 
 pub use docker_config::{

@@ -1216,3 +1216,55 @@ async fn bearer_tokens_redirects_and_broken_bodies() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Checking credentials (`docker login`)
+
+#[tokio::test]
+async fn check_auth_asks_the_registry() {
+    use integration_tests::registry::{Auth, Registry as Fixture};
+    let basic = Fixture::start(Auth::basic(USER, PASSWORD));
+    let token = Fixture::start(Auth::token(USER, PASSWORD));
+    let open = Fixture::start(Auth::None);
+    let good = Credentials::Basic {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    let bad = Credentials::Basic {
+        username: USER.into(),
+        password: "wrong".into(),
+    };
+    for registry in [&basic, &token] {
+        let host = registry.host();
+        client()
+            .check_auth(&host, Some(&good))
+            .await
+            .unwrap_or_else(|e| panic!("{host}: good credentials refused: {e}"));
+        let err = client().check_auth(&host, Some(&bad)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RegistryError::Unauthorized {
+                    had_credentials: true,
+                    ..
+                }
+            ),
+            "{host}: {err}"
+        );
+        let err = client().check_auth(&host, None).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RegistryError::Unauthorized {
+                    had_credentials: false,
+                    ..
+                }
+            ),
+            "{host}: {err}"
+        );
+    }
+    client()
+        .check_auth(&open.host(), None)
+        .await
+        .expect("an open registry asks nothing");
+}

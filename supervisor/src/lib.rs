@@ -24,7 +24,7 @@ pub mod leases;
 pub mod metadata;
 pub mod namespaces;
 pub mod oci;
-pub mod reference;
+pub use berth_client::reference;
 pub mod registry;
 pub mod rootfs;
 pub mod server;

@@ -21,6 +21,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotModified(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
     Internal(String),
@@ -35,6 +37,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -49,6 +52,7 @@ fn backend(message: String, e: &BackendError) -> ApiError {
             ApiError::Conflict(message)
         }
         BackendError::InvalidArgument(_) => ApiError::BadRequest(message),
+        BackendError::Unauthorized(_) => ApiError::Unauthorized(message),
         BackendError::Unavailable(_) | BackendError::Internal(_) => ApiError::Internal(message),
     }
 }
@@ -56,10 +60,20 @@ fn backend(message: String, e: &BackendError) -> ApiError {
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
         let message = e.to_string();
-        match &e {
-            ImageError::NotFound(_) | ImageError::NoPlatform { .. } => ApiError::NotFound(message),
+        match e {
+            ImageError::NotFound(_)
+            | ImageError::NoLocalTag(_)
+            | ImageError::NoPlatform { .. }
+            | ImageError::PullAccessDenied { .. }
+            | ImageError::ManifestUnknown { .. } => ApiError::NotFound(message),
+            ImageError::InvalidReference(_)
+            | ImageError::InvalidArgument(_)
+            | ImageError::ReadBody(_)
+            | ImageError::Archive(_) => ApiError::BadRequest(message),
+            ImageError::Conflict(_) => ApiError::Conflict(message),
+            ImageError::Unauthorized(_) => ApiError::Unauthorized(message),
             ImageError::InvalidDocument { .. } => ApiError::Internal(message),
-            ImageError::Backend(b) => backend(message, b),
+            ImageError::Backend(b) => backend(message, &b),
         }
     }
 }
@@ -133,6 +147,7 @@ mod tests {
             (ApiError::NotModified("x".into()), 304),
             (ApiError::NotImplemented("x".into()), 501),
             (ApiError::Internal("x".into()), 500),
+            (ApiError::Unauthorized("x".into()), 401),
         ];
         for (err, code) in table {
             assert_eq!(err.status().as_u16(), code, "{err:?}");
@@ -248,6 +263,81 @@ mod tests {
                     platform: "p".into(),
                 },
                 404,
+            ),
+            (ImageError::Backend(BackendError::Internal("x".into())), 500),
+        ];
+        for (err, code) in table {
+            let text = err.to_string();
+            assert_eq!(ApiError::from(err).status().as_u16(), code, "{text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::*;
+
+    #[test]
+    fn image_errors() {
+        let reference = berth_client::reference::Reference::parse("A").unwrap_err();
+        let table: Vec<(ImageError, u16)> = vec![
+            (ImageError::NotFound("x".into()), 404),
+            (ImageError::InvalidReference(reference), 400),
+            (ImageError::InvalidArgument("x".into()), 400),
+            (ImageError::NoLocalTag("x".into()), 404),
+            (
+                ImageError::NoPlatform {
+                    name: "x".into(),
+                    platform: "linux/amd64".into(),
+                },
+                404,
+            ),
+            (
+                ImageError::InvalidDocument {
+                    name: "x".into(),
+                    what: "config",
+                    digest: "d".into(),
+                    source: serde_json::from_str::<u8>("x").unwrap_err(),
+                },
+                500,
+            ),
+            (ImageError::Conflict("x".into()), 409),
+            (
+                ImageError::PullAccessDenied {
+                    repository: "x".into(),
+                    message: "m".into(),
+                },
+                404,
+            ),
+            (
+                ImageError::ManifestUnknown {
+                    reference: "x".into(),
+                },
+                404,
+            ),
+            (ImageError::Unauthorized("x".into()), 401),
+            (ImageError::ReadBody("x".into()), 400),
+            (ImageError::Archive("x".into()), 400),
+            (ImageError::Backend(BackendError::NotFound("x".into())), 404),
+            (
+                ImageError::Backend(BackendError::AlreadyExists("x".into())),
+                409,
+            ),
+            (
+                ImageError::Backend(BackendError::FailedPrecondition("x".into())),
+                409,
+            ),
+            (
+                ImageError::Backend(BackendError::InvalidArgument("x".into())),
+                400,
+            ),
+            (
+                ImageError::Backend(BackendError::Unauthorized("x".into())),
+                401,
+            ),
+            (
+                ImageError::Backend(BackendError::Unavailable("x".into())),
+                500,
             ),
             (ImageError::Backend(BackendError::Internal("x".into())), 500),
         ];

@@ -20,6 +20,7 @@ use serde::Serialize;
 pub mod containers;
 pub mod error;
 pub mod exec;
+pub mod images;
 pub mod stream;
 pub mod system;
 pub mod version;
@@ -110,16 +111,27 @@ impl Req {
 /// A query string, decoded. A key given twice keeps its last value (as Go's
 /// `r.Form.Get` keeps the first; clients send each key once).
 #[derive(Clone, Debug, Default)]
-pub struct Query(BTreeMap<String, String>);
+pub struct Query(BTreeMap<String, String>, Vec<(String, String)>);
 
 impl Query {
     pub fn parse(query: Option<&str>) -> Query {
-        let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned();
-        Query(pairs.collect())
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+        Query(pairs.iter().cloned().collect(), pairs)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
+    }
+
+    /// Every value of a key given more than once (`names=a&names=b`).
+    pub fn get_all(&self, key: &str) -> Vec<&str> {
+        self.1
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// Docker's boolean parameters: absent, "", "0", "false" and "no" are
@@ -239,6 +251,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         }
         "containers" => containers::handle(&engine, req).await,
         "exec" => exec::handle(&engine, req).await,
+        "images" => images::handle(&engine, req).await,
         _ => Err(ApiError::NoRoute),
     };
     let mut resp = match result {

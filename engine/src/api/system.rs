@@ -22,6 +22,7 @@ pub async fn handle(engine: &Arc<Engine>, req: Req) -> Reply {
         (&Method::GET, ["info"]) => super::json(StatusCode::OK, &crate::system::info(engine).await),
         (&Method::GET, ["events"]) => events(engine, &req),
         (&Method::GET, ["system", "df"]) => df(engine).await,
+        (&Method::POST, ["auth"]) => super::images::auth(engine, req).await,
         _ => Err(ApiError::NoRoute),
     }
 }

@@ -16,7 +16,9 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{AttachOutput, Attached, BackendError, BoxFuture, Result, Supervisor, TaskOptions};
+use super::{
+    AttachOutput, Attached, BackendError, BoxFuture, Result, Stream, Supervisor, TaskOptions,
+};
 
 #[derive(Default)]
 struct State {
@@ -27,6 +29,17 @@ struct State {
     output: BTreeMap<String, Vec<AttachOutput>>,
     next_pid: u32,
     calls: Vec<String>,
+    /// What a pull of a name finds: the image, its blobs, the progress.
+    remote: BTreeMap<String, Remote>,
+    imported: Vec<images::Image>,
+    logins: BTreeMap<String, (String, String)>,
+}
+
+#[derive(Clone)]
+struct Remote {
+    image: images::Image,
+    blobs: Vec<(String, Bytes)>,
+    progress: Vec<Vec<images::Progress>>,
 }
 
 struct FakeTask {
@@ -63,6 +76,35 @@ impl Fake {
         let mut state = self.lock();
         state.blobs.extend(blobs);
         state.images.insert(image.name.clone(), image);
+    }
+
+    /// Makes `image` pullable by its name: a pull reports `progress`, one
+    /// message per entry, then stores the image and its blobs.
+    pub fn add_remote(
+        &self,
+        image: images::Image,
+        blobs: Vec<(String, Bytes)>,
+        progress: Vec<Vec<images::Progress>>,
+    ) {
+        let remote = Remote {
+            image: image.clone(),
+            blobs,
+            progress,
+        };
+        self.lock().remote.insert(image.name, remote);
+    }
+
+    /// What the next import stores (the archive's bytes are not read).
+    pub fn set_import(&self, images: Vec<images::Image>) {
+        self.lock().imported = images;
+    }
+
+    /// Credentials a registry accepts.
+    pub fn add_login(&self, registry: &str, username: &str, password: &str) {
+        self.lock().logins.insert(
+            registry.to_string(),
+            (username.to_string(), password.to_string()),
+        );
     }
 
     /// Output a task's attach gives (stream, bytes), once it has started.
@@ -110,6 +152,119 @@ impl Supervisor for Fake {
         let found = self.lock().blobs.get(digest).cloned();
         let digest = digest.to_string();
         Box::pin(async move { found.ok_or_else(|| not_found("blob", &digest)) })
+    }
+
+    fn pull(
+        &self,
+        req: images::PullRequest,
+    ) -> BoxFuture<'_, Result<Stream<images::PullResponse>>> {
+        self.record(format!("pull {}", req.reference));
+        let remote = self.lock().remote.get(&req.reference).cloned();
+        let fake = self.clone();
+        Box::pin(async move {
+            let remote = remote.ok_or_else(|| not_found("manifest", &req.reference))?;
+            let mut messages: Vec<Result<images::PullResponse>> = remote
+                .progress
+                .iter()
+                .map(|p| {
+                    Ok(images::PullResponse {
+                        progress: p.clone(),
+                        image: None,
+                    })
+                })
+                .collect();
+            fake.add_image(remote.image.clone(), remote.blobs.clone());
+            messages.push(Ok(images::PullResponse {
+                progress: Vec::new(),
+                image: Some(remote.image),
+            }));
+            Ok(futures_util::stream::iter(messages).boxed())
+        })
+    }
+
+    fn push(
+        &self,
+        req: images::PushRequest,
+    ) -> BoxFuture<'_, Result<Stream<images::PushResponse>>> {
+        self.record(format!("push {} {}", req.name, req.reference));
+        let found = self.lock().images.get(&req.name).cloned();
+        Box::pin(async move {
+            let image = found.ok_or_else(|| not_found("image", &req.name))?;
+            let digest = image.target.unwrap_or_default().digest;
+            let last = images::PushResponse {
+                progress: Vec::new(),
+                digest,
+            };
+            Ok(futures_util::stream::iter([Ok(last)]).boxed())
+        })
+    }
+
+    fn tag_image(&self, source: &str, target: &str) -> BoxFuture<'_, Result<images::Image>> {
+        self.record(format!("tag {source} {target}"));
+        let mut state = self.lock();
+        let result = match state.images.get(source).cloned() {
+            Some(mut image) => {
+                image.name = target.to_string();
+                state.images.insert(target.to_string(), image.clone());
+                Ok(image)
+            }
+            None => Err(not_found("image", source)),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn delete_image(&self, name: &str) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("delete_image {name}"));
+        let result = self
+            .lock()
+            .images
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| not_found("image", name));
+        Box::pin(async move { result })
+    }
+
+    fn import_images(
+        &self,
+        options: images::ImportOptions,
+        data: BoxStream<'static, Bytes>,
+    ) -> BoxFuture<'_, Result<Vec<images::Image>>> {
+        self.record(format!("import {}", options.name));
+        Box::pin(async move {
+            let _: Vec<Bytes> = data.collect().await;
+            let imported = std::mem::take(&mut self.lock().imported);
+            for image in &imported {
+                self.lock().images.insert(image.name.clone(), image.clone());
+            }
+            Ok(imported)
+        })
+    }
+
+    fn export_images(
+        &self,
+        names: Vec<String>,
+        _format: images::ArchiveFormat,
+    ) -> BoxFuture<'_, Result<Stream<Bytes>>> {
+        self.record(format!("export {}", names.join(" ")));
+        Box::pin(async move {
+            let data = Bytes::from(names.join("\n"));
+            Ok(futures_util::stream::iter([Ok(data)]).boxed())
+        })
+    }
+
+    fn check_auth(&self, registry: &str, auth: images::RegistryAuth) -> BoxFuture<'_, Result<()>> {
+        let accepted = self.lock().logins.get(registry).cloned();
+        let registry = registry.to_string();
+        Box::pin(async move {
+            match accepted {
+                Some((user, password)) if user == auth.username && password == auth.password => {
+                    Ok(())
+                }
+                _ => Err(BackendError::Unauthorized(format!(
+                    "registry {registry} refused the credentials"
+                ))),
+            }
+        })
     }
 
     fn create_container(

@@ -13,7 +13,9 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{AttachInput, Attached, BackendError, BoxFuture, Result, Supervisor, TaskOptions};
+use super::{
+    AttachInput, Attached, BackendError, BoxFuture, Result, Stream, Supervisor, TaskOptions,
+};
 
 /// The supervisor at the other end of a gRPC channel.
 #[derive(Clone)]
@@ -66,6 +68,105 @@ impl Supervisor for Grpc {
                 buf.extend_from_slice(&chunk.data);
             }
             Ok(buf.freeze())
+        })
+    }
+
+    fn pull(
+        &self,
+        req: images::PullRequest,
+    ) -> BoxFuture<'_, Result<Stream<images::PullResponse>>> {
+        Box::pin(async move {
+            let stream = self.client.images().pull(req).await?.into_inner();
+            Ok(stream.map_err(BackendError::from).boxed())
+        })
+    }
+
+    fn push(
+        &self,
+        req: images::PushRequest,
+    ) -> BoxFuture<'_, Result<Stream<images::PushResponse>>> {
+        Box::pin(async move {
+            let stream = self.client.images().push(req).await?.into_inner();
+            Ok(stream.map_err(BackendError::from).boxed())
+        })
+    }
+
+    fn tag_image(&self, source: &str, target: &str) -> BoxFuture<'_, Result<images::Image>> {
+        let req = images::TagImageRequest {
+            source: source.to_string(),
+            target: target.to_string(),
+        };
+        Box::pin(async move { Ok(self.client.images().tag(req).await?.into_inner()) })
+    }
+
+    fn delete_image(&self, name: &str) -> BoxFuture<'_, Result<()>> {
+        let req = images::DeleteImageRequest {
+            name: name.to_string(),
+        };
+        Box::pin(async move {
+            self.client.images().delete(req).await?;
+            Ok(())
+        })
+    }
+
+    fn import_images(
+        &self,
+        options: images::ImportOptions,
+        data: BoxStream<'static, Bytes>,
+    ) -> BoxFuture<'_, Result<Vec<images::Image>>> {
+        let first = images::ImportRequest {
+            options: Some(options),
+            data: Vec::new(),
+        };
+        // Forwarded through a channel: tonic's streaming request wants a
+        // stream it can hold across threads.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        tokio::spawn(async move {
+            let mut data = data;
+            while let Some(chunk) = data.next().await {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let rest = ReceiverStream::new(rx).map(|chunk| images::ImportRequest {
+            options: None,
+            data: chunk.to_vec(),
+        });
+        let requests = futures_util::stream::iter([first]).chain(rest);
+        Box::pin(async move {
+            let resp = self.client.images().import(requests).await?;
+            Ok(resp.into_inner().images)
+        })
+    }
+
+    fn export_images(
+        &self,
+        names: Vec<String>,
+        format: images::ArchiveFormat,
+    ) -> BoxFuture<'_, Result<Stream<Bytes>>> {
+        let req = images::ExportRequest {
+            names,
+            format: format as i32,
+            platform: String::new(),
+        };
+        Box::pin(async move {
+            let stream = self.client.images().export(req).await?.into_inner();
+            Ok(stream
+                .map_ok(|m| Bytes::from(m.data))
+                .map_err(BackendError::from)
+                .boxed())
+        })
+    }
+
+    fn check_auth(&self, registry: &str, auth: images::RegistryAuth) -> BoxFuture<'_, Result<()>> {
+        let req = images::CheckAuthRequest {
+            registry: registry.to_string(),
+            auth: Some(auth),
+        };
+        Box::pin(async move {
+            self.client.images().check_auth(req).await?;
+            Ok(())
         })
     }
 

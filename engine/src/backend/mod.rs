@@ -22,6 +22,8 @@ pub mod grpc;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type Result<T> = std::result::Result<T, BackendError>;
+/// A stream of messages from the supervisor, ended by the first error.
+pub type Stream<T> = BoxStream<'static, Result<T>>;
 
 /// A failed call to the supervisor, by the status code it answered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +36,9 @@ pub enum BackendError {
     InvalidArgument(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A registry refused the credentials (or wants some).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("supervisor unavailable: {0}")]
     Unavailable(String),
     #[error("supervisor: {0}")]
@@ -50,6 +55,9 @@ impl From<tonic::Status> for BackendError {
                 BackendError::InvalidArgument(message)
             }
             tonic::Code::FailedPrecondition => BackendError::FailedPrecondition(message),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                BackendError::Unauthorized(message)
+            }
             tonic::Code::Unavailable | tonic::Code::Cancelled => BackendError::Unavailable(message),
             _ => BackendError::Internal(message),
         }
@@ -94,6 +102,28 @@ pub trait Supervisor: Send + Sync + 'static {
     fn list_images(&self) -> BoxFuture<'_, Result<Vec<images::Image>>>;
     /// The whole blob with this digest from the content store.
     fn read_blob(&self, digest: &str) -> BoxFuture<'_, Result<Bytes>>;
+    /// Starts a pull: its progress, the stored image in the last message.
+    fn pull(&self, req: images::PullRequest)
+        -> BoxFuture<'_, Result<Stream<images::PullResponse>>>;
+    /// Starts a push: its progress, the manifest digest in the last message.
+    fn push(&self, req: images::PushRequest)
+        -> BoxFuture<'_, Result<Stream<images::PushResponse>>>;
+    fn tag_image(&self, source: &str, target: &str) -> BoxFuture<'_, Result<images::Image>>;
+    fn delete_image(&self, name: &str) -> BoxFuture<'_, Result<()>>;
+    /// Imports an OCI layout or `docker save` tarball read from `data`.
+    fn import_images(
+        &self,
+        options: images::ImportOptions,
+        data: BoxStream<'static, Bytes>,
+    ) -> BoxFuture<'_, Result<Vec<images::Image>>>;
+    /// Writes the named images as a tarball in `format`.
+    fn export_images(
+        &self,
+        names: Vec<String>,
+        format: images::ArchiveFormat,
+    ) -> BoxFuture<'_, Result<Stream<Bytes>>>;
+    /// Checks credentials against a registry (`host[:port]`).
+    fn check_auth(&self, registry: &str, auth: images::RegistryAuth) -> BoxFuture<'_, Result<()>>;
 
     // Containers.
     fn create_container(

@@ -340,6 +340,21 @@ impl images_pb::images_server::Images for Service {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+    async fn check_auth(
+        &self,
+        req: Request<images_pb::CheckAuthRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = req.into_inner();
+        if r.registry.is_empty() {
+            return Err(invalid("check auth: registry required"));
+        }
+        self.images
+            .registry
+            .check_auth(&r.registry, credentials(r.auth).as_ref())
+            .await
+            .map_err(|e| status(ImageError::from(e)))?;
+        Ok(Response::new(()))
+    }
 }
 
 /// Reads the bytes a client streams, from a blocking thread.

@@ -453,7 +453,11 @@ impl Client {
             }
         }
         let service = challenge.param("service");
-        let mut scopes = vec![t.scope.clone()];
+        // A login check asks for no scope.
+        let mut scopes: Vec<String> = Some(t.scope.clone())
+            .filter(|s| !s.is_empty())
+            .into_iter()
+            .collect();
         if let Some(extra) = challenge.param("scope").filter(|s| *s != t.scope) {
             scopes.push(extra.to_string());
         }

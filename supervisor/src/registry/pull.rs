@@ -223,6 +223,42 @@ impl Client {
             _ => Err(self.status_error(response).await),
         }
     }
+
+    /// Checks credentials as `docker login` does: `GET /v2/` on `registry`
+    /// (`host[:port]`), answering its challenge with `creds` (a token is
+    /// asked for no scope). A refusal is [`RegistryError::Unauthorized`].
+    pub async fn check_auth(
+        &self,
+        registry: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<(), RegistryError> {
+        let r = Reference {
+            registry: registry.to_string(),
+            repository: "library/login".to_string(),
+            tag: None,
+            digest: None,
+        };
+        r.validate()?;
+        let t = super::Target {
+            reference: &r,
+            host: r.api_host().to_string(),
+            scope: String::new(),
+            creds: creds.cloned(),
+        };
+        let response = self
+            .send(
+                &t,
+                &Endpoint::Path("/v2/".to_string()),
+                &|c, url| c.get(url),
+                true,
+            )
+            .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.status_error(response).await)
+        }
+    }
 }
 
 fn header_str(response: &Response, name: reqwest::header::HeaderName) -> Option<String> {

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-pub use berth_client::docker_config::{DOCKER_HUB, DOCKER_HUB_API};
+pub use crate::docker_config::{DOCKER_HUB, DOCKER_HUB_API};
 /// The tag a reference without tag or digest means.
 pub const DEFAULT_TAG: &str = "latest";
 
