@@ -239,7 +239,7 @@ fn containers_from_a_pulled_image() {
     sup.ctr(&["containers", "create", "--cwd", "relative", &name, "x3"])
         .failed_with("not an absolute path");
     sup.ctr(&["containers", "create", "--user", "nosuchuser", &name, "x4"])
-        .failed_with("user \"nosuchuser\" not found in the image's /etc/passwd");
+        .failed_with("unable to find user nosuchuser: no matching entries in passwd file");
     sup.ctr(&[
         "containers",
         "create",
@@ -248,7 +248,7 @@ fn containers_from_a_pulled_image() {
         &name,
         "x4",
     ])
-    .failed_with("group \"wheel\" not found in the image's /etc/group");
+    .failed_with("unable to find group wheel: no matching entries in group file");
     let create = |r: pb::CreateContainerRequest| {
         rt.block_on(client.containers().create(r))
             .expect_err("refused")

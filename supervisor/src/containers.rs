@@ -42,7 +42,8 @@ pub enum ContainerError {
     InvalidOverride { what: &'static str, reason: String },
     #[error("invalid user {0:?}: want user[:group], each a name or a number")]
     InvalidUser(String),
-    #[error("{what} {name:?} not found in the image's {file}")]
+    /// Docker's words, which its clients show.
+    #[error("unable to find {what} {name}: no matching entries in {file} file")]
     UserNotFound {
         what: &'static str,
         name: String,
@@ -282,7 +283,7 @@ impl Accounts {
             return Err(ContainerError::UserNotFound {
                 what: "user",
                 name: user.to_string(),
-                file: "/etc/passwd",
+                file: "passwd",
             });
         };
         let mut additional_gids = Vec::new();
@@ -297,7 +298,7 @@ impl Accounts {
                         .ok_or_else(|| ContainerError::UserNotFound {
                             what: "group",
                             name: g.to_string(),
-                            file: "/etc/group",
+                            file: "group",
                         })?,
                 };
             }

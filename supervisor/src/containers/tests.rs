@@ -125,12 +125,12 @@ fn users_resolve_in_the_image_files() {
     }
     let err = a.resolve("nobody").unwrap_err().to_string();
     assert!(
-        err.contains("\"nobody\" not found in the image's /etc/passwd"),
+        err.contains("unable to find user nobody: no matching entries in passwd file"),
         "{err}"
     );
     let err = a.resolve("app:wheel").unwrap_err().to_string();
     assert!(
-        err.contains("group \"wheel\" not found in the image's /etc/group"),
+        err.contains("unable to find group wheel: no matching entries in group file"),
         "{err}"
     );
     let named = ProcessConfig {
