@@ -10,6 +10,7 @@
 //! berthd by giving [`Clients::new`] berthd's socket.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,6 +36,9 @@ struct Clients {
     host: String,
     berth: PathBuf,
     tmp: tempfile::TempDir,
+    /// The daemon's network namespace when it has one of its own (a pid in
+    /// it): registries for it are started there, on its loopback.
+    netns_pid: Option<u32>,
 }
 
 impl Clients {
@@ -57,6 +61,7 @@ impl Clients {
             host: host.to_owned(),
             berth,
             tmp,
+            netns_pid: None,
         }
     }
 
@@ -69,7 +74,45 @@ impl Clients {
             .and_then(|(_, v)| v)
             .map(|v| v.to_string_lossy().into_owned())
             .expect("the fixture sets DOCKER_HOST");
-        Clients::new(&host)
+        let mut clients = Clients::new(&host);
+        // The fixture's dockerd lives in a network namespace of its own.
+        let pid_file = Path::new(host.trim_start_matches("unix://")).with_file_name("docker.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", pid_file.display()));
+        clients.netns_pid = Some(pid.trim().parse().expect("dockerd's pid"));
+        clients
+    }
+
+    /// Starts a registry the daemon reaches at 127.0.0.1 and pushes the
+    /// test image to it as `repo_tag`: in the daemon's network namespace
+    /// when it has one (a thread of ours joins it, and what it starts
+    /// stays there).
+    fn registry(&self, auth: Auth, repo_tag: &'static str) -> Registry {
+        // The interop busybox: gzip layers, which dockerd 20.10 takes.
+        let layout = images::LayoutRef {
+            layout: integration_tests::interop::image().layout.clone(),
+            tag: "latest".into(),
+        };
+        let start = move || {
+            let registry = Registry::start(auth);
+            images::push(&layout, &registry, repo_tag);
+            registry
+        };
+        let Some(pid) = self.netns_pid else {
+            return start();
+        };
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                .unwrap_or_else(|e| panic!("open the daemon's network namespace: {e}"));
+            // SAFETY: setns(2) is given an open namespace fd and changes
+            // only this thread, which ends when the registry is started.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            integration_tests::host("ip", &["link", "set", "lo", "up"]);
+            start()
+        })
+        .join()
+        .expect("registry thread")
     }
 
     fn home(&self, program: &str) -> PathBuf {
@@ -168,6 +211,7 @@ fn berth_words(text: &str) -> String {
         .replace("'docker run --help'", "'berth run --help'")
         .replace("'docker create --help'", "'berth create --help'")
         .replace("Usage:  docker ", "Usage:  berth ")
+        .replace("/docker-home/", "/berth-home/")
 }
 
 #[track_caller]
@@ -387,7 +431,20 @@ fn ps_images_inspect_logs_exec_compare_with_docker() {
     cli.same(&["diff", &exited]);
     cli.same(&["wait", &exited]);
     cli.same(&["stop", "-t", "1", &name]);
-    cli.same(&["rm", &name, &exited]);
+    // rm prints each name it removed; one container for each client.
+    let d = cli.docker(&["rm", &exited]);
+    assert_eq!(
+        (d.code, d.stdout.clone()),
+        (0, format!("{exited}\n")),
+        "{d:?}"
+    );
+    let b = cli.berth(&["rm", "--force", &name]);
+    assert_eq!(
+        (b.code, b.stdout.clone()),
+        (0, format!("{name}\n")),
+        "{b:?}"
+    );
+    cli.same(&["ps", "-a", "-q"]);
 }
 
 #[test]
@@ -416,9 +473,7 @@ fn unknown_containers_and_images_fail_as_in_docker() {
 fn pull_login_logout_and_push_with_the_local_registry() {
     let (_docker, cli) = setup();
     // An open registry: pull prints the same final lines as docker's.
-    let open = Registry::start(Auth::None);
-    let layered = images::image_set().layered_ref();
-    images::push(&layered, &open, "cli/busybox:v1");
+    let open = cli.registry(Auth::None, "cli/busybox:v1");
     let reference = format!("{}/cli/busybox:v1", open.host());
     let (d, b) = cli.both(&["pull", &reference]);
     assert_eq!((d.code, b.code), (0, 0), "{d:?}\n{b:?}");
@@ -444,8 +499,7 @@ fn pull_login_logout_and_push_with_the_local_registry() {
     );
 
     // A registry with htpasswd: refused without a login, then logged in.
-    let closed = Registry::start(Auth::basic("alice", "s3cret"));
-    images::push(&layered, &closed, "cli/private:v1");
+    let closed = cli.registry(Auth::basic("alice", "s3cret"), "cli/private:v1");
     let private = format!("{}/cli/private:v1", closed.host());
     let (d, b) = cli.both(&["pull", &private]);
     assert_eq!((d.code, b.code), (1, 1), "{d:?}\n{b:?}");

@@ -25,7 +25,8 @@ pub enum ClientError {
     #[error("Cannot connect to the berth daemon at unix://{}. Is berthd running?", socket.display())]
     Connect {
         socket: PathBuf,
-        source: std::io::Error,
+        /// Not shown: docker's message names no cause either.
+        cause: std::io::Error,
     },
     #[error("unsupported daemon address {0:?}: berth speaks to unix:// sockets")]
     Address(String),
@@ -114,9 +115,9 @@ impl Client {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
-                .map_err(|source| ClientError::Connect {
+                .map_err(|cause| ClientError::Connect {
                     socket: self.socket.clone(),
-                    source,
+                    cause,
                 })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {

@@ -596,6 +596,12 @@ async fn login(c: &Client, a: LoginArgs) -> anyhow::Result<()> {
     }
     config["auths"][&key] = entry;
     save_config(&path, &config)?;
+    eprintln!(
+        "\nWARNING! Your credentials are stored unencrypted in '{}'.\n\
+         Configure a credential helper to remove this warning. See\n\
+         https://docs.docker.com/go/credential-store/\n",
+        path.display()
+    );
     println!(
         "{}",
         resp["Status"]
@@ -620,11 +626,11 @@ fn logout(a: LogoutArgs) -> anyhow::Result<()> {
                 .collect()
         })
         .unwrap_or_default();
+    // docker says so whether or not there was anything to remove.
+    println!("Removing login credentials for {key}");
     if keys.is_empty() {
-        println!("Not logged in to {key}");
         return Ok(());
     }
-    println!("Removing login credentials for {key}");
     if let Some(m) = config["auths"].as_object_mut() {
         for k in keys {
             m.remove(&k);
