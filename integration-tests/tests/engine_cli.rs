@@ -208,8 +208,7 @@ impl Clients {
 /// Docker's stderr with its program name in berth's words.
 fn berth_words(text: &str) -> String {
     text.replace("docker: ", "berth: ")
-        .replace("'docker run --help'", "'berth run --help'")
-        .replace("'docker create --help'", "'berth create --help'")
+        .replace("'docker ", "'berth ")
         .replace("Usage:  docker ", "Usage:  berth ")
         .replace("/docker-home/", "/berth-home/")
 }
@@ -464,6 +463,13 @@ fn unknown_containers_and_images_fail_as_in_docker() {
         &["pause", "no-such-container"],
         &["rename", "no-such-container", "other"],
         &["image", "inspect", "no-such-image"],
+        // Command-line mistakes.
+        &["ps", "--bogus"],
+        &["container", "ls", "--bogus"],
+        &["run"],
+        &["logs"],
+        &["rename", "one"],
+        &["stop"],
     ] {
         cli.same(args);
     }

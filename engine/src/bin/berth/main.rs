@@ -17,6 +17,8 @@ mod stream;
 mod system;
 mod terminal;
 
+use std::error::Error as _;
+
 use clap::{Parser, Subcommand};
 
 use client::Client;
@@ -162,17 +164,141 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The subcommand the arguments name ("ps", "container ls") and its
+/// usage line, for errors worded as docker's.
+fn command_path(args: &[String]) -> (String, String, clap::Command) {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        if arg == "-H" || arg == "--host" {
+            skip_value = true;
+            continue;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(arg) {
+            Some(sub) => {
+                path.push(sub.get_name().to_string());
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    let usage = cmd.render_usage().to_string();
+    let usage = usage.trim_start_matches("Usage:").trim();
+    let path = path.join(" ");
+    let usage = match usage.split_once(' ') {
+        _ if usage.starts_with("berth ") => usage.to_string(),
+        Some((_, rest)) => format!("berth {path} {rest}"),
+        None => format!("berth {path}"),
+    };
+    (path, docker_usage(&usage), cmd)
+}
+
+/// clap's usage in docker's notation: `<C>...` is `C [C...]`, `<C>` is `C`.
+fn docker_usage(usage: &str) -> String {
+    usage
+        .split(' ')
+        .map(
+            |word| match word.strip_prefix('<').and_then(|w| w.strip_suffix(">...")) {
+                Some(name) if !name.contains(' ') => format!("{name} [{name}...]"),
+                _ => word.replace(['<', '>'], "").replace("]...", "]"),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// "1 argument", "at least 2 arguments": what the command's required
+/// positional arguments ask for, in docker's words.
+fn arguments_needed(cmd: &clap::Command) -> String {
+    let required: Vec<&clap::Arg> = cmd
+        .get_positionals()
+        .filter(|a| a.is_required_set())
+        .collect();
+    let n = required.len().max(1);
+    let many = required
+        .iter()
+        .any(|a| a.get_num_args().is_some_and(|r| r.max_values() > 1));
+    let noun = if n == 1 { "argument" } else { "arguments" };
+    if many {
+        format!("at least {n} {noun}")
+    } else {
+        format!("{n} {noun}")
+    }
+}
+
+/// A flag as docker names it in errors: "-n, --last".
+fn flag_name(cmd: &clap::Command, rendered: &str) -> String {
+    let long = rendered.split_whitespace().next().unwrap_or(rendered);
+    let long = long.trim_start_matches('-');
+    match cmd.get_arguments().find(|a| a.get_long() == Some(long)) {
+        Some(a) => match a.get_short() {
+            Some(s) => format!("-{s}, --{long}"),
+            None => format!("--{long}"),
+        },
+        None => rendered.to_string(),
+    }
+}
+
+/// A command-line error as docker words it, and its exit code.
+fn usage_error(e: &clap::Error) -> (i32, String) {
+    use clap::error::{ContextKind, ErrorKind};
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (path, usage, cmd) = command_path(&args);
+    let context = |kind| e.get(kind).map(ToString::to_string).unwrap_or_default();
+    let footer = format!("Usage:  {usage}\n\nRun 'berth {path} --help' for more information");
+    match e.kind() {
+        ErrorKind::UnknownArgument => (
+            125,
+            format!(
+                "unknown flag: {}\n\n{footer}",
+                context(ContextKind::InvalidArg)
+            ),
+        ),
+        ErrorKind::MissingRequiredArgument | ErrorKind::TooFewValues => {
+            let needed = arguments_needed(&cmd);
+            (
+            1,
+            format!(
+                "berth: 'berth {path}' requires {needed}\n\nUsage:  {usage}\n\n{} 'berth {path} --help' for more information",
+                if needed.starts_with("at least") { "See" } else { "Run" }
+            ),
+            )
+        }
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => (
+            125,
+            format!(
+                "invalid argument {:?} for \"{}\" flag: {}\n\n{footer}",
+                context(ContextKind::InvalidValue),
+                flag_name(&cmd, &context(ContextKind::InvalidArg)),
+                e.source()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "invalid value".into())
+            ),
+        ),
+        _ => (125, format!("{}", e.render()).trim_end().to_string()),
+    }
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            let code = match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
-                // docker exits 125 on a flag error.
-                _ => 125,
-            };
-            let _ = e.print();
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let (code, message) = usage_error(&e);
+            eprintln!("{message}");
             std::process::exit(code);
         }
     };
@@ -203,4 +329,26 @@ fn main() {
     };
     // Exit at once: a thread may still be blocked reading stdin.
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_lines_read_as_docker_writes_them() {
+        assert_eq!(
+            docker_usage("berth stop [OPTIONS] <CONTAINER>..."),
+            "berth stop [OPTIONS] CONTAINER [CONTAINER...]"
+        );
+        assert_eq!(
+            docker_usage("berth exec [OPTIONS] <CONTAINER> <COMMAND [ARG...]>..."),
+            "berth exec [OPTIONS] CONTAINER COMMAND [ARG...]"
+        );
+        let (path, usage, _) = command_path(&["container".into(), "ls".into(), "-a".into()]);
+        assert_eq!(
+            (path.as_str(), usage.as_str()),
+            ("container ls", "berth container ls [OPTIONS]")
+        );
+    }
 }

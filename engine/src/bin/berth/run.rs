@@ -18,10 +18,16 @@ use crate::{image, StatusError};
 #[derive(Subcommand)]
 pub enum RunCommand {
     /// Create and run a new container from an image
-    #[command(disable_help_flag = true)]
+    #[command(
+        disable_help_flag = true,
+        override_usage = "berth run [OPTIONS] IMAGE [COMMAND] [ARG...]"
+    )]
     Run(Box<RunArgs>),
     /// Create a new container
-    #[command(disable_help_flag = true)]
+    #[command(
+        disable_help_flag = true,
+        override_usage = "berth create [OPTIONS] IMAGE [COMMAND] [ARG...]"
+    )]
     Create(Box<CreateArgs>),
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),

@@ -33,9 +33,9 @@ impl RawMode {
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         let saved = termios::tcgetattr(borrowed)?;
         let mut raw = saved.clone();
+        // As moby/term's MakeRaw: output processing off too, the
+        // container's tty already turned "\n" into "\r\n".
         termios::cfmakeraw(&mut raw);
-        // Keep output processing, as moby/term does: "\n" still returns.
-        raw.output_flags |= termios::OutputFlags::OPOST;
         termios::tcsetattr(borrowed, SetArg::TCSANOW, &raw)?;
         Ok(RawMode { fd, saved })
     }
