@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration_tests::interop::{Docker, IMAGE};
+use integration_tests::interop::{Docker, PtyProcess, IMAGE};
 use integration_tests::registry::{Auth, Registry};
 use integration_tests::{build_binary, images, require_root, unique_id};
 
@@ -527,6 +527,71 @@ fn pull_login_logout_and_push_with_the_local_registry() {
     cli.same(&["logout", &closed.host()]);
     assert_eq!(config("berth")["auths"].get(closed.host()), None);
     cli.same(&["logout", &closed.host()]);
+}
+
+#[test]
+fn run_it_on_a_terminal_and_detach_keys_as_docker() {
+    let (_docker, cli) = setup();
+    // On a terminal: the container has a tty, the output is the same, the
+    // exit code is the container's.
+    let script = "tty; echo done; exit 6";
+    let mut outputs = Vec::new();
+    for program in ["docker", "berth"] {
+        let cmd = cli.command(
+            program,
+            &[
+                "run",
+                "-it",
+                "--rm",
+                "--network",
+                "none",
+                IMAGE,
+                "sh",
+                "-c",
+                script,
+            ],
+        );
+        let pty = PtyProcess::spawn(cmd, 30, 100);
+        let (code, output) = pty.wait(TIMEOUT);
+        assert_eq!(code, 6, "{program}: {output:?}");
+        assert!(
+            output.contains("/dev/pts/0\ndone\n"),
+            "{program}: {output:?}"
+        );
+        outputs.push(output.replace('\0', ""));
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "docker (left) and berth (right) differ"
+    );
+
+    // Typed input reaches the shell; ctrl-p ctrl-q detaches and leaves it running.
+    for program in ["docker", "berth"] {
+        let name = unique_id(&format!("tty-{program}"));
+        let cmd = cli.command(
+            program,
+            &[
+                "run",
+                "-it",
+                "--name",
+                &name,
+                "--network",
+                "none",
+                IMAGE,
+                "sh",
+            ],
+        );
+        let mut pty = PtyProcess::spawn(cmd, 24, 80);
+        pty.read_until("# ", TIMEOUT);
+        pty.write(b"echo typed-$((40+2))\r");
+        pty.read_until("typed-42", TIMEOUT);
+        pty.write(b"\x10\x11");
+        let (code, _) = pty.wait(TIMEOUT);
+        assert_eq!(code, 0, "{program} detached");
+        let state = cli.docker(&["inspect", "-f", "{{.State.Running}}", &name]);
+        assert_eq!(state.stdout, "true\n", "{program}: {state:?}");
+        cli.docker(&["rm", "-f", &name]);
+    }
 }
 
 /// Holds a private dockerd for comparing the clients by hand:
