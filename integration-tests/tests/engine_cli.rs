@@ -5,9 +5,12 @@
 //! without auth, login/logout (config.json in a temporary HOME), and
 //! unknown containers.
 //!
-//! The daemon is a parameter of [`Clients`]: these tests run against a
-//! private Debian dockerd 20.10 ([`Docker`]); the same checks run against
-//! berthd by giving [`Clients::new`] berthd's socket.
+//! The daemon is a parameter of [`Clients`]: by default these tests run
+//! against a private Debian dockerd 20.10 ([`Docker`]); with
+//! `ENGINE_CLI_HOST=unix:///path/berth.sock` the same checks run against
+//! that daemon (berthd). The registries of the pull test are started where
+//! the daemon reaches them: in the fixture dockerd's network namespace, or
+//! on the host.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -223,13 +226,29 @@ fn assert_same(args: &[&str], docker: &Out, berth: &Out) {
     );
 }
 
-/// A daemon and its clients: a private dockerd. (To check berthd, start
-/// it and build [`Clients::new`] on its socket instead.)
-fn setup() -> (Docker, Clients) {
+/// A daemon and its clients. By default a private dockerd; with
+/// `ENGINE_CLI_HOST=unix:///run/berth/berth.sock` the same checks run
+/// against that daemon (the test image is loaded into it first).
+fn setup() -> (Option<Docker>, Clients) {
     require_root();
-    let docker = Docker::start();
-    let clients = Clients::of_dockerd(&docker);
-    (docker, clients)
+    match std::env::var("ENGINE_CLI_HOST") {
+        Ok(host) if !host.is_empty() => {
+            let clients = Clients::new(&host);
+            let archive = integration_tests::interop::image()
+                .docker_archive
+                .to_str()
+                .expect("utf-8 path")
+                .to_owned();
+            let out = clients.docker(&["load", "--quiet", "--input", &archive]);
+            assert_eq!(out.code, 0, "load the test image: {out:?}");
+            (None, clients)
+        }
+        _ => {
+            let docker = Docker::start();
+            let clients = Clients::of_dockerd(&docker);
+            (Some(docker), clients)
+        }
+    }
 }
 
 #[test]

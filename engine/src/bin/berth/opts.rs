@@ -550,6 +550,18 @@ mod tests {
     }
 
     #[test]
+    fn env_flags_take_unset_values_from_our_environment() {
+        std::env::set_var("BERTH_TEST_E_FLAG", "from-env");
+        assert_eq!(resolve_env("A=1"), "A=1");
+        assert_eq!(resolve_env("A="), "A=");
+        assert_eq!(
+            resolve_env("BERTH_TEST_E_FLAG"),
+            "BERTH_TEST_E_FLAG=from-env"
+        );
+        assert_eq!(resolve_env("BERTH_TEST_E_UNSET"), "BERTH_TEST_E_UNSET");
+    }
+
+    #[test]
     fn memory_cpus_and_log_opts() {
         assert_eq!(parse_memory("64m", "-m, --memory").unwrap(), 64 << 20);
         let e = parse_memory("x", "-m, --memory").unwrap_err();
