@@ -365,6 +365,17 @@ async fn attach_and_wait(
             None,
         )
         .await?;
+    // As docker: the exit is waited for from before the start (attach
+    // waits for the container to stop), and is the command's exit code.
+    let condition = if start { "next-exit" } else { "not-running" };
+    let wait = c
+        .send(
+            Method::POST,
+            &format!("/containers/{id}/wait?condition={condition}"),
+            bytes::Bytes::new(),
+            &[],
+        )
+        .await?;
     if start {
         c.post(&format!("/containers/{id}/start")).await?;
     }
@@ -384,14 +395,9 @@ async fn attach_and_wait(
     if end == RelayEnd::Detached {
         return Ok(());
     }
-    let v: Value = c
-        .json(Method::GET, &format!("/containers/{id}/json"), None)
-        .await?;
-    let code = v["State"]["ExitCode"].as_i64().unwrap_or(0) as i32;
-    if code == 0 || v["State"]["Running"].as_bool().unwrap_or(false) {
-        Ok(())
-    } else {
-        Err(StatusError::silent(code).into())
+    match exit_code(wait).await? {
+        0 => Ok(()),
+        code => Err(StatusError::silent(code).into()),
     }
 }
 
