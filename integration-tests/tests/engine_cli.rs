@@ -315,6 +315,90 @@ fn run_prints_output_errors_and_exit_codes_as_docker() {
     let (d, b) = cli.both(&["run", "--rm", "--memory", "lots", IMAGE, "true"]);
     assert_eq!((d.code, b.code), (125, 125), "{d:?}\n{b:?}");
     assert!(b.stderr.contains("invalid size: 'lots'"), "{b:?}");
+    // Mistakes the daemon or the client refuses, worded alike.
+    for args in [
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "a:b:c:d",
+            IMAGE,
+            "true",
+        ][..],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--mount",
+            "type=bind,target=/x",
+            IMAGE,
+            "true",
+        ],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--log-opt",
+            "nokey",
+            IMAGE,
+            "true",
+        ],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--restart",
+            "always",
+            IMAGE,
+            "true",
+        ],
+        &[
+            "run",
+            "--network",
+            "none",
+            "--restart",
+            "on-failure:x",
+            IMAGE,
+            "true",
+        ],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--pull",
+            "bogus",
+            IMAGE,
+            "true",
+        ],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--name",
+            "bad/name",
+            IMAGE,
+            "true",
+        ],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cpus",
+            "abc",
+            IMAGE,
+            "true",
+        ],
+    ] {
+        cli.same(args);
+    }
 }
 
 #[test]

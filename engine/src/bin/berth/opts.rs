@@ -26,8 +26,10 @@ pub enum OptsError {
         path: String,
         source: std::io::Error,
     },
-    #[error("invalid volume specification: '{0}'")]
-    Volume(String),
+    #[error("invalid restart policy format: maximum retry count must be an integer")]
+    RestartCount,
+    #[error("conflicting options: cannot specify both --restart and --rm")]
+    RestartAndRm,
     #[error("invalid publish opts format (should be name=value but got '{0}')")]
     Publish(String),
 }
@@ -193,6 +195,9 @@ impl ContainerOpts {
         config.env = Some(env);
         config.labels = Some(parse_labels(&self.label));
 
+        if self.rm && !matches!(self.restart.as_str(), "no" | "") {
+            return Err(OptsError::RestartAndRm);
+        }
         let mut host = HostConfig {
             auto_remove: self.rm,
             readonly_rootfs: self.read_only,
@@ -225,7 +230,7 @@ impl ContainerOpts {
         let mut binds = Vec::new();
         let mut volumes = BTreeMap::new();
         for v in &self.volume {
-            match parse_volume(v)? {
+            match parse_volume(v) {
                 VolumeSpec::Bind(b) => binds.push(b),
                 VolumeSpec::Anonymous(path) => {
                     volumes.insert(path, json!({}));
@@ -348,40 +353,31 @@ pub fn parse_cpus(value: &str) -> Result<i64, OptsError> {
     Ok(nanos as i64)
 }
 
-/// `--log-opt key=value`.
+/// `--log-opt key=value` (`key` alone is an empty value; the daemon
+/// judges the keys, as with docker).
 pub fn parse_log_opts(opts: &[String]) -> Result<BTreeMap<String, String>, OptsError> {
-    opts.iter()
+    Ok(opts
+        .iter()
         .map(|o| match o.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(flag_error(
-                o,
-                "--log-opt",
-                format!("invalid key value pair format: {o}"),
-            )),
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (o.clone(), String::new()),
         })
-        .collect()
+        .collect())
 }
 
 pub fn parse_restart(value: &str) -> Result<RestartPolicy, OptsError> {
+    // The daemon judges the policy's name, as with docker; only the count
+    // is read here.
     let (name, count) = value.split_once(':').unwrap_or((value, ""));
     let maximum_retry_count = if count.is_empty() {
         0
     } else {
-        count
-            .parse()
-            .map_err(|_| flag_error(value, "--restart", "maximum retry count must be an integer"))?
+        count.parse().map_err(|_| OptsError::RestartCount)?
     };
-    match name {
-        "no" | "always" | "unless-stopped" | "on-failure" => Ok(RestartPolicy {
-            name: name.to_string(),
-            maximum_retry_count,
-        }),
-        _ => Err(flag_error(
-            value,
-            "--restart",
-            format!("invalid restart policy '{name}'"),
-        )),
-    }
+    Ok(RestartPolicy {
+        name: name.to_string(),
+        maximum_retry_count,
+    })
 }
 
 #[derive(Debug, PartialEq)]
@@ -392,36 +388,13 @@ pub enum VolumeSpec {
     Anonymous(String),
 }
 
-const VOLUME_MODES: [&str; 12] = [
-    "ro",
-    "rw",
-    "z",
-    "Z",
-    "nocopy",
-    "private",
-    "rprivate",
-    "shared",
-    "rshared",
-    "slave",
-    "rslave",
-    "consistent",
-];
-
-/// `-v` as docker validates it before sending.
-pub fn parse_volume(spec: &str) -> Result<VolumeSpec, OptsError> {
-    let bad = || OptsError::Volume(spec.to_string());
-    let parts: Vec<&str> = spec.split(':').collect();
-    match parts.as_slice() {
-        [target] if target.starts_with('/') => Ok(VolumeSpec::Anonymous(target.to_string())),
-        [source, target] | [source, target, _] if !source.is_empty() && target.starts_with('/') => {
-            if let [_, _, mode] = parts.as_slice() {
-                if !mode.split(',').all(|m| VOLUME_MODES.contains(&m)) {
-                    return Err(bad());
-                }
-            }
-            Ok(VolumeSpec::Bind(spec.to_string()))
-        }
-        _ => Err(bad()),
+/// `-v`: a lone absolute path is an anonymous volume; anything else goes
+/// to the daemon as a bind, which it judges (as with docker).
+pub fn parse_volume(spec: &str) -> VolumeSpec {
+    if spec.starts_with('/') && !spec.contains(':') {
+        VolumeSpec::Anonymous(spec.to_string())
+    } else {
+        VolumeSpec::Bind(spec.to_string())
     }
 }
 
@@ -575,21 +548,22 @@ mod tests {
         assert!(parse_cpus("-1").is_err());
         let opts = parse_log_opts(&["max-size=10m".into(), "max-file=3".into()]).unwrap();
         assert_eq!(opts["max-size"], "10m");
-        assert!(parse_log_opts(&["nokey".into()]).is_err());
+        assert_eq!(parse_log_opts(&["nokey".into()]).unwrap()["nokey"], "");
+        assert_eq!(
+            parse_restart("on-failure:3").unwrap().maximum_retry_count,
+            3
+        );
+        assert!(parse_restart("on-failure:x").is_err());
     }
 
     #[test]
     fn volumes_mounts_and_tmpfs() {
         assert_eq!(
-            parse_volume("/host:/c:ro").unwrap(),
+            parse_volume("/host:/c:ro"),
             VolumeSpec::Bind("/host:/c:ro".into())
         );
-        assert_eq!(
-            parse_volume("/data").unwrap(),
-            VolumeSpec::Anonymous("/data".into())
-        );
-        assert!(parse_volume("/a:/b:bogus").is_err());
-        assert!(parse_volume("a:b:c:d").is_err());
+        assert_eq!(parse_volume("/data"), VolumeSpec::Anonymous("/data".into()));
+        assert_eq!(parse_volume("a:b:c:d"), VolumeSpec::Bind("a:b:c:d".into()));
         let m = parse_mount("type=bind,source=/a,target=/b,readonly").unwrap();
         assert_eq!(
             (m.kind.as_str(), m.source.as_str(), m.target.as_str()),

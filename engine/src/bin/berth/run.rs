@@ -174,10 +174,12 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| usage_error("run", e))?;
     if a.detach {
+        // docker prints the id before starting, so it is shown even when
+        // the start fails.
+        println!("{id}");
         c.post(&format!("/containers/{id}/start"))
             .await
             .map_err(start_error)?;
-        println!("{id}");
         return Ok(());
     }
     let mut aq = vec![
