@@ -304,6 +304,42 @@ fn run_prints_output_errors_and_exit_codes_as_docker() {
             "{program}: {out:?}"
         );
     }
+    // A signal to the client reaches the container (docker's sig-proxy).
+    for program in ["docker", "berth"] {
+        let mut child = cli
+            .command(
+                program,
+                &[
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    IMAGE,
+                    "sh",
+                    "-c",
+                    "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.1; done",
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut ready = [0u8; 6];
+        stdout.read_exact(&mut ready).expect("read ready");
+        assert_eq!(&ready, b"ready\n", "{program}");
+        // SAFETY: kill(2) with the pid of our own child and a valid signal.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).expect("read the rest");
+        let status = child.wait().expect("wait");
+        assert_eq!(
+            (integration_tests::exit_code(&status), rest.as_str()),
+            (9, "got-term\n"),
+            "{program}"
+        );
+    }
     // A command that does not exist: 127 for both.
     let (d, b) = cli.both(&["run", "--rm", "--network", "none", IMAGE, "no-such-command"]);
     assert_eq!((d.code, b.code), (127, 127), "{d:?}\n{b:?}");

@@ -224,6 +224,8 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
     if opts.tty {
         resize(c, &format!("/containers/{id}/resize")).await;
         spawn_resizer(c, format!("/containers/{id}/resize"));
+    } else {
+        spawn_signal_proxy(c, &id);
     }
     let end = relay(
         conn,
@@ -287,6 +289,34 @@ fn spawn_resizer(c: &Client, path: String) {
             resize(&c, &path).await;
         }
     });
+}
+
+/// docker's `--sig-proxy`: the signals we receive go to the container
+/// (without a tty; with one, the terminal sends the keys itself).
+fn spawn_signal_proxy(c: &Client, id: &str) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::quit(), "SIGQUIT"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ];
+    let socket = c.socket().to_path_buf();
+    for (kind, name) in kinds {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
+        let path = format!("/containers/{id}/kill?signal={name}");
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let c = Client::new(&socket);
+            while stream.recv().await.is_some() {
+                let _ = c.post(&path).await;
+            }
+        });
+    }
 }
 
 async fn attach(c: &Client, a: AttachArgs) -> anyhow::Result<()> {
