@@ -286,6 +286,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_daemon_is_found_by_flag_then_berth_host_then_docker_host() {
+        std::env::remove_var("BERTH_HOST");
+        std::env::remove_var("DOCKER_HOST");
+        assert_eq!(daemon_address(None), "unix:///run/berth/berth.sock");
+        std::env::set_var("DOCKER_HOST", "unix:///d.sock");
+        assert_eq!(daemon_address(None), "unix:///d.sock");
+        std::env::set_var("BERTH_HOST", "unix:///b.sock");
+        assert_eq!(daemon_address(None), "unix:///b.sock");
+        assert_eq!(daemon_address(Some("unix:///h.sock")), "unix:///h.sock");
+        std::env::remove_var("BERTH_HOST");
+        std::env::remove_var("DOCKER_HOST");
+    }
+
+    #[test]
     fn addresses_and_versions() {
         assert_eq!(
             socket_path("unix:///tmp/d.sock").unwrap(),
