@@ -52,6 +52,9 @@ pub struct ExecArgs {
 }
 
 pub async fn exec(c: &Client, a: ExecArgs) -> anyhow::Result<()> {
+    if !a.detach {
+        crate::run::check_tty_input(a.tty, a.interactive)?;
+    }
     let mut env = Vec::new();
     for f in &a.env_file {
         env.extend(parse_env_file(std::path::Path::new(f))?);

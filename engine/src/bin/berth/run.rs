@@ -161,10 +161,19 @@ fn start_failure_code(message: &str) -> i32 {
     }
 }
 
+/// docker refuses `-it` when stdin is not a terminal.
+pub fn check_tty_input(tty: bool, interactive: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if tty && interactive && !std::io::stdin().is_terminal() {
+        return Err(StatusError::new(1, "the input device is not a TTY").into());
+    }
+    Ok(())
+}
+
 async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
     let opts = &a.opts;
-    if a.detach && opts.rm {
-        // docker allows --rm with -d since 1.13; nothing to check.
+    if !a.detach {
+        check_tty_input(opts.tty, opts.interactive)?;
     }
     let detach_keys = match &opts.detach_keys {
         Some(k) => terminal::detach_keys(k).map_err(|e| usage_error("run", e.into()))?,
