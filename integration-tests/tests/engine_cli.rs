@@ -525,6 +525,8 @@ fn ps_images_inspect_logs_exec_compare_with_docker() {
         "{{.State.Status}} {{.State.Running}} {{.Config.Image}}",
         "{{.Name}} {{.Config.Cmd}} {{.HostConfig.NetworkMode}}",
         "{{json .Config.Labels}}",
+        "{{json .State}}",
+        "{{json .Config}}",
         "{{index .Config.Labels \"k\"}} {{range .Config.Env}}{{.}};{{end}}",
         "{{.State.ExitCode}}",
     ] {

@@ -619,6 +619,7 @@ pub async fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<()> {
         None => out.write_all(out_json::indented_array(&docs).as_bytes())?,
         Some(f) => {
             for doc in &docs {
+                crate::output::template::remember_key_order(&String::from_utf8_lossy(doc));
                 let value: Value = serde_json::from_slice(doc)?;
                 let text = f
                     .render(&value)

@@ -3,6 +3,7 @@
 //! `truncate`), the `table` prefix, and values printed as Go prints them
 //! (`[a b]`, `map[k:v]`, `<nil>`).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use gtmpl::{Context, Func, FuncError, Template, Value};
@@ -351,9 +352,105 @@ fn gofmt(args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::String(go_print(arg(args, 0, "gofmt")?)))
 }
 
+thread_local! {
+    /// Objects of the documents being rendered, by their sorted-key JSON:
+    /// their text as the daemon wrote it, keys in its order.
+    static KEY_ORDER: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+}
+
+/// Remembers the key order of every object in `raw`, a daemon's JSON
+/// document, so `json` writes them in that order, as docker's typed
+/// structs do, rather than sorted.
+pub fn remember_key_order(raw: &str) {
+    KEY_ORDER.with(|m| {
+        let mut m = m.borrow_mut();
+        for span in object_spans(raw) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(span) {
+                m.insert(to_json(&to_gtmpl(&v)).to_string(), compact(span));
+            }
+        }
+    });
+}
+
+/// Every `{...}` in JSON text, inner ones too.
+fn object_spans(raw: &str) -> Vec<&str> {
+    let mut spans = Vec::new();
+    let mut starts = Vec::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, b) in raw.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => starts.push(i),
+            b'}' => {
+                if let Some(start) = starts.pop() {
+                    spans.push(&raw[start..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    spans
+}
+
+/// JSON text without the whitespace between tokens.
+fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_whitespace() {
+            out.push(c);
+            in_string = c == '"';
+        }
+    }
+    out
+}
+
+fn write_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Map(_) | Value::Object(_) => {
+            let sorted = to_json(value).to_string();
+            match KEY_ORDER.with(|m| m.borrow().get(&sorted).cloned()) {
+                Some(raw) => out.push_str(&raw),
+                None => out.push_str(&sorted),
+            }
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&to_json(other).to_string()),
+    }
+}
+
 fn json(args: &[Value]) -> Result<Value, FuncError> {
-    let v = to_json(arg(args, 0, "json")?);
-    Ok(Value::String(serde_json::to_string(&v).unwrap_or_default()))
+    let mut out = String::new();
+    write_json(arg(args, 0, "json")?, &mut out);
+    Ok(Value::String(out))
 }
 
 fn split(args: &[Value]) -> Result<Value, FuncError> {
@@ -474,6 +571,21 @@ mod tests {
         assert_eq!(render("{{pad .Name 1 2}}", v.clone()), " /web  ");
         assert_eq!(render("{{index (split \"a:b\" \":\") 1}}", v.clone()), "b");
         assert_eq!(render("{{index .Labels \"a\"}}", v), "x");
+    }
+
+    #[test]
+    fn json_keeps_the_daemons_key_order() {
+        let raw = r#"{"Id":"x","State":{"Status":"running","Running":true,"Pid":1},"Labels":{"b":"1","a":"2"},"Z":null}"#;
+        remember_key_order(raw);
+        let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+        assert_eq!(
+            render("{{json .State}}", v.clone()),
+            r#"{"Status":"running","Running":true,"Pid":1}"#
+        );
+        assert_eq!(render("{{json .}}", v.clone()), raw);
+        // As the daemon wrote it (Go sorts its maps' keys itself).
+        assert_eq!(render("{{json .Labels}}", v), r#"{"b":"1","a":"2"}"#);
+        assert_eq!(compact("{ \"a b\" : [1, 2] }"), "{\"a b\":[1,2]}");
     }
 
     #[test]
