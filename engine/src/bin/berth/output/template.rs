@@ -1,7 +1,11 @@
 //! `--format`: Go templates (the `gtmpl` crate) with the docker CLI's
 //! functions (`json`, `split`, `join`, `title`, `lower`, `upper`, `pad`,
-//! `truncate`), the `table` prefix, and values printed as Go prints them
-//! (`[a b]`, `map[k:v]`, `<nil>`).
+//! `truncate`), the `table` prefix, and what gtmpl does otherwise than Go
+//! put right by rewriting the template before parsing it: values printed
+//! as Go prints them (`[a b]`, `map[k:v]`, `<nil>`; every printing action
+//! goes through `gofmt`), `range` over a map in key order, and `json`
+//! keeping the daemon's key order. Not supported by gtmpl: `{{-`/`-}}`
+//! trim markers.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -102,7 +106,9 @@ impl Format {
 /// through `gofmt` so values print as Go's `fmt` prints them.
 fn compile(text: &str) -> Result<Template, TemplateError> {
     let mut template = Template::default();
-    let funcs: [(&str, Func); 10] = [
+    let funcs: [(&str, Func); 12] = [
+        ("sortedpairs", sortedpairs),
+        ("sortedvalues", sortedvalues),
         ("json", json),
         ("split", split),
         ("join", join),
@@ -137,16 +143,52 @@ fn wrap_printing_actions(text: &str) -> String {
         let (lead, body, trail) = split_trim_markers(inner);
         out.push_str("{{");
         out.push_str(lead);
-        out.push_str(body);
-        if prints(body) {
-            out.push_str(" | gofmt ");
+        match sorted_range(body) {
+            Some((range, prelude)) => {
+                out.push_str(&range);
+                out.push_str(trail);
+                out.push_str("}}");
+                out.push_str(&prelude);
+            }
+            None => {
+                out.push_str(body);
+                if prints(body) {
+                    out.push_str(" | gofmt ");
+                }
+                out.push_str(trail);
+                out.push_str("}}");
+            }
         }
-        out.push_str(trail);
-        out.push_str("}}");
         rest = &after[len + 2..];
     }
     out.push_str(rest);
     out
+}
+
+/// `range` as Go runs it over a map, in sorted key order (gtmpl's maps
+/// have none): `range $k, $v := X` walks `sortedpairs X` and sets `$k`
+/// and `$v` first thing in the body; `range X` and `range $v := X` walk
+/// `sortedvalues X`. The new action, and what starts its body.
+fn sorted_range(body: &str) -> Option<(String, String)> {
+    let t = body.trim();
+    let rest = t.strip_prefix("range")?;
+    if !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let rest = rest.trim();
+    if let Some((vars, pipe)) = rest.split_once(":=") {
+        let vars: Vec<&str> = vars.split(',').map(str::trim).collect();
+        let pipe = pipe.trim();
+        return match vars.as_slice() {
+            [k, v] => Some((
+                format!("range $__i, $__p := sortedpairs ({pipe})"),
+                format!("{{{{{k} := $__p.Key}}}}{{{{{v} := $__p.Value}}}}"),
+            )),
+            [v] => Some((format!("range {v} := sortedvalues ({pipe})"), String::new())),
+            _ => None,
+        };
+    }
+    Some((format!("range sortedvalues ({rest})"), String::new()))
 }
 
 /// The length of an action's text up to its closing `}}`, skipping quoted
@@ -346,6 +388,54 @@ fn int_arg(args: &[Value], i: usize, name: &str) -> Result<usize, FuncError> {
             .map_err(|_| FuncError::Generic(format!("{name}: {s:?} is not a number"))),
         _ => Err(FuncError::Generic(format!("{name}: expected a number"))),
     }
+}
+
+fn sorted_entries(value: &Value) -> Option<Vec<(String, Value)>> {
+    match value {
+        Value::Map(m) | Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> =
+                m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Some(entries)
+        }
+        _ => None,
+    }
+}
+
+/// A map as a list of `{Key, Value}` in key order; a list as index pairs.
+fn sortedpairs(args: &[Value]) -> Result<Value, FuncError> {
+    let value = arg(args, 0, "range")?;
+    let pair = |k: Value, v: Value| {
+        Value::Map(HashMap::from([
+            ("Key".to_string(), k),
+            ("Value".to_string(), v),
+        ]))
+    };
+    Ok(match (sorted_entries(value), value) {
+        (Some(entries), _) => Value::Array(
+            entries
+                .into_iter()
+                .map(|(k, v)| pair(Value::String(k), v))
+                .collect(),
+        ),
+        (None, Value::Array(items)) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| pair(Value::from(i as u64), v.clone()))
+                .collect(),
+        ),
+        (None, other) => other.clone(),
+    })
+}
+
+/// A map's values in key order; anything else as it is.
+fn sortedvalues(args: &[Value]) -> Result<Value, FuncError> {
+    let value = arg(args, 0, "range")?;
+    Ok(match sorted_entries(value) {
+        Some(entries) => Value::Array(entries.into_iter().map(|(_, v)| v).collect()),
+        None => value.clone(),
+    })
 }
 
 fn gofmt(args: &[Value]) -> Result<Value, FuncError> {
@@ -586,6 +676,25 @@ mod tests {
         // As the daemon wrote it (Go sorts its maps' keys itself).
         assert_eq!(render("{{json .Labels}}", v), r#"{"b":"1","a":"2"}"#);
         assert_eq!(compact("{ \"a b\" : [1, 2] }"), "{\"a b\":[1,2]}");
+    }
+
+    #[test]
+    fn range_over_a_map_goes_in_key_order_as_in_go() {
+        let v = json!({"L": {"c": "3", "a": "1", "b": "2", "d": "4", "e": "5"}, "A": ["x", "y"]});
+        assert_eq!(
+            render("{{range $k, $v := .L}}{{$k}}={{$v}};{{end}}", v.clone()),
+            "a=1;b=2;c=3;d=4;e=5;"
+        );
+        assert_eq!(render("{{range .L}}{{.}}{{end}}", v.clone()), "12345");
+        assert_eq!(
+            render("{{range $v := .L}}{{$v}}{{end}}", v.clone()),
+            "12345"
+        );
+        assert_eq!(
+            render("{{range $i, $e := .A}}{{$i}}{{$e}} {{end}}", v.clone()),
+            "0x 1y "
+        );
+        assert_eq!(render("{{range .A}}{{.}}{{end}}", v), "xy");
     }
 
     #[test]
