@@ -4,8 +4,7 @@
 //! put right by rewriting the template before parsing it: values printed
 //! as Go prints them (`[a b]`, `map[k:v]`, `<nil>`; every printing action
 //! goes through `gofmt`), `range` over a map in key order, and `json`
-//! keeping the daemon's key order. Not supported by gtmpl: `{{-`/`-}}`
-//! trim markers.
+//! keeping the daemon's key order, and the `{{- -}}` trim markers.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -140,13 +139,16 @@ fn wrap_printing_actions(text: &str) -> String {
             return out;
         };
         let inner = &after[..len];
+        // Trim markers, which gtmpl lacks, are applied here: `{{- ` eats
+        // the space before the action, ` -}}` the space after it.
         let (lead, body, trail) = split_trim_markers(inner);
+        if !lead.is_empty() {
+            out.truncate(out.trim_end().len());
+        }
         out.push_str("{{");
-        out.push_str(lead);
         match sorted_range(body) {
             Some((range, prelude)) => {
                 out.push_str(&range);
-                out.push_str(trail);
                 out.push_str("}}");
                 out.push_str(&prelude);
             }
@@ -155,11 +157,13 @@ fn wrap_printing_actions(text: &str) -> String {
                 if prints(body) {
                     out.push_str(" | gofmt ");
                 }
-                out.push_str(trail);
                 out.push_str("}}");
             }
         }
         rest = &after[len + 2..];
+        if !trail.is_empty() {
+            rest = rest.trim_start();
+        }
     }
     out.push_str(rest);
     out
@@ -218,11 +222,24 @@ fn action_len(s: &str) -> Option<usize> {
     None
 }
 
+/// Go's trim markers: `-` then a space (tab, newline) after `{{`, and a
+/// space then `-` before `}}`.
 fn split_trim_markers(inner: &str) -> (&str, &str, &str) {
-    let lead = if inner.starts_with("- ") { "- " } else { "" };
+    let b = inner.as_bytes();
+    let lead = if b.len() >= 2 && b[0] == b'-' && b[1].is_ascii_whitespace() {
+        &inner[..2]
+    } else {
+        ""
+    };
     let inner = &inner[lead.len()..];
-    let trail = if inner.ends_with(" -") { " -" } else { "" };
-    (lead, &inner[..inner.len() - trail.len()], trail)
+    let b = inner.as_bytes();
+    let n = b.len();
+    let trail = if n >= 2 && b[n - 1] == b'-' && b[n - 2].is_ascii_whitespace() {
+        &inner[n - 2..]
+    } else {
+        ""
+    };
+    (lead, &inner[..n - trail.len()], trail)
 }
 
 fn prints(body: &str) -> bool {
@@ -703,7 +720,9 @@ mod tests {
         assert_eq!(render("{{range .Env}}{{.}};{{end}}", v.clone()), "A=1;B=2;");
         assert_eq!(render("{{if .On}}yes{{else}}no{{end}}", v.clone()), "yes");
         assert_eq!(render("{{$x := .On}}{{$x}}", v.clone()), "true");
-        assert_eq!(render("{{.On}}", v), "true");
+        assert_eq!(render("{{.On}}", v.clone()), "true");
+        assert_eq!(render("a  {{- .On -}}\n b", v.clone()), "atrueb");
+        assert_eq!(render("{{range .Env -}}\n  {{.}}\n{{- end}}", v), "A=1B=2");
     }
 
     #[test]
