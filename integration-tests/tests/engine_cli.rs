@@ -614,6 +614,11 @@ fn unknown_containers_and_images_fail_as_in_docker() {
         &["pause", "no-such-container"],
         &["rename", "no-such-container", "other"],
         &["image", "inspect", "no-such-image"],
+        // Bad references and files.
+        &["pull", "nope/x@sha256:zzz"],
+        &["tag", IMAGE, "Bad:Tag"],
+        &["push", "a:b:c"],
+        &["load", "-i", "/nonexistent.tar"],
         // Command-line mistakes.
         &["ps", "--bogus"],
         &["container", "ls", "--bogus"],

@@ -80,6 +80,90 @@ impl Reference {
     }
 }
 
+/// Checks an image reference as docker's `reference` package does before
+/// sending it; the error is docker's text.
+pub fn validate_reference(text: &str) -> Result<(), String> {
+    const BAD: &str = "invalid reference format";
+    let r = Reference::parse(text);
+    if r.repo.is_empty() {
+        return Err(BAD.into());
+    }
+    let (domain, path) = match r.repo.split_once('/') {
+        Some((d, p)) if d.contains(['.', ':']) || d == "localhost" => (Some(d), p),
+        _ => (None, r.repo.as_str()),
+    };
+    if let Some(d) = domain {
+        let (host, port) = d.split_once(':').unwrap_or((d, ""));
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !host_ok || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BAD.into());
+        }
+    }
+    let component_ok = |c: &str| {
+        let b = c.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b'-'))
+    };
+    if !path.split('/').all(component_ok) {
+        return Err(BAD.into());
+    }
+    if path.bytes().any(|b| b.is_ascii_uppercase()) {
+        let shown = if domain.is_none() && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path.to_string()
+        };
+        return Err(format!(
+            "{BAD}: repository name ({shown}) must be lowercase"
+        ));
+    }
+    if let Some(tag) = &r.tag {
+        let b = tag.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 128
+            && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+            && b.iter()
+                .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err(BAD.into());
+        }
+    }
+    if let Some(digest) = &r.digest {
+        let ok = match digest.split_once(':') {
+            Some(("sha256", hex)) => hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            Some((alg, hex)) => !alg.is_empty() && hex.len() >= 32,
+            None => false,
+        };
+        if !ok {
+            return Err(BAD.into());
+        }
+    }
+    Ok(())
+}
+
+/// An I/O error worded as Go words it ("no such file or directory").
+pub fn go_io_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// "busybox" → "docker.io/library/busybox"; names with a registry host as is.
 pub fn full_repo(repo: &str) -> String {
     if docker_config::registry_host(repo) != docker_config::DOCKER_HUB {
@@ -186,6 +270,25 @@ mod tests {
             ("127.0.0.1:5000/x", "sha256:ab")
         );
         assert_eq!(full_repo("user/app"), "docker.io/user/app");
+    }
+
+    #[test]
+    fn references_are_checked_as_docker_does() {
+        assert!(validate_reference("busybox").is_ok());
+        assert!(validate_reference("127.0.0.1:5000/a/b-c_d.e:v1.0").is_ok());
+        assert!(validate_reference(&format!("x@sha256:{}", "a".repeat(64))).is_ok());
+        assert_eq!(
+            validate_reference("nope/x@sha256:zzz").unwrap_err(),
+            "invalid reference format"
+        );
+        assert_eq!(
+            validate_reference("Bad:Tag").unwrap_err(),
+            "invalid reference format: repository name (library/Bad) must be lowercase"
+        );
+        assert!(validate_reference("a:b:c").is_err());
+        assert!(validate_reference("-a").is_err());
+        let e = std::io::Error::from_raw_os_error(2);
+        assert_eq!(go_io_error(&e), "no such file or directory");
     }
 
     #[test]

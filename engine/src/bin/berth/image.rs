@@ -10,7 +10,10 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use crate::client::{enc, query, Client};
-use crate::common::{confirm, filters_json, for_each, print_rows, registry_auth, Reference};
+use crate::common::{
+    confirm, filters_json, for_each, go_io_error, print_rows, registry_auth, validate_reference,
+    Reference,
+};
 use crate::container::{bool_param, download};
 use crate::output::progress::{Message, Renderer};
 use crate::output::{short_id, terminal_width, units};
@@ -147,6 +150,15 @@ pub async fn run(c: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Pull(a) => pull(c, a).await,
         ImageCommand::Push(a) => push(c, a).await,
         ImageCommand::Tag(a) => {
+            validate_reference(&a.target).map_err(|e| {
+                StatusError::new(
+                    1,
+                    format!(
+                        "Error parsing reference: {:?} is not a valid repository/tag: {e}",
+                        a.target
+                    ),
+                )
+            })?;
             let r = Reference::parse(&a.target);
             let path = format!(
                 "/images/{}/tag{}",
@@ -343,6 +355,15 @@ async fn render_stream(
     }
 }
 
+/// What pull and push check before asking the daemon: the grammar of a
+/// reference (docker leaves an upper-case name to the daemon).
+fn check_pull_reference(name: &str) -> anyhow::Result<()> {
+    match validate_reference(name) {
+        Err(e) if !e.ends_with("must be lowercase") => Err(StatusError::new(1, e).into()),
+        _ => Ok(()),
+    }
+}
+
 fn pull_path(name: &str, platform: Option<&str>) -> String {
     let r = Reference::parse(name);
     let mut q = vec![("fromImage", r.repo.clone()), ("tag", r.tag_or_digest())];
@@ -353,6 +374,7 @@ fn pull_path(name: &str, platform: Option<&str>) -> String {
 }
 
 async fn pull(c: &Client, a: PullArgs) -> anyhow::Result<()> {
+    check_pull_reference(&a.name)?;
     let r = Reference::parse(&a.name);
     if r.tag.is_none() && r.digest.is_none() {
         println!("Using default tag: latest");
@@ -389,6 +411,7 @@ pub async fn pull_quiet_to_stderr(c: &Client, name: &str) -> anyhow::Result<()> 
 }
 
 async fn push(c: &Client, a: PushArgs) -> anyhow::Result<()> {
+    check_pull_reference(&a.name)?;
     let r = Reference::parse(&a.name);
     if r.tag.is_none() && r.digest.is_none() {
         println!("Using default tag: latest");
@@ -418,7 +441,8 @@ fn read_input(path: Option<&str>) -> anyhow::Result<Vec<u8>> {
             std::io::stdin().lock().read_to_end(&mut data)?;
         }
         Some(p) => {
-            data = std::fs::read(p).map_err(|e| StatusError::new(1, format!("open {p}: {e}")))?;
+            data = std::fs::read(p)
+                .map_err(|e| StatusError::new(1, format!("open {p}: {}", go_io_error(&e))))?;
         }
     }
     Ok(data)
