@@ -3,6 +3,7 @@
 //! codes, over HTTP on the daemon's unix socket (`client`). One file per
 //! command group; `output` prints tables, templates and progress.
 
+mod auth;
 mod client;
 mod common;
 mod container;

@@ -1,13 +1,10 @@
-//! version, info, events, system df, the prunes, and login/logout (the
-//! credentials in `~/.docker/config.json`, in docker's format).
+//! version, info, events, system df and the prunes.
 
-use std::path::PathBuf;
-
-use base64::Engine as _;
 use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{json, Value};
 
+use crate::auth;
 use crate::client::{query, version_less, Client, API_VERSION};
 use crate::common::{confirm, filters_json, print_rows};
 use crate::image;
@@ -24,9 +21,9 @@ pub enum SystemCommand {
     /// Get real time events from the server
     Events(EventsArgs),
     /// Log in to a registry
-    Login(LoginArgs),
+    Login(auth::LoginArgs),
     /// Log out from a registry
-    Logout(LogoutArgs),
+    Logout(auth::LogoutArgs),
     /// Manage berth
     #[command(subcommand)]
     System(SystemGroup),
@@ -68,25 +65,6 @@ pub struct EventsArgs {
 }
 
 #[derive(Args)]
-pub struct LoginArgs {
-    /// Username
-    #[arg(short = 'u', long)]
-    pub username: Option<String>,
-    /// Password or Personal Access Token (PAT)
-    #[arg(short = 'p', long)]
-    pub password: Option<String>,
-    /// Take the Password or Personal Access Token (PAT) from stdin
-    #[arg(long = "password-stdin")]
-    pub password_stdin: bool,
-    pub server: Option<String>,
-}
-
-#[derive(Args)]
-pub struct LogoutArgs {
-    pub server: Option<String>,
-}
-
-#[derive(Args)]
 pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short = 'f', long)]
@@ -119,8 +97,8 @@ pub async fn run(c: &Client, cmd: SystemCommand) -> anyhow::Result<()> {
         SystemCommand::Events(a) | SystemCommand::System(SystemGroup::Events(a)) => {
             events(c, a).await
         }
-        SystemCommand::Login(a) => login(c, a).await,
-        SystemCommand::Logout(a) => logout(a),
+        SystemCommand::Login(a) => auth::login(c, a).await,
+        SystemCommand::Logout(a) => auth::logout(a),
         SystemCommand::System(SystemGroup::Df(a)) => df(c, a).await,
         SystemCommand::System(SystemGroup::Prune(a)) => system_prune(c, a).await,
     }
@@ -254,9 +232,71 @@ async fn info(c: &Client, a: FormatArgs) -> anyhow::Result<()> {
     println!(" Images: {}", g("Images"));
     println!(" Server Version: {}", g("ServerVersion"));
     println!(" Storage Driver: {}", g("Driver"));
+    for pair in s["DriverStatus"].as_array().into_iter().flatten() {
+        if let [k, v] = pair.as_array().map(Vec::as_slice).unwrap_or_default() {
+            println!(
+                "  {}: {}",
+                k.as_str().unwrap_or_default(),
+                v.as_str().unwrap_or_default()
+            );
+        }
+    }
     println!(" Logging Driver: {}", g("LoggingDriver"));
     println!(" Cgroup Driver: {}", g("CgroupDriver"));
     println!(" Cgroup Version: {}", g("CgroupVersion"));
+    println!(" Plugins:");
+    for kind in ["Volume", "Network", "Authorization", "Log"] {
+        let names: Vec<&str> = s["Plugins"][kind]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !names.is_empty() {
+            println!("  {kind}: {}", names.join(" "));
+        }
+    }
+    let swarm = s["Swarm"]["LocalNodeState"].as_str().unwrap_or("inactive");
+    println!(
+        " Swarm: {}",
+        if swarm.is_empty() { "inactive" } else { swarm }
+    );
+    let mut runtimes: Vec<&String> = s["Runtimes"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    runtimes.sort();
+    let runtimes: Vec<&str> = runtimes.into_iter().map(String::as_str).collect();
+    println!(" Runtimes: {}", runtimes.join(" "));
+    println!(" Default Runtime: {}", g("DefaultRuntime"));
+    println!(" Init Binary: {}", g("InitBinary"));
+    let commit = |k: &str| s[k]["ID"].as_str().unwrap_or_default().to_string();
+    println!(" containerd version: {}", commit("ContainerdCommit"));
+    println!(" runc version: {}", commit("RuncCommit"));
+    println!(" init version: {}", commit("InitCommit"));
+    let security: Vec<&str> = s["SecurityOptions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !security.is_empty() {
+        println!(" Security Options:");
+        for opt in security {
+            let mut fields = opt.split(',');
+            let name = fields.next().unwrap_or_default();
+            println!("  {}", name.strip_prefix("name=").unwrap_or(name));
+            for f in fields {
+                if let Some((k, v)) = f.split_once('=') {
+                    let mut k = k.to_string();
+                    if let Some(first) = k.get_mut(0..1) {
+                        first.make_ascii_uppercase();
+                    }
+                    println!("   {k}: {v}");
+                }
+            }
+        }
+    }
     println!(" Kernel Version: {}", g("KernelVersion"));
     println!(" Operating System: {}", g("OperatingSystem"));
     println!(" OSType: {}", g("OSType"));
@@ -269,16 +309,43 @@ async fn info(c: &Client, a: FormatArgs) -> anyhow::Result<()> {
     println!(" Name: {}", g("Name"));
     println!(" ID: {}", g("ID"));
     println!(" Docker Root Dir: {}", g("DockerRootDir"));
-    println!(" Debug Mode: {}", s["Debug"].as_bool().unwrap_or(false));
+    let debug = s["Debug"].as_bool().unwrap_or(false);
+    println!(" Debug Mode: {debug}");
+    if debug {
+        println!("  File Descriptors: {}", g("NFd"));
+        println!("  Goroutines: {}", g("NGoroutines"));
+        println!("  System Time: {}", g("SystemTime"));
+        println!("  EventsListeners: {}", g("NEventsListener"));
+    }
     println!(
         " Experimental: {}",
         s["ExperimentalBuild"].as_bool().unwrap_or(false)
     );
+    let insecure: Vec<&str> = s["RegistryConfig"]["InsecureRegistryCIDRs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !insecure.is_empty() {
+        println!(" Insecure Registries:");
+        for r in insecure {
+            println!("  {r}");
+        }
+    }
     println!(
         " Live Restore Enabled: {}",
         s["LiveRestoreEnabled"].as_bool().unwrap_or(false)
     );
     println!();
+    for w in s["Warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        eprintln!("{w}");
+    }
     Ok(())
 }
 
@@ -491,154 +558,6 @@ async fn system_prune(c: &Client, a: SystemPruneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The registry a login or logout names: Docker Hub's login key by default.
-fn server_key(server: Option<&str>) -> String {
-    match server {
-        None => berth_client::docker_config::DOCKER_HUB_LOGIN_KEY.to_string(),
-        Some(s) => {
-            let host = berth_client::docker_config::normalise_host(s);
-            if host == berth_client::docker_config::DOCKER_HUB {
-                berth_client::docker_config::DOCKER_HUB_LOGIN_KEY.to_string()
-            } else {
-                s.trim_start_matches("https://")
-                    .trim_start_matches("http://")
-                    .trim_end_matches('/')
-                    .to_string()
-            }
-        }
-    }
-}
-
-fn config_path() -> anyhow::Result<PathBuf> {
-    berth_client::docker_config::default_path().ok_or_else(|| {
-        anyhow::anyhow!("no docker config file: neither DOCKER_CONFIG nor HOME is set")
-    })
-}
-
-fn load_config(path: &PathBuf) -> anyhow::Result<Value> {
-    match std::fs::read(path) {
-        Ok(text) => Ok(serde_json::from_slice(&text)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({"auths": {}})),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Writes config.json as docker does (tab-indented, mode 0600), through a
-/// temporary file renamed over it.
-fn save_config(path: &PathBuf, config: &Value) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut text = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
-    let mut ser = serde_json::Serializer::with_formatter(&mut text, fmt);
-    serde::Serialize::serialize(config, &mut ser)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-    }
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-async fn login(c: &Client, a: LoginArgs) -> anyhow::Result<()> {
-    let key = server_key(a.server.as_deref());
-    let mut password = a.password.clone();
-    if password.is_some() {
-        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
-    }
-    if a.password_stdin {
-        if password.is_some() {
-            return Err(StatusError::new(
-                1,
-                "--password and --password-stdin are mutually exclusive",
-            )
-            .into());
-        }
-        if a.username.is_none() {
-            return Err(
-                StatusError::new(1, "Must provide --username with --password-stdin").into(),
-            );
-        }
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-        password = Some(text.trim_end_matches(['\n', '\r']).to_string());
-    }
-    let (Some(username), Some(password)) = (a.username.clone(), password) else {
-        return Err(StatusError::new(
-            1,
-            "Error: Cannot perform an interactive login from a non TTY device",
-        )
-        .into());
-    };
-    let body = json!({"username": username, "password": password, "serveraddress": key});
-    let resp: Value = c.json(Method::POST, "/auth", Some(&body)).await?;
-    let path = config_path()?;
-    let mut config = load_config(&path)?;
-    if !config["auths"].is_object() {
-        config["auths"] = json!({});
-    }
-    let mut entry = json!({
-        "auth": base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")),
-    });
-    if let Some(token) = resp["IdentityToken"].as_str().filter(|t| !t.is_empty()) {
-        entry = json!({"auth": "", "identitytoken": token});
-    }
-    config["auths"][&key] = entry;
-    save_config(&path, &config)?;
-    eprintln!(
-        "\nWARNING! Your credentials are stored unencrypted in '{}'.\n\
-         Configure a credential helper to remove this warning. See\n\
-         https://docs.docker.com/go/credential-store/\n",
-        path.display()
-    );
-    println!(
-        "{}",
-        resp["Status"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("Login Succeeded")
-    );
-    Ok(())
-}
-
-fn logout(a: LogoutArgs) -> anyhow::Result<()> {
-    let key = server_key(a.server.as_deref());
-    let path = config_path()?;
-    let mut config = load_config(&path)?;
-    let host = berth_client::docker_config::normalise_host(&key);
-    let keys: Vec<String> = config["auths"]
-        .as_object()
-        .map(|m| {
-            m.keys()
-                .filter(|k| berth_client::docker_config::normalise_host(k) == host)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    // docker says so whether or not there was anything to remove.
-    println!("Removing login credentials for {key}");
-    if keys.is_empty() {
-        return Ok(());
-    }
-    if let Some(m) = config["auths"].as_object_mut() {
-        for k in keys {
-            m.remove(&k);
-        }
-    }
-    save_config(&path, &config)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -652,14 +571,6 @@ mod tests {
             event_line(&ev),
             "2023-11-14T22:13:20.000000005Z container start abc (image=busybox, name=web)"
         );
-    }
-
-    #[test]
-    fn login_keys() {
-        assert_eq!(server_key(None), "https://index.docker.io/v1/");
-        assert_eq!(server_key(Some("docker.io")), "https://index.docker.io/v1/");
-        assert_eq!(server_key(Some("127.0.0.1:5000")), "127.0.0.1:5000");
-        assert_eq!(server_key(Some("https://reg.example/")), "reg.example");
     }
 
     #[test]
