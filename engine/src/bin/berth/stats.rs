@@ -2,7 +2,11 @@
 //! docker computes them from the daemon's stats JSON; a table redrawn
 //! every second, or one sample with `--no-stream`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use clap::Args;
+use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -57,27 +61,63 @@ pub async fn stats(c: &Client, a: StatsArgs) -> anyhow::Result<()> {
     } else {
         a.containers.clone()
     };
-    loop {
+    if a.no_stream {
+        // One sample each, asked for side by side.
+        let samples = futures_util::future::join_all(targets.iter().map(|t| async move {
+            c.json::<Value>(
+                Method::GET,
+                &format!("/containers/{}/stats?stream=0", enc(t)),
+                None,
+            )
+            .await
+        }))
+        .await;
         let mut rows = Vec::new();
-        for t in &targets {
-            let v: Value = c
-                .json(
-                    Method::GET,
-                    &format!("/containers/{}/stats?stream=0", enc(t)),
-                    None,
-                )
-                .await?;
-            rows.push(row(t, &v, !a.no_trunc));
+        for (t, sample) in targets.iter().zip(samples) {
+            rows.push(row(t, &sample?, !a.no_trunc));
         }
-        if !a.no_stream {
-            // Clear the screen and draw from the top, as docker does.
-            print!("\x1b[2J\x1b[H");
-        }
-        print_rows(a.format.as_deref(), DEFAULT_TABLE, &rows, &HEADERS)?;
-        if a.no_stream {
-            return Ok(());
-        }
+        return print_rows(a.format.as_deref(), DEFAULT_TABLE, &rows, &HEADERS);
+    }
+    // Live: a stream per container keeps its latest sample; the table is
+    // redrawn from the top of the screen, as docker does.
+    let latest: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+    for t in &targets {
+        let (latest, socket, t) = (latest.clone(), c.socket().to_path_buf(), t.clone());
+        tokio::spawn(async move {
+            let c = Client::new(&socket);
+            let path = format!("/containers/{}/stats?stream=1", enc(&t));
+            let Ok(resp) = c.send(Method::GET, &path, bytes::Bytes::new(), &[]).await else {
+                return;
+            };
+            let mut body = resp.into_body();
+            let mut pending = Vec::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                pending.extend_from_slice(&data);
+                while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=nl).collect();
+                    if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                        if let Ok(mut m) = latest.lock() {
+                            m.insert(t.clone(), v);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let rows: Vec<Value> = match latest.lock() {
+            Ok(m) => targets
+                .iter()
+                .filter_map(|t| m.get(t).map(|v| row(t, v, !a.no_trunc)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        print!("\x1b[2J\x1b[H");
+        print_rows(a.format.as_deref(), DEFAULT_TABLE, &rows, &HEADERS)?;
     }
 }
 
