@@ -578,6 +578,31 @@ fn ps_images_inspect_logs_exec_compare_with_docker() {
         );
     }
     cli.same(&["top", &name, "-o", "comm"]);
+    cli.same(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}}",
+        &name,
+    ]);
+    cli.same(&["system", "df"]);
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    cli.same(&["events", "--since", "0", "--until", &until]);
+    cli.same(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    ]);
     cli.same(&["diff", &exited]);
     cli.same(&["wait", &exited]);
     cli.same(&["stop", "-t", "1", &name]);
