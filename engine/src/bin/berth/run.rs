@@ -119,7 +119,8 @@ async fn create(c: &Client, opts: &ContainerOpts, attach: bool) -> anyhow::Resul
     }
     let resp: Result<Value, ClientError> = c.json(Method::POST, &path, Some(&body)).await;
     let resp = match resp {
-        Err(e) if e.status() == Some(404) && opts.pull == "missing" && is_no_image(&e) => {
+        // As docker: a 404 from create is the image missing.
+        Err(e) if e.status() == Some(404) && opts.pull == "missing" => {
             let r = Reference::parse(&image);
             let shown = if r.tag.is_none() && r.digest.is_none() {
                 format!("{image}:latest")
@@ -140,21 +141,16 @@ async fn create(c: &Client, opts: &ContainerOpts, attach: bool) -> anyhow::Resul
     Ok(resp["Id"].as_str().unwrap_or_default().to_string())
 }
 
-fn is_no_image(e: &ClientError) -> bool {
-    e.daemon_message()
-        .is_some_and(|m| m.to_lowercase().contains("no such image"))
-}
-
-/// The exit code docker gives a failed start: 126 when the command cannot
-/// be run, 127 when it is not found, 125 otherwise.
+/// The exit code docker gives a failed start, from the daemon's words as
+/// docker reads them (`runStartContainerErr`): 127 when the command is not
+/// found, 126 when it cannot be run, 125 otherwise.
 fn start_failure_code(message: &str) -> i32 {
-    let m = message.to_lowercase();
-    if m.contains("executable file not found")
-        || m.contains("no such file or directory")
-        || m.contains("not found")
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+        || message.contains("system cannot find the file specified")
     {
         127
-    } else if m.contains("permission denied") || m.contains("cannot execute") {
+    } else if message.contains("permission denied") || message.contains("is a directory") {
         126
     } else {
         125
