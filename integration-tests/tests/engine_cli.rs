@@ -343,6 +343,8 @@ fn run_prints_output_errors_and_exit_codes_as_docker() {
     // -it with stdin not a terminal is refused, as docker does.
     let (d, b) = cli.both(&["run", "-it", "--rm", "--network", "none", IMAGE, "true"]);
     assert_same(&["run", "-it"], &d, &b);
+    // A command that cannot be run: 126 for both, and the same words.
+    cli.same(&["run", "--rm", "--network", "none", IMAGE, "/etc"]);
     // A command that does not exist: 127 for both.
     let (d, b) = cli.both(&["run", "--rm", "--network", "none", IMAGE, "no-such-command"]);
     assert_eq!((d.code, b.code), (127, 127), "{d:?}\n{b:?}");
