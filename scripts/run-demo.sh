@@ -8,21 +8,31 @@
 #    imported; `berth-ctr run --rm` of it, which goes through a berth-shim
 #    and berth-runtime; the supervisor stopped with SIGTERM.
 #
-# Everything it makes (bundle, state, daemon, image) is removed afterwards,
-# also on failure.
+# 3. The engine: berthd on its default paths (/var/lib/berth, /run/berth),
+#    which starts its own supervisor, unless one already answers on
+#    /run/berth/berth.sock; the busybox image loaded with `berth load`;
+#    `berth run --rm` of it, then the same with the real docker CLI pointed
+#    at berthd (DOCKER_HOST=unix:///run/berth/berth.sock). berthd is left
+#    running for the README's tour (its pid in /run/berth/berthd.pid, its
+#    log in /run/berth/berthd.log).
 #
-# Environment: BERTH_RUNTIME, BERTH_SUPERVISORD, BERTH_CTR (default: the
-# binaries in target/release).
+# Everything steps 1 and 2 make (bundle, state, daemon, image) is removed
+# afterwards, also on failure.
+#
+# Environment: BERTH_RUNTIME, BERTH_SUPERVISORD, BERTH_CTR, BERTHD, BERTH
+# (default: the binaries in target/release).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 runtime=${BERTH_RUNTIME:-$repo/target/release/berth-runtime}
 supervisord=${BERTH_SUPERVISORD:-$repo/target/release/berth-supervisord}
 ctr=${BERTH_CTR:-$repo/target/release/berth-ctr}
+berthd=${BERTHD:-$(dirname "$supervisord")/berthd}
+berth=${BERTH:-$(dirname "$supervisord")/berth}
 
 die() { echo "run: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (the container gets namespaces, cgroups and mounts)"
-for bin in "$runtime" "$supervisord" "$ctr"; do
+for bin in "$runtime" "$supervisord" "$ctr" "$berthd" "$berth"; do
     [ -x "$bin" ] || die "$bin not found (build it with: make build)"
 done
 
@@ -75,3 +85,38 @@ status=0
 kill -TERM "$daemon"
 wait "$daemon" || die "berth-supervisord exited with status $? on SIGTERM"
 daemon=
+
+echo "== 3. berthd, the engine, with berth and the docker CLI" >&2
+sock=/run/berth/berth.sock
+if "$berth" -H "unix://$sock" version >/dev/null 2>&1; then
+    echo "+ berthd already answers on $sock" >&2
+else
+    echo "+ berthd --pidfile /run/berth/berthd.pid &   (log: /run/berth/berthd.log)" >&2
+    mkdir -p /run/berth
+    # berthd finds berth-supervisord, and it berth-shim and berth-runtime,
+    # beside itself.
+    setsid "$berthd" --pidfile /run/berth/berthd.pid </dev/null >/run/berth/berthd.log 2>&1 &
+    for _ in $(seq 200); do
+        "$berth" -H "unix://$sock" version >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    "$berth" -H "unix://$sock" version >/dev/null 2>&1 ||
+        die "berthd did not answer on $sock: $(tail -n 5 /run/berth/berthd.log)"
+fi
+export BERTH_HOST="unix://$sock"
+echo "+ berth load -i busybox-docker.tar" >&2
+"$berth" load -i "$work/image/busybox-docker.tar"
+echo "+ berth run --rm busybox sh -c '...'" >&2
+status=0
+"$berth" run --rm busybox sh -c 'echo hello from berth run; hostname; id' || status=$?
+[ "$status" -eq 0 ] || die "berth run exited with status $status"
+if command -v docker >/dev/null; then
+    echo "+ DOCKER_HOST=$BERTH_HOST docker run --rm busybox sh -c '...'" >&2
+    status=0
+    DOCKER_HOST="$BERTH_HOST" docker run --rm busybox sh -c 'echo hello from docker run, through berthd' ||
+        status=$?
+    [ "$status" -eq 0 ] || die "docker run exited with status $status"
+else
+    echo "(no docker CLI on PATH: skipped the docker run)" >&2
+fi
+echo "berthd keeps running: try 'berth ps -a', 'berth images'; stop it with 'kill \$(cat /run/berth/berthd.pid)'" >&2
