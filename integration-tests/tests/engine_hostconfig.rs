@@ -241,7 +241,7 @@ fn resources_update_and_shared_namespaces() {
 
 fn nix_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
+        .unwrap_or_default()
         .trim()
         .to_string()
 }
