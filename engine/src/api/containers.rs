@@ -165,7 +165,11 @@ fn wait(engine: &Engine, req: &Req, id: &str) -> Reply {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         let (code, error) = lifecycle::wait(&c, condition).await;
-        let error = error.map(|m| json!({ "Message": m }));
+        // dockerd reports no error for a removal (the docker CLI would
+        // log one after a failed start of a --rm container).
+        let error = error
+            .filter(|_| condition != WaitCondition::Removed)
+            .map(|m| json!({ "Message": m }));
         let body = json!({ "StatusCode": code, "Error": error });
         let _ = tx.send(Bytes::from(format!("{body}\n"))).await;
     });

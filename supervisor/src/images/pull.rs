@@ -371,16 +371,28 @@ impl Images {
             self.snapshots.sync(*id)?;
         }
         let tx = self.meta.write()?;
+        let mut raced = Vec::new();
         for i in 0..done.len() {
             let parent = (i > 0).then(|| chain[i - 1].as_str());
             if let (false, Some(id)) = (existing[i], ids[i]) {
                 let labels = Labels::from([("berth/diff-id".to_string(), diff_ids[i].clone())]);
-                self.snapshots
-                    .commit_extracted(&tx, ns, &chain[i], parent, id, labels)?;
+                match self
+                    .snapshots
+                    .commit_extracted(&tx, ns, &chain[i], parent, id, labels)
+                {
+                    Ok(()) => {}
+                    // Another pull or import of the same layer committed
+                    // it since the check above: the same content, kept.
+                    Err(SnapshotError::AlreadyExists(_)) => raced.push(id),
+                    Err(e) => return Err(e.into()),
+                }
             }
             tx.lease_add(ns, lease, ("snapshots".to_string(), chain[i].clone()))?;
         }
         tx.commit()?;
+        for id in raced {
+            let _ = self.snapshots.remove_storage(id);
+        }
         Ok(())
     }
 
