@@ -41,7 +41,59 @@ fn run_attached_gives_output_and_exit_code() {
     // --rm removed the first one.
     let all = d.docker(&["ps", "-aq"]).ok();
     assert_eq!(all.stdout.lines().count(), 1, "{}", all.stdout);
-    d.docker(&["rm", "failing"]).ok();
+    // ps -s measures what a container wrote.
+    d.docker(&[
+        "run",
+        "--name",
+        "writer",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/blob",
+        "bs=1k",
+        "count=300",
+    ])
+    .ok();
+    let size = d
+        .docker(&[
+            "ps",
+            "-a",
+            "-s",
+            "--filter",
+            "name=writer",
+            "--format",
+            "{{.Size}}",
+        ])
+        .ok();
+    assert!(
+        size.stdout.starts_with("31") && size.stdout.contains("kB (virtual"),
+        "{}",
+        size.stdout
+    );
+    d.docker(&["rm", "failing", "writer"]).ok();
+    // Logs are bounded: a bad option is refused, a good one accepted.
+    d.docker(&[
+        "run",
+        "--rm",
+        "--log-opt",
+        "max-size=lots",
+        "busybox",
+        "true",
+    ])
+    .fails_with(125, "max-size");
+    d.docker(&["run", "--rm", "--log-opt", "nope=1", "busybox", "true"])
+        .fails_with(125, "unknown log opt 'nope'");
+    d.docker(&[
+        "run",
+        "--rm",
+        "--log-opt",
+        "max-size=1m",
+        "--log-opt",
+        "max-file=2",
+        "busybox",
+        "true",
+    ])
+    .ok();
 }
 
 #[test]

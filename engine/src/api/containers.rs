@@ -25,12 +25,18 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
     let m = req.method.clone();
     match (&m, segs.as_slice()) {
         (&Method::POST, ["containers", "create"]) => create(engine, &mut req).await,
-        (&Method::GET, ["containers", "json"]) => list(engine, &req),
+        (&Method::GET, ["containers", "json"]) => list(engine, &req).await,
         (&Method::POST, ["containers", "prune"]) => prune(engine, &req).await,
         (&Method::GET, ["containers", id, "json"]) => {
             let c = engine.containers.get(id)?;
             let execs = engine.execs.of_container(&c.id);
-            json(StatusCode::OK, &inspect::inspect(engine, &c, execs))
+            let mut v = inspect::inspect(engine, &c, execs);
+            if req.query.flag("size") {
+                let (rw, rootfs) = inspect::sizes(engine, &c.id).await;
+                v["SizeRw"] = json!(rw);
+                v["SizeRootFs"] = json!(rootfs);
+            }
+            json(StatusCode::OK, &v)
         }
         (&Method::POST, ["containers", id, "start"]) => {
             let c = engine.containers.get(id)?;
@@ -140,7 +146,7 @@ async fn create(engine: &Arc<Engine>, req: &mut Req) -> Reply {
     json(StatusCode::CREATED, &json!({ "Id": c.id, "Warnings": [] }))
 }
 
-fn list(engine: &Engine, req: &Req) -> Reply {
+async fn list(engine: &Engine, req: &Req) -> Reply {
     let filters = inspect::parse_filters(req.query.json("filters")?)?;
     let limit = req
         .query
@@ -152,7 +158,16 @@ fn list(engine: &Engine, req: &Req) -> Reply {
         limit,
         filters,
     };
-    json(StatusCode::OK, &inspect::list(engine, &opts)?)
+    let mut list = inspect::list(engine, &opts)?;
+    if req.query.flag("size") {
+        for entry in &mut list {
+            let id = entry["Id"].as_str().unwrap_or_default().to_string();
+            let (rw, rootfs) = inspect::sizes(engine, &id).await;
+            entry["SizeRw"] = json!(rw);
+            entry["SizeRootFs"] = json!(rootfs);
+        }
+    }
+    json(StatusCode::OK, &list)
 }
 
 fn wait(engine: &Engine, req: &Req, id: &str) -> Reply {

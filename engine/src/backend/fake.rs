@@ -542,6 +542,16 @@ impl Supervisor for Fake {
         })
     }
 
+    fn snapshot_usage(&self, key: &str) -> BoxFuture<'_, Result<i64>> {
+        let found = self.lock().containers.contains_key(key);
+        let key = key.to_string();
+        Box::pin(async move {
+            found
+                .then_some(0)
+                .ok_or_else(|| not_found("snapshot", &key))
+        })
+    }
+
     fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>> {
         let found = self.lock().containers.contains_key(key);
         let key = key.to_string();

@@ -428,6 +428,13 @@ impl Supervisor for Grpc {
         })
     }
 
+    fn snapshot_usage(&self, key: &str) -> BoxFuture<'_, Result<i64>> {
+        let req = snapshots::UsageRequest {
+            key: key.to_string(),
+        };
+        Box::pin(async move { Ok(self.client.snapshots().usage(req).await?.into_inner().size) })
+    }
+
     fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>> {
         let req = snapshots::ExportRequest {
             key: key.to_string(),

@@ -164,6 +164,8 @@ pub trait Supervisor: Send + Sync + 'static {
     /// What a container's snapshot changed: (absolute path, Docker's kind:
     /// 0 modified, 1 added, 2 deleted).
     fn changes(&self, key: &str) -> BoxFuture<'_, Result<Vec<(String, i32)>>>;
+    /// The bytes a snapshot's own layer holds.
+    fn snapshot_usage(&self, key: &str) -> BoxFuture<'_, Result<i64>>;
     /// A tar of the snapshot's whole filesystem.
     fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>>;
     /// `user[:group]` resolved in the snapshot's /etc/passwd and /etc/group:

@@ -190,6 +190,33 @@ fn validate_host_config(req: &CreateRequest) -> Result<()> {
             "can't create 'AutoRemove' container with restart policy".into(),
         ));
     }
+    for (key, value) in &hc.log_config.config {
+        match key.as_str() {
+            "max-size" if super::lifecycle::parse_size(value).is_none_or(|n| n == 0) => {
+                return Err(ContainerError::InvalidConfig(format!(
+                    "failed to create logger: invalid max-size: {value:?}"
+                )));
+            }
+            "max-file" if value.parse::<u32>().is_ok_and(|n| n >= 1) => {}
+            "max-file" => {
+                return Err(ContainerError::InvalidConfig(format!(
+                    "failed to create logger: max-file must be a number of 1 or more: {value:?}"
+                )));
+            }
+            "max-size" | "compress" | "labels" | "labels-regex" | "env" | "env-regex" | "tag"
+            | "mode" | "max-buffer-size" => {}
+            other => {
+                return Err(ContainerError::InvalidConfig(format!(
+                    "failed to create logger: unknown log opt '{other}' for {} log driver",
+                    if hc.log_config.kind.is_empty() {
+                        "json-file"
+                    } else {
+                        hc.log_config.kind.as_str()
+                    }
+                )));
+            }
+        }
+    }
     match hc.log_config.kind.as_str() {
         "" | "json-file" | "none" | "local" => {}
         other => {

@@ -138,6 +138,25 @@ fn mounts(r: &ContainerRecord) -> Value {
     Value::Array(out)
 }
 
+/// `SizeRw` (what the container wrote) and `SizeRootFs` (that and its
+/// image), in bytes; 0 for what cannot be measured.
+pub async fn sizes(engine: &Engine, id: &str) -> (i64, i64) {
+    let rw = engine.supervisor.snapshot_usage(id).await.unwrap_or(0);
+    let image = match engine.containers.get(id) {
+        Ok(c) => {
+            let image_ref = c.record().image_ref;
+            engine
+                .supervisor
+                .get_image(&image_ref)
+                .await
+                .map(|i| i.size)
+                .unwrap_or(0)
+        }
+        Err(_) => 0,
+    };
+    (rw, rw + image)
+}
+
 /// Go's `units.HumanDuration`, as `docker ps` shows ages.
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();

@@ -15,6 +15,12 @@ use crate::backend::{BackendError, TaskOptions};
 use crate::names;
 use crate::Engine;
 
+/// A container's log is bounded unless its options say otherwise: this
+/// size per file (Docker's `local` driver's figures)...
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 20 << 20;
+/// ...and this many files in all.
+pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
+
 /// Docker's default stop timeout, seconds.
 pub const DEFAULT_STOP_TIMEOUT: i64 = 10;
 
@@ -43,12 +49,16 @@ pub async fn start(engine: &Engine, c: &Arc<Container>) -> Result<()> {
             .config
             .get("max-size")
             .and_then(|s| parse_size(s))
-            .unwrap_or(0),
+            .unwrap_or(DEFAULT_LOG_MAX_SIZE),
         log_max_files: log
             .config
             .get("max-file")
             .and_then(|s| s.parse().ok())
-            .unwrap_or(1),
+            .unwrap_or(if log.config.contains_key("max-size") {
+                1
+            } else {
+                DEFAULT_LOG_MAX_FILES
+            }),
         no_log: log.kind == "none",
     };
     let sup = &engine.supervisor;
