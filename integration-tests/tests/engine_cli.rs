@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use integration_tests::engine::Berthd;
 use integration_tests::interop::{Docker, PtyProcess, IMAGE};
 use integration_tests::registry::{Auth, Registry};
 use integration_tests::{build_binary, images, require_root, unique_id};
@@ -216,44 +217,116 @@ fn berth_words(text: &str) -> String {
         .replace("/docker-home/", "/berth-home/")
 }
 
+/// Text with every 64-digit hex id (a container's, an exec's) in one
+/// form: two runs make different ids.
+fn without_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    for ch in text.chars().chain(std::iter::once(' ')) {
+        if ch.is_ascii_hexdigit() {
+            run.push(ch);
+            continue;
+        }
+        if run.len() == 64 {
+            out.push_str("<id>");
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(ch);
+    }
+    out.pop();
+    out
+}
+
+/// Output lines as JSON values where they are JSON (key order is the
+/// daemon's, which the docker CLI re-orders), else as text.
+fn normalised(stdout: &str) -> Vec<Result<serde_json::Value, String>> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|_| l.to_string()))
+        .collect()
+}
+
 #[track_caller]
 fn assert_same(args: &[&str], docker: &Out, berth: &Out) {
     assert_eq!(
-        (docker.code, &docker.stdout, &berth_words(&docker.stderr)),
-        (berth.code, &berth.stdout, &berth.stderr),
+        (
+            docker.code,
+            normalised(&docker.stdout),
+            without_ids(&berth_words(&docker.stderr))
+        ),
+        (
+            berth.code,
+            normalised(&berth.stdout),
+            without_ids(&berth.stderr)
+        ),
         "`{}`: docker (left) and berth (right) differ",
         args.join(" ")
     );
 }
 
-/// A daemon and its clients. By default a private dockerd; with
-/// `ENGINE_CLI_HOST=unix:///run/berth/berth.sock` the same checks run
-/// against that daemon (the test image is loaded into it first).
-fn setup() -> (Option<Docker>, Clients) {
+/// Which daemon the clients talk to.
+#[derive(Clone, Copy)]
+enum Daemon {
+    /// A private Debian dockerd, or the daemon `ENGINE_CLI_HOST` names.
+    Dockerd,
+    /// A berthd of the test's own (integration_tests::engine::Berthd).
+    Berthd,
+}
+
+/// Whatever keeps the daemon alive for the test.
+enum Guard {
+    Dockerd(#[allow(dead_code, reason = "held for its Drop")] Option<Docker>),
+    Berthd(#[allow(dead_code, reason = "held for its Drop")] Box<Berthd>),
+}
+
+/// A daemon and its clients. `Daemon::Dockerd`: a private dockerd, or with
+/// `ENGINE_CLI_HOST=unix:///run/berth/berth.sock` that daemon; in both
+/// cases and for berthd the test image is loaded into it first.
+fn setup(daemon: Daemon) -> (Guard, Clients) {
     require_root();
-    match std::env::var("ENGINE_CLI_HOST") {
-        Ok(host) if !host.is_empty() => {
-            let clients = Clients::new(&host);
-            let archive = integration_tests::interop::image()
-                .docker_archive
-                .to_str()
-                .expect("utf-8 path")
-                .to_owned();
-            let out = clients.docker(&["load", "--quiet", "--input", &archive]);
-            assert_eq!(out.code, 0, "load the test image: {out:?}");
-            (None, clients)
+    let load = |clients: &Clients| {
+        let archive = integration_tests::interop::image()
+            .docker_archive
+            .to_str()
+            .expect("utf-8 path")
+            .to_owned();
+        let out = clients.docker(&["load", "--quiet", "--input", &archive]);
+        assert_eq!(out.code, 0, "load the test image: {out:?}");
+    };
+    match (daemon, std::env::var("ENGINE_CLI_HOST")) {
+        (Daemon::Berthd, _) => {
+            let berthd = Box::new(Berthd::start());
+            let clients = Clients::new(&format!("unix://{}", berthd.socket().display()));
+            load(&clients);
+            (Guard::Berthd(berthd), clients)
         }
-        _ => {
+        (Daemon::Dockerd, Ok(host)) if !host.is_empty() => {
+            let clients = Clients::new(&host);
+            load(&clients);
+            (Guard::Dockerd(None), clients)
+        }
+        (Daemon::Dockerd, _) => {
             let docker = Docker::start();
             let clients = Clients::of_dockerd(&docker);
-            (Some(docker), clients)
+            (Guard::Dockerd(Some(docker)), clients)
         }
     }
 }
 
 #[test]
 fn run_prints_output_errors_and_exit_codes_as_docker() {
-    let (_docker, cli) = setup();
+    run_prints_output_errors_and_exit_codes_as_docker_with(Daemon::Dockerd);
+}
+
+#[test]
+fn run_prints_output_errors_and_exit_codes_as_docker_on_berthd() {
+    run_prints_output_errors_and_exit_codes_as_docker_with(Daemon::Berthd);
+}
+
+fn run_prints_output_errors_and_exit_codes_as_docker_with(daemon: Daemon) {
+    let (_daemon, cli) = setup(daemon);
     cli.same(&["run", "--rm", "--network", "none", IMAGE, "echo", "hello"]);
     cli.same(&[
         "run",
@@ -444,7 +517,16 @@ fn run_prints_output_errors_and_exit_codes_as_docker() {
 
 #[test]
 fn ps_images_inspect_logs_exec_compare_with_docker() {
-    let (_docker, cli) = setup();
+    ps_images_inspect_logs_exec_compare_with_docker_with(Daemon::Dockerd);
+}
+
+#[test]
+fn ps_images_inspect_logs_exec_compare_with_docker_on_berthd() {
+    ps_images_inspect_logs_exec_compare_with_docker_with(Daemon::Berthd);
+}
+
+fn ps_images_inspect_logs_exec_compare_with_docker_with(daemon: Daemon) {
+    let (_daemon, cli) = setup(daemon);
     let name = unique_id("cli");
     let id = cli
         .berth(&[
@@ -626,7 +708,16 @@ fn ps_images_inspect_logs_exec_compare_with_docker() {
 
 #[test]
 fn unknown_containers_and_images_fail_as_in_docker() {
-    let (_docker, cli) = setup();
+    unknown_containers_and_images_fail_as_in_docker_with(Daemon::Dockerd);
+}
+
+#[test]
+fn unknown_containers_and_images_fail_as_in_docker_on_berthd() {
+    unknown_containers_and_images_fail_as_in_docker_with(Daemon::Berthd);
+}
+
+fn unknown_containers_and_images_fail_as_in_docker_with(daemon: Daemon) {
+    let (_daemon, cli) = setup(daemon);
     for args in [
         &["rm", "no-such-container"][..],
         &["stop", "no-such-container"],
@@ -660,7 +751,16 @@ fn unknown_containers_and_images_fail_as_in_docker() {
 
 #[test]
 fn pull_login_logout_and_push_with_the_local_registry() {
-    let (_docker, cli) = setup();
+    pull_login_logout_and_push_with_the_local_registry_with(Daemon::Dockerd);
+}
+
+#[test]
+fn pull_login_logout_and_push_with_the_local_registry_on_berthd() {
+    pull_login_logout_and_push_with_the_local_registry_with(Daemon::Berthd);
+}
+
+fn pull_login_logout_and_push_with_the_local_registry_with(daemon: Daemon) {
+    let (_daemon, cli) = setup(daemon);
     // An open registry: pull prints the same final lines as docker's.
     let open = cli.registry(Auth::None, "cli/busybox:v1");
     let reference = format!("{}/cli/busybox:v1", open.host());
@@ -714,7 +814,16 @@ fn pull_login_logout_and_push_with_the_local_registry() {
 
 #[test]
 fn run_it_on_a_terminal_and_detach_keys_as_docker() {
-    let (_docker, cli) = setup();
+    run_it_on_a_terminal_and_detach_keys_as_docker_with(Daemon::Dockerd);
+}
+
+#[test]
+fn run_it_on_a_terminal_and_detach_keys_as_docker_on_berthd() {
+    run_it_on_a_terminal_and_detach_keys_as_docker_with(Daemon::Berthd);
+}
+
+fn run_it_on_a_terminal_and_detach_keys_as_docker_with(daemon: Daemon) {
+    let (_daemon, cli) = setup(daemon);
     // On a terminal: the container has a tty, the output is the same, the
     // exit code is the container's.
     let script = "tty; echo done; exit 6";
@@ -782,7 +891,7 @@ fn run_it_on_a_terminal_and_detach_keys_as_docker() {
 #[test]
 #[ignore = "manual: keeps a dockerd running for ten minutes"]
 fn hold_a_private_dockerd() {
-    let (_docker, cli) = setup();
+    let (_docker, cli) = setup(Daemon::Dockerd);
     println!("DOCKER_HOST={}", cli.host);
     let marker = Path::new("/tmp/berth-cli-hold");
     std::fs::write(marker, &cli.host).expect("write marker");
