@@ -277,7 +277,7 @@ enum Daemon {
 
 /// Whatever keeps the daemon alive for the test.
 enum Guard {
-    Dockerd(#[allow(dead_code, reason = "held for its Drop")] Option<Docker>),
+    Dockerd(#[allow(dead_code, reason = "held for its Drop")] Option<Box<Docker>>),
     Berthd(#[allow(dead_code, reason = "held for its Drop")] Box<Berthd>),
 }
 
@@ -310,7 +310,7 @@ fn setup(daemon: Daemon) -> (Guard, Clients) {
         (Daemon::Dockerd, _) => {
             let docker = Docker::start();
             let clients = Clients::of_dockerd(&docker);
-            (Guard::Dockerd(Some(docker)), clients)
+            (Guard::Dockerd(Some(Box::new(docker))), clients)
         }
     }
 }
