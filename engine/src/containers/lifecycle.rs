@@ -435,9 +435,8 @@ pub(crate) async fn remove_stopped(engine: &Engine, c: &Arc<Container>) -> Resul
     if c.status().is_running() {
         return Err(ContainerError::RemoveRunning(c.name()));
     }
-    let sup = &engine.supervisor;
     // A task left by a crash between exit and record.
-    match sup.delete_task(&c.id).await {
+    match engine.supervisor.delete_task(&c.id).await {
         Ok(_) | Err(BackendError::NotFound(_)) => {}
         Err(e) => {
             return Err(ContainerError::Backend {
@@ -446,6 +445,15 @@ pub(crate) async fn remove_stopped(engine: &Engine, c: &Arc<Container>) -> Resul
             })
         }
     }
+    remove_exited(engine, c).await
+}
+
+/// Removes a container whose task is deleted; the caller holds its `op`.
+pub(crate) async fn remove_exited(engine: &Engine, c: &Arc<Container>) -> Result<()> {
+    if c.is_removed() {
+        return Ok(());
+    }
+    let sup = &engine.supervisor;
     match sup.delete_container(&c.id).await {
         Ok(()) | Err(BackendError::NotFound(_)) => {}
         Err(e) => {

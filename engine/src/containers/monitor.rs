@@ -121,9 +121,12 @@ pub async fn exited(
             (status, at)
         }
     };
-    record_exit(engine, c, i64::from(status), at)?;
-    if c.record().host_config.auto_remove {
-        super::lifecycle::remove_stopped(engine, c).await?;
+    let auto_remove = c.record().host_config.auto_remove;
+    // An AutoRemove container's exit is not written: its record goes next
+    // (and after a crash in between, recovery finds no task and removes it).
+    record_exit(engine, c, i64::from(status), at, !auto_remove)?;
+    if auto_remove {
+        super::lifecycle::remove_exited(engine, c).await?;
     }
     Ok(())
 }
@@ -133,6 +136,7 @@ fn record_exit(
     c: &Arc<Container>,
     code: i64,
     at: Option<SystemTime>,
+    persist: bool,
 ) -> Result<()> {
     c.update(|r| {
         r.state.status = Status::Exited;
@@ -140,7 +144,9 @@ fn record_exit(
         r.state.exit_code = code;
         r.state.finished_at = Some(at.unwrap_or_else(SystemTime::now));
     });
-    engine.containers.persist(c)?;
+    if persist {
+        engine.containers.persist(c)?;
+    }
     tracing::info!(container = %c.id, exit_code = code, "container exited");
     let attrs = BTreeMap::from([("exitCode".to_string(), code.to_string())]);
     emit_with(engine, c, "die", attrs);
@@ -196,7 +202,7 @@ pub async fn recover(engine: &Engine) -> Result<()> {
                 // Gone without a trace (the host rebooted): Docker's code
                 // for a container killed with the machine.
                 c.update(|r| r.state.error = "the container's task is gone".into());
-                record_exit(engine, &c, 128 + 9, None)?;
+                record_exit(engine, &c, 128 + 9, None, true)?;
                 if c.record().host_config.auto_remove {
                     let _op = c.op.lock().await;
                     super::lifecycle::remove_stopped(engine, &c).await?;
