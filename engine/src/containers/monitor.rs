@@ -26,6 +26,7 @@ pub async fn follow(engine: Arc<Engine>, ready: tokio::sync::oneshot::Sender<()>
     let topics = vec!["/tasks/exit".to_string(), "/tasks/oom".to_string()];
     let mut ready = Some(ready);
     let mut after: Option<u64> = None;
+    let mut resubscribed = false;
     loop {
         let stream = engine.supervisor.subscribe(topics.clone(), after).await;
         if let Some(ready) = ready.take() {
@@ -35,10 +36,21 @@ pub async fn follow(engine: Arc<Engine>, ready: tokio::sync::oneshot::Sender<()>
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "subscribe to the supervisor's events");
+                resubscribed = true;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
+        if std::mem::take(&mut resubscribed) {
+            // Exits while no subscription stood (the supervisor restarted)
+            // are not all replayed: the tasks say what happened.
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                if let Err(e) = recover(&engine).await {
+                    tracing::warn!(error = %e, "reconcile with the supervisor's tasks");
+                }
+            });
+        }
         while let Some(event) = stream.next().await {
             let event = match event {
                 Ok(event) => event,
@@ -82,6 +94,7 @@ pub async fn follow(engine: Arc<Engine>, ready: tokio::sync::oneshot::Sender<()>
                 _ => {}
             }
         }
+        resubscribed = true;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -154,30 +167,32 @@ fn record_exit(
     Ok(())
 }
 
-/// Matches the records with the supervisor's tasks after a (re)start.
+/// Matches the records with the supervisor's tasks after a (re)start of
+/// either daemon, one container at a time under its operation lock (so a
+/// start or an exit in progress is never undone).
 pub async fn recover(engine: &Engine) -> Result<()> {
-    let tasks = match engine.supervisor.list_tasks().await {
-        Ok(tasks) => tasks,
-        Err(e) => {
-            return Err(super::ContainerError::Backend {
-                what: "list tasks".into(),
-                source: e,
-            })
-        }
-    };
-    let tasks: BTreeMap<String, _> = tasks
-        .into_iter()
-        .filter(|t| t.exec_id.is_empty())
-        .map(|t| (t.container_id.clone(), t))
-        .collect();
     for c in engine.containers.all() {
-        let task = tasks.get(&c.id);
-        let task_status =
-            task.map(|t| TaskStatus::try_from(t.status).unwrap_or(TaskStatus::Unknown));
+        let op = c.op.lock().await;
+        if c.is_removed() {
+            continue;
+        }
+        let task = match engine.supervisor.get_task(&c.id, "").await {
+            Ok(task) => Some(task),
+            Err(BackendError::NotFound(_)) => None,
+            Err(e) => {
+                return Err(super::ContainerError::Backend {
+                    what: format!("the task of {}", c.id),
+                    source: e,
+                })
+            }
+        };
+        let task_status = task
+            .as_ref()
+            .map(|t| TaskStatus::try_from(t.status).unwrap_or(TaskStatus::Unknown));
         match (c.status().is_running(), task_status) {
             (_, Some(TaskStatus::Running)) | (_, Some(TaskStatus::Paused)) => {
                 let paused = task_status == Some(TaskStatus::Paused);
-                let pid = task.map(|t| t.pid).unwrap_or(0);
+                let pid = task.as_ref().map(|t| t.pid).unwrap_or(0);
                 c.update(|r| {
                     r.state.status = if paused {
                         Status::Paused
@@ -189,10 +204,12 @@ pub async fn recover(engine: &Engine) -> Result<()> {
                 engine.containers.persist(&c)?;
             }
             (true, Some(TaskStatus::Stopped)) | (true, Some(TaskStatus::Created)) => {
-                let status = task.map(|t| t.exit_status).unwrap_or(0);
+                let status = task.as_ref().map(|t| t.exit_status).unwrap_or(0);
                 let at = task
+                    .as_ref()
                     .and_then(|t| t.exited_at)
                     .and_then(|t| SystemTime::try_from(t).ok());
+                drop(op);
                 exited(engine, &c, status, at).await?;
             }
             (true, Some(TaskStatus::Unknown)) => {
@@ -204,7 +221,6 @@ pub async fn recover(engine: &Engine) -> Result<()> {
                 c.update(|r| r.state.error = "the container's task is gone".into());
                 record_exit(engine, &c, 128 + 9, None, true)?;
                 if c.record().host_config.auto_remove {
-                    let _op = c.op.lock().await;
                     super::lifecycle::remove_stopped(engine, &c).await?;
                 }
             }
