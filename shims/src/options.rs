@@ -5,6 +5,7 @@
 //! berth-shim --runtime PATH --runtime-root DIR --bundle DIR --id ID
 //!            --socket PATH --state-dir DIR [--log-file FILE]
 //!            [--log-max-size BYTES] [--log-max-files N] [--no-stdin]
+//!            [--debug]
 //! ```
 
 use std::ffi::OsString;
@@ -51,6 +52,9 @@ pub struct Options {
     pub log_max_files: u32,
     /// Give the container /dev/null as stdin instead of a pipe.
     pub no_stdin: bool,
+    /// Write debug messages to the shim's log (each request and runtime
+    /// command with its duration).
+    pub debug: bool,
 }
 
 impl Options {
@@ -74,6 +78,7 @@ impl Options {
             log_max_size: None,
             log_max_files: 1,
             no_stdin: false,
+            debug: false,
         }
     }
 
@@ -96,6 +101,7 @@ impl Options {
         let mut log_max_size = None;
         let mut log_max_files = 1;
         let mut no_stdin = false;
+        let mut debug = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let text = arg.to_string_lossy().into_owned();
@@ -115,6 +121,10 @@ impl Options {
                 "--log-max-files" => "--log-max-files",
                 "--no-stdin" if inline.is_none() => {
                     no_stdin = true;
+                    continue;
+                }
+                "--debug" if inline.is_none() => {
+                    debug = true;
                     continue;
                 }
                 _ => return Err(OptionsError::Unknown(text)),
@@ -165,6 +175,7 @@ impl Options {
             log_max_size,
             log_max_files,
             no_stdin,
+            debug,
         })
     }
 
@@ -190,6 +201,9 @@ impl Options {
         pair("--log-max-files", self.log_max_files.to_string().into());
         if self.no_stdin {
             args.push("--no-stdin".into());
+        }
+        if self.debug {
+            args.push("--debug".into());
         }
         args
     }
@@ -218,6 +232,7 @@ mod tests {
         opts.log_max_size = Some(1000);
         opts.log_max_files = 3;
         opts.no_stdin = true;
+        opts.debug = true;
         assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);
         assert_eq!(opts.log_path(), PathBuf::from("/logs/c1.json"));
     }
