@@ -99,6 +99,7 @@ impl Tasks {
         let mut shim_opts = Options::new(runtime, self.runtime_root(ns), &dir, id, &socket, &dir);
         shim_opts.no_stdin = !opts.stdin;
         shim_opts.log_max_size = (opts.log_max_size > 0).then_some(opts.log_max_size);
+        shim_opts.debug = tracing::enabled!(tracing::Level::DEBUG);
         let started = self.start_shim(ns, id, &shim_opts).await;
         let pid = match started {
             Ok(pid) => pid,
@@ -121,6 +122,7 @@ impl Tasks {
         id: &str,
         opts: &Options,
     ) -> Result<u32, TaskError> {
+        let began = std::time::Instant::now();
         let out = tokio::process::Command::new(&self.config.shim)
             .args(opts.to_args())
             .stdin(std::process::Stdio::null())
@@ -132,6 +134,8 @@ impl Tasks {
                 id: id.to_string(),
                 reason: format!("run {}: {e}", self.config.shim.display()),
             })?;
+        let micros = began.elapsed().as_micros() as u64;
+        tracing::debug!(container = id, micros, "shim started");
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stderr);
             let text = text.trim();
@@ -191,6 +195,9 @@ impl Tasks {
         self.report_exit(&task, None, task.pid, exit.clone()).await;
         task.markers.idle().await;
         let dir = task.dir.clone();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            forward_shim_log(&dir, id);
+        }
         if let Err(e) = blocking(move || Ok(bundle::remove(&dir)?)).await {
             // A retry finds the shim gone and removes the bundle again.
             task.deleting.store(false, Ordering::SeqCst);
@@ -276,5 +283,17 @@ impl Tasks {
             ),
             Err(e) => tracing::warn!(container = id, error = %e, "run the runtime"),
         }
+    }
+}
+
+/// Copies a deleted task's shim log into the supervisor's (debug) log
+/// before its directory goes: with `--debug` it holds the shim's steps and
+/// its runtime commands with their durations.
+fn forward_shim_log(dir: &std::path::Path, id: &str) {
+    let Ok(text) = std::fs::read_to_string(dir.join("shim.log")) else {
+        return;
+    };
+    for line in text.lines() {
+        tracing::debug!(container = id, line, "shim log");
     }
 }
