@@ -93,6 +93,7 @@ pub async fn exited(
     status: u32,
     at: Option<SystemTime>,
 ) -> Result<()> {
+    let began = std::time::Instant::now();
     let _op = c.op.lock().await;
     if !c.status().is_running() {
         return Ok(());
@@ -125,6 +126,9 @@ pub async fn exited(
     if c.record().host_config.auto_remove {
         super::lifecycle::remove_stopped(engine, c).await?;
     }
+    // The engine benchmark's per-phase timing reads this.
+    let micros = began.elapsed().as_micros() as u64;
+    tracing::debug!(container = %c.id, micros, "exit handled");
     Ok(())
 }
 
