@@ -198,11 +198,14 @@ impl Tasks {
         if tracing::enabled!(tracing::Level::DEBUG) {
             forward_shim_log(&dir, id);
         }
+        let began = std::time::Instant::now();
         if let Err(e) = blocking(move || Ok(bundle::remove(&dir)?)).await {
             // A retry finds the shim gone and removes the bundle again.
             task.deleting.store(false, Ordering::SeqCst);
             return Err(e);
         }
+        let micros = began.elapsed().as_micros() as u64;
+        tracing::debug!(container = id, micros, "bundle removed");
         self.lock().remove(&(ns.to_string(), id.to_string()));
         let mut attributes = Self::attributes(&task, None, task.pid);
         exit.attributes(&mut attributes);
