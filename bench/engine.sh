@@ -485,7 +485,7 @@ if [[ " ${live[*]} " == *" berthd "* ]]; then
     if [ ! -x "$berth" ]; then
         berth_note="not measured: $berth not found"
     elif ! timeout "$cmd_timeout" "$berth" run --help >"$workdir/berth-help.log" 2>&1; then
-        berth_note="not measured: \`berth run --help\` fails ($(head -c 120 "$workdir/berth-help.log" | tr '\n' ' '))"
+        berth_note="not measured: \`berth run --help\` fails ($(head -c 120 "$workdir/berth-help.log" | tr '\n' ' ' | sed 's/ *$//'))"
     else
         names+=(berth)
     fi

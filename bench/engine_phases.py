@@ -8,6 +8,8 @@ written:
               "exit handled" micros=N              (the exit: task deleted,
                                                     the container removed)
   supervisor  "grpc call" path=… micros=N          (each gRPC call served)
+              "bundle removed" micros=N            (a deleted task's rootfs
+                                                    unmounted, its bundle removed)
   shim        "shim started" micros=N              (the supervisor's spawn of
                                                     berth-shim until it is ready,
                                                     the container created)
@@ -96,6 +98,8 @@ def parse(lines):
                 continue
             step = path.rsplit(".", 1)[-1]  # e.g. Tasks/Create
             intervals.append(("supervisor", f"gRPC {step}", at - int(micros), at))
+        elif " bundle removed" in line and micros:
+            intervals.append(("supervisor", "bundle removed (rootfs unmounted)", at - int(micros), at))
         elif " shim started" in line and micros:
             intervals.append(("shim", "berth-shim start-up (until it serves)", at - int(micros), at))
         elif " shim log" in line:
