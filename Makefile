@@ -8,9 +8,15 @@
 #   make test    deps, debug build, cargo test of the workspace, lint
 #   make lint    cargo fmt --check and clippy with warnings denied
 #   make bench   container start-up time (against runc and crun), image pull
-#                (against docker pull and ctr pull) with idle memory, and
+#                (against docker pull and ctr pull) with idle memory,
 #                containers through the daemons (run latency, shim memory,
-#                100 at once; against ctr and docker)
+#                100 at once; against ctr and docker), and the engine
+#                (bench/engine.sh: berthd against Debian's dockerd, both
+#                driven by the real docker CLI: `docker run --rm` latency,
+#                target <= 0.1x; 100 `docker run -d` at once, <= 0.2x;
+#                idle memory of the daemon, supervisors apart, <= 0.15x;
+#                and where the time of one run goes: CLI, engine,
+#                supervisor, shim, runtime); see docs/benchmarks.md
 #   make clean   remove build output
 
 SHELL := /bin/bash
@@ -107,6 +113,8 @@ bench: deps build
 	BERTH_RUNTIME=$(RELEASE)/berth-runtime bench/runtime.sh
 	BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord BERTH_CTR=$(RELEASE)/berth-ctr bench/pull.sh
 	BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord BERTH_CTR=$(RELEASE)/berth-ctr bench/tasks.sh
+	BERTHD=$(RELEASE)/berthd BERTH=$(RELEASE)/berth BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
+	    BERTH_CTR=$(RELEASE)/berth-ctr bench/engine.sh
 
 clean:
 	$(CARGO) clean

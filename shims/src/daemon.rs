@@ -128,7 +128,12 @@ fn serve(opts: Options, ready: OwnedFd) -> i32 {
         let _ = writeln!(ready, "error: detach from the caller: {e}");
         return 1;
     }
-    LineSubscriber::new(&opts.id, Level::INFO).install();
+    let level = if opts.debug {
+        Level::DEBUG
+    } else {
+        Level::INFO
+    };
+    LineSubscriber::new(&opts.id, level).install();
     match Shim::start(opts) {
         Ok(shim) => {
             let _ = ready.write_all(b"ok\n");

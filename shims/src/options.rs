@@ -5,7 +5,7 @@
 //! berth-shim --runtime PATH --runtime-root DIR --bundle DIR --id ID
 //!            --socket PATH --state-dir DIR [--log-file FILE]
 //!            [--log-max-size BYTES] [--log-max-files N] [--no-log]
-//!            [--no-stdin]
+//!            [--no-stdin] [--debug]
 //! ```
 
 use std::ffi::OsString;
@@ -55,6 +55,9 @@ pub struct Options {
     pub no_log: bool,
     /// Give the container /dev/null as stdin instead of a pipe.
     pub no_stdin: bool,
+    /// Write debug messages to the shim's log (each request and runtime
+    /// command with its duration).
+    pub debug: bool,
 }
 
 impl Options {
@@ -79,6 +82,7 @@ impl Options {
             log_max_files: 1,
             no_log: false,
             no_stdin: false,
+            debug: false,
         }
     }
 
@@ -102,6 +106,7 @@ impl Options {
         let mut log_max_files = 1;
         let mut no_log = false;
         let mut no_stdin = false;
+        let mut debug = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let text = arg.to_string_lossy().into_owned();
@@ -125,6 +130,10 @@ impl Options {
                 }
                 "--no-log" if inline.is_none() => {
                     no_log = true;
+                    continue;
+                }
+                "--debug" if inline.is_none() => {
+                    debug = true;
                     continue;
                 }
                 _ => return Err(OptionsError::Unknown(text)),
@@ -176,6 +185,7 @@ impl Options {
             log_max_files,
             no_log,
             no_stdin,
+            debug,
         })
     }
 
@@ -205,6 +215,9 @@ impl Options {
         if self.no_stdin {
             args.push("--no-stdin".into());
         }
+        if self.debug {
+            args.push("--debug".into());
+        }
         args
     }
 }
@@ -232,6 +245,7 @@ mod tests {
         opts.log_max_size = Some(1000);
         opts.log_max_files = 3;
         opts.no_stdin = true;
+        opts.debug = true;
         assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);
         opts.no_log = true;
         assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);

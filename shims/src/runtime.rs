@@ -279,9 +279,11 @@ impl RuntimeCli {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let began = Instant::now();
         let mut child = self.spawn(command, &mut cmd)?;
         let deadline = Instant::now() + self.timeout;
         let (status, stdout, stderr) = self.collect(command, &mut child, deadline)?;
+        log_duration(command, began);
         if !status.success() {
             return Err(self.failure(command, offset, &stderr, status));
         }
@@ -358,6 +360,7 @@ impl RuntimeCli {
         cmd.stdin(stdio.stdin)
             .stdout(stdio.stdout)
             .stderr(stdio.stderr);
+        let began = Instant::now();
         let spawned = self.spawn(command, &mut cmd);
         // The Command holds the shim's copies of the process's pipe ends:
         // drop them, or the shim would never see end of file on its output.
@@ -386,11 +389,22 @@ impl RuntimeCli {
             }
             Ok(pty)
         });
+        log_duration(command, began);
         if let Some(path) = console {
             let _ = fs::remove_file(path);
         }
         result
     }
+}
+
+/// How long a runtime command took, from spawn to exit (the benchmark's
+/// per-phase timing reads it from the shim's log).
+fn log_duration(command: &str, began: Instant) {
+    tracing::debug!(
+        command,
+        micros = began.elapsed().as_micros() as u64,
+        "runtime command"
+    );
 }
 
 fn console_path(console: Option<&Path>) -> &Path {

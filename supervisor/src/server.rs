@@ -135,6 +135,7 @@ pub async fn serve(
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(|inner| Timed { inner }))
         .add_service(VersionServer::new(service.clone()))
         .add_service(NamespacesServer::new(service.clone()))
         .add_service(ContentServer::new(service.clone()))
@@ -166,4 +167,45 @@ pub async fn serve(
     let _ = tokio::task::spawn_blocking(move || writer.stop_writer()).await;
     let _ = std::fs::remove_file(&config.address);
     Ok(())
+}
+
+/// Logs each gRPC call's method and duration at debug level, when debug
+/// logging is on (the engine benchmark's per-phase timing reads them). A
+/// streaming call's duration ends when its response starts.
+#[derive(Clone)]
+struct Timed<S> {
+    inner: S,
+}
+
+type BoxedCall<R, E> = std::pin::Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for Timed<S>
+where
+    S: tower::Service<tonic::codegen::http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxedCall<S::Response, S::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let path = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().path().to_owned());
+        let began = std::time::Instant::now();
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let result = call.await;
+            if let Some(path) = path {
+                let micros = began.elapsed().as_micros() as u64;
+                tracing::debug!(path, micros, "grpc call");
+            }
+            result
+        })
+    }
 }

@@ -149,7 +149,14 @@ impl Shim {
     pub(super) fn handle_line(&mut self, line: &[u8]) -> Result<Reply, RequestError> {
         let request = decode_request(line)?;
         debug!(?request, "request");
-        self.handle(request)
+        let began = std::time::Instant::now();
+        let reply = self.handle(request);
+        debug!(
+            micros = began.elapsed().as_micros() as u64,
+            ok = reply.is_ok(),
+            "request done"
+        );
+        reply
     }
 
     pub(super) fn handle(&mut self, request: Request) -> Result<Reply, RequestError> {

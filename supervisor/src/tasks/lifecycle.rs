@@ -103,6 +103,7 @@ impl Tasks {
         shim_opts.log_file = opts.log_path.clone();
         shim_opts.log_max_files = opts.log_max_files.max(1);
         shim_opts.no_log = opts.no_log;
+        shim_opts.debug = tracing::enabled!(tracing::Level::DEBUG);
         let started = self.start_shim(ns, id, &shim_opts).await;
         let pid = match started {
             Ok(pid) => pid,
@@ -125,6 +126,7 @@ impl Tasks {
         id: &str,
         opts: &Options,
     ) -> Result<u32, TaskError> {
+        let began = std::time::Instant::now();
         let out = tokio::process::Command::new(&self.config.shim)
             .args(opts.to_args())
             .stdin(std::process::Stdio::null())
@@ -136,6 +138,8 @@ impl Tasks {
                 id: id.to_string(),
                 reason: format!("run {}: {e}", self.config.shim.display()),
             })?;
+        let micros = began.elapsed().as_micros() as u64;
+        tracing::debug!(container = id, micros, "shim started");
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stderr);
             let text = text.trim();
@@ -195,11 +199,17 @@ impl Tasks {
         self.report_exit(&task, None, task.pid, exit.clone()).await;
         task.markers.idle().await;
         let dir = task.dir.clone();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            forward_shim_log(&dir, id);
+        }
+        let began = std::time::Instant::now();
         if let Err(e) = blocking(move || Ok(bundle::remove(&dir)?)).await {
             // A retry finds the shim gone and removes the bundle again.
             task.deleting.store(false, Ordering::SeqCst);
             return Err(e);
         }
+        let micros = began.elapsed().as_micros() as u64;
+        tracing::debug!(container = id, micros, "bundle removed");
         self.lock().remove(&(ns.to_string(), id.to_string()));
         let mut attributes = Self::attributes(&task, None, task.pid);
         exit.attributes(&mut attributes);
@@ -280,5 +290,17 @@ impl Tasks {
             ),
             Err(e) => tracing::warn!(container = id, error = %e, "run the runtime"),
         }
+    }
+}
+
+/// Copies a deleted task's shim log into the supervisor's (debug) log
+/// before its directory goes: with `--debug` it holds the shim's steps and
+/// its runtime commands with their durations.
+fn forward_shim_log(dir: &std::path::Path, id: &str) {
+    let Ok(text) = std::fs::read_to_string(dir.join("shim.log")) else {
+        return;
+    };
+    for line in text.lines() {
+        tracing::debug!(container = id, line, "shim log");
     }
 }
