@@ -5,7 +5,10 @@
 #                under CARGO_TARGET_DIR when that is set)
 #   make run     run busybox containers: with berth-runtime alone, then through
 #                berth-supervisord and berth-shim (scripts/run-demo.sh)
-#   make test    deps, debug build, cargo test of the workspace, lint
+#   make test    deps, debug build, cargo test of the workspace (docker-py
+#                tests included, in the virtualenv deps makes), lint
+#   make compat  docker-py 7.2's own integration suite against berthd and
+#                against Debian's dockerd, side by side (scripts/compat-docker-py.sh)
 #   make lint    cargo fmt --check and clippy with warnings denied
 #   make bench   container start-up time (against runc and crun), image pull
 #                (against docker pull and ctr pull) with idle memory,
@@ -34,7 +37,7 @@ APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine stra
                 qemu-system-x86 linux-image-amd64 cpio \
                 docker-registry apache2-utils openssl zstd debootstrap
 
-.PHONY: deps build run test lint bench clean
+.PHONY: deps build run test compat lint bench clean
 
 deps:
 	@missing=""; \
@@ -51,7 +54,19 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { \
 	    echo "deps: cargo not found; install a Rust toolchain >= 1.85 with rustup" >&2; exit 1; }
-	@$(MAKE) --no-print-directory $(DOCKER_SECCOMP)
+	@$(MAKE) --no-print-directory $(DOCKER_SECCOMP) $(VENV_STAMP)
+
+# A Python virtualenv with docker-py 7.2 and pytest, every package pinned in
+# the requirements file; made again only when that file changes.
+VENV := $(CURDIR)/target/venv
+VENV_REQUIREMENTS := integration-tests/python/requirements.txt
+VENV_STAMP := $(VENV)/.requirements
+$(VENV_STAMP): $(VENV_REQUIREMENTS)
+	@command -v python3 >/dev/null || { echo "deps: python3 not found" >&2; exit 1; }
+	rm -rf $(VENV)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --requirement $(VENV_REQUIREMENTS)
+	@cp $(VENV_REQUIREMENTS) $@
 
 # moby's default seccomp profile, as data for the runtime's seccomp tests.
 # Debian ships it in golang-github-docker-docker-dev; installing that package
@@ -97,8 +112,15 @@ run: deps build
 
 test: deps
 	$(CARGO) build --workspace
-	BERTH_RUNTIME=$(TARGET_DIR)/debug/berth-runtime $(CARGO) test --workspace --no-fail-fast
+	BERTH_RUNTIME=$(TARGET_DIR)/debug/berth-runtime BERTH_VENV=$(VENV) \
+	    $(CARGO) test --workspace --no-fail-fast
 	@$(MAKE) --no-print-directory lint
+
+# Not part of test: it takes several minutes and its result is a comparison
+# (recorded in docs/compat.md), not a pass or a fail of its own.
+compat: deps
+	$(CARGO) build --workspace --bins
+	BERTH_BIN_DIR=$(TARGET_DIR)/debug BERTH_VENV=$(VENV) scripts/compat-docker-py.sh
 
 # Both checks run so one report shows everything; either failing fails lint.
 lint:

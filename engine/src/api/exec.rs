@@ -34,12 +34,14 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
         (&Method::POST, ["exec", id, "start"]) => {
             let e = engine.execs.get(id)?;
             let body: StartBody = req.json().await?;
-            let _ = (body.tty, body.console_size);
+            let _ = body.console_size;
             match exec::start(engine, &e, body.detach).await? {
                 None => empty(StatusCode::OK),
                 Some(session) => {
+                    // Framed unless the start request says tty, whatever
+                    // the exec was created with, as dockerd does.
                     let pipes = Pipes {
-                        tty: session.tty,
+                        tty: body.tty,
                         input: session.input,
                         output: session.output,
                         close_stdin_on_eof: true,

@@ -183,8 +183,16 @@ pub async fn kill(engine: &Engine, c: &Arc<Container>, signal: Option<&str>) -> 
         .map_err(ContainerError::backend(format!("kill {}", c.id)))?;
     let attrs = BTreeMap::from([("signal".to_string(), (signal as i32).to_string())]);
     emit_with(engine, c, "kill", attrs);
+    // As dockerd: a SIGKILL is answered once the container is down, so a
+    // client's next inspect sees it exited (other signals may be handled).
+    if signal == Signal::SIGKILL && !wait_stopped(c, KILL_WAIT).await {
+        tracing::warn!(container = %c.id, "still running after SIGKILL");
+    }
     Ok(())
 }
+
+/// How long a SIGKILL's answer waits for the container to go down.
+const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits until the container is not running, at most `timeout`; whether it
 /// stopped.
