@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backend::{AttachInput, BackendError};
 use crate::containers::attach::parse_detach_keys;
@@ -238,6 +238,8 @@ fn parse_numeric_user(user: &str) -> Option<(u32, Option<u32>)> {
 
 /// An attached exec's streams.
 pub struct ExecSession {
+    /// Send once the client holds the connection: the process starts then.
+    pub go: oneshot::Sender<()>,
     pub tty: bool,
     pub input: Option<mpsc::Sender<AttachInput>>,
     /// Output until the process has exited and its exit is recorded.
@@ -247,7 +249,7 @@ pub struct ExecSession {
 
 /// Starts an exec; attached, its streams.
 pub async fn start(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     exec: &Arc<Exec>,
     detach: bool,
 ) -> Result<Option<ExecSession>, ExecError> {
@@ -293,34 +295,9 @@ pub async fn start(
                 .map_err(backend("attach"))?,
         )
     };
-    let pid = match sup.start(&c.id, &exec.id).await {
-        Ok(pid) => pid,
-        Err(e) => {
-            let _ = sup.delete_process(&c.id, &exec.id).await;
-            let code =
-                if e.to_string().contains("not found") || e.to_string().contains("no such file") {
-                    127
-                } else {
-                    126
-                };
-            exec.update(|s| s.exit_code = Some(code));
-            return Err(ExecError::Backend {
-                what: "start exec".into(),
-                source: e,
-            });
-        }
-    };
-    exec.update(|s| {
-        s.running = true;
-        s.pid = pid;
-    });
-    emit(
-        engine,
-        c,
-        &format!("exec_start: {}", cfg.cmd.join(" ")),
-        &exec.id,
-    );
     let Some(attached) = attached else {
+        // Detached: started now; a failure is the request's answer.
+        launch(engine, exec).await?;
         return Ok(None);
     };
     let detach_keys = parse_detach_keys(if cfg.detach_keys.is_empty() {
@@ -330,11 +307,27 @@ pub async fn start(
     })
     .map_err(ExecError::Container)?;
     let (tx, rx) = mpsc::channel(64);
+    let (go_tx, go_rx) = oneshot::channel::<()>();
     let (want_out, want_err) = (cfg.attach_stdout, cfg.attach_stderr);
     let mut output = attached.output;
-    let exec2 = exec.clone();
-    let sup2 = engine.supervisor.clone();
+    let exec = exec.clone();
+    let engine = engine.clone();
     tokio::spawn(async move {
+        // The process starts once the client holds the upgraded
+        // connection: output written with the 101's headers would be lost
+        // to a client that reads them through a buffer (docker-py does).
+        if go_rx.await.is_err() {
+            let _ = engine
+                .supervisor
+                .delete_process(&exec.container.id, &exec.id)
+                .await;
+            return;
+        }
+        if let Err(e) = launch(&engine, &exec).await {
+            // As dockerd: the error in the stream, the exit code 126/127.
+            let _ = tx.send((1, Bytes::from(format!("{e}\r\n")))).await;
+            return;
+        }
         while let Some(item) = output.next().await {
             let Ok((stream, data)) = item else { break };
             let stream = if stream == 2 { 2 } else { 1 };
@@ -346,8 +339,8 @@ pub async fn start(
             }
         }
         // The exit is known before the client's stream ends.
-        if let Ok(w) = sup2.wait(&exec2.container.id, &exec2.id).await {
-            record_exit(&exec2, i64::from(w.exit_status));
+        if let Ok(w) = engine.supervisor.wait(&exec.container.id, &exec.id).await {
+            record_exit(&exec, i64::from(w.exit_status));
         }
         drop(tx);
     });
@@ -356,7 +349,45 @@ pub async fn start(
         input: attached.input,
         output: rx,
         detach_keys,
+        go: go_tx,
     }))
+}
+
+/// Starts a registered exec's process.
+async fn launch(engine: &Engine, exec: &Arc<Exec>) -> Result<(), ExecError> {
+    let c = &exec.container;
+    let sup = &engine.supervisor;
+    match sup.start(&c.id, &exec.id).await {
+        Ok(pid) => {
+            exec.update(|s| {
+                s.running = true;
+                s.pid = pid;
+            });
+            emit(
+                engine,
+                c,
+                &format!("exec_start: {}", exec.config.cmd.join(" ")),
+                &exec.id,
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let _ = sup.delete_process(&c.id, &exec.id).await;
+            // Docker's codes, from the runtime's words (runc's, which
+            // Docker's clients read the same way).
+            let text = e.to_string();
+            let code = if text.contains("not found") || text.contains("no such file") {
+                127
+            } else {
+                126
+            };
+            exec.update(|s| s.exit_code = Some(code));
+            Err(ExecError::Backend {
+                what: "OCI runtime exec failed".into(),
+                source: e,
+            })
+        }
+    }
 }
 
 fn record_exit(exec: &Exec, code: i64) {

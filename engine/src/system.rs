@@ -73,7 +73,14 @@ pub async fn info(engine: &Engine) -> Value {
         .supervisor
         .list_images()
         .await
-        .map(|i| i.len())
+        .map(|list| {
+            // Images, not names: one image tagged twice counts once.
+            let targets: std::collections::BTreeSet<String> = list
+                .into_iter()
+                .filter_map(|i| i.target.map(|t| t.digest))
+                .collect();
+            targets.len()
+        })
         .unwrap_or(0);
     let (os, os_version) = os_release();
     let ncpu = std::thread::available_parallelism()

@@ -333,6 +333,7 @@ async fn attach(engine: &Arc<Engine>, req: &mut Req, id: &str) -> Reply {
         close_stdin_on_eof: session.stdin_once,
         detach_keys: session.detach_keys,
         keep: Box::new(session.guard),
+        go: None,
     };
     Ok(stream::hijack(req, pipes))
 }

@@ -47,6 +47,7 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
                         close_stdin_on_eof: true,
                         detach_keys: session.detach_keys,
                         keep: Box::new(()),
+                        go: Some(session.go),
                     };
                     Ok(stream::hijack(&mut req, pipes))
                 }

@@ -64,6 +64,8 @@ pub struct Pipes {
     pub detach_keys: Vec<u8>,
     /// Dropped when the connection ends (an attach guard, say).
     pub keep: Box<dyn Send>,
+    /// Told once the client holds the connection (an exec starts then).
+    pub go: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Answers with the connection upgrade, or, for a client that did not ask
@@ -80,8 +82,12 @@ pub fn hijack(req: &mut Req, pipes: Pipes) -> Response {
             tty,
             mut output,
             keep,
+            go,
             ..
         } = pipes;
+        if let Some(go) = go {
+            let _ = go.send(());
+        }
         tokio::spawn(async move {
             let _keep = keep;
             while let Some((stream, data)) = output.recv().await {
@@ -123,7 +129,11 @@ where
         close_stdin_on_eof,
         detach_keys,
         keep,
+        go,
     } = pipes;
+    if let Some(go) = go {
+        let _ = go.send(());
+    }
     // Docker watches for the detach keys whenever stdin is attached, tty or not.
     let _keep = keep;
     let (mut rd, mut wr) = tokio::io::split(io);

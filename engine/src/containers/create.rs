@@ -102,6 +102,10 @@ async fn create_reserved(
     if record.host_config.network_mode.is_empty() {
         record.host_config.network_mode = "default".into();
     }
+    if record.host_config.runtime.is_empty() {
+        // berth-runtime answers to runc's name, as dockerd's default.
+        record.host_config.runtime = "runc".into();
+    }
     if record.host_config.log_config.kind.is_empty() {
         record.host_config.log_config.kind = "json-file".into();
     }
@@ -221,7 +225,7 @@ fn validate_host_config(req: &CreateRequest) -> Result<()> {
         "" | "json-file" | "none" | "local" => {}
         other => {
             return Err(ContainerError::InvalidConfig(format!(
-                "failed to create logger: logger: no log driver named '{other}' is registered"
+                "logger: no log driver named '{other}' is registered"
             )))
         }
     }
