@@ -156,6 +156,9 @@ impl Walk {
         lowers: &[OwnedFd],
         rel: &Path,
     ) -> Result<(), ArchiveError> {
+        // Where this directory's entries begin: its own line, when an added
+        // or deleted entry calls for one, goes there, before them all.
+        let start = self.changes.len();
         for name in list_dir(upper, rel)? {
             let path = rel.join(&name);
             let st = match lstat_at(upper, name.as_os_str()) {
@@ -203,10 +206,13 @@ impl Walk {
                     && rel != Path::new("/")
                     && self.changed_dirs.insert(rel.to_path_buf())
                 {
-                    self.changes.push(Change {
-                        path: rel.to_path_buf(),
-                        kind: ChangeKind::Modified,
-                    });
+                    self.changes.insert(
+                        start,
+                        Change {
+                            path: rel.to_path_buf(),
+                            kind: ChangeKind::Modified,
+                        },
+                    );
                 }
                 self.changes.push(Change {
                     path: path.clone(),
