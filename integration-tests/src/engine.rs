@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::registry::run_with_timeout;
-use crate::supervisor::ctr_binary;
+use crate::supervisor::{child_output, ctr_binary};
 use crate::{build_binary, release_temp_tree, require_root};
 
 /// How long one docker command may take before the test fails.
@@ -291,7 +291,7 @@ impl Berthd {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let out = wait_output(child, DOCKER_TIMEOUT);
+        let out = child_output(child, DOCKER_TIMEOUT, "docker");
         let _ = writer.join();
         DockerOutput::from(args, out)
     }
@@ -388,37 +388,6 @@ impl Drop for Berthd {
         if !problems.is_empty() && !std::thread::panicking() {
             panic!("berthd guard: {}", problems.join("; "));
         }
-    }
-}
-
-fn wait_output(mut child: Child, timeout: Duration) -> Output {
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait().expect("wait for docker") {
-            Some(status) => break status,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("docker did not exit within {timeout:?}");
-            }
-        }
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
     }
 }
 

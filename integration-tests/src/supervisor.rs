@@ -353,11 +353,17 @@ impl Drop for Supervisor {
 /// Runs `cmd` with its own stdin, collecting its output; kills it and fails
 /// the test after `timeout`.
 fn output_within(mut cmd: Command, timeout: Duration) -> std::process::Output {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn berth-ctr");
+    child_output(child, timeout, "berth-ctr")
+}
+
+/// Collects a started child's piped stdout and stderr until it exits;
+/// kills it and fails the test after `timeout` (`what` names it then).
+pub fn child_output(mut child: Child, timeout: Duration, what: &str) -> std::process::Output {
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -371,13 +377,13 @@ fn output_within(mut cmd: Command, timeout: Duration) -> std::process::Output {
     let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + timeout;
     let status = loop {
-        match child.try_wait().expect("wait for berth-ctr") {
+        match child.try_wait().expect("wait for the child") {
             Some(status) => break status,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("berth-ctr did not exit within {timeout:?}");
+                panic!("{what} did not exit within {timeout:?}");
             }
         }
     };
