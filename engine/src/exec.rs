@@ -47,6 +47,8 @@ pub struct ExecConfig {
     pub attach_stdin: bool,
     pub attach_stdout: bool,
     pub attach_stderr: bool,
+    /// docker-py spells it `detachKeys` (Go's JSON decoding ignores case).
+    #[serde(alias = "detachKeys")]
     pub detach_keys: String,
     pub tty: bool,
     pub env: Option<Vec<String>>,

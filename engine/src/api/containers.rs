@@ -199,6 +199,7 @@ async fn prune(engine: &Engine, req: &Req) -> Reply {
         .map(|u| parse_since(u))
         .transpose()?;
     let mut deleted = Vec::new();
+    let mut reclaimed: i64 = 0;
     for c in engine.containers.all() {
         let r = c.record();
         if r.state.status.is_running() {
@@ -219,9 +220,11 @@ async fn prune(engine: &Engine, req: &Req) -> Reply {
         if !labels_ok {
             continue;
         }
+        let (rw, _) = inspect::sizes(engine, &c.id).await;
         if lifecycle::remove(engine, &c, false).await.is_ok() {
             engine.execs.forget_container(&c.id);
             deleted.push(c.id.clone());
+            reclaimed += rw.max(0);
         }
     }
     let deleted = if deleted.is_empty() {
@@ -231,7 +234,7 @@ async fn prune(engine: &Engine, req: &Req) -> Reply {
     };
     json(
         StatusCode::OK,
-        &json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 }),
+        &json!({ "ContainersDeleted": deleted, "SpaceReclaimed": reclaimed }),
     )
 }
 

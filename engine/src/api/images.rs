@@ -225,7 +225,12 @@ async fn save(engine: &Engine, names: &[String]) -> Reply {
 
 async fn load(engine: &Engine, mut req: Req) -> Reply {
     let body = body_stream(&mut req);
-    let messages = archive::load(engine, body).await?;
+    // As dockerd: a 200 whatever happens, a failure as the stream's error
+    // message (the docker CLI and docker-py raise it from there).
+    let messages = match archive::load(engine, body).await {
+        Ok(messages) => messages,
+        Err(e) => vec![Message::error(e.to_string())],
+    };
     // Streamed (chunked), as dockerd answers: docker-py reads a whole
     // body as one JSON document.
     progress_response(futures_util::stream::iter(messages).boxed())
