@@ -232,6 +232,24 @@ fn pull_inspect_tag_push_save_load_and_remove() {
     let id = berthd.docker_ok(&["inspect", "-f", "{{.Id}}", &image]);
     assert_eq!(id.trim(), config);
 
+    // Saved by its id, an image travels without its names, as with dockerd.
+    let by_id = berthd.path("by-id.tar");
+    berthd.docker_ok(&["save", "-o", by_id.to_str().unwrap(), &config]);
+    let listed = std::process::Command::new("tar")
+        .arg("-xOf")
+        .arg(&by_id)
+        .arg("manifest.json")
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::Value::Null,
+        "{manifest}"
+    );
+    let out = berthd.docker_ok(&["load", "-i", by_id.to_str().unwrap()]);
+    assert_eq!(out.trim(), format!("Loaded image ID: {config}"));
+
     let out = berthd.docker(&["push", &format!("{}/absent:1", registry.host())]);
     assert!(
         stderr(&out).contains("An image does not exist locally with the tag"),

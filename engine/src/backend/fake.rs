@@ -243,6 +243,7 @@ impl Supervisor for Fake {
     fn export_images(
         &self,
         names: Vec<String>,
+        _unnamed: Vec<String>,
         _format: images::ArchiveFormat,
     ) -> BoxFuture<'_, Result<Stream<Bytes>>> {
         self.record(format!("export {}", names.join(" ")));

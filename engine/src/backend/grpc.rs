@@ -143,12 +143,14 @@ impl Supervisor for Grpc {
     fn export_images(
         &self,
         names: Vec<String>,
+        unnamed: Vec<String>,
         format: images::ArchiveFormat,
     ) -> BoxFuture<'_, Result<Stream<Bytes>>> {
         let req = images::ExportRequest {
             names,
             format: format as i32,
             platform: String::new(),
+            unnamed,
         };
         Box::pin(async move {
             let stream = self.client.images().export(req).await?.into_inner();

@@ -117,9 +117,12 @@ pub trait Supervisor: Send + Sync + 'static {
         data: BoxStream<'static, Bytes>,
     ) -> BoxFuture<'_, Result<Vec<images::Image>>>;
     /// Writes the named images as a tarball in `format`.
+    /// A `docker save` (or OCI) archive of the images `names` names; those
+    /// also in `unnamed` are written without their names.
     fn export_images(
         &self,
         names: Vec<String>,
+        unnamed: Vec<String>,
         format: images::ArchiveFormat,
     ) -> BoxFuture<'_, Result<Stream<Bytes>>>;
     /// Checks credentials against a registry (`host[:port]`).

@@ -40,19 +40,31 @@ pub async fn save(
         return Err(ImageError::InvalidArgument("no image named".into()));
     }
     let mut stored = Vec::new();
+    let mut unnamed = Vec::new();
+    let mut by_name = Vec::new();
     for name in names {
         let found = lookup(engine, name).await?;
         emit(engine, "save", &found.image.id, &found.image.id);
         if found.by_id {
-            stored.extend(found.names);
+            // As dockerd: an image named by its id is saved without its
+            // names (loading it back gives the image, untagged).
+            if let Some(first) = found.names.into_iter().next() {
+                unnamed.push(first.clone());
+                stored.push(first);
+            } else {
+                stored.push(found.image.name);
+            }
         } else {
+            by_name.push(found.image.name.clone());
             stored.push(found.image.name);
         }
     }
+    // A name asked for by name too keeps its name.
+    unnamed.retain(|u| !by_name.contains(u));
     stored.dedup();
     let stream = engine
         .supervisor
-        .export_images(stored, pb::ArchiveFormat::Docker)
+        .export_images(stored, unnamed, pb::ArchiveFormat::Docker)
         .await
         .map_err(ImageError::Backend)?;
     Ok(stream.map(|r| r.map_err(ImageError::Backend)).boxed())

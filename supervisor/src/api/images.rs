@@ -327,8 +327,9 @@ impl images_pb::images_server::Images for Service {
                 tx: tx.clone(),
                 buf: Vec::new(),
             };
+            let unnamed: std::collections::HashSet<String> = r.unnamed.iter().cloned().collect();
             let result = images
-                .export(&ns, &r.names, format, platform, &mut sink)
+                .export_unnamed(&ns, &r.names, &unnamed, format, platform, &mut sink)
                 .and_then(|()| {
                     sink.flush_now()
                         .map_err(|e| ImageError::Archive(format!("export: {e}")))

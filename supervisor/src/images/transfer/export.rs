@@ -32,6 +32,20 @@ impl Images {
         platform: Option<Platform>,
         writer: impl Write,
     ) -> Result<(), ImageError> {
+        self.export_unnamed(ns, names, &HashSet::new(), format, platform, writer)
+    }
+
+    /// [`Self::export`], writing the images `unnamed` names (a subset of
+    /// `names`) without any name, as `docker save` of an image id does.
+    pub fn export_unnamed(
+        &self,
+        ns: &str,
+        names: &[String],
+        unnamed: &HashSet<String>,
+        format: ArchiveFormat,
+        platform: Option<Platform>,
+        writer: impl Write,
+    ) -> Result<(), ImageError> {
         if names.is_empty() {
             return Err(archive_error("export: no image named"));
         }
@@ -64,11 +78,14 @@ impl Images {
                     record.name, m.blob, m.named_by
                 )));
             }
+            let anonymous = unnamed.contains(name);
             let mut entry = target.clone();
-            entry
-                .annotations
-                .insert(ANNOTATION_IMAGE_NAME.to_string(), record.name.clone());
-            if let Some(tag) = tag {
+            if !anonymous {
+                entry
+                    .annotations
+                    .insert(ANNOTATION_IMAGE_NAME.to_string(), record.name.clone());
+            }
+            if let Some(tag) = tag.filter(|_| !anonymous) {
                 entry
                     .annotations
                     .insert(oci::ANNOTATION_REF_NAME.to_string(), tag.to_string());
@@ -94,7 +111,7 @@ impl Images {
                     }
                 };
                 let digest_only = tag.is_none() && record.name.contains('@');
-                if !digest_only {
+                if !digest_only && !anonymous {
                     let repository = familiar(repository).to_string();
                     let tag = tag.unwrap_or("latest").to_string();
                     let tags = docker[at].repo_tags.get_or_insert_with(Vec::new);

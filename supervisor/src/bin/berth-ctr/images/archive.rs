@@ -156,6 +156,7 @@ pub async fn export(client: &Client, args: ExportArgs) -> Result<()> {
         names: args.names,
         format: format as i32,
         platform: args.platform.unwrap_or_default(),
+        unnamed: Vec::new(),
     };
     let mut stream = client
         .images()
