@@ -234,7 +234,7 @@ fn pull_inspect_tag_push_save_load_and_remove() {
 
     // Saved by its id, an image travels without its names, as with dockerd.
     let by_id = berthd.path("by-id.tar");
-    berthd.docker_ok(&["save", "-o", by_id.to_str().unwrap(), &config]);
+    berthd.docker_ok(&["save", "-o", by_id.to_str().unwrap(), config]);
     let listed = std::process::Command::new("tar")
         .arg("-xOf")
         .arg(&by_id)
