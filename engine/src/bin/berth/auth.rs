@@ -115,12 +115,33 @@ pub async fn login(c: &Client, a: LoginArgs) -> anyhow::Result<()> {
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
         password = Some(text.trim_end_matches(['\n', '\r']).to_string());
     }
-    let (Some(username), Some(password)) = (a.username.clone(), password) else {
-        return Err(StatusError::new(
-            1,
-            "Error: Cannot perform an interactive login from a non TTY device",
-        )
-        .into());
+    let mut username = a.username.clone();
+    if username.is_none() || password.is_none() {
+        // Interactive, as docker login: only on a terminal.
+        if !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+            return Err(StatusError::new(
+                1,
+                "Error: Cannot perform an interactive login from a non TTY device",
+            )
+            .into());
+        }
+        if username.is_none() {
+            let typed = prompt("Username: ")?;
+            if typed.is_empty() {
+                return Err(StatusError::new(1, "Error: Non-null Username Required").into());
+            }
+            username = Some(typed);
+        }
+        if password.is_none() {
+            let typed = prompt_hidden("Password: ")?;
+            if typed.is_empty() {
+                return Err(StatusError::new(1, "Error: Password Required").into());
+            }
+            password = Some(typed);
+        }
+    }
+    let (Some(username), Some(password)) = (username, password) else {
+        return Err(StatusError::new(1, "Error: Non-null Username Required").into());
     };
     let body = json!({"username": username, "password": password, "serveraddress": key});
     let resp: Value = c.json(Method::POST, "/auth", Some(&body)).await?;
@@ -151,6 +172,32 @@ pub async fn login(c: &Client, a: LoginArgs) -> anyhow::Result<()> {
             .unwrap_or("Login Succeeded")
     );
     Ok(())
+}
+
+/// Asks on the terminal; the answer without its newline.
+fn prompt(question: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).trim().to_string())
+}
+
+/// Asks on the terminal with echo off (a password).
+fn prompt_hidden(question: &str) -> anyhow::Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+    let answer = prompt(question);
+    // The terminal gets its echo back whatever the read did.
+    let restored = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
+    println!();
+    restored?;
+    answer
 }
 
 pub fn logout(a: LogoutArgs) -> anyhow::Result<()> {
