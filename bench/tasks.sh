@@ -142,38 +142,7 @@ unset DOCKER_HOST DOCKER_CONTEXT DOCKER_TLS_VERIFY BERTH_ADDRESS BERTH_NAMESPACE
 
 # --- helpers (as in bench/pull.sh) ---------------------------------------------
 
-
-# utime+stime of the given processes, in clock ticks.
-cpu_ticks() { # PID...
-    local pid total=0 stat f
-    for pid in "$@"; do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        read -r -a f <<<"${stat##*) }"
-        # after "pid (comm) ": state=f[0] ... utime=f[11] stime=f[12]
-        total=$((total + f[11] + f[12]))
-    done
-    echo "$total"
-}
-
-# Microseconds since the epoch, without a fork.
-now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
-
-# A command with a deadline; its output to LOG. On failure sets err.
-run_logged() { # LOG TIMEOUT CMD...
-    local log=$1 limit=$2 status
-    shift 2
-    timeout "$limit" "$@" </dev/null >"$log" 2>&1 && return 0
-    status=$?
-    if [ "$status" = 124 ]; then
-        err="\`${*:1:6} ...\` did not finish within ${limit}s: $(tail -c 300 "$log" | tr '\n' ' ')"
-    else
-        err="\`${*:1:6} ...\` failed (exit status $status): $(tail -c 300 "$log" | tr '\n' ' ')"
-    fi
-    return 1
-}
-
-# Every hierarchy's mount point (v1 controllers, and the v2 tree).
-cgroup_mounts() { findmnt -rn -t cgroup,cgroup2 -o TARGET; }
+# cpu_ticks, now_us, run_logged and cgroup_mounts are in bench/lib.sh.
 
 # The cgroup parents under which each system puts its containers.
 cgroup_parent() { # SYSTEM

@@ -375,13 +375,10 @@ async fn launch(engine: &Engine, exec: &Arc<Exec>) -> Result<(), ExecError> {
         }
         Err(e) => {
             let _ = sup.delete_process(&c.id, &exec.id).await;
-            // Docker's codes, from the runtime's words (runc's, which
-            // Docker's clients read the same way).
-            let text = e.to_string();
-            let code = if text.contains("not found") || text.contains("no such file") {
-                127
-            } else {
-                126
+            // An exec that cannot start is 126 unless its program is missing.
+            let code = match crate::containers::lifecycle::start_failure_code(&e) {
+                127 => 127,
+                _ => 126,
             };
             exec.update(|s| s.exit_code = Some(code));
             Err(ExecError::Backend {

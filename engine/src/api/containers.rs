@@ -382,10 +382,6 @@ async fn stats(engine: &Arc<Engine>, req: &Req, id: &str) -> Reply {
                 }
             }
             previous = Some(sample);
-            if !c.status().is_running() && stream_on && previous.is_some() {
-                // Docker keeps streaming zeros for a stopped container; a
-                // client stops reading when it wants.
-            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

@@ -1,8 +1,8 @@
 //! An in-memory [`Supervisor`] for the domain's unit tests: images and blobs
 //! put in by the test, containers and tasks kept in maps. A task's init
 //! "runs" from `start` until it is killed (it then exits with 128 + the
-//! signal) or the test ends it with [`Fake::exit`]; its output is what the
-//! test queued with [`Fake::set_output`].
+//! signal) or the test ends it with [`Fake::exit`], either way publishing
+//! `/tasks/exit` as the supervisor does; it writes no output.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,9 +16,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{
-    AttachOutput, Attached, BackendError, BoxFuture, Result, Stream, Supervisor, TaskOptions,
-};
+use super::{Attached, BackendError, BoxFuture, Result, Stream, Supervisor, TaskOptions};
 
 #[derive(Default)]
 struct State {
@@ -26,7 +24,6 @@ struct State {
     blobs: BTreeMap<String, Bytes>,
     containers: BTreeMap<String, containers::Container>,
     tasks: BTreeMap<String, FakeTask>,
-    output: BTreeMap<String, Vec<AttachOutput>>,
     next_pid: u32,
     calls: Vec<String>,
     /// What a pull of a name finds: the image, its blobs, the progress.
@@ -46,13 +43,23 @@ struct FakeTask {
     pid: u32,
     status: tasks::Status,
     exit: watch::Sender<Option<u32>>,
-    opts: TaskOptions,
 }
 
 /// The in-memory supervisor. Clones share their state.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Fake {
     state: Arc<Mutex<State>>,
+    /// `/tasks/exit` events, as the supervisor publishes them.
+    events: tokio::sync::broadcast::Sender<events::Envelope>,
+}
+
+impl Default for Fake {
+    fn default() -> Self {
+        Fake {
+            state: Arc::default(),
+            events: tokio::sync::broadcast::channel(64).0,
+        }
+    }
 }
 
 fn not_found(what: &str, id: &str) -> BackendError {
@@ -107,28 +114,28 @@ impl Fake {
         );
     }
 
-    /// Output a task's attach gives (stream, bytes), once it has started.
-    pub fn set_output(&self, id: &str, output: Vec<AttachOutput>) {
-        self.lock().output.insert(id.to_string(), output);
-    }
-
-    /// Ends a running task's init with this status.
+    /// Ends a running task's init with this status, and publishes its
+    /// `/tasks/exit`.
     pub fn exit(&self, id: &str, status: u32) {
         let mut state = self.lock();
         if let Some(task) = state.tasks.get_mut(id) {
             task.status = tasks::Status::Stopped;
             task.exit.send_replace(Some(status));
+            let attributes = std::collections::HashMap::from([
+                ("container_id".to_string(), id.to_string()),
+                ("exit_status".to_string(), status.to_string()),
+            ]);
+            let _ = self.events.send(events::Envelope {
+                topic: "/tasks/exit".into(),
+                attributes,
+                ..Default::default()
+            });
         }
     }
 
     /// The calls made so far, as "method id".
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
-    }
-
-    /// The options a task was created with.
-    pub fn task_options(&self, id: &str) -> Option<TaskOptions> {
-        self.lock().tasks.get(id).map(|t| t.opts.clone())
     }
 
     fn record(&self, call: String) {
@@ -341,7 +348,7 @@ impl Supervisor for Fake {
         Box::pin(async move { Ok(all) })
     }
 
-    fn create_task(&self, id: &str, opts: TaskOptions) -> BoxFuture<'_, Result<u32>> {
+    fn create_task(&self, id: &str, _opts: TaskOptions) -> BoxFuture<'_, Result<u32>> {
         self.record(format!("create_task {id}"));
         let mut state = self.lock();
         let result = if !state.containers.contains_key(id) {
@@ -358,7 +365,6 @@ impl Supervisor for Fake {
                 pid,
                 status: tasks::Status::Created,
                 exit,
-                opts,
             };
             state.tasks.insert(id.to_string(), task);
             Ok(pid)
@@ -522,10 +528,9 @@ impl Supervisor for Fake {
         })
     }
 
-    fn attach(&self, id: &str, _exec_id: &str, _stdin: bool) -> BoxFuture<'_, Result<Attached>> {
-        let output = self.lock().output.get(id).cloned().unwrap_or_default();
+    fn attach(&self, _id: &str, _exec_id: &str, _stdin: bool) -> BoxFuture<'_, Result<Attached>> {
         Box::pin(async move {
-            let output = futures_util::stream::iter(output.into_iter().map(Ok)).boxed();
+            let output = futures_util::stream::empty().boxed();
             Ok(Attached {
                 input: None,
                 output,
@@ -582,7 +587,19 @@ impl Supervisor for Fake {
         _topics: Vec<String>,
         _after: Option<u64>,
     ) -> BoxFuture<'_, Result<BoxStream<'static, Result<events::Envelope>>>> {
-        Box::pin(async move { Ok(futures_util::stream::pending().boxed()) })
+        let rx = self.events.subscribe();
+        Box::pin(async move {
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(event) => return Some((Ok(event), rx)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return None,
+                    }
+                }
+            });
+            Ok(stream.boxed())
+        })
     }
 }
 

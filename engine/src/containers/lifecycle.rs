@@ -118,8 +118,10 @@ pub async fn start(engine: &Engine, c: &Arc<Container>) -> Result<()> {
     Ok(())
 }
 
-/// The exit code Docker gives a container whose process could not start.
-fn start_failure_code(e: &BackendError) -> i64 {
+/// The exit code Docker gives a process that could not start, from the
+/// runtime's words (runc's, which Docker's clients read the same way): 127
+/// for a program not found, 126 for one that cannot run, else 128.
+pub fn start_failure_code(e: &BackendError) -> i64 {
     let text = e.to_string();
     if text.contains("executable file not found") || text.contains("no such file or directory") {
         127

@@ -315,3 +315,6 @@ impl Containers {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

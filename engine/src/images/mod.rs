@@ -394,4 +394,4 @@ fn parse<T: serde::de::DeserializeOwned>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

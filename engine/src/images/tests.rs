@@ -87,7 +87,7 @@ fn image(name: &str, created: &str, layers: &[Vec<u8>]) -> (pb::Image, Vec<(Stri
     (record, blobs)
 }
 
-async fn engine(fake: &Fake) -> (Arc<Engine>, tempfile::TempDir) {
+pub(crate) async fn engine(fake: &Fake) -> (Arc<Engine>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::new(dir.path().join("data"), dir.path().join("exec"));
     std::fs::create_dir_all(paths.engine_dir()).unwrap();
@@ -95,9 +95,9 @@ async fn engine(fake: &Fake) -> (Arc<Engine>, tempfile::TempDir) {
     (Arc::new(engine), dir)
 }
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
+pub(crate) const BUSYBOX: &str = "docker.io/library/busybox:latest";
 
-fn add(fake: &Fake, name: &str, created: &str, layers: &[Vec<u8>]) -> String {
+pub(crate) fn add(fake: &Fake, name: &str, created: &str, layers: &[Vec<u8>]) -> String {
     let (record, blobs) = image(name, created, layers);
     fake.add_image(record, blobs.clone());
     blobs[1].0.clone()
