@@ -16,6 +16,9 @@ pub struct Engine {
     pub events: Events,
     pub containers: Containers,
     pub execs: Execs,
+    /// The engine itself, for tasks that outlive a request (restarts by
+    /// policy, health probes); set by [`Engine::start_monitor`].
+    this: std::sync::OnceLock<std::sync::Weak<Engine>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,16 +40,24 @@ impl Engine {
             events: Events::new(),
             containers,
             execs: Execs::default(),
+            this: std::sync::OnceLock::new(),
         })
     }
 
     /// Follows the supervisor's exits and brings the records up to date
     /// with its tasks (live restore). Returns once the records are current.
     pub async fn start_monitor(self: &Arc<Self>) -> Result<(), EngineError> {
+        let _ = self.this.set(Arc::downgrade(self));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(crate::containers::monitor::follow(self.clone(), ready_tx));
         let _ = ready_rx.await;
         crate::containers::monitor::recover(self).await?;
+        crate::containers::restart::start_at_boot(self).await;
         Ok(())
+    }
+
+    /// The engine as an `Arc`, once its monitor runs.
+    pub fn arc(&self) -> Option<Arc<Engine>> {
+        self.this.get().and_then(std::sync::Weak::upgrade)
     }
 }

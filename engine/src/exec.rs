@@ -110,6 +110,12 @@ impl Execs {
             .collect()
     }
 
+    /// Forgets one exec (a health probe that ended).
+    pub fn forget(&self, id: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(id);
+    }
+
     /// Forgets the execs of a removed container.
     pub fn forget_container(&self, container_id: &str) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());

@@ -176,19 +176,8 @@ async fn create_reserved(
 /// Checks what a spec cannot say wrong later.
 fn validate_host_config(req: &CreateRequest) -> Result<()> {
     let hc = &req.host_config;
-    match hc.restart_policy.name.as_str() {
-        "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
-        other => {
-            return Err(ContainerError::InvalidConfig(format!(
-                "invalid restart policy '{other}'"
-            )))
-        }
-    }
-    if hc.restart_policy.maximum_retry_count < 0 {
-        return Err(ContainerError::InvalidConfig(
-            "invalid restart policy: maximum retry count cannot be negative".into(),
-        ));
-    }
+    super::restart::validate(&hc.restart_policy)?;
+    super::health::validate(req.config.healthcheck.as_ref())?;
     if hc.auto_remove && !matches!(hc.restart_policy.name.as_str(), "" | "no") {
         return Err(ContainerError::InvalidConfig(
             "can't create 'AutoRemove' container with restart policy".into(),

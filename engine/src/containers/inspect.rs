@@ -56,7 +56,7 @@ pub fn inspect(engine: &Engine, c: &Container, exec_ids: Vec<String>) -> Value {
     } else {
         engine.paths.container_log(&r.id).display().to_string()
     };
-    json!({
+    let mut v = json!({
         "Id": r.id,
         "Created": format_time(Some(r.created)),
         "Path": r.path,
@@ -111,7 +111,11 @@ pub fn inspect(engine: &Engine, c: &Container, exec_ids: Vec<String>) -> Value {
             "MacAddress": "",
             "Networks": networks(&r),
         },
-    })
+    });
+    if let Some(h) = &s.health {
+        v["State"]["Health"] = h.to_json();
+    }
+    v
 }
 
 /// Inspect's `Mounts`: the binds, `--mount`s and tmpfs the container has.
@@ -197,7 +201,10 @@ fn since(t: Option<SystemTime>) -> String {
 pub fn status_text(r: &ContainerRecord) -> String {
     let s = &r.state;
     match s.status {
-        Status::Running => format!("Up {}", since(s.started_at)),
+        Status::Running => match &s.health {
+            Some(h) => format!("Up {} ({})", since(s.started_at), h.ps_text()),
+            None => format!("Up {}", since(s.started_at)),
+        },
         Status::Paused => format!("Up {} (Paused)", since(s.started_at)),
         Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(s.finished_at)),
         Status::Removing => "Removal In Progress".into(),
@@ -305,6 +312,9 @@ pub fn list(engine: &Engine, opts: &ListOptions) -> Result<Vec<Value>> {
             )));
         }
     }
+    for value in opts.filters.get("health").into_iter().flatten() {
+        super::health::check_filter(value)?;
+    }
     let all = engine.containers.all();
     let created_of = |key: &str| -> Result<SystemTime> {
         engine.containers.get(key).map(|c| c.record().created)
@@ -344,6 +354,7 @@ pub fn list(engine: &Engine, opts: &ListOptions) -> Result<Vec<Value>> {
                         .starts_with(v.trim_start_matches("sha256:"))
                     || r.image_ref.starts_with(&format!("docker.io/library/{v}"))
             })
+            && any("health", &|v| super::health::filter_value(&r) == v)
             && any("exited", &|v| {
                 r.state.status == Status::Exited && v.parse::<i64>().ok() == Some(r.state.exit_code)
             })

@@ -39,6 +39,24 @@ pub async fn start(engine: &Engine, c: &Arc<Container>) -> Result<()> {
         }
         Status::Created | Status::Exited => {}
     }
+    // A start by the user begins the restart policy's loop afresh.
+    c.restart.reset();
+    c.update(|r| r.restart_count = 0);
+    start_task(engine, c).await
+}
+
+/// A restart by the container's policy: it is `restarting`; the caller
+/// does not hold its `op`.
+pub(crate) async fn start_policy(engine: &Engine, c: &Arc<Container>) -> Result<()> {
+    let _op = c.op.lock().await;
+    if c.status() != Status::Restarting || c.is_removed() {
+        return Ok(());
+    }
+    start_task(engine, c).await
+}
+
+/// Creates and starts the container's task; the caller holds its `op`.
+async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()> {
     let record = c.record();
     let id = &c.id;
     let log = &record.host_config.log_config;
@@ -104,17 +122,20 @@ pub async fn start(engine: &Engine, c: &Arc<Container>) -> Result<()> {
     };
     c.update(|r| {
         let finished_at = r.state.finished_at;
+        let health = r.state.health.take();
         r.state = RunState {
             status: Status::Running,
             pid,
             started_at: Some(SystemTime::now()),
             finished_at,
+            health,
             ..RunState::default()
         };
     });
     engine.containers.persist(c)?;
     tracing::info!(container = %id, pid, "container started");
     emit(engine, c, "start");
+    super::health::started(engine, c);
     Ok(())
 }
 
@@ -174,8 +195,26 @@ pub async fn kill(engine: &Engine, c: &Arc<Container>, signal: Option<&str>) -> 
         Status::Paused => return Err(ContainerError::Paused(c.id.clone())),
         _ => return Err(ContainerError::NotRunning(c.id.clone())),
     }
-    if signal == Signal::SIGKILL || signal == Signal::SIGTERM {
-        c.update(|r| r.state.stopped_by_user = true);
+    // As dockerd: the stop signal or SIGKILL ends the restart policy's
+    // loop; any signal from the user counts as a stop for
+    // `unless-stopped`.
+    let stop_signal = c
+        .record()
+        .config
+        .stop_signal
+        .as_deref()
+        .and_then(|s| parse_signal(s).ok())
+        .unwrap_or(Signal::SIGTERM);
+    if signal == Signal::SIGKILL || signal == stop_signal {
+        c.restart.cancel();
+    }
+    stopped_by_user(engine, c);
+    if c.status() == Status::Restarting {
+        // No process to signal: the restart does not come.
+        if signal == Signal::SIGKILL && !wait_stopped(c, KILL_WAIT).await {
+            tracing::warn!(container = %c.id, "still restarting after SIGKILL");
+        }
+        return Ok(());
     }
     let all = signal == Signal::SIGKILL;
     engine
@@ -236,7 +275,19 @@ pub async fn stop(
     let timeout = timeout
         .or(record.config.stop_timeout)
         .unwrap_or(DEFAULT_STOP_TIMEOUT);
-    c.update(|r| r.state.stopped_by_user = true);
+    c.restart.cancel();
+    stopped_by_user(engine, c);
+    if c.status() == Status::Restarting {
+        // No process: the cancelled restart makes it exited.
+        if !wait_stopped(c, Duration::from_secs(30)).await {
+            return Err(ContainerError::InvalidConfig(format!(
+                "cannot stop container {}: its restart was not cancelled",
+                c.id
+            )));
+        }
+        emit(engine, c, "stop");
+        return Ok(());
+    }
     if c.status() == Status::Paused {
         // A paused process gets no signal until it runs again.
         let _ = engine.supervisor.resume(&c.id).await;
@@ -295,6 +346,15 @@ pub async fn stop(
     Ok(())
 }
 
+/// Records that the user stopped the container (for `unless-stopped`,
+/// across daemon restarts too).
+fn stopped_by_user(engine: &Engine, c: &Container) {
+    c.update(|r| r.state.stopped_by_user = true);
+    if let Err(e) = engine.containers.persist(c) {
+        tracing::warn!(container = %c.id, error = %e, "record a stop by the user");
+    }
+}
+
 /// Stop (if running) then start.
 pub async fn restart(
     engine: &Engine,
@@ -332,6 +392,7 @@ pub async fn pause(engine: &Engine, c: &Arc<Container>) -> Result<()> {
         .map_err(ContainerError::backend("pause"))?;
     c.update(|r| r.state.status = Status::Paused);
     engine.containers.persist(c)?;
+    super::health::stopped(c);
     emit(engine, c, "pause");
     Ok(())
 }
@@ -348,6 +409,7 @@ pub async fn unpause(engine: &Engine, c: &Arc<Container>) -> Result<()> {
         .map_err(ContainerError::backend("unpause"))?;
     c.update(|r| r.state.status = Status::Running);
     engine.containers.persist(c)?;
+    super::health::resume(engine, c);
     emit(engine, c, "unpause");
     Ok(())
 }
@@ -399,7 +461,9 @@ pub async fn wait(c: &Arc<Container>, condition: WaitCondition) -> (i64, Option<
     let exits_before = c.exits();
     loop {
         let done = match condition {
-            WaitCondition::NotRunning => !c.status().is_running(),
+            // As dockerd: an exit wakes the waiter even when the restart
+            // policy starts the container again.
+            WaitCondition::NotRunning => !c.status().is_running() || c.exits() > exits_before,
             WaitCondition::NextExit => c.exits() > exits_before,
             WaitCondition::Removed => c.is_removed(),
         };
@@ -421,7 +485,8 @@ pub async fn remove(engine: &Engine, c: &Arc<Container>, force: bool) -> Result<
         if !force {
             return Err(ContainerError::RemoveRunning(c.name()));
         }
-        c.update(|r| r.state.stopped_by_user = true);
+        c.restart.cancel();
+        stopped_by_user(engine, c);
         let _ = engine
             .supervisor
             .kill(&c.id, "", Signal::SIGKILL as u32, true)

@@ -19,11 +19,13 @@ use crate::state::{StateError, Store, Table};
 pub mod attach;
 pub mod changes;
 pub mod create;
+pub mod health;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod monitor;
 pub mod record;
+pub mod restart;
 pub mod runspec;
 pub mod spec;
 pub mod stats;
@@ -104,6 +106,10 @@ pub struct Container {
     pub(crate) pending: attach::Pending,
     /// One start, exit, remove, rename or update at a time.
     pub(crate) op: tokio::sync::Mutex<()>,
+    /// Its restart policy's back-off and cancellation.
+    pub(crate) restart: restart::Manager,
+    /// Its health probes while it runs.
+    pub(crate) health: health::Prober,
 }
 
 impl Container {
@@ -117,6 +123,8 @@ impl Container {
             removed: std::sync::atomic::AtomicBool::new(false),
             pending: attach::Pending::default(),
             op: tokio::sync::Mutex::new(()),
+            restart: restart::Manager::default(),
+            health: health::Prober::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Exits and OOM kills, from the supervisor's events: the container's record
 //! takes the exit, its task is deleted (freeing its shim and mount), `die`
-//! is emitted, and an `AutoRemove` container goes. At start-up the engine
+//! is emitted, its health probes stop, its restart policy may start it again
+//! ([`super::restart`]), and an `AutoRemove` container goes. At start-up the engine
 //! reconciles its records with the supervisor's tasks (live restore): those
 //! still running are running, those that exited while the engine was away
 //! get their true exit.
@@ -155,19 +156,28 @@ fn record_exit(
     at: Option<SystemTime>,
     persist: bool,
 ) -> Result<()> {
+    let finished = at.unwrap_or_else(SystemTime::now);
+    super::health::stopped(c);
+    // `restarting` (and counted) when the policy starts it again.
+    let restart = super::restart::decide(c, code, Some(finished));
     c.update(|r| {
-        r.state.status = Status::Exited;
+        if restart.is_none() {
+            r.state.status = Status::Exited;
+        }
         r.state.pid = 0;
         r.state.exit_code = code;
-        r.state.finished_at = Some(at.unwrap_or_else(SystemTime::now));
+        r.state.finished_at = Some(finished);
     });
-    if persist {
+    if persist || restart.is_some() {
         engine.containers.persist(c)?;
     }
     tracing::info!(container = %c.id, exit_code = code, "container exited");
     let attrs = BTreeMap::from([("exitCode".to_string(), code.to_string())]);
     emit_with(engine, c, "die", attrs);
     c.note_exit();
+    if let Some(delay) = restart {
+        super::restart::schedule(engine, c, delay);
+    }
     Ok(())
 }
 
@@ -205,6 +215,15 @@ pub async fn recover(engine: &Engine) -> Result<()> {
                     };
                     r.state.pid = pid;
                 });
+                engine.containers.persist(&c)?;
+                if !paused {
+                    super::health::resume(engine, &c);
+                }
+            }
+            (_, None) if c.status() == Status::Restarting => {
+                // The engine stopped while a restart waited: the daemon's
+                // start decides ([`super::restart::start_at_boot`]).
+                c.update(|r| r.state.status = Status::Exited);
                 engine.containers.persist(&c)?;
             }
             (true, Some(TaskStatus::Stopped)) | (true, Some(TaskStatus::Created)) => {

@@ -68,6 +68,8 @@ pub struct RunState {
     pub finished_at: Option<SystemTime>,
     /// Whether the user stopped it (for `unless-stopped`).
     pub stopped_by_user: bool,
+    /// Its health check's state, once it has one.
+    pub health: Option<super::health::Health>,
 }
 
 /// A container as the engine keeps it.

@@ -77,6 +77,7 @@ pub async fn update(engine: &Engine, c: &Arc<Container>, u: UpdateRequest) -> Re
     let record = c.record();
     let mut hc = record.host_config.clone();
     apply(&mut hc, &u);
+    super::restart::validate(&hc.restart_policy)?;
     if hc.auto_remove && !matches!(hc.restart_policy.name.as_str(), "" | "no") {
         return Err(ContainerError::InvalidConfig(
             "Restart policy cannot be updated because AutoRemove is enabled for the container"

@@ -8,6 +8,7 @@ mod client;
 mod common;
 mod container;
 mod exec;
+mod healthopts;
 mod image;
 mod opts;
 mod output;

@@ -32,9 +32,13 @@ pub enum OptsError {
     RestartAndRm,
     #[error("invalid publish opts format (should be name=value but got '{0}')")]
     Publish(String),
+    #[error("--no-healthcheck conflicts with --health-* options")]
+    NoHealthcheckConflict,
+    #[error("--{0} cannot be negative")]
+    HealthNegative(&'static str),
 }
 
-fn flag_error(value: &str, flag: &'static str, problem: impl Into<String>) -> OptsError {
+pub(crate) fn flag_error(value: &str, flag: &'static str, problem: impl Into<String>) -> OptsError {
     OptsError::Flag {
         value: value.to_string(),
         flag,
@@ -141,6 +145,27 @@ pub struct ContainerOpts {
     /// Set platform if server is multi-platform capable
     #[arg(long)]
     pub platform: Option<String>,
+    /// Command to run to check health
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 0s)
+    #[arg(long = "health-interval", allow_hyphen_values = true)]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 0s)
+    #[arg(long = "health-timeout", allow_hyphen_values = true)]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long = "health-retries", allow_hyphen_values = true)]
+    pub health_retries: Option<i64>,
+    /// Start period for the container to initialize before starting health-retries countdown (ms|s|m|h) (default 0s)
+    #[arg(long = "health-start-period", allow_hyphen_values = true)]
+    pub health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h) (default 0s)
+    #[arg(long = "health-start-interval", allow_hyphen_values = true)]
+    pub health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Override the key sequence for detaching a container
     #[arg(long = "detach-keys")]
     pub detach_keys: Option<String>,
@@ -194,6 +219,7 @@ impl ContainerOpts {
         env.extend(self.env.iter().map(|e| resolve_env(e)));
         config.env = Some(env);
         config.labels = Some(parse_labels(&self.label));
+        config.healthcheck = self.healthcheck()?;
 
         if self.rm && !matches!(self.restart.as_str(), "no" | "") {
             return Err(OptsError::RestartAndRm);

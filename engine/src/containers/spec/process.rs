@@ -74,9 +74,8 @@ pub fn merge_image_config(
     if c.stop_signal.as_deref().is_none_or(str::is_empty) {
         c.stop_signal = image.stop_signal.clone();
     }
-    if c.healthcheck.is_none() {
-        c.healthcheck = image.healthcheck.clone();
-    }
+    c.healthcheck =
+        crate::containers::health::merge(c.healthcheck.take(), image.healthcheck.as_ref());
     if c.on_build.as_ref().is_none_or(Vec::is_empty) {
         c.on_build = image.on_build.clone();
     }

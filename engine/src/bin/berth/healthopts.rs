@@ -1,0 +1,148 @@
+//! The `--health-*` flags of `run` and `create`: `Config.Healthcheck` as
+//! the docker CLI builds it, with Go's duration syntax.
+
+use serde_json::{json, Value};
+
+use crate::opts::{ContainerOpts, OptsError};
+
+impl ContainerOpts {
+    /// `Config.Healthcheck` from the `--health-*` flags, as the docker CLI
+    /// builds it; `None` when no flag is given.
+    pub fn healthcheck(&self) -> Result<Option<Value>, OptsError> {
+        let duration = |v: &Option<String>, flag: &'static str| -> Result<i64, OptsError> {
+            match v {
+                None => Ok(0),
+                Some(s) => parse_go_duration(s).ok_or_else(|| {
+                    crate::opts::flag_error(s, flag, format!("time: invalid duration \"{s}\""))
+                }),
+            }
+        };
+        let interval = duration(&self.health_interval, "--health-interval")?;
+        let timeout = duration(&self.health_timeout, "--health-timeout")?;
+        let start_period = duration(&self.health_start_period, "--health-start-period")?;
+        let start_interval = duration(&self.health_start_interval, "--health-start-interval")?;
+        let retries = self.health_retries.unwrap_or(0);
+        let cmd = self.health_cmd.clone().unwrap_or_default();
+        let any = !cmd.is_empty()
+            || interval != 0
+            || timeout != 0
+            || start_period != 0
+            || start_interval != 0
+            || retries != 0;
+        if self.no_healthcheck {
+            if any {
+                return Err(OptsError::NoHealthcheckConflict);
+            }
+            return Ok(Some(json!({ "Test": ["NONE"] })));
+        }
+        if !any {
+            return Ok(None);
+        }
+        for (value, flag) in [
+            (interval, "health-interval"),
+            (timeout, "health-timeout"),
+            (retries, "health-retries"),
+            (start_period, "health-start-period"),
+            (start_interval, "health-start-interval"),
+        ] {
+            if value < 0 {
+                return Err(OptsError::HealthNegative(flag));
+            }
+        }
+        let test = if cmd.is_empty() {
+            Value::Null
+        } else {
+            json!(["CMD-SHELL", cmd])
+        };
+        Ok(Some(json!({
+            "Test": test,
+            "Interval": interval,
+            "Timeout": timeout,
+            "StartPeriod": start_period,
+            "StartInterval": start_interval,
+            "Retries": retries,
+        })))
+    }
+}
+
+/// Go's `time.ParseDuration` (`1m30s`, `500ms`, `1.5h`, `-2s`), in
+/// nanoseconds.
+pub fn parse_go_duration(s: &str) -> Option<i64> {
+    let (negative, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * unit;
+    }
+    let ns = total.round() as i64;
+    Some(if negative { -ns } else { ns })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> ContainerOpts {
+        ContainerOpts {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..ContainerOpts::default()
+        }
+    }
+
+    #[test]
+    fn health_flags_as_the_docker_cli() {
+        let mut o = opts(&["busybox"]);
+        assert!(o.healthcheck().unwrap().is_none());
+        o.health_cmd = Some("test -f /ok".into());
+        o.health_interval = Some("1s".into());
+        let h = o.healthcheck().unwrap().unwrap();
+        assert_eq!(h["Test"], json!(["CMD-SHELL", "test -f /ok"]));
+        assert_eq!(h["Interval"], 1_000_000_000i64);
+        o.no_healthcheck = true;
+        assert!(matches!(
+            o.healthcheck(),
+            Err(OptsError::NoHealthcheckConflict)
+        ));
+        let mut o = opts(&["busybox"]);
+        o.no_healthcheck = true;
+        assert_eq!(o.healthcheck().unwrap().unwrap()["Test"], json!(["NONE"]));
+        let mut o = opts(&["busybox"]);
+        o.health_interval = Some("-1s".into());
+        assert_eq!(
+            o.healthcheck().unwrap_err().to_string(),
+            "--health-interval cannot be negative"
+        );
+        assert_eq!(parse_go_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_go_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_go_duration("1.5s"), Some(1_500_000_000));
+        assert_eq!(parse_go_duration("0"), Some(0));
+        assert_eq!(parse_go_duration("5"), None);
+        assert_eq!(parse_go_duration("1x"), None);
+    }
+}
