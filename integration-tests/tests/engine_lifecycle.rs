@@ -1,0 +1,543 @@
+//! Restart policies and health checks with the real docker CLI against
+//! berthd: `on-failure:2` restarts exactly twice with growing delays;
+//! `always` survives its process being killed from the host; an
+//! `unless-stopped` container the user stopped stays stopped across a
+//! daemon restart; `always` containers come back after a simulated reboot
+//! (kill -9 of berthd, its supervisor, the shims and the containers'
+//! processes); a health check turns healthy, then unhealthy, with its
+//! events; bad input is refused with nothing created.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use integration_tests::engine::Berthd;
+use integration_tests::{host_processes, pid_alive, wait_until};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn now_secs() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+fn inspect(d: &Berthd, format: &str, name: &str) -> String {
+    let out = d.docker(&["inspect", "-f", format, name]);
+    out.stdout.trim().to_string()
+}
+
+fn pid_of(d: &Berthd, name: &str) -> i64 {
+    inspect(d, "{{.State.Pid}}", name).parse().unwrap_or(0)
+}
+
+/// The events of `name` between `since` and now: (action, time in ns).
+fn events(d: &Berthd, since: &str, name: &str) -> Vec<(String, i64)> {
+    let until = now_secs();
+    let out = d
+        .docker(&[
+            "events",
+            "--since",
+            since,
+            "--until",
+            &until,
+            "--filter",
+            &format!("container={name}"),
+            "--format",
+            "{{.Action}}|{{.TimeNano}}",
+        ])
+        .ok();
+    out.stdout
+        .lines()
+        .filter_map(|l| {
+            let (action, t) = l.rsplit_once('|')?;
+            Some((action.to_string(), t.parse().ok()?))
+        })
+        .collect()
+}
+
+fn kill_pid(pid: i64, signal: i32) {
+    // SAFETY: kill(2) of a process this test started (through berthd).
+    unsafe { libc::kill(pid as i32, signal) };
+}
+
+#[test]
+fn on_failure_restarts_exactly_twice_with_growing_delays() {
+    let d = Berthd::start();
+    let since = now_secs();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 3",
+    ])
+    .ok();
+    wait_until("two restarts, then exited", WAIT, || {
+        inspect(&d, "{{.State.Status}} {{.RestartCount}}", "flaky") == "exited 2"
+    });
+    // No third restart comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        inspect(
+            &d,
+            "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}} {{.State.Restarting}}",
+            "flaky"
+        ),
+        "exited 2 3 false"
+    );
+    let events = events(&d, &since, "flaky");
+    let starts: Vec<i64> = events
+        .iter()
+        .filter(|(a, _)| a == "start")
+        .map(|(_, t)| *t)
+        .collect();
+    let dies = events.iter().filter(|(a, _)| a == "die").count();
+    assert_eq!(starts.len(), 3, "{events:?}");
+    assert_eq!(dies, 3, "{events:?}");
+    let gaps: Vec<Duration> = starts
+        .windows(2)
+        .map(|w| Duration::from_nanos((w[1] - w[0]) as u64))
+        .collect();
+    eprintln!("gaps between starts: {gaps:?}");
+    assert!(gaps[0] >= Duration::from_millis(100), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(200), "{gaps:?}");
+    assert!(gaps[1] > gaps[0], "the delay grows: {gaps:?}");
+    // `docker start` by the user begins the count afresh.
+    d.docker(&["start", "flaky"]).ok();
+    wait_until("the new loop ends", WAIT, || {
+        inspect(&d, "{{.State.Status}} {{.RestartCount}}", "flaky") == "exited 2"
+    });
+}
+
+#[test]
+fn always_survives_its_process_killed_and_a_user_stop_ends_it() {
+    let d = Berthd::start();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "keeper",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let first = pid_of(&d, "keeper");
+    assert!(first > 0);
+    kill_pid(first, libc::SIGKILL);
+    wait_until("a new process", WAIT, || {
+        let pid = pid_of(&d, "keeper");
+        pid > 0 && pid != first && inspect(&d, "{{.State.Status}}", "keeper") == "running"
+    });
+    assert_eq!(inspect(&d, "{{.RestartCount}}", "keeper"), "1");
+    let ps = d
+        .docker(&["ps", "--filter", "name=keeper", "--format", "{{.Status}}"])
+        .ok();
+    assert!(ps.stdout.starts_with("Up "), "{}", ps.stdout);
+    // A stop by the user is final.
+    d.docker(&["stop", "-t", "1", "keeper"]).ok();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(inspect(&d, "{{.State.Status}}", "keeper"), "exited");
+    // A kill by the user too.
+    d.docker(&["start", "keeper"]).ok();
+    assert_eq!(inspect(&d, "{{.RestartCount}}", "keeper"), "0");
+    d.docker(&["kill", "keeper"]).ok();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(inspect(&d, "{{.State.Status}}", "keeper"), "exited");
+    // And `rm -f` of one in its back-off leaves nothing behind.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "looper",
+        "--restart",
+        "always",
+        "busybox",
+        "false",
+    ])
+    .ok();
+    wait_until("a few restarts", WAIT, || {
+        inspect(&d, "{{.RestartCount}}", "looper")
+            .parse::<i64>()
+            .is_ok_and(|n| n >= 3)
+    });
+    // Waiting for its next start it is `restarting` (the delay is 800 ms
+    // and more by now).
+    wait_until("restarting", WAIT, || {
+        inspect(
+            &d,
+            "{{.State.Status}} {{.State.Restarting}} {{.State.Running}}",
+            "looper",
+        ) == "restarting true true"
+    });
+    let ps = d
+        .docker(&["ps", "--filter", "name=looper", "--format", "{{.Status}}"])
+        .ok();
+    assert!(ps.stdout.starts_with("Restarting (1) "), "{}", ps.stdout);
+    d.docker(&["rm", "-f", "looper"]).ok();
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = d.docker(&["ps", "-a", "--format", "{{.Names}}"]).ok();
+    assert!(!all.stdout.contains("looper"), "{}", all.stdout);
+}
+
+#[test]
+fn wait_returns_at_an_exit_that_restarts() {
+    let d = Berthd::start();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "waited",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 5",
+    ])
+    .ok();
+    let out = d.docker(&["wait", "waited"]).ok();
+    assert_eq!(out.stdout, "5\n");
+    d.docker(&["rm", "-f", "waited"]).ok();
+}
+
+#[test]
+fn unless_stopped_remembers_a_user_stop_across_a_daemon_restart() {
+    let mut d = Berthd::start();
+    for name in ["stopped", "left"] {
+        d.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            "unless-stopped",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    }
+    d.docker(&["stop", "-t", "1", "stopped"]).ok();
+    let left = pid_of(&d, "left");
+    let status = d.stop().expect("berthd ran");
+    assert!(status.success(), "{status}");
+    d.spawn();
+    assert_eq!(inspect(&d, "{{.State.Status}}", "stopped"), "exited");
+    // The running one was reattached, not restarted.
+    assert_eq!(
+        inspect(&d, "{{.State.Status}} {{.State.Pid}}", "left"),
+        format!("running {left}")
+    );
+    // Its process killed with no daemon: it is started at the next start.
+    let status = d.stop().expect("berthd ran");
+    assert!(status.success(), "{status}");
+    kill_pid(left, libc::SIGKILL);
+    wait_until("the process to die", WAIT, || !pid_alive(left));
+    d.spawn();
+    wait_until("left to run again", WAIT, || {
+        inspect(&d, "{{.State.Status}}", "left") == "running" && pid_of(&d, "left") != left
+    });
+    assert_eq!(inspect(&d, "{{.State.Status}}", "stopped"), "exited");
+}
+
+#[test]
+fn always_containers_come_back_after_a_simulated_reboot() {
+    let mut d = Berthd::start();
+    for name in ["a1", "a2"] {
+        d.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            "always",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    }
+    d.docker(&["run", "-d", "--name", "plain", "busybox", "sleep", "1000"])
+        .ok();
+    // `on-failure` containers that exited cleanly stay down, as in dockerd.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "clean",
+        "--restart",
+        "on-failure",
+        "busybox",
+        "true",
+    ])
+    .ok();
+    wait_until("clean to exit", WAIT, || {
+        inspect(&d, "{{.State.Status}}", "clean") == "exited"
+    });
+    let pids: Vec<i64> = ["a1", "a2", "plain"]
+        .iter()
+        .map(|n| pid_of(&d, n))
+        .collect();
+    let sup = d.supervisor_pid().expect("the supervisor");
+    // The host goes down: every berth process and every container's.
+    d.kill9();
+    kill_pid(i64::from(sup), libc::SIGKILL);
+    let state = d.dir().to_string_lossy().into_owned();
+    let shims: Vec<i64> =
+        host_processes(|_, cmdline| cmdline.contains("berth-shim") && cmdline.contains(&state))
+            .iter()
+            .filter_map(|p| p.split_whitespace().next()?.parse().ok())
+            .collect();
+    assert!(!shims.is_empty(), "no shims found under {state}");
+    for pid in shims.iter().chain(&pids) {
+        kill_pid(*pid, libc::SIGKILL);
+    }
+    wait_until("every process gone", WAIT, || {
+        !shims.iter().chain(&pids).any(|p| pid_alive(*p))
+    });
+    d.spawn();
+    for name in ["a1", "a2"] {
+        wait_until(&format!("{name} running again"), WAIT, || {
+            inspect(&d, "{{.State.Status}}", name) == "running"
+        });
+        let pid = pid_of(&d, name);
+        assert!(pid > 0 && pid_alive(pid), "{name}: pid {pid}");
+        d.docker(&["exec", name, "true"]).ok();
+    }
+    assert_eq!(inspect(&d, "{{.State.Status}}", "plain"), "exited");
+    assert_eq!(inspect(&d, "{{.State.Status}}", "clean"), "exited");
+}
+
+#[test]
+fn a_health_check_turns_healthy_then_unhealthy() {
+    let d = Berthd::start();
+    let since = now_secs();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "doc",
+        "--health-cmd",
+        "cat /tmp/ok",
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "2",
+        "--health-timeout",
+        "2s",
+        "busybox",
+        "sh",
+        "-c",
+        "echo fine > /tmp/ok; exec sleep 1000",
+    ])
+    .ok();
+    wait_until("healthy", WAIT, || {
+        inspect(&d, "{{.State.Health.Status}}", "doc") == "healthy"
+    });
+    let ps = d
+        .docker(&[
+            "ps",
+            "--filter",
+            "health=healthy",
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ])
+        .ok();
+    assert!(
+        ps.stdout.starts_with("doc Up ") && ps.stdout.contains("(healthy)"),
+        "{}",
+        ps.stdout
+    );
+    let log = inspect(&d, "{{(index .State.Health.Log 0).Output}}", "doc");
+    assert_eq!(log, "fine");
+    d.docker(&["exec", "doc", "rm", "/tmp/ok"]).ok();
+    wait_until("unhealthy", WAIT, || {
+        inspect(&d, "{{.State.Health.Status}}", "doc") == "unhealthy"
+    });
+    let streak: i64 = inspect(&d, "{{.State.Health.FailingStreak}}", "doc")
+        .parse()
+        .unwrap();
+    assert!(streak >= 2, "{streak}");
+    let last = inspect(&d, "{{json .State.Health.Log}}", "doc");
+    let results: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let results = results.as_array().unwrap();
+    assert!(results.len() <= 5);
+    let newest = results.last().unwrap();
+    assert_eq!(newest["ExitCode"], 1);
+    assert!(
+        newest["Output"].as_str().unwrap().contains("No such file"),
+        "{newest}"
+    );
+    let ps = d
+        .docker(&[
+            "ps",
+            "--filter",
+            "health=unhealthy",
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ])
+        .ok();
+    assert!(ps.stdout.contains("(unhealthy)"), "{}", ps.stdout);
+    let actions: Vec<String> = events(&d, &since, "doc")
+        .into_iter()
+        .map(|(a, _)| a)
+        .filter(|a| a.starts_with("health_status"))
+        .collect();
+    assert_eq!(
+        actions,
+        ["health_status: healthy", "health_status: unhealthy"]
+    );
+    // A probe past its timeout is killed and counts as a failure.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "sleep 30",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "300ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    wait_until("slow unhealthy", WAIT, || {
+        inspect(&d, "{{.State.Health.Status}}", "slow") == "unhealthy"
+    });
+    let out = inspect(&d, "{{(index .State.Health.Log 0).Output}}", "slow");
+    assert_eq!(out, "Health check exceeded timeout (300ms)");
+    let probes = d.docker(&["top", "slow"]).ok();
+    let sleeping = probes.stdout.matches("sleep 30").count();
+    assert!(
+        sleeping <= 1,
+        "timed-out probes pile up:\n{}",
+        probes.stdout
+    );
+    // Stopped: no more probes, `--no-healthcheck` has none at all.
+    d.docker(&["rm", "-f", "slow", "doc"]).ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "none",
+        "--no-healthcheck",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert_eq!(inspect(&d, "{{.State.Health}}", "none"), "<nil>");
+    let ps = d
+        .docker(&["ps", "--filter", "health=none", "--format", "{{.Names}}"])
+        .ok();
+    assert_eq!(ps.stdout, "none\n");
+}
+
+#[test]
+fn health_probes_resume_after_a_daemon_restart() {
+    let mut d = Berthd::start();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "probed",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /tmp/ok; exec sleep 1000",
+    ])
+    .ok();
+    wait_until("healthy", WAIT, || {
+        inspect(&d, "{{.State.Health.Status}}", "probed") == "healthy"
+    });
+    d.stop().expect("berthd ran");
+    d.spawn();
+    assert_eq!(inspect(&d, "{{.State.Health.Status}}", "probed"), "healthy");
+    d.docker(&["exec", "probed", "rm", "/tmp/ok"]).ok();
+    wait_until("unhealthy after the restart", WAIT, || {
+        inspect(&d, "{{.State.Health.Status}}", "probed") == "unhealthy"
+    });
+    d.docker(&["rm", "-f", "probed"]).ok();
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_created() {
+    let d = Berthd::start();
+    let count = || d.docker(&["ps", "-aq"]).ok().stdout.lines().count();
+    d.docker(&[
+        "create",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "-1s",
+        "busybox",
+    ])
+    .fails_with(125, "--health-interval cannot be negative");
+    d.docker(&["create", "--restart", "on-failure:-1", "busybox"])
+        .fails_with(1, "maximum retry count cannot be negative");
+    d.docker(&["create", "--restart", "always:3", "busybox"])
+        .fails_with(
+            1,
+            "maximum retry count cannot be used with restart policy 'always'",
+        );
+    d.docker(&["create", "--restart", "sometimes", "busybox"])
+        .fails_with(1, "invalid restart policy 'sometimes'");
+    d.docker(&["run", "--restart", "always", "--rm", "busybox", "true"])
+        .fails_with(
+            125,
+            "conflicting options: cannot specify both --restart and --rm",
+        );
+    // The API judges what a client did not.
+    let body = br#"{"Image":"busybox","Healthcheck":{"Test":["CMD","true"],"Interval":-1}}"#;
+    let (status, reply) = d
+        .request("POST", "/containers/create", Some(body))
+        .expect("an answer");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&reply));
+    assert!(
+        String::from_utf8_lossy(&reply).contains("Interval in Healthcheck cannot be less than 1ms")
+    );
+    let body = br#"{"Image":"busybox","HostConfig":{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}}"#;
+    let (status, _) = d
+        .request("POST", "/containers/create", Some(body))
+        .expect("an answer");
+    assert_eq!(status, 400);
+    assert_eq!(count(), 0);
+    // `update --restart` is judged the same way, and applies.
+    d.docker(&["create", "--name", "updated", "busybox", "false"])
+        .ok();
+    d.docker(&["update", "--restart", "on-failure:-1", "updated"])
+        .fails_with(1, "maximum retry count cannot be negative");
+    d.docker(&["update", "--restart", "on-failure:1", "updated"])
+        .ok();
+    assert_eq!(
+        inspect(
+            &d,
+            "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+            "updated"
+        ),
+        "on-failure 1"
+    );
+    d.docker(&["start", "updated"]).ok();
+    wait_until("one restart, then exited", WAIT, || {
+        inspect(&d, "{{.State.Status}} {{.RestartCount}}", "updated") == "exited 1"
+    });
+}
