@@ -472,6 +472,23 @@ fn health_probes_resume_after_a_daemon_restart() {
     d.stop().expect("berthd ran");
     d.spawn();
     assert_eq!(inspect(&d, "{{.State.Health.Status}}", "probed"), "healthy");
+    // As dockerd: stopped, it is unhealthy; started, starting again.
+    d.docker(&["stop", "-t", "0", "probed"]).ok();
+    assert_eq!(
+        inspect(
+            &d,
+            "{{.State.Health.Status}} {{.State.Health.FailingStreak}}",
+            "probed"
+        ),
+        "unhealthy 0"
+    );
+    d.docker(&["start", "probed"]).ok();
+    // (A first probe 300 ms later may have made it healthy already.)
+    let status = inspect(&d, "{{.State.Health.Status}}", "probed");
+    assert!(status == "starting" || status == "healthy", "{status}");
+    wait_until("healthy again", WAIT, || {
+        inspect(&d, "{{.State.Health.Status}}", "probed") == "healthy"
+    });
     d.docker(&["exec", "probed", "rm", "/tmp/ok"]).ok();
     wait_until("unhealthy after the restart", WAIT, || {
         inspect(&d, "{{.State.Health.Status}}", "probed") == "unhealthy"

@@ -303,12 +303,12 @@ pub struct Prober {
 }
 
 impl Prober {
-    fn set(&self, task: Option<tokio::task::JoinHandle<()>>) {
+    /// Replaces the probe loop; whether one was running.
+    fn set(&self, task: Option<tokio::task::JoinHandle<()>>) -> bool {
         let mut slot = self.task.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = slot.take() {
-            old.abort();
-        }
+        let old = slot.take();
         *slot = task;
+        old.map(|t| t.abort()).is_some()
     }
 }
 
@@ -316,7 +316,7 @@ impl Prober {
 /// its probes begin. Nothing for a container without a check.
 pub fn started(engine: &Engine, c: &Arc<Container>) {
     if check_of(c).is_none() {
-        c.health.set(None);
+        stopped(c);
         return;
     }
     c.update(|r| {
@@ -344,9 +344,17 @@ pub fn resume(engine: &Engine, c: &Arc<Container>) {
     c.health.set(Some(task));
 }
 
-/// The container stopped or paused: no more probes.
+/// The container stopped or paused: no more probes, and its health is
+/// `unhealthy` (as dockerd marks it when its monitor stops). The caller
+/// persists the record.
 pub fn stopped(c: &Container) {
-    c.health.set(None);
+    if c.health.set(None) {
+        c.update(|r| {
+            if let Some(h) = &mut r.state.health {
+                h.status = HealthStatus::Unhealthy;
+            }
+        });
+    }
 }
 
 async fn probe_loop(engine: Arc<Engine>, c: Arc<Container>, check: Check) {

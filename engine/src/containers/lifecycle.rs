@@ -391,8 +391,8 @@ pub async fn pause(engine: &Engine, c: &Arc<Container>) -> Result<()> {
         .await
         .map_err(ContainerError::backend("pause"))?;
     c.update(|r| r.state.status = Status::Paused);
-    engine.containers.persist(c)?;
     super::health::stopped(c);
+    engine.containers.persist(c)?;
     emit(engine, c, "pause");
     Ok(())
 }

@@ -7,14 +7,15 @@
 //! by the user cancels restarts until the next start by the user; the
 //! record keeps whether the user stopped it, so `unless-stopped` remembers
 //! it across daemon restarts. At daemon start the containers whose policy
-//! says so are started again ([`start_at_boot`]).
+//! says so are started again ([`start_at_boot`]). As with dockerd 20.10, a
+//! restart by policy shows as `die` then `start` events (`restart` is the
+//! user's `docker restart`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::create::emit;
 use super::record::Status;
 use super::{Container, ContainerError, Result};
 use crate::types::RestartPolicy;
@@ -243,11 +244,6 @@ pub async fn start_at_boot(engine: &Engine) {
             tracing::warn!(container = %c.id, error = %e, "start at daemon start");
         }
     }
-}
-
-/// The `restart` event of a restart by policy, after its `start`.
-pub fn emit_restart(engine: &Engine, c: &Container) {
-    emit(engine, c, "restart");
 }
 
 #[cfg(test)]
