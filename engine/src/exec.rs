@@ -28,6 +28,8 @@ pub enum ExecError {
     Container(#[from] ContainerError),
     #[error("Container {0} is paused, unpause the container before exec")]
     Paused(String),
+    #[error("Container {0} is restarting, wait until the container is running")]
+    Restarting(String),
     #[error("Error: Exec command {0} is already running")]
     AlreadyRunning(String),
     #[error("Error: Exec command {0} has already run")]
@@ -130,7 +132,8 @@ pub fn create(
     config: ExecConfig,
 ) -> Result<String, ExecError> {
     match c.status() {
-        Status::Running | Status::Restarting => {}
+        Status::Running => {}
+        Status::Restarting => return Err(ExecError::Restarting(c.id.clone())),
         Status::Paused => return Err(ExecError::Paused(c.id.clone())),
         _ => return Err(ContainerError::NotRunning(c.id.clone()).into()),
     }
@@ -273,6 +276,9 @@ pub async fn start(
     let c = &exec.container;
     if c.status() == Status::Paused {
         return Err(ExecError::Paused(c.id.clone()));
+    }
+    if c.status() == Status::Restarting {
+        return Err(ExecError::Restarting(c.id.clone()));
     }
     if !c.status().is_running() {
         return Err(ContainerError::NotRunning(c.id.clone()).into());

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use integration_tests::engine::Berthd;
+use integration_tests::engine::{berth_binary, Berthd};
 use integration_tests::{host_processes, pid_alive, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -181,6 +181,8 @@ fn always_survives_its_process_killed_and_a_user_stop_ends_it() {
         .docker(&["ps", "--filter", "name=looper", "--format", "{{.Status}}"])
         .ok();
     assert!(ps.stdout.starts_with("Restarting (1) "), "{}", ps.stdout);
+    d.docker(&["exec", "looper", "true"])
+        .fails_with(1, "is restarting, wait until the container is running");
     d.docker(&["rm", "-f", "looper"]).ok();
     std::thread::sleep(Duration::from_millis(1500));
     let all = d.docker(&["ps", "-a", "--format", "{{.Names}}"]).ok();
@@ -494,6 +496,87 @@ fn health_probes_resume_after_a_daemon_restart() {
         inspect(&d, "{{.State.Health.Status}}", "probed") == "unhealthy"
     });
     d.docker(&["rm", "-f", "probed"]).ok();
+}
+
+/// `berth ARGS` against `d`: exit code, stdout, stderr.
+fn berth(d: &Berthd, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(berth_binary())
+        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
+        .env_remove("BERTH_HOST")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run berth {args:?}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn berth_health_flags_send_what_the_docker_cli_sends() {
+    let d = Berthd::start();
+    let flags = [
+        "--health-cmd",
+        "test -f /ok",
+        "--health-interval",
+        "1m30s",
+        "--health-timeout",
+        "500ms",
+        "--health-retries",
+        "4",
+        "--health-start-period",
+        "2s",
+        "--health-start-interval",
+        "1.5s",
+    ];
+    let mut args = vec!["create", "--name", "by-docker"];
+    args.extend(flags);
+    args.push("busybox");
+    d.docker(&args).ok();
+    let mut args = vec!["create", "--name", "by-berth"];
+    args.extend(flags);
+    args.push("busybox");
+    let (code, _, err) = berth(&d, &args);
+    assert_eq!(code, 0, "{err}");
+    let format = "{{json .Config.Healthcheck}}";
+    assert_eq!(
+        inspect(&d, format, "by-berth"),
+        inspect(&d, format, "by-docker")
+    );
+    let (code, _, err) = berth(&d, &["create", "--no-healthcheck", "busybox"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = berth(
+        &d,
+        &[
+            "create",
+            "--health-interval",
+            "-1s",
+            "--health-cmd",
+            "true",
+            "busybox",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--health-interval cannot be negative"),
+        "{err}"
+    );
+    let (code, _, err) = berth(
+        &d,
+        &[
+            "create",
+            "--no-healthcheck",
+            "--health-cmd",
+            "true",
+            "busybox",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--no-healthcheck conflicts with --health-* options"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -123,9 +123,10 @@ impl From<ExecError> for ApiError {
         match e {
             ExecError::NotFound(_) => ApiError::NotFound(message),
             ExecError::Container(e) => e.into(),
-            ExecError::Paused(_) | ExecError::AlreadyRunning(_) | ExecError::AlreadyRan(_) => {
-                ApiError::Conflict(message)
-            }
+            ExecError::Paused(_)
+            | ExecError::Restarting(_)
+            | ExecError::AlreadyRunning(_)
+            | ExecError::AlreadyRan(_) => ApiError::Conflict(message),
             ExecError::NoCommand | ExecError::InvalidProcess(_) => ApiError::BadRequest(message),
             ExecError::Backend { source, .. } => backend(message, &source),
         }
@@ -239,6 +240,7 @@ mod tests {
                 409,
             ),
             (ExecError::Paused("a".into()), 409),
+            (ExecError::Restarting("a".into()), 409),
             (ExecError::AlreadyRunning("a".into()), 409),
             (ExecError::AlreadyRan("a".into()), 409),
             (ExecError::NoCommand, 400),
