@@ -290,6 +290,70 @@ mod tests {
         assert!(!Policy::No.restarts(1, 0, false));
     }
 
+    /// Waits (at most 5 s) until `cond` holds.
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn on_failure_restarts_on_the_fake_until_its_limit() {
+        use crate::backend::fake::Fake;
+        use crate::containers::{create, lifecycle};
+        use crate::images::tests::{add, engine, BUSYBOX};
+        let fake = Fake::new();
+        add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[]);
+        let (engine, _dir) = engine(&fake).await;
+        engine.start_monitor().await.unwrap();
+        let req = serde_json::from_value(serde_json::json!({
+            "Image": "busybox", "Cmd": ["false"],
+            "HostConfig": {"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 1}}
+        }))
+        .unwrap();
+        let c = create::create(&engine, None, req).await.unwrap();
+        lifecycle::start(&engine, &c).await.unwrap();
+        fake.exit(&c.id, 3);
+        until("the restart", || {
+            c.status() == Status::Running && c.record().restart_count == 1
+        })
+        .await;
+        let starts = |calls: Vec<String>| calls.iter().filter(|l| l.starts_with("start ")).count();
+        assert_eq!(starts(fake.calls()), 2);
+        fake.exit(&c.id, 3);
+        until("the final exit", || c.status() == Status::Exited).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(c.status(), Status::Exited);
+        assert_eq!(starts(fake.calls()), 2);
+        assert_eq!(c.record().state.exit_code, 3);
+
+        // `always`, ended by a stop while it waits to restart.
+        let req = serde_json::from_value(serde_json::json!({
+            "Image": "busybox", "Cmd": ["false"],
+            "HostConfig": {"RestartPolicy": {"Name": "always"}}
+        }))
+        .unwrap();
+        let c = create::create(&engine, None, req).await.unwrap();
+        lifecycle::start(&engine, &c).await.unwrap();
+        // Many quick exits make the next delay long enough to catch.
+        for n in 1..=4 {
+            fake.exit(&c.id, 0);
+            until("a restart", || {
+                c.status() == Status::Running && c.record().restart_count == n
+            })
+            .await;
+        }
+        fake.exit(&c.id, 0);
+        until("restarting", || c.status() == Status::Restarting).await;
+        lifecycle::stop(&engine, &c, None, Some(0)).await.unwrap();
+        assert_eq!(c.status(), Status::Exited);
+        assert!(c.record().state.stopped_by_user);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(c.status(), Status::Exited);
+    }
+
     #[test]
     fn back_off_doubles_caps_and_resets() {
         let m = Manager::default();
