@@ -45,18 +45,9 @@ pub async fn start(engine: &Engine, c: &Arc<Container>) -> Result<()> {
     start_task(engine, c).await
 }
 
-/// A restart by the container's policy: it is `restarting`; the caller
-/// does not hold its `op`.
-pub(crate) async fn start_policy(engine: &Engine, c: &Arc<Container>) -> Result<()> {
-    let _op = c.op.lock().await;
-    if c.status() != Status::Restarting || c.is_removed() {
-        return Ok(());
-    }
-    start_task(engine, c).await
-}
-
-/// Creates and starts the container's task; the caller holds its `op`.
-async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()> {
+/// Creates and starts the container's task; the caller holds its `op`
+/// (and has judged its state: [`start`], or a restart by policy).
+pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()> {
     let record = c.record();
     let id = &c.id;
     let log = &record.host_config.log_config;
@@ -210,11 +201,13 @@ pub async fn kill(engine: &Engine, c: &Arc<Container>, signal: Option<&str>) -> 
     }
     stopped_by_user(engine, c);
     if c.status() == Status::Restarting {
-        // No process to signal: the restart does not come.
-        if signal == Signal::SIGKILL && !wait_stopped(c, KILL_WAIT).await {
-            tracing::warn!(container = %c.id, "still restarting after SIGKILL");
+        // No process to signal; a cancelled restart does not come.
+        if signal != Signal::SIGKILL && signal != stop_signal {
+            return Ok(());
         }
-        return Ok(());
+        if !settle_restart(c).await {
+            return Ok(());
+        }
     }
     let all = signal == Signal::SIGKILL;
     engine
@@ -277,14 +270,7 @@ pub async fn stop(
         .unwrap_or(DEFAULT_STOP_TIMEOUT);
     c.restart.cancel();
     stopped_by_user(engine, c);
-    if c.status() == Status::Restarting {
-        // No process: the cancelled restart makes it exited.
-        if !wait_stopped(c, Duration::from_secs(30)).await {
-            return Err(ContainerError::InvalidConfig(format!(
-                "cannot stop container {}: its restart was not cancelled",
-                c.id
-            )));
-        }
+    if c.status() == Status::Restarting && !settle_restart(c).await {
         emit(engine, c, "stop");
         return Ok(());
     }
@@ -344,6 +330,20 @@ pub async fn stop(
     }
     emit(engine, c, "stop");
     Ok(())
+}
+
+/// After [`super::restart::Manager::cancel`] of a `restarting` container:
+/// waits for a restart already under way to finish, or for the cancelled
+/// one to leave the container `exited`; whether it runs (and so is to be
+/// signalled).
+async fn settle_restart(c: &Container) -> bool {
+    // A restart holds the operation lock from its check of the
+    // cancellation to the running task.
+    drop(c.op.lock().await);
+    if c.status() == Status::Restarting && !wait_stopped(c, Duration::from_secs(30)).await {
+        tracing::warn!(container = %c.id, "its cancelled restart did not end");
+    }
+    c.status().is_running()
 }
 
 /// Records that the user stopped the container (for `unless-stopped`,
@@ -487,6 +487,9 @@ pub async fn remove(engine: &Engine, c: &Arc<Container>, force: bool) -> Result<
         }
         c.restart.cancel();
         stopped_by_user(engine, c);
+        if c.status() == Status::Restarting {
+            settle_restart(c).await;
+        }
         let _ = engine
             .supervisor
             .kill(&c.id, "", Signal::SIGKILL as u32, true)

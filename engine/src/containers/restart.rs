@@ -192,7 +192,8 @@ pub fn schedule(engine: &Engine, c: &Arc<Container>, delay: Duration) {
             () = tokio::time::sleep(delay) => {}
             _ = cancels.changed() => {}
         }
-        let op = c.op.lock().await;
+        // Held from the check of the cancellation to the running task.
+        let _op = c.op.lock().await;
         if c.is_removed() || c.status() != Status::Restarting {
             return;
         }
@@ -200,10 +201,8 @@ pub fn schedule(engine: &Engine, c: &Arc<Container>, delay: Duration) {
             stopped(&engine, &c);
             return;
         }
-        drop(op);
-        if let Err(e) = super::lifecycle::start_policy(&engine, &c).await {
+        if let Err(e) = super::lifecycle::start_task(&engine, &c).await {
             tracing::warn!(container = %c.id, error = %e, "restart by policy");
-            let _op = c.op.lock().await;
             if c.status() == Status::Restarting {
                 stopped(&engine, &c);
             }
