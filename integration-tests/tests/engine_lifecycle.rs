@@ -388,9 +388,19 @@ fn a_health_check_turns_healthy_then_unhealthy() {
         ])
         .ok();
     assert!(ps.stdout.contains("(unhealthy)"), "{}", ps.stdout);
-    let actions: Vec<String> = events(&d, &since, "doc")
+    let all: Vec<String> = events(&d, &since, "doc")
         .into_iter()
         .map(|(a, _)| a)
+        .collect();
+    // Each probe is an exec, with dockerd's events.
+    let probes = all
+        .iter()
+        .filter(|a| *a == "exec_create: /bin/sh -c cat /tmp/ok")
+        .count();
+    let dies = all.iter().filter(|a| *a == "exec_die").count();
+    assert!(probes >= 3 && dies + 1 >= probes, "{all:?}");
+    let actions: Vec<&String> = all
+        .iter()
         .filter(|a| a.starts_with("health_status"))
         .collect();
     assert_eq!(

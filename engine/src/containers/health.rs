@@ -31,6 +31,8 @@ pub const MINIMUM: Duration = Duration::from_millis(1);
 pub const KEEP_RESULTS: usize = 5;
 /// How much of a probe's output is kept.
 pub const MAX_OUTPUT: usize = 4096;
+/// How long a probe's exec stays known after it ended.
+const FORGET_AFTER: Duration = Duration::from_secs(10);
 
 /// `State.Health.Status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -447,7 +449,13 @@ async fn probe(engine: &Arc<Engine>, c: &Arc<Container>, check: &Check) -> Probe
         Err(e) => return failed(e.to_string()),
     };
     let result = run_probe(engine, c, &id, check, start).await;
-    engine.execs.forget(&id);
+    // Forgotten once the monitor has seen its exit (its `exec_die`, the
+    // supervisor's process deleted), as dockerd's exec GC forgets probes.
+    let forget = engine.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(FORGET_AFTER).await;
+        forget.execs.forget(&id);
+    });
     result.unwrap_or_else(failed)
 }
 
