@@ -190,6 +190,39 @@ fn always_survives_its_process_killed_and_a_user_stop_ends_it() {
 }
 
 #[test]
+fn a_supervisor_restart_keeps_a_waiting_restart() {
+    let d = Berthd::start();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "looper",
+        "--restart",
+        "always",
+        "busybox",
+        "false",
+    ])
+    .ok();
+    let count = || {
+        inspect(&d, "{{.RestartCount}}", "looper")
+            .parse::<i64>()
+            .unwrap_or(0)
+    };
+    // By the fifth restart the delay is 1.6 s: time to kill the supervisor.
+    wait_until("four restarts, then restarting", WAIT, || {
+        count() >= 4 && inspect(&d, "{{.State.Status}}", "looper") == "restarting"
+    });
+    let before = count();
+    let sup = d.supervisor_pid().expect("the supervisor");
+    kill_pid(i64::from(sup), libc::SIGKILL);
+    wait_until("a new supervisor", WAIT, || {
+        d.supervisor_pid().is_some_and(|p| p != sup)
+    });
+    wait_until("the loop goes on", WAIT, || count() > before);
+    d.docker(&["rm", "-f", "looper"]).ok();
+}
+
+#[test]
 fn wait_returns_at_an_exit_that_restarts() {
     let d = Berthd::start();
     d.docker(&[

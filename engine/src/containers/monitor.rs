@@ -221,10 +221,13 @@ pub async fn recover(engine: &Engine) -> Result<()> {
                 }
             }
             (_, None) if c.status() == Status::Restarting => {
-                // The engine stopped while a restart waited: the daemon's
-                // start decides ([`super::restart::start_at_boot`]).
-                c.update(|r| r.state.status = Status::Exited);
-                engine.containers.persist(&c)?;
+                // Waiting for its restart in this engine: left to it. Left
+                // by an engine that stopped while a restart waited: the
+                // daemon's start decides ([`super::restart::start_at_boot`]).
+                if !c.restart.is_pending() {
+                    c.update(|r| r.state.status = Status::Exited);
+                    engine.containers.persist(&c)?;
+                }
             }
             (true, Some(TaskStatus::Stopped)) | (true, Some(TaskStatus::Created)) => {
                 let status = task.as_ref().map(|t| t.exit_status).unwrap_or(0);

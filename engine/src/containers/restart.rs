@@ -96,6 +96,8 @@ pub struct Manager {
 struct ManagerState {
     delay: Duration,
     cancelled: bool,
+    /// A restart of this engine waits for its delay.
+    pending: bool,
 }
 
 impl Manager {
@@ -150,6 +152,16 @@ impl Manager {
     fn is_cancelled(&self) -> bool {
         self.state().cancelled
     }
+
+    /// Whether this engine has a restart of the container waiting (a
+    /// `restarting` record without one was left by an engine that died).
+    pub fn is_pending(&self) -> bool {
+        self.state().pending
+    }
+
+    fn set_pending(&self, pending: bool) {
+        self.state().pending = pending;
+    }
 }
 
 /// After an exit, under the container's `op`: whether it restarts, with
@@ -186,6 +198,7 @@ pub fn schedule(engine: &Engine, c: &Arc<Container>, delay: Duration) {
     };
     let c = c.clone();
     let mut cancels = c.restart.cancels.subscribe();
+    c.restart.set_pending(true);
     tokio::spawn(async move {
         tracing::debug!(container = %c.id, ms = delay.as_millis() as u64, "restart scheduled");
         tokio::select! {
@@ -194,6 +207,7 @@ pub fn schedule(engine: &Engine, c: &Arc<Container>, delay: Duration) {
         }
         // Held from the check of the cancellation to the running task.
         let _op = c.op.lock().await;
+        c.restart.set_pending(false);
         if c.is_removed() || c.status() != Status::Restarting {
             return;
         }
