@@ -261,11 +261,29 @@ fn unless_stopped_remembers_a_user_stop_across_a_daemon_restart() {
         .ok();
     }
     d.docker(&["stop", "-t", "1", "stopped"]).ok();
+    // An `always` container the user stopped comes back at the daemon's
+    // start, as in Docker.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.docker(&["stop", "-t", "1", "always"]).ok();
     let left = pid_of(&d, "left");
     let status = d.stop().expect("berthd ran");
     assert!(status.success(), "{status}");
     d.spawn();
     assert_eq!(inspect(&d, "{{.State.Status}}", "stopped"), "exited");
+    wait_until("always to run again", WAIT, || {
+        inspect(&d, "{{.State.Status}}", "always") == "running"
+    });
     // The running one was reattached, not restarted.
     assert_eq!(
         inspect(&d, "{{.State.Status}} {{.State.Pid}}", "left"),
