@@ -26,6 +26,9 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     Internal(String),
+    /// A swarm-mode call on a node that is not in a swarm (berthd never is).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("page not found")]
     NoRoute,
 }
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -148,6 +152,7 @@ mod tests {
             (ApiError::NotImplemented("x".into()), 501),
             (ApiError::Internal("x".into()), 500),
             (ApiError::Unauthorized("x".into()), 401),
+            (ApiError::Unavailable("x".into()), 503),
         ];
         for (err, code) in table {
             assert_eq!(err.status().as_u16(), code, "{err:?}");

@@ -22,6 +22,7 @@ pub mod error;
 pub mod exec;
 pub mod images;
 pub mod stream;
+pub mod swarm;
 pub mod system;
 pub mod version;
 
@@ -252,6 +253,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         "containers" => containers::handle(&engine, req).await,
         "exec" => exec::handle(&engine, req).await,
         "images" => images::handle(&engine, req).await,
+        "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => swarm::handle(&req),
         _ => Err(ApiError::NoRoute),
     };
     let mut resp = match result {
