@@ -24,6 +24,7 @@ pub mod images;
 pub mod stream;
 pub mod system;
 pub mod version;
+pub mod volumes;
 
 pub use error::ApiError;
 pub use version::ApiVersion;
@@ -252,6 +253,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         "containers" => containers::handle(&engine, req).await,
         "exec" => exec::handle(&engine, req).await,
         "images" => images::handle(&engine, req).await,
+        "volumes" => volumes::handle(&engine, req).await,
         _ => Err(ApiError::NoRoute),
     };
     let mut resp = match result {
