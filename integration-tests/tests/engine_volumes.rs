@@ -4,7 +4,8 @@
 //! (`-v /path`, an image's `VOLUME`) removed by `--rm` and `rm -v`,
 //! `volume rm` of a volume in use refused, `--volumes-from`, a `tmpfs`
 //! volume and a bind volume mounted only while used, `system df -v` sizes,
-//! prune, and bad input refused with nothing made.
+//! prune, volume events, `berth volume` answering as docker does, and bad
+//! input refused with nothing made.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -571,4 +572,115 @@ fn bad_input_makes_nothing() {
         None,
     );
     assert_eq!(code, 400);
+}
+
+/// The berth CLI against the same daemon: output as docker's.
+fn berth(d: &Berthd, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(integration_tests::build_binary("BERTH_CLI", "berth"))
+        .args(args)
+        .env("BERTH_HOST", format!("unix://{}", d.socket().display()))
+        .output()
+        .expect("run berth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn volume_events_and_the_berth_cli() {
+    let d = Berthd::start();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    d.docker(&["volume", "create", "ev"]).ok();
+    d.docker(&["run", "--rm", "-v", "ev:/e", "busybox", "true"])
+        .ok();
+    d.docker(&["volume", "rm", "ev"]).ok();
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let (code, body) = d
+        .request(
+            "GET",
+            &format!(
+                "/events?since={since}&until={}&filters=%7B%22type%22%3A%5B%22volume%22%5D%7D",
+                until
+            ),
+            None,
+        )
+        .unwrap();
+    assert_eq!(code, 200);
+    let actions: Vec<String> = String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["Action"].as_str().unwrap(),
+                e["Actor"]["ID"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["create ev", "mount ev", "unmount ev", "destroy ev"]
+    );
+
+    // berth volume: the same answers as docker's.
+    d.docker(&["volume", "create", "--label", "k=v", "one"])
+        .ok();
+    let (code, stdout, _) = berth(
+        &d,
+        &[
+            "volume",
+            "create",
+            "-o",
+            "type=tmpfs",
+            "-o",
+            "device=tmpfs",
+            "two",
+        ],
+    );
+    assert_eq!((code, stdout.as_str()), (0, "two\n"));
+    for args in [
+        &["volume", "ls"][..],
+        &["volume", "ls", "-q", "--filter", "label=k"],
+        &[
+            "volume",
+            "ls",
+            "--format",
+            "{{.Name}}:{{.Driver}}:{{.Labels}}",
+        ],
+        &["volume", "inspect", "one", "two"],
+        &["volume", "inspect", "-f", "{{.Name}} {{.Options}}", "two"],
+    ] {
+        let docker = d.docker(args).ok();
+        let (code, stdout, stderr) = berth(&d, args);
+        assert_eq!(code, 0, "berth {args:?}: {stderr}");
+        assert_eq!(stdout, docker.stdout, "berth {args:?}");
+    }
+    let (code, _, stderr) = berth(&d, &["volume", "rm", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("get nosuch: no such volume"), "{stderr}");
+    let (code, _, stderr) = berth(&d, &["volume", "create", "-o", "bogus=1", "three"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("create three: invalid option: \"bogus\""),
+        "{stderr}"
+    );
+    let (code, stdout, _) = berth(&d, &["volume", "rm", "one", "two"]);
+    assert_eq!((code, stdout.as_str()), (0, "one\ntwo\n"));
+    let (code, stdout, _) = berth(&d, &["volume", "prune", "-f", "--all"]);
+    assert_eq!((code, stdout.as_str()), (0, "Total reclaimed space: 0B\n"));
+
+    // Before API 1.42 prune takes named volumes too.
+    d.docker(&["volume", "create", "old"]).ok();
+    let (code, v) = json(&d, "POST", "/v1.41/volumes/prune", None);
+    assert_eq!(code, 200);
+    assert_eq!(v["VolumesDeleted"], serde_json::json!(["old"]));
 }

@@ -122,7 +122,12 @@ impl From<ContainerError> for ApiError {
 impl From<VolumeError> for ApiError {
     fn from(e: VolumeError) -> Self {
         let message = e.to_string();
+        let e = match e {
+            VolumeError::Create { source, .. } => *source,
+            other => other,
+        };
         match e {
+            VolumeError::Create { .. } => ApiError::BadRequest(message),
             VolumeError::NotFound(_) | VolumeError::UnknownDriver(_) => ApiError::NotFound(message),
             VolumeError::NameTooShort
             | VolumeError::InvalidName(_)

@@ -27,7 +27,14 @@ pub async fn handle(engine: &Engine, mut req: Req) -> Reply {
             json(StatusCode::OK, &json!({ "Volumes": list, "Warnings": [] }))
         }
         (&Method::POST, ["volumes", "prune"]) => {
-            let filters = filters(&req)?;
+            let mut filters = filters(&req)?;
+            // Before API 1.42 prune took named volumes too.
+            if !req.version.at_least(1, 42) {
+                filters
+                    .entry("all".into())
+                    .or_default()
+                    .insert("true".into());
+            }
             let (deleted, reclaimed) = volumes.prune(&engine.events, &filters)?;
             json(
                 StatusCode::OK,

@@ -39,6 +39,12 @@ pub const LOCAL: &str = "local";
 pub enum VolumeError {
     #[error("get {0}: no such volume")]
     NotFound(String),
+    /// A create refused: why, after the name, as dockerd words it.
+    #[error("create {name}: {source}")]
+    Create {
+        name: String,
+        source: Box<VolumeError>,
+    },
     #[error("volume name is too short, names should be at least two alphanumeric characters")]
     NameTooShort,
     #[error("{0:?} includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path")]
@@ -162,13 +168,21 @@ impl Volumes {
 
     /// Creates a volume, or returns the one of that name (as Docker does);
     /// whether it was made now. Emits `create` for a new one.
-    pub fn create(&self, events: &Events, opts: CreateOptions) -> Result<(VolumeRecord, bool)> {
-        let name = if opts.name.is_empty() {
-            crate::names::new_id()
-        } else {
-            validate_name(&opts.name)?;
-            opts.name.clone()
-        };
+    pub fn create(&self, events: &Events, mut opts: CreateOptions) -> Result<(VolumeRecord, bool)> {
+        if opts.name.is_empty() {
+            opts.name = crate::names::new_id();
+        }
+        let name = opts.name.clone();
+        self.create_checked(events, opts)
+            .map_err(|source| VolumeError::Create {
+                name,
+                source: Box::new(source),
+            })
+    }
+
+    fn create_checked(&self, events: &Events, opts: CreateOptions) -> Result<(VolumeRecord, bool)> {
+        validate_name(&opts.name)?;
+        let name = opts.name.clone();
         let driver = match opts.driver.as_str() {
             "" | LOCAL => LOCAL.to_string(),
             other => return Err(VolumeError::UnknownDriver(other.to_string())),
@@ -337,7 +351,7 @@ impl Volumes {
             "Labels": v.labels,
             "Mountpoint": self.mountpoint(&v.name),
             "Name": v.name,
-            "Options": v.options,
+            "Options": (!v.options.is_empty()).then_some(&v.options),
             "Scope": "local",
         });
         if usage {
