@@ -4,12 +4,13 @@
 # root (its overlay), on berthd and on Debian's dockerd side by side. Each
 # daemon is private: its own data root, exec root and socket (dockerd on a
 # containerd of its own, without a bridge); containers run with
-# `--network none`.
+# `--network none`; the script runs itself in a network namespace of its
+# own (unshare --net).
 #
 #   write   dd if=/dev/zero of=PATH/blob bs=1M count=N conv=fsync
-#   read    echo 3 > drop_caches is not done (it would touch the host);
-#           the file is read back in a new container with dd of=/dev/null,
-#           after `sync`.
+#   read    dd if=PATH/blob of=/dev/null bs=1M, in the same container (the
+#           page cache is not dropped: that would touch the host's).
+# Times are read from /proc/uptime inside the container (10 ms steps).
 #
 # Prints MB/s per system and case, and berthd/dockerd throughput ratios
 # (target: >= 1, at least Docker's throughput). Writes the figures to
@@ -21,7 +22,7 @@
 #   BERTHD       berthd (default target/release/berthd; berth-supervisord and
 #                berth-ctr beside it)
 #   DOCKER       the docker CLI (default /usr/local/bin/docker)
-#   DOCKERD, CONTAINERD   Debian's (default: on PATH)
+#   DOCKERD, CONTAINERD, CTR   Debian's (default: on PATH)
 # Needs root.
 set -euo pipefail
 
@@ -35,6 +36,7 @@ berth_ctr=${BERTH_CTR:-$bindir/berth-ctr}
 docker=${DOCKER:-$([ -x /usr/local/bin/docker ] && echo /usr/local/bin/docker || command -v docker || echo docker)}
 dockerd=${DOCKERD:-$(command -v dockerd || echo dockerd)}
 containerd=${CONTAINERD:-$(command -v containerd || echo containerd)}
+ctr=${CTR:-$(command -v ctr || echo ctr)}
 mib=${VOLUME_MIB:-1024}
 systems=${SYSTEMS:-berthd dockerd}
 start_timeout=${START_TIMEOUT:-30}
@@ -43,6 +45,12 @@ out=${BENCH_OUT:-$repo/target/bench/volumes.json}
 image=busybox:latest
 
 [ "$(id -u)" -eq 0 ] || die "needs root"
+# Both daemons in a network namespace of their own: nothing of the host's
+# network is touched (the containers run with --network none anyway).
+if [ -z "${BENCH_NETNS:-}" ]; then
+    need unshare
+    exec unshare --net env BENCH_NETNS=1 "$0" "$@"
+fi
 [[ "$mib" =~ ^[1-9][0-9]*$ ]] || die "VOLUME_MIB must be a positive integer, not '$mib'"
 read -r -a systems <<<"$systems"
 for tool in python3 jq findmnt timeout umoci skopeo; do need "$tool"; done
@@ -57,15 +65,18 @@ daemon_pids=()
 results=$workdir/results.tsv # system case op seconds
 : >"$results"
 
+# Removes every container of the daemon whose client is ARGV.
+remove_containers() { # CLI...
+    local ids
+    ids=$(timeout 30 "$@" ps -aq 2>/dev/null) || return 0
+    # shellcheck disable=SC2086 # one id per word
+    [ -z "$ids" ] || timeout 60 "$@" rm -f $ids >/dev/null 2>&1 || true
+}
+
 cleanup() {
     local pid m
-    for cli in berthd_cli dockerd_cli; do
-        local -n c=$cli
-        if [ "${#c[@]}" -gt 0 ]; then
-            # shellcheck disable=SC2046 # one id per word
-            timeout 60 "${c[@]}" rm -f $(timeout 30 "${c[@]}" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
-        fi
-    done
+    [ "${#berthd_cli[@]}" -eq 0 ] || remove_containers "${berthd_cli[@]}"
+    [ "${#dockerd_cli[@]}" -eq 0 ] || remove_containers "${dockerd_cli[@]}"
     for pid in "${daemon_pids[@]}"; do stop_pid "$pid" 10 || true; done
     for m in $(mounts_under "$rundir") $(mounts_under "$workdir"); do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$workdir" "$rundir"
@@ -96,9 +107,12 @@ start_system() { # SYSTEM
     dockerd)
         need "$dockerd"
         need "$containerd"
+        need "$ctr"
         mkdir -p "$dir/containerd" "$dir/data" "$rundir/docker/exec"
-        start_containerd "$dir/containerd" "$dir/containerd/containerd.sock" "$rundir/docker/cs"
-        daemon_pids=("$started_pid" "${daemon_pids[@]}")
+        # --bridge=none: dockerd would delete a docker0 it sees; this
+        # network namespace has none.
+        start_containerd "$dir/containerd" "$dir/containerd/containerd.sock" "$rundir/docker/cs" ||
+            die "$err"
         jq -n --arg key "$dir/key.json" '{"deprecated-key-path": $key}' >"$dir/daemon.json"
         "$dockerd" --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$rundir/docker/exec" \
             --pidfile "$dir/docker.pid" --host "unix://$dir/docker.sock" \
@@ -116,12 +130,10 @@ start_system() { # SYSTEM
     esac
 }
 
-# Seconds (with decimals) that dd reported for its copy.
-dd_seconds() { # LOG
-    awk '/copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^second/) print $(i - 1) }' "$1" | tail -n 1
-}
-
-# One case: CASE is "volume" or "root". Writes then reads the file.
+# One case: CASE is "volume" or "root". Writes the file (dd, then fsync),
+# then reads it back, in one container (the root's file goes with it); the
+# times come from /proc/uptime inside the container, so the container's
+# start is not counted.
 measure() { # SYSTEM CASE
     local system=$1 kind=$2 log=$workdir/$1-$2.log
     local -n cli=${system}_cli
@@ -133,17 +145,18 @@ measure() { # SYSTEM CASE
     else
         path=/r
     fi
-    # Write and read in one container: the root's file would go with it.
     timeout "$cmd_timeout" "${cli[@]}" run --name "$name" --network none "${mount[@]}" "$image" sh -c "
         mkdir -p $path
-        dd if=/dev/zero of=$path/blob bs=1M count=$mib conv=fsync 2>&1
-        sync
-        dd if=$path/blob of=/dev/null bs=1M 2>&1" >"$log" 2>&1 || die "$system $kind: $(tail -n 3 "$log")"
-    local w r
-    w=$(dd_seconds <(sed -n '1,3p' "$log"))
-    r=$(dd_seconds <(sed -n '4,$p' "$log"))
-    [ -n "$w" ] && [ -n "$r" ] || die "$system $kind: no dd figures in $(cat "$log")"
-    printf '%s\t%s\twrite\t%s\n%s\t%s\tread\t%s\n' "$system" "$kind" "$w" "$system" "$kind" "$r" >>"$results"
+        t0=\$(cut -d' ' -f1 /proc/uptime)
+        dd if=/dev/zero of=$path/blob bs=1M count=$mib conv=fsync 2>/dev/null || exit 1
+        t1=\$(cut -d' ' -f1 /proc/uptime)
+        dd if=$path/blob of=/dev/null bs=1M 2>/dev/null || exit 1
+        t2=\$(cut -d' ' -f1 /proc/uptime)
+        echo \"write \$t0 \$t1\"
+        echo \"read \$t1 \$t2\"" >"$log" 2>&1 || die "$system $kind: $(tail -n 3 "$log")"
+    awk -v s="$system" -v k="$kind" '$1 == "write" || $1 == "read" {
+        d = $3 - $2; if (d < 0.01) d = 0.01; printf "%s\t%s\t%s\t%.2f\n", s, k, $1, d }' "$log" >>"$results"
+    grep -q "^read " "$log" || die "$system $kind: no timings in $(cat "$log")"
     "${cli[@]}" rm -f "$name" >/dev/null
     [ "$kind" != volume ] || "${cli[@]}" volume rm benchvol >/dev/null
 }
