@@ -43,6 +43,7 @@ start_timeout=${START_TIMEOUT:-30}
 cmd_timeout=${CMD_TIMEOUT:-600}
 out=${BENCH_OUT:-$repo/target/bench/volumes.json}
 image=busybox:latest
+cgroup=berth-bench-volumes-$$ # dockerd's containers' cgroup parent
 
 [ "$(id -u)" -eq 0 ] || die "needs root"
 # Both daemons in a network namespace of their own: nothing of the host's
@@ -78,6 +79,7 @@ cleanup() {
     [ "${#berthd_cli[@]}" -eq 0 ] || remove_containers "${berthd_cli[@]}"
     [ "${#dockerd_cli[@]}" -eq 0 ] || remove_containers "${dockerd_cli[@]}"
     for pid in "${daemon_pids[@]}"; do stop_pid "$pid" 10 || true; done
+    for m in $(cgroup_mounts); do rmdir "$m/$cgroup" 2>/dev/null || true; done
     for m in $(mounts_under "$rundir") $(mounts_under "$workdir"); do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$workdir" "$rundir"
 }
@@ -117,7 +119,7 @@ start_system() { # SYSTEM
         "$dockerd" --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$rundir/docker/exec" \
             --pidfile "$dir/docker.pid" --host "unix://$dir/docker.sock" \
             --containerd "$dir/containerd/containerd.sock" --storage-driver overlay2 \
-            --exec-opt native.cgroupdriver=cgroupfs --bridge=none --iptables=false \
+            --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent "/$cgroup" --bridge=none --iptables=false \
             --ip6tables=false --ip-forward=false --ip-masq=false --shutdown-timeout=2 \
             </dev/null >"$dir/dockerd.log" 2>&1 &
         daemon_pids=("$!" "${daemon_pids[@]}")
