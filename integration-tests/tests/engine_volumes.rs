@@ -684,3 +684,66 @@ fn volume_events_and_the_berth_cli() {
     assert_eq!(code, 200);
     assert_eq!(v["VolumesDeleted"], serde_json::json!(["old"]));
 }
+
+#[test]
+fn volumes_and_their_users_survive_a_daemon_restart() {
+    let mut d = Berthd::start();
+    d.docker(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        "--opt",
+        "o=size=2m",
+        "scratch",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "runner",
+        "-v",
+        "scratch:/t",
+        "-v",
+        "kept:/k",
+        "busybox",
+        "sleep",
+        "300",
+    ])
+    .ok();
+    d.docker(&[
+        "exec",
+        "runner",
+        "sh",
+        "-c",
+        "echo tmp > /t/f; echo disk > /k/f",
+    ])
+    .ok();
+    let data = d.data_root().join("engine/volumes/scratch/_data");
+    assert!(mounted(&data));
+    d.stop();
+    d.spawn();
+    // The container kept running with its volumes; they are still in use.
+    let out = d.docker(&["exec", "runner", "cat", "/t/f", "/k/f"]).ok();
+    assert_eq!(out.stdout, "tmp\ndisk\n");
+    d.docker(&["volume", "rm", "kept"])
+        .fails_with(1, "volume is in use");
+    let (_, v) = json(&d, "GET", "/system/df", None);
+    let refs: Vec<i64> = v["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["UsageData"]["RefCount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(refs, vec![1, 1]);
+    // The last user stopping after the restart still unmounts the tmpfs.
+    d.docker(&["rm", "-f", "runner"]).ok();
+    assert!(!mounted(&data), "the tmpfs outlived its last user");
+    let out = d.docker(&["volume", "ls", "-q"]).ok();
+    assert_eq!(out.stdout, "kept\nscratch\n");
+    let kept = d.data_root().join("engine/volumes/kept/_data/f");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "disk\n");
+}
