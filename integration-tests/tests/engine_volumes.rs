@@ -747,3 +747,47 @@ fn volumes_and_their_users_survive_a_daemon_restart() {
     let kept = d.data_root().join("engine/volumes/kept/_data/f");
     assert_eq!(std::fs::read_to_string(kept).unwrap(), "disk\n");
 }
+
+#[test]
+fn binds_take_propagation_and_selinux_labels() {
+    let d = Berthd::start();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("f"), "bound\n").unwrap();
+    let h = host.path().display().to_string();
+    let out = d
+        .docker(&[
+            "run",
+            "--name",
+            "binder",
+            "-v",
+            &format!("{h}:/h1:ro,Z"),
+            "-v",
+            &format!("{h}:/h2:z,rslave"),
+            "--mount",
+            &format!("type=bind,src={h},dst=/h3,bind-propagation=rprivate"),
+            "busybox",
+            "cat",
+            "/h1/f",
+            "/h2/f",
+            "/h3/f",
+        ])
+        .ok();
+    assert_eq!(out.stdout, "bound\nbound\nbound\n");
+    let out = d
+        .docker(&["inspect", "-f", "{{json .Mounts}}", "binder"])
+        .ok();
+    let mounts: Value = serde_json::from_str(&out.stdout).unwrap();
+    let bind = |dest: &str, mode: &str, rw: bool, propagation: &str| {
+        serde_json::json!({"Type": "bind", "Source": h, "Destination": dest, "Mode": mode,
+                           "RW": rw, "Propagation": propagation})
+    };
+    assert_eq!(
+        mounts,
+        serde_json::json!([
+            bind("/h1", "ro,Z", false, "rprivate"),
+            bind("/h2", "z,rslave", true, "rslave"),
+            bind("/h3", "", true, "rprivate"),
+        ])
+    );
+    d.docker(&["rm", "binder"]).ok();
+}
