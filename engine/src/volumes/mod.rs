@@ -168,19 +168,35 @@ impl Volumes {
 
     /// Creates a volume, or returns the one of that name (as Docker does);
     /// whether it was made now. Emits `create` for a new one.
-    pub fn create(&self, events: &Events, mut opts: CreateOptions) -> Result<(VolumeRecord, bool)> {
+    pub fn create(&self, events: &Events, opts: CreateOptions) -> Result<(VolumeRecord, bool)> {
+        self.create_for(events, opts, None)
+    }
+
+    /// [`Volumes::create`], the volume claimed for `container` at once (so
+    /// no prune or remove can take it before the container records it).
+    pub fn create_for(
+        &self,
+        events: &Events,
+        mut opts: CreateOptions,
+        container: Option<&str>,
+    ) -> Result<(VolumeRecord, bool)> {
         if opts.name.is_empty() {
             opts.name = crate::names::new_id();
         }
         let name = opts.name.clone();
-        self.create_checked(events, opts)
+        self.create_checked(events, opts, container)
             .map_err(|source| VolumeError::Create {
                 name,
                 source: Box::new(source),
             })
     }
 
-    fn create_checked(&self, events: &Events, opts: CreateOptions) -> Result<(VolumeRecord, bool)> {
+    fn create_checked(
+        &self,
+        events: &Events,
+        opts: CreateOptions,
+        container: Option<&str>,
+    ) -> Result<(VolumeRecord, bool)> {
         validate_name(&opts.name)?;
         let name = opts.name.clone();
         let driver = match opts.driver.as_str() {
@@ -190,8 +206,15 @@ impl Volumes {
         let options = opts.driver_opts.unwrap_or_default();
         local::validate_options(&options)?;
         let mut inner = self.lock();
-        if let Some(existing) = inner.by_name.get(&name) {
-            return Ok((existing.clone(), false));
+        let claim = |inner: &mut Inner| {
+            if let Some(id) = container {
+                let claims = inner.claims.entry(id.to_string()).or_default();
+                claims.insert(name.clone());
+            }
+        };
+        if let Some(existing) = inner.by_name.get(&name).cloned() {
+            claim(&mut inner);
+            return Ok((existing, false));
         }
         let record = VolumeRecord {
             name: name.clone(),
@@ -207,6 +230,7 @@ impl Volumes {
             return Err(e.into());
         }
         inner.by_name.insert(name.clone(), record.clone());
+        claim(&mut inner);
         drop(inner);
         tracing::info!(volume = %name, "volume created");
         events.emit(Kind::Volume, "create", &name, driver_attr(&record));
@@ -223,14 +247,18 @@ impl Volumes {
             .collect()
     }
 
-    /// Records that a container uses these volumes (each must exist).
+    /// Records that a container uses these volumes too (each must exist).
     pub fn claim(&self, container: &str, names: BTreeSet<String>) -> Result<()> {
         let mut inner = self.lock();
         if let Some(missing) = names.iter().find(|n| !inner.by_name.contains_key(*n)) {
             return Err(VolumeError::NotFound(missing.clone()));
         }
         if !names.is_empty() {
-            inner.claims.insert(container.to_string(), names);
+            inner
+                .claims
+                .entry(container.to_string())
+                .or_default()
+                .extend(names);
         }
         Ok(())
     }

@@ -341,6 +341,7 @@ pub fn prepare(engine: &Engine, record: &ContainerRecord) -> crate::containers::
     let volumes = &engine.volumes;
     let mut made: Vec<String> = Vec::new();
     let undo = |made: &[String]| {
+        volumes.release(&record.id);
         for name in made {
             let _ = volumes.remove(&engine.events, name, true);
         }
@@ -356,7 +357,7 @@ pub fn prepare(engine: &Engine, record: &ContainerRecord) -> crate::containers::
             driver_opts: Some(w.options.clone()),
             labels: Some(labels),
         };
-        let (volume, new) = match volumes.create(&engine.events, opts) {
+        let (volume, new) = match volumes.create_for(&engine.events, opts, Some(&record.id)) {
             Ok(v) => v,
             Err(e) => {
                 undo(&made);

@@ -146,3 +146,23 @@ fn prune_takes_anonymous_volumes_unless_all() {
     assert_eq!(deleted, vec!["named".to_string()]);
     assert_eq!(v.all().len(), 1);
 }
+
+#[test]
+fn a_volume_made_for_a_container_is_claimed_at_once() {
+    let (_dir, v, events) = volumes();
+    let anon = CreateOptions {
+        labels: Some(BTreeMap::from([(ANONYMOUS_LABEL.into(), String::new())])),
+        ..CreateOptions::default()
+    };
+    let (made, _) = v.create_for(&events, anon, Some("c1")).unwrap();
+    let (deleted, _) = v.prune(&events, &Filters::new()).unwrap();
+    assert!(deleted.is_empty());
+    v.create_for(&events, named("shared"), Some("c1")).unwrap();
+    v.create_for(&events, named("shared"), Some("c2")).unwrap();
+    assert_eq!(v.users("shared"), vec!["c1".to_string(), "c2".to_string()]);
+    assert_eq!(
+        v.release("c1"),
+        BTreeSet::from([made.name.clone(), "shared".to_string()])
+    );
+    assert!(v.remove(&events, "shared", false).is_err());
+}
