@@ -22,7 +22,10 @@
 #                supervisor, shim, runtime), and networking (bench/network.sh:
 #                run latency on the default bridge, the network's own cost,
 #                a published port's throughput, latency and memory, each
-#                daemon in a network namespace of its own); see docs/benchmarks.md
+#                daemon in a network namespace of its own); volumes
+#                (bench/volumes.sh: 1 GiB written and read through a named
+#                volume and the container's root, against dockerd); see
+#                docs/benchmarks.md
 #   make clean   remove build output
 
 SHELL := /bin/bash
@@ -142,6 +145,8 @@ bench: deps build
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/engine.sh
 	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord BERTH_CTR=$(RELEASE)/berth-ctr \
 	    bench/network.sh
+	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
+	    BERTH_CTR=$(RELEASE)/berth-ctr bench/volumes.sh
 
 clean:
 	$(CARGO) clean

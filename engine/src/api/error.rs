@@ -8,6 +8,7 @@ use crate::containers::spec::SpecError;
 use crate::containers::ContainerError;
 use crate::exec::ExecError;
 use crate::images::ImageError;
+use crate::volumes::VolumeError;
 
 /// A request that failed, with Docker's status for it.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +117,30 @@ impl From<ContainerError> for ApiError {
                     ref other => backend(message, other),
                 }
             }
+            ContainerError::Volume(e) => e.into(),
             ContainerError::State(_) | ContainerError::Io { .. } => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<VolumeError> for ApiError {
+    fn from(e: VolumeError) -> Self {
+        let message = e.to_string();
+        let e = match e {
+            VolumeError::Create { source, .. } => *source,
+            other => other,
+        };
+        match e {
+            VolumeError::Create { .. } => ApiError::BadRequest(message),
+            VolumeError::NotFound(_) | VolumeError::UnknownDriver(_) => ApiError::NotFound(message),
+            VolumeError::NameTooShort
+            | VolumeError::InvalidName(_)
+            | VolumeError::InvalidOption(_)
+            | VolumeError::InvalidFilter(_) => ApiError::BadRequest(message),
+            VolumeError::InUse { .. } => ApiError::Conflict(message),
+            VolumeError::Mount(_) | VolumeError::Io { .. } | VolumeError::State(_) => {
+                ApiError::Internal(message)
+            }
         }
     }
 }

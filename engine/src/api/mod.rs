@@ -25,6 +25,7 @@ pub mod stream;
 pub mod swarm;
 pub mod system;
 pub mod version;
+pub mod volumes;
 
 pub use error::ApiError;
 pub use version::ApiVersion;
@@ -254,6 +255,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         "exec" => exec::handle(&engine, req).await,
         "images" => images::handle(&engine, req).await,
         "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => swarm::handle(&req),
+        "volumes" => volumes::handle(&engine, req).await,
         _ => Err(ApiError::NoRoute),
     };
     let mut resp = match result {
