@@ -19,7 +19,13 @@
 #                target <= 0.1x; 100 `docker run -d` at once, <= 0.2x;
 #                idle memory of the daemon, supervisors apart, <= 0.15x;
 #                and where the time of one run goes: CLI, engine,
-#                supervisor, shim, runtime); see docs/benchmarks.md
+#                supervisor, shim, runtime), and networking (bench/network.sh:
+#                run latency on the default bridge, the network's own cost,
+#                a published port's throughput, latency and memory, each
+#                daemon in a network namespace of its own); volumes
+#                (bench/volumes.sh: 1 GiB written and read through a named
+#                volume and the container's root, against dockerd); see
+#                docs/benchmarks.md
 #   make clean   remove build output
 
 SHELL := /bin/bash
@@ -35,7 +41,7 @@ CARGO ?= cargo
 APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine strace \
                 iproute2 util-linux gcc containerd docker.io \
                 qemu-system-x86 linux-image-amd64 cpio \
-                docker-registry apache2-utils openssl zstd debootstrap
+                docker-registry apache2-utils openssl zstd debootstrap iperf3
 
 .PHONY: deps build run test compat lint bench clean
 
@@ -137,6 +143,10 @@ bench: deps build
 	BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord BERTH_CTR=$(RELEASE)/berth-ctr bench/tasks.sh
 	BERTHD=$(RELEASE)/berthd BERTH=$(RELEASE)/berth BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/engine.sh
+	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord BERTH_CTR=$(RELEASE)/berth-ctr \
+	    bench/network.sh
+	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
+	    BERTH_CTR=$(RELEASE)/berth-ctr bench/volumes.sh
 
 clean:
 	$(CARGO) clean

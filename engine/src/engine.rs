@@ -8,6 +8,7 @@ use crate::containers::{ContainerError, Containers};
 use crate::events::Events;
 use crate::exec::Execs;
 use crate::state::{StateError, Store};
+use crate::volumes::{VolumeError, Volumes};
 
 /// The engine: the supervisor it works through and the state it keeps.
 pub struct Engine {
@@ -16,6 +17,7 @@ pub struct Engine {
     pub events: Events,
     pub containers: Containers,
     pub execs: Execs,
+    pub volumes: Volumes,
     /// The engine itself, for tasks that outlive a request (restarts by
     /// policy, health probes); set by [`Engine::start_monitor`].
     this: std::sync::OnceLock<std::sync::Weak<Engine>>,
@@ -27,19 +29,27 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error(transparent)]
     Containers(#[from] ContainerError),
+    #[error(transparent)]
+    Volumes(#[from] VolumeError),
 }
 
 impl Engine {
     /// The engine over `supervisor`, with its state under `paths`.
     pub fn open(supervisor: Arc<dyn Supervisor>, paths: Paths) -> Result<Engine, EngineError> {
         let store = Arc::new(Store::open(&paths.database())?);
-        let containers = Containers::load(store)?;
+        let containers = Containers::load(store.clone())?;
+        let claims = containers.all().into_iter().map(|c| {
+            let r = c.record();
+            (r.id, crate::volumes::mounts::volume_names(&r.mount_points))
+        });
+        let volumes = Volumes::load(store, paths.engine_dir().join("volumes"), claims)?;
         Ok(Engine {
             supervisor,
             paths,
             events: Events::new(),
             containers,
             execs: Execs::default(),
+            volumes,
             this: std::sync::OnceLock::new(),
         })
     }
@@ -52,6 +62,7 @@ impl Engine {
         tokio::spawn(crate::containers::monitor::follow(self.clone(), ready_tx));
         let _ = ready_rx.await;
         crate::containers::monitor::recover(self).await?;
+        crate::volumes::mounts::restore(self);
         crate::containers::restart::start_at_boot(self).await;
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The engine's database: one redb file under `<data-root>/engine`, holding
-//! the Docker-level records a restart must keep (containers now; volumes and
-//! networks as they come). Every record is JSON under its id. A write
+//! the Docker-level records a restart must keep (containers, volumes; networks
+//! as they come). Every record is JSON under its id. A write
 //! commits durably (fsync) before the client is told it succeeded, so a
 //! `kill -9` at any moment loses nothing a client saw succeed.
 
@@ -50,14 +50,16 @@ db_err!(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
     Containers,
+    Volumes,
 }
 
 impl Table {
-    const ALL: [Table; 1] = [Table::Containers];
+    const ALL: [Table; 2] = [Table::Containers, Table::Volumes];
 
     fn name(self) -> &'static str {
         match self {
             Table::Containers => "containers",
+            Table::Volumes => "volumes",
         }
     }
 

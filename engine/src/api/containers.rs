@@ -77,7 +77,7 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
         (&Method::POST, ["containers", id, "wait"]) => wait(engine, &req, id),
         (&Method::DELETE, ["containers", id]) => {
             let c = engine.containers.get(id)?;
-            lifecycle::remove(engine, &c, req.query.flag("force")).await?;
+            lifecycle::remove(engine, &c, req.query.flag("force"), req.query.flag("v")).await?;
             engine.execs.forget_container(&c.id);
             empty(StatusCode::NO_CONTENT)
         }
@@ -221,7 +221,7 @@ async fn prune(engine: &Engine, req: &Req) -> Reply {
             continue;
         }
         let (rw, _) = inspect::sizes(engine, &c.id).await;
-        if lifecycle::remove(engine, &c, false).await.is_ok() {
+        if lifecycle::remove(engine, &c, false, false).await.is_ok() {
             engine.execs.forget_container(&c.id);
             deleted.push(c.id.clone());
             reclaimed += rw.max(0);

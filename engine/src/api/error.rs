@@ -8,6 +8,7 @@ use crate::containers::spec::SpecError;
 use crate::containers::ContainerError;
 use crate::exec::ExecError;
 use crate::images::ImageError;
+use crate::volumes::VolumeError;
 
 /// A request that failed, with Docker's status for it.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     Internal(String),
+    /// A swarm-mode call on a node that is not in a swarm (berthd never is).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("page not found")]
     NoRoute,
 }
@@ -40,6 +44,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -112,7 +117,30 @@ impl From<ContainerError> for ApiError {
                     ref other => backend(message, other),
                 }
             }
+            ContainerError::Volume(e) => e.into(),
             ContainerError::State(_) | ContainerError::Io { .. } => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<VolumeError> for ApiError {
+    fn from(e: VolumeError) -> Self {
+        let message = e.to_string();
+        let e = match e {
+            VolumeError::Create { source, .. } => *source,
+            other => other,
+        };
+        match e {
+            VolumeError::Create { .. } => ApiError::BadRequest(message),
+            VolumeError::NotFound(_) | VolumeError::UnknownDriver(_) => ApiError::NotFound(message),
+            VolumeError::NameTooShort
+            | VolumeError::InvalidName(_)
+            | VolumeError::InvalidOption(_)
+            | VolumeError::InvalidFilter(_) => ApiError::BadRequest(message),
+            VolumeError::InUse { .. } => ApiError::Conflict(message),
+            VolumeError::Mount(_) | VolumeError::Io { .. } | VolumeError::State(_) => {
+                ApiError::Internal(message)
+            }
         }
     }
 }
@@ -149,6 +177,7 @@ mod tests {
             (ApiError::NotImplemented("x".into()), 501),
             (ApiError::Internal("x".into()), 500),
             (ApiError::Unauthorized("x".into()), 401),
+            (ApiError::Unavailable("x".into()), 503),
         ];
         for (err, code) in table {
             assert_eq!(err.status().as_u16(), code, "{err:?}");

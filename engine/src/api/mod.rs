@@ -22,8 +22,10 @@ pub mod error;
 pub mod exec;
 pub mod images;
 pub mod stream;
+pub mod swarm;
 pub mod system;
 pub mod version;
+pub mod volumes;
 
 pub use error::ApiError;
 pub use version::ApiVersion;
@@ -252,6 +254,8 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         "containers" => containers::handle(&engine, req).await,
         "exec" => exec::handle(&engine, req).await,
         "images" => images::handle(&engine, req).await,
+        "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => swarm::handle(&req),
+        "volumes" => volumes::handle(&engine, req).await,
         _ => Err(ApiError::NoRoute),
     };
     let mut resp = match result {

@@ -143,7 +143,7 @@ fn events(engine: &Arc<Engine>, req: &Req) -> Reply {
     Ok(super::stream::streamed("application/json", out))
 }
 
-/// `GET /system/df`: images and containers with their sizes.
+/// `GET /system/df`: images, containers and volumes with their sizes.
 async fn df(engine: &Engine) -> Reply {
     let images = engine.supervisor.list_images().await.unwrap_or_default();
     let layers: i64 = images.iter().map(|i| i.size).sum();
@@ -168,8 +168,14 @@ async fn df(engine: &Engine) -> Reply {
             })
         })
         .collect();
+    let volumes: Vec<serde_json::Value> = engine
+        .volumes
+        .all()
+        .iter()
+        .map(|v| engine.volumes.to_json(v, true))
+        .collect();
     super::json(
         StatusCode::OK,
-        &json!({ "LayersSize": layers, "Images": images, "Containers": containers, "Volumes": [], "BuildCache": [] }),
+        &json!({ "LayersSize": layers, "Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": [] }),
     )
 }

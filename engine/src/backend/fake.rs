@@ -558,6 +558,20 @@ impl Supervisor for Fake {
         })
     }
 
+    fn snapshot_mounts(
+        &self,
+        key: &str,
+    ) -> BoxFuture<'_, Result<Vec<berth_proto::types::v1::Mount>>> {
+        // The fake has no files: a known snapshot shows nothing to mount.
+        let found = self.lock().containers.contains_key(key);
+        let key = key.to_string();
+        Box::pin(async move {
+            found
+                .then(Vec::new)
+                .ok_or_else(|| not_found("snapshot", &key))
+        })
+    }
+
     fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>> {
         let found = self.lock().containers.contains_key(key);
         let key = key.to_string();

@@ -93,6 +93,7 @@ async fn create_reserved(
         restart_count: 0,
         user: super::runspec::provisional_user(&config_user),
         group_add: group_add_numbers,
+        mount_points: Vec::new(),
     };
     if record.config.hostname.is_empty()
         && !record.host_config.network_mode.starts_with("container:")
@@ -110,12 +111,17 @@ async fn create_reserved(
         record.host_config.log_config.kind = "json-file".into();
     }
 
+    let volumes = crate::volumes::mounts::prepare(engine, &record)?;
+    record.mount_points = volumes.points.clone();
     let dir = engine.paths.container_dir(id);
-    std::fs::create_dir_all(&dir).map_err(|source| ContainerError::Io {
-        what: "create directory",
-        path: dir.clone(),
-        source,
-    })?;
+    if let Err(source) = std::fs::create_dir_all(&dir) {
+        volumes.undo(engine, id);
+        return Err(ContainerError::Io {
+            what: "create directory",
+            path: dir.clone(),
+            source,
+        });
+    }
     let made = async {
         let spec = super::runspec::container_spec(engine, &record, &image)?;
         let labels = std::collections::HashMap::from([(NAME_LABEL.to_string(), name.to_string())]);
@@ -131,6 +137,10 @@ async fn create_reserved(
             .create_container(request)
             .await
             .map_err(ContainerError::backend(format!("create container {id}")))?;
+        if let Err(e) = crate::volumes::mounts::copy_up(engine, id, &record.mount_points).await {
+            let _ = engine.supervisor.delete_container(id).await;
+            return Err(e);
+        }
         // A user or group by name: resolved in the container's own files,
         // and the spec made again with the numbers.
         if super::runspec::needs_resolution(&record) {
@@ -168,6 +178,7 @@ async fn create_reserved(
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
+            volumes.undo(engine, id);
             Err(e)
         }
     }

@@ -118,28 +118,9 @@ pub fn inspect(engine: &Engine, c: &Container, exec_ids: Vec<String>) -> Value {
     v
 }
 
-/// Inspect's `Mounts`: the binds, `--mount`s and tmpfs the container has.
+/// Inspect's `Mounts`: the binds, `--mount`s and volumes the container has.
 fn mounts(r: &ContainerRecord) -> Value {
-    let mut out = Vec::new();
-    for bind in r.host_config.binds.iter().flatten() {
-        let parts: Vec<&str> = bind.splitn(3, ':').collect();
-        if parts.len() < 2 {
-            continue;
-        }
-        let mode = parts.get(2).copied().unwrap_or("");
-        let rw = !mode.split(',').any(|m| m == "ro");
-        out.push(json!({
-            "Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": mode,
-            "RW": rw, "Propagation": "rprivate",
-        }));
-    }
-    for m in r.host_config.mounts.iter().flatten() {
-        out.push(json!({
-            "Type": m.kind, "Source": m.source, "Destination": m.target, "Mode": "",
-            "RW": !m.read_only, "Propagation": if m.kind == "bind" { "rprivate" } else { "" },
-        }));
-    }
-    Value::Array(out)
+    crate::volumes::mounts::inspect(r)
 }
 
 /// `SizeRw` (what the container wrote) and `SizeRootFs` (that and its

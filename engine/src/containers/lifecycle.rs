@@ -71,6 +71,7 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
         no_log: log.kind == "none",
     };
     let sup = &engine.supervisor;
+    crate::volumes::mounts::on_start(engine, &record)?;
     // A task left by an exit not yet recorded goes first.
     let mut created = sup.create_task(id, opts.clone()).await;
     if let Err(BackendError::AlreadyExists(_)) = created {
@@ -88,6 +89,7 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
         Ok(pid) => pid,
         Err(e) => {
             let _ = sup.delete_task(id).await;
+            crate::volumes::mounts::on_stop(engine, &record);
             let code = start_failure_code(&e);
             c.update(|r| {
                 r.state.error = e.to_string();
@@ -479,8 +481,13 @@ pub async fn wait(c: &Arc<Container>, condition: WaitCondition) -> (i64, Option<
     (record.state.exit_code, error)
 }
 
-/// Removes a container: with `force` a running one is killed first.
-pub async fn remove(engine: &Engine, c: &Arc<Container>, force: bool) -> Result<()> {
+/// Removes a container: with `force` a running one is killed first; with
+/// `volumes` its anonymous volumes go too (`docker rm -v`).
+pub async fn remove(engine: &Engine, c: &Arc<Container>, force: bool, volumes: bool) -> Result<()> {
+    if volumes {
+        c.remove_volumes
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     if c.status().is_running() {
         if !force {
             return Err(ContainerError::RemoveRunning(c.name()));
@@ -542,6 +549,9 @@ pub(crate) async fn remove_exited(engine: &Engine, c: &Arc<Container>) -> Result
         }
     }
     engine.containers.forget(c)?;
+    let record = c.record();
+    let anonymous = record.host_config.auto_remove
+        || c.remove_volumes.load(std::sync::atomic::Ordering::SeqCst);
     let dir = engine.paths.container_dir(&c.id);
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -550,6 +560,7 @@ pub(crate) async fn remove_exited(engine: &Engine, c: &Arc<Container>) -> Result
     }
     tracing::info!(container = %c.id, "container removed");
     emit(engine, c, "destroy");
+    crate::volumes::mounts::on_remove(engine, &record, anonymous);
     Ok(())
 }
 

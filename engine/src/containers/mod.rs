@@ -49,6 +49,8 @@ pub enum ContainerError {
     InvalidConfig(String),
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
     #[error("container {0} is already running")]
     AlreadyRunning(String),
     #[error("container {0} is already stopped")]
@@ -102,6 +104,8 @@ pub struct Container {
     exits: std::sync::atomic::AtomicU64,
     /// Set once the container is removed.
     removed: std::sync::atomic::AtomicBool,
+    /// Whether its removal takes its anonymous volumes (`rm -v`).
+    pub(crate) remove_volumes: std::sync::atomic::AtomicBool,
     /// Clients attached before the next start.
     pub(crate) pending: attach::Pending,
     /// One start, exit, remove, rename or update at a time.
@@ -121,6 +125,7 @@ impl Container {
             attached: AtomicUsize::new(0),
             exits: std::sync::atomic::AtomicU64::new(0),
             removed: std::sync::atomic::AtomicBool::new(false),
+            remove_volumes: std::sync::atomic::AtomicBool::new(false),
             pending: attach::Pending::default(),
             op: tokio::sync::Mutex::new(()),
             restart: restart::Manager::default(),

@@ -140,6 +140,7 @@ pub async fn exited(
     // An AutoRemove container's exit is not written: its record goes next
     // (and after a crash in between, recovery finds no task and removes it).
     record_exit(engine, c, i64::from(status), at, !auto_remove)?;
+    crate::volumes::mounts::on_stop(engine, &c.record());
     if auto_remove {
         super::lifecycle::remove_exited(engine, c).await?;
     }

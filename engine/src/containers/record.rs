@@ -103,6 +103,9 @@ pub struct ContainerRecord {
     /// `HostConfig.GroupAdd` as gids.
     #[serde(default)]
     pub group_add: Vec<u32>,
+    /// Its volumes (and the binds of `--volumes-from`).
+    #[serde(default)]
+    pub mount_points: Vec<crate::volumes::mounts::MountPoint>,
 }
 
 /// RFC 3339 with nanoseconds in UTC, as Go's `time.RFC3339Nano` writes it;

@@ -208,7 +208,8 @@ fn peer_pid(engine: &Engine, mode: &str) -> Option<u32> {
 pub fn container_spec(engine: &Engine, record: &ContainerRecord, image: &Image) -> Result<Vec<u8>> {
     let dir = engine.paths.container_dir(&record.id);
     let files = write_files(&dir, record)?;
-    let hc = &record.host_config;
+    let volume_binds = crate::volumes::mounts::spec_host_config(record);
+    let hc = &volume_binds;
     let peers = Peers {
         pid: peer_pid(engine, &hc.pid_mode),
         ipc: peer_pid(engine, &hc.ipc_mode),

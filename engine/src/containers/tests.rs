@@ -72,7 +72,7 @@ async fn create_start_exit_wait_remove() {
         fake.calls()
     );
 
-    lifecycle::remove(&engine, &c, false).await.unwrap();
+    lifecycle::remove(&engine, &c, false, false).await.unwrap();
     assert!(matches!(
         engine.containers.get("web"),
         Err(ContainerError::NotFound(_))

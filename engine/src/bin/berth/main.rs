@@ -18,6 +18,7 @@ mod stats;
 mod stream;
 mod system;
 mod terminal;
+mod volume;
 
 use std::error::Error as _;
 
@@ -90,6 +91,9 @@ enum Command {
     /// Manage images
     #[command(subcommand, name = "image")]
     ImageGroup(ImageGroup),
+    /// Manage volumes
+    #[command(subcommand, name = "volume")]
+    Volume(volume::VolumeCommand),
 }
 
 /// `berth container ...`: the container commands under their group.
@@ -163,6 +167,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::ContainerGroup(ContainerGroup::Prune(args)) => {
             system::container_prune(c, args).await
         }
+        Command::Volume(cmd) => volume::run(c, cmd).await,
     }
 }
 

@@ -76,6 +76,9 @@ pub struct ContainerOpts {
     /// Mount a tmpfs directory
     #[arg(long)]
     pub tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s)
+    #[arg(long = "volumes-from")]
+    pub volumes_from: Vec<String>,
     /// Working directory inside the container
     #[arg(short = 'w', long)]
     pub workdir: Option<String>,
@@ -271,6 +274,7 @@ impl ContainerOpts {
             .map(|m| parse_mount(m))
             .collect::<Result<Vec<_>, _>>()?;
         host.mounts = (!mounts.is_empty()).then_some(mounts);
+        host.volumes_from = (!self.volumes_from.is_empty()).then(|| self.volumes_from.clone());
         let mut tmpfs = BTreeMap::new();
         for t in &self.tmpfs {
             let (path, opts) = t.split_once(':').unwrap_or((t, ""));
@@ -433,6 +437,7 @@ pub fn parse_mount(spec: &str) -> Result<Mount, OptsError> {
     };
     let mut tmpfs = TmpfsOptions::default();
     let mut bind = serde_json::Map::new();
+    let mut volume = serde_json::Map::new();
     for field in spec.split(',') {
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
@@ -448,7 +453,10 @@ pub fn parse_mount(spec: &str) -> Result<Mount, OptsError> {
                 mount.read_only = bool_value()?;
                 continue;
             }
-            "volume-nocopy" => continue,
+            "volume-nocopy" => {
+                volume.insert("NoCopy".into(), Value::Bool(bool_value()?));
+                continue;
+            }
             _ => {}
         }
         let Some(value) = value else {
@@ -464,6 +472,28 @@ pub fn parse_mount(spec: &str) -> Result<Mount, OptsError> {
                 bind.insert("Propagation".into(), Value::String(value.into()));
             }
             "consistency" => mount.consistency = value.to_string(),
+            "volume-subpath" => {
+                volume.insert("Subpath".into(), Value::String(value.into()));
+            }
+            "volume-driver" => {
+                let driver = volume.entry("DriverConfig").or_insert_with(|| json!({}));
+                driver["Name"] = Value::String(value.into());
+            }
+            "volume-opt" | "volume-label" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("invalid value for {key}: {value}")))?;
+                let slot = if key == "volume-opt" {
+                    let driver = volume.entry("DriverConfig").or_insert_with(|| json!({}));
+                    &mut driver["Options"]
+                } else {
+                    volume.entry("Labels").or_insert_with(|| json!({}))
+                };
+                if !slot.is_object() {
+                    *slot = json!({});
+                }
+                slot[k] = Value::String(v.into());
+            }
             "tmpfs-size" => {
                 tmpfs.size_bytes = Some(
                     units::ram_in_bytes(value)
@@ -490,6 +520,15 @@ pub fn parse_mount(spec: &str) -> Result<Mount, OptsError> {
     }
     if !bind.is_empty() {
         mount.bind_options = Some(Value::Object(bind));
+    }
+    if !volume.is_empty() {
+        if mount.kind != "volume" {
+            return Err(bad(format!(
+                "cannot mix 'volume-*' options with mount type '{}'",
+                mount.kind
+            )));
+        }
+        mount.volume_options = Some(Value::Object(volume));
     }
     Ok(mount)
 }

@@ -32,13 +32,23 @@ pub enum SystemCommand {
 #[derive(Subcommand)]
 pub enum SystemGroup {
     /// Show berth disk usage
-    Df(FormatArgs),
+    Df(DfArgs),
     /// Remove unused data
     Prune(SystemPruneArgs),
     /// Display system-wide information
     Info(FormatArgs),
     /// Get real time events from the server
     Events(EventsArgs),
+}
+
+#[derive(Args)]
+pub struct DfArgs {
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show detailed information on space usage
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 }
 
 #[derive(Args)]
@@ -423,8 +433,11 @@ pub fn event_line(ev: &Value) -> String {
     }
 }
 
-async fn df(c: &Client, a: FormatArgs) -> anyhow::Result<()> {
+async fn df(c: &Client, a: DfArgs) -> anyhow::Result<()> {
     let v: Value = c.json(Method::GET, "/system/df", None).await?;
+    if a.verbose {
+        return crate::volume::print_df_verbose(&v);
+    }
     let list = |k: &str| v[k].as_array().cloned().unwrap_or_default();
     let f = |x: &Value| x.as_f64().unwrap_or(0.0);
     let images = list("Images");
