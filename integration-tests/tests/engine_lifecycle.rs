@@ -55,6 +55,30 @@ fn events(d: &Berthd, since: &str, name: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// A container's `start` times, and the time from each `die` to the next
+/// `start` (the back-off and the start itself), from its events.
+fn restarts(d: &Berthd, since: &str, name: &str) -> (Vec<Duration>, Vec<Duration>) {
+    let events = events(d, since, name);
+    let at = |t: i64| Duration::from_nanos(t as u64);
+    let starts: Vec<Duration> = events
+        .iter()
+        .filter(|(a, _)| a == "start")
+        .map(|(_, t)| at(*t))
+        .collect();
+    let dies: Vec<Duration> = events
+        .iter()
+        .filter(|(a, _)| a == "die")
+        .map(|(_, t)| at(*t))
+        .collect();
+    assert_eq!(dies.len(), starts.len(), "{events:?}");
+    let waits = dies
+        .iter()
+        .zip(starts.iter().skip(1))
+        .map(|(d, s)| *s - *d)
+        .collect();
+    (starts, waits)
+}
+
 fn kill_pid(pid: i64, signal: i32) {
     // SAFETY: kill(2) of a process this test started (through berthd).
     unsafe { libc::kill(pid as i32, signal) };
@@ -90,23 +114,43 @@ fn on_failure_restarts_exactly_twice_with_growing_delays() {
         ),
         "exited 2 3 false"
     );
-    let events = events(&d, &since, "flaky");
-    let starts: Vec<i64> = events
-        .iter()
-        .filter(|(a, _)| a == "start")
-        .map(|(_, t)| *t)
-        .collect();
-    let dies = events.iter().filter(|(a, _)| a == "die").count();
-    assert_eq!(starts.len(), 3, "{events:?}");
-    assert_eq!(dies, 3, "{events:?}");
-    let gaps: Vec<Duration> = starts
-        .windows(2)
-        .map(|w| Duration::from_nanos((w[1] - w[0]) as u64))
-        .collect();
-    eprintln!("gaps between starts: {gaps:?}");
-    assert!(gaps[0] >= Duration::from_millis(100), "{gaps:?}");
-    assert!(gaps[1] >= Duration::from_millis(200), "{gaps:?}");
-    assert!(gaps[1] > gaps[0], "the delay grows: {gaps:?}");
+    let (starts, waits) = restarts(&d, &since, "flaky");
+    assert_eq!(starts.len(), 3);
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!(
+        "on-failure:2: gaps between starts {gaps:?}, from each die to the next start {waits:?}"
+    );
+    // Each wait is at least its back-off (100 ms, then 200 ms).
+    assert!(waits[0] >= Duration::from_millis(100), "{waits:?}");
+    assert!(waits[1] >= Duration::from_millis(200), "{waits:?}");
+    // The growth, where it is larger than a start's jitter: on-failure:5
+    // waits 100, 200, 400, 800, 1600 ms.
+    let since5 = now_secs();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky5",
+        "--restart",
+        "on-failure:5",
+        "busybox",
+        "false",
+    ])
+    .ok();
+    wait_until("five restarts, then exited", WAIT, || {
+        inspect(&d, "{{.State.Status}} {{.RestartCount}}", "flaky5") == "exited 5"
+    });
+    let (starts, waits) = restarts(&d, &since5, "flaky5");
+    assert_eq!(starts.len(), 6);
+    eprintln!("on-failure:5: from each die to the next start {waits:?}");
+    for (wait, backoff) in waits.iter().zip([100, 200, 400, 800, 1600]) {
+        assert!(*wait >= Duration::from_millis(backoff), "{waits:?}");
+    }
+    assert!(
+        waits[2] < waits[3] && waits[3] < waits[4],
+        "the delay grows: {waits:?}"
+    );
+    assert!(waits[4] < Duration::from_millis(1600 + 1000), "{waits:?}");
     // `docker start` by the user begins the count afresh.
     d.docker(&["start", "flaky"]).ok();
     wait_until("the new loop ends", WAIT, || {
