@@ -66,7 +66,8 @@ pub struct RunState {
     pub oom_killed: bool,
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
-    /// Whether the user stopped it (for `unless-stopped`).
+    /// Whether the user stopped or killed it since its last start (for
+    /// `unless-stopped`, at daemon start too).
     pub stopped_by_user: bool,
     /// Its health check's state, once it has one.
     pub health: Option<super::health::Health>,
