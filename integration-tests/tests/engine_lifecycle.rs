@@ -649,6 +649,32 @@ fn berth_health_flags_send_what_the_docker_cli_sends() {
         inspect(&d, format, "by-berth"),
         inspect(&d, format, "by-docker")
     );
+    // Only some flags: the others are left out, as the docker CLI does.
+    d.docker(&[
+        "create",
+        "--name",
+        "some-docker",
+        "--health-cmd",
+        "true",
+        "busybox",
+    ])
+    .ok();
+    let (code, _, err) = berth(
+        &d,
+        &[
+            "create",
+            "--name",
+            "some-berth",
+            "--health-cmd",
+            "true",
+            "busybox",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        inspect(&d, format, "some-berth"),
+        inspect(&d, format, "some-docker")
+    );
     let (code, _, err) = berth(&d, &["create", "--no-healthcheck", "busybox"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = berth(

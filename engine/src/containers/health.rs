@@ -146,16 +146,27 @@ pub struct Check {
     pub start_interval: Duration,
 }
 
-/// `Config.Healthcheck` as it is sent (durations in nanoseconds).
+/// `Config.Healthcheck` as it is sent (durations in nanoseconds); written
+/// back as Go writes it, without its empty fields.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct HealthConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     test: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "is_zero")]
     interval: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     timeout: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     start_period: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     start_interval: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     retries: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 fn parse_config(v: &Value) -> Result<HealthConfig> {
@@ -578,6 +589,7 @@ mod tests {
         assert_eq!(m["Test"], json!(["CMD", "true"]));
         assert_eq!(m["Interval"], 7);
         assert_eq!(m["Retries"], 2);
+        assert!(m.get("Timeout").is_none());
         assert_eq!(merge(None, Some(&image)), Some(image.clone()));
         let none = json!({"Test": ["NONE"]});
         assert_eq!(

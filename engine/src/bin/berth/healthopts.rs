@@ -49,19 +49,23 @@ impl ContainerOpts {
                 return Err(OptsError::HealthNegative(flag));
             }
         }
-        let test = if cmd.is_empty() {
-            Value::Null
-        } else {
-            json!(["CMD-SHELL", cmd])
-        };
-        Ok(Some(json!({
-            "Test": test,
-            "Interval": interval,
-            "Timeout": timeout,
-            "StartPeriod": start_period,
-            "StartInterval": start_interval,
-            "Retries": retries,
-        })))
+        // As Go writes it: the empty fields left out.
+        let mut h = serde_json::Map::new();
+        if !cmd.is_empty() {
+            h.insert("Test".into(), json!(["CMD-SHELL", cmd]));
+        }
+        for (key, value) in [
+            ("Interval", interval),
+            ("Timeout", timeout),
+            ("StartPeriod", start_period),
+            ("StartInterval", start_interval),
+            ("Retries", retries),
+        ] {
+            if value != 0 {
+                h.insert(key.into(), json!(value));
+            }
+        }
+        Ok(Some(Value::Object(h)))
     }
 }
 
@@ -124,6 +128,7 @@ mod tests {
         let h = o.healthcheck().unwrap().unwrap();
         assert_eq!(h["Test"], json!(["CMD-SHELL", "test -f /ok"]));
         assert_eq!(h["Interval"], 1_000_000_000i64);
+        assert!(h.get("Timeout").is_none());
         o.no_healthcheck = true;
         assert!(matches!(
             o.healthcheck(),
