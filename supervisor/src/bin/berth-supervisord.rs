@@ -31,6 +31,16 @@ struct Args {
     /// this one, else on PATH).
     #[arg(long)]
     runtime: Option<PathBuf>,
+    /// Kubernetes' CRI socket (mode 0600).
+    #[arg(long, default_value = "/run/berth/cri.sock")]
+    cri_address: PathBuf,
+    /// Serve no CRI (an empty --cri-address does the same).
+    #[arg(long)]
+    no_cri: bool,
+    /// Registry mirrors and per-registry settings, containerd's layout:
+    /// <DIR>/<registry>/hosts.toml (a missing directory configures nothing).
+    #[arg(long, default_value = "/etc/berth/certs.d")]
+    registry_config_dir: PathBuf,
     /// Log debug messages.
     #[arg(long)]
     debug: bool,
@@ -55,6 +65,9 @@ fn main() {
         registry_config: args.registry_config,
         shim: args.shim,
         runtime: args.runtime,
+        registry_hosts_dir: Some(args.registry_config_dir),
+        cri_address: (!args.no_cri && !args.cri_address.as_os_str().is_empty())
+            .then_some(args.cri_address),
     };
     // Two workers are plenty: the heavy work (hashing, unpacking) runs on
     // the blocking pool, and fewer threads keep the idle daemon small.

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::{Response, StatusCode};
 
+use super::Capability;
 use super::{
     check_digest, sha256_digest, shown, BlobStream, Client, Credentials, Endpoint, RegistryError,
     MANIFEST_LIMIT,
@@ -87,7 +88,13 @@ impl Client {
         tag_or_digest: &str,
         creds: Option<&Credentials>,
     ) -> Result<(String, Bytes), RegistryError> {
-        let t = self.target(r, false, creds)?;
+        // A tag is resolved; a digest is content, pulled.
+        let need = if tag_or_digest.contains(':') {
+            Capability::Pull
+        } else {
+            Capability::Resolve
+        };
+        let t = self.target(r, need, creds)?;
         let path = format!("/v2/{}/manifests/{tag_or_digest}", r.repository);
         let response = self
             .send(
@@ -129,7 +136,7 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<BlobStream, RegistryError> {
         check_digest(digest)?;
-        let t = self.target(r, false, creds)?;
+        let t = self.target(r, Capability::Pull, creds)?;
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let response = self
             .send(
@@ -212,7 +219,7 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<bool, RegistryError> {
         check_digest(digest)?;
-        let t = self.target(r, false, creds)?;
+        let t = self.target(r, Capability::Pull, creds)?;
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let response = self
             .send(&t, &Endpoint::Path(path), &|c, url| c.head(url), true)
@@ -242,6 +249,7 @@ impl Client {
         let t = super::Target {
             reference: &r,
             host: r.api_host().to_string(),
+            scheme: None,
             scope: String::new(),
             creds: creds.cloned(),
         };
