@@ -31,9 +31,10 @@ struct Args {
     /// this one, else on PATH).
     #[arg(long)]
     runtime: Option<PathBuf>,
-    /// Kubernetes' CRI socket (mode 0600).
-    #[arg(long, default_value = "/run/berth/cri.sock")]
-    cri_address: PathBuf,
+    /// Kubernetes' CRI socket (mode 0600) [default: cri.sock beside
+    /// --address, so /run/berth/cri.sock].
+    #[arg(long)]
+    cri_address: Option<PathBuf>,
     /// Serve no CRI (an empty --cri-address does the same).
     #[arg(long)]
     no_cri: bool,
@@ -58,6 +59,14 @@ fn main() {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .init();
+    // Beside the gRPC socket by default: supervisors on private sockets
+    // (tests, berthd's own) never meet at /run/berth/cri.sock.
+    let cri_address = match args.cri_address {
+        _ if args.no_cri => None,
+        Some(path) if path.as_os_str().is_empty() => None,
+        Some(path) => Some(path),
+        None => Some(args.address.with_file_name("cri.sock")),
+    };
     let config = berth_supervisor::server::Config {
         root: args.root,
         state: args.state,
@@ -66,8 +75,7 @@ fn main() {
         shim: args.shim,
         runtime: args.runtime,
         registry_hosts_dir: Some(args.registry_config_dir),
-        cri_address: (!args.no_cri && !args.cri_address.as_os_str().is_empty())
-            .then_some(args.cri_address),
+        cri_address,
     };
     // Two workers are plenty: the heavy work (hashing, unpacking) runs on
     // the blocking pool, and fewer threads keep the idle daemon small.
