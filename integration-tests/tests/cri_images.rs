@@ -362,3 +362,34 @@ fn raw_calls_answer_with_containerds_codes_and_fields() {
     let out = s.sup.ctr_ns("k8s.io", &["images", "ls", "-q"]).ok();
     assert!(!out.stdout.contains("pause"), "{}", out.stdout);
 }
+
+/// critest's own image tests against berth (scripts/critest-images.sh
+/// builds the images they want and mirrors their registries locally).
+/// Every one passes but the digest-pinned pull: its digest names an image
+/// on gcr.io that cannot be made offline.
+#[test]
+fn critest_image_manager() {
+    integration_tests::require_root();
+    tool("critest");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/critest-images.sh");
+    let mut cmd = Command::new(script);
+    cmd.env("BERTH_SUPERVISORD", build_dir().join("berth-supervisord"))
+        .args(["--ginkgo.no-color"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains("Passed") && l.contains("Failed"))
+        .unwrap_or_else(|| panic!("no summary:\n{report}"));
+    assert!(
+        summary.contains("9 Passed") && summary.contains("1 Failed"),
+        "{summary}\n{report}"
+    );
+    let failures: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("[FAIL]"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{report}");
+    assert!(failures[0].contains("public image with digest"), "{report}");
+}
