@@ -368,9 +368,12 @@ impl Client {
                 }
             }),
             scope: format!("repository:{}:{actions}", r.repository),
-            creds: creds
-                .cloned()
-                .or_else(|| self.inner.config.credentials(&r.registry)),
+            // Configured credentials are the serving host's own: a mirror
+            // never gets the upstream registry's.
+            creds: creds.cloned().or_else(|| {
+                let host = endpoint.map_or(r.registry.as_str(), |e| e.authority.as_str());
+                self.inner.config.credentials(host)
+            }),
         })
     }
 

@@ -407,6 +407,10 @@ mod tests {
     #[test]
     fn hosts_toml_endpoints_take_the_requests_they_may() {
         let mut config = RegistryConfig::default();
+        config.set_credentials(
+            "registry.k8s.io",
+            crate::registry::Credentials::IdentityToken("upstream".into()),
+        );
         let text = "[host.\"http://10.1.2.3:5000\"]\ncapabilities = [\"pull\", \"resolve\"]\n";
         let mirrors = hosts::parse("registry.k8s.io", text).unwrap();
         config.set_hosts([("registry.k8s.io".to_string(), mirrors)].into());
@@ -416,10 +420,13 @@ mod tests {
             let t = client.target(&r, need, None).unwrap();
             assert_eq!(t.host, "10.1.2.3:5000");
             assert_eq!(t.scheme, Some(Scheme::Http));
+            // Configured credentials are the mirror's own, never the upstream's.
+            assert!(t.creds.is_none());
         }
         // The mirror may not push: the registry itself gets it.
         let t = client.target(&r, Capability::Push, None).unwrap();
         assert_eq!((t.host.as_str(), t.scheme), ("registry.k8s.io", None));
+        assert!(t.creds.is_some());
         // A plain-HTTP mirror is an insecure host, other registries are not.
         assert!(client.config().allows_insecure("10.1.2.3:5000"));
         let other = Reference::parse("quay.io/a/b:1").unwrap();
