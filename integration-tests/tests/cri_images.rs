@@ -178,7 +178,9 @@ fn crictl_version_info_and_images_through_a_hosts_toml_mirror() {
     );
 
     // By name, by id, and verbose.
-    for wanted in ["registry.k8s.io/pause:3.9", s.id.as_str(), "busybox"] {
+    // (The 13 characters of the id `crictl images` shows find it too.)
+    let short = &s.id["sha256:".len().."sha256:".len() + 13];
+    for wanted in ["registry.k8s.io/pause:3.9", s.id.as_str(), "busybox", short] {
         let status = json(&crictl_ok(sup, &["inspecti", wanted]));
         assert_eq!(status["status"]["id"], s.id.as_str(), "{wanted}: {status}");
         assert_eq!(

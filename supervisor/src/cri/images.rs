@@ -200,7 +200,9 @@ pub fn list(images: &Images) -> Result<BTreeMap<String, CriImage>, CriImageError
     Ok(out)
 }
 
-/// Finds the image a name, `repository@digest` or id stands for.
+/// Finds the image a name, `repository@digest`, id, or unique prefix of
+/// an id's hex (as `crictl images` shows them) stands for; names first, as
+/// containerd looks.
 pub fn find(images: &Images, wanted: &str) -> Result<Option<CriImage>, CriImageError> {
     let all = list(images)?;
     let id = if wanted.starts_with("sha256:") {
@@ -211,11 +213,32 @@ pub fn find(images: &Images, wanted: &str) -> Result<Option<CriImage>, CriImageE
     if let Some(image) = all.get(&id) {
         return Ok(Some(image.clone()));
     }
-    let reference = normalise(wanted)?;
-    let name = reference.to_string();
-    Ok(all
-        .into_values()
-        .find(|i| i.repo_tags.contains(&name) || i.repo_digests.contains(&name)))
+    let by_name = match normalise(wanted) {
+        Ok(reference) => {
+            let name = reference.to_string();
+            all.values()
+                .find(|i| i.repo_tags.contains(&name) || i.repo_digests.contains(&name))
+                .cloned()
+        }
+        Err(_) => None,
+    };
+    if by_name.is_some() {
+        return Ok(by_name);
+    }
+    let hex = wanted.strip_prefix("sha256:").unwrap_or(wanted);
+    if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut matching = all.values().filter(|i| {
+            i.id.strip_prefix("sha256:")
+                .is_some_and(|h| h.starts_with(hex))
+        });
+        // An ambiguous prefix finds nothing.
+        if let (Some(image), None) = (matching.next(), matching.next()) {
+            return Ok(Some(image.clone()));
+        }
+        return Ok(None);
+    }
+    // Neither an id nor a name: the reference's own error.
+    normalise(wanted).map(|_| None)
 }
 
 /// Turns a CRI AuthConfig into registry credentials: an identity token, or
