@@ -140,11 +140,15 @@ impl ImageService for Cri {
         let reference = images::normalise(&image_ref(r.image)).map_err(status)?;
         let creds = match r.auth {
             Some(a) => images::credentials(
-                &a.username,
-                &a.password,
-                &a.auth,
-                &a.identity_token,
-                &a.registry_token,
+                &reference.registry,
+                &images::AuthFields {
+                    username: &a.username,
+                    password: &a.password,
+                    auth: &a.auth,
+                    server_address: &a.server_address,
+                    identity_token: &a.identity_token,
+                    registry_token: &a.registry_token,
+                },
             )
             .map_err(status)?,
             None => None,

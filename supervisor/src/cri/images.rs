@@ -241,15 +241,39 @@ pub fn find(images: &Images, wanted: &str) -> Result<Option<CriImage>, CriImageE
     normalise(wanted).map(|_| None)
 }
 
-/// Turns a CRI AuthConfig into registry credentials: an identity token, or
-/// a username and password given as such or as base64 `auth`.
+/// A CRI AuthConfig's fields.
+#[derive(Default)]
+pub struct AuthFields<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub auth: &'a str,
+    pub server_address: &'a str,
+    pub identity_token: &'a str,
+    pub registry_token: &'a str,
+}
+
+/// Turns a CRI AuthConfig for a pull from `registry` into registry
+/// credentials: an identity token, or a username and password given as
+/// such or as base64 `auth`. An AuthConfig whose `server_address` names
+/// another registry gives none, as in containerd.
 pub fn credentials(
-    username: &str,
-    password: &str,
-    auth: &str,
-    identity_token: &str,
-    registry_token: &str,
+    registry: &str,
+    a: &AuthFields<'_>,
 ) -> Result<Option<Credentials>, CriImageError> {
+    let AuthFields {
+        username,
+        password,
+        auth,
+        server_address,
+        identity_token,
+        registry_token,
+    } = *a;
+    if !server_address.is_empty()
+        && berth_client::docker_config::normalise_host(server_address)
+            != berth_client::docker_config::normalise_host(registry)
+    {
+        return Ok(None);
+    }
     if !registry_token.is_empty() {
         return Err(CriImageError::InvalidAuth(
             "registry_token is not supported; give username and password, auth or identity_token"
@@ -397,22 +421,49 @@ mod tests {
             username: u.into(),
             password: p.into(),
         };
-        assert_eq!(credentials("", "", "", "", "").unwrap(), None);
-        assert_eq!(
-            credentials("u", "p", "", "", "").unwrap(),
-            Some(basic("u", "p"))
-        );
+        let creds = |a: AuthFields<'_>| credentials("docker.io", &a);
+        assert_eq!(creds(AuthFields::default()).unwrap(), None);
+        let user = AuthFields {
+            username: "u",
+            password: "p",
+            ..Default::default()
+        };
+        assert_eq!(creds(user).unwrap(), Some(basic("u", "p")));
         // base64("ann:s3:cret")
+        let auth = AuthFields {
+            auth: "YW5uOnMzOmNyZXQ=",
+            ..Default::default()
+        };
+        assert_eq!(creds(auth).unwrap(), Some(basic("ann", "s3:cret")));
+        let token = AuthFields {
+            username: "u",
+            identity_token: "tok",
+            ..Default::default()
+        };
         assert_eq!(
-            credentials("", "", "YW5uOnMzOmNyZXQ=", "", "").unwrap(),
-            Some(basic("ann", "s3:cret"))
-        );
-        assert_eq!(
-            credentials("u", "", "", "tok", "").unwrap(),
+            creds(token).unwrap(),
             Some(Credentials::IdentityToken("tok".into()))
         );
-        assert!(credentials("", "", "%%%", "", "").is_err());
-        assert!(credentials("", "", "", "", "bearer").is_err());
+        // For Docker Hub by any of its names; for another registry, none.
+        for (server, given) in [("https://index.docker.io/v1/", true), ("quay.io", false)] {
+            let a = AuthFields {
+                username: "u",
+                password: "p",
+                server_address: server,
+                ..Default::default()
+            };
+            assert_eq!(creds(a).unwrap().is_some(), given, "{server}");
+        }
+        let bad = AuthFields {
+            auth: "%%%",
+            ..Default::default()
+        };
+        assert!(creds(bad).is_err());
+        let bearer = AuthFields {
+            registry_token: "t",
+            ..Default::default()
+        };
+        assert!(creds(bearer).is_err());
     }
 
     #[test]
