@@ -395,3 +395,37 @@ fn critest_image_manager() {
     assert_eq!(failures.len(), 1, "{report}");
     assert!(failures[0].contains("public image with digest"), "{report}");
 }
+
+/// A hosts.toml that cannot be used stops the daemon at start with a
+/// message naming the file and the problem, before any socket is made.
+#[test]
+fn a_bad_hosts_toml_stops_the_start() {
+    integration_tests::require_root();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("certs.d/registry.k8s.io");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("hosts.toml"),
+        "[host.\"http://127.0.0.1:5000\"]\n  capabilities = [\"pull\", \"fetch\"]\n",
+    )
+    .expect("write hosts.toml");
+    let mut cmd = Command::new(integration_tests::supervisor::supervisord_binary());
+    cmd.arg("--root")
+        .arg(tmp.path().join("root"))
+        .arg("--state")
+        .arg(tmp.path().join("state"))
+        .arg("--address")
+        .arg(tmp.path().join("supervisor.sock"))
+        .arg("--registry-config-dir")
+        .arg(tmp.path().join("certs.d"));
+    let out = run_with_timeout(cmd, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("certs.d/registry.k8s.io/hosts.toml")
+            && stderr.contains("unknown capability \"fetch\""),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("supervisor.sock").exists());
+    assert!(!tmp.path().join("cri.sock").exists());
+}
