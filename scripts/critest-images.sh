@@ -68,7 +68,9 @@ push plain pause:3.9
 # hosts.toml: the local registry mirrors the public ones.
 for host in gcr.io registry.k8s.io k8s.gcr.io docker.io; do
     mkdir -p "$tmp/certs.d/$host"
-    printf '[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' "$port" \
+    # The server too: nothing goes to the real registry, even for the
+    # digest-pinned image the mirror lacks.
+    printf 'server = "http://127.0.0.1:%s"\n[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' "$port" "$port" \
         >"$tmp/certs.d/$host/hosts.toml"
 done
 

@@ -1,8 +1,9 @@
 //! berth-supervisord's CRI image service, driven by the real `crictl` and
 //! by raw gRPC calls: a local `docker-registry` serves the test image as
 //! `pause:3.9` and `library/busybox:latest`, and hosts.toml files make it
-//! the mirror of `registry.k8s.io` and `docker.io`, so the pulls below
-//! name those registries and never leave the machine.
+//! the mirror and server of `registry.k8s.io` and `docker.io` (behind a
+//! dead mirror the pulls move on from), so the pulls below name those
+//! registries and never leave the machine.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,11 +42,14 @@ fn tool(name: &str) -> PathBuf {
     path
 }
 
-/// The mirror configuration for a registry: the local registry may pull
-/// and resolve, the upstream stays the server.
-fn hosts_toml(upstream: &str, mirror: &str) -> String {
+/// The mirror configuration for a registry: a dead mirror first (the pull
+/// moves on from it), then the local registry as mirror and as server, so
+/// nothing is ever asked of the real registry.
+fn hosts_toml(mirror: &str) -> String {
     format!(
-        "server = \"https://{upstream}\"\n\n[host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        "server = \"http://{mirror}\"\n\n\
+         [host.\"http://127.0.0.1:1\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n\
+         [host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
     )
 }
 
@@ -62,8 +66,8 @@ fn setup() -> Setup {
     push_layered(&registry, "library/busybox:latest");
     let mirror = registry.host();
     let sup = Supervisor::start_with_hosts(&[
-        ("registry.k8s.io", hosts_toml("registry.k8s.io", &mirror)),
-        ("docker.io", hosts_toml("registry-1.docker.io", &mirror)),
+        ("registry.k8s.io", hosts_toml(&mirror)),
+        ("docker.io", hosts_toml(&mirror)),
     ]);
     integration_tests::wait_until("the CRI socket", Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(sup.cri_socket()).is_ok()
@@ -139,6 +143,12 @@ fn crictl_version_info_and_images_through_a_hosts_toml_mirror() {
     // registry.k8s.io, through the mirror.
     let pulled = crictl_ok(sup, &["pull", "registry.k8s.io/pause:3.9"]);
     assert!(pulled.contains(&s.id), "{pulled}");
+    // It moved on from the dead mirror (the daemon logs at debug level).
+    let log = sup.log();
+    assert!(
+        log.contains("trying the next host") && log.contains("127.0.0.1:1"),
+        "{log}"
+    );
     // docker.io's short names, normalised as kubelet does.
     let pulled = crictl_ok(sup, &["pull", "busybox"]);
     assert!(pulled.contains(&s.id), "{pulled}");

@@ -88,14 +88,27 @@ impl RegistryConfig {
         self.hosts = hosts;
     }
 
-    /// The configured endpoint a request for `registry` needing `need`
-    /// goes to; `None`: the registry itself.
-    pub fn endpoint(&self, registry: &str, need: Capability) -> Option<&Endpoint> {
+    /// Where a request for `registry` needing `need` goes, in the order
+    /// to try: the configured endpoints that may, and `None` for the
+    /// registry itself (last, unless a `server` line replaces it).
+    pub fn endpoints(&self, registry: &str, need: Capability) -> Vec<Option<&Endpoint>> {
         let hosts = self
             .hosts
             .get(&normalise_host(registry))
-            .or_else(|| self.hosts.get(DEFAULT_HOST_DIR))?;
-        hosts.endpoints.iter().find(|e| e.can(need))
+            .or_else(|| self.hosts.get(DEFAULT_HOST_DIR));
+        let Some(hosts) = hosts else {
+            return vec![None];
+        };
+        let mut out: Vec<Option<&Endpoint>> = hosts
+            .endpoints
+            .iter()
+            .filter(|e| e.can(need))
+            .map(Some)
+            .collect();
+        if !hosts.has_server || out.is_empty() {
+            out.push(None);
+        }
+        out
     }
 
     /// Every endpoint configured with CA files.

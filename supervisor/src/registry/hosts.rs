@@ -11,10 +11,11 @@
 //!   ca = "/etc/berth/certs.d/my-ca.pem"       # or a list of files
 //! ```
 //!
-//! A pull by tag goes to the first endpoint that may `resolve`, a pull by
-//! digest and blob fetches to the first that may `pull`, a push to the
-//! first that may `push`; the `server` (default: the registry itself) may
-//! do all three. Endpoint URLs may end in `/v2` but carry no other path.
+//! A pull by tag tries the endpoints that may `resolve` in turn, a pull by
+//! digest and blob fetches those that may `pull`, moving on when one
+//! fails; a push goes to the first that may `push`. The `server` (default:
+//! the registry itself) comes last and may do all three. Endpoint URLs may
+//! end in `/v2` but carry no other path.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,7 +68,11 @@ impl Endpoint {
 /// The endpoints of one registry, in the order they are tried.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostsConfig {
+    /// The mirrors, then the `server` when the file names one.
     pub endpoints: Vec<Endpoint>,
+    /// Whether the last endpoint is a `server` line; without one, the
+    /// registry itself is tried last.
+    pub has_server: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -176,8 +181,12 @@ pub fn parse(registry: &str, text: &str) -> Result<HostsConfig, String> {
         .server
         .map(|url| endpoint(&url, HostEntry::server()))
         .transpose()?;
+    let has_server = server.is_some();
     endpoints.extend(server);
-    Ok(HostsConfig { endpoints })
+    Ok(HostsConfig {
+        endpoints,
+        has_server,
+    })
 }
 
 fn endpoint(url: &str, entry: HostEntry) -> Result<Endpoint, String> {
@@ -264,6 +273,9 @@ server = "https://registry.k8s.io"
         assert!(c.endpoints[1].skip_verify && c.endpoints[1].push);
         assert_eq!(c.endpoints[1].ca.len(), 2);
         assert!(!c.endpoints[2].plain_http && c.endpoints[2].push);
+        assert!(c.has_server);
+        let mirrors_only = parse("r.io", "[host.\"http://m\"]\n").unwrap();
+        assert!(!mirrors_only.has_server);
     }
 
     #[test]

@@ -341,40 +341,62 @@ impl Client {
         &self.inner.config
     }
 
+    /// Where a request for `r` needing `need` goes first.
     fn target<'a>(
         &self,
         r: &'a Reference,
         need: Capability,
         creds: Option<&Credentials>,
     ) -> Result<Target<'a>, RegistryError> {
+        let mut all = self.targets(r, need, creds)?;
+        // `endpoints` never answers an empty list.
+        Ok(all.swap_remove(0))
+    }
+
+    /// Every place a request for `r` needing `need` may go, in the order
+    /// to try them (hosts.toml endpoints, then the registry itself).
+    fn targets<'a>(
+        &self,
+        r: &'a Reference,
+        need: Capability,
+        creds: Option<&Credentials>,
+    ) -> Result<Vec<Target<'a>>, RegistryError> {
         r.validate()?;
         let actions = if need == Capability::Push {
             "pull,push"
         } else {
             "pull"
         };
-        let endpoint = self.inner.config.endpoint(&r.registry, need);
-        if let Some(e) = endpoint {
-            debug!(registry = %r.registry, endpoint = %e.authority, ?need, "hosts.toml endpoint");
+        let mut endpoints = self.inner.config.endpoints(&r.registry, need);
+        if endpoints.is_empty() {
+            endpoints.push(None);
         }
-        Ok(Target {
-            reference: r,
-            host: endpoint.map_or_else(|| r.api_host().to_string(), |e| e.authority.clone()),
-            scheme: endpoint.map(|e| {
-                if e.plain_http {
-                    Scheme::Http
-                } else {
-                    Scheme::Https
-                }
-            }),
-            scope: format!("repository:{}:{actions}", r.repository),
-            // Configured credentials are the serving host's own: a mirror
-            // never gets the upstream registry's.
-            creds: creds.cloned().or_else(|| {
-                let host = endpoint.map_or(r.registry.as_str(), |e| e.authority.as_str());
-                self.inner.config.credentials(host)
-            }),
-        })
+        Ok(endpoints
+            .into_iter()
+            .map(|endpoint| Target {
+                reference: r,
+                host: endpoint.map_or_else(|| r.api_host().to_string(), |e| e.authority.clone()),
+                scheme: endpoint.map(|e| {
+                    if e.plain_http {
+                        Scheme::Http
+                    } else {
+                        Scheme::Https
+                    }
+                }),
+                scope: format!("repository:{}:{actions}", r.repository),
+                // Configured credentials are the serving host's own: a
+                // mirror never gets the upstream registry's.
+                creds: creds.cloned().or_else(|| {
+                    let host = endpoint.map_or(r.registry.as_str(), |e| e.authority.as_str());
+                    self.inner.config.credentials(host)
+                }),
+            })
+            .collect())
+    }
+
+    /// Logs a failure on one host before the next is tried.
+    fn next_host(&self, t: &Target<'_>, e: &RegistryError) {
+        debug!(registry = %t.reference.registry, host = %t.host, error = %e, "trying the next host");
     }
 
     fn token_key(&self, t: &Target<'_>) -> TokenKey {

@@ -94,11 +94,27 @@ impl Client {
         } else {
             Capability::Resolve
         };
-        let t = self.target(r, need, creds)?;
+        let targets = self.targets(r, need, creds)?;
+        let last = targets.len() - 1;
+        for (i, t) in targets.iter().enumerate() {
+            match self.get_manifest_at(t, tag_or_digest).await {
+                Err(e) if i < last => self.next_host(t, &e),
+                result => return result,
+            }
+        }
+        unreachable!("targets is never empty")
+    }
+
+    async fn get_manifest_at(
+        &self,
+        t: &super::Target<'_>,
+        tag_or_digest: &str,
+    ) -> Result<(String, Bytes), RegistryError> {
+        let r = t.reference;
         let path = format!("/v2/{}/manifests/{tag_or_digest}", r.repository);
         let response = self
             .send(
-                &t,
+                t,
                 &Endpoint::Path(path),
                 &|c, url| c.get(url).header(ACCEPT, MANIFEST_ACCEPT),
                 true,
@@ -136,11 +152,28 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<BlobStream, RegistryError> {
         check_digest(digest)?;
-        let t = self.target(r, Capability::Pull, creds)?;
+        let targets = self.targets(r, Capability::Pull, creds)?;
+        let last = targets.len() - 1;
+        for (i, t) in targets.iter().enumerate() {
+            match self.fetch_blob_at(t, digest, offset).await {
+                Err(e) if i < last => self.next_host(t, &e),
+                result => return result,
+            }
+        }
+        unreachable!("targets is never empty")
+    }
+
+    async fn fetch_blob_at(
+        &self,
+        t: &super::Target<'_>,
+        digest: &str,
+        offset: u64,
+    ) -> Result<BlobStream, RegistryError> {
+        let r = t.reference;
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let response = self
             .send(
-                &t,
+                t,
                 &Endpoint::Path(path),
                 &|c, url| {
                     let request = c.get(url);
@@ -219,7 +252,8 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<bool, RegistryError> {
         check_digest(digest)?;
-        let t = self.target(r, Capability::Pull, creds)?;
+        // Asked before a push: of the host the push goes to.
+        let t = self.target(r, Capability::Push, creds)?;
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let response = self
             .send(&t, &Endpoint::Path(path), &|c, url| c.head(url), true)

@@ -423,6 +423,14 @@ mod tests {
             // Configured credentials are the mirror's own, never the upstream's.
             assert!(t.creds.is_none());
         }
+        // Without a server line, the registry itself is tried after the mirror.
+        let hosts: Vec<String> = client
+            .targets(&r, Capability::Resolve, None)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.host)
+            .collect();
+        assert_eq!(hosts, ["10.1.2.3:5000", "registry.k8s.io"]);
         // The mirror may not push: the registry itself gets it.
         let t = client.target(&r, Capability::Push, None).unwrap();
         assert_eq!((t.host.as_str(), t.scheme), ("registry.k8s.io", None));
