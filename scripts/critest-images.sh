@@ -33,7 +33,10 @@ http: {addr: 127.0.0.1:$port}
 YML
 docker-registry serve "$tmp/registry.yml" >"$tmp/registry.log" 2>&1 &
 reg_pid=$!
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do
+    python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/v2/', timeout=1)" 2>/dev/null && break
+    sleep 0.1
+done
 
 # The images.
 layout=$tmp/layout
