@@ -1,4 +1,5 @@
-//! Generates the gRPC code from proto/berth/**.proto with the protoc that
+//! Generates the gRPC code from proto/berth/**.proto and the CRI's
+//! proto/k8s/runtime/v1/api.proto with the protoc that
 //! protoc-bin-vendored ships, so no system protoc is needed.
 
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ const PROTOS: &[&str] = &[
     "berth/events/v1/events.proto",
     "berth/containers/v1/containers.proto",
     "berth/tasks/v1/tasks.proto",
+    // Kubernetes' CRI v1 (package runtime.v1), served by the supervisor's CRI.
+    "k8s/runtime/v1/api.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

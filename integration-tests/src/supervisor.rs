@@ -89,11 +89,26 @@ impl Supervisor {
     /// Starts a supervisor whose registry configuration (docker
     /// config.json format) is `registry_config`.
     pub fn start_with(registry_config: Option<&str>) -> Supervisor {
+        Supervisor::start_configured(registry_config, &[])
+    }
+
+    /// Starts a supervisor with a hosts.toml per registry (`(registry,
+    /// text)`, written to `<dir>/certs.d/<registry>/hosts.toml`).
+    pub fn start_with_hosts(hosts: &[(&str, String)]) -> Supervisor {
+        Supervisor::start_configured(None, hosts)
+    }
+
+    fn start_configured(registry_config: Option<&str>, hosts: &[(&str, String)]) -> Supervisor {
         require_root();
         let tmp = tempfile::Builder::new()
             .prefix("berth-sup-")
             .tempdir()
             .expect("temp dir");
+        for (registry, text) in hosts {
+            let dir = tmp.path().join("certs.d").join(registry);
+            std::fs::create_dir_all(&dir).expect("mkdir certs.d");
+            std::fs::write(dir.join("hosts.toml"), text).expect("write hosts.toml");
+        }
         let config = registry_config.map(|text| {
             let p = tmp.path().join("registries.json");
             std::fs::write(&p, text).expect("write registry config");
@@ -123,6 +138,11 @@ impl Supervisor {
         self.dir().join("supervisor.sock")
     }
 
+    /// The CRI socket (the daemon's default: beside its gRPC socket).
+    pub fn cri_socket(&self) -> PathBuf {
+        self.dir().join("cri.sock")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir().join("supervisord.log")).unwrap_or_default()
     }
@@ -144,6 +164,9 @@ impl Supervisor {
             .arg(self.dir().join("state"))
             .arg("--address")
             .arg(self.socket())
+            // Never the host's /etc/berth/certs.d.
+            .arg("--registry-config-dir")
+            .arg(self.dir().join("certs.d"))
             .arg("--debug");
         if let Some(c) = &self.registry_config {
             cmd.arg("--registry-config").arg(c);

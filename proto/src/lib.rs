@@ -1,4 +1,6 @@
-//! The supervisor's gRPC API, generated from `proto/berth/<service>/v1/*.proto`.
+//! The supervisor's gRPC API, generated from `proto/berth/<service>/v1/*.proto`,
+//! and Kubernetes' CRI v1 (`cri::v1`, package `runtime.v1`) from
+//! `proto/k8s/runtime/v1/api.proto`.
 //! No logic lives here: the supervisor implements the services, and the
 //! engine and `berth-ctr` use the clients.
 
@@ -62,5 +64,12 @@ pub mod containers {
 pub mod tasks {
     pub mod v1 {
         tonic::include_proto!("berth.tasks.v1");
+    }
+}
+/// The Kubernetes Container Runtime Interface v1 (`runtime.v1`), as kubelet
+/// and crictl speak it; the supervisor serves it on a socket of its own.
+pub mod cri {
+    pub mod v1 {
+        tonic::include_proto!("runtime.v1");
     }
 }

@@ -10,12 +10,14 @@
 //! Namespaces (`namespaces`), leases (`leases`), a namespace's blobs and
 //! client writes of them (`blobs`) and events (`events`) are domain modules
 //! of their own; the services in `api` only decode, call them and encode.
+//! Kubernetes' CRI (`cri`) is served beside them, on its own socket.
 
 pub mod api;
 pub mod archive;
 pub mod blobs;
 pub mod containers;
 pub mod content;
+pub mod cri;
 pub mod diff;
 pub mod events;
 pub mod gc;

@@ -1,5 +1,6 @@
 //! The daemon: opens the stores, collects what a crash left behind, and
-//! serves the gRPC services on a unix socket (mode 0600) until told to stop.
+//! serves the gRPC services on a unix socket (mode 0600) until told to stop,
+//! and Kubernetes' CRI (`cri`) on a socket of its own when configured.
 
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -23,6 +24,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::api::Service;
 use crate::content::ContentStore;
+use crate::cri::{self, Cri, CriConfig};
 use crate::events::Exchange;
 use crate::images::Images;
 use crate::metadata::Metadata;
@@ -44,6 +46,11 @@ pub struct Config {
     /// on PATH.
     pub shim: Option<PathBuf>,
     pub runtime: Option<PathBuf>,
+    /// Registry mirrors and per-registry settings (hosts.toml directory),
+    /// for every pull; a missing directory is none.
+    pub registry_hosts_dir: Option<PathBuf>,
+    /// The CRI socket; `None`: no CRI.
+    pub cri_address: Option<PathBuf>,
 }
 
 fn private_dir(path: &Path) -> anyhow::Result<()> {
@@ -71,8 +78,8 @@ pub fn open_images(root: &Path, registry: RegistryConfig) -> anyhow::Result<Arc<
     }))
 }
 
-/// Binds the socket, refusing to take it from a live supervisor.
-fn bind(address: &Path) -> anyhow::Result<UnixListener> {
+/// Binds a socket (mode 0600), refusing to take it from a live server.
+pub(crate) fn bind(address: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = address.parent() {
         private_dir(dir)?;
     }
@@ -94,10 +101,13 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let registry = match &config.registry_config {
+    let mut registry = match &config.registry_config {
         Some(path) => RegistryConfig::load(path)?,
         None => RegistryConfig::default(),
     };
+    if let Some(dir) = &config.registry_hosts_dir {
+        registry.load_hosts_dir(dir)?;
+    }
     private_dir(&config.state)?;
     let images = open_images(&config.root, registry)?;
     // A crash leaves at most files no record names, and expired leases.
@@ -106,6 +116,12 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("garbage collection at start: {e}"))?;
     let listener = bind(&config.address)?;
     tracing::info!(address = %config.address.display(), root = %config.root.display(), "serving");
+    let cri_config = config.cri_address.clone().map(|address| CriConfig {
+        address,
+        registry_config_dir: config.registry_hosts_dir.clone().unwrap_or_default(),
+        snapshots_dir: config.root.join("snapshots"),
+    });
+    let cri_listener = cri_config.as_ref().map(cri::bind).transpose()?;
 
     let events = Arc::new(Exchange::new(Arc::clone(&images.meta)));
     events.start_writer().context("start the event writer")?;
@@ -133,6 +149,21 @@ pub async fn serve(
         events: Arc::clone(&events),
         tasks,
     };
+    let (cri_stop, cri_task) = match (cri_config, cri_listener) {
+        (Some(config), Some(listener)) => {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let cri = Cri {
+                images: Arc::clone(&images),
+                events: Arc::clone(&events),
+                config,
+            };
+            let task = tokio::spawn(cri::serve(cri, listener, async {
+                let _ = rx.await;
+            }));
+            (Some(tx), Some(task))
+        }
+        _ => (None, None),
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(|inner| Timed { inner }))
@@ -152,9 +183,12 @@ pub async fn serve(
     tokio::select! {
         r = &mut server => r.context("serve")?,
         () = shutdown => {
-                        tracing::info!("shutting down");
+            tracing::info!("shutting down");
             events.close();
             let _ = stop_tx.send(());
+            if let Some(stop) = cri_stop {
+                let _ = stop.send(());
+            }
             // Calls in flight get a moment to finish; what they leave is
             // safe either way (see the crash rules in docs/supervisor.md).
             if tokio::time::timeout(Duration::from_secs(10), &mut server).await.is_err() {
@@ -166,6 +200,14 @@ pub async fn serve(
     let writer = Arc::clone(&events);
     let _ = tokio::task::spawn_blocking(move || writer.stop_writer()).await;
     let _ = std::fs::remove_file(&config.address);
+    if let Some(task) = cri_task {
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Err(e))) => tracing::warn!("CRI server: {e:#}"),
+            Ok(Err(e)) => tracing::warn!("CRI server stopped: {e}"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => tracing::warn!("CRI calls still running after 10 s; stopping anyway"),
+        }
+    }
     Ok(())
 }
 

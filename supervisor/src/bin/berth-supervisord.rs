@@ -31,6 +31,17 @@ struct Args {
     /// this one, else on PATH).
     #[arg(long)]
     runtime: Option<PathBuf>,
+    /// Kubernetes' CRI socket (mode 0600) [default: cri.sock beside
+    /// --address, so /run/berth/cri.sock].
+    #[arg(long)]
+    cri_address: Option<PathBuf>,
+    /// Serve no CRI (an empty --cri-address does the same).
+    #[arg(long)]
+    no_cri: bool,
+    /// Registry mirrors and per-registry settings, containerd's layout:
+    /// <DIR>/<registry>/hosts.toml (a missing directory configures nothing).
+    #[arg(long, default_value = "/etc/berth/certs.d")]
+    registry_config_dir: PathBuf,
     /// Log debug messages.
     #[arg(long)]
     debug: bool,
@@ -48,6 +59,14 @@ fn main() {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .init();
+    // Beside the gRPC socket by default: supervisors on private sockets
+    // (tests, berthd's own) never meet at /run/berth/cri.sock.
+    let cri_address = match args.cri_address {
+        _ if args.no_cri => None,
+        Some(path) if path.as_os_str().is_empty() => None,
+        Some(path) => Some(path),
+        None => Some(args.address.with_file_name("cri.sock")),
+    };
     let config = berth_supervisor::server::Config {
         root: args.root,
         state: args.state,
@@ -55,6 +74,8 @@ fn main() {
         registry_config: args.registry_config,
         shim: args.shim,
         runtime: args.runtime,
+        registry_hosts_dir: Some(args.registry_config_dir),
+        cri_address,
     };
     // Two workers are plenty: the heavy work (hashing, unpacking) runs on
     // the blocking pool, and fewer threads keep the idle daemon small.

@@ -9,6 +9,7 @@ use std::path::Path;
 pub use berth_client::docker_config::Credentials;
 use berth_client::docker_config::{normalise_host, DockerConfig, DockerConfigError};
 
+use super::hosts::{Capability, Endpoint, HostsConfig, DEFAULT_HOST_DIR};
 use super::RegistryError;
 
 /// Per-host credentials and the hosts that may be reached without verified
@@ -17,6 +18,8 @@ use super::RegistryError;
 pub struct RegistryConfig {
     auths: BTreeMap<String, Credentials>,
     insecure: BTreeSet<String>,
+    /// Mirrors and servers per registry, from a hosts.toml directory.
+    hosts: BTreeMap<String, HostsConfig>,
 }
 
 impl RegistryConfig {
@@ -65,6 +68,55 @@ impl RegistryConfig {
         } else {
             self.insecure.insert(normalise_host(host));
         }
+    }
+
+    /// Reads a hosts.toml directory (see `hosts`): its endpoints are used
+    /// for the registries it names, plain-HTTP and `skip_verify` endpoints
+    /// become insecure hosts.
+    pub fn load_hosts_dir(&mut self, dir: &Path) -> Result<(), RegistryError> {
+        self.set_hosts(super::hosts::load_dir(dir)?);
+        Ok(())
+    }
+
+    /// Sets the endpoints per registry (`_default`: for the others).
+    pub fn set_hosts(&mut self, hosts: BTreeMap<String, HostsConfig>) {
+        for e in hosts.values().flat_map(|h| &h.endpoints) {
+            if e.plain_http || e.skip_verify {
+                self.add_insecure(&e.authority);
+            }
+        }
+        self.hosts = hosts;
+    }
+
+    /// Where a request for `registry` needing `need` goes, in the order
+    /// to try: the configured endpoints that may, and `None` for the
+    /// registry itself (last, unless a `server` line replaces it).
+    pub fn endpoints(&self, registry: &str, need: Capability) -> Vec<Option<&Endpoint>> {
+        let hosts = self
+            .hosts
+            .get(&normalise_host(registry))
+            .or_else(|| self.hosts.get(DEFAULT_HOST_DIR));
+        let Some(hosts) = hosts else {
+            return vec![None];
+        };
+        let mut out: Vec<Option<&Endpoint>> = hosts
+            .endpoints
+            .iter()
+            .filter(|e| e.can(need))
+            .map(Some)
+            .collect();
+        if !hosts.has_server || out.is_empty() {
+            out.push(None);
+        }
+        out
+    }
+
+    /// Every endpoint configured with CA files.
+    pub fn endpoints_with_ca(&self) -> impl Iterator<Item = &Endpoint> {
+        self.hosts
+            .values()
+            .flat_map(|h| &h.endpoints)
+            .filter(|e| !e.ca.is_empty())
     }
 
     /// Whether a host is listed as insecure (by name or by network).

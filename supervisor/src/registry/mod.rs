@@ -20,6 +20,11 @@
 //!   arriving for [`ClientOptions::stall_timeout`] fails; large bodies have
 //!   no overall limit.
 //!
+//! - **Mirrors.** A hosts.toml directory (`hosts`) sends a registry's
+//!   requests to the first endpoint with the capability they need (resolve
+//!   a tag; pull by digest; push), over the scheme it names, with the CA
+//!   files it lists.
+//!
 //! Here: the client, its errors, and answering a 401 (`send`); `transport`
 //! sends one request (scheme, TLS client, redirects, stall timeout, error
 //! bodies); `auth` parses challenges and caches tokens; `pull` and `push`
@@ -27,6 +32,7 @@
 
 mod auth;
 mod config;
+pub mod hosts;
 mod pull;
 mod push;
 mod transport;
@@ -46,6 +52,7 @@ use tracing::debug;
 
 pub use auth::{parse_challenges, parse_token_response, Challenge, Token};
 pub use config::{is_loopback, Credentials, RegistryConfig};
+pub use hosts::Capability;
 
 use crate::reference::{Reference, ReferenceError};
 use auth::{credentials_key, TokenCache, TokenKey};
@@ -224,6 +231,9 @@ struct Inner {
     strict: reqwest::Client,
     /// Accepts any certificate: for loopback and insecure hosts only.
     lenient: reqwest::Client,
+    /// Verifies against the system's and the endpoint's own CA files: per
+    /// hosts.toml endpoint (`host[:port]`) that lists some.
+    with_ca: HashMap<String, reqwest::Client>,
     /// The scheme that worked, per loopback or insecure host.
     schemes: Mutex<HashMap<String, Scheme>>,
     tokens: TokenCache,
@@ -236,6 +246,8 @@ struct Inner {
 struct Target<'a> {
     reference: &'a Reference,
     host: String,
+    /// The scheme a hosts.toml endpoint names; `None`: chosen per host.
+    scheme: Option<Scheme>,
     scope: String,
     creds: Option<Credentials>,
 }
@@ -261,7 +273,7 @@ impl Client {
         config: RegistryConfig,
         options: ClientOptions,
     ) -> Result<Client, RegistryError> {
-        let build = |accept_invalid: bool| {
+        let build = |accept_invalid: bool, roots: &[reqwest::Certificate]| {
             let policy_config = config.clone();
             let policy = reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= MAX_REDIRECTS {
@@ -281,7 +293,11 @@ impl Client {
                 }
                 attempt.follow()
             });
-            reqwest::Client::builder()
+            let mut builder = reqwest::Client::builder();
+            for root in roots {
+                builder = builder.add_root_certificate(root.clone());
+            }
+            builder
                 .connect_timeout(options.connect_timeout)
                 .redirect(policy)
                 .danger_accept_invalid_certs(accept_invalid)
@@ -289,10 +305,28 @@ impl Client {
                 .build()
                 .map_err(RegistryError::BuildClient)
         };
+        let mut with_ca = HashMap::new();
+        for endpoint in config.endpoints_with_ca() {
+            let mut roots = Vec::new();
+            for path in &endpoint.ca {
+                let pem = std::fs::read(path).map_err(|source| RegistryError::ReadConfig {
+                    path: path.clone(),
+                    source,
+                })?;
+                roots.push(reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                    RegistryError::InvalidConfig {
+                        path: path.clone(),
+                        reason: format!("not a PEM certificate: {}", error_chain(&e)),
+                    }
+                })?);
+            }
+            with_ca.insert(endpoint.authority.clone(), build(false, &roots)?);
+        }
         Ok(Client {
             inner: Arc::new(Inner {
-                strict: build(false)?,
-                lenient: build(true)?,
+                strict: build(false, &[])?,
+                lenient: build(true, &[])?,
+                with_ca,
                 config,
                 options,
                 schemes: Mutex::new(HashMap::new()),
@@ -307,22 +341,62 @@ impl Client {
         &self.inner.config
     }
 
+    /// Where a request for `r` needing `need` goes first.
     fn target<'a>(
         &self,
         r: &'a Reference,
-        push: bool,
+        need: Capability,
         creds: Option<&Credentials>,
     ) -> Result<Target<'a>, RegistryError> {
+        let mut all = self.targets(r, need, creds)?;
+        // `endpoints` never answers an empty list.
+        Ok(all.swap_remove(0))
+    }
+
+    /// Every place a request for `r` needing `need` may go, in the order
+    /// to try them (hosts.toml endpoints, then the registry itself).
+    fn targets<'a>(
+        &self,
+        r: &'a Reference,
+        need: Capability,
+        creds: Option<&Credentials>,
+    ) -> Result<Vec<Target<'a>>, RegistryError> {
         r.validate()?;
-        let actions = if push { "pull,push" } else { "pull" };
-        Ok(Target {
-            reference: r,
-            host: r.api_host().to_string(),
-            scope: format!("repository:{}:{actions}", r.repository),
-            creds: creds
-                .cloned()
-                .or_else(|| self.inner.config.credentials(&r.registry)),
-        })
+        let actions = if need == Capability::Push {
+            "pull,push"
+        } else {
+            "pull"
+        };
+        let mut endpoints = self.inner.config.endpoints(&r.registry, need);
+        if endpoints.is_empty() {
+            endpoints.push(None);
+        }
+        Ok(endpoints
+            .into_iter()
+            .map(|endpoint| Target {
+                reference: r,
+                host: endpoint.map_or_else(|| r.api_host().to_string(), |e| e.authority.clone()),
+                scheme: endpoint.map(|e| {
+                    if e.plain_http {
+                        Scheme::Http
+                    } else {
+                        Scheme::Https
+                    }
+                }),
+                scope: format!("repository:{}:{actions}", r.repository),
+                // Configured credentials are the serving host's own: a
+                // mirror never gets the upstream registry's.
+                creds: creds.cloned().or_else(|| {
+                    let host = endpoint.map_or(r.registry.as_str(), |e| e.authority.as_str());
+                    self.inner.config.credentials(host)
+                }),
+            })
+            .collect())
+    }
+
+    /// Logs a failure on one host before the next is tried.
+    fn next_host(&self, t: &Target<'_>, e: &RegistryError) {
+        debug!(registry = %t.reference.registry, host = %t.host, error = %e, "trying the next host");
     }
 
     fn token_key(&self, t: &Target<'_>) -> TokenKey {

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::{Response, StatusCode};
 
+use super::Capability;
 use super::{
     check_digest, sha256_digest, shown, BlobStream, Client, Credentials, Endpoint, RegistryError,
     MANIFEST_LIMIT,
@@ -87,11 +88,33 @@ impl Client {
         tag_or_digest: &str,
         creds: Option<&Credentials>,
     ) -> Result<(String, Bytes), RegistryError> {
-        let t = self.target(r, false, creds)?;
+        // A tag is resolved; a digest is content, pulled.
+        let need = if tag_or_digest.contains(':') {
+            Capability::Pull
+        } else {
+            Capability::Resolve
+        };
+        let targets = self.targets(r, need, creds)?;
+        let last = targets.len() - 1;
+        for (i, t) in targets.iter().enumerate() {
+            match self.get_manifest_at(t, tag_or_digest).await {
+                Err(e) if i < last => self.next_host(t, &e),
+                result => return result,
+            }
+        }
+        unreachable!("targets is never empty")
+    }
+
+    async fn get_manifest_at(
+        &self,
+        t: &super::Target<'_>,
+        tag_or_digest: &str,
+    ) -> Result<(String, Bytes), RegistryError> {
+        let r = t.reference;
         let path = format!("/v2/{}/manifests/{tag_or_digest}", r.repository);
         let response = self
             .send(
-                &t,
+                t,
                 &Endpoint::Path(path),
                 &|c, url| c.get(url).header(ACCEPT, MANIFEST_ACCEPT),
                 true,
@@ -129,11 +152,28 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<BlobStream, RegistryError> {
         check_digest(digest)?;
-        let t = self.target(r, false, creds)?;
+        let targets = self.targets(r, Capability::Pull, creds)?;
+        let last = targets.len() - 1;
+        for (i, t) in targets.iter().enumerate() {
+            match self.fetch_blob_at(t, digest, offset).await {
+                Err(e) if i < last => self.next_host(t, &e),
+                result => return result,
+            }
+        }
+        unreachable!("targets is never empty")
+    }
+
+    async fn fetch_blob_at(
+        &self,
+        t: &super::Target<'_>,
+        digest: &str,
+        offset: u64,
+    ) -> Result<BlobStream, RegistryError> {
+        let r = t.reference;
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let response = self
             .send(
-                &t,
+                t,
                 &Endpoint::Path(path),
                 &|c, url| {
                     let request = c.get(url);
@@ -212,7 +252,8 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<bool, RegistryError> {
         check_digest(digest)?;
-        let t = self.target(r, false, creds)?;
+        // Asked before a push: of the host the push goes to.
+        let t = self.target(r, Capability::Push, creds)?;
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let response = self
             .send(&t, &Endpoint::Path(path), &|c, url| c.head(url), true)
@@ -242,6 +283,7 @@ impl Client {
         let t = super::Target {
             reference: &r,
             host: r.api_host().to_string(),
+            scheme: None,
             scope: String::new(),
             creds: creds.cloned(),
         };

@@ -12,6 +12,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, Url};
 use tokio::sync::watch;
 
+use super::Capability;
 use super::{
     check_digest, sha256_digest, shown, Client, Credentials, Endpoint, RegistryError, Target,
 };
@@ -60,7 +61,7 @@ impl Client {
                 actual,
             });
         }
-        let t = self.target(r, true, creds)?;
+        let t = self.target(r, Capability::Push, creds)?;
 
         let path = format!("/v2/{}/blobs/uploads/", r.repository);
         let response = self
@@ -160,7 +161,7 @@ impl Client {
                 },
             ));
         }
-        let t = self.target(r, true, creds)?;
+        let t = self.target(r, Capability::Push, creds)?;
         let path = format!("/v2/{}/manifests/{tag_or_digest}", r.repository);
         let response = self
             .send(

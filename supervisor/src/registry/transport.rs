@@ -88,6 +88,11 @@ pub(super) fn url_allows_insecure(config: &RegistryConfig, url: &Url) -> bool {
 
 impl Client {
     pub(super) fn http_for(&self, url: &Url) -> &reqwest::Client {
+        if url.scheme() == "https" {
+            if let Some(client) = self.inner.with_ca.get(&authority(url)) {
+                return client;
+            }
+        }
         if url_allows_insecure(&self.inner.config, url) {
             &self.inner.lenient
         } else {
@@ -143,7 +148,9 @@ impl Client {
             })
         };
         let may_fall_back = self.inner.config.allows_insecure(&t.host);
-        let scheme = if may_fall_back {
+        let scheme = if t.scheme.is_some() {
+            t.scheme
+        } else if may_fall_back {
             self.known_scheme(&t.host)
         } else {
             Some(Scheme::Https)
@@ -394,6 +401,46 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::reference::Reference;
+    use crate::registry::hosts;
+    use crate::registry::Capability;
+
+    #[test]
+    fn hosts_toml_endpoints_take_the_requests_they_may() {
+        let mut config = RegistryConfig::default();
+        config.set_credentials(
+            "registry.k8s.io",
+            crate::registry::Credentials::IdentityToken("upstream".into()),
+        );
+        let text = "[host.\"http://10.1.2.3:5000\"]\ncapabilities = [\"pull\", \"resolve\"]\n";
+        let mirrors = hosts::parse("registry.k8s.io", text).unwrap();
+        config.set_hosts([("registry.k8s.io".to_string(), mirrors)].into());
+        let client = Client::new(config).unwrap();
+        let r = Reference::parse("registry.k8s.io/pause:3.9").unwrap();
+        for need in [Capability::Resolve, Capability::Pull] {
+            let t = client.target(&r, need, None).unwrap();
+            assert_eq!(t.host, "10.1.2.3:5000");
+            assert_eq!(t.scheme, Some(Scheme::Http));
+            // Configured credentials are the mirror's own, never the upstream's.
+            assert!(t.creds.is_none());
+        }
+        // Without a server line, the registry itself is tried after the mirror.
+        let hosts: Vec<String> = client
+            .targets(&r, Capability::Resolve, None)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.host)
+            .collect();
+        assert_eq!(hosts, ["10.1.2.3:5000", "registry.k8s.io"]);
+        // The mirror may not push: the registry itself gets it.
+        let t = client.target(&r, Capability::Push, None).unwrap();
+        assert_eq!((t.host.as_str(), t.scheme), ("registry.k8s.io", None));
+        assert!(t.creds.is_some());
+        // A plain-HTTP mirror is an insecure host, other registries are not.
+        assert!(client.config().allows_insecure("10.1.2.3:5000"));
+        let other = Reference::parse("quay.io/a/b:1").unwrap();
+        let t = client.target(&other, Capability::Pull, None).unwrap();
+        assert_eq!((t.host.as_str(), t.scheme), ("quay.io", None));
+    }
 
     #[test]
     fn error_messages_come_from_the_registry() {
@@ -441,7 +488,7 @@ mod tests {
     async fn secure_hosts_never_get_plain_http_urls() {
         let client = Client::new(RegistryConfig::default()).unwrap();
         let r = Reference::parse("registry.example/app:v1").unwrap();
-        let t = client.target(&r, false, None).unwrap();
+        let t = client.target(&r, Capability::Pull, None).unwrap();
         let url = Url::parse("http://registry.example/v2/app/blobs/uploads/x").unwrap();
         let err = client
             .dispatch(&t, &Endpoint::Url(url), &|c, u| c.get(u), None, true)

@@ -1,0 +1,180 @@
+//! The CRI RuntimeService: Version, Status and RuntimeConfig answer;
+//! pods, containers, streaming and stats are not built yet and answer
+//! `Unimplemented`, naming the call.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use berth_proto::cri::v1 as cri;
+use berth_proto::cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use super::{CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
+
+/// The status a call the CRI does not implement yet answers.
+fn not_yet(call: &str) -> Status {
+    Status::unimplemented(format!(
+        "berth's CRI does not implement {call} yet (images, Version, Status and RuntimeConfig only)"
+    ))
+}
+
+/// The runtime's conditions: the runtime is ready; pod networking is not
+/// (no CNI yet), which kubelet reports as a not-ready node network.
+pub fn conditions() -> Vec<cri::RuntimeCondition> {
+    vec![
+        cri::RuntimeCondition {
+            r#type: "RuntimeReady".into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        },
+        cri::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: false,
+            reason: "NetworkPluginNotReady".into(),
+            message: "berth's CRI has no pod networking (CNI) yet".into(),
+        },
+    ]
+}
+
+/// What `#[tonic::async_trait]` makes of an `async fn` (it cannot see
+/// into macros, so these write its form out).
+type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<Response<T>, Status>> + Send + 'a>>;
+
+macro_rules! not_yet {
+    ($($method:ident($req:ident) -> $resp:ident;)*) => {
+        $(
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _: Request<cri::$req>,
+            ) -> Answer<'async_trait, cri::$resp>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(std::future::ready(Err(not_yet(
+                    stringify!($resp).trim_end_matches("Response"),
+                ))))
+            }
+        )*
+    };
+}
+
+macro_rules! not_yet_stream {
+    ($($method:ident($req:ident) -> $stream:ident;)*) => {
+        $(
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _: Request<cri::$req>,
+            ) -> Answer<'async_trait, Self::$stream>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(std::future::ready(Err(not_yet(
+                    stringify!($stream).trim_end_matches("Stream"),
+                ))))
+            }
+        )*
+    };
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    type StreamPodSandboxesStream = CallStream<cri::StreamPodSandboxesResponse>;
+    type StreamContainersStream = CallStream<cri::StreamContainersResponse>;
+    type StreamContainerStatsStream = CallStream<cri::StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = CallStream<cri::StreamPodSandboxStatsResponse>;
+    type GetContainerEventsStream = CallStream<cri::ContainerEventResponse>;
+    type StreamPodSandboxMetricsStream = CallStream<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn version(
+        &self,
+        _: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            // The version of the kubelet runtime API.
+            version: "0.1.0".into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: API_VERSION.into(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        req: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        let mut info = HashMap::new();
+        if req.into_inner().verbose {
+            let config = serde_json::json!({
+                "address": self.config.address,
+                "namespace": NAMESPACE,
+                "registryConfigDir": self.config.registry_config_dir,
+                "imageFilesystem": self.config.snapshots_dir,
+                "cgroupDriver": "cgroupfs",
+            });
+            info.insert("config".to_string(), config.to_string());
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: conditions(),
+            }),
+            info,
+            runtime_handlers: Vec::new(),
+            features: None,
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    not_yet! {
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
+        create_container(CreateContainerRequest) -> CreateContainerResponse;
+        start_container(StartContainerRequest) -> StartContainerResponse;
+        stop_container(StopContainerRequest) -> StopContainerResponse;
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
+        list_containers(ListContainersRequest) -> ListContainersResponse;
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse;
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse;
+        exec(ExecRequest) -> ExecResponse;
+        attach(AttachRequest) -> AttachResponse;
+        port_forward(PortForwardRequest) -> PortForwardResponse;
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
+        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
+        checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;
+        restore_pod(RestorePodRequest) -> RestorePodResponse;
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
+        update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse;
+    }
+
+    not_yet_stream! {
+        stream_pod_sandboxes(StreamPodSandboxesRequest) -> StreamPodSandboxesStream;
+        stream_containers(StreamContainersRequest) -> StreamContainersStream;
+        stream_container_stats(StreamContainerStatsRequest) -> StreamContainerStatsStream;
+        stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream;
+        get_container_events(GetEventsRequest) -> GetContainerEventsStream;
+        stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream;
+    }
+}
