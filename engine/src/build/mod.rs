@@ -1,0 +1,12 @@
+//! Image builds from a Dockerfile and a context, in the engine (the
+//! supervisor never sees a Dockerfile).
+//!
+//! - [`dockerfile`]: the Dockerfile language: parse, typed instructions,
+//!   variable substitution, stages and the ones a target needs.
+//! - [`context`]: the context a client sends, unpacked safely into a
+//!   directory that lives as long as the build.
+//! - [`dockerignore`]: which files of a context `.dockerignore` leaves out.
+
+pub mod context;
+pub mod dockerfile;
+pub mod dockerignore;
