@@ -6,7 +6,10 @@
 //! - [`context`]: the context a client sends, unpacked safely into a
 //!   directory that lives as long as the build.
 //! - [`dockerignore`]: which files of a context `.dockerignore` leaves out.
+//! - [`image`]: what each instruction does to the image config and its
+//!   history, as Docker records it, and the cache key of a step.
 
 pub mod context;
 pub mod dockerfile;
 pub mod dockerignore;
+pub mod image;

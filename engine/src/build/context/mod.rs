@@ -9,12 +9,17 @@
 //! point at a regular file of the archive. Symbolic links are kept as they
 //! are; reading through them later goes through [`resolve_in_scope`],
 //! which keeps every link inside the context as Docker does.
+//!
+//! [`pack`] is the client's half: a directory packed as such a tar, with
+//! `.dockerignore` applied.
 
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+pub mod pack;
 
 /// The most symbolic links one resolution follows.
 const MAX_LINKS: usize = 255;
