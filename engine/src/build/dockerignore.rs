@@ -156,13 +156,28 @@ pub fn clean(path: &str) -> String {
     }
 }
 
+/// Go's `filepath.Match` (COPY and ADD sources): `*` and `?` within one
+/// path element, classes, escapes; `**` is no more than `*`.
+pub fn path_match(pattern: &str, path: &str) -> Result<bool, IgnoreError> {
+    Ok(matches(&compile_with(pattern, false)?, path))
+}
+
+/// Whether a source names files by a pattern rather than by path.
+pub fn has_wildcards(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
 fn compile(pattern: &str) -> Result<Vec<Token>, IgnoreError> {
+    compile_with(pattern, true)
+}
+
+fn compile_with(pattern: &str, double_star: bool) -> Result<Vec<Token>, IgnoreError> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         match chars[i] {
-            '*' if chars.get(i + 1) == Some(&'*') => {
+            '*' if double_star && chars.get(i + 1) == Some(&'*') => {
                 i += 2;
                 if chars.get(i) == Some(&'/') {
                     i += 1;

@@ -3,13 +3,17 @@
 //!
 //! - [`dockerfile`]: the Dockerfile language: parse, typed instructions,
 //!   variable substitution, stages and the ones a target needs.
+//! - [`args`]: build arguments, scoped per stage as Docker scopes them.
 //! - [`context`]: the context a client sends, unpacked safely into a
 //!   directory that lives as long as the build.
 //! - [`dockerignore`]: which files of a context `.dockerignore` leaves out.
 //! - [`image`]: what each instruction does to the image config and its
 //!   history, as Docker records it, and the cache key of a step.
+//! - [`sources`]: COPY and ADD sources found in the context, and their hash.
 
+pub mod args;
 pub mod context;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod image;
+pub mod sources;
