@@ -4,6 +4,8 @@
 use hyper::StatusCode;
 
 use crate::backend::BackendError;
+use crate::build::context::ContextError;
+use crate::build::pipeline::BuildError;
 use crate::containers::spec::SpecError;
 use crate::containers::ContainerError;
 use crate::exec::ExecError;
@@ -74,6 +76,25 @@ impl From<ImageError> for ApiError {
             ImageError::Unauthorized(_) => ApiError::Unauthorized(message),
             ImageError::InvalidDocument { .. } => ApiError::Internal(message),
             ImageError::Backend(b) => backend(message, &b),
+        }
+    }
+}
+
+impl From<BuildError> for ApiError {
+    fn from(e: BuildError) -> Self {
+        let message = e.to_string();
+        match e {
+            BuildError::NoDockerfile(_)
+            | BuildError::Parse(_)
+            | BuildError::Expand { .. }
+            | BuildError::Config(_)
+            | BuildError::Unsupported(_)
+            | BuildError::BadTag(_) => ApiError::BadRequest(message),
+            BuildError::Context(ContextError::Write { .. }) => ApiError::Internal(message),
+            BuildError::Context(_) => ApiError::BadRequest(message),
+            BuildError::Image(e) => e.into(),
+            BuildError::Backend(b) => backend(message, &b),
+            BuildError::Gone => ApiError::Internal(message),
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - [`dockerignore`]: which files of a context `.dockerignore` leaves out.
 //! - [`image`]: what each instruction does to the image config and its
 //!   history, as Docker records it, and the cache key of a step.
+//! - [`pipeline`]: one build, from the context to the named image, with
+//!   Docker's output.
 //! - [`sources`]: COPY and ADD sources found in the context, and their hash.
 
 pub mod args;
@@ -16,4 +18,5 @@ pub mod context;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod image;
+pub mod pipeline;
 pub mod sources;

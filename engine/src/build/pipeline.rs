@@ -1,0 +1,399 @@
+//! One build: the Dockerfile read from the context, the stages the target
+//! needs, each step applied in order, and the image written: its config
+//! and an OCI manifest into the content store, named by Images.Create
+//! (once per tag). The output is Docker's JSON-lines messages (`Step N/M
+//! : ...`, ` ---> <id>`, `Successfully built`, `Successfully tagged`) sent
+//! as they happen.
+//!
+//! This layer builds what needs no container: FROM (an image, pulled if
+//! missing, a previous stage, or `scratch`) and the metadata instructions.
+//! RUN, COPY, ADD and WORKDIR, which change the file system, are refused
+//! with a clear error until the next layers (a container on a snapshot,
+//! writes into a snapshot, its diff committed) are in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use super::args::{unused, StageArgs};
+use super::context::{resolve_in_scope, ContextError};
+use super::dockerfile::instructions::Instruction;
+use super::dockerfile::shell::ShellError;
+use super::dockerfile::{self, ParseError};
+use super::image::{apply_metadata, push_history, ImageConfigError, ImageDoc};
+use crate::backend::BackendError;
+use crate::images::names::{familiar, short_id};
+use crate::images::transfer::{Message, PullOptions};
+use crate::images::{ImageError, Layer};
+use crate::Engine;
+
+const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// What `POST /build` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// The Dockerfile's path in the context.
+    pub dockerfile: String,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, Option<String>>,
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub quiet: bool,
+    /// Pull base images even when they are present.
+    pub pull: bool,
+    pub auth: Option<crate::images::auth::AuthConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("Cannot locate specified Dockerfile: {0}")]
+    NoDockerfile(String),
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error("failed to process {word:?}: {source}")]
+    Expand { word: String, source: ShellError },
+    #[error(transparent)]
+    Config(#[from] ImageConfigError),
+    #[error("{0} is not supported by this builder yet")]
+    Unsupported(String),
+    #[error("invalid reference format: {0}")]
+    BadTag(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("the client went away")]
+    Gone,
+}
+
+/// A stage's result: its config document and its layers.
+#[derive(Clone, Debug, Default)]
+struct Built {
+    doc: ImageDoc,
+    layers: Vec<Layer>,
+}
+
+struct Output<'a> {
+    tx: &'a mpsc::Sender<Message>,
+    quiet: bool,
+}
+
+impl Output<'_> {
+    async fn say(&self, text: String) -> Result<(), BuildError> {
+        if self.quiet {
+            return Ok(());
+        }
+        self.send(Message::stream(text)).await
+    }
+
+    async fn send(&self, message: Message) -> Result<(), BuildError> {
+        self.tx.send(message).await.map_err(|_| BuildError::Gone)
+    }
+}
+
+fn config_id(doc: &ImageDoc) -> (Vec<u8>, String) {
+    let bytes = serde_json::to_vec(&doc.to_value()).unwrap_or_default();
+    let id = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    (bytes, id)
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// Reads the Dockerfile from the unpacked context.
+pub fn read_dockerfile(root: &Path, name: &str) -> Result<String, BuildError> {
+    let name = if name.is_empty() { "Dockerfile" } else { name };
+    let path = resolve_in_scope(root, name, true)?;
+    let meta = std::fs::metadata(&path).map_err(|_| BuildError::NoDockerfile(name.to_string()))?;
+    if !meta.is_file() {
+        return Err(BuildError::NoDockerfile(name.to_string()));
+    }
+    if meta.len() > dockerfile::parser::MAX_DOCKERFILE as u64 {
+        return Err(ParseError::TooLarge {
+            size: meta.len() as usize,
+            max: dockerfile::parser::MAX_DOCKERFILE,
+        }
+        .into());
+    }
+    let bytes = std::fs::read(&path).map_err(|_| BuildError::NoDockerfile(name.to_string()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Runs a build on an unpacked context; the image id.
+pub async fn build(
+    engine: &Arc<Engine>,
+    opts: &BuildOptions,
+    root: &Path,
+    tx: &mpsc::Sender<Message>,
+) -> Result<String, BuildError> {
+    let out = Output {
+        tx,
+        quiet: opts.quiet,
+    };
+    // Tags are checked before any work.
+    let mut tags = Vec::new();
+    for tag in &opts.tags {
+        let normal =
+            crate::images::names::normalize(tag).map_err(|_| BuildError::BadTag(tag.clone()))?;
+        tags.push(normal);
+    }
+    let text = read_dockerfile(root, &opts.dockerfile)?;
+    let mut file = dockerfile::parse(&text)?;
+    if !opts.labels.is_empty() {
+        // Docker adds the build's labels as a last LABEL step.
+        let words: Vec<String> = opts
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{}='{v}'", super::image::go_quote(k)))
+            .collect();
+        let line = format!("LABEL {}", words.join(" "));
+        let target = file.target_index(opts.target.as_deref())?;
+        let last_line = file.stages[target]
+            .steps
+            .last()
+            .map_or(file.stages[target].line, |s| s.line);
+        file.stages[target]
+            .steps
+            .push(dockerfile::instructions::Step {
+                line: last_line,
+                original: line,
+                instruction: Instruction::Label(opts.labels.clone().into_iter().collect()),
+            });
+    }
+    let needed = file.needed_stages(opts.target.as_deref())?;
+    let target = file.target_index(opts.target.as_deref())?;
+    let build_args: BTreeMap<String, String> = opts
+        .build_args
+        .iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+        .collect();
+    let global = file.global_arg_values(&build_args)?;
+    let total = file.global_args.len()
+        + needed
+            .iter()
+            .map(|i| 1 + file.stages[*i].steps.len())
+            .sum::<usize>();
+    let mut step = 0;
+    for arg in &file.global_args {
+        step += 1;
+        out.say(format!("Step {step}/{total} : {}\n", arg.original))
+            .await?;
+    }
+    let escape = file.directives.escape;
+    let mut declared_anywhere: BTreeSet<String> = global.iter().map(|(k, _)| k.clone()).collect();
+    for step_arg in &file.global_args {
+        if let Instruction::Arg(args) = &step_arg.instruction {
+            declared_anywhere.extend(args.iter().map(|(k, _)| k.clone()));
+        }
+    }
+    let mut results: BTreeMap<usize, Built> = BTreeMap::new();
+    for &index in &needed {
+        let stage = &file.stages[index];
+        step += 1;
+        out.say(format!("Step {step}/{total} : {}\n", stage.original))
+            .await?;
+        let base = Instruction::From(stage.base.clone())
+            .expand(&global, escape)
+            .map_err(|source| BuildError::Expand {
+                word: stage.base.image.clone(),
+                source,
+            })?;
+        let Instruction::From(base) = base else {
+            return Err(BuildError::Unsupported("a FROM that is not one".into()));
+        };
+        let mut built = match file.stage_named(&base.image, index) {
+            Some(previous) => results.get(&previous).cloned().unwrap_or_default(),
+            None if base.image.eq_ignore_ascii_case("scratch") => Built {
+                doc: ImageDoc::from_value(json!({
+                    "architecture": crate::go_arch(),
+                    "os": "linux",
+                    "rootfs": {"type": "layers", "diff_ids": []},
+                })),
+                layers: Vec::new(),
+            },
+            None => base_image(engine, opts, &base.image, &out).await?,
+        };
+        let (_, id) = config_id(&built.doc);
+        if !built.layers.is_empty() || !base.image.eq_ignore_ascii_case("scratch") {
+            out.say(format!(" ---> {}\n", short_id(&id))).await?;
+        }
+        let mut args = StageArgs::new(&opts.build_args, &global);
+        let mut cmd_set = false;
+        for s in &stage.steps {
+            step += 1;
+            out.say(format!("Step {step}/{total} : {}\n", s.original))
+                .await?;
+            let env: Vec<String> = built
+                .doc
+                .config
+                .get("Env")
+                .and_then(super::image::strings)
+                .unwrap_or_default();
+            let lookup = args.expansion_env(&env);
+            let expanded = s
+                .instruction
+                .expand(&lookup, escape)
+                .map_err(|source| BuildError::Expand {
+                    word: s.original.clone(),
+                    source,
+                })
+                .map_err(|e| at_line(e, s.line))?;
+            match &expanded {
+                Instruction::Run(_) => return Err(BuildError::Unsupported("RUN".into())),
+                Instruction::Copy(_) => return Err(BuildError::Unsupported("COPY".into())),
+                Instruction::Add(_) => return Err(BuildError::Unsupported("ADD".into())),
+                Instruction::Workdir(_) => return Err(BuildError::Unsupported("WORKDIR".into())),
+                Instruction::Arg(list) => {
+                    for (name, default) in list {
+                        args.declare(name, default.clone());
+                        declared_anywhere.insert(name.clone());
+                    }
+                }
+                Instruction::Cmd(_) => cmd_set = true,
+                _ => {}
+            }
+            let applied = apply_metadata(&mut built.doc, &expanded, cmd_set)?;
+            push_history(&mut built.doc, &now(), &applied.created_by, None);
+            let (_, id) = config_id(&built.doc);
+            out.say(format!(" ---> {}\n", short_id(&id))).await?;
+        }
+        results.insert(index, built);
+    }
+    let built = results.remove(&target).unwrap_or_default();
+    let id = write_image(engine, &built, &tags).await?;
+    let unused = unused(&opts.build_args, &declared_anywhere);
+    if !unused.is_empty() {
+        out.say(format!(
+            "[Warning] One or more build-args [{}] were not consumed\n",
+            unused.join(" ")
+        ))
+        .await?;
+    }
+    out.send(Message {
+        aux: Some(json!({"ID": id})),
+        ..Default::default()
+    })
+    .await?;
+    if opts.quiet {
+        out.send(Message::stream(format!("{id}\n"))).await?;
+    } else {
+        out.say(format!("Successfully built {}\n", short_id(&id)))
+            .await?;
+        for tag in &tags {
+            out.say(format!("Successfully tagged {}\n", familiar(tag)))
+                .await?;
+        }
+    }
+    Ok(id)
+}
+
+fn at_line(e: BuildError, line: usize) -> BuildError {
+    match e {
+        BuildError::Expand { source, .. } => ParseError::Expand { line, source }.into(),
+        other => other,
+    }
+}
+
+/// The base image of a stage: its config and layers, pulled first when
+/// missing (or when the build asks to pull).
+async fn base_image(
+    engine: &Arc<Engine>,
+    opts: &BuildOptions,
+    name: &str,
+    out: &Output<'_>,
+) -> Result<Built, BuildError> {
+    let found = if opts.pull {
+        Err(ImageError::NotFound(name.to_string()))
+    } else {
+        crate::images::resolve(engine, name).await
+    };
+    let image = match found {
+        Ok(image) => image,
+        Err(ImageError::NotFound(_)) => {
+            let pull = PullOptions {
+                image: name.to_string(),
+                tag: String::new(),
+                platform: String::new(),
+                auth: opts.auth.clone(),
+            };
+            let mut messages = crate::images::transfer::pull(Arc::clone(engine), pull).await?;
+            while let Some(message) = messages.next().await {
+                if let Some(error) = &message.error {
+                    return Err(ImageError::InvalidArgument(error.clone()).into());
+                }
+                if !opts.quiet {
+                    out.send(message).await?;
+                }
+            }
+            crate::images::resolve(engine, name).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let raw = engine.supervisor.read_blob(&image.id).await?;
+    let value: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    Ok(Built {
+        doc: ImageDoc::from_value(value),
+        layers: image.layers,
+    })
+}
+
+/// Writes the config and an OCI manifest, and names the image by each tag
+/// (or, untagged, by its id); the image id.
+async fn write_image(
+    engine: &Engine,
+    built: &Built,
+    tags: &[String],
+) -> Result<String, BuildError> {
+    let (config, id) = config_id(&built.doc);
+    let size = config.len();
+    let written = engine.supervisor.write_blob(Bytes::from(config)).await?;
+    if written != id {
+        return Err(BackendError::Internal(format!("config {id} stored as {written}")).into());
+    }
+    let layers: Vec<Value> = built
+        .layers
+        .iter()
+        .map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size}))
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": {"mediaType": MEDIA_CONFIG, "digest": id, "size": size},
+        "layers": layers,
+    }))
+    .unwrap_or_default();
+    let manifest_size = manifest.len() as i64;
+    let manifest_digest = engine.supervisor.write_blob(Bytes::from(manifest)).await?;
+    let target = berth_proto::types::v1::Descriptor {
+        media_type: MEDIA_MANIFEST.to_string(),
+        digest: manifest_digest.clone(),
+        size: manifest_size,
+        annotations: Default::default(),
+    };
+    if tags.is_empty() {
+        // Untagged: a name only its digest tells apart, as a load by id.
+        let name = format!("build-{}@{manifest_digest}", short_id(&id));
+        engine
+            .supervisor
+            .create_image(&name, target.clone())
+            .await?;
+    }
+    for tag in tags {
+        engine.supervisor.create_image(tag, target.clone()).await?;
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;
