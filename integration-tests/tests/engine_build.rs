@@ -1,0 +1,168 @@
+//! `DOCKER_BUILDKIT=0 docker build` (the real CLI, speaking the legacy
+//! `POST /build` API) against berthd: a Dockerfile of metadata
+//! instructions whose image runs and shows what each promised, Docker's
+//! output and history lines, and the bad inputs: an unknown instruction
+//! (the line named), a step this builder cannot run yet, a context that is
+//! not a tar. After each, the daemon still serves and no build directory
+//! is left behind.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::engine::{Berthd, DockerOutput};
+use integration_tests::registry::run_with_timeout;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn docker_build(berthd: &Berthd, args: &[&str]) -> DockerOutput {
+    let mut cmd: Command = berthd.docker_command(args);
+    cmd.env("DOCKER_BUILDKIT", "0");
+    let out = run_with_timeout(cmd, TIMEOUT);
+    DockerOutput {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("context directory");
+    fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    fs::write(dir.path().join("ignored.txt"), "x").expect("write a file");
+    dir
+}
+
+fn no_build_left(berthd: &Berthd) {
+    let builds = berthd.data_root().join("engine/builds");
+    let left: Vec<_> = fs::read_dir(&builds)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "build directories left: {left:?}");
+}
+
+fn path(dir: &Path) -> &str {
+    dir.to_str().expect("a UTF-8 path")
+}
+
+#[test]
+fn a_metadata_build_runs_as_its_instructions_promise() {
+    let berthd = Berthd::start();
+    let ctx = context(
+        "ARG BASE=busybox\n\
+         FROM $BASE\n\
+         ARG WHO=world\n\
+         ENV GREETING=\"hello $WHO\"\n\
+         LABEL org.example.kind=test\n\
+         EXPOSE 8080/tcp\n\
+         VOLUME /data\n\
+         USER 1000:1000\n\
+         STOPSIGNAL SIGQUIT\n\
+         HEALTHCHECK --interval=5s CMD true\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
+         CMD [\"echo $GREETING from $(id -u)\"]\n",
+    );
+    let out = docker_build(
+        &berthd,
+        &[
+            "build",
+            "-t",
+            "built:1",
+            "--build-arg",
+            "WHO=berth",
+            "--label",
+            "extra=1",
+            path(ctx.path()),
+        ],
+    )
+    .ok();
+    assert!(
+        out.stdout.contains("Step 1/13 : ARG BASE=busybox\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Step 2/13 : FROM $BASE\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Step 13/13 : LABEL \"extra\"='1'\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("Successfully built "), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("Successfully tagged built:1\n"),
+        "{}",
+        out.stdout
+    );
+
+    let run = berthd.docker(&["run", "--rm", "built:1"]).ok();
+    assert_eq!(run.stdout, "hello berth from 1000\n");
+    let inspect = |format: &str| {
+        berthd
+            .docker(&["image", "inspect", "-f", format, "built:1"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        inspect("{{json .Config.ExposedPorts}}"),
+        r#"{"8080/tcp":{}}"#
+    );
+    assert_eq!(inspect("{{json .Config.Volumes}}"), r#"{"/data":{}}"#);
+    assert_eq!(inspect("{{.Config.User}}"), "1000:1000");
+    assert_eq!(inspect("{{.Config.StopSignal}}"), "SIGQUIT");
+    assert_eq!(
+        inspect("{{json .Config.Labels}}"),
+        r#"{"extra":"1","org.example.kind":"test"}"#
+    );
+    assert_eq!(
+        inspect("{{json .Config.Healthcheck.Test}}"),
+        r#"["CMD-SHELL","true"]"#
+    );
+    let history = berthd
+        .docker(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}",
+            "built:1",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        history.contains("/bin/sh -c #(nop)  ENV GREETING=hello berth\n"),
+        "{history}"
+    );
+    no_build_left(&berthd);
+}
+
+#[test]
+fn bad_dockerfiles_and_contexts_fail_clearly_and_leave_nothing() {
+    let berthd = Berthd::start();
+    let ctx = context("FROM busybox\nFOO bar\n");
+    docker_build(&berthd, &["build", path(ctx.path())])
+        .fails_with(1, "Dockerfile parse error line 2: unknown instruction: FOO");
+    let ctx = context("FROM busybox\nRUN true\n");
+    docker_build(&berthd, &["build", "-t", "never:1", path(ctx.path())])
+        .fails_with(1, "RUN is not supported by this builder yet");
+    berthd
+        .docker(&["image", "inspect", "never:1"])
+        .fails_with(1, "No such image");
+    let (status, body) = berthd
+        .request("POST", "/build", Some(&[b'x'; 4096]))
+        .expect("berthd answers");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("not a tar archive"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    berthd.docker(&["version"]).ok();
+    no_build_left(&berthd);
+}
