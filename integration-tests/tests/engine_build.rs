@@ -1,10 +1,12 @@
 //! `DOCKER_BUILDKIT=0 docker build` (the real CLI, speaking the legacy
 //! `POST /build` API) against berthd: a Dockerfile of metadata
 //! instructions whose image runs and shows what each promised, Docker's
-//! output and history lines, and the bad inputs: an unknown instruction
-//! (the line named), a step this builder cannot run yet, a context that is
-//! not a tar. After each, the daemon still serves and no build directory
-//! is left behind.
+//! output and history lines; RUN steps whose files the image holds, their
+//! output streamed, a build argument in their history; a failed RUN (its
+//! output, Docker's message, a non-zero exit, no container or step image
+//! left); and the bad inputs: an unknown instruction (the line named), a
+//! step this builder cannot run yet, a context that is not a tar. After
+//! each, the daemon still serves and no build directory is left behind.
 
 use std::fs;
 use std::path::Path;
@@ -148,9 +150,9 @@ fn bad_dockerfiles_and_contexts_fail_clearly_and_leave_nothing() {
     let ctx = context("FROM busybox\nFOO bar\n");
     docker_build(&berthd, &["build", path(ctx.path())])
         .fails_with(1, "Dockerfile parse error line 2: unknown instruction: FOO");
-    let ctx = context("FROM busybox\nRUN true\n");
+    let ctx = context("FROM busybox\nCOPY ignored.txt /x\n");
     docker_build(&berthd, &["build", "-t", "never:1", path(ctx.path())])
-        .fails_with(1, "RUN is not supported by this builder yet");
+        .fails_with(1, "COPY is not supported by this builder yet");
     berthd
         .docker(&["image", "inspect", "never:1"])
         .fails_with(1, "No such image");
@@ -164,5 +166,74 @@ fn bad_dockerfiles_and_contexts_fail_clearly_and_leave_nothing() {
         String::from_utf8_lossy(&body)
     );
     berthd.docker(&["version"]).ok();
+    no_build_left(&berthd);
+}
+
+#[test]
+fn run_steps_make_layers_and_a_failed_one_leaves_nothing() {
+    let berthd = Berthd::start();
+    let ctx = context(
+        "FROM busybox\n\
+         ARG V=1\n\
+         RUN echo building $V && mkdir /built && echo data-$V > /built/file\n\
+         RUN <<EOF\n\
+         echo from a heredoc > /built/heredoc\n\
+         EOF\n\
+         CMD cat /built/file /built/heredoc\n",
+    );
+    let out = docker_build(
+        &berthd,
+        &[
+            "build",
+            "-t",
+            "ran:1",
+            "--build-arg",
+            "V=2",
+            path(ctx.path()),
+        ],
+    )
+    .ok();
+    assert!(out.stdout.contains(" ---> Running in "), "{}", out.stdout);
+    assert!(out.stdout.contains("building 2\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("Removing intermediate container "),
+        "{}",
+        out.stdout
+    );
+    let run = berthd.docker(&["run", "--rm", "ran:1"]).ok();
+    assert_eq!(run.stdout, "data-2\nfrom a heredoc\n");
+    let history = berthd
+        .docker(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}",
+            "ran:1",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        history.contains("|1 V=2 /bin/sh -c echo building $V && mkdir /built"),
+        "{history}"
+    );
+
+    let ctx = context("FROM busybox\nRUN echo before-failure && false\nCMD true\n");
+    let failed = docker_build(&berthd, &["build", "-t", "failed:1", path(ctx.path())]).fails_with(
+        1,
+        "The command '/bin/sh -c echo before-failure && false' returned a non-zero code: 1",
+    );
+    assert!(
+        failed.stdout.contains("before-failure\n"),
+        "{}",
+        failed.stdout
+    );
+    let left = berthd.docker(&["ps", "-aq"]).ok().stdout;
+    assert_eq!(left.trim(), "", "containers left");
+    let images = berthd
+        .docker(&["images", "-a", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok()
+        .stdout;
+    assert!(!images.contains("build-step"), "{images}");
+    assert!(!images.contains("failed"), "{images}");
     no_build_left(&berthd);
 }

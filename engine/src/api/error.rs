@@ -94,7 +94,7 @@ impl From<BuildError> for ApiError {
             BuildError::Context(_) => ApiError::BadRequest(message),
             BuildError::Image(e) => e.into(),
             BuildError::Backend(b) => backend(message, &b),
-            BuildError::Gone => ApiError::Internal(message),
+            BuildError::RunFailed { .. } | BuildError::Gone => ApiError::Internal(message),
         }
     }
 }

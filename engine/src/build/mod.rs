@@ -11,6 +11,7 @@
 //!   history, as Docker records it, and the cache key of a step.
 //! - [`pipeline`]: one build, from the context to the named image, with
 //!   Docker's output.
+//! - [`run`]: RUN as a container on a snapshot, its diff a layer.
 //! - [`sources`]: COPY and ADD sources found in the context, and their hash.
 
 pub mod args;
@@ -19,4 +20,5 @@ pub mod dockerfile;
 pub mod dockerignore;
 pub mod image;
 pub mod pipeline;
+pub mod run;
 pub mod sources;

@@ -5,11 +5,10 @@
 //! : ...`, ` ---> <id>`, `Successfully built`, `Successfully tagged`) sent
 //! as they happen.
 //!
-//! This layer builds what needs no container: FROM (an image, pulled if
-//! missing, a previous stage, or `scratch`) and the metadata instructions.
-//! RUN, COPY, ADD and WORKDIR, which change the file system, are refused
-//! with a clear error until the next layers (a container on a snapshot,
-//! writes into a snapshot, its diff committed) are in.
+//! FROM (an image, pulled if missing, a previous stage, or `scratch`), the
+//! metadata instructions and RUN ([`super::run`]) are built; COPY, ADD and
+//! WORKDIR, which write into a snapshot, are refused with a clear error
+//! until that layer is in.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -71,31 +70,33 @@ pub enum BuildError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error("The command '{command}' returned a non-zero code: {status}")]
+    RunFailed { command: String, status: u32 },
     #[error("the client went away")]
     Gone,
 }
 
 /// A stage's result: its config document and its layers.
 #[derive(Clone, Debug, Default)]
-struct Built {
-    doc: ImageDoc,
-    layers: Vec<Layer>,
+pub struct Built {
+    pub doc: ImageDoc,
+    pub layers: Vec<Layer>,
 }
 
-struct Output<'a> {
+pub struct Output<'a> {
     tx: &'a mpsc::Sender<Message>,
     quiet: bool,
 }
 
 impl Output<'_> {
-    async fn say(&self, text: String) -> Result<(), BuildError> {
+    pub async fn say(&self, text: String) -> Result<(), BuildError> {
         if self.quiet {
             return Ok(());
         }
         self.send(Message::stream(text)).await
     }
 
-    async fn send(&self, message: Message) -> Result<(), BuildError> {
+    pub async fn send(&self, message: Message) -> Result<(), BuildError> {
         self.tx.send(message).await.map_err(|_| BuildError::Gone)
     }
 }
@@ -129,12 +130,31 @@ pub fn read_dockerfile(root: &Path, name: &str) -> Result<String, BuildError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Runs a build on an unpacked context; the image id.
+/// Runs a build on an unpacked context; the image id. The images named
+/// on the way (for RUN's containers) are deleted at the end, whatever the
+/// end.
 pub async fn build(
     engine: &Arc<Engine>,
     opts: &BuildOptions,
     root: &Path,
     tx: &mpsc::Sender<Message>,
+) -> Result<String, BuildError> {
+    let mut intermediate = Vec::new();
+    let result = build_steps(engine, opts, root, tx, &mut intermediate).await;
+    for name in intermediate {
+        if let Err(e) = engine.supervisor.delete_image(&name).await {
+            tracing::warn!(image = %name, error = %e, "remove a build step's image");
+        }
+    }
+    result
+}
+
+async fn build_steps(
+    engine: &Arc<Engine>,
+    opts: &BuildOptions,
+    root: &Path,
+    tx: &mpsc::Sender<Message>,
+    intermediate: &mut Vec<String>,
 ) -> Result<String, BuildError> {
     let out = Output {
         tx,
@@ -248,8 +268,14 @@ pub async fn build(
                     source,
                 })
                 .map_err(|e| at_line(e, s.line))?;
+            if let Instruction::Run(run) = &expanded {
+                let step = run_step(&built, &args, run)?;
+                super::run::run_step(engine, &mut built, step, &out, intermediate).await?;
+                let (_, id) = config_id(&built.doc);
+                out.say(format!(" ---> {}\n", short_id(&id))).await?;
+                continue;
+            }
             match &expanded {
-                Instruction::Run(_) => return Err(BuildError::Unsupported("RUN".into())),
                 Instruction::Copy(_) => return Err(BuildError::Unsupported("COPY".into())),
                 Instruction::Add(_) => return Err(BuildError::Unsupported("ADD".into())),
                 Instruction::Workdir(_) => return Err(BuildError::Unsupported("WORKDIR".into())),
@@ -295,6 +321,57 @@ pub async fn build(
         }
     }
     Ok(id)
+}
+
+/// What a RUN instruction runs, with what, and its history line.
+fn run_step(
+    built: &Built,
+    args: &StageArgs,
+    run: &dockerfile::instructions::Run,
+) -> Result<super::run::RunStep, BuildError> {
+    if !run.mounts.is_empty() {
+        return Err(BuildError::Unsupported("RUN --mount".into()));
+    }
+    if run.network.is_some() {
+        return Err(BuildError::Unsupported("RUN --network".into()));
+    }
+    let shell = built.doc.shell();
+    let argv = match (&run.command, run.heredocs.as_slice()) {
+        (command, []) => super::image::command_line(command, &shell),
+        // `RUN <<EOF`: the heredoc is the script.
+        (dockerfile::instructions::Command::Shell(text), [one])
+            if dockerfile::parser::parse_heredoc(text.trim()).is_some() =>
+        {
+            let mut argv = shell.clone();
+            argv.push(one.content.clone());
+            argv
+        }
+        // A command reading heredocs: the shell gets them as written.
+        (dockerfile::instructions::Command::Shell(text), docs) => {
+            let mut script = format!("{text}\n");
+            for doc in docs {
+                script.push_str(&doc.content);
+                script.push_str(&doc.name);
+                script.push('\n');
+            }
+            let mut argv = shell.clone();
+            argv.push(script);
+            argv
+        }
+        (command, _) => super::image::command_line(command, &shell),
+    };
+    let image_env: Vec<String> = built
+        .doc
+        .config
+        .get("Env")
+        .and_then(super::image::strings)
+        .unwrap_or_default();
+    Ok(super::run::RunStep {
+        created_by: args.run_created_by(&image_env, &argv),
+        env: args.run_env(&image_env),
+        argv,
+        created: now(),
+    })
 }
 
 fn at_line(e: BuildError, line: usize) -> BuildError {
@@ -348,12 +425,34 @@ async fn base_image(
 }
 
 /// Writes the config and an OCI manifest, and names the image by each tag
-/// (or, untagged, by its id); the image id.
+/// (or, untagged, by its digest); the image id.
 async fn write_image(
     engine: &Engine,
     built: &Built,
     tags: &[String],
 ) -> Result<String, BuildError> {
+    let (target, id) = write_manifest(engine, built).await?;
+    let manifest_digest = target.digest.clone();
+    if tags.is_empty() {
+        // Untagged: a name only its digest tells apart, as a load by id.
+        let name = format!("build-{}@{manifest_digest}", short_id(&id));
+        engine
+            .supervisor
+            .create_image(&name, target.clone())
+            .await?;
+    }
+    for tag in tags {
+        engine.supervisor.create_image(tag, target.clone()).await?;
+    }
+    Ok(id)
+}
+
+/// Writes the config and an OCI manifest of the layers: the manifest's
+/// descriptor and the image id.
+pub async fn write_manifest(
+    engine: &Engine,
+    built: &Built,
+) -> Result<(berth_proto::types::v1::Descriptor, String), BuildError> {
     let (config, id) = config_id(&built.doc);
     let size = config.len();
     let written = engine.supervisor.write_blob(Bytes::from(config)).await?;
@@ -376,22 +475,11 @@ async fn write_image(
     let manifest_digest = engine.supervisor.write_blob(Bytes::from(manifest)).await?;
     let target = berth_proto::types::v1::Descriptor {
         media_type: MEDIA_MANIFEST.to_string(),
-        digest: manifest_digest.clone(),
+        digest: manifest_digest,
         size: manifest_size,
         annotations: Default::default(),
     };
-    if tags.is_empty() {
-        // Untagged: a name only its digest tells apart, as a load by id.
-        let name = format!("build-{}@{manifest_digest}", short_id(&id));
-        engine
-            .supervisor
-            .create_image(&name, target.clone())
-            .await?;
-    }
-    for tag in tags {
-        engine.supervisor.create_image(tag, target.clone()).await?;
-    }
-    Ok(id)
+    Ok((target, id))
 }
 
 #[cfg(test)]
