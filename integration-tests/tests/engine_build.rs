@@ -150,9 +150,17 @@ fn bad_dockerfiles_and_contexts_fail_clearly_and_leave_nothing() {
     let ctx = context("FROM busybox\nFOO bar\n");
     docker_build(&berthd, &["build", path(ctx.path())])
         .fails_with(1, "Dockerfile parse error line 2: unknown instruction: FOO");
-    let ctx = context("FROM busybox\nCOPY ignored.txt /x\n");
+    let ctx = context("FROM busybox\nCOPY --from=other ignored.txt /x\n");
     docker_build(&berthd, &["build", "-t", "never:1", path(ctx.path())])
-        .fails_with(1, "COPY is not supported by this builder yet");
+        .fails_with(1, "COPY --from is not supported by this builder yet");
+    let ctx = context("FROM busybox\nCOPY ../outside /x\n");
+    docker_build(&berthd, &["build", "-t", "never:1", path(ctx.path())])
+        .fails_with(1, "Forbidden path outside the build context: ../outside");
+    let ctx = context("FROM busybox\nCOPY missing.txt /x\n");
+    docker_build(&berthd, &["build", "-t", "never:1", path(ctx.path())]).fails_with(
+        1,
+        "COPY failed: file not found in build context or excluded by .dockerignore: stat missing.txt",
+    );
     berthd
         .docker(&["image", "inspect", "never:1"])
         .fails_with(1, "No such image");
@@ -235,5 +243,60 @@ fn run_steps_make_layers_and_a_failed_one_leaves_nothing() {
         .stdout;
     assert!(!images.contains("build-step"), "{images}");
     assert!(!images.contains("failed"), "{images}");
+    no_build_left(&berthd);
+}
+
+#[test]
+fn copy_and_workdir_write_files_as_promised() {
+    let berthd = Berthd::start();
+    let ctx = context(
+        "FROM busybox\n\
+         WORKDIR /app\n\
+         COPY ignored.txt ./\n\
+         COPY --chown=1000:1000 --chmod=0640 dir/ /app/tree/\n\
+         ADD ignored.txt one.txt /multi/\n\
+         CMD ls -ln /app /app/tree /multi && cat /app/ignored.txt /app/tree/sub/deep.txt && pwd\n",
+    );
+    fs::create_dir_all(ctx.path().join("dir/sub")).expect("mkdir");
+    fs::write(ctx.path().join("dir/sub/deep.txt"), "deep\n").expect("write");
+    fs::write(ctx.path().join("one.txt"), "one\n").expect("write");
+    let out = docker_build(&berthd, &["build", "-t", "copied:1", path(ctx.path())]).ok();
+    assert!(
+        out.stdout.contains("Successfully tagged copied:1"),
+        "{}",
+        out.stdout
+    );
+    let run = berthd.docker(&["run", "--rm", "copied:1"]).ok().stdout;
+    assert!(run.contains("xdeep\n/app\n"), "{run}");
+    let tree_line = run
+        .lines()
+        .find(|l| l.ends_with(" sub"))
+        .unwrap_or_else(|| panic!("no sub in {run}"));
+    assert!(tree_line.starts_with("drw-r-----"), "{tree_line}");
+    assert!(tree_line.contains(" 1000 "), "{tree_line}");
+    assert!(run.contains("one.txt"), "{run}");
+    let history = berthd
+        .docker(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}",
+            "copied:1",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        history.contains("/bin/sh -c #(nop) WORKDIR /app\n"),
+        "{history}"
+    );
+    assert!(
+        history.contains("/bin/sh -c #(nop) COPY file:"),
+        "{history}"
+    );
+    assert!(history.contains("/bin/sh -c #(nop) COPY dir:"), "{history}");
+    assert!(
+        history.contains("/bin/sh -c #(nop) ADD multi:"),
+        "{history}"
+    );
     no_build_left(&berthd);
 }

@@ -89,7 +89,9 @@ impl From<BuildError> for ApiError {
             | BuildError::Expand { .. }
             | BuildError::Config(_)
             | BuildError::Unsupported(_)
-            | BuildError::BadTag(_) => ApiError::BadRequest(message),
+            | BuildError::BadTag(_)
+            | BuildError::Source { .. }
+            | BuildError::Write(_) => ApiError::BadRequest(message),
             BuildError::Context(ContextError::Write { .. }) => ApiError::Internal(message),
             BuildError::Context(_) => ApiError::BadRequest(message),
             BuildError::Image(e) => e.into(),

@@ -1,6 +1,8 @@
 //! Image builds from a Dockerfile and a context, in the engine (the
 //! supervisor never sees a Dockerfile).
 //!
+//! - [`copy`]: COPY, ADD and WORKDIR written into a mounted snapshot
+//!   ([`mount`]).
 //! - [`dockerfile`]: the Dockerfile language: parse, typed instructions,
 //!   variable substitution, stages and the ones a target needs.
 //! - [`args`]: build arguments, scoped per stage as Docker scopes them.
@@ -16,9 +18,11 @@
 
 pub mod args;
 pub mod context;
+pub mod copy;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod image;
+pub mod mount;
 pub mod pipeline;
 pub mod run;
 pub mod sources;

@@ -70,6 +70,15 @@ pub enum BuildError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error("{what} failed: {source}")]
+    Source {
+        what: &'static str,
+        source: super::sources::SourceError,
+    },
+    /// Writing into a step's snapshot failed (a bad destination, --chown,
+    /// --chmod, the mount).
+    #[error("{0}")]
+    Write(String),
     #[error("The command '{command}' returned a non-zero code: {status}")]
     RunFailed { command: String, status: u32 },
     #[error("the client went away")]
@@ -275,10 +284,12 @@ async fn build_steps(
                 out.say(format!(" ---> {}\n", short_id(&id))).await?;
                 continue;
             }
+            if let Some(()) = file_step(engine, &mut built, root, &expanded).await? {
+                let (_, id) = config_id(&built.doc);
+                out.say(format!(" ---> {}\n", short_id(&id))).await?;
+                continue;
+            }
             match &expanded {
-                Instruction::Copy(_) => return Err(BuildError::Unsupported("COPY".into())),
-                Instruction::Add(_) => return Err(BuildError::Unsupported("ADD".into())),
-                Instruction::Workdir(_) => return Err(BuildError::Unsupported("WORKDIR".into())),
                 Instruction::Arg(list) => {
                     for (name, default) in list {
                         args.declare(name, default.clone());
@@ -321,6 +332,43 @@ async fn build_steps(
         }
     }
     Ok(id)
+}
+
+/// COPY, ADD and WORKDIR, which write into a snapshot; `None` for the
+/// other instructions.
+async fn file_step(
+    engine: &Engine,
+    built: &mut Built,
+    context: &Path,
+    instruction: &Instruction,
+) -> Result<Option<()>, BuildError> {
+    let shell = built.doc.shell();
+    let workdir = built
+        .doc
+        .config
+        .get("WorkingDir")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    match instruction {
+        Instruction::Workdir(path) => {
+            let dir = super::image::resolve_workdir(&workdir, path);
+            built.doc.config.insert("WorkingDir".into(), json!(dir));
+            let created_by = super::image::nop_string_created_by(&shell, &format!("WORKDIR {dir}"));
+            super::copy::make_workdir(engine, built, &dir, &created_by, &now()).await?;
+        }
+        Instruction::Copy(copy) | Instruction::Add(copy) => {
+            let what = if matches!(instruction, Instruction::Copy(_)) {
+                "COPY"
+            } else {
+                "ADD"
+            };
+            super::copy::copy_step(engine, built, context, copy, what, &workdir, &shell, &now())
+                .await?;
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(()))
 }
 
 /// What a RUN instruction runs, with what, and its history line.

@@ -23,6 +23,9 @@ use crate::images::names::short_id;
 use crate::images::Layer;
 use crate::Engine;
 
+/// The diff id of a layer that changes nothing (an empty tar).
+const EMPTY_LAYER: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
 /// Docker's chain ids of a list of diff ids: the snapshot names.
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
@@ -90,10 +93,7 @@ pub async fn run_step(
     let created = supervisor.create_image(&image, manifest).await?;
     intermediate.push(created.name.clone());
 
-    let chain = chain_ids(&diff_ids(built));
-    let parent = chain.last().cloned().unwrap_or_default();
-    let key = format!("build-{}", unique("snapshot"));
-    supervisor.prepare_snapshot(&key, &parent).await?;
+    let key = prepare(engine, built).await?;
     let result = run_in(engine, &created.name, &key, &step, out).await;
     let status = match result {
         Ok(status) => status,
@@ -109,20 +109,49 @@ pub async fn run_step(
             status,
         });
     }
-    let (layer, diff_id) = match supervisor.diff_snapshot(&key, "").await {
+    commit_layer(engine, built, &key, &step.created_by, &step.created).await
+}
+
+/// Prepares an active snapshot on the layers of `built`; its key.
+pub async fn prepare(engine: &Engine, built: &Built) -> Result<String, BuildError> {
+    let chain = chain_ids(&diff_ids(built));
+    let parent = chain.last().cloned().unwrap_or_default();
+    let key = format!("build-{}", unique("snapshot"));
+    engine.supervisor.prepare_snapshot(&key, &parent).await?;
+    Ok(key)
+}
+
+/// Turns what the step changed in snapshot `key` into a layer of `built`
+/// (the snapshot committed under its chain id) with its history line. The
+/// snapshot is removed if this fails.
+pub async fn commit_layer(
+    engine: &Engine,
+    built: &mut Built,
+    key: &str,
+    created_by: &str,
+    created: &str,
+) -> Result<(), BuildError> {
+    let supervisor = &engine.supervisor;
+    let (layer, diff_id) = match supervisor.diff_snapshot(key, "").await {
         Ok(diff) => diff,
         Err(e) => {
-            let _ = supervisor.remove_snapshot(&key).await;
+            let _ = supervisor.remove_snapshot(key).await;
             return Err(e.into());
         }
     };
+    if diff_id == EMPTY_LAYER {
+        // Nothing changed: an empty layer, as Docker records it.
+        let _ = supervisor.remove_snapshot(key).await;
+        push_history(&mut built.doc, created, created_by, None);
+        return Ok(());
+    }
     let mut ids = diff_ids(built);
     ids.push(diff_id.clone());
     let name = chain_ids(&ids).pop().unwrap_or_default();
-    if let Err(e) = supervisor.commit_snapshot(&name, &key).await {
+    if let Err(e) = supervisor.commit_snapshot(&name, key).await {
         // The same layer on the same parent is committed already (an
         // earlier build): that one serves.
-        let _ = supervisor.remove_snapshot(&key).await;
+        let _ = supervisor.remove_snapshot(key).await;
         if !matches!(e, crate::backend::BackendError::AlreadyExists(_)) {
             return Err(e.into());
         }
@@ -132,12 +161,7 @@ pub async fn run_step(
         digest: layer.digest,
         size: layer.size,
     });
-    push_history(
-        &mut built.doc,
-        &step.created,
-        &step.created_by,
-        Some(&diff_id),
-    );
+    push_history(&mut built.doc, created, created_by, Some(&diff_id));
     Ok(())
 }
 
