@@ -16,6 +16,7 @@ pub struct Engine {
     pub events: Events,
     pub containers: Containers,
     pub execs: Execs,
+    pub build_cache: crate::build::cache::BuildCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,7 @@ impl Engine {
     /// The engine over `supervisor`, with its state under `paths`.
     pub fn open(supervisor: Arc<dyn Supervisor>, paths: Paths) -> Result<Engine, EngineError> {
         let store = Arc::new(Store::open(&paths.database())?);
+        let build_cache = crate::build::cache::BuildCache::new(Arc::clone(&store));
         let containers = Containers::load(store)?;
         Ok(Engine {
             supervisor,
@@ -37,6 +39,7 @@ impl Engine {
             events: Events::new(),
             containers,
             execs: Execs::default(),
+            build_cache,
         })
     }
 

@@ -50,14 +50,17 @@ db_err!(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
     Containers,
+    /// The build cache: a step's key to the image it made.
+    BuildCache,
 }
 
 impl Table {
-    const ALL: [Table; 1] = [Table::Containers];
+    const ALL: [Table; 2] = [Table::Containers, Table::BuildCache];
 
     fn name(self) -> &'static str {
         match self {
             Table::Containers => "containers",
+            Table::BuildCache => "build_cache",
         }
     }
 
@@ -100,6 +103,26 @@ impl Store {
         tx.open_table(table.def())?.insert(key, bytes.as_slice())?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// One record, if there is one by that key.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, StateError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table.def())?;
+        let Some(value) = t.get(key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|source| StateError::Corrupt {
+                table: table.name(),
+                key: key.to_string(),
+                source,
+            })
     }
 
     /// Removes a record; removing none is not an error.

@@ -300,3 +300,78 @@ fn copy_and_workdir_write_files_as_promised() {
     );
     no_build_left(&berthd);
 }
+
+fn built_id(out: &DockerOutput) -> String {
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Successfully built "))
+        .unwrap_or_else(|| panic!("no id in {}", out.stdout))
+        .to_string()
+}
+
+#[test]
+fn the_cache_reuses_unchanged_steps_across_a_restart() {
+    let mut berthd = Berthd::start();
+    let ctx = context(
+        "FROM busybox\n\
+         ARG V=1\n\
+         RUN echo ran-$V > /ran\n\
+         COPY ignored.txt /early.txt\n\
+         COPY one.txt /late.txt\n\
+         CMD cat /ran /early.txt /late.txt\n",
+    );
+    fs::write(ctx.path().join("one.txt"), "one\n").expect("write");
+    let build = |berthd: &Berthd, extra: &[&str]| {
+        let mut args = vec!["build", "-t", "cached:1"];
+        args.extend_from_slice(extra);
+        args.push(path(ctx.path()));
+        docker_build(berthd, &args).ok()
+    };
+    let first = build(&berthd, &[]);
+    assert!(!first.stdout.contains("Using cache"), "{}", first.stdout);
+    // Unchanged: every step from the cache, the same image.
+    let again = build(&berthd, &[]);
+    assert_eq!(
+        again.stdout.matches(" ---> Using cache\n").count(),
+        5,
+        "{}",
+        again.stdout
+    );
+    assert!(!again.stdout.contains("Running in"), "{}", again.stdout);
+    assert_eq!(built_id(&again), built_id(&first));
+    // A file copied late changed: the steps before it still cached.
+    fs::write(ctx.path().join("one.txt"), "two\n").expect("write");
+    let changed = build(&berthd, &[]);
+    assert_eq!(
+        changed.stdout.matches(" ---> Using cache\n").count(),
+        3,
+        "{}",
+        changed.stdout
+    );
+    let run = berthd.docker(&["run", "--rm", "cached:1"]).ok().stdout;
+    assert_eq!(run, "ran-1\nxtwo\n");
+    // A build argument changed: from the RUN on.
+    let arg = build(&berthd, &["--build-arg", "V=2"]);
+    assert_eq!(
+        arg.stdout.matches(" ---> Using cache\n").count(),
+        1,
+        "{}",
+        arg.stdout
+    );
+    assert!(arg.stdout.contains(" ---> Running in "), "{}", arg.stdout);
+    // After a restart of the daemon, the cache is still there.
+    berthd.stop();
+    berthd.spawn();
+    let restarted = build(&berthd, &["--build-arg", "V=2"]);
+    assert_eq!(
+        restarted.stdout.matches(" ---> Using cache\n").count(),
+        5,
+        "{}",
+        restarted.stdout
+    );
+    assert_eq!(built_id(&restarted), built_id(&arg));
+    // --no-cache runs everything.
+    let fresh = build(&berthd, &["--no-cache"]);
+    assert!(!fresh.stdout.contains("Using cache"), "{}", fresh.stdout);
+    no_build_left(&berthd);
+}

@@ -69,6 +69,7 @@ fn options(req: &Req) -> Result<BuildOptions, ApiError> {
             .map(str::to_string),
         quiet: req.query.flag("q"),
         pull: req.query.flag("pull"),
+        no_cache: req.query.flag("nocache"),
         auth: None,
     })
 }

@@ -6,6 +6,7 @@
 //! - [`dockerfile`]: the Dockerfile language: parse, typed instructions,
 //!   variable substitution, stages and the ones a target needs.
 //! - [`args`]: build arguments, scoped per stage as Docker scopes them.
+//! - [`cache`]: the build cache, in the engine's database.
 //! - [`context`]: the context a client sends, unpacked safely into a
 //!   directory that lives as long as the build.
 //! - [`dockerignore`]: which files of a context `.dockerignore` leaves out.
@@ -17,6 +18,7 @@
 //! - [`sources`]: COPY and ADD sources found in the context, and their hash.
 
 pub mod args;
+pub mod cache;
 pub mod context;
 pub mod copy;
 pub mod dockerfile;

@@ -25,7 +25,7 @@ use super::context::{resolve_in_scope, ContextError};
 use super::dockerfile::instructions::Instruction;
 use super::dockerfile::shell::ShellError;
 use super::dockerfile::{self, ParseError};
-use super::image::{apply_metadata, push_history, ImageConfigError, ImageDoc};
+use super::image::{apply_metadata, cache_key, push_history, ImageConfigError, ImageDoc};
 use crate::backend::BackendError;
 use crate::images::names::{familiar, short_id};
 use crate::images::transfer::{Message, PullOptions};
@@ -47,6 +47,8 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// Pull base images even when they are present.
     pub pull: bool,
+    /// Run every step, the cache unread (it is still written).
+    pub no_cache: bool,
     pub auth: Option<crate::images::auth::AuthConfig>,
 }
 
@@ -277,18 +279,7 @@ async fn build_steps(
                     source,
                 })
                 .map_err(|e| at_line(e, s.line))?;
-            if let Instruction::Run(run) = &expanded {
-                let step = run_step(&built, &args, run)?;
-                super::run::run_step(engine, &mut built, step, &out, intermediate).await?;
-                let (_, id) = config_id(&built.doc);
-                out.say(format!(" ---> {}\n", short_id(&id))).await?;
-                continue;
-            }
-            if let Some(()) = file_step(engine, &mut built, root, &expanded).await? {
-                let (_, id) = config_id(&built.doc);
-                out.say(format!(" ---> {}\n", short_id(&id))).await?;
-                continue;
-            }
+            // ARG and CMD change the stage's state, cached or not.
             match &expanded {
                 Instruction::Arg(list) => {
                     for (name, default) in list {
@@ -299,8 +290,32 @@ async fn build_steps(
                 Instruction::Cmd(_) => cmd_set = true,
                 _ => {}
             }
-            let applied = apply_metadata(&mut built.doc, &expanded, cmd_set)?;
-            push_history(&mut built.doc, &now(), &applied.created_by, None);
+            let what = describe(&built, &args, &expanded, root)?;
+            let (_, parent) = config_id(&built.doc);
+            let key = cache_key(&parent, &Value::Object(built.doc.config.clone()), &what);
+            if !opts.no_cache {
+                if let Some(hit) = cached(engine, &key, built.layers.len()).await {
+                    built = hit;
+                    let (_, id) = config_id(&built.doc);
+                    out.say(format!(" ---> Using cache\n ---> {}\n", short_id(&id)))
+                        .await?;
+                    continue;
+                }
+            }
+            if let Instruction::Run(run) = &expanded {
+                let step = run_step(&built, &args, run)?;
+                super::run::run_step(engine, &mut built, step, &out, intermediate).await?;
+            } else if file_step(engine, &mut built, root, &expanded)
+                .await?
+                .is_none()
+            {
+                let applied = apply_metadata(&mut built.doc, &expanded, cmd_set)?;
+                push_history(&mut built.doc, &now(), &applied.created_by, None);
+            }
+            let entry = super::cache::Entry::from_layers(built.doc.to_value(), &built.layers);
+            if let Err(e) = engine.build_cache.put(&key, &entry) {
+                tracing::warn!(error = %e, "keep a build step in the cache");
+            }
             let (_, id) = config_id(&built.doc);
             out.say(format!(" ---> {}\n", short_id(&id))).await?;
         }
@@ -332,6 +347,67 @@ async fn build_steps(
         }
     }
     Ok(id)
+}
+
+/// What a step does, for its cache key: a RUN's history line (its
+/// command and the build arguments it sees), COPY's and ADD's sources
+/// (their hash) and flags, any other instruction with its values.
+fn describe(
+    built: &Built,
+    args: &StageArgs,
+    instruction: &Instruction,
+    context: &Path,
+) -> Result<String, BuildError> {
+    Ok(match instruction {
+        Instruction::Run(run) => run_step(built, args, run)?.created_by,
+        Instruction::Copy(copy) | Instruction::Add(copy) if copy.from.is_none() => {
+            let what = if matches!(instruction, Instruction::Copy(_)) {
+                "COPY"
+            } else {
+                "ADD"
+            };
+            let sources = super::sources::find_sources(context, &copy.sources)
+                .map_err(|source| BuildError::Source { what, source })?;
+            format!(
+                "{what} {} in {} chown={:?} chmod={:?}",
+                super::sources::sources_hash(&sources),
+                copy.dest,
+                copy.chown,
+                copy.chmod
+            )
+        }
+        other => format!("{other:?}"),
+    })
+}
+
+/// A cached step's result, if the layer it made (if any: the step's
+/// parent had `layers_before`) is still there.
+async fn cached(engine: &Engine, key: &str, layers_before: usize) -> Option<Built> {
+    let entry = match engine.build_cache.get(key) {
+        Ok(entry) => entry?,
+        Err(e) => {
+            tracing::warn!(error = %e, "read the build cache");
+            return None;
+        }
+    };
+    let built = Built {
+        doc: ImageDoc::from_value(entry.config.clone()),
+        layers: entry.layers(),
+    };
+    let diff_ids: Vec<String> = built.doc.top["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if built.layers.len() > layers_before {
+        if let Some(top) = crate::images::remove::chain_ids(&diff_ids).last() {
+            engine.supervisor.snapshot_usage(top).await.ok()?;
+        }
+    }
+    Some(built)
 }
 
 /// COPY, ADD and WORKDIR, which write into a snapshot; `None` for the

@@ -187,3 +187,30 @@ async fn unused_build_args_are_warned_about() {
     result.unwrap();
     assert!(text(&messages).contains("[Warning] One or more build-args [NOPE] were not consumed\n"));
 }
+
+#[tokio::test]
+async fn an_unchanged_rebuild_uses_the_cache_and_makes_the_same_image() {
+    let fake = Fake::new();
+    add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context("FROM busybox\nARG A=1\nENV B=$A\nCMD [\"x\"]\n");
+    let opts = BuildOptions::default();
+    let (first, messages) = run(&engine, &opts, dir.path()).await;
+    assert!(!text(&messages).contains("Using cache"));
+    let (second, messages) = run(&engine, &opts, dir.path()).await;
+    assert_eq!(text(&messages).matches(" ---> Using cache\n").count(), 3);
+    assert_eq!(first.unwrap(), second.unwrap());
+    // Another value: that step and the ones after it run again.
+    let opts = BuildOptions {
+        build_args: BTreeMap::from([("A".to_string(), Some("2".to_string()))]),
+        ..Default::default()
+    };
+    let (_, messages) = run(&engine, &opts, dir.path()).await;
+    assert_eq!(text(&messages).matches(" ---> Using cache\n").count(), 1);
+    let opts = BuildOptions {
+        no_cache: true,
+        ..Default::default()
+    };
+    let (_, messages) = run(&engine, &opts, dir.path()).await;
+    assert!(!text(&messages).contains("Using cache"));
+}

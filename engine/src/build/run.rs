@@ -20,27 +20,12 @@ use super::image::push_history;
 use super::pipeline::{write_manifest, BuildError, Built, Output};
 use crate::backend::TaskOptions;
 use crate::images::names::short_id;
+use crate::images::remove::chain_ids;
 use crate::images::Layer;
 use crate::Engine;
 
 /// The diff id of a layer that changes nothing (an empty tar).
 const EMPTY_LAYER: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
-
-/// Docker's chain ids of a list of diff ids: the snapshot names.
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for diff_id in diff_ids {
-        let next = match out.last() {
-            None => diff_id.clone(),
-            Some(parent) => format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{parent} {diff_id}").as_bytes()))
-            ),
-        };
-        out.push(next);
-    }
-    out
-}
 
 fn diff_ids(built: &Built) -> Vec<String> {
     built.doc.top["rootfs"]["diff_ids"]
