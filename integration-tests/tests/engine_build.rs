@@ -375,3 +375,65 @@ fn the_cache_reuses_unchanged_steps_across_a_restart() {
     assert!(!fresh.stdout.contains("Using cache"), "{}", fresh.stdout);
     no_build_left(&berthd);
 }
+
+#[test]
+fn berth_build_and_builder_prune() {
+    let berthd = Berthd::start();
+    let ctx = context("FROM busybox\nARG V=1\nRUN echo v$V > /v\nCMD cat /v\n");
+    fs::write(ctx.path().join(".dockerignore"), "ignored.txt\n").expect("write");
+    let berth = |args: &[&str]| {
+        let mut cmd = Command::new(integration_tests::engine::berth_binary());
+        cmd.arg("-H")
+            .arg(format!("unix://{}", berthd.socket().display()))
+            .args(args);
+        run_with_timeout(cmd, TIMEOUT)
+    };
+    let out = berth(&[
+        "build",
+        "-t",
+        "viaberth:1",
+        "--build-arg",
+        "V=3",
+        path(ctx.path()),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Step 1/4 : FROM busybox\n"), "{stdout}");
+    assert!(
+        stdout.contains("Successfully tagged viaberth:1\n"),
+        "{stdout}"
+    );
+    let run = berthd.docker(&["run", "--rm", "viaberth:1"]).ok();
+    assert_eq!(run.stdout, "v3\n");
+
+    let quiet = berth(&["build", "-q", "--build-arg", "V=3", path(ctx.path())]);
+    let id = String::from_utf8_lossy(&quiet.stdout).trim().to_string();
+    assert!(quiet.status.success());
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id:?}");
+
+    // The file .dockerignore leaves out is not in the context.
+    let ignored = context("FROM busybox\nCOPY ignored.txt /x\n");
+    fs::write(ignored.path().join(".dockerignore"), "ignored.txt\n").expect("write");
+    let out = berth(&["build", path(ignored.path())]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("file not found in build context"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let pruned = berth(&["builder", "prune", "-f"]);
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
+    assert!(String::from_utf8_lossy(&pruned.stdout).starts_with("Total:"));
+    let out = berth(&["build", "--build-arg", "V=3", path(ctx.path())]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Using cache"));
+    no_build_left(&berthd);
+}

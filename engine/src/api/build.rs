@@ -1,3 +1,5 @@
+//! `POST /build/prune` forgets the build cache.
+//!
 //! `POST /build`, the legacy builder's API (what `DOCKER_BUILDKIT=0 docker
 //! build` and `berth build` speak): the query decoded, the context body
 //! streamed into a per-build directory, the build run, its messages
@@ -26,6 +28,19 @@ pub async fn handle(engine: &Arc<Engine>, req: Req) -> Reply {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (&req.method, segments.as_slice()) {
         (&Method::POST, ["build"]) => build(engine, req).await,
+        (&Method::POST, ["build", "prune"]) => {
+            let removed = engine
+                .build_cache
+                .prune()
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            tracing::info!(entries = removed, "build cache pruned");
+            // The layers are the images' (the collector frees the unused
+            // ones); the cache's own records take no space worth counting.
+            super::json(
+                hyper::StatusCode::OK,
+                &serde_json::json!({"CachesDeleted": null, "SpaceReclaimed": 0}),
+            )
+        }
         _ => Err(ApiError::NoRoute),
     }
 }

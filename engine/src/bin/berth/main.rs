@@ -4,6 +4,7 @@
 //! command group; `output` prints tables, templates and progress.
 
 mod auth;
+mod build;
 mod client;
 mod common;
 mod container;
@@ -89,6 +90,18 @@ enum Command {
     /// Manage images
     #[command(subcommand, name = "image")]
     ImageGroup(ImageGroup),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
+    /// Manage builds
+    #[command(subcommand, name = "builder")]
+    Builder(BuilderGroup),
+}
+
+/// `berth builder ...`.
+#[derive(Subcommand)]
+enum BuilderGroup {
+    /// Remove build cache
+    Prune(build::BuilderPruneArgs),
 }
 
 /// `berth container ...`: the container commands under their group.
@@ -162,6 +175,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::ContainerGroup(ContainerGroup::Prune(args)) => {
             system::container_prune(c, args).await
         }
+        Command::Build(args) => build::build(c, args).await,
+        Command::Builder(BuilderGroup::Prune(args)) => build::builder_prune(c, args).await,
     }
 }
 
