@@ -150,9 +150,9 @@ fn bad_dockerfiles_and_contexts_fail_clearly_and_leave_nothing() {
     let ctx = context("FROM busybox\nFOO bar\n");
     docker_build(&berthd, &["build", path(ctx.path())])
         .fails_with(1, "Dockerfile parse error line 2: unknown instruction: FOO");
-    let ctx = context("FROM busybox\nCOPY --from=other ignored.txt /x\n");
+    let ctx = context("FROM busybox\nADD http://127.0.0.1:1/x /x\n");
     docker_build(&berthd, &["build", "-t", "never:1", path(ctx.path())])
-        .fails_with(1, "COPY --from is not supported by this builder yet");
+        .fails_with(1, "ADD of a URL is not supported by this builder yet");
     let ctx = context("FROM busybox\nCOPY ../outside /x\n");
     docker_build(&berthd, &["build", "-t", "never:1", path(ctx.path())])
         .fails_with(1, "Forbidden path outside the build context: ../outside");
@@ -435,5 +435,49 @@ fn berth_build_and_builder_prune() {
     assert!(String::from_utf8_lossy(&pruned.stdout).starts_with("Total:"));
     let out = berth(&["build", "--build-arg", "V=3", path(ctx.path())]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("Using cache"));
+    no_build_left(&berthd);
+}
+
+#[test]
+fn multi_stage_copies_from_a_stage_and_an_image_and_skips_the_rest() {
+    let berthd = Berthd::start();
+    let ctx = context(
+        "FROM busybox AS build\n\
+         RUN mkdir /out && echo built > /out/artifact\n\
+         FROM busybox AS unused\n\
+         RUN echo should-not-run && false\n\
+         FROM scratch\n\
+         COPY --from=build /out/artifact /artifact\n\
+         COPY --from=busybox /bin/busybox /bin/busybox\n\
+         CMD [\"/bin/busybox\", \"cat\", \"/artifact\"]\n",
+    );
+    let out = docker_build(&berthd, &["build", "-t", "multi:1", path(ctx.path())]).ok();
+    assert!(!out.stdout.contains("should-not-run"), "{}", out.stdout);
+    let run = berthd.docker(&["run", "--rm", "multi:1"]).ok();
+    assert_eq!(run.stdout, "built\n");
+    // --target builds that stage and what it needs only.
+    let out = docker_build(
+        &berthd,
+        &[
+            "build",
+            "-t",
+            "multi:build",
+            "--target",
+            "build",
+            path(ctx.path()),
+        ],
+    )
+    .ok();
+    assert!(
+        out.stdout.contains("Step 2/2 : RUN mkdir"),
+        "{}",
+        out.stdout
+    );
+    let run = berthd
+        .docker(&["run", "--rm", "multi:build", "cat", "/out/artifact"])
+        .ok();
+    assert_eq!(run.stdout, "built\n");
+    docker_build(&berthd, &["build", "--target", "nope", path(ctx.path())])
+        .fails_with(1, "failed to reach build target nope in Dockerfile");
     no_build_left(&berthd);
 }

@@ -79,6 +79,57 @@ where
     commit_layer(engine, built, &key, created_by, created).await
 }
 
+/// Another stage's (or an image's) file system, mounted for `COPY --from`
+/// to read: a snapshot prepared on its layers, unmounted and removed on
+/// drop.
+pub struct StageMount {
+    mounted: Option<Mounted>,
+    key: String,
+    supervisor: std::sync::Arc<dyn crate::backend::Supervisor>,
+}
+
+impl StageMount {
+    pub fn root(&self) -> &Path {
+        self.mounted
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |m| m.root())
+    }
+}
+
+impl Drop for StageMount {
+    fn drop(&mut self) {
+        // Unmounted first, then the snapshot goes.
+        drop(self.mounted.take());
+        let supervisor = std::sync::Arc::clone(&self.supervisor);
+        let key = std::mem::take(&mut self.key);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = supervisor.remove_snapshot(&key).await {
+                    tracing::warn!(snapshot = %key, error = %e, "remove a COPY --from snapshot");
+                }
+            });
+        }
+    }
+}
+
+/// Mounts the file system of `built` for reading.
+pub async fn mount_stage(engine: &Engine, built: &Built) -> Result<StageMount, BuildError> {
+    let key = prepare(engine, built).await?;
+    let mut stage = StageMount {
+        mounted: None,
+        key: key.clone(),
+        supervisor: std::sync::Arc::clone(&engine.supervisor),
+    };
+    let mounts = engine.supervisor.snapshot_mounts(&key).await?;
+    let target = engine.paths.engine_dir().join("build-mounts").join(&key);
+    let mounted = tokio::task::spawn_blocking(move || Mounted::mount(&mounts, &target))
+        .await
+        .map_err(|e| BuildError::Write(format!("mount a stage: {e}")))?
+        .map_err(|e| BuildError::Write(e.to_string()))?;
+    stage.mounted = Some(mounted);
+    Ok(stage)
+}
+
 /// WORKDIR's directory, made (root's, 0755) if missing.
 pub async fn make_workdir(
     engine: &Engine,
@@ -94,6 +145,17 @@ pub async fn make_workdir(
     .await
 }
 
+/// Refuses what this builder does not do yet: heredoc sources, URLs.
+pub fn check_supported(copy: &Copy, what: &str) -> Result<(), BuildError> {
+    if !copy.heredocs.is_empty() {
+        return Err(BuildError::Unsupported(format!("{what} of a heredoc")));
+    }
+    if what == "ADD" && copy.sources.iter().any(|s| s.contains("://")) {
+        return Err(BuildError::Unsupported("ADD of a URL".into()));
+    }
+    Ok(())
+}
+
 /// COPY or ADD of files of the context.
 #[allow(clippy::too_many_arguments, reason = "one step's whole description")]
 pub async fn copy_step(
@@ -106,15 +168,7 @@ pub async fn copy_step(
     shell: &[String],
     created: &str,
 ) -> Result<(), BuildError> {
-    if copy.from.is_some() {
-        return Err(BuildError::Unsupported(format!("{what} --from")));
-    }
-    if !copy.heredocs.is_empty() {
-        return Err(BuildError::Unsupported(format!("{what} of a heredoc")));
-    }
-    if what == "ADD" && copy.sources.iter().any(|s| s.contains("://")) {
-        return Err(BuildError::Unsupported("ADD of a URL".into()));
-    }
+    check_supported(copy, what)?;
     let what: &'static str = if what == "ADD" { "ADD" } else { "COPY" };
     let sources = find_sources(context, &copy.sources)
         .map_err(|source| BuildError::Source { what, source })?;

@@ -290,6 +290,19 @@ async fn build_steps(
                 Instruction::Cmd(_) => cmd_set = true,
                 _ => {}
             }
+            // COPY --from reads another stage's (or an image's) files.
+            let from_mount = match &expanded {
+                Instruction::Copy(copy) if copy.from.is_some() => {
+                    let name = copy.from.clone().unwrap_or_default();
+                    let source = match file.stage_named(&name, index) {
+                        Some(i) => results.get(&i).cloned().unwrap_or_default(),
+                        None => base_image(engine, opts, &name, &out).await?,
+                    };
+                    Some(super::copy::mount_stage(engine, &source).await?)
+                }
+                _ => None,
+            };
+            let root: &Path = from_mount.as_ref().map_or(root, |m| m.root());
             let what = describe(&built, &args, &expanded, root)?;
             let (_, parent) = config_id(&built.doc);
             let key = cache_key(&parent, &Value::Object(built.doc.config.clone()), &what);
@@ -360,20 +373,22 @@ fn describe(
 ) -> Result<String, BuildError> {
     Ok(match instruction {
         Instruction::Run(run) => run_step(built, args, run)?.created_by,
-        Instruction::Copy(copy) | Instruction::Add(copy) if copy.from.is_none() => {
+        Instruction::Copy(copy) | Instruction::Add(copy) => {
             let what = if matches!(instruction, Instruction::Copy(_)) {
                 "COPY"
             } else {
                 "ADD"
             };
+            super::copy::check_supported(copy, what)?;
             let sources = super::sources::find_sources(context, &copy.sources)
                 .map_err(|source| BuildError::Source { what, source })?;
             format!(
-                "{what} {} in {} chown={:?} chmod={:?}",
+                "{what} {} in {} chown={:?} chmod={:?} from={}",
                 super::sources::sources_hash(&sources),
                 copy.dest,
                 copy.chown,
-                copy.chmod
+                copy.chmod,
+                copy.from.is_some()
             )
         }
         other => format!("{other:?}"),

@@ -113,11 +113,11 @@ async fn a_step_that_needs_a_container_is_refused_clearly() {
     let fake = Fake::new();
     add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
     let (engine, _dir) = engine(&fake).await;
-    let dir = context("FROM busybox\nCOPY --from=x a /a\n");
+    let dir = context("FROM busybox\nADD http://127.0.0.1:1/x /x\n");
     let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
     assert_eq!(
         result.unwrap_err().to_string(),
-        "COPY --from is not supported by this builder yet"
+        "ADD of a URL is not supported by this builder yet"
     );
     assert!(!fake.calls().iter().any(|c| c.starts_with("create_image")));
 }
