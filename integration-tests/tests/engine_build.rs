@@ -481,3 +481,74 @@ fn multi_stage_copies_from_a_stage_and_an_image_and_skips_the_rest() {
         .fails_with(1, "failed to reach build target nope in Dockerfile");
     no_build_left(&berthd);
 }
+
+#[test]
+fn commit_of_a_running_container_runs() {
+    let berthd = Berthd::start();
+    berthd
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "source",
+            "busybox",
+            "sh",
+            "-c",
+            "echo made > /made && sleep 100",
+        ])
+        .ok();
+    integration_tests::wait_until("the container's file", Duration::from_secs(20), || {
+        berthd.docker(&["exec", "source", "cat", "/made"]).code == 0
+    });
+    let out = berthd
+        .docker(&[
+            "commit",
+            "-m",
+            "a message",
+            "-a",
+            "Jo",
+            "-c",
+            "CMD [\"cat\", \"/made\"]",
+            "-c",
+            "ENV COMMITTED=1",
+            "source",
+            "committed:1",
+        ])
+        .ok();
+    assert!(out.stdout.trim().starts_with("sha256:"), "{}", out.stdout);
+    let run = berthd.docker(&["run", "--rm", "committed:1"]).ok();
+    assert_eq!(run.stdout, "made\n");
+    let env = berthd
+        .docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{json .Config.Env}}",
+            "committed:1",
+        ])
+        .ok()
+        .stdout;
+    assert!(env.contains("COMMITTED=1"), "{env}");
+    // The container still runs after its commit (it was paused, then resumed).
+    let state = berthd
+        .docker(&["inspect", "-f", "{{.State.Status}}", "source"])
+        .ok()
+        .stdout;
+    assert_eq!(state.trim(), "running");
+    // berth commit too, without pausing.
+    let mut cmd = Command::new(integration_tests::engine::berth_binary());
+    cmd.arg("-H")
+        .arg(format!("unix://{}", berthd.socket().display()))
+        .args(["commit", "-p=false", "source", "committed:2"]);
+    let out = run_with_timeout(cmd, TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = berthd
+        .docker(&["run", "--rm", "committed:2", "cat", "/made"])
+        .ok();
+    assert_eq!(run.stdout, "made\n");
+    berthd.docker(&["rm", "-f", "source"]).ok();
+}

@@ -1,4 +1,5 @@
-//! `POST /build/prune` forgets the build cache.
+//! `POST /build/prune` forgets the build cache; `POST /commit` makes an
+//! image of a container.
 //!
 //! `POST /build`, the legacy builder's API (what `DOCKER_BUILDKIT=0 docker
 //! build` and `berth build` speak): the query decoded, the context body
@@ -28,6 +29,7 @@ pub async fn handle(engine: &Arc<Engine>, req: Req) -> Reply {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (&req.method, segments.as_slice()) {
         (&Method::POST, ["build"]) => build(engine, req).await,
+        (&Method::POST, ["commit"]) => commit(engine, req).await,
         (&Method::POST, ["build", "prune"]) => {
             let removed = engine
                 .build_cache
@@ -190,4 +192,30 @@ async fn build(engine: &Arc<Engine>, mut req: Req) -> Reply {
             Err(e) => Err(ApiError::Internal(format!("the build stopped: {e}"))),
         },
     }
+}
+
+async fn commit(engine: &Arc<Engine>, req: Req) -> Reply {
+    let q = &req.query;
+    let text = |key: &str| q.get(key).unwrap_or("").to_string();
+    let opts = crate::build::commit::CommitOptions {
+        container: text("container"),
+        repo: text("repo"),
+        tag: text("tag"),
+        comment: text("comment"),
+        author: text("author"),
+        changes: q
+            .get_all("changes")
+            .into_iter()
+            .flat_map(|c| c.split('\n'))
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_string)
+            .collect(),
+        // Docker pauses unless told not to.
+        pause: !matches!(q.get("pause"), Some("0" | "false" | "False")),
+    };
+    if opts.container.is_empty() {
+        return Err(ApiError::BadRequest("container is required".into()));
+    }
+    let id = crate::build::commit::commit(engine, &opts).await?;
+    super::json(hyper::StatusCode::CREATED, &serde_json::json!({"Id": id}))
 }

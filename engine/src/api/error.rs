@@ -101,6 +101,18 @@ impl From<BuildError> for ApiError {
     }
 }
 
+impl From<crate::build::commit::CommitError> for ApiError {
+    fn from(e: crate::build::commit::CommitError) -> Self {
+        use crate::build::commit::CommitError;
+        match e {
+            CommitError::Container(e) => e.into(),
+            CommitError::Image(e) => e.into(),
+            CommitError::Build(e) => e.into(),
+            CommitError::Backend(b) => backend(format!("commit: {b}"), &b),
+        }
+    }
+}
+
 impl From<ContainerError> for ApiError {
     fn from(e: ContainerError) -> Self {
         let message = e.to_string();

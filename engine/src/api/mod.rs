@@ -253,7 +253,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         "containers" => containers::handle(&engine, req).await,
         "exec" => exec::handle(&engine, req).await,
         "images" => images::handle(&engine, req).await,
-        "build" => build::handle(&engine, req).await,
+        "build" | "commit" => build::handle(&engine, req).await,
         _ => Err(ApiError::NoRoute),
     };
     let mut resp = match result {

@@ -7,6 +7,7 @@
 //!   variable substitution, stages and the ones a target needs.
 //! - [`args`]: build arguments, scoped per stage as Docker scopes them.
 //! - [`cache`]: the build cache, in the engine's database.
+//! - [`commit`]: `POST /commit`, a container's changes as an image.
 //! - [`context`]: the context a client sends, unpacked safely into a
 //!   directory that lives as long as the build.
 //! - [`dockerignore`]: which files of a context `.dockerignore` leaves out.
@@ -19,6 +20,7 @@
 
 pub mod args;
 pub mod cache;
+pub mod commit;
 pub mod context;
 pub mod copy;
 pub mod dockerfile;

@@ -162,3 +162,53 @@ pub async fn builder_prune(c: &Client, a: BuilderPruneArgs) -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// Create a new image from a container's changes
+#[derive(clap::Args)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short = 'a', long)]
+    author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short = 'c', long = "change")]
+    changes: Vec<String>,
+    /// Commit message
+    #[arg(short = 'm', long)]
+    message: Option<String>,
+    /// Pause container during commit
+    #[arg(short = 'p', long, default_value_t = true, action = clap::ArgAction::Set)]
+    pause: bool,
+    container: String,
+    /// REPOSITORY[:TAG]
+    reference: Option<String>,
+}
+
+pub async fn commit(c: &Client, a: CommitArgs) -> anyhow::Result<()> {
+    let mut q: Vec<(&str, String)> = vec![("container", a.container.clone())];
+    if let Some(reference) = &a.reference {
+        // The tag is after the last colon that is not part of a registry
+        // host's port (no slash after it).
+        match reference.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => {
+                q.push(("repo", repo.to_string()));
+                q.push(("tag", tag.to_string()));
+            }
+            _ => q.push(("repo", reference.clone())),
+        }
+    }
+    if let Some(author) = &a.author {
+        q.push(("author", author.clone()));
+    }
+    if let Some(message) = &a.message {
+        q.push(("comment", message.clone()));
+    }
+    for change in &a.changes {
+        q.push(("changes", change.clone()));
+    }
+    q.push(("pause", if a.pause { "1".into() } else { "0".into() }));
+    let answer: serde_json::Value = c
+        .json(Method::POST, &format!("/commit{}", query(&q)), None)
+        .await?;
+    println!("{}", answer["Id"].as_str().unwrap_or_default());
+    Ok(())
+}

@@ -92,6 +92,8 @@ enum Command {
     ImageGroup(ImageGroup),
     /// Build an image from a Dockerfile
     Build(build::BuildArgs),
+    /// Create a new image from a container's changes
+    Commit(build::CommitArgs),
     /// Manage builds
     #[command(subcommand, name = "builder")]
     Builder(BuilderGroup),
@@ -176,6 +178,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             system::container_prune(c, args).await
         }
         Command::Build(args) => build::build(c, args).await,
+        Command::Commit(args) => build::commit(c, args).await,
         Command::Builder(BuilderGroup::Prune(args)) => build::builder_prune(c, args).await,
     }
 }
