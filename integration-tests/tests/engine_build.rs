@@ -550,5 +550,18 @@ fn commit_of_a_running_container_runs() {
         .docker(&["run", "--rm", "committed:2", "cat", "/made"])
         .ok();
     assert_eq!(run.stdout, "made\n");
+    // berth history shows what docker history shows.
+    let format = "{{.CreatedBy}}|{{.Size}}|{{.Comment}}";
+    let docker = berthd
+        .docker(&["history", "--format", format, "committed:1"])
+        .ok()
+        .stdout;
+    let mut cmd = Command::new(integration_tests::engine::berth_binary());
+    cmd.arg("-H")
+        .arg(format!("unix://{}", berthd.socket().display()))
+        .args(["history", "--format", format, "committed:1"]);
+    let out = run_with_timeout(cmd, TIMEOUT);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), docker);
+    assert!(docker.contains("|a message"), "{docker}");
     berthd.docker(&["rm", "-f", "source"]).ok();
 }

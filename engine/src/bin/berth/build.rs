@@ -1,4 +1,5 @@
-//! `berth build` and `berth builder prune`: the context directory packed
+//! `berth build`, `berth commit`, `berth history` and `berth builder
+//! prune`. Build: the context directory packed
 //! with its `.dockerignore` (the library's `build::context::pack`), sent to
 //! `POST /build` with the options as docker's legacy builder sends them,
 //! and the messages printed as they come (`-q`: the image id only).
@@ -211,4 +212,74 @@ pub async fn commit(c: &Client, a: CommitArgs) -> anyhow::Result<()> {
         .await?;
     println!("{}", answer["Id"].as_str().unwrap_or_default());
     Ok(())
+}
+
+/// Show the history of an image
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    /// Print sizes and dates in human readable format
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    human: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Format output using a custom template
+    #[arg(long)]
+    format: Option<String>,
+    image: String,
+}
+
+const HISTORY_HEADERS: [(&str, &str); 6] = [
+    ("ID", "IMAGE"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedBy", "CREATED BY"),
+    ("Size", "SIZE"),
+    ("Comment", "COMMENT"),
+];
+
+pub async fn history(c: &Client, a: HistoryArgs) -> anyhow::Result<()> {
+    use crate::output::{short_id, units};
+    let path = format!("/images/{}/history", crate::client::enc(&a.image));
+    let list: Vec<serde_json::Value> = c.json(Method::GET, &path, None).await?;
+    let trunc = !a.no_trunc;
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|entry| {
+            let id = entry["Id"].as_str().unwrap_or("<missing>");
+            let id = if trunc && id.starts_with("sha256:") {
+                short_id(id)
+            } else {
+                id.to_string()
+            };
+            let created = entry["Created"].as_i64().unwrap_or(0);
+            let mut created_by = entry["CreatedBy"].as_str().unwrap_or("").replace('\t', " ");
+            if trunc && created_by.chars().count() > 45 {
+                created_by = created_by.chars().take(44).collect::<String>() + "…";
+            }
+            let size = entry["Size"].as_f64().unwrap_or(0.0);
+            serde_json::json!({
+                "ID": id,
+                "CreatedSince": if a.human { units::ago(created as f64) } else { created.to_string() },
+                "CreatedAt": units::go_time_string(created),
+                "CreatedBy": created_by,
+                "Size": if a.human { units::human_size_precision(size, 3) } else { format!("{size}") },
+                "Comment": entry["Comment"].as_str().unwrap_or(""),
+            })
+        })
+        .collect();
+    let format = if a.quiet {
+        Some("{{.ID}}".to_string())
+    } else {
+        a.format.clone()
+    };
+    crate::common::print_rows(
+        format.as_deref(),
+        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+        &rows,
+        &HISTORY_HEADERS,
+    )
 }

@@ -94,6 +94,8 @@ enum Command {
     Build(build::BuildArgs),
     /// Create a new image from a container's changes
     Commit(build::CommitArgs),
+    /// Show the history of an image
+    History(build::HistoryArgs),
     /// Manage builds
     #[command(subcommand, name = "builder")]
     Builder(BuilderGroup),
@@ -179,6 +181,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Build(args) => build::build(c, args).await,
         Command::Commit(args) => build::commit(c, args).await,
+        Command::History(args) => build::history(c, args).await,
         Command::Builder(BuilderGroup::Prune(args)) => build::builder_prune(c, args).await,
     }
 }
