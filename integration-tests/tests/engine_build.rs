@@ -565,3 +565,30 @@ fn commit_of_a_running_container_runs() {
     assert!(docker.contains("|a message"), "{docker}");
     berthd.docker(&["rm", "-f", "source"]).ok();
 }
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    let berthd = Berthd::start();
+    let parent =
+        context("FROM busybox\nONBUILD RUN echo triggered > /t\nONBUILD ENV FROM_TRIGGER=1\n");
+    docker_build(&berthd, &["build", "-t", "parent:1", path(parent.path())]).ok();
+    let child = context("FROM parent:1\nCMD cat /t\n");
+    let out = docker_build(&berthd, &["build", "-t", "child:1", path(child.path())]).ok();
+    assert!(
+        out.stdout.contains("# Executing 2 build triggers\n"),
+        "{}",
+        out.stdout
+    );
+    let run = berthd.docker(&["run", "--rm", "child:1"]).ok();
+    assert_eq!(run.stdout, "triggered\n");
+    let inspect = |format: &str| {
+        berthd
+            .docker(&["image", "inspect", "-f", format, "child:1"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert!(inspect("{{json .Config.Env}}").contains("FROM_TRIGGER=1"));
+    assert_eq!(inspect("{{json .Config.OnBuild}}"), "null");
+}

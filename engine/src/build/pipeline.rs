@@ -258,12 +258,20 @@ async fn build_steps(
         if !built.layers.is_empty() || !base.image.eq_ignore_ascii_case("scratch") {
             out.say(format!(" ---> {}\n", short_id(&id))).await?;
         }
+        // The base's ONBUILD triggers run first, and are not inherited.
+        let triggers = onbuild_triggers(&mut built, &out).await?;
         let mut args = StageArgs::new(&opts.build_args, &global);
         let mut cmd_set = false;
-        for s in &stage.steps {
-            step += 1;
-            out.say(format!("Step {step}/{total} : {}\n", s.original))
-                .await?;
+        let steps = triggers
+            .iter()
+            .map(|s| (true, s))
+            .chain(stage.steps.iter().map(|s| (false, s)));
+        for (trigger, s) in steps {
+            if !trigger {
+                step += 1;
+                out.say(format!("Step {step}/{total} : {}\n", s.original))
+                    .await?;
+            }
             let env: Vec<String> = built
                 .doc
                 .config
@@ -360,6 +368,38 @@ async fn build_steps(
         }
     }
     Ok(id)
+}
+
+/// The ONBUILD triggers of a stage's base, parsed, removed from the
+/// config the stage inherits (Docker runs them once).
+async fn onbuild_triggers(
+    built: &mut Built,
+    out: &Output<'_>,
+) -> Result<Vec<dockerfile::instructions::Step>, BuildError> {
+    let triggers: Vec<String> = built
+        .doc
+        .config
+        .get("OnBuild")
+        .and_then(super::image::strings)
+        .unwrap_or_default();
+    if triggers.is_empty() {
+        return Ok(Vec::new());
+    }
+    built.doc.config.insert("OnBuild".into(), Value::Null);
+    let plural = if triggers.len() == 1 { "" } else { "s" };
+    out.say(format!(
+        "# Executing {} build trigger{plural}\n",
+        triggers.len()
+    ))
+    .await?;
+    let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+    let parsed = dockerfile::parse(&text)?;
+    Ok(parsed
+        .stages
+        .into_iter()
+        .next()
+        .map(|stage| stage.steps)
+        .unwrap_or_default())
 }
 
 /// What a step does, for its cache key: a RUN's history line (its
