@@ -592,3 +592,42 @@ fn onbuild_triggers_run_in_the_child_build() {
     assert!(inspect("{{json .Config.Env}}").contains("FROM_TRIGGER=1"));
     assert_eq!(inspect("{{json .Config.OnBuild}}"), "null");
 }
+
+/// A tar with one entry of any name (even ones `tar::Builder` refuses).
+fn raw_tar(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = tar::Header::new_old();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1);
+    header.set_cksum();
+    let mut out = header.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.extend(std::iter::repeat_n(0u8, (512 - data.len() % 512) % 512));
+    out.extend([0u8; 1024]);
+    out
+}
+
+#[test]
+fn add_extracts_a_local_tar_and_refuses_one_that_escapes() {
+    let berthd = Berthd::start();
+    let ctx = context("FROM busybox\nADD app.tar /opt/app/\nCMD cat /opt/app/inside.txt\n");
+    fs::write(
+        ctx.path().join("app.tar"),
+        raw_tar("inside.txt", b"from the tar\n"),
+    )
+    .expect("write");
+    docker_build(&berthd, &["build", "-t", "added:1", path(ctx.path())]).ok();
+    let run = berthd.docker(&["run", "--rm", "added:1"]).ok();
+    assert_eq!(run.stdout, "from the tar\n");
+
+    for name in ["../evil.txt", "/evil.txt"] {
+        let ctx = context("FROM busybox\nADD bad.tar /opt/\n");
+        fs::write(ctx.path().join("bad.tar"), raw_tar(name, b"evil\n")).expect("write");
+        docker_build(&berthd, &["build", "-t", "never:1", path(ctx.path())])
+            .fails_with(1, "leaves the destination");
+    }
+    berthd.docker(&["version"]).ok();
+    no_build_left(&berthd);
+}

@@ -172,9 +172,7 @@ pub async fn copy_step(
     let what: &'static str = if what == "ADD" { "ADD" } else { "COPY" };
     let sources = find_sources(context, &copy.sources)
         .map_err(|source| BuildError::Source { what, source })?;
-    if what == "ADD" && sources.iter().any(|s| !s.is_dir && is_archive(&s.path)) {
-        return Err(BuildError::Unsupported("ADD of an archive".into()));
-    }
+    let extract = what == "ADD";
     let many = sources.len() > 1;
     if many && !copy.dest.ends_with('/') {
         return Err(BuildError::Write(format!(
@@ -204,25 +202,49 @@ pub async fn copy_step(
         copy.chown.as_deref(),
         &created_by,
         created,
-        move |root, owner| copy_all(root, &sources, &dest, Attributes { owner, mode }),
+        move |root, owner| copy_all(root, &sources, &dest, Attributes { owner, mode }, extract),
     )
     .await
 }
 
+/// Whether ADD extracts a file: compressed (by its magic bytes), or a tar
+/// whose first header reads (its checksum holds), as Docker decides.
 fn is_archive(path: &Path) -> bool {
-    let mut head = [0u8; 262];
-    let Ok(n) = io::Read::read(
-        &mut match fs::File::open(path) {
-            Ok(f) => f,
-            Err(_) => return false,
-        },
-        &mut head,
-    ) else {
+    let Ok(mut file) = fs::File::open(path) else {
         return false;
     };
-    let head = &head[..n];
-    super::context::Compression::detect(head) != super::context::Compression::None
-        || head.get(257..262) == Some(b"ustar")
+    let mut head = [0u8; 6];
+    let n = io::Read::read(&mut file, &mut head).unwrap_or(0);
+    if super::context::Compression::detect(&head[..n]) != super::context::Compression::None {
+        return true;
+    }
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let mut archive = tar::Archive::new(file);
+    archive
+        .entries()
+        .ok()
+        .and_then(|mut entries| entries.next())
+        .is_some_and(|first| first.is_ok())
+}
+
+/// ADD of a local tar: extracted into the destination directory.
+fn extract_archive(
+    root: &Path,
+    source: &Source,
+    dest: &str,
+    attrs: Attributes,
+) -> Result<(), BuildError> {
+    let dir = make_dirs(root, dest, attrs)?;
+    let file = fs::File::open(&source.path).map_err(write_error(&source.path))?;
+    super::context::unpack_archive(file, &dir).map_err(|e| match e {
+        super::context::ContextError::Outside(entry) => BuildError::Write(format!(
+            "ADD {}: archive entry {entry:?} leaves the destination",
+            source.rel
+        )),
+        other => BuildError::Write(format!("ADD {}: {other}", source.rel)),
+    })
 }
 
 fn copy_all(
@@ -230,8 +252,13 @@ fn copy_all(
     sources: &[Source],
     dest: &str,
     attrs: Attributes,
+    extract: bool,
 ) -> Result<(), BuildError> {
     for source in sources {
+        if extract && !source.is_dir && is_archive(&source.path) {
+            extract_archive(root, source, dest, attrs)?;
+            continue;
+        }
         let dest_is_dir = dest.ends_with('/') || {
             let resolved = resolve_in_scope(root, dest, true)?;
             resolved.is_dir()

@@ -131,6 +131,14 @@ impl Drop for ContextDir {
     }
 }
 
+/// Extracts a (possibly compressed) tar archive into `dest` with the same
+/// rules as a context: no entry outside `dest`, nothing written through a
+/// symbolic link (ADD of a local archive).
+pub fn unpack_archive(reader: impl Read, dest: &Path) -> Result<(), ContextError> {
+    let reader = decompressed(reader).map_err(ContextError::Read)?;
+    unpack_tar(reader, dest)
+}
+
 /// A tar entry's path made relative and checked: no root, no `..`.
 fn entry_path(raw: &Path) -> Result<Option<PathBuf>, ContextError> {
     let mut out = PathBuf::new();
