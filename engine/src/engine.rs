@@ -21,6 +21,7 @@ pub struct Engine {
     /// The engine itself, for tasks that outlive a request (restarts by
     /// policy, health probes); set by [`Engine::start_monitor`].
     this: std::sync::OnceLock<std::sync::Weak<Engine>>,
+    pub build_cache: crate::build::cache::BuildCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,7 @@ impl Engine {
     /// The engine over `supervisor`, with its state under `paths`.
     pub fn open(supervisor: Arc<dyn Supervisor>, paths: Paths) -> Result<Engine, EngineError> {
         let store = Arc::new(Store::open(&paths.database())?);
+        let build_cache = crate::build::cache::BuildCache::new(Arc::clone(&store));
         let containers = Containers::load(store.clone())?;
         let claims = containers.all().into_iter().map(|c| {
             let r = c.record();
@@ -51,6 +53,7 @@ impl Engine {
             execs: Execs::default(),
             volumes,
             this: std::sync::OnceLock::new(),
+            build_cache,
         })
     }
 

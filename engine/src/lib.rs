@@ -5,8 +5,9 @@
 //! - [`api`]: HTTP only: routing, decoding, encoding, Docker's error bodies,
 //!   streams and the connection upgrade of attach and exec.
 //! - The domain: [`containers`] (create, start, stop, inspect, logs, ...),
-//!   [`images`], [`volumes`], [`exec`], [`events`], [`names`], [`state`] (the
-//!   engine's redb database). None of it imports hyper.
+//!   [`images`], [`volumes`], [`build`] (Dockerfile builds), [`exec`],
+//!   [`events`], [`names`], [`state`] (the engine's redb database). None of
+//!   it imports hyper.
 //! - [`backend`]: the supervisor behind a trait, over gRPC or in memory.
 //! - [`daemon`]: `berthd`'s set-up: paths, the managed supervisor, serving.
 //! - [`types`]: the Docker API's data model.
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod build;
 pub mod config;
 pub mod containers;
 pub mod daemon;

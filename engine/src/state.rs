@@ -51,15 +51,18 @@ db_err!(
 pub enum Table {
     Containers,
     Volumes,
+    /// The build cache: a step's key to the image it made.
+    BuildCache,
 }
 
 impl Table {
-    const ALL: [Table; 2] = [Table::Containers, Table::Volumes];
+    const ALL: [Table; 3] = [Table::Containers, Table::Volumes, Table::BuildCache];
 
     fn name(self) -> &'static str {
         match self {
             Table::Containers => "containers",
             Table::Volumes => "volumes",
+            Table::BuildCache => "build_cache",
         }
     }
 
@@ -102,6 +105,26 @@ impl Store {
         tx.open_table(table.def())?.insert(key, bytes.as_slice())?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// One record, if there is one by that key.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, StateError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table.def())?;
+        let Some(value) = t.get(key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|source| StateError::Corrupt {
+                table: table.name(),
+                key: key.to_string(),
+                source,
+            })
     }
 
     /// Removes a record; removing none is not an error.

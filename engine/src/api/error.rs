@@ -4,6 +4,8 @@
 use hyper::StatusCode;
 
 use crate::backend::BackendError;
+use crate::build::context::ContextError;
+use crate::build::pipeline::BuildError;
 use crate::containers::spec::SpecError;
 use crate::containers::ContainerError;
 use crate::exec::ExecError;
@@ -79,6 +81,39 @@ impl From<ImageError> for ApiError {
             ImageError::Unauthorized(_) => ApiError::Unauthorized(message),
             ImageError::InvalidDocument { .. } => ApiError::Internal(message),
             ImageError::Backend(b) => backend(message, &b),
+        }
+    }
+}
+
+impl From<BuildError> for ApiError {
+    fn from(e: BuildError) -> Self {
+        let message = e.to_string();
+        match e {
+            BuildError::NoDockerfile(_)
+            | BuildError::Parse(_)
+            | BuildError::Expand { .. }
+            | BuildError::Config(_)
+            | BuildError::Unsupported(_)
+            | BuildError::BadTag(_)
+            | BuildError::Source { .. }
+            | BuildError::Write(_) => ApiError::BadRequest(message),
+            BuildError::Context(ContextError::Write { .. }) => ApiError::Internal(message),
+            BuildError::Context(_) => ApiError::BadRequest(message),
+            BuildError::Image(e) => e.into(),
+            BuildError::Backend(b) => backend(message, &b),
+            BuildError::RunFailed { .. } | BuildError::Gone => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<crate::build::commit::CommitError> for ApiError {
+    fn from(e: crate::build::commit::CommitError) -> Self {
+        use crate::build::commit::CommitError;
+        match e {
+            CommitError::Container(e) => e.into(),
+            CommitError::Image(e) => e.into(),
+            CommitError::Build(e) => e.into(),
+            CommitError::Backend(b) => backend(format!("commit: {b}"), &b),
         }
     }
 }

@@ -74,7 +74,7 @@ pub async fn handle(engine: &Arc<Engine>, req: Req) -> Reply {
 
 /// A JSON-lines progress stream, as dockerd sends pull, push, load and
 /// import.
-fn progress_response(messages: BoxStream<'static, Message>) -> Reply {
+pub(super) fn progress_response(messages: BoxStream<'static, Message>) -> Reply {
     let body = messages.map(|m| Ok(Bytes::from(m.to_line())));
     let mut resp = hyper::Response::new(stream_body(body.boxed()));
     resp.headers_mut()

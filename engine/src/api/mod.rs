@@ -17,6 +17,7 @@ use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub mod build;
 pub mod containers;
 pub mod error;
 pub mod exec;
@@ -256,6 +257,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         "images" => images::handle(&engine, req).await,
         "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => swarm::handle(&req),
         "volumes" => volumes::handle(&engine, req).await,
+        "build" | "commit" => build::handle(&engine, req).await,
         _ => Err(ApiError::NoRoute),
     };
     let mut resp = match result {

@@ -11,6 +11,7 @@ use berth_proto::containers::v1 as containers;
 use berth_proto::events::v1 as events;
 use berth_proto::images::v1 as images;
 use berth_proto::tasks::v1 as tasks;
+use berth_proto::types::v1 as types;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -30,6 +31,8 @@ struct State {
     remote: BTreeMap<String, Remote>,
     imported: Vec<images::Image>,
     logins: BTreeMap<String, (String, String)>,
+    /// Snapshots by key: their parent, and whether committed.
+    snapshots: BTreeMap<String, (String, bool)>,
 }
 
 #[derive(Clone)]
@@ -538,6 +541,131 @@ impl Supervisor for Fake {
         })
     }
 
+    fn write_blob(&self, data: Bytes) -> BoxFuture<'_, Result<String>> {
+        use sha2::Digest as _;
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
+        self.record(format!("write_blob {digest}"));
+        self.lock().blobs.insert(digest.clone(), data);
+        Box::pin(async move { Ok(digest) })
+    }
+
+    fn create_image(
+        &self,
+        name: &str,
+        target: types::Descriptor,
+    ) -> BoxFuture<'_, Result<images::Image>> {
+        self.record(format!("create_image {name} {}", target.digest));
+        let mut state = self.lock();
+        let result = if state.blobs.contains_key(&target.digest) {
+            let image = images::Image {
+                name: name.to_string(),
+                size: target.size,
+                target: Some(target),
+                ..Default::default()
+            };
+            state.images.insert(name.to_string(), image.clone());
+            Ok(image)
+        } else {
+            Err(not_found("content", &target.digest))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn prepare_snapshot(&self, key: &str, parent: &str) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("prepare_snapshot {key} {parent}"));
+        let mut state = self.lock();
+        let result = if state.snapshots.contains_key(key) {
+            Err(BackendError::AlreadyExists(format!(
+                "snapshot {key} already exists"
+            )))
+        } else if !parent.is_empty() && !state.snapshots.get(parent).is_some_and(|s| s.1) {
+            Err(not_found("snapshot", parent))
+        } else {
+            state
+                .snapshots
+                .insert(key.to_string(), (parent.to_string(), false));
+            Ok(())
+        };
+        Box::pin(async move { result })
+    }
+
+    fn snapshot_mounts(&self, key: &str) -> BoxFuture<'_, Result<Vec<types::Mount>>> {
+        let found = self.lock().snapshots.contains_key(key);
+        let key = key.to_string();
+        Box::pin(async move {
+            found
+                .then(Vec::new)
+                .ok_or_else(|| not_found("snapshot", &key))
+        })
+    }
+
+    fn commit_snapshot(&self, name: &str, key: &str) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("commit_snapshot {name} {key}"));
+        let mut state = self.lock();
+        let result = match state.snapshots.remove(key) {
+            Some((parent, false)) => {
+                state.snapshots.insert(name.to_string(), (parent, true));
+                Ok(())
+            }
+            Some(committed) => {
+                state.snapshots.insert(key.to_string(), committed);
+                Err(BackendError::FailedPrecondition(format!(
+                    "snapshot {key} is not active"
+                )))
+            }
+            None => Err(not_found("snapshot", key)),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn remove_snapshot(&self, key: &str) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("remove_snapshot {key}"));
+        let mut state = self.lock();
+        let result = if state.snapshots.values().any(|(parent, _)| parent == key) {
+            Err(BackendError::FailedPrecondition(format!(
+                "snapshot {key} is the parent of another"
+            )))
+        } else if state.snapshots.remove(key).is_some() {
+            Ok(())
+        } else {
+            Err(not_found("snapshot", key))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn diff_snapshot(
+        &self,
+        key: &str,
+        media_type: &str,
+    ) -> BoxFuture<'_, Result<(types::Descriptor, String)>> {
+        use sha2::Digest as _;
+        self.record(format!("diff_snapshot {key}"));
+        let mut state = self.lock();
+        // The fake has no files: the layer is the key's name, so each
+        // snapshot gives its own blob.
+        let result = if state.snapshots.contains_key(key) {
+            let blob = Bytes::from(format!("layer of {key}"));
+            let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&blob)));
+            let size = blob.len() as i64;
+            state.blobs.insert(digest.clone(), blob);
+            let media_type = if media_type.is_empty() {
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            } else {
+                media_type
+            };
+            let descriptor = types::Descriptor {
+                media_type: media_type.to_string(),
+                digest: digest.clone(),
+                size,
+                annotations: Default::default(),
+            };
+            Ok((descriptor, digest))
+        } else {
+            Err(not_found("snapshot", key))
+        };
+        Box::pin(async move { result })
+    }
+
     fn changes(&self, key: &str) -> BoxFuture<'_, Result<Vec<(String, i32)>>> {
         let found = self.lock().containers.contains_key(key);
         let key = key.to_string();
@@ -638,3 +766,7 @@ impl Fake {
         Box::pin(async move { result })
     }
 }
+
+#[cfg(test)]
+#[path = "fake_tests.rs"]
+mod tests;

@@ -8,6 +8,7 @@ use berth_proto::events::v1 as events;
 use berth_proto::images::v1 as images;
 use berth_proto::snapshots::v1 as snapshots;
 use berth_proto::tasks::v1 as tasks;
+use berth_proto::types::v1 as types;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -417,6 +418,114 @@ impl Supervisor for Grpc {
                 input: stdin.then_some(tx),
                 output,
             })
+        })
+    }
+
+    fn write_blob(&self, data: Bytes) -> BoxFuture<'_, Result<String>> {
+        use sha2::Digest as _;
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
+        let req = content::WriteContentRequest {
+            action: content::WriteAction::Commit as i32,
+            r#ref: format!("build-{digest}"),
+            total: data.len() as i64,
+            expected: digest.clone(),
+            offset: 0,
+            data: data.to_vec(),
+            labels: Default::default(),
+        };
+        Box::pin(async move {
+            let requests = futures_util::stream::iter([req]);
+            let mut replies = self.client.content().write(requests).await?.into_inner();
+            match replies.message().await? {
+                Some(reply) if reply.digest == digest => Ok(digest),
+                Some(reply) => Err(BackendError::Internal(format!(
+                    "content write of {digest} committed {}",
+                    reply.digest
+                ))),
+                None => Err(BackendError::Internal(format!(
+                    "content write of {digest}: no answer"
+                ))),
+            }
+        })
+    }
+
+    fn create_image(
+        &self,
+        name: &str,
+        target: types::Descriptor,
+    ) -> BoxFuture<'_, Result<images::Image>> {
+        let req = images::CreateImageRequest {
+            name: name.to_string(),
+            target: Some(target),
+        };
+        Box::pin(async move { Ok(self.client.images().create(req).await?.into_inner()) })
+    }
+
+    fn prepare_snapshot(&self, key: &str, parent: &str) -> BoxFuture<'_, Result<()>> {
+        let req = snapshots::PrepareSnapshotRequest {
+            key: key.to_string(),
+            parent: parent.to_string(),
+            labels: Default::default(),
+        };
+        Box::pin(async move {
+            self.client.snapshots().prepare(req).await?;
+            Ok(())
+        })
+    }
+
+    fn snapshot_mounts(&self, key: &str) -> BoxFuture<'_, Result<Vec<types::Mount>>> {
+        let req = snapshots::MountsRequest {
+            key: key.to_string(),
+        };
+        Box::pin(async move {
+            Ok(self
+                .client
+                .snapshots()
+                .mounts(req)
+                .await?
+                .into_inner()
+                .mounts)
+        })
+    }
+
+    fn commit_snapshot(&self, name: &str, key: &str) -> BoxFuture<'_, Result<()>> {
+        let req = snapshots::CommitSnapshotRequest {
+            name: name.to_string(),
+            key: key.to_string(),
+            labels: Default::default(),
+        };
+        Box::pin(async move {
+            self.client.snapshots().commit(req).await?;
+            Ok(())
+        })
+    }
+
+    fn remove_snapshot(&self, key: &str) -> BoxFuture<'_, Result<()>> {
+        let req = snapshots::RemoveSnapshotRequest {
+            key: key.to_string(),
+        };
+        Box::pin(async move {
+            self.client.snapshots().remove(req).await?;
+            Ok(())
+        })
+    }
+
+    fn diff_snapshot(
+        &self,
+        key: &str,
+        media_type: &str,
+    ) -> BoxFuture<'_, Result<(types::Descriptor, String)>> {
+        let req = snapshots::DiffRequest {
+            key: key.to_string(),
+            media_type: media_type.to_string(),
+            labels: Default::default(),
+        };
+        Box::pin(async move {
+            let resp = self.client.snapshots().diff(req).await?.into_inner();
+            let diff = resp
+                .diff
+                .ok_or_else(|| BackendError::Internal("diff: no descriptor".to_string()))?;
+            Ok((diff, resp.diff_id))
         })
     }
 

@@ -14,6 +14,7 @@ use berth_proto::containers::v1 as containers;
 use berth_proto::events::v1 as events;
 use berth_proto::images::v1 as images;
 use berth_proto::tasks::v1 as tasks;
+use berth_proto::types::v1 as types;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
@@ -179,6 +180,33 @@ pub trait Supervisor: Send + Sync + 'static {
     /// `user[:group]` resolved in the snapshot's /etc/passwd and /etc/group:
     /// uid, gid and the user's other groups.
     fn resolve_user(&self, key: &str, user: &str) -> BoxFuture<'_, Result<(u32, u32, Vec<u32>)>>;
+
+    // Builds: snapshots made and committed by the engine, blobs and images
+    // it writes (containerd's way of building: Diff, Content.Write,
+    // Images.Create).
+    /// Stores a small blob (a config, a manifest); its digest.
+    fn write_blob(&self, data: Bytes) -> BoxFuture<'_, Result<String>>;
+    /// Names a manifest already stored with its config and layers.
+    fn create_image(
+        &self,
+        name: &str,
+        target: types::Descriptor,
+    ) -> BoxFuture<'_, Result<images::Image>>;
+    /// Prepares the active snapshot `key` on the committed `parent` (empty:
+    /// an empty filesystem).
+    fn prepare_snapshot(&self, key: &str, parent: &str) -> BoxFuture<'_, Result<()>>;
+    /// How to mount the snapshot `key`.
+    fn snapshot_mounts(&self, key: &str) -> BoxFuture<'_, Result<Vec<types::Mount>>>;
+    /// Commits the active snapshot `key` under `name`.
+    fn commit_snapshot(&self, name: &str, key: &str) -> BoxFuture<'_, Result<()>>;
+    fn remove_snapshot(&self, key: &str) -> BoxFuture<'_, Result<()>>;
+    /// The changes of snapshot `key` against its parent as a layer blob
+    /// (`media_type`, empty: gzip): its descriptor and diff id.
+    fn diff_snapshot(
+        &self,
+        key: &str,
+        media_type: &str,
+    ) -> BoxFuture<'_, Result<(types::Descriptor, String)>>;
 
     // Events.
     /// The namespace's events on these topics (all when empty), after the

@@ -226,6 +226,33 @@ impl images_pb::images_server::Images for Service {
         Ok(Response::new(self.image_pb(&record)))
     }
 
+    async fn create(
+        &self,
+        req: Request<images_pb::CreateImageRequest>,
+    ) -> Result<Response<images_pb::Image>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let target = r
+            .target
+            .ok_or_else(|| invalid("create: a target descriptor is required"))?;
+        let target = crate::oci::Descriptor {
+            media_type: target.media_type,
+            digest: target.digest,
+            size: target.size,
+            urls: Vec::new(),
+            annotations: target.annotations.into_iter().collect(),
+            platform: None,
+        };
+        let record = {
+            let _gc = Arc::clone(&self.images.gc_lock).read_owned().await;
+            let images = Arc::clone(&self.images);
+            let ns = ns.clone();
+            blocking(move || images.create(&ns, &r.name, target)).await?
+        };
+        self.image_saved(&ns, &record).await;
+        Ok(Response::new(self.image_pb(&record)))
+    }
+
     async fn delete(
         &self,
         req: Request<images_pb::DeleteImageRequest>,

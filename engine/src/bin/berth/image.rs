@@ -316,7 +316,7 @@ fn image_rows(img: &Value, trunc: bool) -> Vec<Value> {
 }
 
 /// Draws a JSON message stream on `out`; an error line fails it.
-async fn render_stream(
+pub(crate) async fn render_stream(
     resp: hyper::Response<hyper::body::Incoming>,
     out: impl Write,
     terminal: bool,

@@ -4,6 +4,7 @@
 //! command group; `output` prints tables, templates and progress.
 
 mod auth;
+mod build;
 mod client;
 mod common;
 mod container;
@@ -94,6 +95,22 @@ enum Command {
     /// Manage volumes
     #[command(subcommand, name = "volume")]
     Volume(volume::VolumeCommand),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
+    /// Create a new image from a container's changes
+    Commit(build::CommitArgs),
+    /// Show the history of an image
+    History(build::HistoryArgs),
+    /// Manage builds
+    #[command(subcommand, name = "builder")]
+    Builder(BuilderGroup),
+}
+
+/// `berth builder ...`.
+#[derive(Subcommand)]
+enum BuilderGroup {
+    /// Remove build cache
+    Prune(build::BuilderPruneArgs),
 }
 
 /// `berth container ...`: the container commands under their group.
@@ -168,6 +185,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             system::container_prune(c, args).await
         }
         Command::Volume(cmd) => volume::run(c, cmd).await,
+        Command::Build(args) => build::build(c, args).await,
+        Command::Commit(args) => build::commit(c, args).await,
+        Command::History(args) => build::history(c, args).await,
+        Command::Builder(BuilderGroup::Prune(args)) => build::builder_prune(c, args).await,
     }
 }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
+mod create;
 mod export;
 mod import;
 mod naming;

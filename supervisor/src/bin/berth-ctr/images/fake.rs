@@ -85,6 +85,10 @@ impl Images for FakeImages {
         Err(Status::unimplemented("tag"))
     }
 
+    async fn create(&self, _: Request<CreateImageRequest>) -> Result<Response<Image>, Status> {
+        Err(Status::unimplemented("create"))
+    }
+
     async fn delete(&self, request: Request<DeleteImageRequest>) -> Result<Response<()>, Status> {
         match request.into_inner().name.as_str() {
             "missing" => Err(not_found("missing")),

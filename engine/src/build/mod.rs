@@ -1,0 +1,32 @@
+//! Image builds from a Dockerfile and a context, in the engine (the
+//! supervisor never sees a Dockerfile).
+//!
+//! - [`copy`]: COPY, ADD and WORKDIR written into a mounted snapshot
+//!   ([`mount`]).
+//! - [`dockerfile`]: the Dockerfile language: parse, typed instructions,
+//!   variable substitution, stages and the ones a target needs.
+//! - [`args`]: build arguments, scoped per stage as Docker scopes them.
+//! - [`cache`]: the build cache, in the engine's database.
+//! - [`commit`]: `POST /commit`, a container's changes as an image.
+//! - [`context`]: the context a client sends, unpacked safely into a
+//!   directory that lives as long as the build.
+//! - [`dockerignore`]: which files of a context `.dockerignore` leaves out.
+//! - [`image`]: what each instruction does to the image config and its
+//!   history, as Docker records it, and the cache key of a step.
+//! - [`pipeline`]: one build, from the context to the named image, with
+//!   Docker's output.
+//! - [`run`]: RUN as a container on a snapshot, its diff a layer.
+//! - [`sources`]: COPY and ADD sources found in the context, and their hash.
+
+pub mod args;
+pub mod cache;
+pub mod commit;
+pub mod context;
+pub mod copy;
+pub mod dockerfile;
+pub mod dockerignore;
+pub mod image;
+pub mod mount;
+pub mod pipeline;
+pub mod run;
+pub mod sources;

@@ -1,0 +1,216 @@
+//! Builds on the in-memory supervisor: what is written, named and said.
+
+use super::*;
+use crate::backend::fake::Fake;
+use crate::backend::Supervisor;
+use crate::images::tests::{add, engine, BUSYBOX};
+
+fn context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    dir
+}
+
+async fn run(
+    engine: &Arc<Engine>,
+    opts: &BuildOptions,
+    dir: &Path,
+) -> (Result<String, BuildError>, Vec<Message>) {
+    let (tx, mut rx) = mpsc::channel(256);
+    let result = build(engine, opts, dir, &tx).await;
+    drop(tx);
+    let mut messages = Vec::new();
+    while let Some(m) = rx.recv().await {
+        messages.push(m);
+    }
+    (result, messages)
+}
+
+fn text(messages: &[Message]) -> String {
+    messages.iter().filter_map(|m| m.stream.clone()).collect()
+}
+
+async fn config_of(fake: &Fake, name: &str) -> Value {
+    let image = fake.get_image(name).await.unwrap();
+    let manifest = fake.read_blob(&image.target.unwrap().digest).await.unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let config = fake
+        .read_blob(manifest["config"]["digest"].as_str().unwrap())
+        .await
+        .unwrap();
+    serde_json::from_slice(&config).unwrap()
+}
+
+#[tokio::test]
+async fn metadata_steps_make_a_tagged_image_with_docker_output() {
+    let fake = Fake::new();
+    let base_id = add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context(
+        "ARG TAG=latest\nFROM busybox:${TAG}\nARG WHO=world\nENV GREETING=\"hello $WHO\"\n\
+         LABEL a=b\nEXPOSE 80\nCMD [\"sh\"]\n",
+    );
+    let opts = BuildOptions {
+        tags: vec!["hello:v1".into(), "hello:v2".into()],
+        build_args: BTreeMap::from([("WHO".to_string(), Some("berth".to_string()))]),
+        labels: BTreeMap::from([("built.by".to_string(), "test".to_string())]),
+        ..Default::default()
+    };
+    let (result, messages) = run(&engine, &opts, dir.path()).await;
+    let id = result.unwrap();
+    let out = text(&messages);
+    assert!(
+        out.starts_with("Step 1/8 : ARG TAG=latest\nStep 2/8 : FROM busybox:${TAG}\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(" ---> {}\n", short_id(&base_id))),
+        "{out}"
+    );
+    assert!(
+        out.contains("Step 4/8 : ENV GREETING=\"hello $WHO\"\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Step 8/8 : LABEL \"built.by\"='test'\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(&format!(
+            "Successfully built {}\nSuccessfully tagged hello:v1\nSuccessfully tagged hello:v2\n",
+            short_id(&id)
+        )),
+        "{out}"
+    );
+    assert!(messages.iter().any(|m| m.aux == Some(json!({"ID": id}))));
+
+    let config = config_of(&fake, "docker.io/library/hello:v1").await;
+    assert_eq!(config["config"]["Env"], json!(["GREETING=hello berth"]));
+    assert_eq!(
+        config["config"]["Labels"],
+        json!({"a": "b", "app": "other", "built.by": "test"})
+    );
+    assert_eq!(config["config"]["ExposedPorts"], json!({"80/tcp": {}}));
+    let history = config["history"].as_array().unwrap();
+    assert_eq!(
+        history[1]["created_by"],
+        json!("/bin/sh -c #(nop)  ARG WHO=world")
+    );
+    assert_eq!(
+        history[2]["created_by"],
+        json!("/bin/sh -c #(nop)  ENV GREETING=hello berth")
+    );
+    assert_eq!(history[2]["empty_layer"], json!(true));
+    // The base's layers carry over.
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+    let v2 = fake.get_image("docker.io/library/hello:v2").await.unwrap();
+    let v1 = fake.get_image("docker.io/library/hello:v1").await.unwrap();
+    assert_eq!(v1.target, v2.target);
+}
+
+#[tokio::test]
+async fn a_step_that_needs_a_container_is_refused_clearly() {
+    let fake = Fake::new();
+    add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context("FROM busybox\nADD http://127.0.0.1:1/x /x\n");
+    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "ADD of a URL is not supported by this builder yet"
+    );
+    assert!(!fake.calls().iter().any(|c| c.starts_with("create_image")));
+}
+
+#[tokio::test]
+async fn parse_errors_and_a_missing_dockerfile() {
+    let fake = Fake::new();
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context("FROM busybox\nFOO bar\n");
+    let (result, messages) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "Dockerfile parse error line 2: unknown instruction: FOO"
+    );
+    assert!(messages.is_empty());
+    let opts = BuildOptions {
+        dockerfile: "nope/Dockerfile".into(),
+        ..Default::default()
+    };
+    let (result, _) = run(&engine, &opts, dir.path()).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "Cannot locate specified Dockerfile: nope/Dockerfile"
+    );
+}
+
+#[tokio::test]
+async fn scratch_stages_targets_and_untagged_images() {
+    let fake = Fake::new();
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context(
+        "FROM scratch AS base\nENV A=1\nFROM base AS next\nENV B=2\nFROM scratch AS other\nCMD [\"x\"]\n",
+    );
+    let opts = BuildOptions {
+        target: Some("next".into()),
+        quiet: true,
+        ..Default::default()
+    };
+    let (result, messages) = run(&engine, &opts, dir.path()).await;
+    let id = result.unwrap();
+    // Quiet: the id only.
+    assert_eq!(text(&messages), format!("{id}\n"));
+    let created: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("create_image"))
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert!(created[0].starts_with(&format!("create_image build-{}@sha256:", short_id(&id))));
+    let name = created[0].split(' ').nth(1).unwrap().to_string();
+    let config = config_of(&fake, &name).await;
+    assert_eq!(config["config"]["Env"], json!(["A=1", "B=2"]));
+    assert_eq!(config["config"].get("Cmd"), None);
+    assert_eq!(config["rootfs"]["diff_ids"], json!([]));
+}
+
+#[tokio::test]
+async fn unused_build_args_are_warned_about() {
+    let fake = Fake::new();
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context("FROM scratch\nENV A=1\n");
+    let opts = BuildOptions {
+        build_args: BTreeMap::from([("NOPE".to_string(), Some("1".to_string()))]),
+        ..Default::default()
+    };
+    let (result, messages) = run(&engine, &opts, dir.path()).await;
+    result.unwrap();
+    assert!(text(&messages).contains("[Warning] One or more build-args [NOPE] were not consumed\n"));
+}
+
+#[tokio::test]
+async fn an_unchanged_rebuild_uses_the_cache_and_makes_the_same_image() {
+    let fake = Fake::new();
+    add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context("FROM busybox\nARG A=1\nENV B=$A\nCMD [\"x\"]\n");
+    let opts = BuildOptions::default();
+    let (first, messages) = run(&engine, &opts, dir.path()).await;
+    assert!(!text(&messages).contains("Using cache"));
+    let (second, messages) = run(&engine, &opts, dir.path()).await;
+    assert_eq!(text(&messages).matches(" ---> Using cache\n").count(), 3);
+    assert_eq!(first.unwrap(), second.unwrap());
+    // Another value: that step and the ones after it run again.
+    let opts = BuildOptions {
+        build_args: BTreeMap::from([("A".to_string(), Some("2".to_string()))]),
+        ..Default::default()
+    };
+    let (_, messages) = run(&engine, &opts, dir.path()).await;
+    assert_eq!(text(&messages).matches(" ---> Using cache\n").count(), 1);
+    let opts = BuildOptions {
+        no_cache: true,
+        ..Default::default()
+    };
+    let (_, messages) = run(&engine, &opts, dir.path()).await;
+    assert!(!text(&messages).contains("Using cache"));
+}
