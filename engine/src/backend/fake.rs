@@ -590,7 +590,12 @@ impl Supervisor for Fake {
     }
 
     fn snapshot_mounts(&self, key: &str) -> BoxFuture<'_, Result<Vec<types::Mount>>> {
-        let found = self.lock().snapshots.contains_key(key);
+        // The fake has no files: a known snapshot (a build's or a
+        // container's) shows nothing to mount.
+        let found = {
+            let state = self.lock();
+            state.snapshots.contains_key(key) || state.containers.contains_key(key)
+        };
         let key = key.to_string();
         Box::pin(async move {
             found
@@ -682,20 +687,6 @@ impl Supervisor for Fake {
         Box::pin(async move {
             found
                 .then_some(0)
-                .ok_or_else(|| not_found("snapshot", &key))
-        })
-    }
-
-    fn snapshot_mounts(
-        &self,
-        key: &str,
-    ) -> BoxFuture<'_, Result<Vec<berth_proto::types::v1::Mount>>> {
-        // The fake has no files: a known snapshot shows nothing to mount.
-        let found = self.lock().containers.contains_key(key);
-        let key = key.to_string();
-        Box::pin(async move {
-            found
-                .then(Vec::new)
                 .ok_or_else(|| not_found("snapshot", &key))
         })
     }

@@ -170,11 +170,6 @@ pub trait Supervisor: Send + Sync + 'static {
     fn changes(&self, key: &str) -> BoxFuture<'_, Result<Vec<(String, i32)>>>;
     /// The bytes a snapshot's own layer holds.
     fn snapshot_usage(&self, key: &str) -> BoxFuture<'_, Result<i64>>;
-    /// The mounts that show a snapshot's filesystem (`Snapshots.Mounts`).
-    fn snapshot_mounts(
-        &self,
-        key: &str,
-    ) -> BoxFuture<'_, Result<Vec<berth_proto::types::v1::Mount>>>;
     /// A tar of the snapshot's whole filesystem.
     fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>>;
     /// `user[:group]` resolved in the snapshot's /etc/passwd and /etc/group:
@@ -195,7 +190,8 @@ pub trait Supervisor: Send + Sync + 'static {
     /// Prepares the active snapshot `key` on the committed `parent` (empty:
     /// an empty filesystem).
     fn prepare_snapshot(&self, key: &str, parent: &str) -> BoxFuture<'_, Result<()>>;
-    /// How to mount the snapshot `key`.
+    /// How to mount the snapshot `key` (`Snapshots.Mounts`): a build's, or
+    /// a container's (its filesystem, for copy-up into volumes).
     fn snapshot_mounts(&self, key: &str) -> BoxFuture<'_, Result<Vec<types::Mount>>>;
     /// Commits the active snapshot `key` under `name`.
     fn commit_snapshot(&self, name: &str, key: &str) -> BoxFuture<'_, Result<()>>;
