@@ -24,6 +24,7 @@ pub mod events;
 pub mod exec;
 pub mod images;
 pub mod names;
+pub mod network;
 pub mod state;
 pub mod system;
 pub mod types;

@@ -1,0 +1,6 @@
+//! The engine's networks: bridges, addresses, published ports, the firewall
+//! and the embedded DNS server.
+
+pub mod dns;
+pub mod firewall;
+pub mod ports;
