@@ -11,8 +11,10 @@
 //! jumps go too and the ruleset is as it was before berth.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use ipnet::Ipv4Net;
 use tokio::sync::Mutex;
@@ -71,10 +73,12 @@ pub struct Firewall {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct State {
     networks: BTreeMap<String, NetworkRules>,
     ports: BTreeMap<(String, String), PortRules>,
+    /// Our jumps were there after the last batch (so need not be read back).
+    jumps_in_place: bool,
 }
 
 impl Firewall {
@@ -99,38 +103,50 @@ impl Firewall {
     /// other bridges (or no way out at all when internal). Setting it up
     /// again with the same rules changes nothing.
     pub async fn setup_network(&self, net: &NetworkRules) -> Result<(), FirewallError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         state.networks.insert(net.bridge.clone(), net.clone());
-        self.apply(&state).await
+        self.apply(&mut state).await?;
+        *guard = state;
+        Ok(())
     }
 
     /// Removes a network's rules and the ports published on its bridge.
     pub async fn teardown_network(&self, net: &NetworkRules) -> Result<(), FirewallError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         state.networks.remove(&net.bridge);
         state.ports.retain(|(_, bridge), _| bridge != &net.bridge);
-        self.apply(&state).await
+        self.apply(&mut state).await?;
+        *guard = state;
+        Ok(())
     }
 
     /// Publishes a container's ports: DNAT from the host (the network and
     /// loopback, `route_localnet` on the bridge) and the accept for them.
     pub async fn add_ports(&self, ports: &PortRules) -> Result<(), FirewallError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         state.ports.insert(
             (ports.container.clone(), ports.bridge.clone()),
             ports.clone(),
         );
-        self.apply(&state).await
+        self.apply(&mut state).await?;
+        *guard = state;
+        Ok(())
     }
 
     /// Withdraws what [`Firewall::add_ports`] added for this container on
     /// this bridge.
     pub async fn remove_ports(&self, ports: &PortRules) -> Result<(), FirewallError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         state
             .ports
             .remove(&(ports.container.clone(), ports.bridge.clone()));
-        self.apply(&state).await
+        self.apply(&mut state).await?;
+        *guard = state;
+        Ok(())
     }
 
     /// Makes our chains say exactly this (after a restart or a crash).
@@ -139,7 +155,8 @@ impl Firewall {
         networks: &[NetworkRules],
         ports: &[PortRules],
     ) -> Result<(), FirewallError> {
-        let mut state = self.state.lock().await;
+        let mut guard = self.state.lock().await;
+        let mut state = guard.clone();
         state.networks = networks
             .iter()
             .map(|n| (n.bridge.clone(), n.clone()))
@@ -148,17 +165,258 @@ impl Firewall {
             .iter()
             .map(|p| ((p.container.clone(), p.bridge.clone()), p.clone()))
             .collect();
-        self.apply(&state).await
+        state.jumps_in_place = false;
+        self.apply(&mut state).await?;
+        *guard = state;
+        Ok(())
     }
 
-    async fn apply(&self, state: &State) -> Result<(), FirewallError> {
+    async fn apply(&self, state: &mut State) -> Result<(), FirewallError> {
         if !self.enabled {
             return Ok(());
         }
-        let _ = (&self.iptables, &self.restore, state, IpAddr::from([0u8; 4]));
-        Err(FirewallError::Tool {
-            tool: "iptables-restore".into(),
-            stderr: "not yet written".into(),
-        })
+        let present: Vec<&Jump> = if state.jumps_in_place {
+            JUMPS.iter().collect()
+        } else {
+            self.jumps_present().await?
+        };
+        for net in state.networks.values() {
+            route_localnet(&net.bridge)?;
+        }
+        let empty = state.networks.is_empty() && state.ports.is_empty();
+        let batch = if empty {
+            render_removal(&present)
+        } else {
+            render(state, &present)
+        };
+        state.jumps_in_place = false;
+        self.restore(&batch).await?;
+        state.jumps_in_place = !empty;
+        Ok(())
     }
+
+    /// Which of our jumps from the built-in chains are already there, read
+    /// from `iptables-save` of the two tables.
+    async fn jumps_present(&self) -> Result<Vec<&'static Jump>, FirewallError> {
+        let mut present = Vec::new();
+        for table in ["filter", "nat"] {
+            let save = self.iptables.with_file_name("iptables-save");
+            let out = run(&save, &["-t", table], None).await?;
+            present.extend(
+                JUMPS
+                    .iter()
+                    .filter(|j| j.table == table && out.lines().any(|l| l == j.rule)),
+            );
+        }
+        Ok(present)
+    }
+
+    async fn restore(&self, batch: &str) -> Result<(), FirewallError> {
+        tracing::debug!(batch, "iptables-restore");
+        run(&self.restore, &["-w", "--noflush"], Some(batch)).await?;
+        Ok(())
+    }
+}
+
+/// Runs a tool, feeding it `input`; its stdout, or its stderr as the error.
+async fn run(tool: &Path, args: &[&str], input: Option<&str>) -> Result<String, FirewallError> {
+    use tokio::io::AsyncWriteExt;
+    let name = tool.display().to_string();
+    let mut child = tokio::process::Command::new(tool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| FirewallError::Spawn {
+            tool: name.clone(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Some(input) = input {
+            stdin
+                .write_all(input.as_bytes())
+                .await
+                .map_err(|source| FirewallError::Spawn {
+                    tool: name.clone(),
+                    source,
+                })?;
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|source| FirewallError::Spawn {
+            tool: name.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(FirewallError::Tool {
+            tool: name,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Lets DNAT of the host's loopback addresses out through the bridge, so
+/// `127.0.0.1:PORT` reaches a published port (as Docker does without its
+/// userland proxy).
+fn route_localnet(bridge: &str) -> Result<(), FirewallError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
+    std::fs::write(&path, "1").map_err(|source| FirewallError::Sysctl { path, source })
+}
+
+/// A jump from a built-in chain into one of ours, as `iptables-save`
+/// prints it.
+struct Jump {
+    table: &'static str,
+    rule: &'static str,
+}
+
+const JUMPS: [Jump; 4] = [
+    Jump {
+        table: "filter",
+        rule: "-A FORWARD -j BERTH-FORWARD",
+    },
+    Jump {
+        table: "nat",
+        rule: "-A PREROUTING -m addrtype --dst-type LOCAL -j BERTH",
+    },
+    Jump {
+        table: "nat",
+        rule: "-A OUTPUT -m addrtype --dst-type LOCAL -j BERTH",
+    },
+    Jump {
+        table: "nat",
+        rule: "-A POSTROUTING -j BERTH-POSTROUTING",
+    },
+];
+
+const FILTER_CHAINS: [&str; 4] = [
+    "BERTH-FORWARD",
+    "BERTH",
+    "BERTH-ISOLATION-1",
+    "BERTH-ISOLATION-2",
+];
+const NAT_CHAINS: [&str; 2] = ["BERTH", "BERTH-POSTROUTING"];
+
+/// The missing jumps, inserted first in their built-in chain.
+fn add_jumps(out: &mut String, table: &str, present: &[&Jump]) {
+    for j in JUMPS.iter().filter(|j| j.table == table) {
+        if !present.iter().any(|p| std::ptr::eq(*p, j)) {
+            let rule = j.rule.trim_start_matches("-A ");
+            let (chain, rest) = rule.split_once(' ').unwrap_or((rule, ""));
+            let _ = writeln!(out, "-I {chain} 1 {rest}");
+        }
+    }
+}
+
+/// The whole of our chains for `state`: each declared (so flushed) and
+/// refilled in one transaction per table.
+fn render(state: &State, present: &[&Jump]) -> String {
+    let mut f = String::from("*filter\n");
+    for c in FILTER_CHAINS {
+        let _ = writeln!(f, ":{c} - [0:0]");
+    }
+    add_jumps(&mut f, "filter", present);
+    f.push_str("-A BERTH-FORWARD -j BERTH-ISOLATION-1\n");
+    let mut iso1 = String::new();
+    let mut iso2 = String::new();
+    for n in state.networks.values() {
+        let br = &n.bridge;
+        let _ = writeln!(
+            f,
+            "-A BERTH-FORWARD -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+        );
+        let _ = writeln!(f, "-A BERTH-FORWARD -o {br} -j BERTH");
+        if !n.internal {
+            let _ = writeln!(f, "-A BERTH-FORWARD -i {br} ! -o {br} -j ACCEPT");
+        }
+        let icc = if n.icc { "ACCEPT" } else { "DROP" };
+        let _ = writeln!(f, "-A BERTH-FORWARD -i {br} -o {br} -j {icc}");
+        if n.internal {
+            let s = n.subnet.trunc();
+            let _ = writeln!(iso1, "-A BERTH-ISOLATION-1 ! -s {s} -o {br} -j DROP");
+            let _ = writeln!(iso1, "-A BERTH-ISOLATION-1 ! -d {s} -i {br} -j DROP");
+        } else {
+            let _ = writeln!(
+                iso1,
+                "-A BERTH-ISOLATION-1 -i {br} ! -o {br} -j BERTH-ISOLATION-2"
+            );
+            let _ = writeln!(iso2, "-A BERTH-ISOLATION-2 -o {br} -j DROP");
+        }
+    }
+    f.push_str(&iso1);
+    f.push_str("-A BERTH-ISOLATION-1 -j RETURN\n");
+    f.push_str(&iso2);
+    f.push_str("-A BERTH-ISOLATION-2 -j RETURN\n");
+
+    let mut n = String::from("*nat\n");
+    for c in NAT_CHAINS {
+        let _ = writeln!(n, ":{c} - [0:0]");
+    }
+    add_jumps(&mut n, "nat", present);
+    for net in state.networks.values() {
+        let br = &net.bridge;
+        if net.masquerade && !net.internal {
+            let _ = writeln!(
+                n,
+                "-A BERTH-POSTROUTING -s {} ! -o {br} -j MASQUERADE",
+                net.subnet.trunc()
+            );
+        }
+        let _ = writeln!(
+            n,
+            "-A BERTH-POSTROUTING -s 127.0.0.0/8 -o {br} -j MASQUERADE"
+        );
+    }
+    for p in state.ports.values() {
+        for m in &p.mappings {
+            let dst = match m.host_ip {
+                None => String::new(),
+                Some(IpAddr::V4(ip)) => format!("-d {ip}/32 "),
+                // IPv6 host addresses are not NATed to an IPv4 container
+                Some(IpAddr::V6(_)) => continue,
+            };
+            let proto = m.proto;
+            let (ip, cp, hp) = (p.container_ip, m.container_port, m.host_port);
+            let _ = writeln!(
+                n,
+                "-A BERTH {dst}-p {proto} -m {proto} --dport {hp} -j DNAT --to-destination {ip}:{cp}"
+            );
+            let _ = writeln!(
+                n,
+                "-A BERTH-POSTROUTING -s {ip}/32 -d {ip}/32 -p {proto} -m {proto} --dport {cp} -j MASQUERADE"
+            );
+            let _ = writeln!(
+                f,
+                "-A BERTH -d {ip}/32 -o {} -p {proto} -m {proto} --dport {cp} -j ACCEPT",
+                p.bridge
+            );
+        }
+    }
+    f.push_str("COMMIT\n");
+    n.push_str("COMMIT\n");
+    f + &n
+}
+
+/// Everything of ours gone: the jumps that are there, then our chains.
+fn render_removal(present: &[&Jump]) -> String {
+    let mut out = String::new();
+    for (table, chains) in [("filter", &FILTER_CHAINS[..]), ("nat", &NAT_CHAINS[..])] {
+        let _ = writeln!(out, "*{table}");
+        for j in present.iter().filter(|j| j.table == table) {
+            let _ = writeln!(out, "{}", j.rule.replacen("-A ", "-D ", 1));
+        }
+        for c in chains {
+            let _ = writeln!(out, ":{c} - [0:0]");
+        }
+        for c in chains {
+            let _ = writeln!(out, "-X {c}");
+        }
+        out.push_str("COMMIT\n");
+    }
+    out
 }
