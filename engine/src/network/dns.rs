@@ -359,3 +359,122 @@ fn reply_to(request: &Message, code: ResponseCode) -> Message {
     }
     reply
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
+
+    struct Names;
+    impl NameLookup for Names {
+        fn lookup(&self, name: &str) -> Vec<IpAddr> {
+            match name {
+                "web" | "web.mynet" | "alias" => vec!["10.5.0.2".parse().unwrap()],
+                _ => vec![],
+            }
+        }
+    }
+
+    fn query(name: &str, ty: RecordType) -> Message {
+        let mut m = Message::query();
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), ty));
+        m
+    }
+
+    fn resolver(upstreams: Vec<SocketAddr>) -> Resolver {
+        Resolver {
+            lookup: Arc::new(Names),
+            upstreams,
+        }
+    }
+
+    async fn ask(r: &Resolver, q: &Message) -> Message {
+        let reply = r
+            .answer(&q.to_vec().unwrap(), Transport::Udp)
+            .await
+            .unwrap();
+        Message::from_vec(&reply).unwrap()
+    }
+
+    #[tokio::test]
+    async fn known_names_are_answered() {
+        let r = resolver(vec![]);
+        for name in ["web.", "WEB.mynet.", "alias"] {
+            let q = query(name, RecordType::A);
+            let reply = ask(&r, &q).await;
+            assert_eq!(reply.metadata.id, q.metadata.id);
+            assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+            assert!(reply.metadata.recursion_available);
+            assert_eq!(reply.answers.len(), 1, "{name}");
+            assert_eq!(
+                reply.answers[0].data,
+                RData::A(A("10.5.0.2".parse().unwrap()))
+            );
+        }
+        // a known name has no IPv6 address: an empty answer, not an error
+        let reply = ask(&r, &query("web.", RecordType::AAAA)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.answers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unknown_names_without_upstreams_fail() {
+        let reply = ask(&resolver(vec![]), &query("example.org.", RecordType::A)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(reply.queries.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_formerr_or_nothing() {
+        let r = resolver(vec![]);
+        assert!(r.answer(&[1], Transport::Udp).await.is_none());
+        let reply = r
+            .answer(&[0x12, 0x34, 0xff, 0xff, 0, 9], Transport::Udp)
+            .await
+            .unwrap();
+        let reply = Message::from_vec(&reply).unwrap();
+        assert_eq!(reply.metadata.id, 0x1234);
+        assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    }
+
+    /// An upstream on loopback that says NXDOMAIN to everything after a
+    /// first silent query (so a dead upstream is passed over).
+    async fn upstream() -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            loop {
+                let (n, peer) = socket.recv_from(&mut buf).await.unwrap();
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let mut r = reply_to(&q, ResponseCode::NXDomain);
+                if q.queries[0].name.to_ascii() == "up.test." {
+                    r.metadata.response_code = ResponseCode::NoError;
+                    r.add_answer(Record::from_rdata(
+                        q.queries[0].name.clone(),
+                        5,
+                        RData::A(A("192.0.2.7".parse().unwrap())),
+                    ));
+                }
+                socket.send_to(&r.to_vec().unwrap(), peer).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_rest_is_forwarded() {
+        let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let r = resolver(vec![dead.local_addr().unwrap(), upstream().await]);
+        let reply = ask(&r, &query("up.test.", RecordType::A)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            reply.answers[0].data,
+            RData::A(A("192.0.2.7".parse().unwrap()))
+        );
+        let reply = ask(&r, &query("nothing.test.", RecordType::A)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    }
+}

@@ -275,7 +275,7 @@ struct Jump {
     rule: &'static str,
 }
 
-const JUMPS: [Jump; 4] = [
+static JUMPS: [Jump; 4] = [
     Jump {
         table: "filter",
         rule: "-A FORWARD -j BERTH-FORWARD",
@@ -305,7 +305,7 @@ const NAT_CHAINS: [&str; 2] = ["BERTH", "BERTH-POSTROUTING"];
 /// The missing jumps, inserted first in their built-in chain.
 fn add_jumps(out: &mut String, table: &str, present: &[&Jump]) {
     for j in JUMPS.iter().filter(|j| j.table == table) {
-        if !present.iter().any(|p| std::ptr::eq(*p, j)) {
+        if !present.iter().any(|p| p.rule == j.rule) {
             let rule = j.rule.trim_start_matches("-A ");
             let (chain, rest) = rule.split_once(' ').unwrap_or((rule, ""));
             let _ = writeln!(out, "-I {chain} 1 {rest}");
@@ -419,4 +419,147 @@ fn render_removal(present: &[&Jump]) -> String {
         out.push_str("COMMIT\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::ports::Proto;
+
+    fn net(bridge: &str, subnet: &str, internal: bool) -> NetworkRules {
+        NetworkRules {
+            bridge: bridge.into(),
+            subnet: subnet.parse().unwrap(),
+            internal,
+            icc: true,
+            masquerade: true,
+        }
+    }
+
+    fn state() -> State {
+        let mut s = State::default();
+        for n in [
+            net("berth0", "172.30.0.1/16", false),
+            net("br-int", "10.9.0.0/24", true),
+        ] {
+            s.networks.insert(n.bridge.clone(), n);
+        }
+        let p = PortRules {
+            container: "c1".into(),
+            container_ip: "172.30.0.2".parse().unwrap(),
+            bridge: "berth0".into(),
+            mappings: vec![
+                PortMapping {
+                    host_ip: None,
+                    host_port: 8080,
+                    container_port: 80,
+                    proto: Proto::Tcp,
+                },
+                PortMapping {
+                    host_ip: Some("127.0.0.1".parse().unwrap()),
+                    host_port: 5353,
+                    container_port: 53,
+                    proto: Proto::Udp,
+                },
+            ],
+        };
+        s.ports.insert(("c1".into(), "berth0".into()), p);
+        s
+    }
+
+    #[test]
+    fn rules_of_networks_and_ports() {
+        let batch = render(&state(), &[]);
+        let lines: Vec<&str> = batch.lines().collect();
+        for want in [
+            "*filter",
+            ":BERTH-FORWARD - [0:0]",
+            "-I FORWARD 1 -j BERTH-FORWARD",
+            "-A BERTH-FORWARD -j BERTH-ISOLATION-1",
+            "-A BERTH-FORWARD -o berth0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            "-A BERTH-FORWARD -i berth0 ! -o berth0 -j ACCEPT",
+            "-A BERTH-FORWARD -i berth0 -o berth0 -j ACCEPT",
+            "-A BERTH-ISOLATION-1 -i berth0 ! -o berth0 -j BERTH-ISOLATION-2",
+            "-A BERTH-ISOLATION-2 -o berth0 -j DROP",
+            "-A BERTH-ISOLATION-1 ! -s 10.9.0.0/24 -o br-int -j DROP",
+            "-A BERTH-ISOLATION-1 ! -d 10.9.0.0/24 -i br-int -j DROP",
+            "-A BERTH -d 172.30.0.2/32 -o berth0 -p tcp -m tcp --dport 80 -j ACCEPT",
+            "*nat",
+            "-I PREROUTING 1 -m addrtype --dst-type LOCAL -j BERTH",
+            "-I OUTPUT 1 -m addrtype --dst-type LOCAL -j BERTH",
+            "-I POSTROUTING 1 -j BERTH-POSTROUTING",
+            "-A BERTH-POSTROUTING -s 172.30.0.0/16 ! -o berth0 -j MASQUERADE",
+            "-A BERTH-POSTROUTING -s 127.0.0.0/8 -o berth0 -j MASQUERADE",
+            "-A BERTH -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.30.0.2:80",
+            "-A BERTH -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.30.0.2:53",
+            "-A BERTH-POSTROUTING -s 172.30.0.2/32 -d 172.30.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE",
+        ] {
+            assert!(lines.contains(&want), "missing {want:?} in\n{batch}");
+        }
+        // an internal network: no way out, no masquerade, no isolation-2
+        assert!(!batch.contains("-i br-int ! -o br-int -j ACCEPT"));
+        assert!(!batch.contains("-s 10.9.0.0/24 ! -o br-int -j MASQUERADE"));
+        assert!(!batch.contains("-A BERTH-ISOLATION-2 -o br-int"));
+        // the RETURNs close the isolation chains, after their rules
+        let pos = |l: &str| lines.iter().position(|x| *x == l).unwrap();
+        assert!(
+            pos("-A BERTH-ISOLATION-1 -j RETURN")
+                > pos("-A BERTH-ISOLATION-1 ! -d 10.9.0.0/24 -i br-int -j DROP")
+        );
+        assert_eq!(batch.matches("COMMIT").count(), 2);
+    }
+
+    #[test]
+    fn jumps_in_place_are_not_added_again() {
+        let all: Vec<&Jump> = JUMPS.iter().collect();
+        let batch = render(&state(), &all);
+        assert!(!batch.contains("-I "), "{batch}");
+    }
+
+    #[test]
+    fn icc_off_drops_between_containers() {
+        let mut s = State::default();
+        let mut n = net("br-x", "10.8.0.0/24", false);
+        n.icc = false;
+        n.masquerade = false;
+        s.networks.insert(n.bridge.clone(), n);
+        let batch = render(&s, &[]);
+        assert!(batch.contains("-A BERTH-FORWARD -i br-x -o br-x -j DROP\n"));
+        assert!(!batch.contains("MASQUERADE\n-A BERTH-POSTROUTING -s 10.8"));
+        assert!(!batch.contains("-s 10.8.0.0/24 ! -o br-x -j MASQUERADE"));
+    }
+
+    #[test]
+    fn removal_deletes_the_jumps_there_and_our_chains() {
+        let present: Vec<&Jump> = JUMPS.iter().filter(|j| j.table == "nat").collect();
+        let batch = render_removal(&present);
+        assert!(!batch.contains("-D FORWARD"));
+        assert!(batch.contains("-D PREROUTING -m addrtype --dst-type LOCAL -j BERTH\n"));
+        assert!(batch.contains("-D POSTROUTING -j BERTH-POSTROUTING\n"));
+        for c in FILTER_CHAINS.iter().chain(NAT_CHAINS.iter()) {
+            assert!(batch.contains(&format!("-X {c}\n")), "{c}");
+        }
+    }
+
+    #[tokio::test]
+    async fn disabled_does_nothing() {
+        let fw = Firewall::new("/nonexistent/iptables", false);
+        fw.setup_network(&net("b", "10.0.0.0/24", false))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_not_remembered() {
+        let fw = Firewall::new("/nonexistent/iptables", true);
+        let e = fw
+            .setup_network(&net("lo", "10.0.0.0/24", false))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("run /nonexistent/iptables-save"),
+            "{e}"
+        );
+        assert!(fw.state.lock().await.networks.is_empty());
+    }
 }

@@ -16,6 +16,17 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+/// An error of the system as Go prints it (`address already in use`).
+fn os_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// The ephemeral range when `/proc/sys/net/ipv4/ip_local_port_range` cannot
 /// be read (Linux's default).
 pub const DEFAULT_EPHEMERAL: RangeInclusive<u16> = 32768..=60999;
@@ -36,7 +47,7 @@ pub enum PortError {
     #[error("Bind for {addr} failed: port is already allocated")]
     AlreadyAllocated { addr: String },
     /// Something else on the host holds the port.
-    #[error("failed to bind host port for {addr}:{target}/{proto}: {source}")]
+    #[error("failed to bind host port for {addr}:{target}/{proto}: {}", os_reason(.source))]
     Bind {
         addr: String,
         target: String,
@@ -422,5 +433,175 @@ fn bind(m: &PortMapping) -> std::io::Result<socket2::Socket> {
 impl Default for PortAllocator {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(v: Value) -> BTreeMap<String, Value> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn keys_and_ranges() {
+        assert_eq!(parse_port_key("80").unwrap(), (80..=80, Proto::Tcp));
+        assert_eq!(parse_port_key("53/UDP").unwrap(), (53..=53, Proto::Udp));
+        assert_eq!(parse_port_key("8000-8010/tcp").unwrap().0, 8000..=8010);
+        assert_eq!(
+            parse_port_key("80/icmp").unwrap_err().to_string(),
+            "invalid proto: icmp"
+        );
+        assert_eq!(
+            parse_port_key("70000/tcp").unwrap_err().to_string(),
+            "invalid port specification: \"70000\""
+        );
+        for bad in ["", "0", "x", "90-80", "-1", "1-"] {
+            assert!(parse_range(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bindings_become_requests() {
+        let bindings = map(json!({
+            "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}, {"HostIp": "", "HostPort": ""}],
+            "53/udp": [{"HostIp": "", "HostPort": "5353"}],
+            "90-91/tcp": [{"HostIp": "", "HostPort": "9090-9091"}],
+            "100/tcp": [{"HostPort": "7000-7010"}],
+        }));
+        let reqs = requests(None, Some(&bindings), false).unwrap();
+        let find = |port: u16, proto: Proto| -> Vec<&PortRequest> {
+            reqs.iter()
+                .filter(|r| r.container_port == port && r.proto == proto)
+                .collect()
+        };
+        let web = find(80, Proto::Tcp);
+        assert_eq!(web.len(), 2);
+        assert_eq!(web[0].host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(web[0].host_ports, Some(8080..=8080));
+        assert_eq!(web[1].host_ports, None);
+        assert_eq!(find(53, Proto::Udp)[0].host_ports, Some(5353..=5353));
+        assert_eq!(find(91, Proto::Tcp)[0].host_ports, Some(9091..=9091));
+        assert_eq!(find(100, Proto::Tcp)[0].host_ports, Some(7000..=7010));
+
+        let bad = map(json!({"90-92/tcp": [{"HostPort": "9090-9091"}]}));
+        assert_eq!(
+            requests(None, Some(&bad), false).unwrap_err().to_string(),
+            "invalid ranges specified for container and host Ports: 90-92/tcp and 9090-9091"
+        );
+        let bad = map(json!({"80/tcp": [{"HostPort": "99999"}]}));
+        assert_eq!(
+            requests(None, Some(&bad), false).unwrap_err().to_string(),
+            "invalid port specification: \"99999\""
+        );
+        let bad = map(json!({"80/tcp": [{"HostIp": "1.2.3", "HostPort": "80"}]}));
+        assert_eq!(
+            requests(None, Some(&bad), false).unwrap_err().to_string(),
+            "invalid IP address: 1.2.3"
+        );
+    }
+
+    #[test]
+    fn publish_all_adds_the_unbound_exposed_ports() {
+        let exposed = map(json!({"80/tcp": {}, "53/udp": {}, "443": {}}));
+        let bindings = map(json!({"80/tcp": [{"HostPort": "8080"}]}));
+        let reqs = requests(Some(&exposed), Some(&bindings), true).unwrap();
+        assert_eq!(reqs.len(), 3);
+        assert!(reqs
+            .iter()
+            .any(|r| r.container_port == 53 && r.proto == Proto::Udp && r.host_ports.is_none()));
+        assert!(reqs
+            .iter()
+            .any(|r| r.container_port == 443 && r.host_ports.is_none()));
+        assert_eq!(requests(Some(&exposed), None, false).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn network_settings_ports() {
+        let exposed = map(json!({"80/tcp": {}, "443/tcp": {}}));
+        let m = PortMapping {
+            host_ip: None,
+            host_port: 8080,
+            container_port: 80,
+            proto: Proto::Tcp,
+        };
+        let v = ports_json(Some(&exposed), &[m]);
+        assert_eq!(
+            v,
+            json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}], "443/tcp": null})
+        );
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn req(port: Option<u16>, proto: Proto) -> PortRequest {
+        PortRequest {
+            host_ip: Some("127.0.0.1".parse().unwrap()),
+            host_ports: port.map(|p| p..=p),
+            container_port: 80,
+            proto,
+        }
+    }
+
+    #[test]
+    fn allocation_reserves_and_releases() {
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let port = free_port();
+        let alloc = PortAllocator::with_range(port..=port);
+        let got = alloc
+            .allocate(
+                "a",
+                ip,
+                &[req(Some(port), Proto::Tcp), req(None, Proto::Udp)],
+            )
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|m| m.host_port == port));
+        // the socket holds it against everyone else
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+        assert_eq!(
+            alloc
+                .allocate("b", ip, &[req(Some(port), Proto::Tcp)])
+                .unwrap_err()
+                .to_string(),
+            format!("Bind for 127.0.0.1:{port} failed: port is already allocated")
+        );
+        // the ephemeral range is exhausted: all or none, nothing kept of b
+        assert!(alloc
+            .allocate("b", ip, &[req(None, Proto::Sctp), req(None, Proto::Tcp)])
+            .is_err());
+        assert!(alloc.mappings("b").is_empty());
+        assert_eq!(alloc.mappings("a").len(), 2);
+        alloc.release("a");
+        assert!(alloc.mappings("a").is_empty());
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+
+    #[test]
+    fn a_port_held_by_another_program() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = other.local_addr().unwrap().port();
+        let alloc = PortAllocator::with_range(port..=port);
+        let e = alloc
+            .allocate(
+                "a",
+                "10.0.0.2".parse().unwrap(),
+                &[req(Some(port), Proto::Tcp)],
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "failed to bind host port for 127.0.0.1:{port}:10.0.0.2:80/tcp: address already in use"
+            )
+        );
+        assert!(alloc.mappings("a").is_empty());
     }
 }
