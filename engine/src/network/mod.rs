@@ -12,6 +12,8 @@
 //!   disconnect, and their recovery after a restart of the daemon.
 //! - [`files`]: the container's `/etc/hosts` and `/etc/resolv.conf`.
 //! - [`settings`]: what inspect shows of networks and of a container's.
+//! - [`firewall`], [`ports`], [`dns`]: the host's rules, published ports
+//!   and the embedded DNS server of containers on user networks.
 //!
 //! Nothing happens in the kernel until [`Networks::init`] (berthd calls
 //! it): an engine without it (the unit tests' one) gives containers a
@@ -29,11 +31,14 @@ use serde::{Deserialize, Serialize};
 use crate::events::Kind;
 use crate::state::{StateError, Store, Table};
 
+pub mod dns;
 pub mod endpoints;
 pub mod files;
+pub mod firewall;
 pub mod ipam;
 mod manage;
 pub mod netlink;
+pub mod ports;
 pub mod settings;
 
 pub use endpoints::{attach, check_create, connect, disconnect, recover, release};
