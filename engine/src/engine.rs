@@ -7,6 +7,7 @@ use crate::config::Paths;
 use crate::containers::{ContainerError, Containers};
 use crate::events::Events;
 use crate::exec::Execs;
+use crate::network::{NetworkError, Networks};
 use crate::state::{StateError, Store};
 
 /// The engine: the supervisor it works through and the state it keeps.
@@ -16,6 +17,7 @@ pub struct Engine {
     pub events: Events,
     pub containers: Containers,
     pub execs: Execs,
+    pub networks: Networks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,19 +26,23 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error(transparent)]
     Containers(#[from] ContainerError),
+    #[error(transparent)]
+    Networks(#[from] NetworkError),
 }
 
 impl Engine {
     /// The engine over `supervisor`, with its state under `paths`.
     pub fn open(supervisor: Arc<dyn Supervisor>, paths: Paths) -> Result<Engine, EngineError> {
         let store = Arc::new(Store::open(&paths.database())?);
-        let containers = Containers::load(store)?;
+        let containers = Containers::load(store.clone())?;
+        let networks = Networks::load(store)?;
         Ok(Engine {
             supervisor,
             paths,
             events: Events::new(),
             containers,
             execs: Execs::default(),
+            networks,
         })
     }
 
@@ -47,6 +53,7 @@ impl Engine {
         tokio::spawn(crate::containers::monitor::follow(self.clone(), ready_tx));
         let _ = ready_rx.await;
         crate::containers::monitor::recover(self).await?;
+        crate::network::recover(self).await;
         Ok(())
     }
 }

@@ -5,8 +5,8 @@
 //! - [`api`]: HTTP only: routing, decoding, encoding, Docker's error bodies,
 //!   streams and the connection upgrade of attach and exec.
 //! - The domain: [`containers`] (create, start, stop, inspect, logs, ...),
-//!   [`images`], [`exec`], [`events`], [`names`], [`state`] (the engine's redb
-//!   database). None of it imports hyper.
+//!   [`images`], [`exec`], [`events`], [`names`], [`network`], [`state`] (the
+//!   engine's redb database). None of it imports hyper.
 //! - [`backend`]: the supervisor behind a trait, over gRPC or in memory.
 //! - [`daemon`]: `berthd`'s set-up: paths, the managed supervisor, serving.
 //! - [`types`]: the Docker API's data model.

@@ -50,14 +50,19 @@ db_err!(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
     Containers,
+    Networks,
+    /// A container's place on a network, under `<container>/<network>`.
+    Endpoints,
 }
 
 impl Table {
-    const ALL: [Table; 1] = [Table::Containers];
+    const ALL: [Table; 3] = [Table::Containers, Table::Networks, Table::Endpoints];
 
     fn name(self) -> &'static str {
         match self {
             Table::Containers => "containers",
+            Table::Networks => "networks",
+            Table::Endpoints => "endpoints",
         }
     }
 

@@ -115,15 +115,24 @@ impl DockerOutput {
     }
 }
 
-/// A running berthd.
+/// A running berthd, in a network namespace of its own (bound at
+/// `<dir>/netns`, so a restarted daemon finds its bridges and containers):
+/// its bridges, veths, firewall rules and sysctls never touch the host's.
 pub struct Berthd {
     tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
+    /// Flags berthd is started with besides its paths.
+    args: Vec<String>,
 }
 
 impl Berthd {
     /// Starts berthd on a fresh tree and imports `busybox:latest`.
     pub fn start() -> Berthd {
+        Berthd::start_with(&[])
+    }
+
+    /// [`Berthd::start`] with more flags for berthd (`--dns`, `--bip`).
+    pub fn start_with(args: &[&str]) -> Berthd {
         require_root();
         // A short name: a shim's socket path (state dir, namespace, a
         // 64-digit id) must fit in 107 bytes.
@@ -134,8 +143,20 @@ impl Berthd {
         let mut d = Berthd {
             tmp: Some(tmp),
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         std::fs::create_dir_all(d.dir().join("docker-config")).expect("docker config dir");
+        let netns = d.netns();
+        std::fs::write(&netns, b"").expect("netns file");
+        let made = Command::new("unshare")
+            .arg(format!("--net={}", netns.display()))
+            .arg("true")
+            .status()
+            .expect("unshare");
+        assert!(made.success(), "make berthd's network namespace");
+        // Its loopback up, as a host's is.
+        let lo = d.in_netns("ip").args(["link", "set", "lo", "up"]).status();
+        assert!(lo.is_ok_and(|s| s.success()), "lo up in berthd's namespace");
         d.spawn();
         d.import_busybox();
         d
@@ -154,6 +175,21 @@ impl Berthd {
 
     pub fn exec_root(&self) -> PathBuf {
         self.dir().join("run")
+    }
+
+    /// The network namespace berthd runs in.
+    pub fn netns(&self) -> PathBuf {
+        self.dir().join("netns")
+    }
+
+    /// `program` to run in berthd's network namespace (to reach its
+    /// containers, list its links or its firewall rules).
+    pub fn in_netns(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns().display()))
+            .arg("--")
+            .arg(program);
+        cmd
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -180,7 +216,9 @@ impl Berthd {
             .append(true)
             .open(self.dir().join("berthd.log"))
             .expect("open berthd.log");
-        let child = Command::new(berthd_binary())
+        let child = self
+            .in_netns(&berthd_binary().to_string_lossy())
+            .args(&self.args)
             .arg("--data-root")
             .arg(self.data_root())
             .arg("--exec-root")
@@ -384,6 +422,10 @@ impl Drop for Berthd {
         for task in self.remove_tasks() {
             problems.push(format!("task {task} left behind"));
         }
+        let _ = Command::new("umount")
+            .arg(self.netns())
+            .stderr(Stdio::null())
+            .status();
         release_temp_tree(self.tmp.take(), &mut problems);
         if !problems.is_empty() && !std::thread::panicking() {
             panic!("berthd guard: {}", problems.join("; "));

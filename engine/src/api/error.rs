@@ -8,6 +8,7 @@ use crate::containers::spec::SpecError;
 use crate::containers::ContainerError;
 use crate::exec::ExecError;
 use crate::images::ImageError;
+use crate::network::NetworkError;
 
 /// A request that failed, with Docker's status for it.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotModified(String),
     #[error("{0}")]
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -113,6 +117,36 @@ impl From<ContainerError> for ApiError {
                 }
             }
             ContainerError::State(_) | ContainerError::Io { .. } => ApiError::Internal(message),
+            ContainerError::Network(e) => (*e).into(),
+        }
+    }
+}
+
+impl From<NetworkError> for ApiError {
+    fn from(e: NetworkError) -> Self {
+        let message = e.to_string();
+        match e {
+            NetworkError::NotFound(_) | NetworkError::UnknownDriver(_) => {
+                ApiError::NotFound(message)
+            }
+            NetworkError::Ambiguous(_)
+            | NetworkError::InvalidConfig(_)
+            | NetworkError::Overlap
+            | NetworkError::NoPool
+            | NetworkError::SharedNamespace
+            | NetworkError::PredefinedConnect(_) => ApiError::BadRequest(message),
+            NetworkError::NameInUse(_)
+            | NetworkError::InUse { .. }
+            | NetworkError::AddressInUse(_)
+            | NetworkError::NotConnected { .. } => ApiError::Conflict(message),
+            NetworkError::Predefined(_) | NetworkError::AlreadyConnected { .. } => {
+                ApiError::Forbidden(message)
+            }
+            NetworkError::NoAddress { .. }
+            | NetworkError::NotInitialized
+            | NetworkError::Netlink(_)
+            | NetworkError::State(_)
+            | NetworkError::Io { .. } => ApiError::Internal(message),
         }
     }
 }

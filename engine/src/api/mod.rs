@@ -21,6 +21,7 @@ pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod images;
+pub mod networks;
 pub mod stream;
 pub mod system;
 pub mod version;
@@ -252,6 +253,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         "containers" => containers::handle(&engine, req).await,
         "exec" => exec::handle(&engine, req).await,
         "images" => images::handle(&engine, req).await,
+        "networks" => networks::handle(&engine, req).await,
         _ => Err(ApiError::NoRoute),
     };
     let mut resp = match result {

@@ -109,6 +109,8 @@ async fn create_reserved(
     if record.host_config.log_config.kind.is_empty() {
         record.host_config.log_config.kind = "json-file".into();
     }
+    crate::network::check_create(engine, &record)
+        .map_err(|e| ContainerError::Network(Box::new(e)))?;
 
     let dir = engine.paths.container_dir(id);
     std::fs::create_dir_all(&dir).map_err(|source| ContainerError::Io {

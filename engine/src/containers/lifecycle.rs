@@ -62,6 +62,15 @@ pub async fn start(engine: &Engine, c: &Arc<Container>) -> Result<()> {
         no_log: log.kind == "none",
     };
     let sup = &engine.supervisor;
+    if let Err(e) = crate::network::attach(engine, &record).await {
+        // As for a failed task: an AutoRemove container goes.
+        if record.host_config.auto_remove {
+            if let Err(e) = remove_stopped(engine, c).await {
+                tracing::warn!(container = %id, error = %e, "remove after a failed start");
+            }
+        }
+        return Err(ContainerError::Network(Box::new(e)));
+    }
     // A task left by an exit not yet recorded goes first.
     let mut created = sup.create_task(id, opts.clone()).await;
     if let Err(BackendError::AlreadyExists(_)) = created {
@@ -79,6 +88,7 @@ pub async fn start(engine: &Engine, c: &Arc<Container>) -> Result<()> {
         Ok(pid) => pid,
         Err(e) => {
             let _ = sup.delete_task(id).await;
+            crate::network::release(engine, id).await;
             let code = start_failure_code(&e);
             c.update(|r| {
                 r.state.error = e.to_string();
@@ -473,6 +483,7 @@ pub(crate) async fn remove_exited(engine: &Engine, c: &Arc<Container>) -> Result
             })
         }
     }
+    crate::network::release(engine, &c.id).await;
     engine.containers.forget(c)?;
     let dir = engine.paths.container_dir(&c.id);
     if let Err(e) = std::fs::remove_dir_all(&dir) {

@@ -9,6 +9,7 @@ mod common;
 mod container;
 mod exec;
 mod image;
+mod network;
 mod opts;
 mod output;
 mod ps;
@@ -89,6 +90,9 @@ enum Command {
     /// Manage images
     #[command(subcommand, name = "image")]
     ImageGroup(ImageGroup),
+    /// Manage networks
+    #[command(subcommand, name = "network")]
+    Network(network::NetworkCommand),
 }
 
 /// `berth container ...`: the container commands under their group.
@@ -162,6 +166,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::ContainerGroup(ContainerGroup::Prune(args)) => {
             system::container_prune(c, args).await
         }
+        Command::Network(cmd) => network::run(c, cmd).await,
     }
 }
 
