@@ -565,3 +565,166 @@ fn bad_input_gets_dockers_answers_and_leaves_nothing() {
     let (s, v) = api(&d, "POST", "/networks/prune", json!({}));
     assert_eq!((s, &v["NetworksDeleted"]), (200, &json!(["ok"])));
 }
+
+#[test]
+fn names_on_user_networks_isolation_and_internal() {
+    let d = start();
+    d.docker(&["network", "create", "--subnet", "10.61.0.0/24", "front"])
+        .ok();
+    d.docker(&["network", "create", "--subnet", "10.62.0.0/24", "back"])
+        .ok();
+    d.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.63.0.0/24",
+        "closed",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "front",
+        "--network-alias",
+        "site",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "front",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "other",
+        "--network",
+        "back",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let web_ip = ip_of(&d, "web", "front");
+    let resolv = d
+        .docker(&["exec", "client", "cat", "/etc/resolv.conf"])
+        .ok()
+        .stdout;
+    assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+    for name in ["web", "site", "web.front"] {
+        let out = d.docker(&["exec", "client", "nslookup", name]).ok().stdout;
+        assert!(out.contains(&web_ip), "{name}: {out}");
+        d.docker(&["exec", "client", "ping", "-c", "1", "-W", "5", name])
+            .ok();
+    }
+    // Another network neither resolves nor reaches them.
+    d.docker(&["exec", "other", "nslookup", "web"])
+        .fails_with(1, "");
+    let reach = d.docker(&["exec", "other", "ping", "-c", "1", "-W", "2", &web_ip]);
+    assert_ne!(reach.code, 0, "another network reached {web_ip}");
+    // An internal network has no route out.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "shut",
+        "--network",
+        "closed",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let route = d.docker(&["exec", "shut", "ip", "route"]).ok().stdout;
+    assert!(!route.contains("default"), "{route}");
+}
+
+#[test]
+fn published_ports_and_names_survive_kill_9() {
+    let mut d = start();
+    d.docker(&["network", "create", "--subnet", "10.64.0.0/24", "pub"])
+        .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "httpd",
+        "--network",
+        "pub",
+        "-p",
+        "127.0.0.1:18080:80",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "asker",
+        "--network",
+        "pub",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let fetch = |d: &Berthd| {
+        let out = d
+            .in_netns("wget")
+            .args(["-q", "-O", "-", "-T", "5", "http://127.0.0.1:18080/"])
+            .output()
+            .expect("wget");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(
+        "httpd answers on 127.0.0.1:18080",
+        Duration::from_secs(20),
+        || fetch(&d) == "hello\n",
+    );
+    let port = d.docker(&["port", "httpd"]).ok().stdout;
+    assert_eq!(port.trim(), "80/tcp -> 127.0.0.1:18080");
+    // The port is taken: a second container fails at start, nothing left.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "twin",
+        "--network",
+        "pub",
+        "-p",
+        "127.0.0.1:18080:80",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .fails_with(125, "18080");
+    assert_eq!(veths(&d), 2, "{}", links(&d));
+    d.kill9();
+    d.spawn();
+    assert_eq!(fetch(&d), "hello\n");
+    let out = d
+        .docker(&["exec", "asker", "nslookup", "httpd"])
+        .ok()
+        .stdout;
+    assert!(out.contains(&ip_of(&d, "httpd", "pub")), "{out}");
+    d.docker(&["rm", "-f", "httpd", "asker", "twin"]).ok();
+    assert_eq!(veths(&d), 0, "{}", links(&d));
+}
