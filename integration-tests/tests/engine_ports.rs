@@ -265,6 +265,10 @@ fn published_ports_reach_a_container_and_leave_nothing() {
                     request(Some(18080), 80, Proto::Tcp),
                     request(None, 80, Proto::Tcp),
                     request(Some(17000), 7000, Proto::Udp),
+                    PortRequest {
+                        host_ip: Some("127.0.0.1".parse().unwrap()),
+                        ..request(Some(18090), 80, Proto::Tcp)
+                    },
                 ],
             )
             .unwrap();
@@ -288,6 +292,9 @@ fn published_ports_reach_a_container_and_leave_nothing() {
             client.run("curl -sS --max-time 5 http://10.77.0.1:18080/"),
             "hello through nat"
         );
+        // a HostIp publishes on that address only
+        assert_eq!(curl("http://127.0.0.1:18090/"), "hello through nat");
+        assert!(!sh_ok("curl -sS --max-time 2 http://10.88.0.1:18090/"));
         assert_eq!(
             udp_ask("127.0.0.1:17000".parse().unwrap(), "ping"),
             "echo:ping"

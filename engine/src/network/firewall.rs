@@ -106,6 +106,9 @@ impl Firewall {
         let mut guard = self.state.lock().await;
         let mut state = guard.clone();
         state.networks.insert(net.bridge.clone(), net.clone());
+        if self.enabled {
+            route_localnet(&net.bridge)?;
+        }
         self.apply(&mut state).await?;
         *guard = state;
         Ok(())
@@ -166,6 +169,11 @@ impl Firewall {
             .map(|p| ((p.container.clone(), p.bridge.clone()), p.clone()))
             .collect();
         state.jumps_in_place = false;
+        if self.enabled {
+            for net in networks {
+                route_localnet(&net.bridge)?;
+            }
+        }
         self.apply(&mut state).await?;
         *guard = state;
         Ok(())
@@ -180,9 +188,6 @@ impl Firewall {
         } else {
             self.jumps_present().await?
         };
-        for net in state.networks.values() {
-            route_localnet(&net.bridge)?;
-        }
         let empty = state.networks.is_empty() && state.ports.is_empty();
         let batch = if empty {
             render_removal(&present)
