@@ -8,6 +8,7 @@ use crate::containers::spec::SpecError;
 use crate::containers::ContainerError;
 use crate::exec::ExecError;
 use crate::images::ImageError;
+use crate::network::ports::PortError;
 use crate::network::NetworkError;
 
 /// A request that failed, with Docker's status for it.
@@ -173,6 +174,23 @@ impl From<ExecError> for ApiError {
             }
             ExecError::NoCommand | ExecError::InvalidProcess(_) => ApiError::BadRequest(message),
             ExecError::Backend { source, .. } => backend(message, &source),
+        }
+    }
+}
+
+/// Published ports: what was asked is wrong (400), or the host port cannot
+/// be had at start (500, as dockerd answers a start that fails).
+impl From<PortError> for ApiError {
+    fn from(e: PortError) -> Self {
+        let message = e.to_string();
+        match e {
+            PortError::InvalidSpec(_)
+            | PortError::InvalidProto(_)
+            | PortError::InvalidHostIp(_)
+            | PortError::MismatchedRanges { .. } => ApiError::BadRequest(message),
+            PortError::AlreadyAllocated { .. }
+            | PortError::Bind { .. }
+            | PortError::Exhausted { .. } => ApiError::Internal(message),
         }
     }
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -51,6 +51,14 @@ pub trait NameLookup: Send + Sync {
     /// or `name.network`, without the trailing dot, lowercase) as this
     /// container sees them; empty when the engine does not know it.
     fn lookup(&self, name: &str) -> Vec<IpAddr>;
+
+    /// The name of the container at `ip` (`name.network`, as Docker
+    /// answers a reverse lookup), when it is on a network this container
+    /// shares; None lets the query go upstream.
+    fn reverse(&self, ip: IpAddr) -> Option<String> {
+        let _ = ip;
+        None
+    }
 }
 
 /// A running DNS server; dropping it or [`DnsHandle::stop`] stops it
@@ -322,12 +330,24 @@ fn local_answer(request: &Message, lookup: &dyn NameLookup) -> Option<Message> {
     let [q] = request.queries.as_slice() else {
         return Some(reply_to(request, ResponseCode::FormErr));
     };
-    if q.query_class != DNSClass::IN
-        || !matches!(
-            q.query_type,
-            RecordType::A | RecordType::AAAA | RecordType::ANY
-        )
-    {
+    if q.query_class != DNSClass::IN {
+        return None;
+    }
+    if q.query_type == RecordType::PTR {
+        let ip = reverse_name(&q.name.to_lowercase().to_ascii())?;
+        let target = Name::from_ascii(format!("{}.", lookup.reverse(ip)?)).ok()?;
+        let mut reply = reply_to(request, ResponseCode::NoError);
+        reply.add_answer(Record::from_rdata(
+            q.name.clone(),
+            TTL,
+            RData::PTR(PTR(target)),
+        ));
+        return Some(reply);
+    }
+    if !matches!(
+        q.query_type,
+        RecordType::A | RecordType::AAAA | RecordType::ANY
+    ) {
         return None;
     }
     let name = q.name.to_lowercase().to_ascii();
@@ -348,6 +368,22 @@ fn local_answer(request: &Message, lookup: &dyn NameLookup) -> Option<Message> {
     Some(reply)
 }
 
+/// `2.0.88.10.in-addr.arpa.` to 10.88.0.2 (IPv4 only).
+fn reverse_name(name: &str) -> Option<IpAddr> {
+    let octets = name.strip_suffix(".in-addr.arpa.")?;
+    let mut parts: Vec<u8> = octets
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    if parts.len() != 4 {
+        return None;
+    }
+    parts.reverse();
+    Some(IpAddr::V4(Ipv4Addr::new(
+        parts[0], parts[1], parts[2], parts[3],
+    )))
+}
+
 /// A response to `request` with its id, question and flags.
 fn reply_to(request: &Message, code: ResponseCode) -> Message {
     let mut reply = Message::error_msg(request.metadata.id, request.metadata.op_code, code);
@@ -364,7 +400,6 @@ fn reply_to(request: &Message, code: ResponseCode) -> Message {
 mod tests {
     use super::*;
     use hickory_proto::op::Query;
-    use hickory_proto::rr::Name;
 
     struct Names;
     impl NameLookup for Names {
@@ -373,6 +408,9 @@ mod tests {
                 "web" | "web.mynet" | "alias" => vec!["10.5.0.2".parse().unwrap()],
                 _ => vec![],
             }
+        }
+        fn reverse(&self, ip: IpAddr) -> Option<String> {
+            (ip == IpAddr::from([10, 5, 0, 2])).then(|| "web.mynet".to_string())
         }
     }
 
@@ -417,6 +455,21 @@ mod tests {
         let reply = ask(&r, &query("web.", RecordType::AAAA)).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
         assert!(reply.answers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reverse_lookups_of_known_addresses() {
+        let r = resolver(vec![]);
+        let reply = ask(&r, &query("2.0.5.10.in-addr.arpa.", RecordType::PTR)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            reply.answers[0].data,
+            RData::PTR(PTR(Name::from_ascii("web.mynet.").unwrap()))
+        );
+        // another address is not ours: upstream (none here)
+        let reply = ask(&r, &query("3.0.5.10.in-addr.arpa.", RecordType::PTR)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(reverse_name("1.2.in-addr.arpa."), None);
     }
 
     #[tokio::test]

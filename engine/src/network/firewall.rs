@@ -106,6 +106,9 @@ impl Firewall {
         let mut guard = self.state.lock().await;
         let mut state = guard.clone();
         state.networks.insert(net.bridge.clone(), net.clone());
+        if self.enabled {
+            route_localnet(&net.bridge)?;
+        }
         self.apply(&mut state).await?;
         *guard = state;
         Ok(())
@@ -166,6 +169,11 @@ impl Firewall {
             .map(|p| ((p.container.clone(), p.bridge.clone()), p.clone()))
             .collect();
         state.jumps_in_place = false;
+        if self.enabled {
+            for net in networks {
+                route_localnet(&net.bridge)?;
+            }
+        }
         self.apply(&mut state).await?;
         *guard = state;
         Ok(())
@@ -180,9 +188,6 @@ impl Firewall {
         } else {
             self.jumps_present().await?
         };
-        for net in state.networks.values() {
-            route_localnet(&net.bridge)?;
-        }
         let empty = state.networks.is_empty() && state.ports.is_empty();
         let batch = if empty {
             render_removal(&present)
@@ -371,6 +376,14 @@ fn render(state: &State, present: &[&Jump]) -> String {
             n,
             "-A BERTH-POSTROUTING -s 127.0.0.0/8 -o {br} -j MASQUERADE"
         );
+        // hairpin: a container reaching a published port of its own bridge
+        // (itself or a neighbour) through a host address is masqueraded,
+        // so the answer comes back through the host to be un-NATed
+        let _ = writeln!(
+            n,
+            "-A BERTH-POSTROUTING -s {} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE",
+            net.subnet.trunc()
+        );
     }
     for p in state.ports.values() {
         for m in &p.mappings {
@@ -385,10 +398,6 @@ fn render(state: &State, present: &[&Jump]) -> String {
             let _ = writeln!(
                 n,
                 "-A BERTH {dst}-p {proto} -m {proto} --dport {hp} -j DNAT --to-destination {ip}:{cp}"
-            );
-            let _ = writeln!(
-                n,
-                "-A BERTH-POSTROUTING -s {ip}/32 -d {ip}/32 -p {proto} -m {proto} --dport {cp} -j MASQUERADE"
             );
             let _ = writeln!(
                 f,
@@ -492,7 +501,7 @@ mod tests {
             "-A BERTH-POSTROUTING -s 127.0.0.0/8 -o berth0 -j MASQUERADE",
             "-A BERTH -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.30.0.2:80",
             "-A BERTH -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.30.0.2:53",
-            "-A BERTH-POSTROUTING -s 172.30.0.2/32 -d 172.30.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE",
+            "-A BERTH-POSTROUTING -s 172.30.0.0/16 -o berth0 -m conntrack --ctstate DNAT -j MASQUERADE",
         ] {
             assert!(lines.contains(&want), "missing {want:?} in\n{batch}");
         }
@@ -525,7 +534,6 @@ mod tests {
         s.networks.insert(n.bridge.clone(), n);
         let batch = render(&s, &[]);
         assert!(batch.contains("-A BERTH-FORWARD -i br-x -o br-x -j DROP\n"));
-        assert!(!batch.contains("MASQUERADE\n-A BERTH-POSTROUTING -s 10.8"));
         assert!(!batch.contains("-s 10.8.0.0/24 ! -o br-x -j MASQUERADE"));
     }
 

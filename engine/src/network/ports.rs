@@ -174,7 +174,8 @@ pub fn requests(
             for b in list {
                 let host_ip = parse_host_ip(b.get("HostIp").and_then(Value::as_str).unwrap_or(""))?;
                 let hp = b.get("HostPort").and_then(Value::as_str).unwrap_or("");
-                let host_ports = if hp.is_empty() {
+                // empty or 0 (as dockerd takes it): any ephemeral port
+                let host_ports = if hp.is_empty() || hp == "0" {
                     None
                 } else {
                     let (r, _) = parse_port_key(hp)?;
@@ -484,6 +485,11 @@ mod tests {
         assert_eq!(find(53, Proto::Udp)[0].host_ports, Some(5353..=5353));
         assert_eq!(find(91, Proto::Tcp)[0].host_ports, Some(9091..=9091));
         assert_eq!(find(100, Proto::Tcp)[0].host_ports, Some(7000..=7010));
+        let zero = map(json!({"80/tcp": [{"HostPort": "0"}]}));
+        assert_eq!(
+            requests(None, Some(&zero), false).unwrap()[0].host_ports,
+            None
+        );
 
         let bad = map(json!({"90-92/tcp": [{"HostPort": "9090-9091"}]}));
         assert_eq!(
