@@ -310,6 +310,16 @@ fn fifty_containers_get_fifty_addresses_and_leave_nothing() {
         "network_setup_us: median {} p90 {} max {}",
         micros[25], micros[45], micros[49]
     );
+    for field in ["netns_us=", "endpoints_us="] {
+        let mut part: Vec<u64> = d
+            .log()
+            .lines()
+            .filter_map(|l| l.split(field).nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+            .collect();
+        part.sort();
+        eprintln!("{field} median {}", part.get(25).copied().unwrap_or(0));
+    }
     assert!(ips.iter().all(|ip| ip.starts_with("10.50.0.")));
     assert_eq!(veths(&d), 50);
     assert_eq!(netns_files(&d), 50);
