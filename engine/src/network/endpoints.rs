@@ -209,7 +209,11 @@ async fn join(
         m => Some(super::ipam::parse_mac(m)?),
     };
     let aliases = settings.aliases.clone().unwrap_or_default();
-    let links = settings.links.clone().unwrap_or_default();
+    let mut links = settings.links.clone().unwrap_or_default();
+    if net.custom() {
+        // `--link` on a user network: the alias is a name in its DNS.
+        links.extend(record.host_config.links.iter().flatten().cloned());
+    }
     let short = record.id[..12].to_string();
     let dns_names = if net.custom() {
         let mut names = vec![record.name.clone()];
