@@ -348,6 +348,42 @@ fn published_ports_reach_a_container_and_leave_nothing() {
         // nothing of "other" was kept: 18082 is free
         drop(std::net::TcpListener::bind("0.0.0.0:18082").unwrap());
 
+        // a second container's ports are appended in place; the rules are
+        // the same as those written whole from the same state
+        let peer_rules = PortRules {
+            container: "peer".into(),
+            container_ip: "10.88.0.3".parse().unwrap(),
+            bridge: "brt0".into(),
+            mappings: ports
+                .allocate(
+                    "peer",
+                    "10.88.0.3".parse().unwrap(),
+                    &[request(Some(18085), 80, Proto::Tcp)],
+                )
+                .unwrap(),
+        };
+        let sorted = || {
+            let mut lines: Vec<String> = ruleset().lines().map(String::from).collect();
+            lines.sort();
+            lines
+        };
+        let alone = ruleset();
+        let started = std::time::Instant::now();
+        fw.add_ports(&peer_rules).await.unwrap();
+        eprintln!("add_ports in place: {:?}", started.elapsed());
+        let appended = sorted();
+        fw.reconcile(
+            std::slice::from_ref(&net),
+            &[rules.clone(), peer_rules.clone()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(sorted(), appended);
+        assert!(ruleset().contains("--dport 18085 -j DNAT --to-destination 10.88.0.3:80"));
+        fw.remove_ports(&peer_rules).await.unwrap();
+        ports.release("peer");
+        assert_eq!(ruleset(), alone);
+
         // adding the same again changes nothing
         let full = ruleset();
         fw.add_ports(&rules).await.unwrap();
