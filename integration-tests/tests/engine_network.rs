@@ -273,7 +273,7 @@ fn inspect_network(d: &Berthd, name: &str) -> Value {
 
 #[test]
 fn fifty_containers_get_fifty_addresses_and_leave_nothing() {
-    let d = start();
+    let d = Berthd::start_with(&["--dns", DNS, "--debug"]);
     d.docker(&["network", "create", "--subnet", "10.50.0.0/24", "many"])
         .ok();
     let mut ips = BTreeSet::new();
@@ -296,6 +296,20 @@ fn fifty_containers_get_fifty_addresses_and_leave_nothing() {
         ips.insert(ip_of(&d, &format!("m{i}"), "many"));
     }
     assert_eq!(ips.len(), 50, "{ips:?}");
+    // The time of each start's networking (namespace, veth, address,
+    // route, files), as berthd logs it.
+    let mut micros: Vec<u64> = d
+        .log()
+        .lines()
+        .filter_map(|l| l.split("network_setup_us=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    micros.sort();
+    assert_eq!(micros.len(), 50, "network_setup_us lines");
+    eprintln!(
+        "network_setup_us: median {} p90 {} max {}",
+        micros[25], micros[45], micros[49]
+    );
     assert!(ips.iter().all(|ip| ip.starts_with("10.50.0.")));
     assert_eq!(veths(&d), 50);
     assert_eq!(netns_files(&d), 50);
@@ -564,4 +578,247 @@ fn bad_input_gets_dockers_answers_and_leaves_nothing() {
     d.docker(&["rm", "-f", "ca", "cb"]).ok();
     let (s, v) = api(&d, "POST", "/networks/prune", json!({}));
     assert_eq!((s, &v["NetworksDeleted"]), (200, &json!(["ok"])));
+}
+
+#[test]
+fn names_on_user_networks_isolation_and_internal() {
+    let d = start();
+    d.docker(&["network", "create", "--subnet", "10.61.0.0/24", "front"])
+        .ok();
+    d.docker(&["network", "create", "--subnet", "10.62.0.0/24", "back"])
+        .ok();
+    d.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.63.0.0/24",
+        "closed",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "front",
+        "--network-alias",
+        "site",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "front",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "other",
+        "--network",
+        "back",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let web_ip = ip_of(&d, "web", "front");
+    let resolv = d
+        .docker(&["exec", "client", "cat", "/etc/resolv.conf"])
+        .ok()
+        .stdout;
+    assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+    for name in ["web", "site", "web.front"] {
+        let out = d.docker(&["exec", "client", "nslookup", name]).ok().stdout;
+        assert!(out.contains(&web_ip), "{name}: {out}");
+        d.docker(&["exec", "client", "ping", "-c", "1", "-W", "5", name])
+            .ok();
+    }
+    // Another network neither resolves nor reaches them.
+    d.docker(&["exec", "other", "nslookup", "web"])
+        .fails_with(1, "");
+    let reach = d.docker(&["exec", "other", "ping", "-c", "1", "-W", "2", &web_ip]);
+    assert_ne!(reach.code, 0, "another network reached {web_ip}");
+    // An internal network has no route out.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "shut",
+        "--network",
+        "closed",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let route = d.docker(&["exec", "shut", "ip", "route"]).ok().stdout;
+    assert!(!route.contains("default"), "{route}");
+}
+
+#[test]
+fn published_ports_and_names_survive_kill_9() {
+    let mut d = start();
+    d.docker(&["network", "create", "--subnet", "10.64.0.0/24", "pub"])
+        .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "httpd",
+        "--network",
+        "pub",
+        "-p",
+        "127.0.0.1:18080:80",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    ])
+    .ok();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "asker",
+        "--network",
+        "pub",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let fetch = |d: &Berthd| {
+        let out = d
+            .in_netns("wget")
+            .args(["-q", "-O", "-", "-T", "5", "http://127.0.0.1:18080/"])
+            .output()
+            .expect("wget");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(
+        "httpd answers on 127.0.0.1:18080",
+        Duration::from_secs(20),
+        || fetch(&d) == "hello\n",
+    );
+    let port = d.docker(&["port", "httpd"]).ok().stdout;
+    assert_eq!(port.trim(), "80/tcp -> 127.0.0.1:18080");
+    // The port is taken: a second container fails at start, nothing left.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "twin",
+        "--network",
+        "pub",
+        "-p",
+        "127.0.0.1:18080:80",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .fails_with(125, "18080");
+    assert_eq!(veths(&d), 2, "{}", links(&d));
+    d.kill9();
+    d.spawn();
+    assert_eq!(fetch(&d), "hello\n");
+    let out = d
+        .docker(&["exec", "asker", "nslookup", "httpd"])
+        .ok()
+        .stdout;
+    assert!(out.contains(&ip_of(&d, "httpd", "pub")), "{out}");
+    d.docker(&["rm", "-f", "httpd", "asker", "twin"]).ok();
+    assert_eq!(veths(&d), 0, "{}", links(&d));
+}
+
+/// `berth` with this daemon.
+fn berth(d: &Berthd, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(integration_tests::engine::berth_binary())
+        .args(args)
+        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
+        .output()
+        .expect("run berth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn berth_network_commands_answer_as_docker() {
+    let d = start();
+    let (code, id, err) = berth(
+        &d,
+        &["network", "create", "--subnet", "10.66.0.0/24", "cli"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(id.trim().len(), 64);
+    for args in [
+        &["network", "ls"][..],
+        &["network", "ls", "-q", "--no-trunc"],
+        &[
+            "network",
+            "ls",
+            "-f",
+            "driver=bridge",
+            "--format",
+            "{{.Name}} {{.Driver}}",
+        ],
+        &["network", "inspect", "cli"],
+        &[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Name}} {{(index .IPAM.Config 0).Subnet}}",
+            "cli",
+        ],
+    ] {
+        let want = d.docker(args).ok().stdout;
+        let (code, got, err) = berth(&d, args);
+        assert_eq!((code, got), (0, want), "berth {args:?}: {err}");
+    }
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "served",
+        "--network",
+        "cli",
+        "-p",
+        "127.0.0.1:18181:80",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    for args in [&["port", "served"][..], &["port", "served", "80"]] {
+        let want = d.docker(args).ok().stdout;
+        let (code, got, err) = berth(&d, args);
+        assert_eq!((code, got), (0, want), "berth {args:?}: {err}");
+    }
+    let (code, _, err) = berth(
+        &d,
+        &["network", "connect", "--alias", "srv", "bridge", "served"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("network-scoped alias"), "{err}");
+    let (code, _, err) = berth(&d, &["network", "rm", "cli"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has active endpoints"), "{err}");
+    d.docker(&["rm", "-f", "served"]).ok();
+    let (code, out, err) = berth(&d, &["network", "rm", "cli"]);
+    assert_eq!((code, out.trim()), (0, "cli"), "{err}");
 }

@@ -143,7 +143,18 @@ impl From<NetworkError> for ApiError {
             NetworkError::Predefined(_) | NetworkError::AlreadyConnected { .. } => {
                 ApiError::Forbidden(message)
             }
+            NetworkError::Ports(ref p) => match p {
+                crate::network::ports::PortError::InvalidSpec(_)
+                | crate::network::ports::PortError::InvalidProto(_)
+                | crate::network::ports::PortError::InvalidHostIp(_)
+                | crate::network::ports::PortError::MismatchedRanges { .. } => {
+                    ApiError::BadRequest(message)
+                }
+                _ => ApiError::Internal(message),
+            },
             NetworkError::NoAddress { .. }
+            | NetworkError::Firewall(_)
+            | NetworkError::Dns(_)
             | NetworkError::NotInitialized
             | NetworkError::Netlink(_)
             | NetworkError::State(_)

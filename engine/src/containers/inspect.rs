@@ -58,7 +58,7 @@ pub fn inspect(engine: &Engine, c: &Container, exec_ids: Vec<String>) -> Value {
         "GraphDriver": { "Data": null, "Name": "overlayfs" },
         "Mounts": mounts(&r),
         "Config": r.config,
-        "NetworkSettings": crate::network::settings::container_json(engine, &r, json!({})),
+        "NetworkSettings": crate::network::settings::container_json(engine, &r),
     })
 }
 
@@ -175,7 +175,7 @@ pub fn summary(engine: &Engine, r: &ContainerRecord) -> Value {
         "ImageID": r.image_id,
         "Command": command,
         "Created": created,
-        "Ports": [],
+        "Ports": crate::network::settings::ports_list(engine, r),
         "Labels": r.config.labels.clone().unwrap_or_default(),
         "State": r.state.status.name(),
         "Status": status_text(r),

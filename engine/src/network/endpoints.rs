@@ -83,6 +83,7 @@ pub fn check_create(engine: &Engine, record: &ContainerRecord) -> Result<()> {
         };
         check_settings(&net, &settings, record)?;
     }
+    super::services::port_requests(record)?;
     if let Some(mac) = record
         .config
         .mac_address
@@ -138,7 +139,12 @@ pub async fn attach(engine: &Engine, record: &ContainerRecord) -> Result<()> {
             return Err(e);
         }
     }
-    if let Err(e) = super::files::write_for_start(engine, record) {
+    let services = async {
+        super::services::publish(engine, record).await?;
+        super::services::start_dns(engine, record).await?;
+        super::files::write_for_start(engine, record)
+    };
+    if let Err(e) = services.await {
         release(engine, &record.id).await;
         return Err(e);
     }
@@ -250,7 +256,9 @@ async fn join(
 /// left is taken again at the next start or the daemon's recovery.
 pub async fn release(engine: &Engine, container: &str) {
     let nets = &engine.networks;
+    super::services::stop_dns(engine, container);
     for ep in nets.endpoints_of_container(container) {
+        super::services::unpublish(engine, &ep).await;
         leave(engine, &ep).await;
     }
     if let Some(live) = nets.live() {
@@ -309,6 +317,7 @@ pub async fn recover(engine: &Engine) {
         tracing::info!(container = %id, "release the network of a container no longer running");
         release(engine, &id).await;
     }
+    super::services::restore(engine).await;
 }
 
 /// `POST /networks/{id}/connect`.
@@ -361,6 +370,7 @@ pub async fn connect(
         .await?;
         let mut updated = record.clone();
         add_config(&mut updated, &net.name, settings.clone());
+        super::services::start_dns(engine, &updated).await?;
         super::files::write_for_start(engine, &updated)?;
     }
     c.update(|r| add_config(r, &net.name, settings));
@@ -399,7 +409,11 @@ pub async fn disconnect(engine: &Engine, c: &Arc<Container>, key: &str, force: b
     let _ = force;
     let _op = c.op.lock().await;
     if let Some(ep) = endpoint {
+        super::services::unpublish(engine, &ep).await;
         leave(engine, &ep).await;
+        if !super::services::wants_dns(engine, &record.id) {
+            super::services::stop_dns(engine, &record.id);
+        }
     }
     c.update(|r| {
         if let Some(map) = r

@@ -48,8 +48,36 @@ pub fn write_for_start(engine: &Engine, record: &ContainerRecord) -> Result<()> 
     {
         effective.host_config.dns = Some(daemon_dns);
     }
-    let resolv = crate::containers::runspec::container_resolv_conf(&host_resolv, &effective);
+    let resolv = if super::services::wants_dns(engine, &record.id) {
+        embedded_resolv_conf(&host_resolv, record)
+    } else {
+        crate::containers::runspec::container_resolv_conf(&host_resolv, &effective)
+    };
     write(&dir.join("resolv.conf"), &resolv)
+}
+
+/// A container on a user network asks the embedded DNS server (which
+/// forwards what it does not know); search domains and options as given,
+/// else the host's, with Docker's `ndots:0`.
+pub fn embedded_resolv_conf(host: &str, record: &ContainerRecord) -> String {
+    let hc = &record.host_config;
+    let mut out = format!("nameserver {}\n", super::services::DNS_NAMESERVER);
+    let search = match hc.dns_search.as_ref().filter(|s| !s.is_empty()) {
+        Some(s) => s.join(" "),
+        None => host
+            .lines()
+            .filter_map(|l| l.strip_prefix("search"))
+            .map(|s| s.trim().to_string())
+            .next_back()
+            .unwrap_or_default(),
+    };
+    if !search.is_empty() {
+        let _ = writeln!(out, "search {search}");
+    }
+    let mut options = vec!["ndots:0".to_string()];
+    options.extend(hc.dns_options.iter().flatten().cloned());
+    let _ = writeln!(out, "options {}", options.join(" "));
+    out
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

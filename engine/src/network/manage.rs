@@ -88,6 +88,12 @@ impl Networks {
         live.netlink
             .ensure_bridge(&net.bridge, pool.gateway, pool.subnet.prefix_len(), mtu)
             .await?;
+        if let Some(rules) = super::services::rules_of(&net) {
+            if let Err(e) = live.services.firewall.setup_network(&rules).await {
+                let _ = live.netlink.delete(&net.bridge).await;
+                return Err(e.into());
+            }
+        }
         if let Err(e) = self.put(net.clone()) {
             let _ = live.netlink.delete(&net.bridge).await;
             return Err(e);
@@ -178,6 +184,9 @@ impl Networks {
             });
         }
         if let Some(live) = self.live() {
+            if let Some(rules) = super::services::rules_of(&net) {
+                live.services.firewall.teardown_network(&rules).await?;
+            }
             live.netlink.delete(&net.bridge).await?;
         }
         self.store.delete(Table::Networks, &net.id)?;

@@ -39,6 +39,7 @@ pub mod ipam;
 mod manage;
 pub mod netlink;
 pub mod ports;
+pub mod services;
 pub mod settings;
 
 pub use endpoints::{attach, check_create, connect, disconnect, recover, release};
@@ -87,6 +88,12 @@ pub enum NetworkError {
     NotInitialized,
     #[error(transparent)]
     Netlink(#[from] netlink::NetlinkError),
+    #[error(transparent)]
+    Ports(#[from] ports::PortError),
+    #[error("driver failed programming external connectivity: {0}")]
+    Firewall(#[from] firewall::FirewallError),
+    #[error("start the embedded DNS server: {0}")]
+    Dns(#[from] dns::DnsError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error("{what} {path}: {source}")]
@@ -185,6 +192,9 @@ pub struct EndpointRecord {
     pub aliases: Vec<String>,
     pub links: Vec<String>,
     pub dns_names: Vec<String>,
+    /// The container's published ports (on its first endpoint).
+    #[serde(default)]
+    pub ports: Vec<services::Published>,
 }
 
 impl EndpointRecord {
@@ -225,6 +235,7 @@ pub struct Live {
     /// Where containers' namespaces are bound.
     pub netns_dir: PathBuf,
     pub options: NetworkOptions,
+    pub services: services::Services,
 }
 
 #[derive(Default)]
@@ -237,7 +248,7 @@ struct Registry {
 /// Every network and endpoint of the engine.
 pub struct Networks {
     store: Arc<Store>,
-    reg: Mutex<Registry>,
+    reg: Arc<Mutex<Registry>>,
     live: OnceLock<Live>,
     /// One change of the kernel's or the registry's networks at a time.
     pub(crate) op: tokio::sync::Mutex<()>,
@@ -292,7 +303,7 @@ impl Networks {
         }
         Ok(Networks {
             store,
-            reg: Mutex::new(reg),
+            reg: Arc::new(Mutex::new(reg)),
             live: OnceLock::new(),
             op: tokio::sync::Mutex::new(()),
         })
@@ -340,6 +351,7 @@ impl Networks {
             netlink: netlink.clone(),
             netns_dir,
             options: options.clone(),
+            services: services::Services::new(),
         });
         for (name, driver) in [("host", Driver::Host), ("none", Driver::Null)] {
             if self.find_name(name).is_none() {
@@ -584,10 +596,18 @@ impl Networks {
             aliases,
             links,
             dns_names,
+            ports: Vec::new(),
         };
         self.store.put(Table::Endpoints, &ep.key(), &ep)?;
         reg.endpoints.insert(ep.key(), ep.clone());
         Ok(ep)
+    }
+
+    /// Writes a changed endpoint record.
+    fn replace_endpoint(&self, ep: &EndpointRecord) -> Result<()> {
+        self.store.put(Table::Endpoints, &ep.key(), ep)?;
+        self.reg().endpoints.insert(ep.key(), ep.clone());
+        Ok(())
     }
 
     /// Forgets an endpoint (its address is free again).

@@ -102,6 +102,42 @@ fn endpoint_json(net_id: &str, settings: &EndpointSettings, ep: Option<&Endpoint
     })
 }
 
+fn mappings(eps: &[EndpointRecord]) -> Vec<super::ports::PortMapping> {
+    eps.iter()
+        .flat_map(|e| e.ports.iter().filter_map(|p| p.mapping()))
+        .collect()
+}
+
+/// The `Ports` of `GET /containers/json`: each published port, and each
+/// exposed one that is not.
+pub fn ports_list(engine: &Engine, record: &ContainerRecord) -> Value {
+    let eps = engine.networks.endpoints_of_container(&record.id);
+    let published = mappings(&eps);
+    let mut out: Vec<Value> = published
+        .iter()
+        .map(|m| {
+            let ip = m
+                .host_ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "0.0.0.0".into());
+            json!({"IP": ip, "PrivatePort": m.container_port, "PublicPort": m.host_port, "Type": m.proto.as_str()})
+        })
+        .collect();
+    for key in record.config.exposed_ports.iter().flat_map(|m| m.keys()) {
+        if let Ok((range, proto)) = super::ports::parse_port_key(key) {
+            for p in range {
+                if !published
+                    .iter()
+                    .any(|m| m.container_port == p && m.proto == proto)
+                {
+                    out.push(json!({"PrivatePort": p, "Type": proto.as_str()}));
+                }
+            }
+        }
+    }
+    Value::Array(out)
+}
+
 /// `NetworkSettings.Networks` of a container.
 pub fn networks_json(engine: &Engine, record: &ContainerRecord) -> Value {
     let mode = record.host_config.network_mode.as_str();
@@ -124,8 +160,13 @@ pub fn networks_json(engine: &Engine, record: &ContainerRecord) -> Value {
 
 /// A container's `NetworkSettings`; the top-level address fields are the
 /// default bridge's, as Docker fills them.
-pub fn container_json(engine: &Engine, record: &ContainerRecord, ports: Value) -> Value {
+pub fn container_json(engine: &Engine, record: &ContainerRecord) -> Value {
     let eps = engine.networks.endpoints_of_container(&record.id);
+    let ports = if record.state.status.is_running() {
+        super::ports::ports_json(record.config.exposed_ports.as_ref(), &mappings(&eps))
+    } else {
+        json!({})
+    };
     let bridge = engine.networks.get("bridge").ok();
     let on_bridge = bridge
         .as_ref()

@@ -93,6 +93,8 @@ enum Command {
     /// Manage networks
     #[command(subcommand, name = "network")]
     Network(network::NetworkCommand),
+    /// List port mappings or a specific mapping for the container
+    Port(network::PortArgs),
 }
 
 /// `berth container ...`: the container commands under their group.
@@ -167,6 +169,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             system::container_prune(c, args).await
         }
         Command::Network(cmd) => network::run(c, cmd).await,
+        Command::Port(args) => network::port(c, args).await,
     }
 }
 

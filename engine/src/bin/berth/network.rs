@@ -354,3 +354,62 @@ async fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<()> {
         Err(StatusError::new(1, errors.join("\n")).into())
     }
 }
+
+/// `berth port CONTAINER [PRIVATE_PORT[/PROTO]]`.
+#[derive(Args)]
+pub struct PortArgs {
+    container: String,
+    private_port: Option<String>,
+}
+
+/// Prints a container's published ports as `docker port` does.
+pub async fn port(c: &Client, a: PortArgs) -> anyhow::Result<()> {
+    let v: Value = c
+        .json(
+            Method::GET,
+            &format!("/containers/{}/json", enc(&a.container)),
+            None,
+        )
+        .await?;
+    let ports = v["NetworkSettings"]["Ports"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let want = a.private_port.as_deref().map(|p| {
+        if p.contains('/') {
+            p.to_string()
+        } else {
+            format!("{p}/tcp")
+        }
+    });
+    let mut lines = Vec::new();
+    for (key, bindings) in &ports {
+        if want.as_ref().is_some_and(|w| w != key) {
+            continue;
+        }
+        for b in bindings.as_array().into_iter().flatten() {
+            let ip = b["HostIp"].as_str().unwrap_or_default();
+            let port = b["HostPort"].as_str().unwrap_or_default();
+            let addr = if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            };
+            lines.push(match &want {
+                Some(_) => addr,
+                None => format!("{key} -> {addr}"),
+            });
+        }
+    }
+    if let (Some(w), true) = (&want, lines.is_empty()) {
+        return Err(StatusError::new(
+            1,
+            format!("Error: No public port '{w}' published for {}", a.container),
+        )
+        .into());
+    }
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}

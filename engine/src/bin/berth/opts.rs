@@ -150,6 +150,9 @@ pub struct ContainerOpts {
     /// Publish a container's port(s) to the host
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// Restart policy to apply when a container exits
     #[arg(long, default_value = "no")]
     pub restart: String,
@@ -278,6 +281,7 @@ impl ContainerOpts {
         let (exposed, bindings) = parse_publish(&self.publish)?;
         config.exposed_ports = (!exposed.is_empty()).then_some(exposed);
         host.port_bindings = Some(bindings);
+        host.publish_all_ports = self.publish_all;
         let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         host.dns = some(&self.dns);
         host.dns_search = some(&self.dns_search);
