@@ -2,7 +2,9 @@
 //! rules: published ports through the firewall's NAT (from the host's
 //! loopback, the bridge address and another namespace; TCP and UDP), a port
 //! in use, isolation and internal networks, the ruleset before and after
-//! (and after a crash and a reconcile), and the embedded DNS server.
+//! (and after a crash and a reconcile), and the embedded DNS server; then
+//! the same through berthd and the docker CLI (`-p`, `-P`, UDP, `docker
+//! port`, a port in use, the rules after the last container).
 //!
 //! Each test runs on a thread of its own that unshares its network
 //! namespace: the "host" of the test. Its "containers" and clients are
@@ -14,6 +16,7 @@
     reason = "the helpers of a test: a failure is the test's panic"
 )]
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -96,7 +99,8 @@ fn foreign_rules() -> String {
 /// A process in a network namespace of its own (a container's or a
 /// client's), killed on drop.
 struct Netns {
-    child: Child,
+    child: Option<Child>,
+    path: PathBuf,
 }
 
 impl Netns {
@@ -107,7 +111,11 @@ impl Netns {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let ns = Netns { child };
+        let path = PathBuf::from(format!("/proc/{}/ns/net", child.id()));
+        let ns = Netns {
+            child: Some(child),
+            path,
+        };
         let me = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         wait_until("the namespace", Duration::from_secs(5), || {
             std::fs::read_link(ns.path()).is_ok_and(|l| l != me)
@@ -115,12 +123,17 @@ impl Netns {
         ns
     }
 
+    /// A namespace bound at `path` (a container's, berthd's).
+    fn spawn_for_path(path: PathBuf) -> Netns {
+        Netns { child: None, path }
+    }
+
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
     fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.pid()))
+        self.path.clone()
     }
 
     /// Joins it to the test's namespace by a veth: `host` is the end left
@@ -174,8 +187,10 @@ fn in_netns_of<T: Send + 'static>(path: PathBuf, f: impl FnOnce() -> T + Send + 
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -347,6 +362,42 @@ fn published_ports_reach_a_container_and_leave_nothing() {
         drop(squatter);
         // nothing of "other" was kept: 18082 is free
         drop(std::net::TcpListener::bind("0.0.0.0:18082").unwrap());
+
+        // a second container's ports are appended in place; the rules are
+        // the same as those written whole from the same state
+        let peer_rules = PortRules {
+            container: "peer".into(),
+            container_ip: "10.88.0.3".parse().unwrap(),
+            bridge: "brt0".into(),
+            mappings: ports
+                .allocate(
+                    "peer",
+                    "10.88.0.3".parse().unwrap(),
+                    &[request(Some(18085), 80, Proto::Tcp)],
+                )
+                .unwrap(),
+        };
+        let sorted = || {
+            let mut lines: Vec<String> = ruleset().lines().map(String::from).collect();
+            lines.sort();
+            lines
+        };
+        let alone = ruleset();
+        let started = std::time::Instant::now();
+        fw.add_ports(&peer_rules).await.unwrap();
+        eprintln!("add_ports in place: {:?}", started.elapsed());
+        let appended = sorted();
+        fw.reconcile(
+            std::slice::from_ref(&net),
+            &[rules.clone(), peer_rules.clone()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(sorted(), appended);
+        assert!(ruleset().contains("--dport 18085 -j DNAT --to-destination 10.88.0.3:80"));
+        fw.remove_ports(&peer_rules).await.unwrap();
+        ports.release("peer");
+        assert_eq!(ruleset(), alone);
 
         // adding the same again changes nothing
         let full = ruleset();
@@ -561,4 +612,148 @@ fn dns_in_a_container_namespace_answers_names_and_forwards_the_rest() {
             );
         }
     });
+}
+
+// ---------------------------------------------------------------------------
+// Through berthd and the docker CLI
+
+use integration_tests::engine::Berthd;
+
+/// The ruleset in berthd's namespace, without comments and counters.
+fn berthd_rules(d: &Berthd) -> String {
+    let out = d.in_netns("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(" [").next().unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn berthd_curl(d: &Berthd, url: &str) -> String {
+    let out = d
+        .in_netns("curl")
+        .args(["-sS", "--max-time", "5", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn inspect_field(d: &Berthd, what: &str, format: &str) -> String {
+    d.docker(&["inspect", "-f", format, what])
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn docker_run_publishes_tcp_udp_and_exposed_ports() {
+    let d = Berthd::start_with(&["--dns", "192.0.2.53"]);
+    let before = berthd_rules(&d);
+    let httpd = "echo hello > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1:18080:80",
+        "-p",
+        "18081:80",
+        "-p",
+        "17000:7000/udp",
+        "busybox",
+        "sh",
+        "-c",
+        httpd,
+    ])
+    .ok();
+    d.docker(&[
+        "run", "-d", "--name", "auto", "--expose", "80", "-P", "busybox", "sh", "-c", httpd,
+    ])
+    .ok();
+    let gateway = inspect_field(&d, "web", "{{.NetworkSettings.Networks.bridge.Gateway}}");
+    wait_until("httpd answers", Duration::from_secs(20), || {
+        berthd_curl(&d, "http://127.0.0.1:18080/") == "hello\n"
+    });
+    assert_eq!(
+        berthd_curl(&d, &format!("http://{gateway}:18081/")),
+        "hello\n"
+    );
+    // 127.0.0.1 only: not on the bridge's address
+    assert_eq!(berthd_curl(&d, &format!("http://{gateway}:18080/")), "");
+
+    let mut port = d.docker(&["port", "web"]).ok().stdout;
+    port = port
+        .lines()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        port,
+        "7000/udp -> 0.0.0.0:17000\n80/tcp -> 0.0.0.0:18081\n80/tcp -> 127.0.0.1:18080"
+    );
+    // -P: the exposed port on an ephemeral one
+    let auto = d.docker(&["port", "auto", "80/tcp"]).ok().stdout;
+    let eph = auto.trim().rsplit(':').next().unwrap().to_string();
+    assert!(auto.starts_with("0.0.0.0:"), "{auto}");
+    wait_until("the -P port answers", Duration::from_secs(20), || {
+        berthd_curl(&d, &format!("http://127.0.0.1:{eph}/")) == "hello\n"
+    });
+
+    // from another namespace, through berthd's
+    let client = Netns::spawn(&["sleep", "600"]);
+    let ip = |args: &[&str]| {
+        let st = d.in_netns("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    let pid = client.pid().to_string();
+    ip(&[
+        "link", "add", "vdk", "type", "veth", "peer", "name", "vdkc", "netns", &pid,
+    ]);
+    ip(&["addr", "add", "10.99.0.1/24", "dev", "vdk"]);
+    ip(&["link", "set", "vdk", "up"]);
+    client.run(
+        "ip link set lo up && ip addr add 10.99.0.2/24 dev vdkc && ip link set vdkc up \
+         && ip route add default via 10.99.0.1",
+    );
+    assert_eq!(
+        client.run("curl -sS --max-time 5 http://10.99.0.1:18081/"),
+        "hello\n"
+    );
+
+    // UDP: an echo server in the container's namespace
+    let id = inspect_field(&d, "web", "{{.Id}}");
+    let web_ns = Netns::spawn_for_path(d.exec_root().join("netns").join(&id));
+    udp_echo(&web_ns, 7000);
+    let berthd_ns = d.netns();
+    let answer = in_netns_of(berthd_ns, || {
+        udp_ask("127.0.0.1:17000".parse().unwrap(), "u")
+    });
+    assert_eq!(answer, "echo:u");
+
+    // a port something else holds: Docker's error at start, nothing kept
+    let squatter = in_netns_of(d.netns(), || {
+        std::net::TcpListener::bind("0.0.0.0:18090").unwrap()
+    });
+    d.docker(&[
+        "run", "-d", "--name", "late", "-p", "18090:80", "busybox", "sleep", "100",
+    ])
+    .fails_with(125, "address already in use");
+    d.docker(&[
+        "run", "-d", "--name", "twin", "-p", "18081:80", "busybox", "sleep", "100",
+    ])
+    .fails_with(
+        125,
+        "Bind for 0.0.0.0:18081 failed: port is already allocated",
+    );
+    drop(squatter);
+    assert!(!berthd_rules(&d).contains("18090"));
+
+    d.docker(&["rm", "-f", "web", "auto"]).ok();
+    // the two that failed to start are left created, as dockerd leaves them
+    d.docker(&["rm", "-f", "late", "twin"]);
+    assert_eq!(berthd_rules(&d), before);
 }

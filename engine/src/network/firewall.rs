@@ -4,13 +4,16 @@
 //! when missing. Nothing else in the ruleset is read back or changed.
 //!
 //! The firewall keeps what should exist (the networks and the published
-//! ports) and writes our chains whole from it each time: a chain declared in
-//! a batch is flushed and refilled in the same transaction, so a rule is
-//! never doubled and never left behind, and [`Firewall::reconcile`] after a
-//! crash is the same operation. With no network left, the chains and the
+//! ports). A network's set-up and removal write our chains whole from it: a
+//! chain declared in a batch is flushed and refilled in the same
+//! transaction, so a rule is never doubled and never left behind, and
+//! [`Firewall::reconcile`] after a crash is the same operation. A
+//! container's ports, the common case, are appended or deleted in place
+//! (flushing chains is what makes a batch slow: about 2 ms against 25 ms);
+//! should that fail, everything is written whole instead. With no network left, the chains and the
 //! jumps go too and the ruleset is as it was before berth.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -129,12 +132,19 @@ impl Firewall {
     /// loopback, `route_localnet` on the bridge) and the accept for them.
     pub async fn add_ports(&self, ports: &PortRules) -> Result<(), FirewallError> {
         let mut guard = self.state.lock().await;
+        let key = (ports.container.clone(), ports.bridge.clone());
+        let before = guard.ports.get(&key);
+        if before == Some(ports) {
+            return Ok(());
+        }
+        // the common case, appended in place: our chains are there and the
+        // container had no ports on this bridge
+        let in_place = self.enabled && guard.jumps_in_place && before.is_none();
         let mut state = guard.clone();
-        state.ports.insert(
-            (ports.container.clone(), ports.bridge.clone()),
-            ports.clone(),
-        );
-        self.apply(&mut state).await?;
+        state.ports.insert(key, ports.clone());
+        if !(in_place && self.restore(&render_ports(ports, "-A")).await.is_ok()) {
+            self.apply(&mut state).await?;
+        }
         *guard = state;
         Ok(())
     }
@@ -144,10 +154,19 @@ impl Firewall {
     pub async fn remove_ports(&self, ports: &PortRules) -> Result<(), FirewallError> {
         let mut guard = self.state.lock().await;
         let mut state = guard.clone();
-        state
+        let Some(old) = state
             .ports
-            .remove(&(ports.container.clone(), ports.bridge.clone()));
-        self.apply(&mut state).await?;
+            .remove(&(ports.container.clone(), ports.bridge.clone()))
+        else {
+            return Ok(());
+        };
+        // deleted in place, unless it was the last of ours (then the chains
+        // go) or a rule is not where it should be (then all is rewritten)
+        let last = state.networks.is_empty() && state.ports.is_empty();
+        let in_place = self.enabled && guard.jumps_in_place && !last;
+        if !(in_place && self.restore(&render_ports(&old, "-D")).await.is_ok()) {
+            self.apply(&mut state).await?;
+        }
         *guard = state;
         Ok(())
     }
@@ -386,29 +405,58 @@ fn render(state: &State, present: &[&Jump]) -> String {
         );
     }
     for p in state.ports.values() {
-        for m in &p.mappings {
-            let dst = match m.host_ip {
-                None => String::new(),
-                Some(IpAddr::V4(ip)) => format!("-d {ip}/32 "),
-                // IPv6 host addresses are not NATed to an IPv4 container
-                Some(IpAddr::V6(_)) => continue,
-            };
-            let proto = m.proto;
-            let (ip, cp, hp) = (p.container_ip, m.container_port, m.host_port);
-            let _ = writeln!(
-                n,
-                "-A BERTH {dst}-p {proto} -m {proto} --dport {hp} -j DNAT --to-destination {ip}:{cp}"
-            );
-            let _ = writeln!(
-                f,
-                "-A BERTH -d {ip}/32 -o {} -p {proto} -m {proto} --dport {cp} -j ACCEPT",
-                p.bridge
-            );
+        let (filter, nat) = port_rules(p);
+        for rule in filter {
+            let _ = writeln!(f, "-A {rule}");
+        }
+        for rule in nat {
+            let _ = writeln!(n, "-A {rule}");
         }
     }
     f.push_str("COMMIT\n");
     n.push_str("COMMIT\n");
     f + &n
+}
+
+/// The rules of one container's published ports (without `-A`): the
+/// accepts (once per container port) and the DNATs.
+fn port_rules(p: &PortRules) -> (BTreeSet<String>, Vec<String>) {
+    let mut filter = BTreeSet::new();
+    let mut nat = Vec::new();
+    for m in &p.mappings {
+        let dst = match m.host_ip {
+            None => String::new(),
+            Some(IpAddr::V4(ip)) => format!("-d {ip}/32 "),
+            // IPv6 host addresses are not NATed to an IPv4 container
+            Some(IpAddr::V6(_)) => continue,
+        };
+        let proto = m.proto;
+        let (ip, cp, hp) = (p.container_ip, m.container_port, m.host_port);
+        nat.push(format!(
+            "BERTH {dst}-p {proto} -m {proto} --dport {hp} -j DNAT --to-destination {ip}:{cp}"
+        ));
+        filter.insert(format!(
+            "BERTH -d {ip}/32 -o {} -p {proto} -m {proto} --dport {cp} -j ACCEPT",
+            p.bridge
+        ));
+    }
+    (filter, nat)
+}
+
+/// One container's port rules added (`-A`) or deleted (`-D`) in place:
+/// no chain is flushed, which is what makes a batch slow.
+fn render_ports(p: &PortRules, op: &str) -> String {
+    let (filter, nat) = port_rules(p);
+    let mut out = String::from("*filter\n");
+    for rule in filter {
+        let _ = writeln!(out, "{op} {rule}");
+    }
+    out.push_str("COMMIT\n*nat\n");
+    for rule in nat {
+        let _ = writeln!(out, "{op} {rule}");
+    }
+    out.push_str("COMMIT\n");
+    out
 }
 
 /// Everything of ours gone: the jumps that are there, then our chains.
@@ -516,6 +564,23 @@ mod tests {
                 > pos("-A BERTH-ISOLATION-1 ! -d 10.9.0.0/24 -i br-int -j DROP")
         );
         assert_eq!(batch.matches("COMMIT").count(), 2);
+    }
+
+    #[test]
+    fn ports_in_place_add_and_delete_the_same_rules() {
+        let s = state();
+        let p = &s.ports[&("c1".to_string(), "berth0".to_string())];
+        let add = render_ports(p, "-A");
+        let del = render_ports(p, "-D");
+        assert_eq!(add.replace("-A ", "-D "), del);
+        assert!(!add.contains(" - [0:0]"), "no chain is flushed: {add}");
+        // each rule of the whole batch for these ports, and no other
+        let whole = render(&s, &[]);
+        for line in add.lines().filter(|l| l.starts_with("-A ")) {
+            assert!(whole.lines().any(|w| w == line), "{line}");
+        }
+        assert_eq!(add.matches("-j DNAT").count(), 2);
+        assert_eq!(add.matches("-j ACCEPT").count(), 2);
     }
 
     #[test]
