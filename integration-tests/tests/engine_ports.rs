@@ -457,6 +457,16 @@ fn a_crash_then_reconcile_leaves_no_duplicate_and_nothing_stale() {
         assert!(!now.contains("-j DNAT"), "{now}");
         assert!(now.contains("-A BERTH-POSTROUTING -s 10.60.0.0/24 ! -o bra -j MASQUERADE"));
         assert_eq!(now.matches("-j BERTH-FORWARD").count(), 1, "{now}");
+        // someone wipes our filter chains and their jump: the next
+        // operation finds it out and puts back all of them
+        let kept = ruleset();
+        sh(
+            "iptables -D FORWARD -j BERTH-FORWARD && iptables -F BERTH-FORWARD \
+            && iptables -X BERTH-FORWARD && iptables -F BERTH && iptables -X BERTH",
+        );
+        second.add_ports(&ports).await.unwrap();
+        second.remove_ports(&ports).await.unwrap();
+        assert_eq!(ruleset(), kept);
         second.reconcile(&[], &[]).await.unwrap();
         assert_eq!(ruleset(), before);
     });
