@@ -293,11 +293,15 @@ pub async fn run(
     let engine = Engine::open(Arc::new(Grpc::new(client)), paths.clone())
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
     let engine = Arc::new(engine);
-    engine
-        .networks
-        .init(&paths.exec_root, opts.network.clone())
-        .await
-        .map_err(|e| DaemonError::Engine(format!("set up networking: {e}")))?;
+    // `--bridge none`, as dockerd's: no default bridge; here no networking
+    // at all (containers get a namespace with loopback only).
+    if opts.network.bridge.as_deref() != Some("none") {
+        engine
+            .networks
+            .init(&paths.exec_root, opts.network.clone())
+            .await
+            .map_err(|e| DaemonError::Engine(format!("set up networking: {e}")))?;
+    }
     engine
         .start_monitor()
         .await

@@ -107,6 +107,39 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a record without waiting for the disk: it is durable once a
+    /// later durable write commits (the caller makes one before a client
+    /// hears of it), and lost with a crash before that.
+    pub fn put_deferred<T: Serialize>(
+        &self,
+        table: Table,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StateError::Encode {
+            table: table.name(),
+            key: key.to_string(),
+            source,
+        })?;
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(redb::Durability::None)
+            .map_err(|e| StateError::Db(e.into()))?;
+        tx.open_table(table.def())?.insert(key, bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// [`Store::delete`] without waiting for the disk (see
+    /// [`Store::put_deferred`]).
+    pub fn delete_deferred(&self, table: Table, key: &str) -> Result<(), StateError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(redb::Durability::None)
+            .map_err(|e| StateError::Db(e.into()))?;
+        tx.open_table(table.def())?.remove(key)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Removes a record; removing none is not an error.
     pub fn delete(&self, table: Table, key: &str) -> Result<(), StateError> {
         let tx = self.db.begin_write()?;

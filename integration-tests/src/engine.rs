@@ -115,24 +115,35 @@ impl DockerOutput {
     }
 }
 
-/// A running berthd, in a network namespace of its own (bound at
-/// `<dir>/netns`, so a restarted daemon finds its bridges and containers):
-/// its bridges, veths, firewall rules and sysctls never touch the host's.
+/// A running berthd. [`Berthd::start`] runs it in the host's network
+/// namespace with `--bridge none` (no networking set up: nothing of the
+/// host's network is touched, and registries on the host's loopback are
+/// reachable); [`Berthd::start_networked`] runs it with networking in a
+/// network namespace of its own (bound at `<dir>/netns`, so a restarted
+/// daemon finds its bridges and containers), where its bridges, veths,
+/// firewall rules and sysctls live and die.
 pub struct Berthd {
     tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
     /// Flags berthd is started with besides its paths.
     args: Vec<String>,
+    /// Whether it runs in its own network namespace.
+    netns: bool,
 }
 
 impl Berthd {
     /// Starts berthd on a fresh tree and imports `busybox:latest`.
     pub fn start() -> Berthd {
-        Berthd::start_with(&[])
+        Berthd::start_in(&["--bridge", "none"], false)
     }
 
-    /// [`Berthd::start`] with more flags for berthd (`--dns`, `--bip`).
-    pub fn start_with(args: &[&str]) -> Berthd {
+    /// Starts berthd with networking, in a network namespace of its own,
+    /// with more flags (`--dns`, `--bip`).
+    pub fn start_networked(args: &[&str]) -> Berthd {
+        Berthd::start_in(args, true)
+    }
+
+    fn start_in(args: &[&str], netns: bool) -> Berthd {
         require_root();
         // A short name: a shim's socket path (state dir, namespace, a
         // 64-digit id) must fit in 107 bytes.
@@ -144,8 +155,19 @@ impl Berthd {
             tmp: Some(tmp),
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
+            netns,
         };
         std::fs::create_dir_all(d.dir().join("docker-config")).expect("docker config dir");
+        if netns {
+            d.make_netns();
+        }
+        d.spawn();
+        d.import_busybox();
+        d
+    }
+
+    fn make_netns(&self) {
+        let d = self;
         let netns = d.netns();
         std::fs::write(&netns, b"").expect("netns file");
         let made = Command::new("unshare")
@@ -157,9 +179,6 @@ impl Berthd {
         // Its loopback up, as a host's is.
         let lo = d.in_netns("ip").args(["link", "set", "lo", "up"]).status();
         assert!(lo.is_ok_and(|s| s.success()), "lo up in berthd's namespace");
-        d.spawn();
-        d.import_busybox();
-        d
     }
 
     pub fn dir(&self) -> &Path {
@@ -216,8 +235,12 @@ impl Berthd {
             .append(true)
             .open(self.dir().join("berthd.log"))
             .expect("open berthd.log");
-        let child = self
-            .in_netns(&berthd_binary().to_string_lossy())
+        let mut cmd = if self.netns {
+            self.in_netns(&berthd_binary().to_string_lossy())
+        } else {
+            Command::new(berthd_binary())
+        };
+        let child = cmd
             .args(&self.args)
             .arg("--data-root")
             .arg(self.data_root())
@@ -422,10 +445,12 @@ impl Drop for Berthd {
         for task in self.remove_tasks() {
             problems.push(format!("task {task} left behind"));
         }
-        let _ = Command::new("umount")
-            .arg(self.netns())
-            .stderr(Stdio::null())
-            .status();
+        if self.netns {
+            let _ = Command::new("umount")
+                .arg(self.netns())
+                .stderr(Stdio::null())
+                .status();
+        }
         release_temp_tree(self.tmp.take(), &mut problems);
         if !problems.is_empty() && !std::thread::panicking() {
             panic!("berthd guard: {}", problems.join("; "));

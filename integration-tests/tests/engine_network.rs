@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 const DNS: &str = "192.0.2.53";
 
 fn start() -> Berthd {
-    Berthd::start_with(&["--dns", DNS])
+    Berthd::start_networked(&["--dns", DNS])
 }
 
 fn inspect(d: &Berthd, what: &str) -> Value {
@@ -273,7 +273,7 @@ fn inspect_network(d: &Berthd, name: &str) -> Value {
 
 #[test]
 fn fifty_containers_get_fifty_addresses_and_leave_nothing() {
-    let d = Berthd::start_with(&["--dns", DNS, "--debug"]);
+    let d = Berthd::start_networked(&["--dns", DNS, "--debug"]);
     d.docker(&["network", "create", "--subnet", "10.50.0.0/24", "many"])
         .ok();
     let mut ips = BTreeSet::new();
@@ -310,6 +310,16 @@ fn fifty_containers_get_fifty_addresses_and_leave_nothing() {
         "network_setup_us: median {} p90 {} max {}",
         micros[25], micros[45], micros[49]
     );
+    for field in ["netns_us=", "endpoints_us="] {
+        let mut part: Vec<u64> = d
+            .log()
+            .lines()
+            .filter_map(|l| l.split(field).nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+            .collect();
+        part.sort();
+        eprintln!("{field} median {}", part.get(25).copied().unwrap_or(0));
+    }
     assert!(ips.iter().all(|ip| ip.starts_with("10.50.0.")));
     assert_eq!(veths(&d), 50);
     assert_eq!(netns_files(&d), 50);
@@ -646,6 +656,22 @@ fn names_on_user_networks_isolation_and_internal() {
         d.docker(&["exec", "client", "ping", "-c", "1", "-W", "5", name])
             .ok();
     }
+    // A --link alias on a user network is a name.
+    let out = d
+        .docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "front",
+            "--link",
+            "web:db",
+            "busybox",
+            "nslookup",
+            "db",
+        ])
+        .ok()
+        .stdout;
+    assert!(out.contains(&web_ip), "{out}");
     // Another network neither resolves nor reaches them.
     d.docker(&["exec", "other", "nslookup", "web"])
         .fails_with(1, "");

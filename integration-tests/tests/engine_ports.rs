@@ -659,7 +659,7 @@ fn inspect_field(d: &Berthd, what: &str, format: &str) -> String {
 
 #[test]
 fn docker_run_publishes_tcp_udp_and_exposed_ports() {
-    let d = Berthd::start_with(&["--dns", "192.0.2.53"]);
+    let d = Berthd::start_networked(&["--dns", "192.0.2.53"]);
     let before = berthd_rules(&d);
     let httpd = "echo hello > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
     d.docker(&[

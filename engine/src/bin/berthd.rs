@@ -35,7 +35,7 @@ struct Args {
     /// The berth-supervisord binary to start (default: beside berthd).
     #[arg(long)]
     supervisor_binary: Option<PathBuf>,
-    /// The default bridge network's device.
+    /// The default bridge network's device ("none": no networking at all).
     #[arg(short = 'b', long = "bridge")]
     bridge: Option<String>,
     /// The default bridge's address and prefix (e.g. 172.30.0.1/16).

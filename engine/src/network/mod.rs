@@ -598,21 +598,24 @@ impl Networks {
             dns_names,
             ports: Vec::new(),
         };
-        self.store.put(Table::Endpoints, &ep.key(), &ep)?;
+        // Made durable by the container's record written at its start (or
+        // connect); a crash before that finds the container not running,
+        // and recovery frees the address anyway.
+        self.store.put_deferred(Table::Endpoints, &ep.key(), &ep)?;
         reg.endpoints.insert(ep.key(), ep.clone());
         Ok(ep)
     }
 
     /// Writes a changed endpoint record.
     fn replace_endpoint(&self, ep: &EndpointRecord) -> Result<()> {
-        self.store.put(Table::Endpoints, &ep.key(), ep)?;
+        self.store.put_deferred(Table::Endpoints, &ep.key(), ep)?;
         self.reg().endpoints.insert(ep.key(), ep.clone());
         Ok(())
     }
 
     /// Forgets an endpoint (its address is free again).
     fn free(&self, ep: &EndpointRecord) -> Result<()> {
-        self.store.delete(Table::Endpoints, &ep.key())?;
+        self.store.delete_deferred(Table::Endpoints, &ep.key())?;
         self.reg().endpoints.remove(&ep.key());
         Ok(())
     }
