@@ -457,6 +457,16 @@ fn a_crash_then_reconcile_leaves_no_duplicate_and_nothing_stale() {
         assert!(!now.contains("-j DNAT"), "{now}");
         assert!(now.contains("-A BERTH-POSTROUTING -s 10.60.0.0/24 ! -o bra -j MASQUERADE"));
         assert_eq!(now.matches("-j BERTH-FORWARD").count(), 1, "{now}");
+        // someone wipes our filter chains and their jump: the next
+        // operation finds it out and puts back all of them
+        let kept = ruleset();
+        sh(
+            "iptables -D FORWARD -j BERTH-FORWARD && iptables -F BERTH-FORWARD \
+            && iptables -X BERTH-FORWARD && iptables -F BERTH && iptables -X BERTH",
+        );
+        second.add_ports(&ports).await.unwrap();
+        second.remove_ports(&ports).await.unwrap();
+        assert_eq!(ruleset(), kept);
         second.reconcile(&[], &[]).await.unwrap();
         assert_eq!(ruleset(), before);
     });
@@ -756,4 +766,79 @@ fn docker_run_publishes_tcp_udp_and_exposed_ports() {
     // the two that failed to start are left created, as dockerd leaves them
     d.docker(&["rm", "-f", "late", "twin"]);
     assert_eq!(berthd_rules(&d), before);
+}
+
+/// [`upstream`] at `addr` in berthd's namespace, on a veth of its own.
+fn upstream_in(d: &Berthd, addr: &str) {
+    for args in [
+        vec![
+            "link", "add", "updns", "type", "veth", "peer", "name", "updnsp",
+        ],
+        vec!["addr", "add", addr, "dev", "updns"],
+        vec!["link", "set", "updnsp", "up"],
+        vec!["link", "set", "updns", "up"],
+    ] {
+        let st = d.in_netns("ip").args(&args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    }
+    let bind: SocketAddr = format!("{}:53", addr.split('/').next().unwrap())
+        .parse()
+        .unwrap();
+    let socket = in_netns_of(d.netns(), move || UdpSocket::bind(bind).unwrap());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let mut reply = buf[..n].to_vec();
+            reply[2] |= 0x80;
+            reply[7] = 1;
+            reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 99]);
+            let _ = socket.send_to(&reply, peer);
+        }
+    });
+}
+
+#[test]
+fn docker_containers_on_a_user_network_resolve_names_and_aliases() {
+    let d = Berthd::start_with(&["--dns", "192.0.2.53"]);
+    upstream_in(&d, "10.98.0.1/32");
+    d.docker(&["network", "create", "--subnet", "10.97.0.0/24", "front"])
+        .ok();
+    for (name, alias) in [("web", "site"), ("client", "asker")] {
+        d.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "front",
+            "--network-alias",
+            alias,
+            "--dns",
+            "10.98.0.1",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    }
+    let web_ip = inspect_field(&d, "web", "{{.NetworkSettings.Networks.front.IPAddress}}");
+    for name in ["web", "site", "web.front", "WEB"] {
+        let out = d.docker(&["exec", "client", "nslookup", name]).ok().stdout;
+        assert!(out.contains(&format!("Address: {web_ip}")), "{name}: {out}");
+    }
+    let client_ip = inspect_field(
+        &d,
+        "client",
+        "{{.NetworkSettings.Networks.front.IPAddress}}",
+    );
+    let out = d.docker(&["exec", "web", "nslookup", "asker"]).ok().stdout;
+    assert!(out.contains(&client_ip), "{out}");
+    // anything else goes to the container's --dns, which the test runs
+    let out = d
+        .docker(&["exec", "client", "nslookup", "elsewhere.test"])
+        .ok()
+        .stdout;
+    assert!(out.contains("Address: 192.0.2.99"), "{out}");
+    d.docker(&["rm", "-f", "web", "client"]).ok();
+    d.docker(&["network", "rm", "front"]).ok();
 }

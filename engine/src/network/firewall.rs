@@ -143,6 +143,8 @@ impl Firewall {
         let mut state = guard.clone();
         state.ports.insert(key, ports.clone());
         if !(in_place && self.restore(&render_ports(ports, "-A")).await.is_ok()) {
+            // our jumps may be gone too: read them again
+            state.jumps_in_place = false;
             self.apply(&mut state).await?;
         }
         *guard = state;
@@ -165,6 +167,7 @@ impl Firewall {
         let last = state.networks.is_empty() && state.ports.is_empty();
         let in_place = self.enabled && guard.jumps_in_place && !last;
         if !(in_place && self.restore(&render_ports(&old, "-D")).await.is_ok()) {
+            state.jumps_in_place = false;
             self.apply(&mut state).await?;
         }
         *guard = state;
