@@ -143,6 +143,11 @@ impl Berthd {
         Berthd::start_in(args, true)
     }
 
+    /// [`Berthd::start_networked`] (its first name).
+    pub fn start_with(args: &[&str]) -> Berthd {
+        Berthd::start_networked(args)
+    }
+
     fn start_in(args: &[&str], netns: bool) -> Berthd {
         require_root();
         // A short name: a shim's socket path (state dir, namespace, a
