@@ -59,6 +59,8 @@ pub struct Options {
     pub supervisor_binary: Option<PathBuf>,
     pub pidfile: Option<PathBuf>,
     pub debug: bool,
+    /// The default bridge and containers' name servers.
+    pub network: crate::network::NetworkOptions,
 }
 
 fn create_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
@@ -291,6 +293,15 @@ pub async fn run(
     let engine = Engine::open(Arc::new(Grpc::new(client)), paths.clone())
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
     let engine = Arc::new(engine);
+    // `--bridge none`, as dockerd's: no default bridge; here no networking
+    // at all (containers get a namespace with loopback only).
+    if opts.network.bridge.as_deref() != Some("none") {
+        engine
+            .networks
+            .init(&paths.exec_root, opts.network.clone())
+            .await
+            .map_err(|e| DaemonError::Engine(format!("set up networking: {e}")))?;
+    }
     engine
         .start_monitor()
         .await

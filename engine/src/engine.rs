@@ -7,6 +7,7 @@ use crate::config::Paths;
 use crate::containers::{ContainerError, Containers};
 use crate::events::Events;
 use crate::exec::Execs;
+use crate::network::{NetworkError, Networks};
 use crate::state::{StateError, Store};
 use crate::volumes::{VolumeError, Volumes};
 
@@ -17,6 +18,7 @@ pub struct Engine {
     pub events: Events,
     pub containers: Containers,
     pub execs: Execs,
+    pub networks: Networks,
     pub volumes: Volumes,
     /// The engine itself, for tasks that outlive a request (restarts by
     /// policy, health probes); set by [`Engine::start_monitor`].
@@ -32,6 +34,8 @@ pub enum EngineError {
     Containers(#[from] ContainerError),
     #[error(transparent)]
     Volumes(#[from] VolumeError),
+    #[error(transparent)]
+    Networks(#[from] NetworkError),
 }
 
 impl Engine {
@@ -44,6 +48,7 @@ impl Engine {
             let r = c.record();
             (r.id, crate::volumes::mounts::volume_names(&r.mount_points))
         });
+        let networks = Networks::load(store.clone())?;
         let volumes = Volumes::load(store, paths.engine_dir().join("volumes"), claims)?;
         Ok(Engine {
             supervisor,
@@ -51,6 +56,7 @@ impl Engine {
             events: Events::new(),
             containers,
             execs: Execs::default(),
+            networks,
             volumes,
             this: std::sync::OnceLock::new(),
             build_cache,
@@ -65,6 +71,7 @@ impl Engine {
         tokio::spawn(crate::containers::monitor::follow(self.clone(), ready_tx));
         let _ = ready_rx.await;
         crate::containers::monitor::recover(self).await?;
+        crate::network::recover(self).await;
         crate::volumes::mounts::restore(self);
         crate::containers::restart::start_at_boot(self).await;
         Ok(())

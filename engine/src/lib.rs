@@ -5,9 +5,9 @@
 //! - [`api`]: HTTP only: routing, decoding, encoding, Docker's error bodies,
 //!   streams and the connection upgrade of attach and exec.
 //! - The domain: [`containers`] (create, start, stop, inspect, logs, ...),
-//!   [`images`], [`volumes`], [`build`] (Dockerfile builds), [`exec`],
-//!   [`events`], [`names`], [`state`] (the engine's redb database). None of
-//!   it imports hyper.
+//!   [`images`], [`volumes`], [`network`], [`build`] (Dockerfile builds),
+//!   [`exec`], [`events`], [`names`], [`state`] (the engine's redb
+//!   database). None of it imports hyper.
 //! - [`backend`]: the supervisor behind a trait, over gRPC or in memory.
 //! - [`daemon`]: `berthd`'s set-up: paths, the managed supervisor, serving.
 //! - [`types`]: the Docker API's data model.
@@ -26,6 +26,7 @@ pub mod events;
 pub mod exec;
 pub mod images;
 pub mod names;
+pub mod network;
 pub mod state;
 pub mod system;
 pub mod types;

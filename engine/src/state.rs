@@ -1,6 +1,6 @@
 //! The engine's database: one redb file under `<data-root>/engine`, holding
-//! the Docker-level records a restart must keep (containers, volumes; networks
-//! as they come). Every record is JSON under its id. A write
+//! the Docker-level records a restart must keep (containers, volumes,
+//! networks and their endpoints, the build cache). Every record is JSON under its id. A write
 //! commits durably (fsync) before the client is told it succeeded, so a
 //! `kill -9` at any moment loses nothing a client saw succeed.
 
@@ -53,16 +53,27 @@ pub enum Table {
     Volumes,
     /// The build cache: a step's key to the image it made.
     BuildCache,
+    Networks,
+    /// A container's place on a network, under `<container>/<network>`.
+    Endpoints,
 }
 
 impl Table {
-    const ALL: [Table; 3] = [Table::Containers, Table::Volumes, Table::BuildCache];
+    const ALL: [Table; 5] = [
+        Table::Containers,
+        Table::Volumes,
+        Table::BuildCache,
+        Table::Networks,
+        Table::Endpoints,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Table::Containers => "containers",
             Table::Volumes => "volumes",
             Table::BuildCache => "build_cache",
+            Table::Networks => "networks",
+            Table::Endpoints => "endpoints",
         }
     }
 
@@ -125,6 +136,39 @@ impl Store {
                 key: key.to_string(),
                 source,
             })
+    }
+
+    /// Writes a record without waiting for the disk: it is durable once a
+    /// later durable write commits (the caller makes one before a client
+    /// hears of it), and lost with a crash before that.
+    pub fn put_deferred<T: Serialize>(
+        &self,
+        table: Table,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StateError::Encode {
+            table: table.name(),
+            key: key.to_string(),
+            source,
+        })?;
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(redb::Durability::None)
+            .map_err(|e| StateError::Db(e.into()))?;
+        tx.open_table(table.def())?.insert(key, bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// [`Store::delete`] without waiting for the disk (see
+    /// [`Store::put_deferred`]).
+    pub fn delete_deferred(&self, table: Table, key: &str) -> Result<(), StateError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(redb::Durability::None)
+            .map_err(|e| StateError::Db(e.into()))?;
+        tx.open_table(table.def())?.remove(key)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Removes a record; removing none is not an error.

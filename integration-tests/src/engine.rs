@@ -115,15 +115,40 @@ impl DockerOutput {
     }
 }
 
-/// A running berthd.
+/// A running berthd. [`Berthd::start`] runs it in the host's network
+/// namespace with `--bridge none` (no networking set up: nothing of the
+/// host's network is touched, and registries on the host's loopback are
+/// reachable); [`Berthd::start_networked`] runs it with networking in a
+/// network namespace of its own (bound at `<dir>/netns`, so a restarted
+/// daemon finds its bridges and containers), where its bridges, veths,
+/// firewall rules and sysctls live and die.
 pub struct Berthd {
     tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
+    /// Flags berthd is started with besides its paths.
+    args: Vec<String>,
+    /// Whether it runs in its own network namespace.
+    netns: bool,
 }
 
 impl Berthd {
     /// Starts berthd on a fresh tree and imports `busybox:latest`.
     pub fn start() -> Berthd {
+        Berthd::start_in(&["--bridge", "none"], false)
+    }
+
+    /// Starts berthd with networking, in a network namespace of its own,
+    /// with more flags (`--dns`, `--bip`).
+    pub fn start_networked(args: &[&str]) -> Berthd {
+        Berthd::start_in(args, true)
+    }
+
+    /// [`Berthd::start_networked`] (its first name).
+    pub fn start_with(args: &[&str]) -> Berthd {
+        Berthd::start_networked(args)
+    }
+
+    fn start_in(args: &[&str], netns: bool) -> Berthd {
         require_root();
         // A short name: a shim's socket path (state dir, namespace, a
         // 64-digit id) must fit in 107 bytes.
@@ -134,11 +159,31 @@ impl Berthd {
         let mut d = Berthd {
             tmp: Some(tmp),
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            netns,
         };
         std::fs::create_dir_all(d.dir().join("docker-config")).expect("docker config dir");
+        if netns {
+            d.make_netns();
+        }
         d.spawn();
         d.import_busybox();
         d
+    }
+
+    fn make_netns(&self) {
+        let d = self;
+        let netns = d.netns();
+        std::fs::write(&netns, b"").expect("netns file");
+        let made = Command::new("unshare")
+            .arg(format!("--net={}", netns.display()))
+            .arg("true")
+            .status()
+            .expect("unshare");
+        assert!(made.success(), "make berthd's network namespace");
+        // Its loopback up, as a host's is.
+        let lo = d.in_netns("ip").args(["link", "set", "lo", "up"]).status();
+        assert!(lo.is_ok_and(|s| s.success()), "lo up in berthd's namespace");
     }
 
     pub fn dir(&self) -> &Path {
@@ -154,6 +199,21 @@ impl Berthd {
 
     pub fn exec_root(&self) -> PathBuf {
         self.dir().join("run")
+    }
+
+    /// The network namespace berthd runs in.
+    pub fn netns(&self) -> PathBuf {
+        self.dir().join("netns")
+    }
+
+    /// `program` to run in berthd's network namespace (to reach its
+    /// containers, list its links or its firewall rules).
+    pub fn in_netns(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns().display()))
+            .arg("--")
+            .arg(program);
+        cmd
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -180,7 +240,13 @@ impl Berthd {
             .append(true)
             .open(self.dir().join("berthd.log"))
             .expect("open berthd.log");
-        let child = Command::new(berthd_binary())
+        let mut cmd = if self.netns {
+            self.in_netns(&berthd_binary().to_string_lossy())
+        } else {
+            Command::new(berthd_binary())
+        };
+        let child = cmd
+            .args(&self.args)
             .arg("--data-root")
             .arg(self.data_root())
             .arg("--exec-root")
@@ -383,6 +449,12 @@ impl Drop for Berthd {
         }
         for task in self.remove_tasks() {
             problems.push(format!("task {task} left behind"));
+        }
+        if self.netns {
+            let _ = Command::new("umount")
+                .arg(self.netns())
+                .stderr(Stdio::null())
+                .status();
         }
         release_temp_tree(self.tmp.take(), &mut problems);
         if !problems.is_empty() && !std::thread::panicking() {

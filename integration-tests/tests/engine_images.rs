@@ -36,6 +36,8 @@ impl Berthd {
         let socket = dir.path().join("berth.sock");
         let log = fs::File::create(dir.path().join("berthd.log")).expect("berthd log file");
         let child = Command::new(build_binary("BERTHD", "berthd"))
+            // In the host's network namespace: no networking set up.
+            .args(["--bridge", "none"])
             .arg("-H")
             .arg(format!("unix://{}", socket.display()))
             .arg("--data-root")

@@ -10,6 +10,8 @@ use crate::containers::spec::SpecError;
 use crate::containers::ContainerError;
 use crate::exec::ExecError;
 use crate::images::ImageError;
+use crate::network::ports::PortError;
+use crate::network::NetworkError;
 use crate::volumes::VolumeError;
 
 /// A request that failed, with Docker's status for it.
@@ -21,6 +23,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotModified(String),
     #[error("{0}")]
@@ -42,6 +46,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -154,6 +159,47 @@ impl From<ContainerError> for ApiError {
             }
             ContainerError::Volume(e) => e.into(),
             ContainerError::State(_) | ContainerError::Io { .. } => ApiError::Internal(message),
+            ContainerError::Network(e) => (*e).into(),
+        }
+    }
+}
+
+impl From<NetworkError> for ApiError {
+    fn from(e: NetworkError) -> Self {
+        let message = e.to_string();
+        match e {
+            NetworkError::NotFound(_) | NetworkError::UnknownDriver(_) => {
+                ApiError::NotFound(message)
+            }
+            NetworkError::Ambiguous(_)
+            | NetworkError::InvalidConfig(_)
+            | NetworkError::Overlap
+            | NetworkError::NoPool
+            | NetworkError::SharedNamespace
+            | NetworkError::PredefinedConnect(_) => ApiError::BadRequest(message),
+            NetworkError::NameInUse(_)
+            | NetworkError::InUse { .. }
+            | NetworkError::AddressInUse(_)
+            | NetworkError::NotConnected { .. } => ApiError::Conflict(message),
+            NetworkError::Predefined(_) | NetworkError::AlreadyConnected { .. } => {
+                ApiError::Forbidden(message)
+            }
+            NetworkError::Ports(ref p) => match p {
+                crate::network::ports::PortError::InvalidSpec(_)
+                | crate::network::ports::PortError::InvalidProto(_)
+                | crate::network::ports::PortError::InvalidHostIp(_)
+                | crate::network::ports::PortError::MismatchedRanges { .. } => {
+                    ApiError::BadRequest(message)
+                }
+                _ => ApiError::Internal(message),
+            },
+            NetworkError::NoAddress { .. }
+            | NetworkError::Firewall(_)
+            | NetworkError::Dns(_)
+            | NetworkError::NotInitialized
+            | NetworkError::Netlink(_)
+            | NetworkError::State(_)
+            | NetworkError::Io { .. } => ApiError::Internal(message),
         }
     }
 }
@@ -192,6 +238,23 @@ impl From<ExecError> for ApiError {
             | ExecError::AlreadyRan(_) => ApiError::Conflict(message),
             ExecError::NoCommand | ExecError::InvalidProcess(_) => ApiError::BadRequest(message),
             ExecError::Backend { source, .. } => backend(message, &source),
+        }
+    }
+}
+
+/// Published ports: what was asked is wrong (400), or the host port cannot
+/// be had at start (500, as dockerd answers a start that fails).
+impl From<PortError> for ApiError {
+    fn from(e: PortError) -> Self {
+        let message = e.to_string();
+        match e {
+            PortError::InvalidSpec(_)
+            | PortError::InvalidProto(_)
+            | PortError::InvalidHostIp(_)
+            | PortError::MismatchedRanges { .. } => ApiError::BadRequest(message),
+            PortError::AlreadyAllocated { .. }
+            | PortError::Bind { .. }
+            | PortError::Exhausted { .. } => ApiError::Internal(message),
         }
     }
 }

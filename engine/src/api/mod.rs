@@ -22,6 +22,7 @@ pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod images;
+pub mod networks;
 pub mod stream;
 pub mod swarm;
 pub mod system;
@@ -255,6 +256,7 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         "containers" => containers::handle(&engine, req).await,
         "exec" => exec::handle(&engine, req).await,
         "images" => images::handle(&engine, req).await,
+        "networks" => networks::handle(&engine, req).await,
         "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => swarm::handle(&req),
         "volumes" => volumes::handle(&engine, req).await,
         "build" | "commit" => build::handle(&engine, req).await,

@@ -152,7 +152,7 @@ async fn df(engine: &Engine) -> Reply {
         .all()
         .iter()
         .map(|c| {
-            let mut s = crate::containers::inspect::summary(&c.record());
+            let mut s = crate::containers::inspect::summary(engine, &c.record());
             s["SizeRw"] = json!(0);
             s["SizeRootFs"] = json!(0);
             s

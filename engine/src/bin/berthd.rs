@@ -35,6 +35,15 @@ struct Args {
     /// The berth-supervisord binary to start (default: beside berthd).
     #[arg(long)]
     supervisor_binary: Option<PathBuf>,
+    /// The default bridge network's device ("none": no networking at all).
+    #[arg(short = 'b', long = "bridge")]
+    bridge: Option<String>,
+    /// The default bridge's address and prefix (e.g. 172.30.0.1/16).
+    #[arg(long)]
+    bip: Option<String>,
+    /// A name server for containers (repeatable).
+    #[arg(long = "dns")]
+    dns: Vec<String>,
     /// Log debug messages.
     #[arg(short = 'D', long)]
     debug: bool,
@@ -69,6 +78,11 @@ fn main() -> anyhow::Result<()> {
         supervisor_binary: args.supervisor_binary,
         pidfile: args.pidfile,
         debug: args.debug,
+        network: berth_engine::network::NetworkOptions {
+            bridge: args.bridge,
+            bip: args.bip,
+            dns: args.dns,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -110,6 +110,8 @@ async fn create_reserved(
     if record.host_config.log_config.kind.is_empty() {
         record.host_config.log_config.kind = "json-file".into();
     }
+    crate::network::check_create(engine, &record)
+        .map_err(|e| ContainerError::Network(Box::new(e)))?;
 
     let volumes = crate::volumes::mounts::prepare(engine, &record)?;
     record.mount_points = volumes.points.clone();

@@ -2,9 +2,7 @@
 //! summaries of `GET /containers/json` with its filters. Every field Docker
 //! writes is present.
 //!
-//! Networking: until berth has networks, a container in the default network
-//! mode gets a network namespace of its own with loopback only, and is shown
-//! on the network `none` (with `host`, on `host`).
+//! `NetworkSettings` come from `crate::network::settings`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,37 +12,6 @@ use serde_json::{json, Value};
 use super::record::{format_time, ContainerRecord, Status};
 use super::{Container, ContainerError, Result};
 use crate::Engine;
-
-/// The network a container is shown on.
-fn network_name(record: &ContainerRecord) -> &str {
-    match record.host_config.network_mode.as_str() {
-        "host" => "host",
-        m if m.starts_with("container:") => "",
-        _ => "none",
-    }
-}
-
-fn endpoint(record: &ContainerRecord) -> Value {
-    json!({
-        "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "",
-        "DriverOpts": null, "GwPriority": 0, "NetworkID": "", "EndpointID": "",
-        "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": null,
-        "_name": record.name,
-    })
-}
-
-fn networks(record: &ContainerRecord) -> Value {
-    let name = network_name(record);
-    if name.is_empty() {
-        return json!({});
-    }
-    let mut ep = endpoint(record);
-    if let Some(obj) = ep.as_object_mut() {
-        obj.remove("_name");
-    }
-    json!({ name: ep })
-}
 
 /// `GET /containers/{id}/json`.
 pub fn inspect(engine: &Engine, c: &Container, exec_ids: Vec<String>) -> Value {
@@ -91,26 +58,7 @@ pub fn inspect(engine: &Engine, c: &Container, exec_ids: Vec<String>) -> Value {
         "GraphDriver": { "Data": null, "Name": "overlayfs" },
         "Mounts": mounts(&r),
         "Config": r.config,
-        "NetworkSettings": {
-            "Bridge": "",
-            "SandboxID": "",
-            "SandboxKey": "",
-            "Ports": {},
-            "HairpinMode": false,
-            "LinkLocalIPv6Address": "",
-            "LinkLocalIPv6PrefixLen": 0,
-            "SecondaryIPAddresses": null,
-            "SecondaryIPv6Addresses": null,
-            "EndpointID": "",
-            "Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "IPv6Gateway": "",
-            "MacAddress": "",
-            "Networks": networks(&r),
-        },
+        "NetworkSettings": crate::network::settings::container_json(engine, &r),
     });
     if let Some(h) = &s.health {
         v["State"]["Health"] = h.to_json();
@@ -197,7 +145,7 @@ pub fn status_text(r: &ContainerRecord) -> String {
 }
 
 /// One entry of `GET /containers/json`.
-pub fn summary(r: &ContainerRecord) -> Value {
+pub fn summary(engine: &Engine, r: &ContainerRecord) -> Value {
     let mut command = r.path.clone();
     for a in &r.args {
         command.push(' ');
@@ -215,12 +163,12 @@ pub fn summary(r: &ContainerRecord) -> Value {
         "ImageID": r.image_id,
         "Command": command,
         "Created": created,
-        "Ports": [],
+        "Ports": crate::network::settings::ports_list(engine, r),
         "Labels": r.config.labels.clone().unwrap_or_default(),
         "State": r.state.status.name(),
         "Status": status_text(r),
         "HostConfig": { "NetworkMode": r.host_config.network_mode },
-        "NetworkSettings": { "Networks": networks(r) },
+        "NetworkSettings": { "Networks": crate::network::settings::networks_json(engine, r) },
         "Mounts": mounts(r),
     })
 }
@@ -336,13 +284,16 @@ pub fn list(engine: &Engine, opts: &ListOptions) -> Result<Vec<Value>> {
                     || r.image_ref.starts_with(&format!("docker.io/library/{v}"))
             })
             && any("health", &|v| super::health::filter_value(&r) == v)
+            && any("network", &|v| {
+                crate::network::settings::on_network(engine, &r, v)
+            })
             && any("exited", &|v| {
                 r.state.status == Status::Exited && v.parse::<i64>().ok() == Some(r.state.exit_code)
             })
             && before.is_none_or(|b| r.created < b)
             && since.is_none_or(|s| r.created > s);
         if ok {
-            out.push(summary(&r));
+            out.push(summary(engine, &r));
         }
         if opts.limit.is_some_and(|l| l > 0 && out.len() >= l) {
             break;

@@ -72,6 +72,16 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
     };
     let sup = &engine.supervisor;
     crate::volumes::mounts::on_start(engine, &record)?;
+    if let Err(e) = crate::network::attach(engine, &record).await {
+        crate::volumes::mounts::on_stop(engine, &record);
+        // As for a failed task: an AutoRemove container goes.
+        if record.host_config.auto_remove {
+            if let Err(e) = remove_stopped(engine, c).await {
+                tracing::warn!(container = %id, error = %e, "remove after a failed start");
+            }
+        }
+        return Err(ContainerError::Network(Box::new(e)));
+    }
     // A task left by an exit not yet recorded goes first.
     let mut created = sup.create_task(id, opts.clone()).await;
     if let Err(BackendError::AlreadyExists(_)) = created {
@@ -90,6 +100,7 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
         Err(e) => {
             let _ = sup.delete_task(id).await;
             crate::volumes::mounts::on_stop(engine, &record);
+            crate::network::release(engine, id).await;
             let code = start_failure_code(&e);
             c.update(|r| {
                 r.state.error = e.to_string();
@@ -548,6 +559,7 @@ pub(crate) async fn remove_exited(engine: &Engine, c: &Arc<Container>) -> Result
             })
         }
     }
+    crate::network::release(engine, &c.id).await;
     engine.containers.forget(c)?;
     let record = c.record();
     let anonymous = record.host_config.auto_remove

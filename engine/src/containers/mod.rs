@@ -75,6 +75,8 @@ pub enum ContainerError {
     Backend { what: String, source: BackendError },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Network(Box<crate::network::NetworkError>),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

@@ -136,6 +136,7 @@ pub async fn exited(
             (status, at)
         }
     };
+    crate::network::release(engine, &c.id).await;
     let auto_remove = c.record().host_config.auto_remove;
     // An AutoRemove container's exit is not written: its record goes next
     // (and after a crash in between, recovery finds no task and removes it).
@@ -246,6 +247,7 @@ pub async fn recover(engine: &Engine) -> Result<()> {
                 // Gone without a trace (the host rebooted): Docker's code
                 // for a container killed with the machine.
                 c.update(|r| r.state.error = "the container's task is gone".into());
+                crate::network::release(engine, &c.id).await;
                 record_exit(engine, &c, 128 + 9, None, true)?;
                 if c.record().host_config.auto_remove {
                     super::lifecycle::remove_stopped(engine, &c).await?;

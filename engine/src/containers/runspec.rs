@@ -196,6 +196,19 @@ pub fn container_resolv_conf(host: &str, record: &ContainerRecord) -> String {
     out
 }
 
+/// Names the network namespace the engine makes at start (see
+/// `crate::network::endpoints`) in the spec's private network namespace.
+fn set_netns_path(spec: &mut serde_json::Value, path: &Path) {
+    let namespaces = spec
+        .pointer_mut("/linux/namespaces")
+        .and_then(|n| n.as_array_mut());
+    for ns in namespaces.into_iter().flatten() {
+        if ns.get("type").and_then(|t| t.as_str()) == Some("network") && ns.get("path").is_none() {
+            ns["path"] = serde_json::json!(path);
+        }
+    }
+}
+
 /// The pid of a running container a `container:ID` mode names.
 fn peer_pid(engine: &Engine, mode: &str) -> Option<u32> {
     let target = mode.strip_prefix("container:")?;
@@ -227,7 +240,10 @@ pub fn container_spec(engine: &Engine, record: &ContainerRecord, image: &Image) 
         peers: &peers,
         init_path: init.as_deref(),
     };
-    let built = spec::build(&input, &SystemHost)?;
+    let mut built = spec::build(&input, &SystemHost)?;
+    if let Some(path) = engine.networks.netns_path(&record.id, &hc.network_mode) {
+        set_netns_path(&mut built.spec, &path);
+    }
     for source in &built.missing_bind_sources {
         std::fs::create_dir_all(source).map_err(|e| ContainerError::Io {
             what: "create bind source",

@@ -11,6 +11,7 @@ mod container;
 mod exec;
 mod healthopts;
 mod image;
+mod network;
 mod opts;
 mod output;
 mod ps;
@@ -92,6 +93,11 @@ enum Command {
     /// Manage images
     #[command(subcommand, name = "image")]
     ImageGroup(ImageGroup),
+    /// Manage networks
+    #[command(subcommand, name = "network")]
+    Network(network::NetworkCommand),
+    /// List port mappings or a specific mapping for the container
+    Port(network::PortArgs),
     /// Manage volumes
     #[command(subcommand, name = "volume")]
     Volume(volume::VolumeCommand),
@@ -184,6 +190,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::ContainerGroup(ContainerGroup::Prune(args)) => {
             system::container_prune(c, args).await
         }
+        Command::Network(cmd) => network::run(c, cmd).await,
+        Command::Port(args) => network::port(c, args).await,
         Command::Volume(cmd) => volume::run(c, cmd).await,
         Command::Build(args) => build::build(c, args).await,
         Command::Commit(args) => build::commit(c, args).await,

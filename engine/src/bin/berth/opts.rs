@@ -121,6 +121,30 @@ pub struct ContainerOpts {
     /// Connect a container to a network
     #[arg(long, alias = "net")]
     pub network: Option<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
+    #[arg(long = "mac-address")]
+    pub mac_address: Option<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub network_alias: Vec<String>,
+    /// Add link to another container
+    #[arg(long)]
+    pub link: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long = "dns-option", alias = "dns-opt")]
+    pub dns_option: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// Pull image before running ("always", "missing", "never")
     #[arg(long, default_value = "missing")]
     pub pull: String,
@@ -133,6 +157,9 @@ pub struct ContainerOpts {
     /// Publish a container's port(s) to the host
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// Restart policy to apply when a container exits
     #[arg(long, default_value = "no")]
     pub restart: String,
@@ -284,12 +311,47 @@ impl ContainerOpts {
         let (exposed, bindings) = parse_publish(&self.publish)?;
         config.exposed_ports = (!exposed.is_empty()).then_some(exposed);
         host.port_bindings = Some(bindings);
+        host.publish_all_ports = self.publish_all;
+        let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        host.dns = some(&self.dns);
+        host.dns_search = some(&self.dns_search);
+        host.dns_options = some(&self.dns_option);
+        host.extra_hosts = some(&self.add_host);
+        host.links = some(&self.link);
+        let networking_config = network_endpoint(
+            &host.network_mode,
+            self.ip.as_deref(),
+            self.mac_address.as_deref(),
+            &self.network_alias,
+        );
         Ok(CreateRequest {
             config,
             host_config: host,
-            networking_config: None,
+            networking_config,
         })
     }
+}
+
+/// `--ip`, `--mac-address` and `--network-alias` as the docker CLI sends
+/// them: the settings of the endpoint on the `--network`.
+fn network_endpoint(
+    mode: &str,
+    ip: Option<&str>,
+    mac: Option<&str>,
+    aliases: &[String],
+) -> Option<berth_engine::types::NetworkingConfig> {
+    if ip.is_none() && mac.is_none() && aliases.is_empty() {
+        return None;
+    }
+    let settings = berth_engine::types::EndpointSettings {
+        ipam_config: ip.map(|ip| json!({ "IPv4Address": ip })),
+        aliases: (!aliases.is_empty()).then(|| aliases.to_vec()),
+        mac_address: mac.unwrap_or_default().to_string(),
+        ..Default::default()
+    };
+    Some(berth_engine::types::NetworkingConfig {
+        endpoints_config: Some(BTreeMap::from([(mode.to_string(), settings)])),
+    })
 }
 
 /// `-e NAME` takes NAME's value from our environment when it has one.

@@ -36,21 +36,21 @@ fn container_of(mode: &str) -> Option<&str> {
 
 impl Modes {
     /// Docker's modes, with its defaults: a private IPC namespace, and a
-    /// private cgroup namespace on cgroup v2 (the host's on v1). Until the
-    /// networking issue the default network (`default`, `bridge`) is a
-    /// network namespace with loopback only, as `none` is.
+    /// private cgroup namespace on cgroup v2 (the host's on v1). A network
+    /// mode naming a network (`default`, `bridge`, a user's) is a private
+    /// namespace, as `none` is; that the network exists is checked by
+    /// `crate::network` at create.
     pub fn parse(hc: &HostConfig, host: &dyn Host) -> Result<Modes, SpecError> {
         let bad = |what, mode: &str| SpecError::NamespaceMode {
             what,
             mode: mode.to_string(),
         };
         let net = match hc.network_mode.as_str() {
-            "" | "default" | "bridge" | "none" => Share::Private,
             "host" => Share::Host,
             m => match container_of(m) {
                 Some(c) => Share::Container(c.into()),
                 None if m.starts_with("container:") => return Err(bad("network", m)),
-                None => return Err(SpecError::NetworkNotFound(m.into())),
+                None => Share::Private,
             },
         };
         let pid = match hc.pid_mode.as_str() {
@@ -246,10 +246,6 @@ mod tests {
             (
                 |h| h.cgroupns_mode = "x".into(),
                 "invalid cgroup namespace mode: x",
-            ),
-            (
-                |h| h.network_mode = "mynet".into(),
-                "network mynet not found",
             ),
         ];
         for (set, want) in table {

@@ -469,10 +469,6 @@ fn bad_input_is_refused_before_anything() {
             "unknown capability: \"CAP_FOO\"",
         ),
         (
-            |h| h.network_mode = "mynet".into(),
-            "network mynet not found",
-        ),
-        (
             |h| h.sysctls = Some([("kernel.panic".to_string(), "1".to_string())].into()),
             "sysctl 'kernel.panic' is not allowed",
         ),
