@@ -3,6 +3,7 @@
 
 use hyper::StatusCode;
 
+use crate::archive::ArchiveError;
 use crate::backend::BackendError;
 use crate::containers::spec::SpecError;
 use crate::containers::ContainerError;
@@ -23,6 +24,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
     Internal(String),
@@ -38,6 +41,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -113,6 +117,31 @@ impl From<ContainerError> for ApiError {
                 }
             }
             ContainerError::State(_) | ContainerError::Io { .. } => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<ArchiveError> for ApiError {
+    fn from(e: ArchiveError) -> Self {
+        let message = e.to_string();
+        match e {
+            ArchiveError::NotFound { .. } => ApiError::NotFound(message),
+            ArchiveError::NotADirectory
+            | ArchiveError::Breakout { .. }
+            | ArchiveError::DirNonDir(_)
+            | ArchiveError::UnknownEntry { .. }
+            | ArchiveError::ReadArchive(_)
+            | ArchiveError::Decompress { .. } => ApiError::BadRequest(message),
+            ArchiveError::ReadOnlyRootfs
+            | ArchiveError::ReadOnlyVolume
+            | ArchiveError::ReadOnlyFile { .. } => ApiError::Forbidden(message),
+            ArchiveError::Backend { source, .. } => backend(message, &source),
+            ArchiveError::Resolve { .. }
+            | ArchiveError::Create { .. }
+            | ArchiveError::Write { .. }
+            | ArchiveError::Mount { .. }
+            | ArchiveError::Snapshot(_)
+            | ArchiveError::Io { .. } => ApiError::Internal(message),
         }
     }
 }

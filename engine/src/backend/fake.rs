@@ -558,6 +558,21 @@ impl Supervisor for Fake {
         })
     }
 
+    fn snapshot_mounts(
+        &self,
+        key: &str,
+    ) -> BoxFuture<'_, Result<Vec<berth_proto::types::v1::Mount>>> {
+        let found = self.lock().containers.contains_key(key);
+        let key = key.to_string();
+        // The fake has no filesystem to mount.
+        Box::pin(async move {
+            if !found {
+                return Err(not_found("snapshot", &key));
+            }
+            Ok(Vec::new())
+        })
+    }
+
     fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>> {
         let found = self.lock().containers.contains_key(key);
         let key = key.to_string();

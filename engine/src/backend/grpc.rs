@@ -437,6 +437,24 @@ impl Supervisor for Grpc {
         Box::pin(async move { Ok(self.client.snapshots().usage(req).await?.into_inner().size) })
     }
 
+    fn snapshot_mounts(
+        &self,
+        key: &str,
+    ) -> BoxFuture<'_, Result<Vec<berth_proto::types::v1::Mount>>> {
+        let req = snapshots::MountsRequest {
+            key: key.to_string(),
+        };
+        Box::pin(async move {
+            Ok(self
+                .client
+                .snapshots()
+                .mounts(req)
+                .await?
+                .into_inner()
+                .mounts)
+        })
+    }
+
     fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>> {
         let req = snapshots::ExportRequest {
             key: key.to_string(),

@@ -169,6 +169,11 @@ pub trait Supervisor: Send + Sync + 'static {
     fn changes(&self, key: &str) -> BoxFuture<'_, Result<Vec<(String, i32)>>>;
     /// The bytes a snapshot's own layer holds.
     fn snapshot_usage(&self, key: &str) -> BoxFuture<'_, Result<i64>>;
+    /// The mounts that make the snapshot's filesystem (`Snapshots.Mounts`).
+    fn snapshot_mounts(
+        &self,
+        key: &str,
+    ) -> BoxFuture<'_, Result<Vec<berth_proto::types::v1::Mount>>>;
     /// A tar of the snapshot's whole filesystem.
     fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>>;
     /// `user[:group]` resolved in the snapshot's /etc/passwd and /etc/group:
