@@ -1,7 +1,8 @@
 //! Extracting a tar into a directory of a container's root, by descriptors
-//! only. An entry's name is cleaned first (a `..` that climbs out of the
-//! extraction directory refuses the archive; a leading `/` means the
-//! extraction directory); its parent is opened with `openat2` and
+//! only. An entry's name is joined to the extraction directory and cleaned
+//! first (`..` stops at the container's root, as in Docker's chrooted
+//! untar; an entry that lands outside the extraction directory refuses the
+//! archive); its parent is opened with `openat2` and
 //! `RESOLVE_IN_ROOT` in the container's root, so a link in the way (in
 //! the archive, in the container, or swapped in meanwhile) can lead only
 //! to places inside it; its last element is made with `*at` calls from
@@ -50,7 +51,7 @@ pub fn extract(
         let mut entry = entry.map_err(ArchiveError::ReadArchive)?;
         let raw = entry.path_bytes().into_owned();
         let raw = String::from_utf8_lossy(&raw).into_owned();
-        let rel = paths::entry_relative(&raw).ok_or_else(|| ArchiveError::Breakout {
+        let path = paths::entry_path(dest, &raw).ok_or_else(|| ArchiveError::Breakout {
             entry: raw.clone(),
             dest: dest.to_string(),
         })?;
@@ -64,11 +65,10 @@ pub fn extract(
         ) {
             continue;
         }
-        if rel.is_empty() {
+        if path == dest {
             // The extraction directory itself.
             continue;
         }
-        let path = paths::join(dest, &rel);
         let Some((parent_path, name)) = paths::parent_and_name(&path) else {
             continue;
         };
@@ -228,11 +228,11 @@ fn one_entry<R: Read>(
                 .link_name_bytes()
                 .map(|t| String::from_utf8_lossy(&t).into_owned())
                 .unwrap_or_default();
-            let rel = paths::entry_relative(&target).ok_or_else(|| ArchiveError::Breakout {
-                entry: format!("{} -> {target}", entry_name(entry)),
-                dest: dest.to_string(),
-            })?;
-            let target_path = paths::join(dest, &rel);
+            let target_path =
+                paths::entry_path(dest, &target).ok_or_else(|| ArchiveError::Breakout {
+                    entry: format!("{} -> {target}", entry_name(entry)),
+                    dest: dest.to_string(),
+                })?;
             let Some((tp, tn)) = paths::parent_and_name(&target_path) else {
                 return Err(err(Errno::EPERM));
             };

@@ -81,31 +81,27 @@ pub fn parent_and_name(path: &str) -> Option<(&str, &str)> {
     Some((parent, &path[i + 1..]))
 }
 
-/// A tar entry's name made relative to the extraction directory, as
-/// Docker's untar does: cleaned, a leading `/` meaning the extraction
-/// directory; `None` when `..` climbs out of it.
-pub fn entry_relative(name: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            p => parts.push(p),
-        }
-    }
-    Some(parts.join("/"))
+/// Where a tar entry (or a hard link's target) named `name` goes when
+/// extracted into `dest` (absolute, clean), as Docker's untar, which runs
+/// chrooted in the container, computes it: joined and cleaned, so `..`
+/// stops at the container's root and a leading `/` means `dest`; `None`
+/// when the result is not `dest` or beneath it.
+pub fn entry_path(dest: &str, name: &str) -> Option<String> {
+    let path = join(dest, name);
+    let inside = dest == "/" || path == dest || path.starts_with(&format!("{dest}/"));
+    inside.then_some(path)
 }
 
 /// The name of an archive entry for `rel` (relative to the copied
 /// resource, empty for the resource itself) under `rebase`, the name the
 /// resource gets; directories end with `/`. A directory's content
-/// (`dir/.`, or the root) comes as `./`, `./a`, as Docker's.
+/// (`dir/.`) comes as `./`, `./a`, and the root as `/`, `/a`, as Docker's.
 pub fn entry_name(rebase: &str, rel: &str, is_dir: bool) -> String {
     let mut name = match (rebase, rel.is_empty()) {
-        ("." | "/", true) => ".".to_string(),
-        ("." | "/", false) => format!("./{rel}"),
+        (".", true) => ".".to_string(),
+        (".", false) => format!("./{rel}"),
+        ("/", true) => "/".to_string(),
+        ("/", false) => format!("/{rel}"),
         (r, true) => r.to_string(),
         (r, false) => format!("{r}/{rel}"),
     };
@@ -149,11 +145,20 @@ mod tests {
 
     #[test]
     fn entries_never_climb_out() {
-        assert_eq!(entry_relative("/etc/passwd").as_deref(), Some("etc/passwd"));
-        assert_eq!(entry_relative("a/../b").as_deref(), Some("b"));
-        assert_eq!(entry_relative("./").as_deref(), Some(""));
-        assert_eq!(entry_relative("../x"), None);
-        assert_eq!(entry_relative("a/../../x"), None);
+        assert_eq!(
+            entry_path("/d", "/etc/passwd").as_deref(),
+            Some("/d/etc/passwd")
+        );
+        assert_eq!(entry_path("/d", "a/../b").as_deref(), Some("/d/b"));
+        assert_eq!(entry_path("/d", "./").as_deref(), Some("/d"));
+        assert_eq!(
+            entry_path("/tmp", "../../../tmp/x").as_deref(),
+            Some("/tmp/x")
+        );
+        assert_eq!(entry_path("/d", "../x"), None);
+        assert_eq!(entry_path("/d", "a/../../x"), None);
+        assert_eq!(entry_path("/d", "../dx"), None);
+        assert_eq!(entry_path("/", "../../x").as_deref(), Some("/x"));
     }
 
     #[test]
@@ -161,6 +166,8 @@ mod tests {
         assert_eq!(entry_name("dir", "", true), "dir/");
         assert_eq!(entry_name("dir", "a/b", false), "dir/a/b");
         assert_eq!(entry_name(".", "", true), "./");
+        assert_eq!(entry_name("/", "", true), "/");
+        assert_eq!(entry_name("/", "bin", true), "/bin/");
         assert_eq!(entry_name(".", "a", true), "./a/");
         assert_eq!(entry_name("f", "", false), "f");
         assert_eq!(parent_and_name("/a/b"), Some(("/a", "b")));

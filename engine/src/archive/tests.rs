@@ -204,11 +204,10 @@ fn climbing_entries_are_refused() {
         extract_into(&s, "/dir", t),
         Err(ArchiveError::Breakout { .. })
     ));
+    // `..` stops at the root: into the root, this lands at its top.
     let t = tar_with(&[("a/../../../x", tar::EntryType::Regular, "x")]);
-    assert!(matches!(
-        extract_into(&s, "/", t),
-        Err(ArchiveError::Breakout { .. })
-    ));
+    extract_into(&s, "/", t).unwrap();
+    assert_eq!(stdfs::read(s.root_dir.join("x")).unwrap(), b"x");
     let t = tar_with(&[("x", tar::EntryType::Link, "../../outside/secret")]);
     assert!(matches!(
         extract_into(&s, "/dir", t),
