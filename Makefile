@@ -19,7 +19,8 @@
 #                target <= 0.1x; 100 `docker run -d` at once, <= 0.2x;
 #                idle memory of the daemon, supervisors apart, <= 0.15x;
 #                and where the time of one run goes: CLI, engine,
-#                supervisor, shim, runtime); see docs/benchmarks.md
+#                supervisor, shim, runtime); and `docker cp` of 200 MB
+#                both ways (bench/cp.sh, <= 0.5x dockerd); see docs/benchmarks.md
 #   make clean   remove build output
 
 SHELL := /bin/bash
@@ -137,6 +138,8 @@ bench: deps build
 	BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord BERTH_CTR=$(RELEASE)/berth-ctr bench/tasks.sh
 	BERTHD=$(RELEASE)/berthd BERTH=$(RELEASE)/berth BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/engine.sh
+	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord BERTH_CTR=$(RELEASE)/berth-ctr \
+	    bench/cp.sh
 
 clean:
 	$(CARGO) clean
