@@ -102,6 +102,21 @@ impl<W: Write> Walker<W> {
             }
             SFlag::S_IFREG => {
                 let file = fs::open_child(dir, name, OFlag::O_RDONLY)?;
+                // Docker keeps a file's capabilities.
+                if let Ok(Some(caps)) = super::sys::fgetxattr(file.as_fd(), CAPABILITY) {
+                    let record = pax_record(&format!("SCHILY.xattr.{CAPABILITY}"), &caps);
+                    let mut h = Header::new_ustar();
+                    h.set_entry_type(EntryType::XHeader);
+                    h.set_mode(0o644);
+                    h.set_size(record.len() as u64);
+                    append_named(
+                        &mut self.builder,
+                        h,
+                        b"././@PaxHeader",
+                        None,
+                        record.as_slice(),
+                    )?;
+                }
                 let file = std::fs::File::from(file);
                 let mut h = self.header(st, EntryType::Regular);
                 h.set_size(st.st_size.max(0) as u64);
@@ -146,6 +161,21 @@ impl<W: Write> Walker<W> {
         }
         Ok(())
     }
+}
+
+const CAPABILITY: &str = "security.capability";
+
+/// One PAX record: `LEN KEY=VALUE\n`, LEN counting itself.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3;
+    let mut len = body + body.to_string().len();
+    if len.to_string().len() != body.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut out = format!("{len} {key}=").into_bytes();
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
 }
 
 /// Appends an entry named exactly `name` (the tar crate would drop a
@@ -208,5 +238,19 @@ impl<R: io::Read> io::Read for Padded<R> {
         };
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        let r = pax_record("k", b"v");
+        assert_eq!(r, b"6 k=v\n");
+        let long = vec![b'x'; 95];
+        let r = pax_record("k", &long);
+        assert_eq!(r.len().to_string(), String::from_utf8_lossy(&r[..3]));
     }
 }

@@ -299,3 +299,28 @@ fn read_only_mounts_refuse_writes() {
     assert_eq!(r.read_only_at("/rw/x"), Ok(false));
     assert_eq!(r.read_only_at("/database"), Ok(true));
 }
+
+#[test]
+fn file_capabilities_travel_with_the_file() {
+    let s = scene();
+    let file = s.root_dir.join("dir/a.txt");
+    let f = stdfs::File::open(&file).unwrap();
+    // VFS_CAP_REVISION_2, effective; permitted: cap_net_bind_service.
+    let caps = [1u8, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    sys::fsetxattr(f.as_fd(), b"security.capability", &caps).unwrap();
+    let p = fs::open_dir(s.root.fd(), "/dir").unwrap();
+    let tar = read::write_tar(p.as_fd(), Some("a.txt"), "a.txt", Vec::new()).unwrap();
+    extract::extract(
+        s.root.fd(),
+        "/dir/sub",
+        Cursor::new(tar),
+        &ExtractOptions::default(),
+    )
+    .unwrap();
+    let copy = stdfs::File::open(s.root_dir.join("dir/sub/a.txt")).unwrap();
+    assert_eq!(
+        sys::fgetxattr(copy.as_fd(), "security.capability").unwrap(),
+        Some(caps.to_vec())
+    );
+    assert_eq!(stdfs::read(s.root_dir.join("dir/sub/a.txt")).unwrap(), b"a");
+}
