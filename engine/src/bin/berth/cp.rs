@@ -158,13 +158,15 @@ pub async fn run(c: &Client, a: CpArgs) -> anyhow::Result<()> {
             if src.path.is_empty() {
                 return Err(StatusError::new(1, "filepath can not be empty").into());
             }
-            copy_from(c, &container, &src.path, &dst.path, a.follow_link).await
+            let n = copy_from(c, &container, &src.path, &dst.path, a.follow_link).await?;
+            report(a.quiet, n, &dst.path);
+            Ok(())
         }
         (None, Some(container)) => {
             if dst.path.is_empty() {
                 return Err(StatusError::new(1, "filepath can not be empty").into());
             }
-            copy_to(
+            let n = copy_to(
                 c,
                 &src.path,
                 &container,
@@ -172,9 +174,45 @@ pub async fn run(c: &Client, a: CpArgs) -> anyhow::Result<()> {
                 a.follow_link,
                 a.archive,
             )
-            .await
+            .await?;
+            report(a.quiet, n, &format!("{container}:{}", dst.path));
+            Ok(())
         }
     }
+}
+
+/// The docker CLI's closing line on a terminal.
+fn report(quiet: bool, bytes: u64, dst: &str) {
+    use std::io::IsTerminal;
+    if !quiet && dst != "-" && io::stderr().is_terminal() {
+        eprintln!("Successfully copied {} to {dst}", human_size(bytes));
+    }
+}
+
+/// go-units' `HumanSizeWithPrecision(n, 3)`: decimal units, three
+/// significant digits.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1000.0 && unit < UNITS.len() - 1 {
+        size /= 1000.0;
+        unit += 1;
+    }
+    let digits = if size >= 100.0 {
+        0
+    } else if size >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{size:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    format!("{text}{}", UNITS[unit])
 }
 
 fn daemon_error(e: crate::client::ClientError) -> anyhow::Error {
@@ -187,7 +225,7 @@ async fn copy_from(
     src: &str,
     dst: &str,
     follow: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let mut src_path = src.to_string();
     let mut rebase_name = None;
     if follow {
@@ -213,19 +251,20 @@ async fn copy_from(
         .map_err(daemon_error)?;
     let st = decode_stat(&resp).unwrap_or_default();
     let mut body = resp.into_body();
+    let mut copied = 0u64;
     if dst == "-" {
         let mut out = io::stdout().lock();
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
+                copied += data.len() as u64;
                 out.write_all(&data)?;
             }
         }
         out.flush()?;
-        return Ok(());
+        return Ok(copied);
     }
     // Where the archive goes, and the name its top entry takes there.
     let src_base = split_dir_entry(&src_path).1;
-    let src_base_name = rebase_name.clone().unwrap_or_else(|| src_base.clone());
     let src_is_dir = st.mode & GO_DIR != 0;
     let (dst_path, exists, dst_is_dir) = local_destination(dst)?;
     let (dst_dir, dst_base) = split_dir_entry(&dst_path);
@@ -236,7 +275,6 @@ async fn copy_from(
     } else if !exists && !src_is_dir && asserts_directory(&dst_path) {
         return Err(StatusError::new(1, "no such directory").into());
     } else {
-        let _ = src_base_name;
         (dst_dir, Some((src_base.clone(), dst_base)))
     };
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Bytes>>(8);
@@ -246,7 +284,10 @@ async fn copy_from(
         let frame = frame.map_err(io::Error::other);
         let item = match frame {
             Ok(f) => match f.into_data() {
-                Ok(d) => Ok(d),
+                Ok(d) => {
+                    copied += d.len() as u64;
+                    Ok(d)
+                }
                 Err(_) => continue,
             },
             Err(e) => Err(e),
@@ -259,7 +300,8 @@ async fn copy_from(
     worker
         .join()
         .map_err(|_| anyhow::anyhow!("extraction thread panicked"))?
-        .map_err(|e| StatusError::new(1, e.to_string()).into())
+        .map_err(|e| anyhow::Error::from(StatusError::new(1, e.to_string())))?;
+    Ok(copied)
 }
 
 /// The local destination as the docker CLI resolves it: links followed,
@@ -385,7 +427,7 @@ async fn copy_to(
     dst: &str,
     follow: bool,
     archive: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let mut dst_path = dst.to_string();
     let mut dst_stat = stat(c, container, dst).await;
     if let Some(st) = &dst_stat {
@@ -508,7 +550,8 @@ async fn copy_to(
     if archive {
         q.push_str("&copyUIDGID=true");
     }
-    let result = put_stream(c, &q, rx).await;
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let result = put_stream(c, &q, rx, counted.clone()).await;
     if src != "-" {
         if let Ok(Err(e)) = producer.join() {
             if result.is_ok() {
@@ -516,14 +559,15 @@ async fn copy_to(
             }
         }
     }
-    result
+    result.map(|()| counted.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// A PUT whose body is streamed from `rx`.
+/// A PUT whose body is streamed from `rx`; `counted` adds up its bytes.
 async fn put_stream(
     c: &Client,
     path: &str,
     rx: mpsc::Receiver<io::Result<Bytes>>,
+    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<()> {
     let version = c.version().await.map_err(daemon_error)?.to_string();
     let stream = tokio::net::UnixStream::connect(c.socket())
@@ -538,8 +582,11 @@ async fn put_stream(
             )
         })?;
     let frames =
-        futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |r| {
-            r.map(Frame::data)
+        futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), move |r| {
+            r.map(|data| {
+                counted.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Frame::data(data)
+            })
         });
     let body = http_body_util::StreamBody::new(frames);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -640,6 +687,15 @@ mod tests {
         assert_eq!(s.container, None);
         let s = split_arg("-");
         assert_eq!((s.container, s.path.as_str()), (None, "-"));
+    }
+
+    #[test]
+    fn sizes_as_go_units() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(2048), "2.05kB");
+        assert_eq!(human_size(20_480), "20.5kB");
+        assert_eq!(human_size(204_800), "205kB");
+        assert_eq!(human_size(1_000_000), "1MB");
     }
 
     #[test]
