@@ -45,6 +45,7 @@ pub fn extract(
 ) -> Result<(), ArchiveError> {
     let mut archive = tar::Archive::new(input);
     let mut dir_times: DirTimes = Vec::new();
+    let mut buf = vec![0u8; COPY_BUFFER];
     let mut parents = ParentCache::default();
     let entries = archive.entries().map_err(ArchiveError::ReadArchive)?;
     for entry in entries {
@@ -82,6 +83,7 @@ pub fn extract(
             &mut entry,
             opts,
             &mut dir_times,
+            &mut buf,
         )?;
         if kind == EntryType::Directory {
             parents.forget(&path);
@@ -169,6 +171,7 @@ fn one_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     opts: &ExtractOptions,
     dir_times: &mut DirTimes,
+    buf: &mut [u8],
 ) -> Result<(), ArchiveError> {
     let err = |source| ArchiveError::Create {
         path: path.to_string(),
@@ -211,7 +214,7 @@ fn one_entry<R: Read>(
             )
             .map_err(err)?;
             let mut file = std::fs::File::from(fd);
-            io::copy(entry, &mut file).map_err(|source| ArchiveError::Write {
+            copy(entry, &mut file, buf).map_err(|source| ArchiveError::Write {
                 path: path.to_string(),
                 source,
             })?;
@@ -305,6 +308,21 @@ fn one_entry<R: Read>(
         utimensat(parent, name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(err)?;
     }
     Ok(())
+}
+
+/// Bytes moved at a time from the archive into a file.
+const COPY_BUFFER: usize = 256 << 10;
+
+fn copy(from: &mut impl Read, to: &mut impl io::Write, buf: &mut [u8]) -> io::Result<()> {
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+    }
 }
 
 fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> String {
