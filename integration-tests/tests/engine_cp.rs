@@ -760,3 +760,85 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The archive API's statuses and messages, as Debian's dockerd 20.10
+/// answers them.
+#[test]
+fn api_statuses_are_dockerds() {
+    let d = Berthd::start();
+    d.docker(&["run", "-d", "--name", "c10", "busybox", "sleep", "300"])
+        .ok();
+    d.docker(&["create", "--name", "c11", "--read-only", "busybox", "true"])
+        .ok();
+    let file = raw_tar(&[("x", tar::EntryType::Regular, "x")]);
+    let climbing = raw_tar(&[("../../../../etc/zz", tar::EntryType::Regular, "x")]);
+    let garbage = b"garbage".to_vec();
+    // Method, path, body, status, a part of the message.
+    type Case<'a> = (&'a str, &'a str, Option<&'a Vec<u8>>, u16, &'a str);
+    let cases: [Case; 8] = [
+        ("HEAD", "/containers/c10/archive?path=/nope", None, 404, ""),
+        (
+            "GET",
+            "/containers/c10/archive?path=/nope",
+            None,
+            404,
+            "Could not find the file /nope in container c10",
+        ),
+        (
+            "GET",
+            "/containers/c10/archive",
+            None,
+            400,
+            "path cannot be empty",
+        ),
+        (
+            "PUT",
+            "/containers/c10/archive?path=/etc/hostname",
+            Some(&file),
+            500,
+            "extraction point is not a directory",
+        ),
+        (
+            "PUT",
+            "/containers/c10/archive?path=/nope",
+            Some(&file),
+            404,
+            "Could not find the file /nope in container c10",
+        ),
+        (
+            "PUT",
+            "/containers/c11/archive?path=/tmp",
+            Some(&file),
+            500,
+            "container rootfs is marked read-only",
+        ),
+        (
+            "PUT",
+            "/containers/c10/archive?path=/tmp",
+            Some(&climbing),
+            500,
+            "is outside of \\\"/tmp\\\"",
+        ),
+        (
+            "PUT",
+            "/containers/c10/archive?path=/tmp",
+            Some(&garbage),
+            500,
+            "",
+        ),
+    ];
+    for (method, path, body, status, message) in cases {
+        let (got, text) = d
+            .request(method, path, body.map(Vec::as_slice))
+            .expect("the daemon answers");
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(got, status, "{method} {path}: {text}");
+        assert!(text.contains(message), "{method} {path}: {text}");
+    }
+    let (status, body) = d
+        .request("GET", "/containers/c10/archive?path=/etc/hostname", None)
+        .expect("the daemon answers");
+    assert_eq!(status, 200);
+    assert_eq!(tar_names(&body), ["hostname"]);
+    d.remove_all();
+}

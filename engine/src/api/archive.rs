@@ -19,7 +19,11 @@ pub async fn handle(engine: &Arc<Engine>, req: &mut Req, id: &str) -> Reply {
     let c = engine.containers.get(id)?;
     let path = match req.query.get("path") {
         Some(p) if !p.is_empty() => p.to_string(),
-        _ => return Err(ApiError::BadRequest("path cannot be empty".into())),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "bad parameter: path cannot be empty".into(),
+            ))
+        }
     };
     match req.method {
         Method::HEAD => {

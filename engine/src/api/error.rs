@@ -23,8 +23,7 @@ pub enum ApiError {
     NotModified(String),
     #[error("{0}")]
     Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
+
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
@@ -41,7 +40,6 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -122,21 +120,24 @@ impl From<ContainerError> for ApiError {
 }
 
 impl From<ArchiveError> for ApiError {
+    /// As Debian's dockerd 20.10 answers: 404 for a path that is not
+    /// there; every refusal of an extraction (not a directory, read-only,
+    /// a bad or climbing archive) is its 500.
     fn from(e: ArchiveError) -> Self {
         let message = e.to_string();
         match e {
             ArchiveError::NotFound { .. } => ApiError::NotFound(message),
+            ArchiveError::Backend { source, .. } => backend(message, &source),
             ArchiveError::NotADirectory
+            | ArchiveError::ReadOnlyRootfs
+            | ArchiveError::ReadOnlyVolume
+            | ArchiveError::ReadOnlyFile { .. }
             | ArchiveError::Breakout { .. }
             | ArchiveError::DirNonDir(_)
             | ArchiveError::UnknownEntry { .. }
             | ArchiveError::ReadArchive(_)
-            | ArchiveError::Decompress { .. } => ApiError::BadRequest(message),
-            ArchiveError::ReadOnlyRootfs
-            | ArchiveError::ReadOnlyVolume
-            | ArchiveError::ReadOnlyFile { .. } => ApiError::Forbidden(message),
-            ArchiveError::Backend { source, .. } => backend(message, &source),
-            ArchiveError::Resolve { .. }
+            | ArchiveError::Decompress { .. }
+            | ArchiveError::Resolve { .. }
             | ArchiveError::Create { .. }
             | ArchiveError::Write { .. }
             | ArchiveError::Mount { .. }
