@@ -44,7 +44,7 @@ pub async fn handle(engine: &Arc<Engine>, req: &mut Req, id: &str) -> Reply {
                 owner: None,
             };
             let copy_uid_gid = req.query.flag("copyUIDGID");
-            let (tx, rx) = mpsc::channel(8);
+            let (tx, rx) = mpsc::channel(64);
             if let Some(mut body) = req.body.take() {
                 tokio::spawn(async move {
                     while let Some(frame) = body.frame().await {

@@ -213,11 +213,25 @@ fn one_entry<R: Read>(
                 OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY,
             )
             .map_err(err)?;
+            // The pax records are read with the header, before the data.
+            let xattrs = entry_xattrs(entry);
             let mut file = std::fs::File::from(fd);
             copy(entry, &mut file, buf).map_err(|source| ArchiveError::Write {
                 path: path.to_string(),
                 source,
             })?;
+            // A regular file's metadata through its own descriptor: fewer
+            // calls than by name, and no name to follow.
+            let (uid, gid) = owner(&header, opts);
+            nix::unistd::fchown(&file, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(err)?;
+            nix::sys::stat::fchmod(&file, mode).map_err(err)?;
+            for (attr, value) in xattrs {
+                let _ = super::sys::fsetxattr(file.as_fd(), &attr, &value);
+            }
+            let t = TimeSpec::new(header.mtime().unwrap_or(0) as i64, 0);
+            nix::sys::stat::futimens(&file, &t, &t).map_err(err)?;
+            return Ok(());
         }
         EntryType::Symlink => {
             let target = entry
@@ -262,13 +276,7 @@ fn one_entry<R: Read>(
             })
         }
     }
-    let (uid, gid) = match opts.owner {
-        Some(owner) => owner,
-        None => (
-            header.uid().unwrap_or(0) as u32,
-            header.gid().unwrap_or(0) as u32,
-        ),
-    };
+    let (uid, gid) = owner(&header, opts);
     fchownat(
         parent,
         name,
@@ -293,12 +301,9 @@ fn one_entry<R: Read>(
             e => Err(e),
         })
         .map_err(err)?;
-    let plain = matches!(kind, EntryType::Directory | EntryType::Regular);
-    if let (true, Ok(Some(exts))) = (plain, entry.pax_extensions()) {
-        for ext in exts.flatten() {
-            if let Some(attr) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                let _ = set_xattr(parent, name, attr, ext.value_bytes());
-            }
+    if kind == EntryType::Directory {
+        for (attr, value) in entry_xattrs(entry) {
+            let _ = set_xattr(parent, name, &attr, &value);
         }
     }
     if is_dir {
@@ -308,6 +313,31 @@ fn one_entry<R: Read>(
         utimensat(parent, name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(err)?;
     }
     Ok(())
+}
+
+/// The owner a made file gets: the container's user with `copyUIDGID`,
+/// else the archive's.
+fn owner(header: &tar::Header, opts: &ExtractOptions) -> (u32, u32) {
+    match opts.owner {
+        Some(owner) => owner,
+        None => (
+            header.uid().unwrap_or(0) as u32,
+            header.gid().unwrap_or(0) as u32,
+        ),
+    }
+}
+
+/// The extended attributes an entry's pax records carry.
+fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return Vec::new();
+    };
+    exts.flatten()
+        .filter_map(|ext| {
+            let attr = ext.key_bytes().strip_prefix(b"SCHILY.xattr.")?;
+            Some((attr.to_vec(), ext.value_bytes().to_vec()))
+        })
+        .collect()
 }
 
 /// Bytes moved at a time from the archive into a file.
