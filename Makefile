@@ -24,8 +24,9 @@
 #                a published port's throughput, latency and memory, each
 #                daemon in a network namespace of its own); volumes
 #                (bench/volumes.sh: 1 GiB written and read through a named
-#                volume and the container's root, against dockerd); see
-#                docs/benchmarks.md
+#                volume and the container's root, against dockerd); and
+#                `docker cp` of 200 MB both ways (bench/cp.sh, <= 0.5x
+#                dockerd); see docs/benchmarks.md
 #   make clean   remove build output
 
 SHELL := /bin/bash
@@ -147,6 +148,8 @@ bench: deps build
 	    bench/network.sh
 	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/volumes.sh
+	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
+	    BERTH_CTR=$(RELEASE)/berth-ctr bench/cp.sh
 
 clean:
 	$(CARGO) clean

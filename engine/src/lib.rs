@@ -16,6 +16,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod archive;
 pub mod backend;
 pub mod build;
 pub mod config;

@@ -132,6 +132,7 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
                 .map_err(|e| ApiError::Internal(format!("resize: {e}")))?;
             empty(StatusCode::OK)
         }
+        (_, ["containers", id, "archive"]) => super::archive::handle(engine, &mut req, id).await,
         (&Method::POST, ["containers", id, "exec"]) => {
             super::exec::create(engine, &mut req, id).await
         }

@@ -3,6 +3,7 @@
 
 use hyper::StatusCode;
 
+use crate::archive::ArchiveError;
 use crate::backend::BackendError;
 use crate::build::context::ContextError;
 use crate::build::pipeline::BuildError;
@@ -29,6 +30,7 @@ pub enum ApiError {
     NotModified(String),
     #[error("{0}")]
     Unauthorized(String),
+
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
@@ -222,6 +224,34 @@ impl From<VolumeError> for ApiError {
             VolumeError::Mount(_) | VolumeError::Io { .. } | VolumeError::State(_) => {
                 ApiError::Internal(message)
             }
+        }
+    }
+}
+
+impl From<ArchiveError> for ApiError {
+    /// As Debian's dockerd 20.10 answers: 404 for a path that is not
+    /// there; every refusal of an extraction (not a directory, read-only,
+    /// a bad or climbing archive) is its 500.
+    fn from(e: ArchiveError) -> Self {
+        let message = e.to_string();
+        match e {
+            ArchiveError::NotFound { .. } => ApiError::NotFound(message),
+            ArchiveError::Backend { source, .. } => backend(message, &source),
+            ArchiveError::NotADirectory
+            | ArchiveError::ReadOnlyRootfs
+            | ArchiveError::ReadOnlyVolume
+            | ArchiveError::ReadOnlyFile { .. }
+            | ArchiveError::Breakout { .. }
+            | ArchiveError::DirNonDir(_)
+            | ArchiveError::UnknownEntry { .. }
+            | ArchiveError::ReadArchive(_)
+            | ArchiveError::Decompress { .. }
+            | ArchiveError::Resolve { .. }
+            | ArchiveError::Create { .. }
+            | ArchiveError::Write { .. }
+            | ArchiveError::Mount { .. }
+            | ArchiveError::Snapshot(_)
+            | ArchiveError::Io { .. } => ApiError::Internal(message),
         }
     }
 }

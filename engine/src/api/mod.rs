@@ -17,6 +17,7 @@ use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub mod archive;
 pub mod build;
 pub mod containers;
 pub mod error;

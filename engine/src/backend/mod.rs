@@ -191,7 +191,7 @@ pub trait Supervisor: Send + Sync + 'static {
     /// an empty filesystem).
     fn prepare_snapshot(&self, key: &str, parent: &str) -> BoxFuture<'_, Result<()>>;
     /// How to mount the snapshot `key` (`Snapshots.Mounts`): a build's, or
-    /// a container's (its filesystem, for copy-up into volumes).
+    /// a container's (its filesystem, for copy-up into volumes and `docker cp`).
     fn snapshot_mounts(&self, key: &str) -> BoxFuture<'_, Result<Vec<types::Mount>>>;
     /// Commits the active snapshot `key` under `name`.
     fn commit_snapshot(&self, name: &str, key: &str) -> BoxFuture<'_, Result<()>>;

@@ -8,6 +8,7 @@ mod build;
 mod client;
 mod common;
 mod container;
+mod cp;
 mod exec;
 mod healthopts;
 mod image;
@@ -87,6 +88,8 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Display a live stream of container(s) resource usage statistics
     Stats(stats::StatsArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::CpArgs),
     /// Manage containers
     #[command(subcommand, name = "container")]
     ContainerGroup(ContainerGroup),
@@ -133,6 +136,8 @@ enum ContainerGroup {
     Exec(exec::ExecArgs),
     /// Display a live stream of container(s) resource usage statistics
     Stats(stats::StatsArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::CpArgs),
     /// Remove all stopped containers
     Prune(system::PruneArgs),
 }
@@ -186,6 +191,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stats(args) | Command::ContainerGroup(ContainerGroup::Stats(args)) => {
             stats::stats(c, args).await
+        }
+        Command::Cp(args) | Command::ContainerGroup(ContainerGroup::Cp(args)) => {
+            cp::run(c, args).await
         }
         Command::ContainerGroup(ContainerGroup::Prune(args)) => {
             system::container_prune(c, args).await
