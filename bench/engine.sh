@@ -168,14 +168,17 @@ smaps_kib() { # PID FIELD
 # --- the daemons -----------------------------------------------------------------
 
 # berthd on DIR (data root) and $rundir/b (exec root: short, since a shim's
-# socket path, which holds a 64-digit id, must fit in 107 bytes). Sets
+# socket path, which holds a 64-digit id, must fit in 107 bytes), with
+# --bridge none: its runs here use --network none, and it runs in the host's
+# network namespace, where it must not make a bridge or rules (networking is
+# measured by bench/network.sh, each daemon in a namespace of its own). Sets
 # berthd_pid and the clients. Extra arguments go to berthd (--debug).
 start_berthd() { # DIR [ARGS...]
     local dir=$1
     shift
     mkdir -p "$dir/cli"
     "$berthd" --data-root "$dir/data" --exec-root "$rundir/b" --host "unix://$dir/berthd.sock" \
-        --pidfile "$dir/berthd.pid" --supervisor-binary "$berth_supervisord" "$@" \
+        --pidfile "$dir/berthd.pid" --supervisor-binary "$berth_supervisord" --bridge none "$@" \
         </dev/null >>"$dir/berthd.log" 2>&1 &
     berthd_pid=$!
     daemon_pids=("$berthd_pid" "${daemon_pids[@]}")
