@@ -49,6 +49,19 @@ fn veths(d: &Berthd) -> usize {
     links(d).lines().filter(|l| l.contains(" veth")).count()
 }
 
+/// The veths once there are `want` (or after 10 s): a container's veths go
+/// with its namespace, which the kernel destroys in the background.
+fn veths_settled(d: &Berthd, want: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = veths(d);
+        if n == want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn netns_files(d: &Berthd) -> usize {
     std::fs::read_dir(d.exec_root().join("netns"))
         .map(|r| r.count())
@@ -150,10 +163,10 @@ fn default_bridge_gives_addresses_that_reach_each_other() {
     d.docker(&["stop", "-t", "0", "ca"]).ok();
     let a = inspect(&d, "ca");
     assert_eq!(a["NetworkSettings"]["IPAddress"], "");
-    assert_eq!(veths(&d), 1, "{}", links(&d));
+    assert_eq!(veths_settled(&d, 1), 1, "{}", links(&d));
     assert_eq!(netns_files(&d), 1);
     d.docker(&["start", "ca"]).ok();
-    assert_eq!(veths(&d), 2);
+    assert_eq!(veths_settled(&d, 2), 2);
 }
 
 #[test]
@@ -262,7 +275,7 @@ fn user_networks_with_given_subnets_addresses_and_options() {
     d.docker(&["rm", "-f", "cc", "ce"]).ok();
     d.docker(&["network", "rm", "n1"]).ok();
     assert!(!links(&d).contains("br-test"), "{}", links(&d));
-    assert_eq!(veths(&d), 0);
+    assert_eq!(veths_settled(&d, 0), 0);
 }
 
 fn inspect_network(d: &Berthd, name: &str) -> Value {
@@ -321,7 +334,7 @@ fn fifty_containers_get_fifty_addresses_and_leave_nothing() {
         eprintln!("{field} median {}", part.get(25).copied().unwrap_or(0));
     }
     assert!(ips.iter().all(|ip| ip.starts_with("10.50.0.")));
-    assert_eq!(veths(&d), 50);
+    assert_eq!(veths_settled(&d, 50), 50);
     assert_eq!(netns_files(&d), 50);
     let names: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
     let mut args = vec!["rm", "-f"];
@@ -329,7 +342,7 @@ fn fifty_containers_get_fifty_addresses_and_leave_nothing() {
     d.docker(&args).ok();
     let net = inspect_network(&d, "many");
     assert_eq!(net["Containers"], json!({}));
-    assert_eq!(veths(&d), 0, "{}", links(&d));
+    assert_eq!(veths_settled(&d, 0), 0, "{}", links(&d));
     assert_eq!(netns_files(&d), 0);
     d.docker(&["network", "rm", "many"]).ok();
     assert_eq!(
@@ -465,7 +478,7 @@ fn addresses_survive_kill_9_of_berthd() {
         .ok();
     let net = inspect_network(&d, "keep");
     assert_eq!(net["Containers"].as_object().unwrap().len(), 2, "{net}");
-    assert_eq!(veths(&d), 2, "{}", links(&d));
+    assert_eq!(veths_settled(&d, 2), 2, "{}", links(&d));
     assert_eq!(netns_files(&d), 2);
     // A new container does not get a kept address.
     d.docker(&[
@@ -572,7 +585,7 @@ fn bad_input_gets_dockers_answers_and_leaves_nothing() {
         "true",
     ])
     .fails_with(125, "10.99.0.7");
-    assert_eq!(veths(&d), 1, "{}", links(&d));
+    assert_eq!(veths_settled(&d, 1), 1, "{}", links(&d));
     assert_eq!(netns_files(&d), 1);
     let (s, v) = api(
         &d,
@@ -756,7 +769,7 @@ fn published_ports_and_names_survive_kill_9() {
         "1000",
     ])
     .fails_with(125, "18080");
-    assert_eq!(veths(&d), 2, "{}", links(&d));
+    assert_eq!(veths_settled(&d, 2), 2, "{}", links(&d));
     d.kill9();
     d.spawn();
     assert_eq!(fetch(&d), "hello\n");
@@ -766,7 +779,7 @@ fn published_ports_and_names_survive_kill_9() {
         .stdout;
     assert!(out.contains(&ip_of(&d, "httpd", "pub")), "{out}");
     d.docker(&["rm", "-f", "httpd", "asker", "twin"]).ok();
-    assert_eq!(veths(&d), 0, "{}", links(&d));
+    assert_eq!(veths_settled(&d, 0), 0, "{}", links(&d));
 }
 
 /// `berth` with this daemon.
