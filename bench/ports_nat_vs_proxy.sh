@@ -33,7 +33,8 @@ ip link add vb0 type veth peer name vb0c
 ip link set vb0c netns "$c"
 ip link set vb0 master brb0 up
 nsenter -t "$c" -n sh -c 'ip link set lo up; ip link set vb0c name eth0; ip addr add 10.123.0.2/24 dev eth0; ip link set eth0 up; ip route add default via 10.123.0.1'
-nsenter -t "$c" -n iperf3 -s -p 5201 -D
+nsenter -t "$c" -n iperf3 -s -p 5201 >/dev/null &
+pids+=("$!")
 nsenter -t "$c" -n python3 -c '
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -799,7 +799,7 @@ fn upstream_in(d: &Berthd, addr: &str) {
 
 #[test]
 fn docker_containers_on_a_user_network_resolve_names_and_aliases() {
-    let d = Berthd::start_with(&["--dns", "192.0.2.53"]);
+    let d = Berthd::start_networked(&["--dns", "192.0.2.53"]);
     upstream_in(&d, "10.98.0.1/32");
     d.docker(&["network", "create", "--subnet", "10.97.0.0/24", "front"])
         .ok();
