@@ -9,6 +9,7 @@
 //! missing.
 
 pub mod container;
+pub mod duration;
 
 pub use container::{
     ContainerConfig, CreateRequest, DeviceMapping, EndpointSettings, HostConfig, LogConfig, Mount,

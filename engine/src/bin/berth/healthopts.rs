@@ -1,6 +1,7 @@
 //! The `--health-*` flags of `run` and `create`: `Config.Healthcheck` as
 //! the docker CLI builds it, with Go's duration syntax.
 
+use berth_engine::types::duration::parse_go_duration;
 use serde_json::{json, Value};
 
 use crate::opts::{ContainerOpts, OptsError};
@@ -69,45 +70,6 @@ impl ContainerOpts {
     }
 }
 
-/// Go's `time.ParseDuration` (`1m30s`, `500ms`, `1.5h`, `-2s`), in
-/// nanoseconds.
-pub fn parse_go_duration(s: &str) -> Option<i64> {
-    let (negative, mut rest) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * unit;
-    }
-    let ns = total.round() as i64;
-    Some(if negative { -ns } else { ns })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,11 +105,5 @@ mod tests {
             o.healthcheck().unwrap_err().to_string(),
             "--health-interval cannot be negative"
         );
-        assert_eq!(parse_go_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_go_duration("500ms"), Some(500_000_000));
-        assert_eq!(parse_go_duration("1.5s"), Some(1_500_000_000));
-        assert_eq!(parse_go_duration("0"), Some(0));
-        assert_eq!(parse_go_duration("5"), None);
-        assert_eq!(parse_go_duration("1x"), None);
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::parser::{self, Heredoc, Node};
 use super::shell::{self, Lookup, ShellError};
 use super::ParseError;
+use crate::types::duration::parse_go_duration;
 
 /// An instruction with where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -463,8 +464,11 @@ fn healthcheck(node: &Node) -> Result<Healthcheck, String> {
         let Some(text) = flags.text(name) else {
             return Ok(None);
         };
-        let value =
+        let nanos =
             parse_go_duration(&text).ok_or_else(|| format!("time: invalid duration \"{text}\""))?;
+        let value = u64::try_from(nanos)
+            .map(Duration::from_nanos)
+            .map_err(|_| format!("Interval \"{name}\" cannot be negative"))?;
         if !value.is_zero() && value < Duration::from_millis(1) {
             return Err(format!("Interval \"{name}\" cannot be less than 1ms"));
         }
@@ -490,46 +494,6 @@ fn healthcheck(node: &Node) -> Result<Healthcheck, String> {
         start_interval: duration("start-interval")?,
         retries,
     })
-}
-
-/// A Go duration: `1h2m3.5s`, `300ms`, `0`; units ns, us (µs), ms, s, m, h.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * nanos;
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return None;
-    }
-    Some(Duration::from_nanos(total as u64))
 }
 
 impl Instruction {

@@ -680,15 +680,3 @@ fn a_variable_expansion_bomb_is_an_error() {
         "{err}"
     );
 }
-
-#[test]
-fn go_durations() {
-    use instructions::parse_go_duration as d;
-    assert_eq!(d("0"), Some(Duration::ZERO));
-    assert_eq!(d("1h2m3s"), Some(Duration::from_secs(3723)));
-    assert_eq!(d("1.5s"), Some(Duration::from_millis(1500)));
-    assert_eq!(d("250us"), Some(Duration::from_micros(250)));
-    assert_eq!(d("10"), None);
-    assert_eq!(d("s"), None);
-    assert_eq!(d(""), None);
-}

@@ -225,39 +225,9 @@ pub fn ram_in_bytes(text: &str) -> Option<i64> {
     Some((value * mult) as i64)
 }
 
-/// A Go duration ("10s", "1m30s", "1.5h", "500ms") in seconds.
-pub fn parse_go_duration(text: &str) -> Option<f64> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(0.0);
-    }
-    let mut total = 0.0;
-    while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|i| *i > 0)?;
-        let value: f64 = rest[..split].parse().ok()?;
-        rest = &rest[split..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        total += value
-            * match unit {
-                "ns" => 1e-9,
-                "us" | "µs" => 1e-6,
-                "ms" => 1e-3,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return None,
-            };
-    }
-    Some(total)
+/// A Go duration in seconds.
+pub fn go_duration_secs(text: &str) -> Option<f64> {
+    berth_engine::types::duration::parse_go_duration(text.trim()).map(|ns| ns as f64 / 1e9)
 }
 
 /// `--since`/`--until` as docker takes them: a Unix time ("1700000000",
@@ -273,7 +243,7 @@ pub fn api_time(text: &str, now: f64) -> Option<String> {
     if let Some(secs) = parse_rfc3339(text) {
         return Some(format!("{secs:.9}"));
     }
-    if let Some(d) = parse_go_duration(text) {
+    if let Some(d) = go_duration_secs(text) {
         let t = now - d;
         return Some(format!("{t:.9}"));
     }
@@ -347,10 +317,10 @@ mod tests {
         assert_eq!(ram_in_bytes("64k"), Some(65_536));
         assert_eq!(ram_in_bytes("lots"), None);
         assert_eq!(ram_in_bytes("12x"), None);
-        assert_eq!(parse_go_duration("1m30s"), Some(90.0));
-        assert_eq!(parse_go_duration("500ms"), Some(0.5));
-        assert_eq!(parse_go_duration("1.5h"), Some(5400.0));
-        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(go_duration_secs("1m30s"), Some(90.0));
+        assert_eq!(go_duration_secs(" 500ms "), Some(0.5));
+        assert_eq!(go_duration_secs("1.5h"), Some(5400.0));
+        assert_eq!(go_duration_secs("10"), None);
         assert_eq!(api_time("10m", 1000.0).as_deref(), Some("400.000000000"));
         assert_eq!(api_time("1700000000", 0.0).as_deref(), Some("1700000000"));
     }
