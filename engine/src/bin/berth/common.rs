@@ -249,6 +249,55 @@ pub fn confirm(warning: &str) -> bool {
     matches!(answer.trim().to_lowercase().as_str(), "y" | "yes")
 }
 
+/// `berth network inspect`, `berth volume inspect`: `GET {base}/{name}` for
+/// each name, printed as one indented JSON array or through `--format`;
+/// the names not found are reported together at the end (exit status 1),
+/// as the docker CLI does.
+pub async fn inspect_each(
+    c: &crate::client::Client,
+    base: &str,
+    names: &[String],
+    format: Option<&str>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let format = match format {
+        Some(f) if !f.is_empty() && f != "json" => {
+            Some(Format::parse(f).map_err(|e| StatusError::new(1, e.to_string()))?)
+        }
+        _ => None,
+    };
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for name in names {
+        let path = format!("{base}/{}", crate::client::enc(name));
+        match c.bytes(hyper::Method::GET, &path, None).await {
+            Ok(raw) => docs.push(raw.to_vec()),
+            Err(e) if e.status() == Some(404) => errors.push(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    match format {
+        None => out.write_all(crate::output::json::indented_array(&docs).as_bytes())?,
+        Some(f) => {
+            for doc in &docs {
+                template::remember_key_order(&String::from_utf8_lossy(doc));
+                let value: serde_json::Value = serde_json::from_slice(doc)?;
+                let text = f
+                    .render(&value)
+                    .map_err(|e| StatusError::new(1, e.to_string()))?;
+                writeln!(out, "{text}")?;
+            }
+        }
+    }
+    out.flush()?;
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(StatusError::new(1, errors.join("\n")).into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,12 @@
 //! `berth network create|ls|inspect|rm|prune|connect|disconnect`, with
 //! docker's flags and output.
 
-use std::io::Write;
-
 use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{json, Map, Value};
 
 use crate::client::{enc, query, Client};
 use crate::common::{confirm, filters_json, for_each, print_rows};
-use crate::output::template::Format;
 use crate::StatusError;
 
 #[derive(Subcommand)]
@@ -315,44 +312,7 @@ async fn ls(c: &Client, a: LsArgs) -> anyhow::Result<()> {
 }
 
 async fn inspect(c: &Client, a: InspectArgs) -> anyhow::Result<()> {
-    let format = match a.format.as_deref() {
-        Some(f) if !f.is_empty() && f != "json" => {
-            Some(Format::parse(f).map_err(|e| StatusError::new(1, e.to_string()))?)
-        }
-        _ => None,
-    };
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    for name in &a.names {
-        match c
-            .bytes(Method::GET, &format!("/networks/{}", enc(name)), None)
-            .await
-        {
-            Ok(raw) => docs.push(raw.to_vec()),
-            Err(e) if e.status() == Some(404) => errors.push(e.to_string()),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    match format {
-        None => out.write_all(crate::output::json::indented_array(&docs).as_bytes())?,
-        Some(f) => {
-            for doc in &docs {
-                crate::output::template::remember_key_order(&String::from_utf8_lossy(doc));
-                let value: Value = serde_json::from_slice(doc)?;
-                let text = f
-                    .render(&value)
-                    .map_err(|e| StatusError::new(1, e.to_string()))?;
-                writeln!(out, "{text}")?;
-            }
-        }
-    }
-    out.flush()?;
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(StatusError::new(1, errors.join("\n")).into())
-    }
+    crate::common::inspect_each(c, "/networks", &a.names, a.format.as_deref()).await
 }
 
 /// `berth port CONTAINER [PRIVATE_PORT[/PROTO]]`.
