@@ -76,8 +76,12 @@ impl Req {
         } else {
             &bytes
         };
-        serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON in request body: {e}")))
+        let bad = |e: serde_json::Error| {
+            ApiError::BadRequest(format!("invalid JSON in request body: {e}"))
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+        drop_nulls(&mut value);
+        serde_json::from_value(value).map_err(bad)
     }
 
     /// Reads the whole body, refusing one over `limit` bytes.
@@ -279,6 +283,22 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
     resp
 }
 
+/// Removes the members of objects whose value is `null`, at every depth.
+/// dockerd decodes bodies with Go's encoding/json, for which a `null`
+/// member leaves the field at its zero value, as if it were absent; clients
+/// rely on that (docker-py sends `"Interval": null` in a Healthcheck, and
+/// `"IPAM": null` when a network is created without one).
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
 /// Headers dockerd puts on every response.
 fn add_server_headers(headers: &mut HeaderMap) {
     headers.insert("api-version", HeaderValue::from_static(crate::API_VERSION));
@@ -288,4 +308,15 @@ fn add_server_headers(headers: &mut HeaderMap) {
         hyper::header::SERVER,
         HeaderValue::from_static(concat!("Docker/", env!("CARGO_PKG_VERSION"), " (linux)")),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn null_members_read_as_absent() {
+        let mut v =
+            serde_json::json!({"A": null, "B": {"C": null, "D": 1}, "E": [null, {"F": null}]});
+        super::drop_nulls(&mut v);
+        assert_eq!(v, serde_json::json!({"B": {"D": 1}, "E": [null, {}]}));
+    }
 }

@@ -181,7 +181,12 @@ impl Volumes {
         container: Option<&str>,
     ) -> Result<(VolumeRecord, bool)> {
         if opts.name.is_empty() {
+            // A volume made without a name is anonymous, whoever asks for
+            // it (as dockerd has it since prune spares named volumes).
             opts.name = crate::names::new_id();
+            opts.labels
+                .get_or_insert_with(Default::default)
+                .insert(ANONYMOUS_LABEL.into(), String::new());
         }
         let name = opts.name.clone();
         self.create_checked(events, opts, container)
