@@ -325,22 +325,27 @@ impl Prober {
     }
 }
 
-/// A container started: its health is `starting` (streak 0, log kept) and
+/// A container started (its record already `starting`, see [`at_start`]):
 /// its probes begin. Nothing for a container without a check.
 pub fn started(engine: &Engine, c: &Arc<Container>) {
     if check_of(c).is_none() {
         stopped(c);
         return;
     }
-    c.update(|r| {
-        let h = r.state.health.get_or_insert_with(Health::default);
-        h.status = HealthStatus::Starting;
-        h.failing_streak = 0;
-    });
-    if let Err(e) = engine.containers.persist(c) {
-        tracing::warn!(container = %c.id, error = %e, "record the health check's start");
-    }
     resume(engine, c);
+}
+
+/// The health a start writes with the running state, in the same record
+/// (so a start costs one durable write): `starting` with its streak reset
+/// for a container with a check, else what it had.
+pub fn at_start(c: &Container, health: Option<Health>) -> Option<Health> {
+    if check_of(c).is_none() {
+        return health;
+    }
+    let mut h = health.unwrap_or_default();
+    h.status = HealthStatus::Starting;
+    h.failing_streak = 0;
+    Some(h)
 }
 
 /// Probes a running container's health from where its record left it

@@ -124,9 +124,9 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
             });
         }
     };
+    let health = super::health::at_start(c, c.record().state.health);
     c.update(|r| {
         let finished_at = r.state.finished_at;
-        let health = r.state.health.take();
         r.state = RunState {
             status: Status::Running,
             pid,
