@@ -146,7 +146,6 @@ impl From<ContainerError> for ApiError {
             ContainerError::LogsUnsupported => ApiError::NotImplemented(message),
             ContainerError::Image(e) => e.into(),
             ContainerError::Spec(e) => match e {
-                SpecError::NetworkNotFound(_) => ApiError::NotFound(message),
                 SpecError::PeerNotRunning { .. } => ApiError::Conflict(message),
                 _ => ApiError::BadRequest(message),
             },
@@ -336,10 +335,6 @@ mod tests {
             (ContainerError::Image(ImageError::NotFound("a".into())), 404),
             (ContainerError::InvalidConfig("a".into()), 400),
             (ContainerError::Spec(SpecError::MemoryTooLow), 400),
-            (
-                ContainerError::Spec(SpecError::NetworkNotFound("n".into())),
-                404,
-            ),
             (
                 ContainerError::Spec(SpecError::PeerNotRunning {
                     what: "pid",

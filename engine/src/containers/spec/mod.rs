@@ -98,8 +98,9 @@ pub struct BuiltSpec {
 /// Why a spec cannot be built. The messages are dockerd's where a client
 /// shows them (so some begin with a capital, as Docker's do); every variant
 /// is the client's bad input (Docker's 400) except
-/// [`SpecError::NetworkNotFound`] (404) and [`SpecError::PeerNotRunning`]
-/// (409, as Docker answers for a container that is not running).
+/// [`SpecError::PeerNotRunning`] (409, as Docker answers for a container
+/// that is not running). Unknown networks are refused at create, by
+/// `crate::network`.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {
     #[error("No command specified")]
@@ -162,8 +163,6 @@ pub enum SpecError {
         what: &'static str,
         container: String,
     },
-    #[error("network {0} not found")]
-    NetworkNotFound(String),
     #[error("sysctl '{0}' is not allowed")]
     SysctlNotAllowed(String),
     #[error("sysctl {sysctl:?} is not allowed in the host's {what} namespace")]
