@@ -40,7 +40,9 @@ pub enum BackendError {
     /// A registry refused the credentials (or wants some).
     #[error("{0}")]
     Unauthorized(String),
-    #[error("supervisor unavailable: {0}")]
+    /// The supervisor cannot be reached, or something it depends on (a
+    /// registry) cannot: the message says which.
+    #[error("{0}")]
     Unavailable(String),
     #[error("supervisor: {0}")]
     Internal(String),
@@ -59,7 +61,16 @@ impl From<tonic::Status> for BackendError {
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                 BackendError::Unauthorized(message)
             }
-            tonic::Code::Unavailable | tonic::Code::Cancelled => BackendError::Unavailable(message),
+            // A status with a source is the transport's own (the
+            // supervisor's socket); one without came from the supervisor,
+            // about what it could not reach, and says so itself.
+            tonic::Code::Unavailable | tonic::Code::Cancelled => {
+                if std::error::Error::source(&status).is_some() {
+                    BackendError::Unavailable(format!("supervisor unavailable: {message}"))
+                } else {
+                    BackendError::Unavailable(message)
+                }
+            }
             _ => BackendError::Internal(message),
         }
     }
@@ -212,4 +223,26 @@ pub trait Supervisor: Send + Sync + 'static {
         topics: Vec<String>,
         after: Option<u64>,
     ) -> BoxFuture<'_, Result<BoxStream<'static, Result<events::Envelope>>>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_supervisor_is_named_but_its_own_unavailable_answers_are_not() {
+        let from_supervisor = tonic::Status::unavailable("registry-1.docker.io: dns error");
+        assert_eq!(
+            BackendError::from(from_supervisor).to_string(),
+            "registry-1.docker.io: dns error"
+        );
+        let mut transport = tonic::Status::unavailable("error trying to connect");
+        transport.set_source(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(
+            BackendError::from(transport).to_string(),
+            "supervisor unavailable: error trying to connect"
+        );
+    }
 }
