@@ -7,6 +7,7 @@ mod auth;
 mod build;
 mod client;
 mod common;
+mod completion;
 mod container;
 mod cp;
 mod exec;
@@ -113,6 +114,11 @@ enum Command {
     /// Manage builds
     #[command(subcommand, name = "builder")]
     Builder(BuilderGroup),
+    /// Generate the autocompletion script for the specified shell
+    Completion(completion::CompletionArgs),
+    /// Write a man page for every command into a directory
+    #[command(hide = true)]
+    Manpages(completion::ManpagesArgs),
 }
 
 /// `berth builder ...`.
@@ -157,6 +163,16 @@ enum ImageGroup {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    // The commands that print what the command line itself is.
+    let cli = match cli.command {
+        Command::Completion(args) => {
+            return completion::completion(<Cli as clap::CommandFactory>::command(), args)
+        }
+        Command::Manpages(args) => {
+            return completion::manpages(<Cli as clap::CommandFactory>::command(), args)
+        }
+        command => Cli { command, ..cli },
+    };
     let address = client::daemon_address(cli.host.as_deref());
     let client = Client::new(&client::socket_path(&address)?);
     let c = &client;
@@ -205,6 +221,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Commit(args) => build::commit(c, args).await,
         Command::History(args) => build::history(c, args).await,
         Command::Builder(BuilderGroup::Prune(args)) => build::builder_prune(c, args).await,
+        Command::Completion(_) | Command::Manpages(_) => unreachable!("answered above"),
     }
 }
 
