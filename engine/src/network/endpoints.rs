@@ -190,16 +190,19 @@ pub async fn attach(engine: &Engine, record: &ContainerRecord) -> Result<()> {
     // A namespace left by a crash between exit and release.
     let _ = netlink::remove_namespace(&path);
     let (nl, ns) = netlink::create_namespace(&path)?;
-    if let Err(e) = nl.loopback_up().await {
-        release(engine, &record.id).await;
-        return Err(e.into());
-    }
     let netns_us = began.elapsed().as_micros() as u64;
-    for (i, (net, settings)) in wanted.iter().enumerate() {
-        if let Err(e) = join(engine, record, net, settings, &format!("eth{i}"), &nl, &ns).await {
-            release(engine, &record.id).await;
-            return Err(e);
+    // Loopback comes up while the endpoints are made: one netlink
+    // connection, requests in flight together.
+    let joins = async {
+        for (i, (net, settings)) in wanted.iter().enumerate() {
+            join(engine, record, net, settings, &format!("eth{i}"), &nl, &ns).await?;
         }
+        Ok::<_, NetworkError>(())
+    };
+    let (lo, joined) = tokio::join!(nl.loopback_up(), joins);
+    if let Err(e) = lo.map_err(NetworkError::from).and(joined) {
+        release(engine, &record.id).await;
+        return Err(e);
     }
     let endpoints_us = began.elapsed().as_micros() as u64 - netns_us;
     let services = async {
@@ -625,6 +628,7 @@ mod tests {
             gateway: "10.3.0.1".parse().unwrap(),
             ip_range: None,
             aux: BTreeMap::from([("r".to_string(), "10.3.0.2".parse().unwrap())]),
+            implicit_gateway: false,
         }];
         nets.put(net.clone()).unwrap();
         let want = |id: &str, name: &str| super::super::Wanted {

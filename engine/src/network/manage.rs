@@ -83,7 +83,7 @@ impl Networks {
             attachable: req.attachable,
             enable_ipv6,
             ipam_driver: "default".into(),
-            ipam_options: ipam_req.options.unwrap_or_default(),
+            ipam_options: ipam_req.options,
             pools,
             pools6,
             options,
@@ -136,6 +136,7 @@ impl Networks {
                 gateway: ipam::first_host(&subnet),
                 ip_range: None,
                 aux: BTreeMap::new(),
+                implicit_gateway: false,
             }]);
         }
         let mut pools: Vec<Pool> = Vec::new();
@@ -198,6 +199,7 @@ impl Networks {
                 gateway,
                 ip_range,
                 aux,
+                implicit_gateway: c.gateway.is_empty(),
             });
         }
         Ok(pools)
@@ -255,6 +257,7 @@ impl Networks {
                 subnet,
                 gateway,
                 ip_range,
+                implicit_gateway: c.gateway.is_empty(),
             });
         }
         Ok(pools)

@@ -146,6 +146,9 @@ pub struct Pool {
     /// `AuxiliaryAddresses`: reserved, never given to a container.
     #[serde(default)]
     pub aux: BTreeMap<String, Ipv4Addr>,
+    /// A subnet given without its gateway: dockerd's inspect shows none.
+    #[serde(default)]
+    pub implicit_gateway: bool,
 }
 
 /// One IPv6 pool of a network (with `EnableIPv6`).
@@ -156,6 +159,8 @@ pub struct Pool6 {
     pub gateway: Ipv6Addr,
     #[serde(with = "ipam::opt_net_text")]
     pub ip_range: Option<Ipv6Net>,
+    #[serde(default)]
+    pub implicit_gateway: bool,
 }
 
 /// A network as the engine keeps it.
@@ -169,7 +174,9 @@ pub struct NetworkRecord {
     pub attachable: bool,
     pub enable_ipv6: bool,
     pub ipam_driver: String,
-    pub ipam_options: BTreeMap<String, String>,
+    /// As the client sent them: dockerd shows `null` for none, `{}` for
+    /// an empty map (the docker CLI's).
+    pub ipam_options: Option<BTreeMap<String, String>>,
     /// The first pool is where containers get their addresses.
     pub pools: Vec<Pool>,
     /// The IPv6 pools; containers get an address of the first when the
@@ -414,6 +421,7 @@ impl Networks {
                     gateway: addr,
                     ip_range: None,
                     aux: BTreeMap::new(),
+                    implicit_gateway: false,
                 })
             }
             None => None,
@@ -430,6 +438,7 @@ impl Networks {
                     gateway: ipam::first_host(&subnet),
                     ip_range: None,
                     aux: BTreeMap::new(),
+                    implicit_gateway: false,
                 }
             }
         };
@@ -480,7 +489,7 @@ impl Networks {
             attachable: false,
             enable_ipv6: false,
             ipam_driver: "default".into(),
-            ipam_options: BTreeMap::new(),
+            ipam_options: None,
             pools,
             pools6: Vec::new(),
             options: BTreeMap::new(),

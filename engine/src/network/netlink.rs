@@ -192,6 +192,7 @@ impl Netlink {
         netns: &OwnedFd,
     ) -> Result<(), NetlinkError> {
         use std::os::fd::AsRawFd;
+        // (not made up: the kernel refuses a veth peer up at creation)
         let mut peer_msg = LinkUnspec::new_with_name(peer)
             .address(mac.to_vec())
             .setns_by_fd(netns.as_raw_fd());
@@ -219,9 +220,9 @@ impl Netlink {
         Ok(())
     }
 
-    /// Inside a container's namespace: `ifname` up with
-    /// `address/prefix` (and `v6`, an IPv6 address with its prefix and
-    /// gateway), and the default routes via the gateways when `routes`.
+    /// Inside a container's namespace: `ifname` up with `address/prefix`
+    /// (and `v6`, an IPv6 address with its prefix and gateway), and the
+    /// default routes via the gateways given.
     pub async fn configure(
         &self,
         ifname: &str,

@@ -18,7 +18,10 @@ pub fn network_json(engine: &Engine, net: &NetworkRecord, containers: bool) -> V
         .pools
         .iter()
         .map(|p| {
-            let mut c = json!({"Subnet": p.subnet.to_string(), "Gateway": p.gateway.to_string()});
+            let mut c = json!({"Subnet": p.subnet.to_string()});
+            if !p.implicit_gateway {
+                c["Gateway"] = json!(p.gateway.to_string());
+            }
             if let Some(r) = &p.ip_range {
                 c["IPRange"] = json!(r.to_string());
             }
@@ -28,7 +31,10 @@ pub fn network_json(engine: &Engine, net: &NetworkRecord, containers: bool) -> V
             c
         })
         .chain(net.pools6.iter().map(|p| {
-            let mut c = json!({"Subnet": p.subnet.to_string(), "Gateway": p.gateway.to_string()});
+            let mut c = json!({"Subnet": p.subnet.to_string()});
+            if !p.implicit_gateway {
+                c["Gateway"] = json!(p.gateway.to_string());
+            }
             if let Some(r) = &p.ip_range {
                 c["IPRange"] = json!(r.to_string());
             }
@@ -65,7 +71,7 @@ pub fn network_json(engine: &Engine, net: &NetworkRecord, containers: bool) -> V
         "EnableIPv6": net.enable_ipv6,
         "IPAM": {
             "Driver": net.ipam_driver,
-            "Options": if net.ipam_options.is_empty() { Value::Null } else { json!(net.ipam_options) },
+            "Options": net.ipam_options,
             "Config": config,
         },
         "Internal": net.internal,
