@@ -175,12 +175,12 @@ fn requested_ip6(settings: &EndpointSettings) -> Result<Option<Ipv6Addr>> {
 /// nothing is left.
 pub async fn attach(engine: &Engine, record: &ContainerRecord) -> Result<()> {
     let nets = &engine.networks;
+    // First: the spec's files are written again with it.
+    super::links::apply(engine, record).await?;
     let Some(path) = nets.netns_path(&record.id, &record.host_config.network_mode) else {
         return Ok(());
     };
     let began = Instant::now();
-    // Before the namespace: the spec's files are written again with it.
-    super::links::apply(engine, record).await?;
     let mut wanted = Vec::new();
     for (name, settings) in configured(record) {
         let net = nets.get(&name)?;

@@ -7,8 +7,6 @@
 //! of links are written with the other files (`files`); on user networks a
 //! link is a name in the embedded DNS server instead.
 
-use std::net::Ipv4Addr;
-
 use super::ports::Proto;
 use super::{NetworkError, Result};
 use crate::containers::ContainerRecord;
@@ -19,7 +17,9 @@ struct Linked {
     /// `/me/db`.
     name: String,
     alias: String,
-    ip: Ipv4Addr,
+    /// Its address on the default bridge; empty when it has none (Docker
+    /// writes the variables all the same).
+    ip: String,
     /// Exposed ports, sorted (by number, tcp first).
     ports: Vec<(u16, Proto)>,
     env: Vec<String>,
@@ -36,9 +36,8 @@ fn linked(engine: &Engine, record: &ContainerRecord) -> Result<Vec<Linked>> {
     let on_bridge = super::endpoints::configured(record)
         .iter()
         .any(|(name, _)| name == "bridge");
-    let Ok(bridge) = engine.networks.get("bridge") else {
-        return Ok(Vec::new());
-    };
+    // (without networking set up, no container has an address)
+    let bridge = engine.networks.get("bridge").ok();
     if !on_bridge {
         return Ok(Vec::new());
     }
@@ -58,14 +57,13 @@ fn linked(engine: &Engine, record: &ContainerRecord) -> Result<Vec<Linked>> {
                 name,
             });
         }
-        let Some(ep) = engine
+        let ip = engine
             .networks
             .endpoints_of_container(&r.id)
             .into_iter()
-            .find(|e| e.network == bridge.id)
-        else {
-            continue;
-        };
+            .find(|e| bridge.as_ref().is_some_and(|b| e.network == b.id))
+            .map(|e| e.ip.to_string())
+            .unwrap_or_default();
         let mut ports: Vec<(u16, Proto)> = r
             .config
             .exposed_ports
@@ -79,7 +77,7 @@ fn linked(engine: &Engine, record: &ContainerRecord) -> Result<Vec<Linked>> {
         out.push(Linked {
             name,
             alias,
-            ip: ep.ip,
+            ip,
             ports,
             env: r.config.env.clone().unwrap_or_default(),
         });
@@ -90,7 +88,7 @@ fn linked(engine: &Engine, record: &ContainerRecord) -> Result<Vec<Linked>> {
 /// Docker's variables for one link.
 fn link_env(l: &Linked) -> Vec<String> {
     let alias = l.alias.to_uppercase().replace('-', "_");
-    let ip = l.ip;
+    let ip = &l.ip;
     let mut env = Vec::new();
     if let Some((p, proto)) = l.ports.first() {
         env.push(format!("{alias}_PORT={proto}://{ip}:{p}"));
@@ -240,7 +238,7 @@ mod tests {
         let l = Linked {
             name: "/web/db".into(),
             alias: "my-db".into(),
-            ip: "172.17.0.2".parse().unwrap(),
+            ip: "172.17.0.2".into(),
             ports: vec![
                 (53, Proto::Tcp),
                 (53, Proto::Udp),
