@@ -75,6 +75,14 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
             empty(StatusCode::NO_CONTENT)
         }
         (&Method::POST, ["containers", id, "wait"]) => wait(engine, &req, id),
+        (&Method::DELETE, ["containers", parent, alias]) if req.query.flag("link") => {
+            crate::network::links::remove(engine, &format!("{parent}/{alias}")).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        (&Method::DELETE, ["containers", id]) if req.query.flag("link") => {
+            crate::network::links::remove(engine, id).await?;
+            empty(StatusCode::NO_CONTENT)
+        }
         (&Method::DELETE, ["containers", id]) => {
             let c = engine.containers.get(id)?;
             lifecycle::remove(engine, &c, req.query.flag("force"), req.query.flag("v")).await?;

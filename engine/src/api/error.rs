@@ -169,13 +169,14 @@ impl From<NetworkError> for ApiError {
     fn from(e: NetworkError) -> Self {
         let message = e.to_string();
         match e {
-            NetworkError::NotFound(_) | NetworkError::UnknownDriver(_) => {
-                ApiError::NotFound(message)
-            }
+            NetworkError::NotFound(_)
+            | NetworkError::UnknownDriver(_)
+            | NetworkError::LinkTarget(_) => ApiError::NotFound(message),
             NetworkError::Ambiguous(_)
             | NetworkError::InvalidConfig(_)
             | NetworkError::Overlap
             | NetworkError::NoPool
+            | NetworkError::NoPool6
             | NetworkError::SharedNamespace
             | NetworkError::PredefinedConnect(_) => ApiError::BadRequest(message),
             NetworkError::NameInUse(_)
@@ -198,6 +199,8 @@ impl From<NetworkError> for ApiError {
             | NetworkError::Firewall(_)
             | NetworkError::Dns(_)
             | NetworkError::NotInitialized
+            | NetworkError::LinkNotRunning { .. }
+            | NetworkError::LinkSpec(_)
             | NetworkError::Netlink(_)
             | NetworkError::State(_)
             | NetworkError::Io { .. } => ApiError::Internal(message),

@@ -45,14 +45,17 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
         }
         (&Method::POST, ["networks", "prune"]) => {
             let filters = crate::containers::inspect::parse_filters(req.query.json("filters")?)?;
-            let chosen: Vec<String> = settings::select(engine, &filters)?
-                .into_iter()
-                .map(|n| n.id)
-                .collect();
-            let removed = engine
-                .networks
-                .prune(&engine.events, |n| chosen.contains(&n.id))
-                .await?;
+            let until = match filters.get("until").map(|v| v.iter().collect::<Vec<_>>()) {
+                None => None,
+                Some(v) if v.len() == 1 => super::containers::parse_since(v[0])?,
+                Some(_) => {
+                    return Err(ApiError::BadRequest(
+                        "more than one until filter specified".into(),
+                    ))
+                }
+            };
+            let keep = settings::prune_filter(&filters, until)?;
+            let removed = engine.networks.prune(&engine.events, keep).await?;
             json(StatusCode::OK, &json!({"NetworksDeleted": removed}))
         }
         (&Method::GET, ["networks", id]) => {
@@ -72,8 +75,14 @@ pub async fn handle(engine: &Arc<Engine>, mut req: Req) -> Reply {
         }
         (&Method::POST, ["networks", id, "disconnect"]) => {
             let body: DisconnectRequest = req.json().await?;
-            let c = engine.containers.get(&body.container)?;
-            network::disconnect(engine, &c, id, body.force).await?;
+            match engine.containers.get(&body.container) {
+                Ok(c) => network::disconnect(engine, &c, id, body.force).await?,
+                // Docker's force: the endpoints of a container gone.
+                Err(_) if body.force => {
+                    network::disconnect_gone(engine, id, &body.container).await?
+                }
+                Err(e) => return Err(e.into()),
+            }
             super::empty(StatusCode::OK)
         }
         _ => Err(ApiError::NoRoute),

@@ -110,7 +110,7 @@ async fn create_reserved(
     if record.host_config.log_config.kind.is_empty() {
         record.host_config.log_config.kind = "json-file".into();
     }
-    crate::network::check_create(engine, &record)
+    crate::network::check_create(engine, &mut record)
         .map_err(|e| ContainerError::Network(Box::new(e)))?;
 
     let volumes = crate::volumes::mounts::prepare(engine, &record)?;

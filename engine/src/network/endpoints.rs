@@ -8,7 +8,7 @@
 //! at once, and change its configuration for its next start.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,36 +39,78 @@ pub fn primary_network(mode: &str) -> &str {
     }
 }
 
-/// The networks a container is configured for, the mode's first, with
-/// the client's settings for each.
+/// The networks a container is configured for (the `EndpointsConfig` its
+/// create wrote, changed by connect and disconnect since), the mode's
+/// network first, with the client's settings for each.
 pub fn configured(record: &ContainerRecord) -> Vec<(String, EndpointSettings)> {
     let mode = record.host_config.network_mode.as_str();
     if !joins_networks(mode) {
         return Vec::new();
     }
     let primary = primary_network(mode).to_string();
-    let configs = record
+    let Some(map) = record
         .networking_config
         .as_ref()
-        .and_then(|n| n.endpoints_config.clone())
-        .unwrap_or_default();
-    let own = configs.get(&primary).or_else(|| {
-        (primary == "bridge")
-            .then(|| configs.get("default"))
-            .flatten()
-    });
-    let mut out = vec![(primary.clone(), own.cloned().unwrap_or_default())];
-    for (name, settings) in configs {
-        if name != primary && !(primary == "bridge" && name == "default") {
-            out.push((name, settings));
-        }
-    }
+        .and_then(|n| n.endpoints_config.as_ref())
+    else {
+        // A record from before create wrote its endpoints.
+        return vec![(primary, EndpointSettings::default())];
+    };
+    let mut out: Vec<(String, EndpointSettings)> = map
+        .iter()
+        .map(|(name, s)| {
+            let name = if name == "default" { "bridge" } else { name };
+            (name.to_string(), s.clone())
+        })
+        .collect();
+    // Docker joins the mode's network (or the default bridge) first.
+    out.sort_by_key(|(name, _)| *name != primary);
     out
 }
 
-/// Checks at create that the networks a container names exist and that
-/// its settings for them are valid (Docker's 404 for an unknown network).
-pub fn check_create(engine: &Engine, record: &ContainerRecord) -> Result<()> {
+/// What Docker does at create: the container's networks are the ones its
+/// `EndpointsConfig` names (dockerd 20.10 takes them even when the mode
+/// names another), else the mode's own; a disconnect removes one from
+/// there and leaves the mode as it was.
+fn init_config(engine: &Engine, record: &mut ContainerRecord) {
+    let mode = record.host_config.network_mode.clone();
+    if !joins_networks(&mode) {
+        return;
+    }
+    let primary = primary_network(&mode).to_string();
+    let nc = record
+        .networking_config
+        .get_or_insert_with(Default::default);
+    let map = nc.endpoints_config.get_or_insert_with(BTreeMap::new);
+    if let Some(s) = map.remove("default") {
+        map.entry("bridge".into()).or_insert(s);
+    }
+    // Kept by name, whatever key (an id, a prefix) the client used.
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for key in keys {
+        if let Ok(net) = engine.networks.get(&key) {
+            if net.name != key && !map.contains_key(&net.name) {
+                if let Some(s) = map.remove(&key) {
+                    map.insert(net.name, s);
+                }
+            }
+        }
+    }
+    if map.is_empty() {
+        let name = engine
+            .networks
+            .get(&primary)
+            .map(|n| n.name)
+            .unwrap_or(primary);
+        map.insert(name, EndpointSettings::default());
+    }
+}
+
+/// At create: records the container's networks as Docker does (see
+/// `init_config`), and checks that they exist and that its settings for
+/// them are valid (Docker's 404 for an unknown network).
+pub fn check_create(engine: &Engine, record: &mut ContainerRecord) -> Result<()> {
+    init_config(engine, record);
     for (name, settings) in configured(record) {
         let net = match engine.networks.get(&name) {
             Ok(net) => net,
@@ -112,10 +154,29 @@ fn requested_ip(settings: &EndpointSettings) -> Result<Option<Ipv4Addr>> {
     }
 }
 
+/// The IPv6 address a client asked for in `IPAMConfig.IPv6Address`.
+fn requested_ip6(settings: &EndpointSettings) -> Result<Option<Ipv6Addr>> {
+    let ip = settings
+        .ipam_config
+        .as_ref()
+        .and_then(|c| c.get("IPv6Address"))
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty());
+    match ip {
+        None => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| NetworkError::InvalidConfig(format!("invalid IPv6 address: {s}"))),
+    }
+}
+
 /// Makes the container's namespace and joins its networks; on failure
 /// nothing is left.
 pub async fn attach(engine: &Engine, record: &ContainerRecord) -> Result<()> {
     let nets = &engine.networks;
+    // First: the spec's files are written again with it.
+    super::links::apply(engine, record).await?;
     let Some(path) = nets.netns_path(&record.id, &record.host_config.network_mode) else {
         return Ok(());
     };
@@ -129,16 +190,19 @@ pub async fn attach(engine: &Engine, record: &ContainerRecord) -> Result<()> {
     // A namespace left by a crash between exit and release.
     let _ = netlink::remove_namespace(&path);
     let (nl, ns) = netlink::create_namespace(&path)?;
-    if let Err(e) = nl.loopback_up().await {
-        release(engine, &record.id).await;
-        return Err(e.into());
-    }
     let netns_us = began.elapsed().as_micros() as u64;
-    for (i, (net, settings)) in wanted.iter().enumerate() {
-        if let Err(e) = join(engine, record, net, settings, &format!("eth{i}"), &nl, &ns).await {
-            release(engine, &record.id).await;
-            return Err(e);
+    // Loopback comes up while the endpoints are made: one netlink
+    // connection, requests in flight together.
+    let joins = async {
+        for (i, (net, settings)) in wanted.iter().enumerate() {
+            join(engine, record, net, settings, &format!("eth{i}"), &nl, &ns).await?;
         }
+        Ok::<_, NetworkError>(())
+    };
+    let (lo, joined) = tokio::join!(nl.loopback_up(), joins);
+    if let Err(e) = lo.map_err(NetworkError::from).and(joined) {
+        release(engine, &record.id).await;
+        return Err(e);
     }
     let endpoints_us = began.elapsed().as_micros() as u64 - netns_us;
     let services = async {
@@ -176,13 +240,23 @@ fn check_settings(
         ));
     }
     let requested = requested_ip(settings)?;
-    if net.predefined() && requested.is_some() {
+    let requested6 = requested_ip6(settings)?;
+    if net.predefined() && (requested.is_some() || requested6.is_some()) {
         return Err(NetworkError::InvalidConfig(
             "user specified IP address is supported only when connecting to networks with user configured subnets".into(),
         ));
     }
     if net.driver != super::Driver::Bridge {
         return Err(NetworkError::PredefinedConnect(net.name.clone()));
+    }
+    if !settings.mac_address.is_empty() {
+        super::ipam::parse_mac(&settings.mac_address)?;
+    }
+    if requested6.is_some() && net.pool6().is_none() {
+        return Err(NetworkError::InvalidConfig(format!(
+            "network {} has no IPv6 enabled: an IPv6 address cannot be given on it",
+            net.name
+        )));
     }
     let _ = record;
     Ok(())
@@ -201,6 +275,7 @@ async fn join(
     let nets = &engine.networks;
     let live = nets.must_live()?;
     let requested = requested_ip(settings)?;
+    let requested6 = requested_ip6(settings)?;
     let mac = match settings.mac_address.as_str() {
         "" => match record.config.mac_address.as_deref() {
             Some(m) if !m.is_empty() && ifname == "eth0" => Some(super::ipam::parse_mac(m)?),
@@ -224,6 +299,7 @@ async fn join(
     } else {
         Vec::new()
     };
+    let began = Instant::now();
     let ep = {
         // The network may not go while an address on it is being given.
         let _op = nets.op.lock().await;
@@ -232,7 +308,9 @@ async fn join(
             &net,
             super::Wanted {
                 container: record.id.clone(),
+                name: record.name.trim_start_matches('/').to_string(),
                 requested,
+                requested6,
                 ifname: ifname.to_string(),
                 aliases,
                 links,
@@ -241,6 +319,8 @@ async fn join(
             },
         )?
     };
+    let allocate_us = began.elapsed().as_micros() as u64;
+    let mut veth_us = 0;
     let made = async {
         let bridge = live
             .netlink
@@ -251,8 +331,14 @@ async fn join(
         live.netlink
             .add_veth(&ep.veth, bridge, net.mtu, ifname, mac, ns)
             .await?;
+        veth_us = began.elapsed().as_micros() as u64 - allocate_us;
         let gateway = (!net.internal).then_some(ep.gateway);
-        nl.configure(ifname, ep.ip, ep.prefix, gateway).await?;
+        let v6 = ep.ip6.map(|address| netlink::Addr6 {
+            address,
+            prefix: ep.prefix6,
+            gateway: ep.gateway6.filter(|_| !net.internal),
+        });
+        nl.configure(ifname, ep.ip, ep.prefix, gateway, v6).await?;
         Ok::<_, NetworkError>(())
     }
     .await;
@@ -261,6 +347,16 @@ async fn join(
         let _ = nets.free(&ep);
         return Err(e);
     }
+    // The engine benchmark's finer figures: the address recorded, the
+    // veth pair made (the bridge found), the container's side configured.
+    tracing::debug!(
+        container = %record.id,
+        network = %net.name,
+        allocate_us,
+        veth_us,
+        configure_us = began.elapsed().as_micros() as u64 - allocate_us - veth_us,
+        "endpoint joined"
+    );
     emit(&engine.events, net, "connect", Some(&record.id));
     Ok(ep)
 }
@@ -406,13 +502,18 @@ pub async fn connect(
 }
 
 fn add_config(r: &mut ContainerRecord, name: &str, settings: EndpointSettings) {
+    let mode = r.host_config.network_mode.clone();
     let nc = r.networking_config.get_or_insert_with(Default::default);
     nc.endpoints_config
-        .get_or_insert_with(BTreeMap::new)
+        .get_or_insert_with(|| {
+            // A record from before create wrote its endpoints: the mode's.
+            BTreeMap::from([(primary_network(&mode).to_string(), Default::default())])
+        })
         .insert(name.to_string(), settings);
 }
 
-/// `POST /networks/{id}/disconnect`.
+/// `POST /networks/{id}/disconnect`. The container keeps its network
+/// mode (a later connect to the same network is allowed, as on Docker).
 pub async fn disconnect(engine: &Engine, c: &Arc<Container>, key: &str, force: bool) -> Result<()> {
     let nets = &engine.networks;
     let net = nets.get(key)?;
@@ -430,7 +531,6 @@ pub async fn disconnect(engine: &Engine, c: &Arc<Container>, key: &str, force: b
             network: net.name,
         });
     }
-    let _ = force;
     let _op = c.op.lock().await;
     if let Some(ep) = endpoint {
         super::services::unpublish(engine, &ep).await;
@@ -438,31 +538,69 @@ pub async fn disconnect(engine: &Engine, c: &Arc<Container>, key: &str, force: b
         if !super::services::wants_dns(engine, &record.id) {
             super::services::stop_dns(engine, &record.id);
         }
+        if c.status().is_running() {
+            let mut updated = record.clone();
+            remove_config(engine, &mut updated, &net.id);
+            if let Err(e) = super::files::write_for_start(engine, &updated) {
+                if !force {
+                    return Err(e);
+                }
+                tracing::warn!(container = %record.id, error = %e, "rewrite /etc/hosts after a disconnect");
+            }
+        }
     }
-    c.update(|r| {
-        if let Some(map) = r
-            .networking_config
-            .as_mut()
-            .and_then(|n| n.endpoints_config.as_mut())
-        {
-            map.remove(&net.name);
-        }
-        if primary_network(&r.host_config.network_mode) == net.name
-            || r.host_config.network_mode == net.id
-        {
-            // Off its first network the container has the others, or none.
-            let next = r
-                .networking_config
-                .as_ref()
-                .and_then(|n| n.endpoints_config.as_ref())
-                .and_then(|m| m.keys().next().cloned());
-            r.host_config.network_mode = next.unwrap_or_else(|| "none".into());
-        }
-    });
+    c.update(|r| remove_config(engine, r, &net.id));
     engine
         .containers
         .persist(c)
         .map_err(|e| NetworkError::InvalidConfig(e.to_string()))?;
+    Ok(())
+}
+
+/// Takes every entry naming the network `net_id` (by name or id) out of a
+/// container's `EndpointsConfig`.
+fn remove_config(engine: &Engine, r: &mut ContainerRecord, net_id: &str) {
+    let mode = r.host_config.network_mode.clone();
+    let nc = r.networking_config.get_or_insert_with(Default::default);
+    let map = nc.endpoints_config.get_or_insert_with(|| {
+        // A record from before create wrote its endpoints: the mode's.
+        BTreeMap::from([(primary_network(&mode).to_string(), Default::default())])
+    });
+    map.retain(|name, _| {
+        let name = if name == "default" { "bridge" } else { name };
+        !engine.networks.get(name).is_ok_and(|n| n.id == net_id)
+    });
+}
+
+/// `disconnect --force` of a container that no longer exists: its
+/// endpoints on the network (found by the container's id, id prefix or
+/// name) are removed with their veths, ports and addresses.
+pub async fn disconnect_gone(engine: &Engine, key: &str, container: &str) -> Result<()> {
+    let nets = &engine.networks;
+    let net = nets.get(key)?;
+    let name = container.trim_start_matches('/');
+    let gone: Vec<EndpointRecord> = nets
+        .endpoints_of_network(&net.id)
+        .into_iter()
+        .filter(|e| {
+            e.container == container
+                || (!name.is_empty() && e.name == name)
+                || (container.len() >= 3 && e.container.starts_with(container))
+        })
+        .filter(|e| engine.containers.get(&e.container).is_err())
+        .collect();
+    if gone.is_empty() {
+        return Err(NetworkError::NotConnected {
+            container: container.to_string(),
+            network: net.name,
+        });
+    }
+    for ep in gone {
+        super::services::stop_dns(engine, &ep.container);
+        super::services::unpublish(engine, &ep).await;
+        leave(engine, &ep, true).await;
+        tracing::info!(container = %ep.container, network = %net.name, "endpoint of a removed container cleaned up");
+    }
     Ok(())
 }
 
@@ -485,5 +623,55 @@ mod tests {
         let bad: EndpointSettings =
             serde_json::from_str(r#"{"IPAMConfig":{"IPv4Address":"x"}}"#).unwrap();
         assert!(requested_ip(&bad).is_err());
+    }
+
+    #[tokio::test]
+    async fn force_disconnect_removes_the_endpoints_of_a_container_gone() {
+        let fake = crate::backend::fake::Fake::new();
+        let (engine, _dir) = crate::images::tests::engine(&fake).await;
+        let nets = &engine.networks;
+        let mut net = nets.predefined(
+            "mynet",
+            super::super::Driver::Bridge,
+            Vec::new(),
+            "br-x".into(),
+        );
+        net.name = "mynet".into();
+        net.pools = vec![super::super::Pool {
+            subnet: "10.3.0.0/24".parse().unwrap(),
+            gateway: "10.3.0.1".parse().unwrap(),
+            ip_range: None,
+            aux: BTreeMap::from([("r".to_string(), "10.3.0.2".parse().unwrap())]),
+            implicit_gateway: false,
+        }];
+        nets.put(net.clone()).unwrap();
+        let want = |id: &str, name: &str| super::super::Wanted {
+            container: id.into(),
+            name: name.into(),
+            requested: None,
+            requested6: None,
+            ifname: "eth0".into(),
+            aliases: Vec::new(),
+            links: Vec::new(),
+            dns_names: Vec::new(),
+            mac: None,
+        };
+        let a = nets.allocate(&net, want(&"a".repeat(64), "gone")).unwrap();
+        // the auxiliary address is never given out
+        assert_eq!(a.ip.to_string(), "10.3.0.3");
+        nets.allocate(&net, want(&"b".repeat(64), "other")).unwrap();
+        let e = disconnect_gone(&engine, "mynet", "nosuch")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, NetworkError::NotConnected { .. }), "{e}");
+        disconnect_gone(&engine, "mynet", "/gone").await.unwrap();
+        let left: Vec<String> = nets
+            .endpoints_of_network(&net.id)
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(left, ["other"]);
+        disconnect_gone(&engine, "mynet", "bbbb").await.unwrap();
+        assert!(nets.endpoints_of_network(&net.id).is_empty());
     }
 }

@@ -7,7 +7,7 @@
 //! host's without loopback ones.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use super::{EndpointRecord, NetworkError, Result};
@@ -155,11 +155,14 @@ pub fn hosts_file(
     }
     let host = &record.config.hostname;
     let domain = &record.config.domainname;
-    for ep in eps {
+    let addrs = eps
+        .iter()
+        .flat_map(|ep| std::iter::once(IpAddr::V4(ep.ip)).chain(ep.ip6.map(IpAddr::V6)));
+    for ip in addrs {
         if domain.is_empty() {
-            let _ = writeln!(out, "{}\t{host}", ep.ip);
+            let _ = writeln!(out, "{ip}\t{host}");
         } else {
-            let _ = writeln!(out, "{}\t{host}.{domain} {host}", ep.ip);
+            let _ = writeln!(out, "{ip}\t{host}.{domain} {host}");
         }
     }
     out

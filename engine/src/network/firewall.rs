@@ -1,5 +1,7 @@
-//! The host's firewall for berth's networks: IPv4 rules written with
-//! `iptables-restore --noflush`, one batch per operation, only in chains of
+//! The host's firewall for berth's networks: rules written with
+//! `iptables-restore --noflush` (IPv4) or `ip6tables-restore --noflush`
+//! (the same rules for the IPv6 subnets of networks with IPv6, by a second
+//! [`Firewall`] of that family), one batch per operation, only in chains of
 //! our own (`BERTH-*`) and one jump into each from a built-in chain, added
 //! when missing. Nothing else in the ruleset is read back or changed.
 //!
@@ -15,11 +17,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use tokio::sync::Mutex;
 
 use super::ports::PortMapping;
@@ -45,7 +47,8 @@ pub enum FirewallError {
 pub struct NetworkRules {
     /// The bridge device, `berth0` or `br-<id>`.
     pub bridge: String,
-    pub subnet: Ipv4Net,
+    /// Of the firewall's family.
+    pub subnet: IpNet,
     /// No route out: what leaves the bridge for elsewhere is dropped.
     pub internal: bool,
     /// Containers on the bridge may talk to each other
@@ -61,7 +64,8 @@ pub struct NetworkRules {
 pub struct PortRules {
     /// The container's id.
     pub container: String,
-    pub container_ip: Ipv4Addr,
+    /// Of the firewall's family.
+    pub container_ip: IpAddr,
     /// The bridge the container's address is on.
     pub bridge: String,
     pub mappings: Vec<PortMapping>,
@@ -70,9 +74,11 @@ pub struct PortRules {
 /// berth's rules on the host, through `iptables`/`iptables-restore`, or
 /// nothing at all when disabled (dockerd's `--iptables=false`).
 pub struct Firewall {
-    iptables: PathBuf,
+    save: PathBuf,
     restore: PathBuf,
     enabled: bool,
+    /// `ip6tables`: the IPv6 subnets and addresses.
+    v6: bool,
     state: Mutex<State>,
 }
 
@@ -89,11 +95,24 @@ impl Firewall {
     /// looked for next to it.
     pub fn new(iptables: impl Into<PathBuf>, enabled: bool) -> Self {
         let iptables = iptables.into();
-        let restore = iptables.with_file_name("iptables-restore");
         Self {
-            iptables,
-            restore,
+            save: iptables.with_file_name("iptables-save"),
+            restore: iptables.with_file_name("iptables-restore"),
             enabled,
+            v6: false,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The IPv6 firewall: `ip6tables` is the path of that tool, whose
+    /// `ip6tables-restore` and `ip6tables-save` are next to it.
+    pub fn new6(ip6tables: impl Into<PathBuf>, enabled: bool) -> Self {
+        let ip6tables = ip6tables.into();
+        Self {
+            save: ip6tables.with_file_name("ip6tables-save"),
+            restore: ip6tables.with_file_name("ip6tables-restore"),
+            enabled,
+            v6: true,
             state: Mutex::new(State::default()),
         }
     }
@@ -109,7 +128,7 @@ impl Firewall {
         let mut guard = self.state.lock().await;
         let mut state = guard.clone();
         state.networks.insert(net.bridge.clone(), net.clone());
-        if self.enabled {
+        if self.enabled && !self.v6 {
             route_localnet(&net.bridge)?;
         }
         self.apply(&mut state).await?;
@@ -142,7 +161,12 @@ impl Firewall {
         let in_place = self.enabled && guard.jumps_in_place && before.is_none();
         let mut state = guard.clone();
         state.ports.insert(key, ports.clone());
-        if !(in_place && self.restore(&render_ports(ports, "-A")).await.is_ok()) {
+        if !(in_place
+            && self
+                .restore(&render_ports(ports, "-A", self.v6))
+                .await
+                .is_ok())
+        {
             // our jumps may be gone too: read them again
             state.jumps_in_place = false;
             self.apply(&mut state).await?;
@@ -166,7 +190,12 @@ impl Firewall {
         // go) or a rule is not where it should be (then all is rewritten)
         let last = state.networks.is_empty() && state.ports.is_empty();
         let in_place = self.enabled && guard.jumps_in_place && !last;
-        if !(in_place && self.restore(&render_ports(&old, "-D")).await.is_ok()) {
+        if !(in_place
+            && self
+                .restore(&render_ports(&old, "-D", self.v6))
+                .await
+                .is_ok())
+        {
             state.jumps_in_place = false;
             self.apply(&mut state).await?;
         }
@@ -191,7 +220,7 @@ impl Firewall {
             .map(|p| ((p.container.clone(), p.bridge.clone()), p.clone()))
             .collect();
         state.jumps_in_place = false;
-        if self.enabled {
+        if self.enabled && !self.v6 {
             for net in networks {
                 route_localnet(&net.bridge)?;
             }
@@ -214,7 +243,7 @@ impl Firewall {
         let batch = if empty {
             render_removal(&present)
         } else {
-            render(state, &present)
+            render(state, &present, self.v6)
         };
         state.jumps_in_place = false;
         self.restore(&batch).await?;
@@ -227,8 +256,7 @@ impl Firewall {
     async fn jumps_present(&self) -> Result<Vec<&'static Jump>, FirewallError> {
         let mut present = Vec::new();
         for table in ["filter", "nat"] {
-            let save = self.iptables.with_file_name("iptables-save");
-            let out = run(&save, &["-t", table], None).await?;
+            let out = run(&self.save, &["-t", table], None).await?;
             present.extend(
                 JUMPS
                     .iter()
@@ -239,7 +267,7 @@ impl Firewall {
     }
 
     async fn restore(&self, batch: &str) -> Result<(), FirewallError> {
-        tracing::debug!(batch, "iptables-restore");
+        tracing::debug!(batch, v6 = self.v6, "iptables-restore");
         run(&self.restore, &["-w", "--noflush"], Some(batch)).await?;
         Ok(())
     }
@@ -342,7 +370,7 @@ fn add_jumps(out: &mut String, table: &str, present: &[&Jump]) {
 
 /// The whole of our chains for `state`: each declared (so flushed) and
 /// refilled in one transaction per table.
-fn render(state: &State, present: &[&Jump]) -> String {
+fn render(state: &State, present: &[&Jump], v6: bool) -> String {
     let mut f = String::from("*filter\n");
     for c in FILTER_CHAINS {
         let _ = writeln!(f, ":{c} - [0:0]");
@@ -394,10 +422,12 @@ fn render(state: &State, present: &[&Jump]) -> String {
                 net.subnet.trunc()
             );
         }
-        let _ = writeln!(
-            n,
-            "-A BERTH-POSTROUTING -s 127.0.0.0/8 -o {br} -j MASQUERADE"
-        );
+        if !v6 {
+            let _ = writeln!(
+                n,
+                "-A BERTH-POSTROUTING -s 127.0.0.0/8 -o {br} -j MASQUERADE"
+            );
+        }
         // hairpin: a container reaching a published port of its own bridge
         // (itself or a neighbour) through a host address is masqueraded,
         // so the answer comes back through the host to be un-NATed
@@ -408,7 +438,7 @@ fn render(state: &State, present: &[&Jump]) -> String {
         );
     }
     for p in state.ports.values() {
-        let (filter, nat) = port_rules(p);
+        let (filter, nat) = port_rules(p, v6);
         for rule in filter {
             let _ = writeln!(f, "-A {rule}");
         }
@@ -423,23 +453,31 @@ fn render(state: &State, present: &[&Jump]) -> String {
 
 /// The rules of one container's published ports (without `-A`): the
 /// accepts (once per container port) and the DNATs.
-fn port_rules(p: &PortRules) -> (BTreeSet<String>, Vec<String>) {
+fn port_rules(p: &PortRules, v6: bool) -> (BTreeSet<String>, Vec<String>) {
     let mut filter = BTreeSet::new();
     let mut nat = Vec::new();
+    let host = if v6 { 128 } else { 32 };
+    if p.container_ip.is_ipv6() != v6 {
+        return (filter, nat);
+    }
     for m in &p.mappings {
         let dst = match m.host_ip {
             None => String::new(),
-            Some(IpAddr::V4(ip)) => format!("-d {ip}/32 "),
-            // IPv6 host addresses are not NATed to an IPv4 container
-            Some(IpAddr::V6(_)) => continue,
+            Some(ip) if ip.is_ipv6() == v6 => format!("-d {ip}/{host} "),
+            // a host address of the other family: the other firewall's
+            Some(_) => continue,
         };
         let proto = m.proto;
         let (ip, cp, hp) = (p.container_ip, m.container_port, m.host_port);
+        let to = match ip {
+            IpAddr::V4(ip) => format!("{ip}:{cp}"),
+            IpAddr::V6(ip) => format!("[{ip}]:{cp}"),
+        };
         nat.push(format!(
-            "BERTH {dst}-p {proto} -m {proto} --dport {hp} -j DNAT --to-destination {ip}:{cp}"
+            "BERTH {dst}-p {proto} -m {proto} --dport {hp} -j DNAT --to-destination {to}"
         ));
         filter.insert(format!(
-            "BERTH -d {ip}/32 -o {} -p {proto} -m {proto} --dport {cp} -j ACCEPT",
+            "BERTH -d {ip}/{host} -o {} -p {proto} -m {proto} --dport {cp} -j ACCEPT",
             p.bridge
         ));
     }
@@ -448,8 +486,8 @@ fn port_rules(p: &PortRules) -> (BTreeSet<String>, Vec<String>) {
 
 /// One container's port rules added (`-A`) or deleted (`-D`) in place:
 /// no chain is flushed, which is what makes a batch slow.
-fn render_ports(p: &PortRules, op: &str) -> String {
-    let (filter, nat) = port_rules(p);
+fn render_ports(p: &PortRules, op: &str, v6: bool) -> String {
+    let (filter, nat) = port_rules(p, v6);
     let mut out = String::from("*filter\n");
     for rule in filter {
         let _ = writeln!(out, "{op} {rule}");
@@ -529,7 +567,7 @@ mod tests {
 
     #[test]
     fn rules_of_networks_and_ports() {
-        let batch = render(&state(), &[]);
+        let batch = render(&state(), &[], false);
         let lines: Vec<&str> = batch.lines().collect();
         for want in [
             "*filter",
@@ -573,12 +611,12 @@ mod tests {
     fn ports_in_place_add_and_delete_the_same_rules() {
         let s = state();
         let p = &s.ports[&("c1".to_string(), "berth0".to_string())];
-        let add = render_ports(p, "-A");
-        let del = render_ports(p, "-D");
+        let add = render_ports(p, "-A", false);
+        let del = render_ports(p, "-D", false);
         assert_eq!(add.replace("-A ", "-D "), del);
         assert!(!add.contains(" - [0:0]"), "no chain is flushed: {add}");
         // each rule of the whole batch for these ports, and no other
-        let whole = render(&s, &[]);
+        let whole = render(&s, &[], false);
         for line in add.lines().filter(|l| l.starts_with("-A ")) {
             assert!(whole.lines().any(|w| w == line), "{line}");
         }
@@ -587,9 +625,54 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_rules_mirror_the_ipv4_ones() {
+        let mut s = State::default();
+        let n = net("br-six", "2001:db8::/64", false);
+        s.networks.insert(n.bridge.clone(), n);
+        let p = PortRules {
+            container: "c6".into(),
+            container_ip: "2001:db8::2".parse().unwrap(),
+            bridge: "br-six".into(),
+            mappings: vec![
+                PortMapping {
+                    host_ip: None,
+                    host_port: 8080,
+                    container_port: 80,
+                    proto: Proto::Tcp,
+                },
+                PortMapping {
+                    host_ip: Some("127.0.0.1".parse().unwrap()),
+                    host_port: 8081,
+                    container_port: 81,
+                    proto: Proto::Tcp,
+                },
+            ],
+        };
+        s.ports.insert(("c6".into(), "br-six".into()), p.clone());
+        let batch = render(&s, &[], true);
+        for want in [
+            "-A BERTH-FORWARD -i br-six ! -o br-six -j ACCEPT",
+            "-A BERTH-ISOLATION-2 -o br-six -j DROP",
+            "-A BERTH-POSTROUTING -s 2001:db8::/64 ! -o br-six -j MASQUERADE",
+            "-A BERTH -p tcp -m tcp --dport 8080 -j DNAT --to-destination [2001:db8::2]:80",
+            "-A BERTH -d 2001:db8::2/128 -o br-six -p tcp -m tcp --dport 80 -j ACCEPT",
+        ] {
+            assert!(
+                batch.lines().any(|l| l == want),
+                "missing {want:?} in\n{batch}"
+            );
+        }
+        // no IPv4 in an IPv6 batch
+        assert!(!batch.contains("127.0.0"), "{batch}");
+        assert!(!batch.contains("--dport 8081"), "{batch}");
+        // and an IPv6 container is nothing to the IPv4 firewall
+        assert!(!render_ports(&p, "-A", false).contains("DNAT"));
+    }
+
+    #[test]
     fn jumps_in_place_are_not_added_again() {
         let all: Vec<&Jump> = JUMPS.iter().collect();
-        let batch = render(&state(), &all);
+        let batch = render(&state(), &all, false);
         assert!(!batch.contains("-I "), "{batch}");
     }
 
@@ -600,7 +683,7 @@ mod tests {
         n.icc = false;
         n.masquerade = false;
         s.networks.insert(n.bridge.clone(), n);
-        let batch = render(&s, &[]);
+        let batch = render(&s, &[], false);
         assert!(batch.contains("-A BERTH-FORWARD -i br-x -o br-x -j DROP\n"));
         assert!(!batch.contains("-s 10.8.0.0/24 ! -o br-x -j MASQUERADE"));
     }

@@ -5,9 +5,9 @@
 //! nothing here keeps state of its own.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::NetworkError;
 
@@ -95,6 +95,49 @@ pub fn assignable(subnet: &Ipv4Net, gateway: Ipv4Addr, ip: Ipv4Addr) -> bool {
     subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast() && ip != gateway
 }
 
+/// Parses an IPv6 subnet (`2001:db8::/64`), Docker's messages on failure.
+pub fn parse_subnet6(s: &str) -> Result<Ipv6Net, NetworkError> {
+    let net: Ipv6Net = s.parse().map_err(|_| {
+        NetworkError::InvalidConfig(format!("invalid subnet {s} : invalid CIDR address: {s}"))
+    })?;
+    if net.prefix_len() > 126 {
+        return Err(NetworkError::InvalidConfig(format!(
+            "invalid subnet {s}: the prefix leaves no room for a gateway and a container"
+        )));
+    }
+    Ok(net.trunc())
+}
+
+/// The first address after the subnet's own (its router anycast).
+pub fn first_host6(net: &Ipv6Net) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(net.network()) + 1)
+}
+
+/// Whether `ip` may be given to a container of `subnet` (not the subnet's
+/// own address, nor the gateway).
+pub fn assignable6(subnet: &Ipv6Net, gateway: Ipv6Addr, ip: Ipv6Addr) -> bool {
+    subnet.contains(&ip) && ip != subnet.network() && ip != gateway
+}
+
+/// The lowest IPv6 address of `range` (within `subnet`) that is neither
+/// the subnet's own, the gateway nor in `used`.
+pub fn allocate6(
+    subnet: &Ipv6Net,
+    range: Option<&Ipv6Net>,
+    gateway: Ipv6Addr,
+    used: &BTreeSet<Ipv6Addr>,
+) -> Option<Ipv6Addr> {
+    let range = range.unwrap_or(subnet);
+    let lo = u128::from(range.network()).max(u128::from(subnet.network()) + 1);
+    let hi = u128::from(range.broadcast()).min(u128::from(subnet.broadcast()));
+    // at most every used address and the gateway are skipped
+    let tries = used.len() as u128 + 2;
+    (lo..=hi)
+        .take(usize::try_from(tries).unwrap_or(usize::MAX))
+        .map(Ipv6Addr::from)
+        .find(|ip| *ip != gateway && !used.contains(ip))
+}
+
 /// Docker's MAC for an address: `02:42` and the address's four bytes.
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
@@ -122,16 +165,21 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], NetworkError> {
     Ok(mac)
 }
 
-/// A subnet in a record as its text (`10.0.0.0/24`).
+/// A subnet in a record as its text (`10.0.0.0/24`, `2001:db8::/64`).
 pub(crate) mod net_text {
-    use ipnet::Ipv4Net;
+    use std::fmt::Display;
+    use std::str::FromStr;
+
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(net: &Ipv4Net, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, N: Display>(net: &N, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(net)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Net, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, N: FromStr>(d: D) -> Result<N, D::Error>
+    where
+        N::Err: Display,
+    {
         String::deserialize(d)?
             .parse()
             .map_err(serde::de::Error::custom)
@@ -139,17 +187,22 @@ pub(crate) mod net_text {
 }
 
 pub(crate) mod opt_net_text {
-    use ipnet::Ipv4Net;
+    use std::fmt::Display;
+    use std::str::FromStr;
+
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(net: &Option<Ipv4Net>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, N: Display>(net: &Option<N>, s: S) -> Result<S::Ok, S::Error> {
         match net {
             Some(n) => s.collect_str(n),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Net>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, N: FromStr>(d: D) -> Result<Option<N>, D::Error>
+    where
+        N::Err: Display,
+    {
         Option::<String>::deserialize(d)?
             .map(|t| t.parse().map_err(serde::de::Error::custom))
             .transpose()
@@ -212,6 +265,39 @@ mod tests {
         assert!(!assignable(&subnet, gw, gw));
         assert!(!assignable(&subnet, gw, "10.1.0.7".parse().unwrap()));
         assert!(assignable(&subnet, gw, "10.1.0.6".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_addresses_are_given_once() {
+        let subnet: Ipv6Net = "2001:db8::/64".parse().unwrap();
+        let gw = first_host6(&subnet);
+        assert_eq!(gw.to_string(), "2001:db8::1");
+        let mut used = BTreeSet::new();
+        let a = allocate6(&subnet, None, gw, &used).unwrap();
+        assert_eq!(a.to_string(), "2001:db8::2");
+        used.insert(a);
+        assert_eq!(
+            allocate6(&subnet, None, gw, &used).unwrap().to_string(),
+            "2001:db8::3"
+        );
+        let range: Ipv6Net = "2001:db8::100/120".parse().unwrap();
+        assert_eq!(
+            allocate6(&subnet, Some(&range), gw, &used)
+                .unwrap()
+                .to_string(),
+            "2001:db8::100"
+        );
+        let tiny: Ipv6Net = "2001:db8::/126".parse().unwrap();
+        let all: BTreeSet<Ipv6Addr> = ["2001:db8::2", "2001:db8::3"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(allocate6(&tiny, None, first_host6(&tiny), &all), None);
+        assert!(!assignable6(&subnet, gw, gw));
+        assert!(!assignable6(&subnet, gw, subnet.network()));
+        assert!(assignable6(&subnet, gw, "2001:db8::f00d".parse().unwrap()));
+        assert!(parse_subnet6("2001:db8::/127").is_err());
+        assert!(parse_subnet6("10.0.0.0/8").is_err());
     }
 
     #[test]

@@ -2,14 +2,15 @@
 //! the client's request and makes the bridge, [`Networks::remove`] refuses
 //! predefined networks and those with endpoints.
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
     emit, ipam, new_id, CreateRequest, Driver, IpamRequest, NetworkError, NetworkRecord, Networks,
-    Pool, Result, OPT_BRIDGE_NAME, OPT_MTU,
+    Pool, Pool6, Result, OPT_BRIDGE_NAME, OPT_MTU,
 };
 use crate::state::Table;
 
@@ -68,6 +69,11 @@ impl Networks {
             None => None,
         };
         let pools = self.pools(&ipam_req, &bridge)?;
+        let enable_ipv6 = req.enable_ipv6.unwrap_or(false);
+        let pools6 = self.pools6(&ipam_req)?;
+        if enable_ipv6 && pools6.is_empty() {
+            return Err(NetworkError::NoPool6);
+        }
         let net = NetworkRecord {
             id,
             name: req.name.clone(),
@@ -75,21 +81,34 @@ impl Networks {
             created: SystemTime::now(),
             internal: req.internal,
             attachable: req.attachable,
-            enable_ipv6: req.enable_ipv6.unwrap_or(false),
+            enable_ipv6,
             ipam_driver: "default".into(),
-            ipam_options: ipam_req.options.unwrap_or_default(),
+            ipam_options: ipam_req.options,
             pools,
+            pools6,
             options,
             labels: req.labels.unwrap_or_default(),
             bridge,
             mtu,
         };
         let pool = net.pools[0].clone();
-        live.netlink
-            .ensure_bridge(&net.bridge, pool.gateway, pool.subnet.prefix_len(), mtu)
-            .await?;
+        if net.pool6().is_some() {
+            if let Err(e) = super::netlink::enable_forwarding6() {
+                tracing::warn!(error = %e, "turn on IPv6 forwarding");
+            }
+        }
+        self.ensure_device(&net).await?;
         if let Some(rules) = super::services::rules_of(&net) {
             if let Err(e) = live.services.firewall.setup_network(&rules).await {
+                let _ = live.netlink.delete(&net.bridge).await;
+                return Err(e.into());
+            }
+        }
+        if let Some(rules6) = super::services::rules_of6(&net) {
+            if let Err(e) = live.services.firewall6.setup_network(&rules6).await {
+                if let Some(rules) = super::services::rules_of(&net) {
+                    let _ = live.services.firewall.teardown_network(&rules).await;
+                }
                 let _ = live.netlink.delete(&net.bridge).await;
                 return Err(e.into());
             }
@@ -116,6 +135,8 @@ impl Networks {
                 subnet,
                 gateway: ipam::first_host(&subnet),
                 ip_range: None,
+                aux: BTreeMap::new(),
+                implicit_gateway: false,
             }]);
         }
         let mut pools: Vec<Pool> = Vec::new();
@@ -152,6 +173,18 @@ impl Networks {
                 }
                 Some(range.trunc())
             };
+            let mut aux = BTreeMap::new();
+            for (name, addr) in c.aux_addresses.iter().flatten() {
+                let ip: Ipv4Addr = addr.parse().map_err(|_| {
+                    NetworkError::InvalidConfig(format!("invalid auxiliary address {name}={addr}"))
+                })?;
+                if !subnet.contains(&ip) {
+                    return Err(NetworkError::InvalidConfig(format!(
+                        "no matching subnet for aux-address {ip}"
+                    )));
+                }
+                aux.insert(name.clone(), ip);
+            }
             let others = self.list();
             let clash = others
                 .iter()
@@ -165,6 +198,66 @@ impl Networks {
                 subnet,
                 gateway,
                 ip_range,
+                aux,
+                implicit_gateway: c.gateway.is_empty(),
+            });
+        }
+        Ok(pools)
+    }
+
+    /// The IPv6 pools of a new network: the client's, checked (none is
+    /// chosen for it, as dockerd has no default IPv6 pool).
+    fn pools6(&self, req: &IpamRequest) -> Result<Vec<Pool6>> {
+        let mut pools: Vec<Pool6> = Vec::new();
+        let configs = req
+            .config
+            .iter()
+            .flatten()
+            .filter(|c| c.subnet.contains(':'));
+        for c in configs {
+            let subnet = ipam::parse_subnet6(&c.subnet)?;
+            let gateway = if c.gateway.is_empty() {
+                ipam::first_host6(&subnet)
+            } else {
+                let gw: Ipv6Addr = c.gateway.parse().map_err(|_| {
+                    NetworkError::InvalidConfig(format!("invalid gateway address {}", c.gateway))
+                })?;
+                if !ipam::assignable6(&subnet, Ipv6Addr::UNSPECIFIED, gw) {
+                    return Err(NetworkError::InvalidConfig(format!(
+                        "no matching subnet for gateway {gw}: it is not inside {subnet}"
+                    )));
+                }
+                gw
+            };
+            let ip_range = if c.ip_range.is_empty() {
+                None
+            } else {
+                let range: Ipv6Net = c.ip_range.parse().map_err(|_| {
+                    NetworkError::InvalidConfig(format!("invalid ip-range {}", c.ip_range))
+                })?;
+                if !subnet.contains(&range) {
+                    return Err(NetworkError::InvalidConfig(format!(
+                        "no matching subnet for range {range}: it is not inside {subnet}"
+                    )));
+                }
+                Some(range.trunc())
+            };
+            let clash = self
+                .list()
+                .iter()
+                .flat_map(|n| n.pools6.iter())
+                .chain(pools.iter())
+                .any(|p| {
+                    p.subnet.contains(&subnet.network()) || subnet.contains(&p.subnet.network())
+                });
+            if clash {
+                return Err(NetworkError::Overlap);
+            }
+            pools.push(Pool6 {
+                subnet,
+                gateway,
+                ip_range,
+                implicit_gateway: c.gateway.is_empty(),
             });
         }
         Ok(pools)
@@ -186,6 +279,9 @@ impl Networks {
         if let Some(live) = self.live() {
             if let Some(rules) = super::services::rules_of(&net) {
                 live.services.firewall.teardown_network(&rules).await?;
+            }
+            if let Some(rules6) = super::services::rules_of6(&net) {
+                live.services.firewall6.teardown_network(&rules6).await?;
             }
             live.netlink.delete(&net.bridge).await?;
         }

@@ -11,6 +11,7 @@
 //! - [`endpoints`]: a container's endpoints at start, exit, connect and
 //!   disconnect, and their recovery after a restart of the daemon.
 //! - [`files`]: the container's `/etc/hosts` and `/etc/resolv.conf`.
+//! - [`links`]: legacy links' environment, and their removal.
 //! - [`settings`]: what inspect shows of networks and of a container's.
 //! - [`firewall`], [`ports`], [`dns`]: the host's rules, published ports
 //!   and the embedded DNS server of containers on user networks.
@@ -20,12 +21,12 @@
 //! network namespace with loopback only.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::events::Kind;
@@ -36,13 +37,14 @@ pub mod endpoints;
 pub mod files;
 pub mod firewall;
 pub mod ipam;
+pub mod links;
 mod manage;
 pub mod netlink;
 pub mod ports;
 pub mod services;
 pub mod settings;
 
-pub use endpoints::{attach, check_create, connect, disconnect, recover, release};
+pub use endpoints::{attach, check_create, connect, disconnect, disconnect_gone, recover, release};
 
 /// The default bridge's device unless berthd is told otherwise.
 pub const DEFAULT_BRIDGE: &str = "berth0";
@@ -74,10 +76,12 @@ pub enum NetworkError {
     InUse { name: String, id: String },
     #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")]
     NoPool,
+    #[error("could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network")]
+    NoPool6,
     #[error("no available IPv4 addresses on this network's address pools: {name} ({id})")]
     NoAddress { name: String, id: String },
     #[error("Address already in use")]
-    AddressInUse(Ipv4Addr),
+    AddressInUse(std::net::IpAddr),
     #[error("endpoint with name {container} already exists in network {network}")]
     AlreadyConnected { container: String, network: String },
     #[error("container {container} is not connected to network {network}")]
@@ -86,6 +90,12 @@ pub enum NetworkError {
     SharedNamespace,
     #[error("networking is not set up in this engine")]
     NotInitialized,
+    #[error("{0}")]
+    LinkTarget(String),
+    #[error("Cannot link to a non running container: {target} AS {name}")]
+    LinkNotRunning { target: String, name: String },
+    #[error("give the container its links' environment: {0}")]
+    LinkSpec(String),
     #[error(transparent)]
     Netlink(#[from] netlink::NetlinkError),
     #[error(transparent)]
@@ -133,6 +143,24 @@ pub struct Pool {
     pub gateway: Ipv4Addr,
     #[serde(with = "ipam::opt_net_text")]
     pub ip_range: Option<Ipv4Net>,
+    /// `AuxiliaryAddresses`: reserved, never given to a container.
+    #[serde(default)]
+    pub aux: BTreeMap<String, Ipv4Addr>,
+    /// A subnet given without its gateway: dockerd's inspect shows none.
+    #[serde(default)]
+    pub implicit_gateway: bool,
+}
+
+/// One IPv6 pool of a network (with `EnableIPv6`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool6 {
+    #[serde(with = "ipam::net_text")]
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+    #[serde(with = "ipam::opt_net_text")]
+    pub ip_range: Option<Ipv6Net>,
+    #[serde(default)]
+    pub implicit_gateway: bool,
 }
 
 /// A network as the engine keeps it.
@@ -146,9 +174,15 @@ pub struct NetworkRecord {
     pub attachable: bool,
     pub enable_ipv6: bool,
     pub ipam_driver: String,
-    pub ipam_options: BTreeMap<String, String>,
+    /// As the client sent them: dockerd shows `null` for none, `{}` for
+    /// an empty map (the docker CLI's).
+    pub ipam_options: Option<BTreeMap<String, String>>,
     /// The first pool is where containers get their addresses.
     pub pools: Vec<Pool>,
+    /// The IPv6 pools; containers get an address of the first when the
+    /// network has IPv6 enabled.
+    #[serde(default)]
+    pub pools6: Vec<Pool6>,
     /// Whether the pools were the client's (inspect shows them either way).
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
@@ -171,6 +205,11 @@ impl NetworkRecord {
     pub fn pool(&self) -> Option<&Pool> {
         self.pools.first()
     }
+
+    /// The pool of containers' IPv6 addresses, when IPv6 is on.
+    pub fn pool6(&self) -> Option<&Pool6> {
+        self.pools6.first().filter(|_| self.enable_ipv6)
+    }
 }
 
 /// A container's place on a network: its address and its devices.
@@ -178,6 +217,10 @@ impl NetworkRecord {
 pub struct EndpointRecord {
     pub id: String,
     pub container: String,
+    /// The container's name when it joined (`disconnect --force` finds
+    /// the endpoints of a removed container by it).
+    #[serde(default)]
+    pub name: String,
     pub network: String,
     /// The interface in the container (`eth0`, `eth1`, ...).
     pub ifname: String,
@@ -189,6 +232,13 @@ pub struct EndpointRecord {
     pub mac: String,
     /// The address the client asked for (`IPAMConfig.IPv4Address`).
     pub requested_ip: Option<Ipv4Addr>,
+    /// The IPv6 address, on a network with IPv6, with its prefix and gateway.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     pub aliases: Vec<String>,
     pub links: Vec<String>,
     pub dns_names: Vec<String>,
@@ -210,7 +260,9 @@ fn endpoint_key(container: &str, network: &str) -> String {
 /// What a container asks of a new endpoint.
 pub(crate) struct Wanted {
     pub container: String,
+    pub name: String,
     pub requested: Option<Ipv4Addr>,
+    pub requested6: Option<Ipv6Addr>,
     pub ifname: String,
     pub aliases: Vec<String>,
     pub links: Vec<String>,
@@ -285,6 +337,8 @@ pub struct IpamConfigRequest {
     pub gateway: String,
     #[serde(rename = "IPRange")]
     pub ip_range: String,
+    #[serde(rename = "AuxiliaryAddresses")]
+    pub aux_addresses: Option<BTreeMap<String, String>>,
 }
 
 fn new_id() -> String {
@@ -366,6 +420,8 @@ impl Networks {
                     subnet: net,
                     gateway: addr,
                     ip_range: None,
+                    aux: BTreeMap::new(),
+                    implicit_gateway: false,
                 })
             }
             None => None,
@@ -381,6 +437,8 @@ impl Networks {
                     subnet,
                     gateway: ipam::first_host(&subnet),
                     ip_range: None,
+                    aux: BTreeMap::new(),
+                    implicit_gateway: false,
                 }
             }
         };
@@ -431,8 +489,9 @@ impl Networks {
             attachable: false,
             enable_ipv6: false,
             ipam_driver: "default".into(),
-            ipam_options: BTreeMap::new(),
+            ipam_options: None,
             pools,
+            pools6: Vec::new(),
             options: BTreeMap::new(),
             labels: BTreeMap::new(),
             bridge,
@@ -440,12 +499,19 @@ impl Networks {
         }
     }
 
-    /// The bridge device of a bridge network, with its gateway address.
+    /// The bridge device of a bridge network, with its gateway addresses.
     async fn ensure_device(&self, net: &NetworkRecord) -> Result<()> {
         let live = self.must_live()?;
         if let Some(pool) = net.pool() {
+            let gw6 = net.pool6().map(|p| (p.gateway, p.subnet.prefix_len()));
             live.netlink
-                .ensure_bridge(&net.bridge, pool.gateway, pool.subnet.prefix_len(), net.mtu)
+                .ensure_bridge(
+                    &net.bridge,
+                    pool.gateway,
+                    pool.subnet.prefix_len(),
+                    gw6,
+                    net.mtu,
+                )
                 .await?;
         }
         Ok(())
@@ -536,7 +602,9 @@ impl Networks {
     fn allocate(&self, net: &NetworkRecord, want: Wanted) -> Result<EndpointRecord> {
         let Wanted {
             container,
+            name,
             requested,
+            requested6,
             ifname,
             aliases,
             links,
@@ -562,6 +630,7 @@ impl Networks {
             .values()
             .filter(|e| e.network == net.id)
             .map(|e| e.ip)
+            .chain(pool.aux.values().copied())
             .collect();
         let ip = match requested {
             Some(ip) => {
@@ -571,7 +640,7 @@ impl Networks {
                     )));
                 }
                 if used.contains(&ip) {
-                    return Err(NetworkError::AddressInUse(ip));
+                    return Err(NetworkError::AddressInUse(ip.into()));
                 }
                 ip
             }
@@ -581,11 +650,16 @@ impl Networks {
                     id: net.id.clone(),
                 })?,
         };
+        let ip6 = match net.pool6() {
+            Some(p6) => Some(self.allocate6(&reg, net, p6, requested6)?),
+            None => None,
+        };
         let id = new_id();
         let ep = EndpointRecord {
             veth: format!("veth{}", &id[..7]),
             id,
             container: container.to_string(),
+            name,
             network: net.id.clone(),
             ifname,
             ip,
@@ -593,6 +667,9 @@ impl Networks {
             gateway: pool.gateway,
             mac: ipam::format_mac(&mac.unwrap_or_else(|| ipam::mac_for(ip))),
             requested_ip: requested,
+            ip6,
+            prefix6: net.pool6().map_or(0, |p| p.subnet.prefix_len()),
+            gateway6: net.pool6().map(|p| p.gateway),
             aliases,
             links,
             dns_names,
@@ -604,6 +681,36 @@ impl Networks {
         self.store.put_deferred(Table::Endpoints, &ep.key(), &ep)?;
         reg.endpoints.insert(ep.key(), ep.clone());
         Ok(ep)
+    }
+
+    /// An IPv6 address on `net`: the one asked for, else the lowest free.
+    fn allocate6(
+        &self,
+        reg: &Registry,
+        net: &NetworkRecord,
+        pool: &Pool6,
+        requested: Option<Ipv6Addr>,
+    ) -> Result<Ipv6Addr> {
+        let used: BTreeSet<Ipv6Addr> = reg
+            .endpoints
+            .values()
+            .filter(|e| e.network == net.id)
+            .filter_map(|e| e.ip6)
+            .collect();
+        match requested {
+            Some(ip) if !ipam::assignable6(&pool.subnet, pool.gateway, ip) => {
+                Err(NetworkError::InvalidConfig(format!(
+                    "no configured subnet or ip-range contain the IP address {ip}"
+                )))
+            }
+            Some(ip) if used.contains(&ip) => Err(NetworkError::AddressInUse(ip.into())),
+            Some(ip) => Ok(ip),
+            None => ipam::allocate6(&pool.subnet, pool.ip_range.as_ref(), pool.gateway, &used)
+                .ok_or_else(|| NetworkError::NoAddress {
+                    name: net.name.clone(),
+                    id: net.id.clone(),
+                }),
+        }
     }
 
     /// Writes a changed endpoint record.

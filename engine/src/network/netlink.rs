@@ -9,13 +9,14 @@
 //! never change namespace.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
+use rtnetlink::packet_route::address::AddressHeaderFlags;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::sys::{Socket, TokioSocket};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -95,12 +96,14 @@ impl Netlink {
             .ok_or_else(|| NetlinkError::NoLink(name.to_string()))
     }
 
-    /// The bridge `name` with `address/prefix` on it, up; made when missing.
+    /// The bridge `name` with `address/prefix` (and the IPv6 `address6`)
+    /// on it, up; made when missing.
     pub async fn ensure_bridge(
         &self,
         name: &str,
         address: Ipv4Addr,
         prefix: u8,
+        address6: Option<(Ipv6Addr, u8)>,
         mtu: Option<u32>,
     ) -> Result<u32, NetlinkError> {
         let index = match self.index(name).await? {
@@ -129,8 +132,31 @@ impl Netlink {
             Err(e) if is_errno(&e, libc::EEXIST) => {}
             Err(e) => return Err(request(format!("address {address}/{prefix} on {name}"))(e)),
         }
+        if let Some((addr6, prefix6)) = address6 {
+            match self.add_address6(index, addr6, prefix6).await {
+                Ok(()) => {}
+                Err(e) if is_errno(&e, libc::EEXIST) => {}
+                Err(e) => return Err(request(format!("address {addr6}/{prefix6} on {name}"))(e)),
+            }
+        }
         self.set_up(index, name).await?;
         Ok(index)
+    }
+
+    /// An IPv6 address without duplicate address detection: usable at once
+    /// (the addresses are the IPAM's, given once).
+    async fn add_address6(
+        &self,
+        index: u32,
+        address: Ipv6Addr,
+        prefix: u8,
+    ) -> Result<(), rtnetlink::Error> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(address), prefix);
+        req.message_mut().header.flags = AddressHeaderFlags::Nodad;
+        req.execute().await
     }
 
     async fn set_up(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
@@ -166,6 +192,7 @@ impl Netlink {
         netns: &OwnedFd,
     ) -> Result<(), NetlinkError> {
         use std::os::fd::AsRawFd;
+        // (not made up: the kernel refuses a veth peer up at creation)
         let mut peer_msg = LinkUnspec::new_with_name(peer)
             .address(mac.to_vec())
             .setns_by_fd(netns.as_raw_fd());
@@ -193,14 +220,16 @@ impl Netlink {
         Ok(())
     }
 
-    /// Inside a container's namespace: `ifname` up with
-    /// `address/prefix`, and the default route via `gateway` if given.
+    /// Inside a container's namespace: `ifname` up with `address/prefix`
+    /// (and `v6`, an IPv6 address with its prefix and gateway), and the
+    /// default routes via the gateways given.
     pub async fn configure(
         &self,
         ifname: &str,
         address: Ipv4Addr,
         prefix: u8,
         gateway: Option<Ipv4Addr>,
+        v6: Option<Addr6>,
     ) -> Result<(), NetlinkError> {
         let index = self.must_index(ifname).await?;
         self.handle
@@ -209,7 +238,26 @@ impl Netlink {
             .execute()
             .await
             .map_err(request(format!("address {address}/{prefix} on {ifname}")))?;
+        if let Some(v6) = &v6 {
+            self.add_address6(index, v6.address, v6.prefix)
+                .await
+                .map_err(request(format!(
+                    "address {}/{} on {ifname}",
+                    v6.address, v6.prefix
+                )))?;
+        }
         self.set_up(index, ifname).await?;
+        if let Some(gw) = v6.and_then(|v| v.gateway) {
+            let route = RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(gw)
+                .output_interface(index)
+                .build();
+            match self.handle.route().add(route).execute().await {
+                Ok(()) => {}
+                Err(e) if is_errno(&e, libc::EEXIST) => {}
+                Err(e) => return Err(request(format!("default route via {gw}"))(e)),
+            }
+        }
         if let Some(gw) = gateway {
             let route = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(gw)
@@ -238,6 +286,15 @@ impl Netlink {
         }
         Ok(out)
     }
+}
+
+/// A container's IPv6 address on one interface, and the gateway of its
+/// default route (none on an internal network).
+#[derive(Clone, Copy, Debug)]
+pub struct Addr6 {
+    pub address: Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv6Addr>,
 }
 
 /// Runs `f` on a new thread that first entered the namespace at `path`
@@ -334,6 +391,16 @@ pub fn remove_namespace(path: &Path) -> Result<(), NetlinkError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(err(e)),
     }
+}
+
+/// Turns on IPv6 forwarding in the daemon's namespace (once a network
+/// with IPv6 exists).
+pub fn enable_forwarding6() -> io::Result<()> {
+    let path = "/proc/sys/net/ipv6/conf/all/forwarding";
+    if std::fs::read_to_string(path)?.trim() == "1" {
+        return Ok(());
+    }
+    std::fs::write(path, "1")
 }
 
 /// Turns on IPv4 forwarding in the daemon's namespace.

@@ -21,6 +21,8 @@ use crate::Engine;
 /// The firewall, the host ports held and the DNS servers running.
 pub struct Services {
     pub firewall: Firewall,
+    /// The same rules for the IPv6 subnets and addresses.
+    pub firewall6: Firewall,
     pub ports: PortAllocator,
     dns: Mutex<BTreeMap<String, DnsHandle>>,
 }
@@ -54,12 +56,12 @@ impl Published {
     }
 }
 
-/// `iptables` on PATH (or in /usr/sbin).
-fn find_iptables() -> Option<PathBuf> {
+/// `iptables` (or `ip6tables`) on PATH (or in /usr/sbin).
+fn find_iptables(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join("iptables"))
+        .map(|d| d.join(tool))
         .find(|p| p.is_file())
 }
 
@@ -71,15 +73,20 @@ impl Default for Services {
 
 impl Services {
     pub fn new() -> Services {
-        let firewall = match find_iptables() {
+        let firewall = match find_iptables("iptables") {
             Some(path) => Firewall::new(path, true),
             None => {
                 tracing::warn!("no iptables found: no outbound NAT, isolation or published ports");
                 Firewall::new("iptables", false)
             }
         };
+        let firewall6 = match find_iptables("ip6tables") {
+            Some(path) => Firewall::new6(path, true),
+            None => Firewall::new6("ip6tables", false),
+        };
         Services {
             firewall,
+            firewall6,
             ports: PortAllocator::new(),
             dns: Mutex::new(BTreeMap::new()),
         }
@@ -96,11 +103,35 @@ pub fn rules_of(net: &NetworkRecord) -> Option<NetworkRules> {
     let off = |key: &str| net.options.get(key).is_some_and(|v| v == "false");
     Some(NetworkRules {
         bridge: net.bridge.clone(),
-        subnet: pool.subnet,
+        subnet: pool.subnet.into(),
         internal: net.internal,
         icc: !off("com.docker.network.bridge.enable_icc"),
         masquerade: !off("com.docker.network.bridge.enable_ip_masquerade"),
     })
+}
+
+/// A bridge network's IPv6 rules (a network with IPv6).
+pub fn rules_of6(net: &NetworkRecord) -> Option<NetworkRules> {
+    let pool6 = net.pool6()?;
+    let mut rules = rules_of(net)?;
+    rules.subnet = pool6.subnet.into();
+    Some(rules)
+}
+
+/// The port rules of an endpoint's mappings, IPv4 and (when the
+/// endpoint has an IPv6 address) IPv6.
+fn port_rules(
+    ep: &EndpointRecord,
+    bridge: &str,
+    mappings: &[PortMapping],
+) -> (PortRules, Option<PortRules>) {
+    let of = |ip: IpAddr| PortRules {
+        container: ep.container.clone(),
+        container_ip: ip,
+        bridge: bridge.to_string(),
+        mappings: mappings.to_vec(),
+    };
+    (of(IpAddr::V4(ep.ip)), ep.ip6.map(|ip| of(IpAddr::V6(ip))))
 }
 
 /// What a container asks to publish (checked at create too).
@@ -131,15 +162,17 @@ pub async fn publish(engine: &Engine, record: &ContainerRecord) -> Result<()> {
         .services
         .ports
         .allocate(&record.id, IpAddr::V4(first.ip), &requests)?;
-    let rules = PortRules {
-        container: record.id.clone(),
-        container_ip: first.ip,
-        bridge: net.bridge.clone(),
-        mappings: mappings.clone(),
-    };
+    let (rules, rules6) = port_rules(&first, &net.bridge, &mappings);
     if let Err(e) = live.services.firewall.add_ports(&rules).await {
         live.services.ports.release(&record.id);
         return Err(e.into());
+    }
+    if let Some(rules6) = rules6 {
+        if let Err(e) = live.services.firewall6.add_ports(&rules6).await {
+            let _ = live.services.firewall.remove_ports(&rules).await;
+            live.services.ports.release(&record.id);
+            return Err(e.into());
+        }
     }
     let mut kept = first.clone();
     kept.ports = mappings.iter().map(Published::of).collect();
@@ -158,14 +191,15 @@ pub async fn unpublish(engine: &Engine, ep: &EndpointRecord) {
     }
     live.services.ports.release(&ep.container);
     let bridge = nets.get(&ep.network).map(|n| n.bridge).unwrap_or_default();
-    let rules = PortRules {
-        container: ep.container.clone(),
-        container_ip: ep.ip,
-        bridge,
-        mappings: ep.ports.iter().filter_map(Published::mapping).collect(),
-    };
+    let mappings: Vec<PortMapping> = ep.ports.iter().filter_map(Published::mapping).collect();
+    let (rules, rules6) = port_rules(ep, &bridge, &mappings);
     if let Err(e) = live.services.firewall.remove_ports(&rules).await {
         tracing::warn!(container = %ep.container, error = %e, "withdraw published ports");
+    }
+    if let Some(rules6) = rules6 {
+        if let Err(e) = live.services.firewall6.remove_ports(&rules6).await {
+            tracing::warn!(container = %ep.container, error = %e, "withdraw published IPv6 ports");
+        }
     }
 }
 
@@ -241,7 +275,9 @@ pub async fn restore(engine: &Engine) {
         return;
     };
     let networks: Vec<NetworkRules> = nets.list().iter().filter_map(rules_of).collect();
-    let mut port_rules = Vec::new();
+    let networks6: Vec<NetworkRules> = nets.list().iter().filter_map(rules_of6).collect();
+    let mut all_rules = Vec::new();
+    let mut all_rules6 = Vec::new();
     let published: Vec<EndpointRecord> = nets
         .reg()
         .endpoints
@@ -266,12 +302,12 @@ pub async fn restore(engine: &Engine) {
             .ports
             .allocate(&ep.container, IpAddr::V4(ep.ip), &requests)
         {
-            Ok(mappings) => port_rules.push(PortRules {
-                container: ep.container.clone(),
-                container_ip: ep.ip,
-                bridge: nets.get(&ep.network).map(|n| n.bridge).unwrap_or_default(),
-                mappings,
-            }),
+            Ok(mappings) => {
+                let bridge = nets.get(&ep.network).map(|n| n.bridge).unwrap_or_default();
+                let (rules, rules6) = port_rules(ep, &bridge, &mappings);
+                all_rules.push(rules);
+                all_rules6.extend(rules6);
+            }
             Err(e) => {
                 tracing::warn!(container = %ep.container, error = %e, "hold the published ports again")
             }
@@ -280,10 +316,20 @@ pub async fn restore(engine: &Engine) {
     if let Err(e) = live
         .services
         .firewall
-        .reconcile(&networks, &port_rules)
+        .reconcile(&networks, &all_rules)
         .await
     {
         tracing::warn!(error = %e, "write the firewall's rules");
+    }
+    if !networks6.is_empty() || !all_rules6.is_empty() {
+        if let Err(e) = live
+            .services
+            .firewall6
+            .reconcile(&networks6, &all_rules6)
+            .await
+        {
+            tracing::warn!(error = %e, "write the IPv6 firewall's rules");
+        }
     }
     for c in engine.containers.all() {
         if c.status().is_running() {
@@ -330,8 +376,12 @@ impl NameLookup for Names {
                     .dns_names
                     .iter()
                     .any(|n| wanted.iter().any(|w| n.eq_ignore_ascii_case(w)));
-                if known && !out.contains(&IpAddr::V4(ep.ip)) {
-                    out.push(IpAddr::V4(ep.ip));
+                if known {
+                    for ip in std::iter::once(IpAddr::V4(ep.ip)).chain(ep.ip6.map(IpAddr::V6)) {
+                        if !out.contains(&ip) {
+                            out.push(ip);
+                        }
+                    }
                 }
             }
         }

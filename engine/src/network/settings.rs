@@ -18,12 +18,28 @@ pub fn network_json(engine: &Engine, net: &NetworkRecord, containers: bool) -> V
         .pools
         .iter()
         .map(|p| {
-            let mut c = json!({"Subnet": p.subnet.to_string(), "Gateway": p.gateway.to_string()});
+            let mut c = json!({"Subnet": p.subnet.to_string()});
+            if !p.implicit_gateway {
+                c["Gateway"] = json!(p.gateway.to_string());
+            }
+            if let Some(r) = &p.ip_range {
+                c["IPRange"] = json!(r.to_string());
+            }
+            if !p.aux.is_empty() {
+                c["AuxiliaryAddresses"] = json!(p.aux);
+            }
+            c
+        })
+        .chain(net.pools6.iter().map(|p| {
+            let mut c = json!({"Subnet": p.subnet.to_string()});
+            if !p.implicit_gateway {
+                c["Gateway"] = json!(p.gateway.to_string());
+            }
             if let Some(r) = &p.ip_range {
                 c["IPRange"] = json!(r.to_string());
             }
             c
-        })
+        }))
         .collect();
     let mut members = Map::new();
     if containers {
@@ -40,7 +56,7 @@ pub fn network_json(engine: &Engine, net: &NetworkRecord, containers: bool) -> V
                     "EndpointID": ep.id,
                     "MacAddress": ep.mac,
                     "IPv4Address": format!("{}/{}", ep.ip, ep.prefix),
-                    "IPv6Address": "",
+                    "IPv6Address": ep.ip6.map(|a| format!("{a}/{}", ep.prefix6)).unwrap_or_default(),
                 }),
             );
         }
@@ -55,7 +71,7 @@ pub fn network_json(engine: &Engine, net: &NetworkRecord, containers: bool) -> V
         "EnableIPv6": net.enable_ipv6,
         "IPAM": {
             "Driver": net.ipam_driver,
-            "Options": if net.ipam_options.is_empty() { Value::Null } else { json!(net.ipam_options) },
+            "Options": net.ipam_options,
             "Config": config,
         },
         "Internal": net.internal,
@@ -81,25 +97,47 @@ fn endpoint_json(net_id: &str, settings: &EndpointSettings, ep: Option<&Endpoint
             e.mac.clone(),
             (!e.dns_names.is_empty()).then(|| json!(e.dns_names)),
         ),
-        None => Default::default(),
+        // Not running: what the client asked for.
+        None => (
+            String::new(),
+            String::new(),
+            String::new(),
+            0,
+            settings.mac_address.clone(),
+            None,
+        ),
     };
+    let v6 = v6_fields(ep);
     json!({
         "IPAMConfig": settings.ipam_config,
         "Links": settings.links,
         "Aliases": settings.aliases,
         "MacAddress": mac,
-        "DriverOpts": null,
+        "DriverOpts": settings.driver_opts,
         "GwPriority": 0,
         "NetworkID": net_id,
         "EndpointID": id,
         "Gateway": gw,
         "IPAddress": ip,
         "IPPrefixLen": prefix,
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "IPv6Gateway": v6.1,
+        "GlobalIPv6Address": v6.0,
+        "GlobalIPv6PrefixLen": v6.2,
         "DNSNames": dns.unwrap_or(Value::Null),
     })
+}
+
+/// `GlobalIPv6Address`, `IPv6Gateway` and `GlobalIPv6PrefixLen` of an
+/// endpoint (empty without IPv6).
+fn v6_fields(ep: Option<&EndpointRecord>) -> (String, String, u8) {
+    match ep.and_then(|e| e.ip6.map(|a| (a, e))) {
+        Some((addr, e)) => (
+            addr.to_string(),
+            e.gateway6.map(|g| g.to_string()).unwrap_or_default(),
+            e.prefix6,
+        ),
+        None => (String::new(), String::new(), 0),
+    }
 }
 
 fn mappings(eps: &[EndpointRecord]) -> Vec<super::ports::PortMapping> {
@@ -195,6 +233,7 @@ pub fn container_json(engine: &Engine, record: &ContainerRecord) -> Value {
         ),
         None => Default::default(),
     };
+    let v6 = v6_fields(on_bridge);
     json!({
         "Bridge": "",
         "SandboxID": sandbox_id,
@@ -207,11 +246,11 @@ pub fn container_json(engine: &Engine, record: &ContainerRecord) -> Value {
         "SecondaryIPv6Addresses": null,
         "EndpointID": ep_id,
         "Gateway": gw,
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "GlobalIPv6Address": v6.0,
+        "GlobalIPv6PrefixLen": v6.2,
         "IPAddress": ip,
         "IPPrefixLen": prefix,
-        "IPv6Gateway": "",
+        "IPv6Gateway": v6.1,
         "MacAddress": mac,
         "Networks": networks_json(engine, record),
     })
@@ -238,6 +277,31 @@ pub fn on_network(engine: &Engine, record: &ContainerRecord, key: &str) -> bool 
     super::endpoints::configured(record)
         .iter()
         .any(|(name, _)| *name == net.name || *name == net.id)
+}
+
+/// What `POST /networks/prune` takes among the unused user networks:
+/// `until` (made before that time), `label` (`k` or `k=v`, all of them)
+/// and `label!` (none of them).
+pub fn prune_filter(
+    filters: &BTreeMap<String, BTreeSet<String>>,
+    until: Option<std::time::SystemTime>,
+) -> Result<impl Fn(&NetworkRecord) -> bool + use<>, NetworkError> {
+    for key in filters.keys() {
+        if !matches!(key.as_str(), "until" | "label" | "label!") {
+            return Err(NetworkError::InvalidConfig(format!(
+                "invalid filter '{key}'"
+            )));
+        }
+    }
+    let want = filters.get("label").cloned().unwrap_or_default();
+    let refuse = filters.get("label!").cloned().unwrap_or_default();
+    Ok(move |n: &NetworkRecord| {
+        let has = |f: &String| match f.split_once('=') {
+            Some((k, v)) => n.labels.get(k).is_some_and(|have| have == v),
+            None => n.labels.contains_key(f),
+        };
+        until.is_none_or(|t| n.created < t) && want.iter().all(has) && !refuse.iter().any(has)
+    })
 }
 
 /// The networks `GET /networks` and prune's filters select: `name`

@@ -230,6 +230,7 @@ pub struct EndpointSettings {
     pub ip_prefix_len: i64,
     #[serde(rename = "MacAddress")]
     pub mac_address: String,
+    pub driver_opts: Option<BTreeMap<String, String>>,
 }
 
 /// Docker takes `Cmd` and `Entrypoint` as a list or, from old clients, a

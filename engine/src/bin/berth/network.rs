@@ -113,6 +113,9 @@ pub struct ConnectArgs {
     /// IPv4 address (e.g., "172.30.100.104")
     #[arg(long)]
     ip: Option<String>,
+    /// IPv6 address (e.g., "2001:db8::33")
+    #[arg(long)]
+    ip6: Option<String>,
     /// Add network-scoped alias for the container
     #[arg(long)]
     alias: Vec<String>,
@@ -190,8 +193,15 @@ pub async fn run(c: &Client, cmd: NetworkCommand) -> anyhow::Result<()> {
         }
         NetworkCommand::Connect(a) => {
             let mut config = json!({});
+            let mut ipam = serde_json::Map::new();
             if let Some(ip) = &a.ip {
-                config["IPAMConfig"] = json!({ "IPv4Address": ip });
+                ipam.insert("IPv4Address".into(), json!(ip));
+            }
+            if let Some(ip) = &a.ip6 {
+                ipam.insert("IPv6Address".into(), json!(ip));
+            }
+            if !ipam.is_empty() {
+                config["IPAMConfig"] = serde_json::Value::Object(ipam);
             }
             if !a.alias.is_empty() {
                 config["Aliases"] = json!(a.alias);

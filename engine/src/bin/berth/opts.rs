@@ -124,6 +124,9 @@ pub struct ContainerOpts {
     /// IPv4 address (e.g., 172.30.100.104)
     #[arg(long)]
     pub ip: Option<String>,
+    /// IPv6 address (e.g., 2001:db8::33)
+    #[arg(long)]
+    pub ip6: Option<String>,
     /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
     #[arg(long = "mac-address")]
     pub mac_address: Option<String>,
@@ -321,6 +324,7 @@ impl ContainerOpts {
         let networking_config = network_endpoint(
             &host.network_mode,
             self.ip.as_deref(),
+            self.ip6.as_deref(),
             self.mac_address.as_deref(),
             &self.network_alias,
         );
@@ -332,19 +336,27 @@ impl ContainerOpts {
     }
 }
 
-/// `--ip`, `--mac-address` and `--network-alias` as the docker CLI sends
-/// them: the settings of the endpoint on the `--network`.
+/// `--ip`, `--ip6`, `--mac-address` and `--network-alias` as the docker
+/// CLI sends them: the settings of the endpoint on the `--network`.
 fn network_endpoint(
     mode: &str,
     ip: Option<&str>,
+    ip6: Option<&str>,
     mac: Option<&str>,
     aliases: &[String],
 ) -> Option<berth_engine::types::NetworkingConfig> {
-    if ip.is_none() && mac.is_none() && aliases.is_empty() {
+    if ip.is_none() && ip6.is_none() && mac.is_none() && aliases.is_empty() {
         return None;
     }
+    let mut ipam = serde_json::Map::new();
+    if let Some(ip) = ip {
+        ipam.insert("IPv4Address".into(), json!(ip));
+    }
+    if let Some(ip) = ip6 {
+        ipam.insert("IPv6Address".into(), json!(ip));
+    }
     let settings = berth_engine::types::EndpointSettings {
-        ipam_config: ip.map(|ip| json!({ "IPv4Address": ip })),
+        ipam_config: (!ipam.is_empty()).then_some(serde_json::Value::Object(ipam)),
         aliases: (!aliases.is_empty()).then(|| aliases.to_vec()),
         mac_address: mac.unwrap_or_default().to_string(),
         ..Default::default()
