@@ -12,16 +12,17 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use berth_proto::containers::v1 as containers;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 
+use super::container::StepContainer;
 use super::image::push_history;
 use super::pipeline::{write_manifest, BuildError, Built, Output};
 use crate::backend::TaskOptions;
 use crate::images::names::short_id;
 use crate::images::remove::chain_ids;
-use crate::images::Layer;
+use crate::images::{ImageConfigFile, Layer};
+use crate::types::HostConfig;
 use crate::Engine;
 
 /// The diff id of a layer that changes nothing (an empty tar).
@@ -38,7 +39,7 @@ fn diff_ids(built: &Built) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -69,6 +70,7 @@ pub async fn run_step(
     engine: &Engine,
     built: &mut Built,
     step: RunStep,
+    hc: &HostConfig,
     out: &Output<'_>,
     intermediate: &mut Vec<String>,
 ) -> Result<(), BuildError> {
@@ -79,7 +81,8 @@ pub async fn run_step(
     intermediate.push(created.name.clone());
 
     let key = prepare(engine, built).await?;
-    let result = run_in(engine, &created.name, &key, &step, out).await;
+    let doc: ImageConfigFile = serde_json::from_value(built.doc.to_value()).unwrap_or_default();
+    let result = run_in(engine, &created.name, &doc, &key, &step, hc, out).await;
     let status = match result {
         Ok(status) => status,
         Err(e) => {
@@ -151,33 +154,24 @@ pub async fn commit_layer(
 }
 
 /// The container and its task: the exit status. Both are removed before
-/// this returns.
+/// this returns, and the container's network with them.
 async fn run_in(
     engine: &Engine,
     image: &str,
+    doc: &ImageConfigFile,
     key: &str,
     step: &RunStep,
+    hc: &HostConfig,
     out: &Output<'_>,
 ) -> Result<u32, BuildError> {
     let supervisor = &engine.supervisor;
     let id = unique("container");
-    let request = containers::CreateContainerRequest {
-        id: id.clone(),
-        image: image.to_string(),
-        snapshot_key: key.to_string(),
-        labels: [("berth.build".to_string(), "1".to_string())].into(),
-        overrides: Some(containers::Overrides {
-            args: step.argv.clone(),
-            env: step.env.clone(),
-            hostname: short_id(&id).to_string(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    supervisor.create_container(request).await?;
-    out.say(format!(" ---> Running in {}\n", short_id(&id)))
-        .await?;
+    let container =
+        StepContainer::create(engine, &id, image, doc, key, &step.argv, &step.env, hc).await?;
     let ran = async {
+        out.say(format!(" ---> Running in {}\n", short_id(&id)))
+            .await?;
+        container.attach_network(engine).await?;
         supervisor
             .create_task(
                 &id,
@@ -203,7 +197,7 @@ async fn run_in(
         let _ = supervisor.wait(&id, "").await;
     }
     let _ = supervisor.delete_task(&id).await;
-    let _ = supervisor.delete_container(&id).await;
+    container.remove(engine).await;
     if ran.is_ok() {
         out.say(format!(
             "Removing intermediate container {}\n",
