@@ -559,3 +559,16 @@ fn commit_pauses_a_running_container_and_takes_an_exited_one() {
     assert_eq!(out.stdout, "x\n");
     berthd.docker(&["rm", "-f", "busy"]).ok();
 }
+
+#[test]
+fn a_steps_stderr_is_streamed_in_red_as_docker_shows_it() {
+    let berthd = Berthd::start();
+    let ctx = context("FROM busybox\nRUN echo out; echo err >&2\n");
+    let out = docker_build(&berthd, &["build", path(ctx.path())]).ok();
+    assert!(out.stdout.contains("out\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("\u{1b}[91merr\n\u{1b}[0m"),
+        "{:?}",
+        out.stdout
+    );
+}

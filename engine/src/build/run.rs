@@ -184,9 +184,14 @@ async fn run_in(
         let mut output = supervisor.attach(&id, "", false).await?.output;
         supervisor.start(&id, "").await?;
         while let Some(chunk) = output.next().await {
-            let Ok((_, bytes)) = chunk else { break };
-            out.say(String::from_utf8_lossy(&bytes).into_owned())
-                .await?;
+            let Ok((stream, bytes)) = chunk else { break };
+            let text = String::from_utf8_lossy(&bytes);
+            // Docker shows a step's stderr in red.
+            let text = match stream {
+                2 => format!("\x1b[91m{text}\x1b[0m"),
+                _ => text.into_owned(),
+            };
+            out.say(text).await?;
         }
         let exit = supervisor.wait(&id, "").await?;
         Ok::<u32, BuildError>(exit.exit_status)
