@@ -64,9 +64,14 @@ fn options(req: &Req) -> Result<BuildOptions, ApiError> {
     let build_args: BTreeMap<String, Option<String>> = json_map(req, "buildargs")?;
     let labels: BTreeMap<String, String> = json_map(req, "labels")?;
     Ok(BuildOptions {
+        // The first value, as Go's FormValue reads it: docker-py sends a
+        // Dockerfile from outside the context as `dockerfile=<its name in
+        // the tar>` and then again with its content.
         dockerfile: req
             .query
-            .get("dockerfile")
+            .get_all("dockerfile")
+            .first()
+            .copied()
             .filter(|d| !d.is_empty())
             .unwrap_or("Dockerfile")
             .to_string(),

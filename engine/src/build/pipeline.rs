@@ -173,6 +173,35 @@ pub fn read_dockerfile(root: &Path, name: &str) -> Result<String, BuildError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Docker's daemon drops the Dockerfile and `.dockerignore` from the
+/// context (once the Dockerfile is read) when `.dockerignore` lists them:
+/// clients send them whatever it says, and `COPY .` does not copy them.
+fn drop_ignored_build_files(root: &Path, dockerfile: &str) {
+    let Ok(text) = std::fs::read_to_string(root.join(".dockerignore")) else {
+        return;
+    };
+    let Ok(ignore) = super::dockerignore::Ignore::parse(&text) else {
+        return;
+    };
+    let dockerfile = if dockerfile.is_empty() {
+        "Dockerfile"
+    } else {
+        dockerfile
+    };
+    for name in [dockerfile, ".dockerignore"] {
+        if !ignore.excludes(name) {
+            continue;
+        }
+        if let Ok(path) = resolve_in_scope(root, name, false) {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "drop an ignored build file");
+                }
+            }
+        }
+    }
+}
+
 /// Runs a build on an unpacked context; the image id. The images named
 /// on the way (for RUN's containers) are deleted at the end, whatever the
 /// end.
@@ -227,6 +256,7 @@ async fn build_steps(
     }
     super::container::check_host_config(engine, &opts.host_config)?;
     let text = read_dockerfile(root, &opts.dockerfile)?;
+    drop_ignored_build_files(root, &opts.dockerfile);
     let mut file = dockerfile::parse(&text)?;
     if !opts.labels.is_empty() {
         // Docker adds the build's labels as a last LABEL step.

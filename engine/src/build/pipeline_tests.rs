@@ -267,3 +267,27 @@ async fn a_build_writes_under_a_lease_it_deletes_at_its_end_failed_or_not() {
     assert_ne!(second, lease);
     assert_eq!(calls.last().unwrap(), &format!("delete_lease {second}"));
 }
+
+#[tokio::test]
+async fn the_dockerfile_and_dockerignore_leave_the_context_when_it_lists_them() {
+    let fake = Fake::new();
+    add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context("FROM busybox\nENV A=1\n");
+    std::fs::write(
+        dir.path().join(".dockerignore"),
+        "Dockerfile\n.dockerignore\n",
+    )
+    .unwrap();
+    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    result.unwrap();
+    assert!(!dir.path().join("Dockerfile").exists());
+    assert!(!dir.path().join(".dockerignore").exists());
+    // Not listed: both stay.
+    let dir = context("FROM busybox\nENV A=1\n");
+    std::fs::write(dir.path().join(".dockerignore"), "other\n").unwrap();
+    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    result.unwrap();
+    assert!(dir.path().join("Dockerfile").exists());
+    assert!(dir.path().join(".dockerignore").exists());
+}
