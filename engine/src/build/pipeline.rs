@@ -5,10 +5,10 @@
 //! : ...`, ` ---> <id>`, `Successfully built`, `Successfully tagged`) sent
 //! as they happen.
 //!
-//! FROM (an image, pulled if missing, a previous stage, or `scratch`), the
-//! metadata instructions and RUN ([`super::run`]) are built; COPY, ADD and
-//! WORKDIR, which write into a snapshot, are refused with a clear error
-//! until that layer is in.
+//! The stages are built by [`super::stage`] (independent ones at once);
+//! FROM is an image (pulled if missing or with `pull`, with the
+//! `X-Registry-Config` credentials of its registry), a previous stage, or
+//! `scratch`. The whole build runs under a lease of the supervisor's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -204,7 +204,7 @@ fn drop_ignored_build_files(root: &Path, dockerfile: &str) {
 
 /// Runs a build on an unpacked context; the image id. The images named
 /// on the way (for RUN's containers) are deleted at the end, whatever the
-/// end.
+/// end, and the build's lease with them.
 pub async fn build(
     engine: &Arc<Engine>,
     opts: &BuildOptions,

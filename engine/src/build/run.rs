@@ -1,5 +1,8 @@
 //! RUN: the command runs as a container of the supervisor on a snapshot
-//! prepared from the image so far; its output is streamed as it comes;
+//! prepared from the image so far, made as the engine makes a run
+//! container, with the build's network and resources
+//! ([`super::container`]); its output is streamed as it comes (stderr in
+//! Docker's red);
 //! its changes become a layer (Snapshots.Diff) and the snapshot is
 //! committed under the new chain id, so the next step (and the image)
 //! start from it without unpacking anything.
@@ -7,8 +10,8 @@
 //! The supervisor makes containers from images only, so the state before
 //! the RUN is named as an image first (`build-step-<id>@<digest>`); the
 //! build deletes those names when its image is named (or when it fails),
-//! and the task, the container and, on failure, the snapshot are removed
-//! whatever happens.
+//! and the task, the container, its network and, on failure, the snapshot
+//! are removed whatever happens.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
