@@ -222,6 +222,9 @@ pub async fn build(
     let result = crate::backend::lease_scope(lease.clone(), async {
         let mut intermediate = Vec::new();
         let result = build_steps(engine, opts, root, tx, &mut intermediate).await;
+        // Stages on one base name the same step image.
+        intermediate.sort();
+        intermediate.dedup();
         for name in intermediate {
             if let Err(e) = engine.supervisor.delete_image(&name).await {
                 tracing::warn!(image = %name, error = %e, "remove a build step's image");
