@@ -2,8 +2,11 @@
 //! the build's network mode (`--network none|host|<user network>`, the
 //! default bridge), `--add-host` (`host-gateway` too), `--shm-size` and the
 //! resource options (`--memory`, `--cpu-shares`, `--cpuset-cpus`,
-//! `--ulimit`), with the real docker CLI's legacy builder on a berthd with
-//! networking, in a network namespace of its own.
+//! `--cpu-period`, `--cpu-quota`, `--ulimit`), with the real docker CLI's
+//! legacy builder on a berthd with networking, in a network namespace of
+//! its own; ADD of a URL and COPY of heredocs; `--cache-from`; stages built
+//! at once; FROM pulling with the client's registry credentials; commit's
+//! pause; a step's stderr.
 
 use std::fs;
 use std::path::Path;
@@ -167,7 +170,9 @@ fn run_steps_get_the_builds_network_and_resources() {
               cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu.weight; \
               cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null \
                 || cat /sys/fs/cgroup/cpuset.cpus; \
-              ulimit -n; ulimit -Hn) > /out\n",
+              ulimit -n; ulimit -Hn; \
+              cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null \
+                || cut -d' ' -f1 /sys/fs/cgroup/cpu.max) > /out\n",
         &[
             "--shm-size",
             "2m",
@@ -179,6 +184,10 @@ fn run_steps_get_the_builds_network_and_resources() {
             "0",
             "--ulimit",
             "nofile=1234:2345",
+            "--cpu-period",
+            "100000",
+            "--cpu-quota",
+            "50000",
         ],
     );
     let lines: Vec<&str> = limits.lines().collect();
@@ -188,7 +197,7 @@ fn run_steps_get_the_builds_network_and_resources() {
     // 9999 / 262142.
     assert!(lines[2] == "512" || lines[2] == "20", "{limits}");
     assert_eq!(lines[3], "0", "{limits}");
-    assert_eq!(&lines[4..], ["1234", "2345"], "{limits}");
+    assert_eq!(&lines[4..], ["1234", "2345", "50000"], "{limits}");
 
     // A memory limit too low for the kernel: the option named, no image.
     let ctx = context(interfaces);
