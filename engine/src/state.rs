@@ -56,15 +56,18 @@ pub enum Table {
     Networks,
     /// A container's place on a network, under `<container>/<network>`.
     Endpoints,
+    /// An image made here (commit, build) to the image it was made on.
+    ImageParents,
 }
 
 impl Table {
-    const ALL: [Table; 5] = [
+    const ALL: [Table; 6] = [
         Table::Containers,
         Table::Volumes,
         Table::BuildCache,
         Table::Networks,
         Table::Endpoints,
+        Table::ImageParents,
     ];
 
     fn name(self) -> &'static str {
@@ -74,6 +77,7 @@ impl Table {
             Table::BuildCache => "build_cache",
             Table::Networks => "networks",
             Table::Endpoints => "endpoints",
+            Table::ImageParents => "image_parents",
         }
     }
 

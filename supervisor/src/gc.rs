@@ -131,9 +131,21 @@ pub fn collect(images: &Images) -> Result<Stats, GcError> {
         }
         // Content, following documents to what they name.
         let mut queue = content_roots;
+        // Digests reached without a media type (a lease's, a root label's),
+        // whose kind was guessed from their bytes: an image config has a
+        // `config` member and reads as a manifest. They are followed again
+        // when a document names them with their media type.
+        let mut guessed: HashSet<Key> = HashSet::new();
         while let Some((ns, digest, media_type)) = queue.pop() {
-            if !content.insert((ns.clone(), digest.clone())) {
+            let key = (ns.clone(), digest.clone());
+            let first = content.insert(key.clone());
+            let known = media_type.is_some();
+            let follow_again = known && guessed.remove(&key);
+            if !first && !follow_again {
                 continue;
+            }
+            if !known {
+                guessed.insert(key);
             }
             let kind = media_type.as_deref().map(Kind::of);
             if matches!(kind, Some(Kind::Layer(_))) {
@@ -314,6 +326,60 @@ mod tests {
         assert_eq!(stats.content_records, 1);
         assert_eq!(stats.blobs, 0);
         images.content.info(&d).unwrap();
+    }
+
+    /// A build's lease holds an image's config while the image names it:
+    /// the config is followed as a config (to its layers' snapshots), not
+    /// as the lease's document of unknown kind.
+    #[tokio::test]
+    async fn an_image_config_a_lease_also_holds_keeps_its_snapshots() {
+        let (_dir, images) = temp_images();
+        let s = &images.snapshots;
+        let diff_id = format!("sha256:{}", "1".repeat(64));
+        s.prepare(
+            &images.meta,
+            "a",
+            "work",
+            None,
+            SnapshotKind::Active,
+            Labels::new(),
+        )
+        .unwrap();
+        let chain = crate::oci::chain_ids(std::slice::from_ref(&diff_id))
+            .pop()
+            .unwrap();
+        s.commit(&images.meta, "a", &chain, "work", Labels::new())
+            .unwrap();
+        lease(&images, "a", "build", 0);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }))
+        .unwrap();
+        let config_digest = blob(&images, "a", Some("build"), &config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [],
+        }))
+        .unwrap();
+        let manifest_digest = blob(&images, "a", None, &manifest);
+        let target = crate::oci::Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: manifest_digest.to_string(),
+            size: manifest.len() as i64,
+            urls: Vec::new(),
+            annotations: Default::default(),
+            platform: None,
+        };
+        images.save_image("a", "built:1", target, None).unwrap();
+        let stats = collect_now(&images).await.unwrap();
+        assert_eq!(stats.snapshots, 0, "{stats:?}");
+        let rx = images.meta.read().unwrap();
+        assert!(rx.exists(Table::Snapshots, "a", &chain).unwrap());
     }
 
     #[tokio::test]

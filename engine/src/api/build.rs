@@ -64,9 +64,14 @@ fn options(req: &Req) -> Result<BuildOptions, ApiError> {
     let build_args: BTreeMap<String, Option<String>> = json_map(req, "buildargs")?;
     let labels: BTreeMap<String, String> = json_map(req, "labels")?;
     Ok(BuildOptions {
+        // The first value, as Go's FormValue reads it: docker-py sends a
+        // Dockerfile from outside the context as `dockerfile=<its name in
+        // the tar>` and then again with its content.
         dockerfile: req
             .query
-            .get("dockerfile")
+            .get_all("dockerfile")
+            .first()
+            .copied()
             .filter(|d| !d.is_empty())
             .unwrap_or("Dockerfile")
             .to_string(),
@@ -87,8 +92,54 @@ fn options(req: &Req) -> Result<BuildOptions, ApiError> {
         quiet: req.query.flag("q"),
         pull: req.query.flag("pull"),
         no_cache: req.query.flag("nocache"),
+        cache_from: json_map(req, "cachefrom")?,
         auth: None,
+        registries: crate::images::auth::RegistryConfig::decode(
+            req.headers
+                .get("x-registry-config")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        )?,
+        host_config: run_host_config(req)?,
     })
+}
+
+/// How RUN containers run: `networkmode`, `extrahosts` (repeated),
+/// `shmsize` and the resource options, as dockerd reads them.
+fn run_host_config(req: &Req) -> Result<crate::types::HostConfig, ApiError> {
+    let q = &req.query;
+    let int = |key: &str| q.int(key).map(Option::unwrap_or_default);
+    let text = |key: &str| q.get(key).unwrap_or("").to_string();
+    let ulimits: Option<Vec<crate::types::Ulimit>> = q.json("ulimits")?;
+    let resources = crate::types::HostConfig {
+        shm_size: int("shmsize")?,
+        memory: int("memory")?,
+        memory_swap: int("memswap")?,
+        cpu_shares: int("cpushares")?,
+        cpu_period: int("cpuperiod")?,
+        cpu_quota: int("cpuquota")?,
+        cpuset_cpus: text("cpusetcpus"),
+        cpuset_mems: text("cpusetmems"),
+        cgroup_parent: text("cgroupparent"),
+        ulimits: ulimits.filter(|u| !u.is_empty()),
+        ..Default::default()
+    };
+    if resources.shm_size < 0 {
+        return Err(ApiError::BadRequest(
+            "SHM size can not be less than 0".into(),
+        ));
+    }
+    let extra_hosts = q
+        .get_all("extrahosts")
+        .into_iter()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    Ok(crate::build::container::host_config(
+        q.get("networkmode").unwrap_or(""),
+        extra_hosts,
+        resources,
+    ))
 }
 
 /// Reads a channel of chunks as a byte stream (on a blocking thread).

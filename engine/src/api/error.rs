@@ -103,12 +103,18 @@ impl From<BuildError> for ApiError {
             | BuildError::Unsupported(_)
             | BuildError::BadTag(_)
             | BuildError::Source { .. }
-            | BuildError::Write(_) => ApiError::BadRequest(message),
+            | BuildError::Write(_)
+            | BuildError::Checksum { .. } => ApiError::BadRequest(message),
+            BuildError::Fetch { .. } => ApiError::Internal(message),
             BuildError::Context(ContextError::Write { .. }) => ApiError::Internal(message),
             BuildError::Context(_) => ApiError::BadRequest(message),
             BuildError::Image(e) => e.into(),
             BuildError::Backend(b) => backend(message, &b),
-            BuildError::RunFailed { .. } | BuildError::Gone => ApiError::Internal(message),
+            BuildError::RunFailed { .. } | BuildError::Gone | BuildError::Cancelled => {
+                ApiError::Internal(message)
+            }
+            BuildError::RunContainer(e) => (*e).into(),
+            BuildError::RunNetwork(e) => e.into(),
         }
     }
 }

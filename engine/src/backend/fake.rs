@@ -27,6 +27,7 @@ struct State {
     tasks: BTreeMap<String, FakeTask>,
     next_pid: u32,
     calls: Vec<String>,
+    leased: Vec<(String, String)>,
     /// What a pull of a name finds: the image, its blobs, the progress.
     remote: BTreeMap<String, Remote>,
     imported: Vec<images::Image>,
@@ -141,12 +142,32 @@ impl Fake {
         self.lock().calls.clone()
     }
 
+    /// The calls made under a lease ([`super::lease_scope`]), as
+    /// ("method id", lease).
+    pub fn leased_calls(&self) -> Vec<(String, String)> {
+        self.lock().leased.clone()
+    }
+
     fn record(&self, call: String) {
-        self.lock().calls.push(call);
+        let mut state = self.lock();
+        if let Some(lease) = super::current_lease() {
+            state.leased.push((call.clone(), lease));
+        }
+        state.calls.push(call);
     }
 }
 
 impl Supervisor for Fake {
+    fn create_lease(&self, id: &str, expire_seconds: i64) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("create_lease {id} {expire_seconds}"));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn delete_lease(&self, id: &str) -> BoxFuture<'_, Result<()>> {
+        self.record(format!("delete_lease {id}"));
+        Box::pin(async { Ok(()) })
+    }
+
     fn get_image(&self, name: &str) -> BoxFuture<'_, Result<images::Image>> {
         let found = self.lock().images.get(name).cloned();
         let name = name.to_string();

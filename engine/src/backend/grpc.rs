@@ -32,6 +32,14 @@ impl Grpc {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    /// The client for a call: under the lease of the task's scope
+    /// ([`super::lease_scope`]), if any.
+    fn leased(&self) -> Client {
+        super::current_lease()
+            .and_then(|id| self.client.with_lease(&id).ok())
+            .unwrap_or_else(|| self.client.clone())
+    }
 }
 
 fn process_ids(id: &str, exec_id: &str) -> (String, String) {
@@ -39,17 +47,37 @@ fn process_ids(id: &str, exec_id: &str) -> (String, String) {
 }
 
 impl Supervisor for Grpc {
+    fn create_lease(&self, id: &str, expire_seconds: i64) -> BoxFuture<'_, Result<()>> {
+        let req = berth_proto::leases::v1::CreateLeaseRequest {
+            id: id.to_string(),
+            labels: Default::default(),
+            expire_seconds,
+        };
+        Box::pin(async move {
+            self.client.leases().create(req).await?;
+            Ok(())
+        })
+    }
+
+    fn delete_lease(&self, id: &str) -> BoxFuture<'_, Result<()>> {
+        let req = berth_proto::leases::v1::DeleteLeaseRequest { id: id.to_string() };
+        Box::pin(async move {
+            self.client.leases().delete(req).await?;
+            Ok(())
+        })
+    }
+
     fn get_image(&self, name: &str) -> BoxFuture<'_, Result<images::Image>> {
         let req = images::GetImageRequest {
             name: name.to_string(),
         };
-        Box::pin(async move { Ok(self.client.images().get(req).await?.into_inner()) })
+        Box::pin(async move { Ok(self.leased().images().get(req).await?.into_inner()) })
     }
 
     fn list_images(&self) -> BoxFuture<'_, Result<Vec<images::Image>>> {
         Box::pin(async move {
             let resp = self
-                .client
+                .leased()
                 .images()
                 .list(images::ListImagesRequest {})
                 .await?;
@@ -63,7 +91,7 @@ impl Supervisor for Grpc {
             ..Default::default()
         };
         Box::pin(async move {
-            let mut stream = self.client.content().read(req).await?.into_inner();
+            let mut stream = self.leased().content().read(req).await?.into_inner();
             let mut buf = BytesMut::new();
             while let Some(chunk) = stream.message().await? {
                 buf.extend_from_slice(&chunk.data);
@@ -77,7 +105,7 @@ impl Supervisor for Grpc {
         req: images::PullRequest,
     ) -> BoxFuture<'_, Result<Stream<images::PullResponse>>> {
         Box::pin(async move {
-            let stream = self.client.images().pull(req).await?.into_inner();
+            let stream = self.leased().images().pull(req).await?.into_inner();
             Ok(stream.map_err(BackendError::from).boxed())
         })
     }
@@ -87,7 +115,7 @@ impl Supervisor for Grpc {
         req: images::PushRequest,
     ) -> BoxFuture<'_, Result<Stream<images::PushResponse>>> {
         Box::pin(async move {
-            let stream = self.client.images().push(req).await?.into_inner();
+            let stream = self.leased().images().push(req).await?.into_inner();
             Ok(stream.map_err(BackendError::from).boxed())
         })
     }
@@ -97,7 +125,7 @@ impl Supervisor for Grpc {
             source: source.to_string(),
             target: target.to_string(),
         };
-        Box::pin(async move { Ok(self.client.images().tag(req).await?.into_inner()) })
+        Box::pin(async move { Ok(self.leased().images().tag(req).await?.into_inner()) })
     }
 
     fn delete_image(&self, name: &str) -> BoxFuture<'_, Result<()>> {
@@ -105,7 +133,7 @@ impl Supervisor for Grpc {
             name: name.to_string(),
         };
         Box::pin(async move {
-            self.client.images().delete(req).await?;
+            self.leased().images().delete(req).await?;
             Ok(())
         })
     }
@@ -136,7 +164,7 @@ impl Supervisor for Grpc {
         });
         let requests = futures_util::stream::iter([first]).chain(rest);
         Box::pin(async move {
-            let resp = self.client.images().import(requests).await?;
+            let resp = self.leased().images().import(requests).await?;
             Ok(resp.into_inner().images)
         })
     }
@@ -154,7 +182,7 @@ impl Supervisor for Grpc {
             unnamed,
         };
         Box::pin(async move {
-            let stream = self.client.images().export(req).await?.into_inner();
+            let stream = self.leased().images().export(req).await?.into_inner();
             Ok(stream
                 .map_ok(|m| Bytes::from(m.data))
                 .map_err(BackendError::from)
@@ -168,7 +196,7 @@ impl Supervisor for Grpc {
             auth: Some(auth),
         };
         Box::pin(async move {
-            self.client.images().check_auth(req).await?;
+            self.leased().images().check_auth(req).await?;
             Ok(())
         })
     }
@@ -177,12 +205,12 @@ impl Supervisor for Grpc {
         &self,
         req: containers::CreateContainerRequest,
     ) -> BoxFuture<'_, Result<containers::Container>> {
-        Box::pin(async move { Ok(self.client.containers().create(req).await?.into_inner()) })
+        Box::pin(async move { Ok(self.leased().containers().create(req).await?.into_inner()) })
     }
 
     fn get_container(&self, id: &str) -> BoxFuture<'_, Result<containers::Container>> {
         let req = containers::GetContainerRequest { id: id.to_string() };
-        Box::pin(async move { Ok(self.client.containers().get(req).await?.into_inner()) })
+        Box::pin(async move { Ok(self.leased().containers().get(req).await?.into_inner()) })
     }
 
     fn update_container_spec(&self, id: &str, spec: Vec<u8>) -> BoxFuture<'_, Result<()>> {
@@ -192,7 +220,7 @@ impl Supervisor for Grpc {
             ..Default::default()
         };
         Box::pin(async move {
-            self.client.containers().update(req).await?;
+            self.leased().containers().update(req).await?;
             Ok(())
         })
     }
@@ -200,7 +228,7 @@ impl Supervisor for Grpc {
     fn delete_container(&self, id: &str) -> BoxFuture<'_, Result<()>> {
         let req = containers::DeleteContainerRequest { id: id.to_string() };
         Box::pin(async move {
-            self.client.containers().delete(req).await?;
+            self.leased().containers().delete(req).await?;
             Ok(())
         })
     }
@@ -209,7 +237,7 @@ impl Supervisor for Grpc {
         Box::pin(async move {
             let req = containers::ListContainersRequest::default();
             Ok(self
-                .client
+                .leased()
                 .containers()
                 .list(req)
                 .await?
@@ -230,7 +258,7 @@ impl Supervisor for Grpc {
             log_max_files: opts.log_max_files,
             no_log: opts.no_log,
         };
-        Box::pin(async move { Ok(self.client.tasks().create(req).await?.into_inner().pid) })
+        Box::pin(async move { Ok(self.leased().tasks().create(req).await?.into_inner().pid) })
     }
 
     fn start(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<u32>> {
@@ -239,7 +267,7 @@ impl Supervisor for Grpc {
             container_id,
             exec_id,
         };
-        Box::pin(async move { Ok(self.client.tasks().start(req).await?.into_inner().pid) })
+        Box::pin(async move { Ok(self.leased().tasks().start(req).await?.into_inner().pid) })
     }
 
     fn get_task(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<tasks::Process>> {
@@ -249,7 +277,7 @@ impl Supervisor for Grpc {
             exec_id,
         };
         Box::pin(async move {
-            let resp = self.client.tasks().get(req).await?.into_inner();
+            let resp = self.leased().tasks().get(req).await?.into_inner();
             resp.process
                 .ok_or_else(|| BackendError::Internal("task without a process".into()))
         })
@@ -257,7 +285,11 @@ impl Supervisor for Grpc {
 
     fn list_tasks(&self) -> BoxFuture<'_, Result<Vec<tasks::Process>>> {
         Box::pin(async move {
-            let resp = self.client.tasks().list(tasks::ListTasksRequest {}).await?;
+            let resp = self
+                .leased()
+                .tasks()
+                .list(tasks::ListTasksRequest {})
+                .await?;
             Ok(resp.into_inner().tasks)
         })
     }
@@ -271,7 +303,7 @@ impl Supervisor for Grpc {
             all,
         };
         Box::pin(async move {
-            self.client.tasks().kill(req).await?;
+            self.leased().tasks().kill(req).await?;
             Ok(())
         })
     }
@@ -280,7 +312,7 @@ impl Supervisor for Grpc {
         let req = tasks::DeleteTaskRequest {
             container_id: id.to_string(),
         };
-        Box::pin(async move { Ok(self.client.tasks().delete(req).await?.into_inner()) })
+        Box::pin(async move { Ok(self.leased().tasks().delete(req).await?.into_inner()) })
     }
 
     fn delete_process(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<()>> {
@@ -290,14 +322,14 @@ impl Supervisor for Grpc {
             exec_id,
         };
         Box::pin(async move {
-            self.client.tasks().delete_process(req).await?;
+            self.leased().tasks().delete_process(req).await?;
             Ok(())
         })
     }
 
     fn exec(&self, req: tasks::ExecProcessRequest) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            self.client.tasks().exec(req).await?;
+            self.leased().tasks().exec(req).await?;
             Ok(())
         })
     }
@@ -317,7 +349,7 @@ impl Supervisor for Grpc {
             height,
         };
         Box::pin(async move {
-            self.client.tasks().resize_pty(req).await?;
+            self.leased().tasks().resize_pty(req).await?;
             Ok(())
         })
     }
@@ -330,7 +362,7 @@ impl Supervisor for Grpc {
             stdin: true,
         };
         Box::pin(async move {
-            self.client.tasks().close_io(req).await?;
+            self.leased().tasks().close_io(req).await?;
             Ok(())
         })
     }
@@ -340,7 +372,7 @@ impl Supervisor for Grpc {
             container_id: id.to_string(),
         };
         Box::pin(async move {
-            self.client.tasks().pause(req).await?;
+            self.leased().tasks().pause(req).await?;
             Ok(())
         })
     }
@@ -350,7 +382,7 @@ impl Supervisor for Grpc {
             container_id: id.to_string(),
         };
         Box::pin(async move {
-            self.client.tasks().resume(req).await?;
+            self.leased().tasks().resume(req).await?;
             Ok(())
         })
     }
@@ -359,7 +391,15 @@ impl Supervisor for Grpc {
         let req = tasks::ListPidsRequest {
             container_id: id.to_string(),
         };
-        Box::pin(async move { Ok(self.client.tasks().list_pids(req).await?.into_inner().pids) })
+        Box::pin(async move {
+            Ok(self
+                .leased()
+                .tasks()
+                .list_pids(req)
+                .await?
+                .into_inner()
+                .pids)
+        })
     }
 
     fn update_task(&self, id: &str, resources: Vec<u8>) -> BoxFuture<'_, Result<()>> {
@@ -368,7 +408,7 @@ impl Supervisor for Grpc {
             resources,
         };
         Box::pin(async move {
-            self.client.tasks().update(req).await?;
+            self.leased().tasks().update(req).await?;
             Ok(())
         })
     }
@@ -377,7 +417,7 @@ impl Supervisor for Grpc {
         let req = tasks::StatsRequest {
             container_id: id.to_string(),
         };
-        Box::pin(async move { Ok(self.client.tasks().stats(req).await?.into_inner()) })
+        Box::pin(async move { Ok(self.leased().tasks().stats(req).await?.into_inner()) })
     }
 
     fn wait(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<tasks::WaitResponse>> {
@@ -386,7 +426,7 @@ impl Supervisor for Grpc {
             container_id,
             exec_id,
         };
-        Box::pin(async move { Ok(self.client.tasks().wait(req).await?.into_inner()) })
+        Box::pin(async move { Ok(self.leased().tasks().wait(req).await?.into_inner()) })
     }
 
     fn attach(&self, id: &str, exec_id: &str, stdin: bool) -> BoxFuture<'_, Result<Attached>> {
@@ -409,7 +449,7 @@ impl Supervisor for Grpc {
                 },
             });
             let requests = futures_util::stream::iter([first]).chain(rest);
-            let output = self.client.tasks().attach(requests).await?.into_inner();
+            let output = self.leased().tasks().attach(requests).await?.into_inner();
             let output = output
                 .map_ok(|resp| (resp.stream, Bytes::from(resp.data)))
                 .map_err(BackendError::from)
@@ -435,7 +475,7 @@ impl Supervisor for Grpc {
         };
         Box::pin(async move {
             let requests = futures_util::stream::iter([req]);
-            let mut replies = self.client.content().write(requests).await?.into_inner();
+            let mut replies = self.leased().content().write(requests).await?.into_inner();
             match replies.message().await? {
                 Some(reply) if reply.digest == digest => Ok(digest),
                 Some(reply) => Err(BackendError::Internal(format!(
@@ -458,7 +498,7 @@ impl Supervisor for Grpc {
             name: name.to_string(),
             target: Some(target),
         };
-        Box::pin(async move { Ok(self.client.images().create(req).await?.into_inner()) })
+        Box::pin(async move { Ok(self.leased().images().create(req).await?.into_inner()) })
     }
 
     fn prepare_snapshot(&self, key: &str, parent: &str) -> BoxFuture<'_, Result<()>> {
@@ -468,7 +508,7 @@ impl Supervisor for Grpc {
             labels: Default::default(),
         };
         Box::pin(async move {
-            self.client.snapshots().prepare(req).await?;
+            self.leased().snapshots().prepare(req).await?;
             Ok(())
         })
     }
@@ -479,7 +519,7 @@ impl Supervisor for Grpc {
         };
         Box::pin(async move {
             Ok(self
-                .client
+                .leased()
                 .snapshots()
                 .mounts(req)
                 .await?
@@ -495,7 +535,7 @@ impl Supervisor for Grpc {
             labels: Default::default(),
         };
         Box::pin(async move {
-            self.client.snapshots().commit(req).await?;
+            self.leased().snapshots().commit(req).await?;
             Ok(())
         })
     }
@@ -505,7 +545,7 @@ impl Supervisor for Grpc {
             key: key.to_string(),
         };
         Box::pin(async move {
-            self.client.snapshots().remove(req).await?;
+            self.leased().snapshots().remove(req).await?;
             Ok(())
         })
     }
@@ -521,7 +561,7 @@ impl Supervisor for Grpc {
             labels: Default::default(),
         };
         Box::pin(async move {
-            let resp = self.client.snapshots().diff(req).await?.into_inner();
+            let resp = self.leased().snapshots().diff(req).await?.into_inner();
             let diff = resp
                 .diff
                 .ok_or_else(|| BackendError::Internal("diff: no descriptor".to_string()))?;
@@ -534,7 +574,7 @@ impl Supervisor for Grpc {
             key: key.to_string(),
         };
         Box::pin(async move {
-            let resp = self.client.snapshots().changes(req).await?.into_inner();
+            let resp = self.leased().snapshots().changes(req).await?.into_inner();
             Ok(resp.changes.into_iter().map(|c| (c.path, c.kind)).collect())
         })
     }
@@ -543,7 +583,15 @@ impl Supervisor for Grpc {
         let req = snapshots::UsageRequest {
             key: key.to_string(),
         };
-        Box::pin(async move { Ok(self.client.snapshots().usage(req).await?.into_inner().size) })
+        Box::pin(async move {
+            Ok(self
+                .leased()
+                .snapshots()
+                .usage(req)
+                .await?
+                .into_inner()
+                .size)
+        })
     }
 
     fn export(&self, key: &str) -> BoxFuture<'_, Result<BoxStream<'static, Result<Bytes>>>> {
@@ -551,7 +599,7 @@ impl Supervisor for Grpc {
             key: key.to_string(),
         };
         Box::pin(async move {
-            let stream = self.client.snapshots().export(req).await?.into_inner();
+            let stream = self.leased().snapshots().export(req).await?.into_inner();
             Ok(stream
                 .map_ok(|c| Bytes::from(c.data))
                 .map_err(BackendError::from)
@@ -566,7 +614,7 @@ impl Supervisor for Grpc {
         };
         Box::pin(async move {
             let r = self
-                .client
+                .leased()
                 .snapshots()
                 .resolve_user(req)
                 .await?
@@ -585,7 +633,7 @@ impl Supervisor for Grpc {
             after_sequence: after,
         };
         Box::pin(async move {
-            let stream = self.client.events().subscribe(req).await?.into_inner();
+            let stream = self.leased().events().subscribe(req).await?.into_inner();
             Ok(stream.map_err(BackendError::from).boxed())
         })
     }

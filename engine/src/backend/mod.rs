@@ -21,6 +21,22 @@ use futures_util::stream::BoxStream;
 pub mod fake;
 pub mod grpc;
 
+tokio::task_local! {
+    static LEASE: String;
+}
+
+/// Runs `f` with every supervisor call it makes (in this task) under
+/// lease `id`: the blobs and snapshots it creates are not collected
+/// before the lease goes (a build's, until its image names them).
+pub async fn lease_scope<F: Future>(id: String, f: F) -> F::Output {
+    LEASE.scope(id, f).await
+}
+
+/// The lease of the current task's [`lease_scope`], if any.
+pub fn current_lease() -> Option<String> {
+    LEASE.try_with(Clone::clone).ok()
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type Result<T> = std::result::Result<T, BackendError>;
 /// A stream of messages from the supervisor, ended by the first error.
@@ -139,6 +155,13 @@ pub trait Supervisor: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Stream<Bytes>>>;
     /// Checks credentials against a registry (`host[:port]`).
     fn check_auth(&self, registry: &str, auth: images::RegistryAuth) -> BoxFuture<'_, Result<()>>;
+
+    // Leases.
+    /// Makes lease `id`, expiring after `expire_seconds` (0: never); the
+    /// calls made in [`lease_scope`] add what they create to it.
+    fn create_lease(&self, id: &str, expire_seconds: i64) -> BoxFuture<'_, Result<()>>;
+    /// Deletes lease `id`; what only it kept is collected.
+    fn delete_lease(&self, id: &str) -> BoxFuture<'_, Result<()>>;
 
     // Containers.
     fn create_container(

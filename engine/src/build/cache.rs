@@ -4,7 +4,8 @@
 //! for COPY and ADD, the hash of its sources) to the image the step made
 //! (its config document and its layers). A hit is used only while the
 //! layers' snapshot is still there (an image deleted since may have taken
-//! it with it).
+//! it with it). It also keeps the parent of each image made here (commit,
+//! build), which image inspect shows as `Parent`.
 
 use std::sync::Arc;
 
@@ -64,6 +65,18 @@ impl BuildCache {
         self.store.put(Table::BuildCache, key, entry)
     }
 
+    /// Records that image `child` was made on image `parent` (Docker's
+    /// `Parent` of a committed or built image).
+    pub fn set_parent(&self, child: &str, parent: &str) -> Result<(), StateError> {
+        self.store
+            .put(Table::ImageParents, child, &parent.to_string())
+    }
+
+    /// The image `child` was made on, if it was made here.
+    pub fn parent(&self, child: &str) -> Result<Option<String>, StateError> {
+        self.store.get(Table::ImageParents, child)
+    }
+
     /// Forgets every entry; how many there were.
     pub fn prune(&self) -> Result<usize, StateError> {
         let all: Vec<(String, Value)> = self.store.list(Table::BuildCache)?;
@@ -95,6 +108,12 @@ mod tests {
         assert_eq!(cache.get("k").unwrap(), Some(entry.clone()));
         assert_eq!(cache.get("k").unwrap().unwrap().layers()[0].size, 3);
         assert_eq!(cache.prune().unwrap(), 1);
+        cache.set_parent("sha256:b", "sha256:a").unwrap();
+        assert_eq!(
+            cache.parent("sha256:b").unwrap().as_deref(),
+            Some("sha256:a")
+        );
+        assert_eq!(cache.parent("sha256:a").unwrap(), None);
         assert_eq!(cache.get("k").unwrap(), None);
     }
 }

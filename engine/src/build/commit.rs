@@ -45,6 +45,21 @@ pub enum CommitError {
     Backend(#[from] BackendError),
 }
 
+/// Pauses the container's task for the diff, as dockerd does by default:
+/// whether it was paused. A task that exited since its state was read (a
+/// short command: `docker commit` right after `docker start`) has nothing
+/// to pause, and the commit goes on without.
+async fn pause_task(engine: &Engine, id: &str) -> Result<bool, CommitError> {
+    match engine.supervisor.pause(id).await {
+        Ok(()) => Ok(true),
+        Err(BackendError::NotFound(_) | BackendError::FailedPrecondition(_)) => {
+            tracing::debug!(container = id, "commit: the task exited before its pause");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Commits the container; the new image's id.
 pub async fn commit(engine: &Arc<Engine>, opts: &CommitOptions) -> Result<String, CommitError> {
     let container = engine.containers.get(&opts.container)?;
@@ -70,12 +85,15 @@ pub async fn commit(engine: &Arc<Engine>, opts: &CommitOptions) -> Result<String
         map.insert("Image".into(), json!(image.id));
         built.doc.config = map.clone();
     }
-    let paused = opts.pause && container.status() == Status::Running;
-    if paused {
-        engine.supervisor.pause(&record.id).await?;
-    }
+    // No pause, unpause or start meanwhile: the commit holds the
+    // container's operations.
+    let _op = container.op.lock().await;
+    let paused = opts.pause
+        && container.status() == Status::Running
+        && pause_task(engine, &record.id).await?;
     let diff = engine.supervisor.diff_snapshot(&record.id, "").await;
     if paused {
+        // Resumed whatever the diff's end.
         if let Err(e) = engine.supervisor.resume(&record.id).await {
             tracing::warn!(container = %record.id, error = %e, "resume after commit");
         }
@@ -114,5 +132,8 @@ pub async fn commit(engine: &Arc<Engine>, opts: &CommitOptions) -> Result<String
     let (target, id) = write_manifest(engine, &built).await?;
     let name = name.unwrap_or_else(|| format!("commit-{}@{}", short_id(&id), target.digest));
     engine.supervisor.create_image(&name, target).await?;
+    if let Err(e) = engine.build_cache.set_parent(&id, &image.id) {
+        tracing::warn!(image = %id, error = %e, "record a committed image's parent");
+    }
     Ok(id)
 }

@@ -156,23 +156,35 @@ pub fn check_supported(copy: &Copy, what: &str) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// COPY or ADD of files of the context.
-#[allow(clippy::too_many_arguments, reason = "one step's whole description")]
+/// How one COPY or ADD step writes.
+pub struct CopyStep<'a> {
+    /// `COPY` or `ADD`, for messages and the history.
+    pub what: &'static str,
+    /// Whether archives are extracted (ADD of local files).
+    pub extract: bool,
+    pub workdir: &'a str,
+    pub shell: &'a [String],
+    pub created: &'a str,
+}
+
+/// COPY or ADD of files of the context (or of a staged directory).
 pub async fn copy_step(
     engine: &Engine,
     built: &mut Built,
     context: &Path,
     copy: &Copy,
-    what: &str,
-    workdir: &str,
-    shell: &[String],
-    created: &str,
+    step: &CopyStep<'_>,
 ) -> Result<(), BuildError> {
+    let CopyStep {
+        what,
+        extract,
+        workdir,
+        shell,
+        created,
+    } = *step;
     check_supported(copy, what)?;
-    let what: &'static str = if what == "ADD" { "ADD" } else { "COPY" };
     let sources = find_sources(context, &copy.sources)
         .map_err(|source| BuildError::Source { what, source })?;
-    let extract = what == "ADD";
     let many = sources.len() > 1;
     if many && !copy.dest.ends_with('/') {
         return Err(BuildError::Write(format!(

@@ -7,7 +7,10 @@
 //!   variable substitution, stages and the ones a target needs.
 //! - [`args`]: build arguments, scoped per stage as Docker scopes them.
 //! - [`cache`]: the build cache, in the engine's database.
+//! - [`cachefrom`]: steps taken from the history of `--cache-from` images.
 //! - [`commit`]: `POST /commit`, a container's changes as an image.
+//! - [`container`]: a RUN step's container, with the build's network
+//!   mode and resources, made as the engine makes a run container.
 //! - [`context`]: the context a client sends, unpacked safely into a
 //!   directory that lives as long as the build.
 //! - [`dockerignore`]: which files of a context `.dockerignore` leaves out.
@@ -16,11 +19,16 @@
 //! - [`pipeline`]: one build, from the context to the named image, with
 //!   Docker's output.
 //! - [`run`]: RUN as a container on a snapshot, its diff a layer.
+//! - [`stage`]: the stages of a build, independent ones at the same time.
 //! - [`sources`]: COPY and ADD sources found in the context, and their hash.
+//! - [`staged`]: COPY and ADD sources that are heredocs or URLs, written
+//!   into a directory of the step's own.
 
 pub mod args;
 pub mod cache;
+pub mod cachefrom;
 pub mod commit;
+pub mod container;
 pub mod context;
 pub mod copy;
 pub mod dockerfile;
@@ -30,3 +38,5 @@ pub mod mount;
 pub mod pipeline;
 pub mod run;
 pub mod sources;
+pub mod stage;
+pub mod staged;

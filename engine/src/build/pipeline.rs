@@ -5,10 +5,10 @@
 //! : ...`, ` ---> <id>`, `Successfully built`, `Successfully tagged`) sent
 //! as they happen.
 //!
-//! FROM (an image, pulled if missing, a previous stage, or `scratch`), the
-//! metadata instructions and RUN ([`super::run`]) are built; COPY, ADD and
-//! WORKDIR, which write into a snapshot, are refused with a clear error
-//! until that layer is in.
+//! The stages are built by [`super::stage`] (independent ones at once);
+//! FROM is an image (pulled if missing or with `pull`, with the
+//! `X-Registry-Config` credentials of its registry), a previous stage, or
+//! `scratch`. The whole build runs under a lease of the supervisor's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -25,7 +25,7 @@ use super::context::{resolve_in_scope, ContextError};
 use super::dockerfile::instructions::Instruction;
 use super::dockerfile::shell::ShellError;
 use super::dockerfile::{self, ParseError};
-use super::image::{apply_metadata, cache_key, push_history, ImageConfigError, ImageDoc};
+use super::image::{ImageConfigError, ImageDoc};
 use crate::backend::BackendError;
 use crate::images::names::{familiar, short_id};
 use crate::images::transfer::{Message, PullOptions};
@@ -34,6 +34,8 @@ use crate::Engine;
 
 const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// How long a build's lease outlives a daemon that died mid-build.
+const LEASE_SECONDS: i64 = 24 * 3600;
 
 /// What `POST /build` asks for.
 #[derive(Clone, Debug, Default)]
@@ -49,7 +51,14 @@ pub struct BuildOptions {
     pub pull: bool,
     /// Run every step, the cache unread (it is still written).
     pub no_cache: bool,
+    /// Images whose history steps may be taken from (`--cache-from`).
+    pub cache_from: Vec<String>,
     pub auth: Option<crate::images::auth::AuthConfig>,
+    /// `X-Registry-Config`: credentials per registry for base images.
+    pub registries: crate::images::auth::RegistryConfig,
+    /// How RUN containers run: the network mode, extra hosts, shm size and
+    /// resources (`build::container::host_config`).
+    pub host_config: crate::types::HostConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +94,25 @@ pub enum BuildError {
     RunFailed { command: String, status: u32 },
     #[error("the client went away")]
     Gone,
+    /// Another stage of the build failed first.
+    #[error("the build stopped: another stage failed")]
+    Cancelled,
+    /// A RUN step's container could not be made (a bad resource option,
+    /// its files).
+    #[error("{0}")]
+    RunContainer(Box<crate::containers::ContainerError>),
+    /// ADD of a URL: the download failed.
+    #[error("failed to GET {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("checksum mismatch for {url}: expected {expected}, got {got}")]
+    Checksum {
+        url: String,
+        expected: String,
+        got: String,
+    },
+    /// A RUN step's network (an unknown network, its endpoint).
+    #[error("{0}")]
+    RunNetwork(crate::network::NetworkError),
 }
 
 /// A stage's result: its config document and its layers.
@@ -99,7 +127,11 @@ pub struct Output<'a> {
     quiet: bool,
 }
 
-impl Output<'_> {
+impl<'a> Output<'a> {
+    pub fn new(tx: &'a mpsc::Sender<Message>, quiet: bool) -> Output<'a> {
+        Output { tx, quiet }
+    }
+
     pub async fn say(&self, text: String) -> Result<(), BuildError> {
         if self.quiet {
             return Ok(());
@@ -112,13 +144,13 @@ impl Output<'_> {
     }
 }
 
-fn config_id(doc: &ImageDoc) -> (Vec<u8>, String) {
+pub(super) fn config_id(doc: &ImageDoc) -> (Vec<u8>, String) {
     let bytes = serde_json::to_vec(&doc.to_value()).unwrap_or_default();
     let id = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
     (bytes, id)
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
 
@@ -141,21 +173,68 @@ pub fn read_dockerfile(root: &Path, name: &str) -> Result<String, BuildError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Docker's daemon drops the Dockerfile and `.dockerignore` from the
+/// context (once the Dockerfile is read) when `.dockerignore` lists them:
+/// clients send them whatever it says, and `COPY .` does not copy them.
+fn drop_ignored_build_files(root: &Path, dockerfile: &str) {
+    let Ok(text) = std::fs::read_to_string(root.join(".dockerignore")) else {
+        return;
+    };
+    let Ok(ignore) = super::dockerignore::Ignore::parse(&text) else {
+        return;
+    };
+    let dockerfile = if dockerfile.is_empty() {
+        "Dockerfile"
+    } else {
+        dockerfile
+    };
+    for name in [dockerfile, ".dockerignore"] {
+        if !ignore.excludes(name) {
+            continue;
+        }
+        if let Ok(path) = resolve_in_scope(root, name, false) {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "drop an ignored build file");
+                }
+            }
+        }
+    }
+}
+
 /// Runs a build on an unpacked context; the image id. The images named
 /// on the way (for RUN's containers) are deleted at the end, whatever the
-/// end.
+/// end, and the build's lease with them.
 pub async fn build(
     engine: &Arc<Engine>,
     opts: &BuildOptions,
     root: &Path,
     tx: &mpsc::Sender<Message>,
 ) -> Result<String, BuildError> {
-    let mut intermediate = Vec::new();
-    let result = build_steps(engine, opts, root, tx, &mut intermediate).await;
-    for name in intermediate {
-        if let Err(e) = engine.supervisor.delete_image(&name).await {
-            tracing::warn!(image = %name, error = %e, "remove a build step's image");
+    // What the build writes (blobs, committed snapshots) is the lease's
+    // until the image names it; a daemon that dies mid-build leaves a
+    // lease that expires.
+    let lease = format!("build-{}", &super::run::unique("lease")[..32]);
+    engine
+        .supervisor
+        .create_lease(&lease, LEASE_SECONDS)
+        .await?;
+    let result = crate::backend::lease_scope(lease.clone(), async {
+        let mut intermediate = Vec::new();
+        let result = build_steps(engine, opts, root, tx, &mut intermediate).await;
+        // Stages on one base name the same step image.
+        intermediate.sort();
+        intermediate.dedup();
+        for name in intermediate {
+            if let Err(e) = engine.supervisor.delete_image(&name).await {
+                tracing::warn!(image = %name, error = %e, "remove a build step's image");
+            }
         }
+        result
+    })
+    .await;
+    if let Err(e) = engine.supervisor.delete_lease(&lease).await {
+        tracing::warn!(lease = %lease, error = %e, "delete a build's lease");
     }
     result
 }
@@ -178,7 +257,9 @@ async fn build_steps(
             crate::images::names::normalize(tag).map_err(|_| BuildError::BadTag(tag.clone()))?;
         tags.push(normal);
     }
+    super::container::check_host_config(engine, &opts.host_config)?;
     let text = read_dockerfile(root, &opts.dockerfile)?;
+    drop_ignored_build_files(root, &opts.dockerfile);
     let mut file = dockerfile::parse(&text)?;
     if !opts.labels.is_empty() {
         // Docker adds the build's labels as a last LABEL step.
@@ -220,130 +301,40 @@ async fn build_steps(
         out.say(format!("Step {step}/{total} : {}\n", arg.original))
             .await?;
     }
-    let escape = file.directives.escape;
     let mut declared_anywhere: BTreeSet<String> = global.iter().map(|(k, _)| k.clone()).collect();
     for step_arg in &file.global_args {
         if let Instruction::Arg(args) = &step_arg.instruction {
             declared_anywhere.extend(args.iter().map(|(k, _)| k.clone()));
         }
     }
-    let mut results: BTreeMap<usize, Built> = BTreeMap::new();
-    for &index in &needed {
-        let stage = &file.stages[index];
-        step += 1;
-        out.say(format!("Step {step}/{total} : {}\n", stage.original))
-            .await?;
-        let base = Instruction::From(stage.base.clone())
-            .expand(&global, escape)
-            .map_err(|source| BuildError::Expand {
-                word: stage.base.image.clone(),
-                source,
-            })?;
-        let Instruction::From(base) = base else {
-            return Err(BuildError::Unsupported("a FROM that is not one".into()));
-        };
-        let mut built = match file.stage_named(&base.image, index) {
-            Some(previous) => results.get(&previous).cloned().unwrap_or_default(),
-            None if base.image.eq_ignore_ascii_case("scratch") => Built {
-                doc: ImageDoc::from_value(json!({
-                    "architecture": crate::go_arch(),
-                    "os": "linux",
-                    "rootfs": {"type": "layers", "diff_ids": []},
-                })),
-                layers: Vec::new(),
-            },
-            None => base_image(engine, opts, &base.image, &out).await?,
-        };
-        let (_, id) = config_id(&built.doc);
-        if !built.layers.is_empty() || !base.image.eq_ignore_ascii_case("scratch") {
-            out.say(format!(" ---> {}\n", short_id(&id))).await?;
-        }
-        // The base's ONBUILD triggers run first, and are not inherited.
-        let triggers = onbuild_triggers(&mut built, &out).await?;
-        let mut args = StageArgs::new(&opts.build_args, &global);
-        let mut cmd_set = false;
-        let steps = triggers
-            .iter()
-            .map(|s| (true, s))
-            .chain(stage.steps.iter().map(|s| (false, s)));
-        for (trigger, s) in steps {
-            if !trigger {
-                step += 1;
-                out.say(format!("Step {step}/{total} : {}\n", s.original))
-                    .await?;
-            }
-            let env: Vec<String> = built
-                .doc
-                .config
-                .get("Env")
-                .and_then(super::image::strings)
-                .unwrap_or_default();
-            let lookup = args.expansion_env(&env);
-            let expanded = s
-                .instruction
-                .expand(&lookup, escape)
-                .map_err(|source| BuildError::Expand {
-                    word: s.original.clone(),
-                    source,
-                })
-                .map_err(|e| at_line(e, s.line))?;
-            // ARG and CMD change the stage's state, cached or not.
-            match &expanded {
-                Instruction::Arg(list) => {
-                    for (name, default) in list {
-                        args.declare(name, default.clone());
-                        declared_anywhere.insert(name.clone());
-                    }
-                }
-                Instruction::Cmd(_) => cmd_set = true,
-                _ => {}
-            }
-            // COPY --from reads another stage's (or an image's) files.
-            let from_mount = match &expanded {
-                Instruction::Copy(copy) if copy.from.is_some() => {
-                    let name = copy.from.clone().unwrap_or_default();
-                    let source = match file.stage_named(&name, index) {
-                        Some(i) => results.get(&i).cloned().unwrap_or_default(),
-                        None => base_image(engine, opts, &name, &out).await?,
-                    };
-                    Some(super::copy::mount_stage(engine, &source).await?)
-                }
-                _ => None,
-            };
-            let root: &Path = from_mount.as_ref().map_or(root, |m| m.root());
-            let what = describe(&built, &args, &expanded, root)?;
-            let (_, parent) = config_id(&built.doc);
-            let key = cache_key(&parent, &Value::Object(built.doc.config.clone()), &what);
-            if !opts.no_cache {
-                if let Some(hit) = cached(engine, &key, built.layers.len()).await {
-                    built = hit;
-                    let (_, id) = config_id(&built.doc);
-                    out.say(format!(" ---> Using cache\n ---> {}\n", short_id(&id)))
-                        .await?;
-                    continue;
-                }
-            }
-            if let Instruction::Run(run) = &expanded {
-                let step = run_step(&built, &args, run)?;
-                super::run::run_step(engine, &mut built, step, &out, intermediate).await?;
-            } else if file_step(engine, &mut built, root, &expanded)
-                .await?
-                .is_none()
-            {
-                let applied = apply_metadata(&mut built.doc, &expanded, cmd_set)?;
-                push_history(&mut built.doc, &now(), &applied.created_by, None);
-            }
-            let entry = super::cache::Entry::from_layers(built.doc.to_value(), &built.layers);
-            if let Err(e) = engine.build_cache.put(&key, &entry) {
-                tracing::warn!(error = %e, "keep a build step in the cache");
-            }
-            let (_, id) = config_id(&built.doc);
-            out.say(format!(" ---> {}\n", short_id(&id))).await?;
-        }
-        results.insert(index, built);
+    let cache_from = match opts.no_cache {
+        true => super::cachefrom::CacheFrom::default(),
+        false => super::cachefrom::CacheFrom::load(engine, &opts.cache_from).await,
+    };
+    let shared = Arc::new(super::stage::Shared {
+        engine: Arc::clone(engine),
+        opts: opts.clone(),
+        file,
+        global,
+        root: root.to_path_buf(),
+        total,
+        cache_from,
+        cancelled: Default::default(),
+    });
+    let (done, made) = super::stage::build_stages(Arc::clone(&shared), &needed, step, &out).await;
+    intermediate.extend(made);
+    let mut done = done?;
+    for stage in done.values() {
+        declared_anywhere.extend(stage.declared.iter().cloned());
     }
-    let built = results.remove(&target).unwrap_or_default();
+    let finished = done.remove(&target).unwrap_or_default();
+    let built = finished.built;
     let id = write_image(engine, &built, &tags).await?;
+    if let Some(parent) = finished.parent.filter(|p| *p != id) {
+        if let Err(e) = engine.build_cache.set_parent(&id, &parent) {
+            tracing::warn!(image = %id, error = %e, "record a built image's parent");
+        }
+    }
     let unused = unused(&opts.build_args, &declared_anywhere);
     if !unused.is_empty() {
         out.say(format!(
@@ -370,140 +361,17 @@ async fn build_steps(
     Ok(id)
 }
 
-/// The ONBUILD triggers of a stage's base, parsed, removed from the
-/// config the stage inherits (Docker runs them once).
-async fn onbuild_triggers(
-    built: &mut Built,
-    out: &Output<'_>,
-) -> Result<Vec<dockerfile::instructions::Step>, BuildError> {
-    let triggers: Vec<String> = built
-        .doc
-        .config
-        .get("OnBuild")
-        .and_then(super::image::strings)
-        .unwrap_or_default();
-    if triggers.is_empty() {
-        return Ok(Vec::new());
-    }
-    built.doc.config.insert("OnBuild".into(), Value::Null);
-    let plural = if triggers.len() == 1 { "" } else { "s" };
-    out.say(format!(
-        "# Executing {} build trigger{plural}\n",
-        triggers.len()
-    ))
-    .await?;
-    let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
-    let parsed = dockerfile::parse(&text)?;
-    Ok(parsed
-        .stages
-        .into_iter()
-        .next()
-        .map(|stage| stage.steps)
-        .unwrap_or_default())
-}
-
-/// What a step does, for its cache key: a RUN's history line (its
-/// command and the build arguments it sees), COPY's and ADD's sources
-/// (their hash) and flags, any other instruction with its values.
-fn describe(
+/// A RUN's history line.
+pub(super) fn run_created_by(
     built: &Built,
     args: &StageArgs,
-    instruction: &Instruction,
-    context: &Path,
+    run: &dockerfile::instructions::Run,
 ) -> Result<String, BuildError> {
-    Ok(match instruction {
-        Instruction::Run(run) => run_step(built, args, run)?.created_by,
-        Instruction::Copy(copy) | Instruction::Add(copy) => {
-            let what = if matches!(instruction, Instruction::Copy(_)) {
-                "COPY"
-            } else {
-                "ADD"
-            };
-            super::copy::check_supported(copy, what)?;
-            let sources = super::sources::find_sources(context, &copy.sources)
-                .map_err(|source| BuildError::Source { what, source })?;
-            format!(
-                "{what} {} in {} chown={:?} chmod={:?} from={}",
-                super::sources::sources_hash(&sources),
-                copy.dest,
-                copy.chown,
-                copy.chmod,
-                copy.from.is_some()
-            )
-        }
-        other => format!("{other:?}"),
-    })
-}
-
-/// A cached step's result, if the layer it made (if any: the step's
-/// parent had `layers_before`) is still there.
-async fn cached(engine: &Engine, key: &str, layers_before: usize) -> Option<Built> {
-    let entry = match engine.build_cache.get(key) {
-        Ok(entry) => entry?,
-        Err(e) => {
-            tracing::warn!(error = %e, "read the build cache");
-            return None;
-        }
-    };
-    let built = Built {
-        doc: ImageDoc::from_value(entry.config.clone()),
-        layers: entry.layers(),
-    };
-    let diff_ids: Vec<String> = built.doc.top["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|ids| {
-            ids.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    if built.layers.len() > layers_before {
-        if let Some(top) = crate::images::remove::chain_ids(&diff_ids).last() {
-            engine.supervisor.snapshot_usage(top).await.ok()?;
-        }
-    }
-    Some(built)
-}
-
-/// COPY, ADD and WORKDIR, which write into a snapshot; `None` for the
-/// other instructions.
-async fn file_step(
-    engine: &Engine,
-    built: &mut Built,
-    context: &Path,
-    instruction: &Instruction,
-) -> Result<Option<()>, BuildError> {
-    let shell = built.doc.shell();
-    let workdir = built
-        .doc
-        .config
-        .get("WorkingDir")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    match instruction {
-        Instruction::Workdir(path) => {
-            let dir = super::image::resolve_workdir(&workdir, path);
-            built.doc.config.insert("WorkingDir".into(), json!(dir));
-            let created_by = super::image::nop_string_created_by(&shell, &format!("WORKDIR {dir}"));
-            super::copy::make_workdir(engine, built, &dir, &created_by, &now()).await?;
-        }
-        Instruction::Copy(copy) | Instruction::Add(copy) => {
-            let what = if matches!(instruction, Instruction::Copy(_)) {
-                "COPY"
-            } else {
-                "ADD"
-            };
-            super::copy::copy_step(engine, built, context, copy, what, &workdir, &shell, &now())
-                .await?;
-        }
-        _ => return Ok(None),
-    }
-    Ok(Some(()))
+    Ok(run_step(built, args, run)?.created_by)
 }
 
 /// What a RUN instruction runs, with what, and its history line.
-fn run_step(
+pub(super) fn run_step(
     built: &Built,
     args: &StageArgs,
     run: &dockerfile::instructions::Run,
@@ -553,16 +421,9 @@ fn run_step(
     })
 }
 
-fn at_line(e: BuildError, line: usize) -> BuildError {
-    match e {
-        BuildError::Expand { source, .. } => ParseError::Expand { line, source }.into(),
-        other => other,
-    }
-}
-
 /// The base image of a stage: its config and layers, pulled first when
 /// missing (or when the build asks to pull).
-async fn base_image(
+pub(super) async fn base_image(
     engine: &Arc<Engine>,
     opts: &BuildOptions,
     name: &str,
@@ -580,7 +441,10 @@ async fn base_image(
                 image: name.to_string(),
                 tag: String::new(),
                 platform: String::new(),
-                auth: opts.auth.clone(),
+                auth: opts
+                    .registries
+                    .for_image(name)
+                    .or_else(|| opts.auth.clone()),
             };
             let mut messages = crate::images::transfer::pull(Arc::clone(engine), pull).await?;
             while let Some(message) = messages.next().await {

@@ -109,17 +109,27 @@ async fn metadata_steps_make_a_tagged_image_with_docker_output() {
 }
 
 #[tokio::test]
-async fn a_step_that_needs_a_container_is_refused_clearly() {
+async fn a_url_that_cannot_be_fetched_fails_clearly_and_leaves_nothing() {
     let fake = Fake::new();
     add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
-    let (engine, _dir) = engine(&fake).await;
-    let dir = context("FROM busybox\nADD http://127.0.0.1:1/x /x\n");
-    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
-    assert_eq!(
-        result.unwrap_err().to_string(),
-        "ADD of a URL is not supported by this builder yet"
+    let (engine, dir) = engine(&fake).await;
+    // Port 1 on loopback: nothing listens.
+    let context_dir = context("FROM busybox\nADD http://127.0.0.1:1/x /x\n");
+    let (result, _) = run(&engine, &BuildOptions::default(), context_dir.path()).await;
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.starts_with("Dockerfile parse error line 2: failed to GET http://127.0.0.1:1/x: ")
+            || message.starts_with("failed to GET http://127.0.0.1:1/x: "),
+        "{message}"
     );
+    assert!(message.contains("onnection refused"), "{message}");
     assert!(!fake.calls().iter().any(|c| c.starts_with("create_image")));
+    let builds = engine.paths.engine_dir().join("builds");
+    let left: Vec<_> = std::fs::read_dir(&builds)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    drop(dir);
 }
 
 #[tokio::test]
@@ -213,4 +223,71 @@ async fn an_unchanged_rebuild_uses_the_cache_and_makes_the_same_image() {
     };
     let (_, messages) = run(&engine, &opts, dir.path()).await;
     assert!(!text(&messages).contains("Using cache"));
+}
+
+#[tokio::test]
+async fn a_build_writes_under_a_lease_it_deletes_at_its_end_failed_or_not() {
+    let fake = Fake::new();
+    add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context("FROM busybox\nENV A=1\n");
+    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    result.unwrap();
+    let calls = fake.calls();
+    let lease = calls
+        .iter()
+        .find_map(|c| c.strip_prefix("create_lease "))
+        .and_then(|c| c.split(' ').next())
+        .expect("a lease")
+        .to_string();
+    assert!(lease.starts_with("build-"), "{lease}");
+    assert_eq!(calls.last().unwrap(), &format!("delete_lease {lease}"));
+    let leased = fake.leased_calls();
+    let writes: Vec<_> = leased
+        .iter()
+        .filter(|(c, _)| c.starts_with("write_blob"))
+        .collect();
+    assert_eq!(writes.len(), 2, "config and manifest: {leased:?}");
+    assert!(writes.iter().all(|(_, l)| *l == lease));
+    // Outside the build nothing is leased.
+    assert!(crate::backend::current_lease().is_none());
+
+    // A build that fails (a base that is nowhere) deletes its lease too.
+    let dir = context("FROM nosuch/image\n");
+    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    assert!(result.is_err());
+    let calls = fake.calls();
+    let second = calls
+        .iter()
+        .filter_map(|c| c.strip_prefix("create_lease "))
+        .filter_map(|c| c.split(' ').next())
+        .next_back()
+        .unwrap()
+        .to_string();
+    assert_ne!(second, lease);
+    assert_eq!(calls.last().unwrap(), &format!("delete_lease {second}"));
+}
+
+#[tokio::test]
+async fn the_dockerfile_and_dockerignore_leave_the_context_when_it_lists_them() {
+    let fake = Fake::new();
+    add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
+    let (engine, _dir) = engine(&fake).await;
+    let dir = context("FROM busybox\nENV A=1\n");
+    std::fs::write(
+        dir.path().join(".dockerignore"),
+        "Dockerfile\n.dockerignore\n",
+    )
+    .unwrap();
+    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    result.unwrap();
+    assert!(!dir.path().join("Dockerfile").exists());
+    assert!(!dir.path().join(".dockerignore").exists());
+    // Not listed: both stay.
+    let dir = context("FROM busybox\nENV A=1\n");
+    std::fs::write(dir.path().join(".dockerignore"), "other\n").unwrap();
+    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    result.unwrap();
+    assert!(dir.path().join("Dockerfile").exists());
+    assert!(dir.path().join(".dockerignore").exists());
 }

@@ -1,5 +1,8 @@
 //! RUN: the command runs as a container of the supervisor on a snapshot
-//! prepared from the image so far; its output is streamed as it comes;
+//! prepared from the image so far, made as the engine makes a run
+//! container, with the build's network and resources
+//! ([`super::container`]); its output is streamed as it comes (stderr in
+//! Docker's red);
 //! its changes become a layer (Snapshots.Diff) and the snapshot is
 //! committed under the new chain id, so the next step (and the image)
 //! start from it without unpacking anything.
@@ -7,21 +10,22 @@
 //! The supervisor makes containers from images only, so the state before
 //! the RUN is named as an image first (`build-step-<id>@<digest>`); the
 //! build deletes those names when its image is named (or when it fails),
-//! and the task, the container and, on failure, the snapshot are removed
-//! whatever happens.
+//! and the task, the container, its network and, on failure, the snapshot
+//! are removed whatever happens.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use berth_proto::containers::v1 as containers;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 
+use super::container::StepContainer;
 use super::image::push_history;
 use super::pipeline::{write_manifest, BuildError, Built, Output};
 use crate::backend::TaskOptions;
 use crate::images::names::short_id;
 use crate::images::remove::chain_ids;
-use crate::images::Layer;
+use crate::images::{ImageConfigFile, Layer};
+use crate::types::HostConfig;
 use crate::Engine;
 
 /// The diff id of a layer that changes nothing (an empty tar).
@@ -38,7 +42,7 @@ fn diff_ids(built: &Built) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -69,6 +73,7 @@ pub async fn run_step(
     engine: &Engine,
     built: &mut Built,
     step: RunStep,
+    hc: &HostConfig,
     out: &Output<'_>,
     intermediate: &mut Vec<String>,
 ) -> Result<(), BuildError> {
@@ -79,7 +84,8 @@ pub async fn run_step(
     intermediate.push(created.name.clone());
 
     let key = prepare(engine, built).await?;
-    let result = run_in(engine, &created.name, &key, &step, out).await;
+    let doc: ImageConfigFile = serde_json::from_value(built.doc.to_value()).unwrap_or_default();
+    let result = run_in(engine, &created.name, &doc, &key, &step, hc, out).await;
     let status = match result {
         Ok(status) => status,
         Err(e) => {
@@ -151,33 +157,24 @@ pub async fn commit_layer(
 }
 
 /// The container and its task: the exit status. Both are removed before
-/// this returns.
+/// this returns, and the container's network with them.
 async fn run_in(
     engine: &Engine,
     image: &str,
+    doc: &ImageConfigFile,
     key: &str,
     step: &RunStep,
+    hc: &HostConfig,
     out: &Output<'_>,
 ) -> Result<u32, BuildError> {
     let supervisor = &engine.supervisor;
     let id = unique("container");
-    let request = containers::CreateContainerRequest {
-        id: id.clone(),
-        image: image.to_string(),
-        snapshot_key: key.to_string(),
-        labels: [("berth.build".to_string(), "1".to_string())].into(),
-        overrides: Some(containers::Overrides {
-            args: step.argv.clone(),
-            env: step.env.clone(),
-            hostname: short_id(&id).to_string(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    supervisor.create_container(request).await?;
-    out.say(format!(" ---> Running in {}\n", short_id(&id)))
-        .await?;
+    let container =
+        StepContainer::create(engine, &id, image, doc, key, &step.argv, &step.env, hc).await?;
     let ran = async {
+        out.say(format!(" ---> Running in {}\n", short_id(&id)))
+            .await?;
+        container.attach_network(engine).await?;
         supervisor
             .create_task(
                 &id,
@@ -190,9 +187,14 @@ async fn run_in(
         let mut output = supervisor.attach(&id, "", false).await?.output;
         supervisor.start(&id, "").await?;
         while let Some(chunk) = output.next().await {
-            let Ok((_, bytes)) = chunk else { break };
-            out.say(String::from_utf8_lossy(&bytes).into_owned())
-                .await?;
+            let Ok((stream, bytes)) = chunk else { break };
+            let text = String::from_utf8_lossy(&bytes);
+            // Docker shows a step's stderr in red.
+            let text = match stream {
+                2 => format!("\x1b[91m{text}\x1b[0m"),
+                _ => text.into_owned(),
+            };
+            out.say(text).await?;
         }
         let exit = supervisor.wait(&id, "").await?;
         Ok::<u32, BuildError>(exit.exit_status)
@@ -203,7 +205,7 @@ async fn run_in(
         let _ = supervisor.wait(&id, "").await;
     }
     let _ = supervisor.delete_task(&id).await;
-    let _ = supervisor.delete_container(&id).await;
+    container.remove(engine).await;
     if ran.is_ok() {
         out.say(format!(
             "Removing intermediate container {}\n",

@@ -73,6 +73,53 @@ impl AuthConfig {
     }
 }
 
+/// `X-Registry-Config` of `POST /build`: base64url JSON of registry (as
+/// the client's config.json names it: `host:port`, a URL, Docker Hub's
+/// `https://index.docker.io/v1/`) to credentials, for the base images a
+/// build pulls.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryConfig(std::collections::BTreeMap<String, AuthConfig>);
+
+impl RegistryConfig {
+    /// Decodes the header's value; empty is no credentials.
+    pub fn decode(header: &str) -> Result<RegistryConfig, ImageError> {
+        let header = header.trim();
+        if header.is_empty() {
+            return Ok(RegistryConfig::default());
+        }
+        let engines = [
+            &base64::engine::general_purpose::URL_SAFE,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &base64::engine::general_purpose::STANDARD,
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+        ];
+        let bytes = engines
+            .iter()
+            .find_map(|e| e.decode(header).ok())
+            .ok_or_else(|| {
+                ImageError::InvalidArgument("invalid X-Registry-Config header".into())
+            })?;
+        let mut map: std::collections::BTreeMap<String, AuthConfig> =
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ImageError::InvalidArgument(format!("invalid X-Registry-Config header: {e}"))
+            })?;
+        for config in map.values_mut() {
+            config.fill_from_auth();
+        }
+        Ok(RegistryConfig(map))
+    }
+
+    /// The credentials for the registry of image `reference`, if given.
+    pub fn for_image(&self, reference: &str) -> Option<AuthConfig> {
+        let normal = super::names::normalize(reference).ok()?;
+        let domain = normal.split('/').next().unwrap_or("");
+        self.0
+            .iter()
+            .find(|(key, _)| registry_of(key) == domain)
+            .map(|(_, auth)| auth.clone())
+    }
+}
+
 /// `POST /auth`: checks the credentials against their registry.
 pub async fn login(engine: &Engine, auth: AuthConfig) -> Result<(), ImageError> {
     let mut auth = auth;
@@ -120,6 +167,30 @@ fn login_url(address: &str, registry: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_config_names_credentials_per_registry() {
+        let json = r#"{"127.0.0.1:5000": {"username": "u", "password": "p"},
+            "https://index.docker.io/v1/": {"auth": "aHViOnNlY3JldA=="}}"#;
+        let header = base64::engine::general_purpose::URL_SAFE.encode(json);
+        let config = RegistryConfig::decode(&header).unwrap();
+        let local = config.for_image("127.0.0.1:5000/app:1").unwrap();
+        assert_eq!(
+            (local.username.as_str(), local.password.as_str()),
+            ("u", "p")
+        );
+        let hub = config.for_image("busybox").unwrap();
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "secret")
+        );
+        assert_eq!(config.for_image("127.0.0.1:6000/app"), None);
+        assert_eq!(
+            RegistryConfig::decode("").unwrap(),
+            RegistryConfig::default()
+        );
+        assert!(RegistryConfig::decode("!!").is_err());
+    }
 
     #[test]
     fn registry_auth_header() {

@@ -322,7 +322,12 @@ pub async fn inspect(engine: &Engine, name: &str) -> Result<Inspect, ImageError>
         id: image.id.clone(),
         repo_tags: repo_tags(&found.names),
         repo_digests: repo_digests(image, &found.names),
-        parent: String::new(),
+        parent: engine
+            .build_cache
+            .parent(&image.id)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
         comment: c.comment.clone().unwrap_or_default(),
         created: c.created.clone().unwrap_or_default(),
         container: c.container.clone().unwrap_or_default(),

@@ -79,6 +79,8 @@ pub struct Copy {
     pub chown: Option<String>,
     pub chmod: Option<String>,
     pub link: bool,
+    /// ADD's `--checksum=sha256:<hex>` of a URL source.
+    pub checksum: Option<String>,
     /// The here-documents among the sources (COPY <<EOF /dst).
     pub heredocs: Vec<Heredoc>,
 }
@@ -335,6 +337,7 @@ fn parse_instruction(node: &Node, escape: char) -> Result<Instruction, String> {
                     ("chown", FlagKind::Text),
                     ("chmod", FlagKind::Text),
                     ("link", FlagKind::Bool),
+                    ("checksum", FlagKind::Text),
                 ]
             };
             let flags = Flags::parse(&node.flags, allowed)?;
@@ -350,6 +353,7 @@ fn parse_instruction(node: &Node, escape: char) -> Result<Instruction, String> {
                 chown: flags.text("chown"),
                 chmod: flags.text("chmod"),
                 link: flags.bool("link"),
+                checksum: flags.text("checksum"),
                 heredocs: node.heredocs.clone(),
             };
             if node.keyword == "copy" {
@@ -559,6 +563,7 @@ fn expand_copy(
         chown: optional(&copy.chown)?,
         chmod: optional(&copy.chmod)?,
         link: copy.link,
+        checksum: optional(&copy.checksum)?,
         heredocs: copy.heredocs.clone(),
     })
 }

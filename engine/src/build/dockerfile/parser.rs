@@ -144,7 +144,8 @@ pub fn parse_nodes(text: &str) -> Result<(Directives, Vec<Node>), ParseError> {
                         terminated = true;
                         break;
                     }
-                    heredoc.content.push_str(body_line);
+                    // `<<-`: the content's leading tabs go too.
+                    heredoc.content.push_str(candidate);
                     heredoc.content.push('\n');
                 }
                 if !terminated {

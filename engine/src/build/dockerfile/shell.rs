@@ -47,6 +47,12 @@ impl Lookup for [(String, String)] {
     }
 }
 
+impl Lookup for &[(String, String)] {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        (**self).lookup(name)
+    }
+}
+
 impl Lookup for Vec<(String, String)> {
     fn lookup(&self, name: &str) -> Option<&str> {
         self.as_slice().lookup(name)
@@ -61,6 +67,33 @@ pub fn expand_word(word: &str, env: &dyn Lookup, escape: char) -> Result<String,
         escape,
     };
     lexer.until(None)
+}
+
+/// Expands the variables of a heredoc's content (its delimiter unquoted),
+/// as BuildKit does for `COPY <<EOF`: `$name` and `${...}` forms only;
+/// quotes are text and stay, the escape character before `$` keeps it.
+pub fn expand_heredoc(text: &str, env: &dyn Lookup, escape: char) -> Result<String, ShellError> {
+    let mut lexer = Lexer {
+        chars: text.chars().peekable(),
+        env,
+        escape,
+    };
+    let mut out = String::new();
+    while let Some(&ch) = lexer.chars.peek() {
+        if ch == '$' {
+            let value = lexer.dollar()?;
+            push(&mut out, &value)?;
+            continue;
+        }
+        lexer.chars.next();
+        if ch == escape && lexer.chars.peek() == Some(&'$') {
+            lexer.chars.next();
+            push(&mut out, "$")?;
+            continue;
+        }
+        push(&mut out, ch.encode_utf8(&mut [0; 4]))?;
+    }
+    Ok(out)
 }
 
 struct Lexer<'a> {

@@ -273,7 +273,8 @@ fn heredoc_variants() {
             assert_eq!(run.heredocs[0].fd, 3);
             assert!(run.heredocs[0].chomp);
             assert!(!run.heredocs[0].expand);
-            assert_eq!(run.heredocs[0].content, "\tone\n");
+            // `<<-`: the content's leading tabs go, as the terminator's.
+            assert_eq!(run.heredocs[0].content, "one\n");
             assert_eq!(run.heredocs[1].name, "B");
             assert_eq!(run.heredocs[1].content, "two\n");
         }
@@ -291,6 +292,36 @@ fn copy_with_a_heredoc() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn copy_with_several_heredocs_and_a_checksum_flag() {
+    match one("COPY <<A <<-\"B\" /dir/\na $X\nA\n\t\tb $X\n\tB") {
+        Instruction::Copy(copy) => {
+            assert_eq!(copy.sources, vec!["<<A", "<<-\"B\""]);
+            assert_eq!(copy.heredocs[0].content, "a $X\n");
+            assert!(copy.heredocs[0].expand);
+            assert_eq!(copy.heredocs[1].content, "b $X\n");
+            assert!(!copy.heredocs[1].expand);
+        }
+        other => panic!("{other:?}"),
+    }
+    let hex = "0".repeat(64);
+    match one(&format!("ADD --checksum=sha256:{hex} http://h/f /f")) {
+        Instruction::Add(add) => assert_eq!(add.checksum, Some(format!("sha256:{hex}"))),
+        other => panic!("{other:?}"),
+    }
+    assert!(parse(&format!("FROM a\nCOPY --checksum=sha256:{hex} f /f\n")).is_err());
+}
+
+#[test]
+fn heredoc_content_expansion_keeps_quotes() {
+    use super::shell::expand_heredoc;
+    let env = vec![("X".to_string(), "1".to_string())];
+    assert_eq!(
+        expand_heredoc("a \"$X\" '${X}' \\$X ${Y:-d}\n", &env, '\\').unwrap(),
+        "a \"1\" '1' $X d\n"
+    );
 }
 
 #[test]
