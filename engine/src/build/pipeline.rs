@@ -317,6 +317,7 @@ async fn build_steps(
             if !opts.no_cache {
                 if let Some(hit) = cached(engine, &key, built.layers.len()).await {
                     built = hit;
+                    crate::metrics::build_step(true);
                     let (_, id) = config_id(&built.doc);
                     out.say(format!(" ---> Using cache\n ---> {}\n", short_id(&id)))
                         .await?;
@@ -337,6 +338,7 @@ async fn build_steps(
             if let Err(e) = engine.build_cache.put(&key, &entry) {
                 tracing::warn!(error = %e, "keep a build step in the cache");
             }
+            crate::metrics::build_step(false);
             let (_, id) = config_id(&built.doc);
             out.say(format!(" ---> {}\n", short_id(&id))).await?;
         }
