@@ -13,6 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration_tests::engine::{berthd_binary, busybox_tar, docker_binary, Berthd, DockerOutput};
+use integration_tests::images::{image_set, push};
+use integration_tests::registry::{require_program, Auth, Registry};
 use integration_tests::require_root;
 use integration_tests::supervisor::{child_output, Supervisor};
 use rcgen::{
@@ -602,6 +604,30 @@ fn berthd_metrics_move_as_the_test_acts() {
         .is_some_and(|v| v >= 1.0),
         "{:?}",
         later.samples
+    );
+    // Pulls and the bytes they fetched; a pull of an image already here
+    // fetches nothing.
+    require_program("docker-registry", "docker-registry");
+    let set = image_set();
+    let registry = Registry::start(Auth::None);
+    push(&set.layered_ref(), &registry, "pulled:1");
+    let image = format!("{}/pulled:1", registry.host());
+    d.docker(&["pull", &image]).ok();
+    let pulled = parse(&scrape(port));
+    let layers: u64 = set.layered.layers.iter().map(|l| l.descriptor.size).sum();
+    let all = layers + set.layered.config.size + set.layered.manifest.size;
+    let bytes = value(&pulled, "berth_engine_image_pulled_bytes", &[]).unwrap_or(0.0) as u64;
+    assert!(
+        (layers..=all).contains(&bytes),
+        "pulled {bytes} bytes; layers {layers}, with config and manifest {all}"
+    );
+    assert_eq!(value(&pulled, "berth_engine_image_pulls", &[]), Some(1.0));
+    d.docker(&["pull", &image]).ok();
+    let again = parse(&scrape(port));
+    assert_eq!(value(&again, "berth_engine_image_pulls", &[]), Some(2.0));
+    assert_eq!(
+        value(&again, "berth_engine_image_pulled_bytes", &[]).map(|v| v as u64),
+        Some(bytes)
     );
     // Builds: steps and cache hits.
     let ctx = tempfile::tempdir().expect("test set-up");
