@@ -356,7 +356,10 @@ async fn run_bound(
         tracing::info!(listener = %l.describe(), "berthd serving the Docker Engine API");
     }
     let metrics = metrics.map(|listener| {
-        tracing::info!(addr = ?opts.metrics_addr, "serving metrics at /metrics");
+        tracing::info!(
+            addr = opts.metrics_addr.as_deref().unwrap_or(""),
+            "serving metrics at /metrics"
+        );
         tokio::spawn(crate::api::metrics::serve(engine.clone(), listener))
     });
     crate::listeners::notify_ready();

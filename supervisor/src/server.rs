@@ -156,7 +156,10 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("recover tasks: {e}"))?;
     let metrics_task = metrics_listener.map(|listener| {
-        tracing::info!(addr = ?config.metrics_addr, "serving metrics at /metrics");
+        tracing::info!(
+            addr = config.metrics_addr.as_deref().unwrap_or(""),
+            "serving metrics at /metrics"
+        );
         tokio::spawn(crate::metrics::serve(
             listener,
             Arc::clone(&tasks),
