@@ -27,6 +27,13 @@
 #                volume and the container's root, against dockerd); and
 #                `docker cp` of 200 MB both ways (bench/cp.sh, <= 0.5x
 #                dockerd); see docs/benchmarks.md
+#   make install binaries under $(PREFIX)/bin (default /usr/local), systemd
+#                units (berth.socket, berthd.service, berth-supervisord.service),
+#                the berth group (sysusers.d; created now when installing to /),
+#                /etc/berth/daemon.json.example; DESTDIR and PREFIX honoured;
+#                the binaries come from $(BIN_SRC) (default: make build's)
+#   make uninstall  remove what install put (the berth group and
+#                /etc/berth/daemon.json stay, as packages leave them)
 #   make clean   remove build output
 
 SHELL := /bin/bash
@@ -43,9 +50,9 @@ APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine stra
                 iproute2 util-linux gcc containerd docker.io \
                 qemu-system-x86 linux-image-amd64 cpio \
                 docker-registry apache2-utils openssl zstd debootstrap iperf3 curl xz-utils bzip2 \
-                docker-compose
+                docker-compose systemd
 
-.PHONY: deps build run test compat lint bench clean
+.PHONY: deps build run test compat lint bench clean install uninstall
 
 deps:
 	@missing=""; \
@@ -156,3 +163,39 @@ bench: deps build
 
 clean:
 	$(CARGO) clean
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+BIN_SRC ?= $(RELEASE)
+INSTALL_BINS := berthd berth berth-supervisord berth-shim berth-runtime berth-ctr
+UNITS := berth.socket berthd.service berth-supervisord.service
+
+install:
+	@for bin in $(INSTALL_BINS); do \
+	    [ -x "$(BIN_SRC)/$$bin" ] || { echo "install: $(BIN_SRC)/$$bin is missing: make build first (or set BIN_SRC)" >&2; exit 1; }; \
+	done
+	install -d -m 0755 "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(SYSUSERSDIR)" \
+	    "$(DESTDIR)$(SYSCONFDIR)/berth"
+	for bin in $(INSTALL_BINS); do install -m 0755 "$(BIN_SRC)/$$bin" "$(DESTDIR)$(BINDIR)/$$bin"; done
+	for unit in $(UNITS); do \
+	    src=contrib/systemd/$$unit; [ -f "$$src" ] || src=$$src.in; \
+	    sed 's|@BINDIR@|$(BINDIR)|g' "$$src" > "$(DESTDIR)$(UNITDIR)/$$unit"; \
+	    chmod 0644 "$(DESTDIR)$(UNITDIR)/$$unit"; \
+	done
+	install -m 0644 contrib/systemd/berth.sysusers "$(DESTDIR)$(SYSUSERSDIR)/berth.conf"
+	install -m 0644 contrib/daemon.json.example "$(DESTDIR)$(SYSCONFDIR)/berth/daemon.json.example"
+	@if [ -z "$(DESTDIR)" ]; then \
+	    getent group berth >/dev/null || groupadd --system berth; \
+	    if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
+
+uninstall:
+	for bin in $(INSTALL_BINS); do rm -f "$(DESTDIR)$(BINDIR)/$$bin"; done
+	for unit in $(UNITS); do rm -f "$(DESTDIR)$(UNITDIR)/$$unit"; done
+	rm -f "$(DESTDIR)$(SYSUSERSDIR)/berth.conf" "$(DESTDIR)$(SYSCONFDIR)/berth/daemon.json.example"
+	-rmdir "$(DESTDIR)$(SYSCONFDIR)/berth" 2>/dev/null
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

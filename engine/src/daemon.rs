@@ -1,6 +1,6 @@
 //! `berthd`'s life: the managed supervisor (started and watched unless the
-//! daemon is given one), the engine, and the API socket served until a
-//! signal. Containers are left running when the daemon stops: their shims
+//! daemon is given one), the engine, and the API served on its listeners
+//! ([`crate::listeners`]; TLS on TCP, [`crate::tls`]) until a signal. Containers are left running when the daemon stops: their shims
 //! hold them, and the next daemon reattaches.
 
 use std::io;
@@ -13,12 +13,18 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::process::{Child, Command};
+use tokio_rustls::rustls;
 
 use crate::backend::grpc::Grpc;
 use crate::config::Paths;
+use crate::listeners::{Host, Listener, TcpPolicy};
+use crate::tls::TlsOptions;
 use crate::Engine;
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(30);
 
 /// How long a managed supervisor may take to open its socket.
 const SUPERVISOR_START: Duration = Duration::from_secs(20);
@@ -39,10 +45,10 @@ pub enum DaemonError {
     SupervisorTimeout { socket: PathBuf, secs: u64 },
     #[error(transparent)]
     Connect(#[from] berth_client::ClientError),
-    #[error("listen on {path}: {source}")]
-    Listen { path: PathBuf, source: io::Error },
-    #[error("set the mode of {path}: {source}")]
-    SocketMode { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Listen(#[from] crate::listeners::ListenError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("engine: {0}")]
     Engine(String),
 }
@@ -51,8 +57,12 @@ pub enum DaemonError {
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub paths: Paths,
-    /// The API socket; default `<exec-root>/berth.sock`.
-    pub socket: Option<PathBuf>,
+    /// Where the API is served (`-H`); none: `<exec-root>/berth.sock`.
+    pub hosts: Vec<Host>,
+    /// TLS for the TCP listeners.
+    pub tls: TlsOptions,
+    /// Where Prometheus metrics are served (`--metrics-addr`), plain HTTP.
+    pub metrics_addr: Option<String>,
     /// A running supervisor's socket; none: start one.
     pub supervisor: Option<PathBuf>,
     /// The `berth-supervisord` binary to start; default: beside this one.
@@ -115,6 +125,11 @@ impl ManagedSupervisor {
             .arg("--address")
             .arg(self.paths.supervisor_socket())
             .stdin(Stdio::null())
+            // systemd's sockets and notifications are berthd's, not its.
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_FDNAMES")
+            .env_remove("NOTIFY_SOCKET")
             // Its own process group: a terminal's ^C stops berthd, which
             // stops the supervisor in order.
             .process_group(0)
@@ -231,45 +246,76 @@ fn default_supervisor_binary() -> PathBuf {
     }
 }
 
-/// Binds the API socket: mode 0660, group `berth` when it exists.
-fn listen(path: &Path) -> Result<UnixListener, DaemonError> {
-    let listen_err = |source| DaemonError::Listen {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(listen_err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(listen_err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(listen_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
-        DaemonError::SocketMode {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
-    if let Ok(Some(group)) = nix::unistd::Group::from_name("berth") {
-        let _ = nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(group.gid));
-    }
-    Ok(listener)
-}
-
-/// Runs the daemon until `shutdown` resolves.
+/// Runs the daemon until `shutdown` resolves. The listeners are bound
+/// first: a refused `-H`, certificate or metrics address stops berthd
+/// before anything is created or started, and clients of a socket-activated
+/// daemon wait in the socket's backlog while it starts.
 pub async fn run(
     opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let paths = opts.paths.clone();
+    let tls = crate::tls::server_config(&opts.tls)?;
+    if let Some(pidfile) = &opts.pidfile {
+        write_pidfile(pidfile)?;
+    }
+    let hosts = if opts.hosts.is_empty() {
+        vec![Host::Unix(paths.socket())]
+    } else {
+        opts.hosts.clone()
+    };
+    let policy = TcpPolicy {
+        tls: opts.tls.enabled(),
+        plain_allowed: opts.tls.explicitly_off(),
+    };
+    let listeners = crate::listeners::bind_all(&hosts, policy)?;
+    let metrics = match &opts.metrics_addr {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr.as_str()).await {
+            Ok(l) => Some(l),
+            Err(source) => {
+                listeners.iter().for_each(Listener::cleanup);
+                return Err(crate::listeners::ListenError::Bind {
+                    addr: format!("metrics {addr}"),
+                    source,
+                }
+                .into());
+            }
+        },
+    };
+    let made: Vec<PathBuf> = listeners
+        .iter()
+        .filter_map(|l| match l {
+            Listener::Unix {
+                path: Some(path), ..
+            } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    let result = run_bound(&opts, listeners, metrics, tls, shutdown).await;
+    if result.is_err() {
+        for path in made {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    if let Some(pidfile) = &opts.pidfile {
+        let _ = std::fs::remove_file(pidfile);
+    }
+    result
+}
+
+/// [`run`] once its listeners are bound.
+async fn run_bound(
+    opts: &Options,
+    listeners: Vec<Listener>,
+    metrics: Option<tokio::net::TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let paths = opts.paths.clone();
     create_dir(&paths.data_root, 0o711)?;
     create_dir(&paths.exec_root, 0o711)?;
     create_dir(&paths.engine_dir(), 0o700)?;
-    if let Some(pidfile) = &opts.pidfile {
-        write_pidfile(pidfile)?;
-    }
     let mut managed = None;
     let supervisor_socket = match &opts.supervisor {
         Some(socket) => socket.clone(),
@@ -306,52 +352,128 @@ pub async fn run(
         .start_monitor()
         .await
         .map_err(|e| DaemonError::Engine(e.to_string()))?;
-    let socket = opts.socket.clone().unwrap_or_else(|| paths.socket());
-    let listener = listen(&socket)?;
-    tracing::info!(socket = %socket.display(), "berthd serving the Docker Engine API");
-    serve(engine, listener, shutdown).await;
-    let _ = std::fs::remove_file(&socket);
+    for l in &listeners {
+        tracing::info!(listener = %l.describe(), "berthd serving the Docker Engine API");
+    }
+    let metrics = metrics.map(|listener| {
+        tracing::info!(
+            addr = opts.metrics_addr.as_deref().unwrap_or(""),
+            "serving metrics at /metrics"
+        );
+        tokio::spawn(crate::api::metrics::serve(engine.clone(), listener))
+    });
+    crate::listeners::notify_ready();
+    serve(engine, listeners, tls, shutdown).await;
+    if let Some(task) = metrics {
+        task.abort();
+    }
+    crate::listeners::notify_stopping();
     if let Some((stop, watcher)) = managed {
         let _ = stop.send(());
         let _ = watcher.await;
     }
-    if let Some(pidfile) = &opts.pidfile {
-        let _ = std::fs::remove_file(pidfile);
-    }
     Ok(())
 }
 
-/// Accepts connections until `shutdown` resolves.
+/// Accepts connections on every listener until `shutdown` resolves, then
+/// removes the sockets it made.
 pub async fn serve(
     engine: Arc<Engine>,
-    listener: UnixListener,
+    listeners: Vec<Listener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept on the API socket");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut loops = Vec::new();
+    for listener in listeners {
         let engine = engine.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let engine = engine.clone();
-                async move { Ok::<_, std::convert::Infallible>(crate::api::handle(engine, req).await) }
-            });
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "API connection ended");
+        let acceptor = acceptor.clone();
+        let mut stop = stop_rx.clone();
+        loops.push(tokio::spawn(async move {
+            accept_loop(&engine, &listener, acceptor, &mut stop).await;
+            listener.cleanup();
+        }));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+}
+
+async fn accept_loop(
+    engine: &Arc<Engine>,
+    listener: &Listener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = accept(listener) => accepted,
+        };
+        match accepted {
+            Ok(Accepted::Unix(stream)) => {
+                tokio::spawn(serve_connection(engine.clone(), stream));
             }
-        });
+            Ok(Accepted::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let engine = engine.clone();
+                match &acceptor {
+                    None => {
+                        tokio::spawn(serve_connection(engine, stream));
+                    }
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(TLS_HANDSHAKE, handshake).await {
+                                Ok(Ok(stream)) => serve_connection(engine, stream).await,
+                                Ok(Err(e)) => {
+                                    tracing::info!(%peer, error = %e, "TLS handshake refused")
+                                }
+                                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(listener = %listener.describe(), error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+enum Accepted {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Accepted> {
+    match listener {
+        Listener::Unix { listener, .. } => listener.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        Listener::Tcp { listener, .. } => listener
+            .accept()
+            .await
+            .map(|(s, peer)| Accepted::Tcp(s, peer)),
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades for attach and exec) on one connection.
+async fn serve_connection<S>(engine: Arc<Engine>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let engine = engine.clone();
+        async move { Ok::<_, std::convert::Infallible>(crate::api::handle(engine, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "API connection ended");
     }
 }

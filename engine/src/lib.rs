@@ -9,7 +9,8 @@
 //!   [`exec`], [`events`], [`names`], [`state`] (the engine's redb
 //!   database). None of it imports hyper.
 //! - [`backend`]: the supervisor behind a trait, over gRPC or in memory.
-//! - [`daemon`]: `berthd`'s set-up: paths, the managed supervisor, serving.
+//! - [`daemon`]: `berthd`'s set-up: paths, the managed supervisor, serving
+//!   on [`listeners`] (unix, TCP with [`tls`], systemd's sockets).
 //! - [`types`]: the Docker API's data model.
 
 // serde_json's json! of `docker info`'s many fields nests deeply.
@@ -22,14 +23,18 @@ pub mod build;
 pub mod config;
 pub mod containers;
 pub mod daemon;
+pub mod daemon_config;
 mod engine;
 pub mod events;
 pub mod exec;
 pub mod images;
+pub mod listeners;
+pub mod metrics;
 pub mod names;
 pub mod network;
 pub mod state;
 pub mod system;
+pub mod tls;
 pub mod types;
 pub mod volumes;
 

@@ -148,7 +148,30 @@ impl Berthd {
         Berthd::start_networked(args)
     }
 
+    /// Starts berthd in the host's network namespace with these flags
+    /// (`-H`: the fixture's unix socket is added to them).
+    pub fn start_with_args(args: &[&str]) -> Berthd {
+        Berthd::start_in(args, false)
+    }
+
+    /// [`Berthd::start_with_args`] with flags made once the fixture's
+    /// directory exists (to write a file there first).
+    pub fn start_configured(args: impl FnOnce(&Berthd) -> Vec<String>) -> Berthd {
+        let mut d = Berthd::start_in_later(&[], false);
+        d.args = args(&d);
+        d.spawn();
+        d.import_busybox();
+        d
+    }
+
     fn start_in(args: &[&str], netns: bool) -> Berthd {
+        let mut d = Berthd::start_in_later(args, netns);
+        d.spawn();
+        d.import_busybox();
+        d
+    }
+
+    fn start_in_later(args: &[&str], netns: bool) -> Berthd {
         require_root();
         // A short name: a shim's socket path (state dir, namespace, a
         // 64-digit id) must fit in 107 bytes.
@@ -156,7 +179,7 @@ impl Berthd {
             .prefix("be")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        let mut d = Berthd {
+        let d = Berthd {
             tmp: Some(tmp),
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -166,8 +189,6 @@ impl Berthd {
         if netns {
             d.make_netns();
         }
-        d.spawn();
-        d.import_busybox();
         d
     }
 
@@ -245,6 +266,15 @@ impl Berthd {
         } else {
             Command::new(berthd_binary())
         };
+        // With -H given, the fixture's socket is one of the listeners.
+        if self
+            .args
+            .iter()
+            .any(|a| a == "-H" || a == "--host" || a.starts_with("--host="))
+        {
+            cmd.arg("-H")
+                .arg(format!("unix://{}", self.socket().display()));
+        }
         let child = cmd
             .args(&self.args)
             .arg("--data-root")

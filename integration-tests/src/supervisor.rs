@@ -37,6 +37,8 @@ pub struct Supervisor {
     tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
     registry_config: Option<PathBuf>,
+    /// More flags the daemon is started with.
+    args: Vec<String>,
 }
 
 /// What a `berth-ctr` command did.
@@ -98,7 +100,24 @@ impl Supervisor {
         Supervisor::start_configured(None, hosts)
     }
 
+    /// Starts a supervisor with more flags (`--metrics-addr`).
+    pub fn start_with_args(args: &[&str]) -> Supervisor {
+        let mut s = Supervisor::start_configured_later(None, &[]);
+        s.args = args.iter().map(|a| a.to_string()).collect();
+        s.spawn();
+        s
+    }
+
     fn start_configured(registry_config: Option<&str>, hosts: &[(&str, String)]) -> Supervisor {
+        let mut s = Supervisor::start_configured_later(registry_config, hosts);
+        s.spawn();
+        s
+    }
+
+    fn start_configured_later(
+        registry_config: Option<&str>,
+        hosts: &[(&str, String)],
+    ) -> Supervisor {
         require_root();
         let tmp = tempfile::Builder::new()
             .prefix("berth-sup-")
@@ -114,13 +133,12 @@ impl Supervisor {
             std::fs::write(&p, text).expect("write registry config");
             p
         });
-        let mut s = Supervisor {
+        Supervisor {
             tmp: Some(tmp),
             child: None,
             registry_config: config,
-        };
-        s.spawn();
-        s
+            args: Vec::new(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -171,6 +189,7 @@ impl Supervisor {
         if let Some(c) = &self.registry_config {
             cmd.arg("--registry-config").arg(c);
         }
+        cmd.args(&self.args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -24,6 +24,7 @@ pub mod gc;
 pub mod images;
 pub mod leases;
 pub mod metadata;
+pub mod metrics;
 pub mod namespaces;
 pub mod oci;
 pub use berth_client::reference;

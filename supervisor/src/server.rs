@@ -1,6 +1,7 @@
 //! The daemon: opens the stores, collects what a crash left behind, and
 //! serves the gRPC services on a unix socket (mode 0600) until told to stop,
-//! and Kubernetes' CRI (`cri`) on a socket of its own when configured.
+//! Kubernetes' CRI (`cri`) on a socket of its own when configured, and
+//! Prometheus metrics (`metrics`) on `--metrics-addr`.
 
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -51,6 +52,8 @@ pub struct Config {
     pub registry_hosts_dir: Option<PathBuf>,
     /// The CRI socket; `None`: no CRI.
     pub cri_address: Option<PathBuf>,
+    /// Where Prometheus metrics are served (`ADDR:PORT`); `None`: nowhere.
+    pub metrics_addr: Option<String>,
 }
 
 fn private_dir(path: &Path) -> anyhow::Result<()> {
@@ -114,6 +117,14 @@ pub async fn serve(
     crate::gc::collect_now(&images)
         .await
         .map_err(|e| anyhow::anyhow!("garbage collection at start: {e}"))?;
+    let metrics_listener = match &config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .with_context(|| format!("listen on {addr} for metrics"))?,
+        ),
+        None => None,
+    };
     let listener = bind(&config.address)?;
     tracing::info!(address = %config.address.display(), root = %config.root.display(), "serving");
     let cri_config = config.cri_address.clone().map(|address| CriConfig {
@@ -144,6 +155,17 @@ pub async fn serve(
         .recover()
         .await
         .map_err(|e| anyhow::anyhow!("recover tasks: {e}"))?;
+    let metrics_task = metrics_listener.map(|listener| {
+        tracing::info!(
+            addr = config.metrics_addr.as_deref().unwrap_or(""),
+            "serving metrics at /metrics"
+        );
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&tasks),
+            Arc::clone(&images),
+        ))
+    });
     let service = Service {
         images: Arc::clone(&images),
         events: Arc::clone(&events),
@@ -167,6 +189,9 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(|inner| Timed { inner }))
+        .layer(tower::layer::layer_fn(|inner| crate::metrics::Counted {
+            inner,
+        }))
         .add_service(VersionServer::new(service.clone()))
         .add_service(NamespacesServer::new(service.clone()))
         .add_service(ContentServer::new(service.clone()))
@@ -195,6 +220,9 @@ pub async fn serve(
                 tracing::warn!("calls still running after 10 s; stopping anyway");
             }
         }
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
     }
     // What is queued is written before the daemon exits.
     let writer = Arc::clone(&events);

@@ -23,6 +23,7 @@ pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod images;
+pub mod metrics;
 pub mod networks;
 pub mod stream;
 pub mod swarm;
@@ -279,6 +280,12 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
         }
     };
     tracing::debug!(%method, path, status = resp.status().as_u16(), micros = began.elapsed().as_micros() as u64, "request");
+    crate::metrics::api_request(
+        method.as_str(),
+        &path,
+        resp.status().as_u16(),
+        began.elapsed(),
+    );
     add_server_headers(resp.headers_mut());
     resp
 }

@@ -316,6 +316,7 @@ async fn build_stage(
             let hit = cached(engine, &key, built.layers.len()).await;
             if let Some(hit) = hit.filter(|hit| cache_from.admits(hit)) {
                 built = hit;
+                crate::metrics::build_step(true);
                 let (_, id) = config_id(&built.doc);
                 out.say(format!(" ---> Using cache\n ---> {}\n", short_id(&id)))
                     .await?;
@@ -327,6 +328,7 @@ async fn build_stage(
             if let Some((predicted, created_by)) = expected {
                 if let Some(hit) = cache_from.probe(&built, &created_by, &predicted) {
                     built = hit;
+                    crate::metrics::build_step(true);
                     let (_, id) = config_id(&built.doc);
                     out.say(format!(" ---> Using cache\n ---> {}\n", short_id(&id)))
                         .await?;
@@ -356,6 +358,7 @@ async fn build_stage(
         if let Err(e) = engine.build_cache.put(&key, &entry) {
             tracing::warn!(error = %e, "keep a build step in the cache");
         }
+        crate::metrics::build_step(false);
         let (_, id) = config_id(&built.doc);
         out.say(format!(" ---> {}\n", short_id(&id))).await?;
     }

@@ -48,6 +48,7 @@ pub async fn start(engine: &Engine, c: &Arc<Container>) -> Result<()> {
 /// Creates and starts the container's task; the caller holds its `op`
 /// (and has judged its state: [`start`], or a restart by policy).
 pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()> {
+    let began = std::time::Instant::now();
     let record = c.record();
     let id = &c.id;
     let log = &record.host_config.log_config;
@@ -138,6 +139,7 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
     });
     engine.containers.persist(c)?;
     tracing::info!(container = %id, pid, "container started");
+    crate::metrics::container_started(began.elapsed());
     emit(engine, c, "start");
     super::health::started(engine, c);
     Ok(())

@@ -383,6 +383,9 @@ pub async fn pull(
         let mut held_back: Vec<Message> = Vec::new();
         let mut moved = false;
         let mut upstream = futures_util::stream::iter(held).chain(upstream);
+        // Bytes fetched per blob, for the metrics.
+        let mut fetched: BTreeMap<String, i64> = BTreeMap::new();
+        let mut present = std::collections::BTreeSet::new();
         while let Some(item) = upstream.next().await {
             let msg = match item {
                 Ok(msg) => msg,
@@ -391,6 +394,25 @@ pub async fn pull(
                     return;
                 }
             };
+            // A blob already here says "exists" and is not counted.
+            for p in &msg.progress {
+                let seen = match p.state() {
+                    pb::ProgressState::Exists => {
+                        present.insert(p.digest.clone());
+                        fetched.remove(&p.digest);
+                        None
+                    }
+                    pb::ProgressState::Downloading | pb::ProgressState::Done
+                        if !present.contains(&p.digest) =>
+                    {
+                        Some(fetched.entry(p.digest.clone()).or_default())
+                    }
+                    _ => None,
+                };
+                if let Some(seen) = seen {
+                    *seen = (*seen).max(p.offset);
+                }
+            }
             for line in log.update(&msg.progress, &id_of) {
                 // An image already here says nothing of its layers (as
                 // dockerd): "Already exists" waits until something moves.
@@ -421,6 +443,7 @@ pub async fn pull(
                 } else {
                     format!("Status: Downloaded newer image for {}", shown(&r))
                 };
+                crate::metrics::image_pulled(fetched.values().map(|n| (*n).max(0) as u64).sum());
                 let _ = tx.send(Message::status(format!("Digest: {digest}"))).await;
                 let _ = tx.send(Message::status(status)).await;
                 let attributes = BTreeMap::from([("name".to_string(), familiar(&r.name()))]);

@@ -42,6 +42,9 @@ struct Args {
     /// <DIR>/<registry>/hosts.toml (a missing directory configures nothing).
     #[arg(long, default_value = "/etc/berth/certs.d")]
     registry_config_dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// Log debug messages.
     #[arg(long)]
     debug: bool,
@@ -76,6 +79,7 @@ fn main() {
         runtime: args.runtime,
         registry_hosts_dir: Some(args.registry_config_dir),
         cri_address,
+        metrics_addr: args.metrics_addr,
     };
     // Two workers are plenty: the heavy work (hashing, unpacking) runs on
     // the blocking pool, and fewer threads keep the idle daemon small.

@@ -175,10 +175,19 @@ impl Tasks {
 
     /// The inits of the namespace's tasks.
     pub async fn list(&self, ns: &str) -> Vec<ProcessInfo> {
+        self.list_where(|n| n == ns).await
+    }
+
+    /// The inits of every namespace's tasks (for the metrics).
+    pub async fn list_all(&self) -> Vec<ProcessInfo> {
+        self.list_where(|_| true).await
+    }
+
+    async fn list_where(&self, ns: impl Fn(&str) -> bool) -> Vec<ProcessInfo> {
         let tasks: Vec<Arc<Task>> = self
             .lock()
             .iter()
-            .filter(|((n, _), _)| n == ns)
+            .filter(|((n, _), _)| ns(n))
             .filter_map(|(_, slot)| match slot {
                 Slot::Ready(t) => Some(Arc::clone(t)),
                 Slot::Creating | Slot::Held => None,
