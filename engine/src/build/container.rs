@@ -50,8 +50,8 @@ pub fn check_host_config(engine: &Engine, hc: &HostConfig) -> Result<(), BuildEr
             )),
         )));
     }
-    let record = record("check", &ContainerConfig::default(), hc);
-    crate::network::check_create(engine, &record).map_err(BuildError::RunNetwork)?;
+    let mut record = record("check", &ContainerConfig::default(), hc);
+    crate::network::check_create(engine, &mut record).map_err(BuildError::RunNetwork)?;
     let image = ImageConfigFile {
         config: ContainerConfig {
             cmd: Some(vec!["true".into()]),
