@@ -101,6 +101,11 @@ fn options(req: &Req) -> Result<BuildOptions, ApiError> {
                 .unwrap_or(""),
         )?,
         host_config: run_host_config(req)?,
+        platform: req
+            .query
+            .get("platform")
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
     })
 }
 

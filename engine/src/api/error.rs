@@ -101,6 +101,8 @@ impl From<BuildError> for ApiError {
             | BuildError::Expand { .. }
             | BuildError::Config(_)
             | BuildError::Unsupported(_)
+            | BuildError::Platform(_)
+            | BuildError::WrongPlatform { .. }
             | BuildError::BadTag(_)
             | BuildError::Source { .. }
             | BuildError::Write(_)

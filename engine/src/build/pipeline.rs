@@ -59,6 +59,9 @@ pub struct BuildOptions {
     /// How RUN containers run: the network mode, extra hosts, shm size and
     /// resources (`build::container::host_config`).
     pub host_config: crate::types::HostConfig,
+    /// The `platform` query: the platform of base images a FROM does not
+    /// name one for.
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,18 @@ pub enum BuildError {
     Config(#[from] ImageConfigError),
     #[error("{0} is not supported by this builder yet")]
     Unsupported(String),
+    /// A platform that is malformed or not this daemon's.
+    #[error("{0}")]
+    Platform(String),
+    #[error(
+        "image with reference {image} was found but does not match the specified platform: \
+         wanted {wanted}, actual: {actual}"
+    )]
+    WrongPlatform {
+        image: String,
+        wanted: String,
+        actual: String,
+    },
     #[error("invalid reference format: {0}")]
     BadTag(String),
     #[error(transparent)]
@@ -427,8 +442,14 @@ pub(super) async fn base_image(
     engine: &Arc<Engine>,
     opts: &BuildOptions,
     name: &str,
+    platform: Option<&str>,
     out: &Output<'_>,
 ) -> Result<Built, BuildError> {
+    let platform = platform
+        .or(opts.platform.as_deref())
+        .filter(|p| !p.is_empty())
+        .map(host_platform)
+        .transpose()?;
     let found = if opts.pull {
         Err(ImageError::NotFound(name.to_string()))
     } else {
@@ -461,10 +482,53 @@ pub(super) async fn base_image(
     };
     let raw = engine.supervisor.read_blob(&image.id).await?;
     let value: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    if let Some(wanted) = platform {
+        let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or("");
+        let actual = format!("{}/{}", field("os"), field("architecture"));
+        if actual != wanted {
+            return Err(BuildError::WrongPlatform {
+                image: name.to_string(),
+                wanted,
+                actual,
+            });
+        }
+    }
     Ok(Built {
         doc: ImageDoc::from_value(value),
         layers: image.layers,
     })
+}
+
+/// The platform a FROM or the `platform` query names, as `os/arch`, when
+/// it is this daemon's: the images it stores and runs are this host's
+/// platform's (a foreign one would need an emulator to RUN anything), so
+/// another is refused up front with a message that says so.
+pub(super) fn host_platform(spec: &str) -> Result<String, BuildError> {
+    let host_arch = crate::go_arch();
+    let parts: Vec<&str> = spec.split('/').collect();
+    let (os, arch) = match parts.as_slice() {
+        [os] => (*os, host_arch),
+        [os, arch] | [os, arch, _] => (*os, *arch),
+        _ => ("", ""),
+    };
+    let arch = match arch {
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    if os.is_empty() || arch.is_empty() || spec.chars().any(char::is_whitespace) {
+        return Err(BuildError::Platform(format!(
+            "\"{spec}\": unknown operating system or architecture: invalid argument"
+        )));
+    }
+    let wanted = format!("{}/{arch}", os.to_ascii_lowercase());
+    let host = format!("linux/{host_arch}");
+    if wanted != host {
+        return Err(BuildError::Platform(format!(
+            "platform {spec}: this daemon builds and runs {host} images only"
+        )));
+    }
+    Ok(wanted)
 }
 
 /// Writes the config and an OCI manifest, and names the image by each tag

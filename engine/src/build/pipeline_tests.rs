@@ -291,3 +291,59 @@ async fn the_dockerfile_and_dockerignore_leave_the_context_when_it_lists_them() 
     assert!(dir.path().join("Dockerfile").exists());
     assert!(dir.path().join(".dockerignore").exists());
 }
+
+#[tokio::test]
+async fn a_platform_is_checked_against_this_daemons_and_the_base_images() {
+    let fake = Fake::new();
+    add(&fake, BUSYBOX, "2024-01-01T00:00:00Z", &[b"layer".to_vec()]);
+    let (engine, _dir) = engine(&fake).await;
+    let host = format!("linux/{}", crate::go_arch());
+
+    // This host's platform, by FROM or by the query: built.
+    let dir = context(&format!("FROM --platform={host} busybox\nENV A=1\n"));
+    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    result.unwrap();
+    let dir = context("FROM busybox\nENV A=2\n");
+    let opts = BuildOptions {
+        platform: Some(host.clone()),
+        ..Default::default()
+    };
+    run(&engine, &opts, dir.path()).await.0.unwrap();
+
+    // Another platform, or a malformed one: refused, naming it.
+    let foreign = if crate::go_arch() == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let dir = context(&format!("FROM --platform={foreign} busybox\nENV A=3\n"));
+    let (result, _) = run(&engine, &BuildOptions::default(), dir.path()).await;
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.contains(foreign) && message.contains(&host),
+        "{message}"
+    );
+    let opts = BuildOptions {
+        platform: Some("linux/amd64/v8/x".into()),
+        ..Default::default()
+    };
+    let (result, _) = run(&engine, &opts, context("FROM busybox\n").path()).await;
+    assert!(result
+        .unwrap_err()
+        .to_string()
+        .contains("unknown operating system or architecture"),);
+}
+
+#[test]
+fn platforms_are_read_as_docker_writes_them() {
+    let host = format!("linux/{}", crate::go_arch());
+    assert_eq!(host_platform(&host).unwrap(), host);
+    assert_eq!(host_platform("linux").unwrap(), host);
+    assert_eq!(
+        host_platform(&format!("LINUX/{}", crate::go_arch())).unwrap(),
+        host
+    );
+    assert!(host_platform("windows/amd64").is_err());
+    assert!(host_platform("").is_err());
+    assert!(host_platform("linux/").is_err());
+}

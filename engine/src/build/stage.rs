@@ -218,7 +218,7 @@ async fn build_stage(
             })),
             layers: Vec::new(),
         },
-        None => base_image(engine, opts, &base.image, out).await?,
+        None => base_image(engine, opts, &base.image, base.platform.as_deref(), out).await?,
     };
     let (_, id) = config_id(&built.doc);
     if !built.layers.is_empty() || !base.image.eq_ignore_ascii_case("scratch") {
@@ -273,7 +273,7 @@ async fn build_stage(
                 let name = copy.from.clone().unwrap_or_default();
                 let source = match file.stage_named(&name, index) {
                     Some(i) => deps.get(&i).cloned().unwrap_or_default(),
-                    None => base_image(engine, opts, &name, out).await?,
+                    None => base_image(engine, opts, &name, None, out).await?,
                 };
                 Some(super::copy::mount_stage(engine, &source).await?)
             }
