@@ -11,6 +11,7 @@
 //! name that points at it) and `image_service` its thin gRPC service.
 //! See docs/cri.md.
 
+pub mod container;
 mod image_service;
 pub mod images;
 mod runtime;
