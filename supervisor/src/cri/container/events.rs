@@ -91,10 +91,22 @@ mod tests {
     #[test]
     fn topics_map_to_event_types() {
         use cri::ContainerEventType as T;
-        assert_eq!(event_type(&event(NAMESPACE, TOPIC_CREATED, false)), Some(T::ContainerCreatedEvent));
-        assert_eq!(event_type(&event(NAMESPACE, "/tasks/start", false)), Some(T::ContainerStartedEvent));
-        assert_eq!(event_type(&event(NAMESPACE, "/tasks/exit", false)), Some(T::ContainerStoppedEvent));
-        assert_eq!(event_type(&event(NAMESPACE, TOPIC_DELETED, false)), Some(T::ContainerDeletedEvent));
+        assert_eq!(
+            event_type(&event(NAMESPACE, TOPIC_CREATED, false)),
+            Some(T::ContainerCreatedEvent)
+        );
+        assert_eq!(
+            event_type(&event(NAMESPACE, "/tasks/start", false)),
+            Some(T::ContainerStartedEvent)
+        );
+        assert_eq!(
+            event_type(&event(NAMESPACE, "/tasks/exit", false)),
+            Some(T::ContainerStoppedEvent)
+        );
+        assert_eq!(
+            event_type(&event(NAMESPACE, TOPIC_DELETED, false)),
+            Some(T::ContainerDeletedEvent)
+        );
         assert_eq!(event_type(&event(NAMESPACE, "/tasks/exit", true)), None);
         assert_eq!(event_type(&event("default", "/tasks/start", false)), None);
         assert_eq!(event_type(&event(NAMESPACE, "/tasks/oom", false)), None);

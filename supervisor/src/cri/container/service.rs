@@ -21,10 +21,9 @@ pub fn to_status(e: CtrError) -> Status {
         CtrError::NameReserved { .. } => Code::AlreadyExists,
         CtrError::SandboxNotReady(_) | CtrError::WrongState { .. } => Code::FailedPrecondition,
         CtrError::Invalid { .. } => Code::InvalidArgument,
-        CtrError::Spec {
-            source: SpecError::Internal(_),
-            ..
-        } => Code::Internal,
+        CtrError::Spec { source, .. } if matches!(**source, SpecError::Internal(_)) => {
+            Code::Internal
+        }
         CtrError::Spec { .. } => Code::InvalidArgument,
         CtrError::Image(CriImageError::InvalidReference { .. })
         | CtrError::Image(CriImageError::EmptyReference) => Code::InvalidArgument,

@@ -33,11 +33,10 @@ pub async fn state_of(cri: &Cri, id: &str, rec: &ContainerRecord) -> Live {
     match cri.tasks.get(NAMESPACE, id, None).await {
         Ok(info) => {
             let exit = info.exit.as_ref().map(|e| {
-                let at = e
-                    .at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as i64)
-                    .unwrap_or(0);
+                let at =
+                    e.at.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as i64)
+                        .unwrap_or(0);
                 (e.status, at)
             });
             let state = match (exit.or(recorded), info.status) {
@@ -234,17 +233,19 @@ pub async fn list(
     let wanted_sandbox = if filter.pod_sandbox_id.is_empty() {
         None
     } else {
-        match cri
-            .store
-            .resolve(crate::cri::store::CriTable::Sandboxes, &filter.pod_sandbox_id)?
-        {
+        match cri.store.resolve(
+            crate::cri::store::CriTable::Sandboxes,
+            &filter.pod_sandbox_id,
+        )? {
             Some(id) => Some(id),
             None => return Ok(out),
         }
     };
     for (id, rec) in cri.store.containers()? {
         if wanted_id.as_ref().is_some_and(|w| *w != id)
-            || wanted_sandbox.as_ref().is_some_and(|s| *s != rec.sandbox_id)
+            || wanted_sandbox
+                .as_ref()
+                .is_some_and(|s| *s != rec.sandbox_id)
         {
             continue;
         }
@@ -325,6 +326,7 @@ pub async fn stats(cri: &Cri, wanted: &str) -> Result<cri::ContainerStats, CtrEr
                     value: s.cpu_usage_ns,
                 }),
                 usage_nano_cores: None,
+                psi: None,
             };
             let memory = cri::MemoryUsage {
                 timestamp: now,
@@ -342,6 +344,7 @@ pub async fn stats(cri: &Cri, wanted: &str) -> Result<cri::ContainerStats, CtrEr
                 major_page_faults: Some(cri::UInt64Value {
                     value: faults("pgmajfault", "total_pgmajfault"),
                 }),
+                psi: None,
             };
             (Some(cpu), Some(memory))
         }
@@ -351,7 +354,10 @@ pub async fn stats(cri: &Cri, wanted: &str) -> Result<cri::ContainerStats, CtrEr
         let images = Arc::clone(&cri.images);
         let id2 = id.clone();
         blocking(move || {
-            let rx = images.meta.read().map_err(crate::containers::ContainerError::from)?;
+            let rx = images
+                .meta
+                .read()
+                .map_err(crate::containers::ContainerError::from)?;
             let record = crate::containers::get(&images, NAMESPACE, &id2)?;
             let used = images
                 .snapshots
