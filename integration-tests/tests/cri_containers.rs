@@ -508,3 +508,68 @@ fn security_context_user_readonly_root_and_capabilities() {
     );
     sup.crictl_ok(&["rmp", "-f", &pod_id]);
 }
+
+#[test]
+fn a_container_killed_for_memory_reports_oomkilled() {
+    let (_registry, sup) = start();
+    let pod = write(&sup, "pod.json", &pod_config(&sup, "oom"));
+    let pod_id = sup.crictl_ok(&["runp", &pod]).trim().to_string();
+    // The shell's variable doubles until the 16 MiB limit kills it.
+    let mut config = container_config("hog", "x=aaaaaaaa; while true; do x=$x$x; done");
+    config["linux"] = json!({"resources": {"memory_limit_in_bytes": 16 << 20}});
+    let ctr = write(&sup, "ctr.json", &config);
+    let id = sup
+        .crictl_ok(&["create", &pod_id, &ctr, &pod])
+        .trim()
+        .to_string();
+    sup.crictl_ok(&["start", &id]);
+    wait_for("the OOM kill", Duration::from_secs(30), || {
+        json_of(&sup.crictl_ok(&["inspect", "-o", "json", &id]))["status"]["state"]
+            == "CONTAINER_EXITED"
+    });
+    let inspect = json_of(&sup.crictl_ok(&["inspect", "-o", "json", &id]));
+    assert_eq!(inspect["status"]["exitCode"], 137, "{inspect}");
+    assert_eq!(inspect["status"]["reason"], "OOMKilled", "{inspect}");
+    sup.crictl_ok(&["rmp", "-f", &pod_id]);
+}
+
+#[test]
+fn containers_keep_their_true_state_across_a_kill_9_of_the_daemon() {
+    let (_registry, mut sup) = start();
+    let pod = write(&sup, "pod.json", &pod_config(&sup, "keep"));
+    let pod_id = sup.crictl_ok(&["runp", &pod]).trim().to_string();
+    let runs = write(
+        &sup,
+        "runs.json",
+        &container_config("runs", "while true; do sleep 1; done"),
+    );
+    let ends = write(&sup, "ends.json", &container_config("ends", "exit 7"));
+    let running = sup
+        .crictl_ok(&["create", &pod_id, &runs, &pod])
+        .trim()
+        .to_string();
+    let exits = sup
+        .crictl_ok(&["create", &pod_id, &ends, &pod])
+        .trim()
+        .to_string();
+    sup.crictl_ok(&["start", &running]);
+    sup.crictl_ok(&["start", &exits]);
+    sup.kill9();
+    // It exits while the daemon is down.
+    std::thread::sleep(Duration::from_millis(500));
+    sup.start_again();
+    let state =
+        |id: &str| json_of(&sup.crictl_ok(&["inspect", "-o", "json", id]))["status"].clone();
+    wait_for(
+        "the exit found after the restart",
+        Duration::from_secs(10),
+        || state(&exits)["state"] == "CONTAINER_EXITED",
+    );
+    assert_eq!(state(&exits)["exitCode"], 7);
+    assert_eq!(state(&exits)["reason"], "Error");
+    assert_eq!(state(&running)["state"], "CONTAINER_RUNNING");
+    sup.crictl_ok(&["stop", "--timeout", "2", &running]);
+    assert_eq!(state(&running)["state"], "CONTAINER_EXITED");
+    sup.crictl_ok(&["rm", &running, &exits]);
+    sup.crictl_ok(&["rmp", "-f", &pod_id]);
+}

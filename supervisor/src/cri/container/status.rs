@@ -85,7 +85,7 @@ pub async fn record_exit(cri: &Cri, id: &str) -> Result<(), CtrError> {
     let Some((code, at)) = live.exit else {
         return Ok(());
     };
-    let oom = oom_killed(cri, id);
+    let oom = oom_killed(cri, id, code).await;
     cri.store.update_container(id, |r| {
         if r.finished_at == 0 {
             r.finished_at = at;
@@ -97,16 +97,28 @@ pub async fn record_exit(cri: &Cri, id: &str) -> Result<(), CtrError> {
 }
 
 /// Whether the supervisor's events tell of an OOM kill in the container.
-fn oom_killed(cri: &Cri, id: &str) -> bool {
-    cri.events
-        .backlog(NAMESPACE, 0)
-        .map(|events| {
-            events.iter().any(|e| {
-                e.topic == "/tasks/oom"
-                    && e.attributes.get("container_id").map(String::as_str) == Some(id)
-            })
-        })
-        .unwrap_or(false)
+/// The shim reports an OOM kill before the exit it caused, so for a
+/// process killed by SIGKILL the log is read until that exit is in it
+/// (events are written in order, a moment after they happen).
+async fn oom_killed(cri: &Cri, id: &str, code: i32) -> bool {
+    let about = |e: &crate::events::Event, topic: &str| {
+        e.topic == topic
+            && e.attributes.get("container_id").map(String::as_str) == Some(id)
+            && !e.attributes.contains_key("exec_id")
+    };
+    for _ in 0..40 {
+        let Ok(events) = cri.events.backlog(NAMESPACE, 0) else {
+            return false;
+        };
+        if events.iter().any(|e| about(e, "/tasks/oom")) {
+            return true;
+        }
+        if code != 128 + libc::SIGKILL || events.iter().any(|e| about(e, "/tasks/exit")) {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
 }
 
 pub fn exit_reason(code: i32, oom: bool) -> &'static str {
