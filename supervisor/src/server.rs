@@ -54,6 +54,12 @@ pub struct Config {
     pub cri_address: Option<PathBuf>,
     /// Where Prometheus metrics are served (`ADDR:PORT`); `None`: nowhere.
     pub metrics_addr: Option<String>,
+    /// The CRI's pause image; `None`: [`cri::DEFAULT_PAUSE_IMAGE`].
+    pub pause_image: Option<String>,
+    /// Where CNI plugins are looked for, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The CNI network config directory.
+    pub cni_conf_dir: PathBuf,
 }
 
 fn private_dir(path: &Path) -> anyhow::Result<()> {
@@ -131,6 +137,14 @@ pub async fn serve(
         address,
         registry_config_dir: config.registry_hosts_dir.clone().unwrap_or_default(),
         snapshots_dir: config.root.join("snapshots"),
+        root_dir: config.root.join("cri"),
+        state_dir: config.state.join("cri"),
+        pause_image: config
+            .pause_image
+            .clone()
+            .unwrap_or_else(|| cri::DEFAULT_PAUSE_IMAGE.to_string()),
+        cni_bin_dirs: config.cni_bin_dirs.clone(),
+        cni_conf_dir: config.cni_conf_dir.clone(),
     });
     let cri_listener = cri_config.as_ref().map(cri::bind).transpose()?;
 
@@ -169,16 +183,12 @@ pub async fn serve(
     let service = Service {
         images: Arc::clone(&images),
         events: Arc::clone(&events),
-        tasks,
+        tasks: Arc::clone(&tasks),
     };
     let (cri_stop, cri_task) = match (cri_config, cri_listener) {
         (Some(config), Some(listener)) => {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let cri = Cri {
-                images: Arc::clone(&images),
-                events: Arc::clone(&events),
-                config,
-            };
+            let cri = Cri::new(Arc::clone(&images), Arc::clone(&events), tasks, config);
             let task = tokio::spawn(cri::serve(cri, listener, async {
                 let _ = rx.await;
             }));

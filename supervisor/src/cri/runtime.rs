@@ -1,6 +1,7 @@
-//! The CRI RuntimeService: Version, Status and RuntimeConfig answer;
-//! pods, containers, streaming and stats are not built yet and answer
-//! `Unimplemented`, naming the call.
+//! The CRI RuntimeService: Version, Status and RuntimeConfig answer here;
+//! the pod sandbox calls are one line each into `sandbox::service`, the
+//! container calls into `container::service`; what is not built yet
+//! answers `Unimplemented`, naming the call.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,18 +11,18 @@ use berth_proto::cri::v1 as cri;
 use berth_proto::cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use super::{CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
+use super::{container, sandbox, CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
 
 /// The status a call the CRI does not implement yet answers.
 fn not_yet(call: &str) -> Status {
-    Status::unimplemented(format!(
-        "berth's CRI does not implement {call} yet (images, Version, Status and RuntimeConfig only)"
-    ))
+    Status::unimplemented(format!("berth's CRI does not implement {call} yet"))
 }
 
-/// The runtime's conditions: the runtime is ready; pod networking is not
-/// (no CNI yet), which kubelet reports as a not-ready node network.
-pub fn conditions() -> Vec<cri::RuntimeCondition> {
+/// The runtime's conditions: the runtime is ready; pod networking is
+/// ready when a CNI network config can be read (kubelet reports a
+/// not-ready node network otherwise).
+pub fn conditions(cri: &Cri) -> Vec<cri::RuntimeCondition> {
+    let network = sandbox::cni_plugins(cri).load();
     vec![
         cri::RuntimeCondition {
             r#type: "RuntimeReady".into(),
@@ -31,9 +32,16 @@ pub fn conditions() -> Vec<cri::RuntimeCondition> {
         },
         cri::RuntimeCondition {
             r#type: "NetworkReady".into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: "berth's CRI has no pod networking (CNI) yet".into(),
+            status: network.is_ok(),
+            reason: if network.is_ok() {
+                String::new()
+            } else {
+                "NetworkPluginNotReady".into()
+            },
+            message: match network {
+                Ok(_) => String::new(),
+                Err(e) => format!("Network plugin returns error: {e}"),
+            },
         },
     ]
 }
@@ -119,7 +127,7 @@ impl RuntimeService for Cri {
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
-                conditions: conditions(),
+                conditions: conditions(self),
             }),
             info,
             runtime_handlers: Vec::new(),
@@ -138,28 +146,171 @@ impl RuntimeService for Cri {
         }))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        sandbox::service::run(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        sandbox::service::stop(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        sandbox::service::remove(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        sandbox::service::status(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        sandbox::service::list(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        sandbox::service::stats(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        sandbox::service::list_stats(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        container::service::create(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        container::service::start(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        container::service::stop(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        container::service::remove(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        container::service::list(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        container::service::status(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        container::service::update_resources(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        container::service::reopen_log(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        container::service::stats(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        container::service::list_stats(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_container_events(
+        &self,
+        _: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Ok(Response::new(container::events::stream(self.clone())))
+    }
+
     not_yet! {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
-        create_container(CreateContainerRequest) -> CreateContainerResponse;
-        start_container(StartContainerRequest) -> StartContainerResponse;
-        stop_container(StopContainerRequest) -> StopContainerResponse;
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
-        list_containers(ListContainersRequest) -> ListContainersResponse;
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse;
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         exec(ExecRequest) -> ExecResponse;
         attach(AttachRequest) -> AttachResponse;
         port_forward(PortForwardRequest) -> PortForwardResponse;
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;
@@ -174,7 +325,6 @@ impl RuntimeService for Cri {
         stream_containers(StreamContainersRequest) -> StreamContainersStream;
         stream_container_stats(StreamContainerStatsRequest) -> StreamContainerStatsStream;
         stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream;
-        get_container_events(GetEventsRequest) -> GetContainerEventsStream;
         stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream;
     }
 }
