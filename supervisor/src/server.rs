@@ -51,6 +51,8 @@ pub struct Config {
     pub registry_hosts_dir: Option<PathBuf>,
     /// The CRI socket; `None`: no CRI.
     pub cri_address: Option<PathBuf>,
+    /// The CRI's streaming server (exec, attach, port-forward URLs).
+    pub stream_address: std::net::SocketAddr,
 }
 
 fn private_dir(path: &Path) -> anyhow::Result<()> {
@@ -120,6 +122,7 @@ pub async fn serve(
         address,
         registry_config_dir: config.registry_hosts_dir.clone().unwrap_or_default(),
         snapshots_dir: config.root.join("snapshots"),
+        stream_address: config.stream_address,
     });
     let cri_listener = cri_config.as_ref().map(cri::bind).transpose()?;
 
@@ -147,17 +150,21 @@ pub async fn serve(
     let service = Service {
         images: Arc::clone(&images),
         events: Arc::clone(&events),
-        tasks,
+        tasks: Arc::clone(&tasks),
     };
     let (cri_stop, cri_task) = match (cri_config, cri_listener) {
         (Some(config), Some(listener)) => {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let (streaming, streams) =
+                cri::streaming::service::Streaming::bind(config.stream_address, &images, &tasks)
+                    .await?;
             let cri = Cri {
                 images: Arc::clone(&images),
                 events: Arc::clone(&events),
                 config,
+                streaming,
             };
-            let task = tokio::spawn(cri::serve(cri, listener, async {
+            let task = tokio::spawn(cri::serve(cri, listener, streams, async {
                 let _ = rx.await;
             }));
             (Some(tx), Some(task))

@@ -35,6 +35,10 @@ struct Args {
     /// --address, so /run/berth/cri.sock].
     #[arg(long)]
     cri_address: Option<PathBuf>,
+    /// Where the CRI's streaming server (the URLs of Exec, Attach and
+    /// PortForward) listens; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    stream_address: std::net::SocketAddr,
     /// Serve no CRI (an empty --cri-address does the same).
     #[arg(long)]
     no_cri: bool,
@@ -76,6 +80,7 @@ fn main() {
         runtime: args.runtime,
         registry_hosts_dir: Some(args.registry_config_dir),
         cri_address,
+        stream_address: args.stream_address,
     };
     // Two workers are plenty: the heavy work (hashing, unpacking) runs on
     // the blocking pool, and fewer threads keep the idle daemon small.

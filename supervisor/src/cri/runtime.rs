@@ -10,6 +10,7 @@ use berth_proto::cri::v1 as cri;
 use berth_proto::cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use super::streaming::service as streaming;
 use super::{CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
 
 /// The status a call the CRI does not implement yet answers.
@@ -138,6 +139,42 @@ impl RuntimeService for Cri {
         }))
     }
 
+    async fn exec_sync(
+        &self,
+        req: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        streaming::exec_sync(&self.streaming, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn exec(
+        &self,
+        req: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        streaming::exec(&self.streaming, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn attach(
+        &self,
+        req: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        streaming::attach(&self.streaming, req.into_inner(), false)
+            .await
+            .map(Response::new)
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        streaming::port_forward(&self.streaming, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     not_yet! {
         run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
         stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
@@ -152,10 +189,6 @@ impl RuntimeService for Cri {
         container_status(ContainerStatusRequest) -> ContainerStatusResponse;
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse;
-        exec(ExecRequest) -> ExecResponse;
-        attach(AttachRequest) -> AttachResponse;
-        port_forward(PortForwardRequest) -> PortForwardResponse;
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
