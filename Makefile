@@ -42,7 +42,8 @@ CARGO ?= cargo
 APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine strace \
                 iproute2 util-linux gcc containerd docker.io \
                 qemu-system-x86 linux-image-amd64 cpio \
-                docker-registry apache2-utils openssl zstd debootstrap iperf3 curl xz-utils bzip2
+                docker-registry apache2-utils openssl zstd debootstrap iperf3 curl xz-utils bzip2 \
+                containernetworking-plugins
 
 .PHONY: deps build run test compat lint bench clean
 

@@ -18,6 +18,7 @@
 //! against runc: `BERTH_RUNTIME=$(which runc) cargo test -p integration-tests
 //! -- --skip berth_only_`.
 
+pub mod cri;
 pub mod engine;
 pub mod images;
 pub mod interop;

@@ -143,6 +143,12 @@ impl Supervisor {
         self.dir().join("cri.sock")
     }
 
+    /// The CNI network config directory the daemon reads (empty unless a
+    /// test writes a config there).
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir().join("net.d")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir().join("supervisord.log")).unwrap_or_default()
     }
@@ -167,6 +173,9 @@ impl Supervisor {
             // Never the host's /etc/berth/certs.d.
             .arg("--registry-config-dir")
             .arg(self.dir().join("certs.d"))
+            // Never the host's CNI config.
+            .arg("--cni-conf-dir")
+            .arg(self.cni_conf_dir())
             .arg("--debug");
         if let Some(c) = &self.registry_config {
             cmd.arg("--registry-config").arg(c);

@@ -265,9 +265,9 @@ fn raw_calls_answer_with_containerds_codes_and_fields() {
         let e = runtime_svc
             .run_pod_sandbox(cri::RunPodSandboxRequest::default())
             .await
-            .expect_err("pods are not built yet");
-        assert_eq!(e.code(), tonic::Code::Unimplemented);
-        assert!(e.message().contains("RunPodSandbox"), "{e}");
+            .expect_err("a sandbox without a config");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("sandbox config"), "{e}");
 
         // Unknown: an empty answer, not an error.
         let status = images

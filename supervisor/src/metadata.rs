@@ -61,6 +61,10 @@ pub enum Table {
     Containers,
     /// Keyed by sequence number, in no namespace (see `events`).
     Events,
+    /// The CRI's pod sandboxes and containers, keyed by id (see
+    /// `cri::store`).
+    CriSandboxes,
+    CriContainers,
 }
 
 impl Table {
@@ -77,10 +81,12 @@ impl Table {
             Table::Leases => "leases",
             Table::Containers => "containers",
             Table::Events => "events",
+            Table::CriSandboxes => "cri_sandboxes",
+            Table::CriContainers => "cri_containers",
         }
     }
 
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 9] = [
         Table::Namespaces,
         Table::Images,
         Table::Content,
@@ -88,6 +94,8 @@ impl Table {
         Table::Leases,
         Table::Containers,
         Table::Events,
+        Table::CriSandboxes,
+        Table::CriContainers,
     ];
 }
 
@@ -275,6 +283,8 @@ pub trait Reader {
             Table::Snapshots,
             Table::Leases,
             Table::Containers,
+            Table::CriSandboxes,
+            Table::CriContainers,
         ] {
             if !self.list::<serde_json::Value>(table, ns)?.is_empty() {
                 return Ok(true);

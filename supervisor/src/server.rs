@@ -51,6 +51,12 @@ pub struct Config {
     pub registry_hosts_dir: Option<PathBuf>,
     /// The CRI socket; `None`: no CRI.
     pub cri_address: Option<PathBuf>,
+    /// The CRI's pause image; `None`: [`cri::DEFAULT_PAUSE_IMAGE`].
+    pub pause_image: Option<String>,
+    /// Where CNI plugins are looked for, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The CNI network config directory.
+    pub cni_conf_dir: PathBuf,
     /// The CRI's streaming server (exec, attach, port-forward URLs).
     pub stream_address: std::net::SocketAddr,
 }
@@ -122,6 +128,14 @@ pub async fn serve(
         address,
         registry_config_dir: config.registry_hosts_dir.clone().unwrap_or_default(),
         snapshots_dir: config.root.join("snapshots"),
+        root_dir: config.root.join("cri"),
+        state_dir: config.state.join("cri"),
+        pause_image: config
+            .pause_image
+            .clone()
+            .unwrap_or_else(|| cri::DEFAULT_PAUSE_IMAGE.to_string()),
+        cni_bin_dirs: config.cni_bin_dirs.clone(),
+        cni_conf_dir: config.cni_conf_dir.clone(),
         stream_address: config.stream_address,
     });
     let cri_listener = cri_config.as_ref().map(cri::bind).transpose()?;
@@ -158,12 +172,13 @@ pub async fn serve(
             let (streaming, streams) =
                 cri::streaming::service::Streaming::bind(config.stream_address, &images, &tasks)
                     .await?;
-            let cri = Cri {
-                images: Arc::clone(&images),
-                events: Arc::clone(&events),
+            let cri = Cri::new(
+                Arc::clone(&images),
+                Arc::clone(&events),
+                tasks,
                 config,
                 streaming,
-            };
+            );
             let task = tokio::spawn(cri::serve(cri, listener, streams, async {
                 let _ = rx.await;
             }));

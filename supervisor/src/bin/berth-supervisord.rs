@@ -46,6 +46,17 @@ struct Args {
     /// <DIR>/<registry>/hosts.toml (a missing directory configures nothing).
     #[arg(long, default_value = "/etc/berth/certs.d")]
     registry_config_dir: PathBuf,
+    /// The image pod sandboxes' pause processes run from (pulled when
+    /// absent).
+    #[arg(long, default_value = berth_supervisor::cri::DEFAULT_PAUSE_IMAGE)]
+    pause_image: String,
+    /// Where CNI plugins are looked for, a colon-separated list.
+    #[arg(long, default_value = "/usr/lib/cni:/opt/cni/bin")]
+    cni_bin_dir: String,
+    /// The CNI network config directory (the first .conflist or .conf in
+    /// lexical order is the pods' network).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
     /// Log debug messages.
     #[arg(long)]
     debug: bool,
@@ -81,6 +92,9 @@ fn main() {
         registry_hosts_dir: Some(args.registry_config_dir),
         cri_address,
         stream_address: args.stream_address,
+        pause_image: Some(args.pause_image),
+        cni_bin_dirs: std::env::split_paths(&args.cni_bin_dir).collect(),
+        cni_conf_dir: args.cni_conf_dir,
     };
     // Two workers are plenty: the heavy work (hashing, unpacking) runs on
     // the blocking pool, and fewer threads keep the idle daemon small.

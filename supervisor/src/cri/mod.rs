@@ -4,17 +4,21 @@
 //! own domain (images, content, snapshots) in the namespace
 //! [`NAMESPACE`], never through the supervisor's gRPC API.
 //!
-//! Here: the server and its configuration; `streaming` is ExecSync and
-//! the streaming server Exec, Attach and PortForward point at; `runtime` is the
-//! RuntimeService (Version, Status, RuntimeConfig; the pod and container
-//! calls answer `Unimplemented` until they are built); `images` is the
-//! ImageService's domain (CRI images: one per config digest, with every
-//! name that points at it) and `image_service` its thin gRPC service.
+//! Here: the server and its configuration, and [`Cri`], the domain handles
+//! every part shares; `runtime` is the RuntimeService (each call a line
+//! into its part); `images` is the ImageService's domain (CRI images: one
+//! per config digest, with every name that points at it) and
+//! `image_service` its thin gRPC service; `store` the CRI's durable
+//! records of sandboxes and containers; `sandbox` the pod sandboxes;
+//! `streaming` ExecSync and the streaming server Exec, Attach and
+//! PortForward point at.
 //! See docs/cri.md.
 
 mod image_service;
 pub mod images;
 mod runtime;
+pub mod sandbox;
+pub mod store;
 pub mod streaming;
 
 use std::future::Future;
@@ -31,6 +35,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::events::Exchange;
 use crate::images::Images;
+use crate::tasks::Tasks;
 
 /// The supervisor namespace the CRI keeps its images (and later its pods
 /// and containers) in, as containerd's CRI does.
@@ -51,17 +56,57 @@ pub struct CriConfig {
     pub registry_config_dir: PathBuf,
     /// Where snapshots live: the image filesystem ImageFsInfo reports.
     pub snapshots_dir: PathBuf,
+    /// The CRI's persistent files (`<root>/cri`: each sandbox's hostname,
+    /// hosts and resolv.conf).
+    pub root_dir: PathBuf,
+    /// The CRI's runtime state (`<state>/cri`: pinned network namespaces
+    /// under `netns/`, each pod's /dev/shm).
+    pub state_dir: PathBuf,
+    /// The image pause processes run from.
+    pub pause_image: String,
+    /// Where CNI plugins are looked for, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// Where the CNI network config is read from.
+    pub cni_conf_dir: PathBuf,
     /// Where the streaming server listens (port 0: one the kernel picks).
     pub stream_address: SocketAddr,
 }
 
-/// What the CRI services share.
+/// The pause image used when none is named.
+pub const DEFAULT_PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
+
+/// What the CRI services share: the supervisor's domain (images, content,
+/// snapshots and the metadata database through `images`; containers are
+/// functions over it; tasks; events), the CRI's own records and locks.
 #[derive(Clone)]
 pub struct Cri {
     pub images: Arc<Images>,
     pub events: Arc<Exchange>,
+    pub tasks: Arc<Tasks>,
+    pub store: Arc<store::Store>,
+    pub locks: Arc<store::IdLocks>,
     pub config: CriConfig,
     pub streaming: Arc<streaming::service::Streaming>,
+}
+
+impl Cri {
+    pub fn new(
+        images: Arc<Images>,
+        events: Arc<Exchange>,
+        tasks: Arc<Tasks>,
+        config: CriConfig,
+        streaming: Arc<streaming::service::Streaming>,
+    ) -> Cri {
+        Cri {
+            store: Arc::new(store::Store::new(Arc::clone(&images.meta))),
+            images,
+            events,
+            tasks,
+            locks: Arc::new(store::IdLocks::default()),
+            config,
+            streaming,
+        }
+    }
 }
 
 /// A stream a call answers with.

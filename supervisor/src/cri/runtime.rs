@@ -1,6 +1,8 @@
-//! The CRI RuntimeService: Version, Status and RuntimeConfig answer;
-//! pods, containers, streaming and stats are not built yet and answer
-//! `Unimplemented`, naming the call.
+//! The CRI RuntimeService: Version, Status and RuntimeConfig answer here;
+//! the pod sandbox calls are one line each into `sandbox::service`, the
+//! streaming ones (ExecSync, Exec, Attach, PortForward) into
+//! `streaming::service`; containers and stats are not built yet and
+//! answer `Unimplemented`, naming the call.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,18 +13,18 @@ use berth_proto::cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::streaming::service as streaming;
-use super::{CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
+use super::{sandbox, CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
 
 /// The status a call the CRI does not implement yet answers.
 fn not_yet(call: &str) -> Status {
-    Status::unimplemented(format!(
-        "berth's CRI does not implement {call} yet (images, Version, Status and RuntimeConfig only)"
-    ))
+    Status::unimplemented(format!("berth's CRI does not implement {call} yet"))
 }
 
-/// The runtime's conditions: the runtime is ready; pod networking is not
-/// (no CNI yet), which kubelet reports as a not-ready node network.
-pub fn conditions() -> Vec<cri::RuntimeCondition> {
+/// The runtime's conditions: the runtime is ready; pod networking is
+/// ready when a CNI network config can be read (kubelet reports a
+/// not-ready node network otherwise).
+pub fn conditions(cri: &Cri) -> Vec<cri::RuntimeCondition> {
+    let network = sandbox::cni_plugins(cri).load();
     vec![
         cri::RuntimeCondition {
             r#type: "RuntimeReady".into(),
@@ -32,9 +34,16 @@ pub fn conditions() -> Vec<cri::RuntimeCondition> {
         },
         cri::RuntimeCondition {
             r#type: "NetworkReady".into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: "berth's CRI has no pod networking (CNI) yet".into(),
+            status: network.is_ok(),
+            reason: if network.is_ok() {
+                String::new()
+            } else {
+                "NetworkPluginNotReady".into()
+            },
+            message: match network {
+                Ok(_) => String::new(),
+                Err(e) => format!("Network plugin returns error: {e}"),
+            },
         },
     ]
 }
@@ -120,7 +129,7 @@ impl RuntimeService for Cri {
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
-                conditions: conditions(),
+                conditions: conditions(self),
             }),
             info,
             runtime_handlers: Vec::new(),
@@ -139,11 +148,74 @@ impl RuntimeService for Cri {
         }))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        sandbox::service::run(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        sandbox::service::stop(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        sandbox::service::remove(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        sandbox::service::status(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        sandbox::service::list(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        sandbox::service::stats(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        sandbox::service::list_stats(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn exec_sync(
         &self,
         req: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        streaming::exec_sync(&self.streaming, req.into_inner())
+        streaming::exec_sync(self, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -152,7 +224,7 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        streaming::exec(&self.streaming, req.into_inner())
+        streaming::exec(self, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -161,7 +233,7 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        streaming::attach(&self.streaming, req.into_inner(), false)
+        streaming::attach(self, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -170,17 +242,12 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        streaming::port_forward(&self.streaming, req.into_inner())
+        streaming::port_forward(self, req.into_inner())
             .await
             .map(Response::new)
     }
 
     not_yet! {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
         create_container(CreateContainerRequest) -> CreateContainerResponse;
         start_container(StartContainerRequest) -> StartContainerResponse;
         stop_container(StopContainerRequest) -> StopContainerResponse;
@@ -191,8 +258,6 @@ impl RuntimeService for Cri {
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;

@@ -203,7 +203,7 @@ impl TaskStatus {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             TaskStatus::Unknown => "unknown",
             TaskStatus::Created => "created",

@@ -10,7 +10,8 @@ use tonic::Status;
 
 use super::backend::{ExecError, TaskBackend};
 use super::{Pending, Server, StdioOptions, StreamingError};
-use crate::cri::NAMESPACE;
+use crate::cri::store::CriTable;
+use crate::cri::{Cri, NAMESPACE};
 use crate::images::Images;
 use crate::tasks::{TaskError, TaskStatus, Tasks};
 
@@ -69,6 +70,26 @@ fn url_status(e: StreamingError) -> Status {
     }
 }
 
+/// The full id a caller's id (or unique prefix) stands for in the CRI's
+/// records; the id itself when no record has it.
+fn resolve(cri: &Cri, table: CriTable, id: &str) -> String {
+    cri.store
+        .resolve(table, id)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// Whether the container's config closes its stdin after one attach.
+fn stdin_once(cri: &Cri, id: &str) -> bool {
+    cri.store
+        .container(id)
+        .ok()
+        .flatten()
+        .and_then(|r| r.config(id).ok())
+        .is_some_and(|c| c.stdin_once)
+}
+
 fn check_cmd(container_id: &str, cmd: &[String]) -> Result<(), Status> {
     if container_id.is_empty() {
         return Err(Status::invalid_argument("container id is empty"));
@@ -80,10 +101,12 @@ fn check_cmd(container_id: &str, cmd: &[String]) -> Result<(), Status> {
 }
 
 pub async fn exec_sync(
-    streaming: &Streaming,
-    req: cri::ExecSyncRequest,
+    cri: &Cri,
+    mut req: cri::ExecSyncRequest,
 ) -> Result<cri::ExecSyncResponse, Status> {
     check_cmd(&req.container_id, &req.cmd)?;
+    req.container_id = resolve(cri, CriTable::Containers, &req.container_id);
+    let streaming = &cri.streaming;
     let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
     let out = streaming
         .backend
@@ -116,11 +139,10 @@ fn stdio(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<StdioOpti
     })
 }
 
-pub async fn exec(
-    streaming: &Streaming,
-    req: cri::ExecRequest,
-) -> Result<cri::ExecResponse, Status> {
+pub async fn exec(cri: &Cri, mut req: cri::ExecRequest) -> Result<cri::ExecResponse, Status> {
     check_cmd(&req.container_id, &req.cmd)?;
+    req.container_id = resolve(cri, CriTable::Containers, &req.container_id);
+    let streaming = &cri.streaming;
     let opts = stdio(req.stdin, req.stdout, req.stderr, req.tty)?;
     streaming
         .backend
@@ -138,16 +160,15 @@ pub async fn exec(
     Ok(cri::ExecResponse { url })
 }
 
-/// Attach; `stdin_once` is the container's config's (close the process's
-/// stdin when the client closes its own).
-pub async fn attach(
-    streaming: &Streaming,
-    req: cri::AttachRequest,
-    stdin_once: bool,
-) -> Result<cri::AttachResponse, Status> {
+/// Attach; with the container's config's `stdin_once`, the process's
+/// stdin is closed when the client closes its own.
+pub async fn attach(cri: &Cri, mut req: cri::AttachRequest) -> Result<cri::AttachResponse, Status> {
     if req.container_id.is_empty() {
         return Err(Status::invalid_argument("container id is empty"));
     }
+    req.container_id = resolve(cri, CriTable::Containers, &req.container_id);
+    let stdin_once = stdin_once(cri, &req.container_id);
+    let streaming = &cri.streaming;
     let opts = stdio(req.stdin, req.stdout, req.stderr, req.tty)?;
     streaming
         .backend
@@ -166,13 +187,14 @@ pub async fn attach(
 }
 
 pub async fn port_forward(
-    streaming: &Streaming,
+    cri: &Cri,
     req: cri::PortForwardRequest,
 ) -> Result<cri::PortForwardResponse, Status> {
-    let id = req.pod_sandbox_id;
-    if id.is_empty() {
+    if req.pod_sandbox_id.is_empty() {
         return Err(Status::invalid_argument("pod sandbox id is empty"));
     }
+    let id = resolve(cri, CriTable::Sandboxes, &req.pod_sandbox_id);
+    let streaming = &cri.streaming;
     if let Some(port) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
         return Err(Status::invalid_argument(format!(
             "invalid port {port}: give a number from 1 to 65535"

@@ -1,0 +1,616 @@
+//! Pod sandboxes. A sandbox is a supervisor container (label
+//! `io.berth.cri.kind=sandbox`) in [`NAMESPACE`] whose task runs the pause
+//! process, holding the pod's network, IPC and UTS namespaces; its CRI
+//! record (`store`) keeps the config, the pinned network namespace and
+//! the CNI result.
+//!
+//! Run: the pause image (found, else berth's own imported or the named
+//! one pulled), the record (not ready), the
+//! pod's files (hostname, hosts, resolv.conf) and /dev/shm, the network
+//! namespace, the container and its task, then the record ready. A
+//! failure undoes every step. Stop: the pod's containers and the pause
+//! task are killed, the network released; an unknown id is no error (as
+//! kubelet retries stops). Remove: stop, then the pod's containers, the
+//! pause container and the record go; an unknown id is no error.
+//!
+//! `status` answers PodSandboxStatus and ListPodSandbox, `stats` the
+//! stats calls; `spec` makes the pause process's OCI spec, `netns` the
+//! pinned network namespace, `cni` runs the CNI plugins, `pause` is
+//! berth's pause image; `service` is the thin gRPC part.
+
+pub mod cni;
+mod files;
+pub mod netns;
+mod network;
+pub mod pause;
+pub mod service;
+pub mod spec;
+pub mod stats;
+pub mod status;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_proto::cri::v1 as cri;
+use prost::Message;
+
+use super::images::{self as cri_images, CriImageError};
+use super::store::{self, CriTable, SandboxNetwork, SandboxRecord, SandboxState, StoreError};
+use super::{Cri, NAMESPACE};
+use crate::containers::{self, ContainerError, NewContainer, ProcessConfig};
+use crate::tasks::{CreateOptions, TaskError};
+use cni::CniError;
+use files::{check_dns, mount_shm, unmount, write_pod_files};
+use netns::NetnsError;
+pub use network::cni_plugins;
+use network::{attach_network, detach_network};
+use spec::{NamespaceModes, PauseSpec, SpecError};
+
+/// The label that marks a supervisor container as a CRI sandbox or
+/// container.
+pub const KIND_LABEL: &str = "io.berth.cri.kind";
+/// The OOM score containerd gives pause processes (clamped to what the
+/// host allows).
+const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
+/// How long a stop waits for a killed process to be reported gone.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid sandbox config: {0}")]
+    InvalidConfig(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("no runtime for {0:?} is configured")]
+    UnknownHandler(String),
+    #[error("failed to reserve sandbox name {name:?}: name {name:?} is reserved for {id:?}")]
+    NameReserved { name: String, id: String },
+    #[error("an error occurred when try to find sandbox {0:?}: not found")]
+    NotFound(String),
+    #[error("get the pause image {image:?}: {source}")]
+    PauseImage {
+        image: String,
+        source: Box<CriImageError>,
+    },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("failed to setup network for sandbox {id:?}: {source}")]
+    NetworkSetup { id: String, source: CniError },
+    #[error("failed to destroy network for sandbox {id:?}: {source}")]
+    NetworkTeardown { id: String, source: CniError },
+    #[error("{what} {path}: {source}")]
+    Files {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("make the pod's /dev/shm on {path}: {source}")]
+    Shm { path: PathBuf, source: nix::Error },
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn files_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> SandboxError + 'a {
+    move |source| SandboxError::Files {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Nanoseconds since the epoch, as the CRI reports times.
+pub fn now_ns() -> i64 {
+    crate::metadata::now() as i64
+}
+
+/// The sandbox name containerd reserves: one pod attempt, one sandbox.
+fn sandbox_name(config: &cri::PodSandboxConfig) -> String {
+    let m = config.metadata.clone().unwrap_or_default();
+    format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
+}
+
+/// The pause image's stored name and process config, pulled when absent.
+async fn pause_image(cri: &Cri) -> Result<(String, ProcessConfig), SandboxError> {
+    let wanted = cri.config.pause_image.clone();
+    let err = |source: CriImageError| SandboxError::PauseImage {
+        image: wanted.clone(),
+        source: Box::new(source),
+    };
+    let reference = cri_images::normalise(&wanted).map_err(err)?;
+    let name = reference.to_string();
+    let found = cri_images::find(&cri.images, &wanted).map_err(err)?;
+    let image = match found {
+        Some(image) => image,
+        None => {
+            if wanted == super::DEFAULT_PAUSE_IMAGE {
+                // berth's own, imported at first need: no pull, and a
+                // supervisor that never runs a pod keeps no CRI image.
+                let images = std::sync::Arc::clone(&cri.images);
+                let name = name.clone();
+                tokio::task::spawn_blocking(move || pause::import_if_absent(&images, &name))
+                    .await
+                    .map_err(|e| {
+                        err(CriImageError::BadImage {
+                            name: wanted.clone(),
+                            reason: e.to_string(),
+                        })
+                    })?
+                    .map_err(|e| err(e.into()))?;
+            } else {
+                cri_images::pull(&cri.images, &reference, None)
+                    .await
+                    .map_err(err)?;
+            }
+            cri_images::find(&cri.images, &wanted)
+                .map_err(err)?
+                .ok_or_else(|| {
+                    err(CriImageError::BadImage {
+                        name: name.clone(),
+                        reason: "pulled, yet not found".into(),
+                    })
+                })?
+        }
+    };
+    let stored = if image.repo_tags.contains(&name) || image.repo_digests.contains(&name) {
+        name
+    } else {
+        image
+            .repo_tags
+            .first()
+            .or(image.repo_digests.first())
+            .cloned()
+            .unwrap_or(name)
+    };
+    let process = serde_json::from_value::<ProcessConfigDoc>(image.config)
+        .map(|d| d.config.unwrap_or_default())
+        .unwrap_or_default();
+    Ok((stored, process))
+}
+
+#[derive(serde::Deserialize)]
+struct ProcessConfigDoc {
+    #[serde(default)]
+    config: Option<ProcessConfig>,
+}
+
+/// The OOM score a pod process gets: `wanted`, raised to the
+/// supervisor's own when the host does not let it lower scores (no
+/// CAP_SYS_RESOURCE), as containerd's `restrict_oom_score_adj` does.
+pub fn clamp_oom_score_adj(wanted: i32) -> i32 {
+    let current = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    if wanted >= current || has_sys_resource() {
+        wanted
+    } else {
+        current
+    }
+}
+
+/// CAP_SYS_RESOURCE's bit.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this process's effective capabilities have CAP_SYS_RESOURCE.
+fn has_sys_resource() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// The directories of a sandbox: its files under the root, its runtime
+/// state (shm) under the state directory.
+fn sandbox_dirs(cri: &Cri, id: &str) -> (PathBuf, PathBuf) {
+    (
+        cri.config.root_dir.join("sandboxes").join(id),
+        cri.config.state_dir.join("sandboxes").join(id),
+    )
+}
+
+fn netns_path(cri: &Cri, id: &str) -> PathBuf {
+    cri.config.state_dir.join("netns").join(id)
+}
+
+/// The cgroup a pod goes in: `<cgroup_parent>/<id>` (cgroupfs), else one
+/// of berth's own.
+fn cgroup_of(config: &cri::PodSandboxConfig, id: &str) -> String {
+    let parent = config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.trim_end_matches('/'))
+        .unwrap_or_default();
+    if parent.is_empty() {
+        format!("/berth/{NAMESPACE}/{id}")
+    } else if parent.starts_with('/') {
+        format!("{parent}/{id}")
+    } else {
+        format!("/{parent}/{id}")
+    }
+}
+
+/// Runs a pod sandbox; its id.
+pub async fn run(
+    cri: &Cri,
+    config: cri::PodSandboxConfig,
+    handler: &str,
+) -> Result<String, SandboxError> {
+    let Some(metadata) = config.metadata.clone() else {
+        return Err(SandboxError::InvalidConfig("metadata is missing".into()));
+    };
+    if metadata.name.is_empty() {
+        return Err(SandboxError::InvalidConfig("metadata.name is empty".into()));
+    }
+    if !matches!(handler, "" | "berth" | "runc") {
+        return Err(SandboxError::UnknownHandler(handler.to_string()));
+    }
+    let modes = spec::namespace_modes(&config)?;
+    spec::check_hostname(&config.hostname)?;
+    check_dns(&config)?;
+    let name = sandbox_name(&config);
+    let (image, process) = pause_image(cri).await?;
+
+    let id = store::new_id().map_err(files_err("read random bytes for", Path::new("an id")))?;
+    // Held while the name is checked and the record written: a second run
+    // of the same pod attempt waits and then finds the name taken.
+    let names_lock = cri.locks.lock("sandbox names").await;
+    let _lock = cri.locks.lock(&id).await;
+    for (other, record) in cri.store.sandboxes()? {
+        if let Ok(c) = record.config(&other) {
+            if sandbox_name(&c) == name {
+                return Err(SandboxError::NameReserved { name, id: other });
+            }
+        }
+    }
+    let (dir, state) = sandbox_dirs(cri, &id);
+    let record = SandboxRecord {
+        config: config.encode_to_vec(),
+        created_at: now_ns(),
+        state: SandboxState::NotReady,
+        runtime_handler: handler.to_string(),
+        image: image.clone(),
+        pid: 0,
+        network: SandboxNetwork {
+            netns: (!modes.host_network).then(|| netns_path(cri, &id)),
+            ..Default::default()
+        },
+        dir: dir.clone(),
+        shm: (!modes.host_ipc).then(|| state.join("shm")),
+        cgroup: cgroup_of(&config, &id),
+    };
+    // The record first: a crash part-way leaves a not-ready sandbox that
+    // a remove cleans up.
+    cri.store.put_sandbox(&id, &record)?;
+    drop(names_lock);
+    match start(cri, &id, &config, &record, modes, &process).await {
+        Ok(pid) => {
+            cri.store.update_sandbox(&id, |r| {
+                r.state = SandboxState::Ready;
+                r.pid = pid;
+            })?;
+            tracing::info!(sandbox = %id, name = %name, pid, "pod sandbox running");
+            Ok(id)
+        }
+        Err(e) => {
+            tracing::warn!(sandbox = %id, error = %e, "pod sandbox failed to start: cleaning up");
+            let cleaned = async {
+                teardown(cri, &id, &record, Del::Lenient).await?;
+                remove_container(cri, &id).await?;
+                remove_files(cri, &id, &record).await?;
+                cri.store.delete_sandbox(&id)?;
+                Ok::<(), SandboxError>(())
+            };
+            if let Err(ce) = cleaned.await {
+                tracing::warn!(sandbox = %id, error = %ce, "clean up after a failed run");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The steps of a run after the record: files, shm, netns, the pause
+/// container and its task. The pause's pid.
+async fn start(
+    cri: &Cri,
+    id: &str,
+    config: &cri::PodSandboxConfig,
+    record: &SandboxRecord,
+    modes: NamespaceModes,
+    process: &ProcessConfig,
+) -> Result<u32, SandboxError> {
+    let (dir, config2) = (record.dir.clone(), config.clone());
+    let shm = record.shm.clone();
+    let netns = record.network.netns.clone();
+    blocking(move || {
+        write_pod_files(&dir, &config2, modes)?;
+        if let Some(shm) = &shm {
+            mount_shm(shm)?;
+        }
+        if let Some(netns) = &netns {
+            netns::create(netns)?;
+        }
+        Ok(())
+    })
+    .await?;
+    if let Some(netns) = &record.network.netns {
+        attach_network(cri, id, config, netns).await?;
+    }
+    let spec = spec::pause_spec(&PauseSpec {
+        id,
+        config,
+        modes,
+        image: process,
+        netns: record.network.netns.as_deref(),
+        shm: record.shm.as_deref(),
+        cgroup: &record.cgroup,
+        oom_score_adj: clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ),
+    })?;
+    let new = NewContainer {
+        id: id.to_string(),
+        image: record.image.clone(),
+        labels: [(KIND_LABEL.to_string(), "sandbox".to_string())].into(),
+        spec: Some(spec.to_string().into_bytes()),
+        ..Default::default()
+    };
+    let images = std::sync::Arc::clone(&cri.images);
+    blocking(move || Ok(containers::create(&images, NAMESPACE, new)?)).await?;
+    let opts = CreateOptions {
+        no_log: true,
+        ..Default::default()
+    };
+    cri.tasks.create(NAMESPACE, id, opts).await?;
+    Ok(cri.tasks.start(NAMESPACE, id, None).await?)
+}
+
+/// Runs blocking work (files, mounts, the metadata) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SandboxError> + Send + 'static,
+) -> Result<T, SandboxError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(SandboxError::Files {
+            what: "run blocking work for",
+            path: PathBuf::from("a sandbox"),
+            source: io::Error::other(e.to_string()),
+        })
+    })
+}
+
+/// Kills a task (all its processes) and waits for its exit; a missing
+/// task is no error.
+async fn kill_task(cri: &Cri, id: &str) -> Result<(), SandboxError> {
+    match cri.tasks.get(NAMESPACE, id, None).await {
+        Ok(info) if info.exit.is_some() => return Ok(()),
+        Ok(_) => {}
+        Err(TaskError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    match cri
+        .tasks
+        .kill(NAMESPACE, id, None, libc::SIGKILL as u32, true)
+        .await
+    {
+        Ok(()) => {}
+        Err(TaskError::NotFound(_)) => return Ok(()),
+        // Already gone: the shim says so in its refusal.
+        Err(TaskError::Refused { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match tokio::time::timeout(KILL_WAIT, cri.tasks.wait(NAMESPACE, id, None)).await {
+        Ok(Ok(_)) | Ok(Err(TaskError::NotFound(_))) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(SandboxError::Task(TaskError::WrongState {
+            id: id.to_string(),
+            status: "running",
+            why: "it did not exit within 10 s of SIGKILL",
+        })),
+    }
+}
+
+/// Deletes a task if there is one.
+async fn delete_task(cri: &Cri, id: &str) -> Result<(), SandboxError> {
+    match cri.tasks.delete(NAMESPACE, id).await {
+        Ok(_) | Err(TaskError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How a teardown takes a failing CNI DEL.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Del {
+    /// It fails the teardown (a stop, which kubelet retries).
+    Strict,
+    /// It is logged (undoing a failed run, whose ADD already ran DEL).
+    Lenient,
+}
+
+/// Stops the pause task and releases what the pod holds on the host
+/// (network, shm); the record and the pod's files stay.
+async fn teardown(
+    cri: &Cri,
+    id: &str,
+    record: &SandboxRecord,
+    del: Del,
+) -> Result<(), SandboxError> {
+    kill_task(cri, id).await?;
+    delete_task(cri, id).await?;
+    // The record as it is now: a run records the network as it attaches it.
+    let record = cri.store.sandbox(id)?.unwrap_or_else(|| record.clone());
+    match detach_network(cri, id, &record).await {
+        Ok(()) => {}
+        Err(e) if del == Del::Lenient => {
+            tracing::warn!(sandbox = id, error = %e, "CNI DEL while undoing a failed run");
+        }
+        Err(e) => return Err(e),
+    }
+    let netns = record.network.netns.clone();
+    let shm = record.shm.clone();
+    blocking(move || {
+        if let Some(netns) = &netns {
+            netns::remove(netns)?;
+        }
+        if let Some(shm) = &shm {
+            unmount(shm);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Stops a sandbox: its containers' processes are killed, the pause task
+/// deleted, the network released. An unknown id is no error.
+pub async fn stop(cri: &Cri, wanted: &str) -> Result<(), SandboxError> {
+    let Some(id) = cri.store.resolve(CriTable::Sandboxes, wanted)? else {
+        tracing::debug!(
+            sandbox = wanted,
+            "stop of an unknown sandbox: nothing to do"
+        );
+        return Ok(());
+    };
+    let _lock = cri.locks.lock(&id).await;
+    stop_locked(cri, &id).await
+}
+
+async fn stop_locked(cri: &Cri, id: &str) -> Result<(), SandboxError> {
+    let Some(record) = cri.store.sandbox(id)? else {
+        return Ok(());
+    };
+    // The pod's containers first, as kubelet would have (their records
+    // stay; their tasks report the exits).
+    for (cid, _) in cri.store.containers_of(id)? {
+        kill_task(cri, &cid).await?;
+    }
+    teardown(cri, id, &record, Del::Strict).await?;
+    cri.store.update_sandbox(id, |r| {
+        r.state = SandboxState::NotReady;
+        r.pid = 0;
+        r.network.netns = None;
+        r.network.cni_result = None;
+        r.network.cni_network = None;
+        r.network.cni_config = None;
+    })?;
+    tracing::info!(sandbox = %id, "pod sandbox stopped");
+    Ok(())
+}
+
+/// Removes a sandbox (stopping it first) with its containers. An unknown
+/// id is no error.
+pub async fn remove(cri: &Cri, wanted: &str) -> Result<(), SandboxError> {
+    let Some(id) = cri.store.resolve(CriTable::Sandboxes, wanted)? else {
+        tracing::debug!(
+            sandbox = wanted,
+            "remove of an unknown sandbox: nothing to do"
+        );
+        return Ok(());
+    };
+    let _lock = cri.locks.lock(&id).await;
+    stop_locked(cri, &id).await?;
+    for (cid, _) in cri.store.containers_of(&id)? {
+        delete_task(cri, &cid).await?;
+        remove_container(cri, &cid).await?;
+        cri.store.delete_container(&cid)?;
+    }
+    delete_task(cri, &id).await?;
+    remove_container(cri, &id).await?;
+    let Some(record) = cri.store.sandbox(&id)? else {
+        return Ok(());
+    };
+    remove_files(cri, &id, &record).await?;
+    cri.store.delete_sandbox(&id)?;
+    tracing::info!(sandbox = %id, "pod sandbox removed");
+    Ok(())
+}
+
+/// Removes the pod's files and its state directory (shm unmounted).
+async fn remove_files(cri: &Cri, id: &str, record: &SandboxRecord) -> Result<(), SandboxError> {
+    let (_, state) = sandbox_dirs(cri, id);
+    let dir = record.dir.clone();
+    let shm = record.shm.clone();
+    blocking(move || {
+        if let Some(shm) = &shm {
+            unmount(shm);
+        }
+        for d in [&dir, &state] {
+            match std::fs::remove_dir_all(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(files_err("remove", d)(e)),
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Deletes a supervisor container; a missing one is no error.
+async fn remove_container(cri: &Cri, id: &str) -> Result<(), SandboxError> {
+    let images = std::sync::Arc::clone(&cri.images);
+    let id = id.to_string();
+    blocking(move || match containers::delete(&images, NAMESPACE, &id) {
+        Ok(_) | Err(ContainerError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_go_under_the_parent_or_berths_own() {
+        let mut c = cri::PodSandboxConfig::default();
+        assert_eq!(cgroup_of(&c, "abc"), "/berth/k8s.io/abc");
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: "/kubepods/besteffort/".into(),
+            ..Default::default()
+        });
+        assert_eq!(cgroup_of(&c, "abc"), "/kubepods/besteffort/abc");
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: "test.slice".into(),
+            ..Default::default()
+        });
+        assert_eq!(cgroup_of(&c, "abc"), "/test.slice/abc");
+    }
+
+    #[test]
+    fn oom_scores_are_never_lowered_below_what_the_host_allows() {
+        let current: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(clamp_oom_score_adj(1000), 1000);
+        let low = clamp_oom_score_adj(-1000);
+        if has_sys_resource() {
+            assert_eq!(low, -1000);
+        } else {
+            assert_eq!(low, current);
+        }
+    }
+
+    #[test]
+    fn sandbox_names_are_one_per_pod_attempt() {
+        let c = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "web".into(),
+                uid: "u1".into(),
+                namespace: "ns".into(),
+                attempt: 2,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(sandbox_name(&c), "web_ns_u1_2");
+    }
+}
