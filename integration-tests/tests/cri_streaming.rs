@@ -8,7 +8,6 @@
 //! namespace (`k8s.io`), so these tests need no pod networking.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,38 +16,12 @@ use berth_proto::containers::v1 as cpb;
 use berth_proto::cri::v1 as cri;
 use berth_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
 use berth_proto::tasks::v1 as tpb;
-use integration_tests::build_dir;
+use integration_tests::cri::tool;
 use integration_tests::registry::{Auth, Registry};
 use integration_tests::supervisor::{connect, push_layered, runtime, Supervisor};
 use tonic::Code;
 
 const NS: &str = "k8s.io";
-
-/// A prebuilt tool from ../shared/tools, unpacked once into target/tools.
-fn tool(name: &str) -> PathBuf {
-    let dir = build_dir().join("../tools");
-    let path = dir.join(name);
-    if !path.exists() {
-        let packed = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/tools")
-            .join(format!("{name}.xz"));
-        assert!(packed.exists(), "{} is missing", packed.display());
-        std::fs::create_dir_all(&dir).expect("mkdir target/tools");
-        let tmp = dir.join(format!("{name}.{}", std::process::id()));
-        let out = std::fs::File::create(&tmp).expect("create tool");
-        let status = Command::new("xz")
-            .arg("-dc")
-            .arg(&packed)
-            .stdout(out)
-            .status()
-            .expect("run xz");
-        assert!(status.success(), "unpack {}", packed.display());
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        std::fs::rename(&tmp, &path).expect("install tool");
-    }
-    path
-}
 
 struct Setup {
     _registry: Registry,
@@ -516,4 +489,117 @@ fn crictl_exec_attach_and_port_forward() {
     for id in ["ex1", "at1", "pf1"] {
         remove_container(&rt, &client, id);
     }
+}
+
+/// Port-forward into a real pod: the daemon in a network namespace of the
+/// test's with a CNI network, `crictl runp`, a busybox httpd listening on
+/// the pod's loopback (started in the pod's pinned namespace by the test),
+/// and `crictl port-forward` and `curl` run beside the daemon, where its
+/// streaming server listens.
+#[test]
+fn crictl_port_forward_into_a_pod() {
+    use integration_tests::cri::{PodOptions, PodSupervisor};
+    let sup = PodSupervisor::start(PodOptions::default());
+    let config = sup.dir().join("pod.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "metadata": {"name": "fwd", "namespace": "default", "uid": "uid-fwd", "attempt": 0},
+            "linux": {}
+        })
+        .to_string(),
+    )
+    .expect("write pod config");
+    let id = sup
+        .crictl_ok(&["runp", &config.display().to_string()])
+        .trim()
+        .to_string();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&sup.crictl_ok(&["inspectp", "-o", "json", &id])).expect("inspectp");
+    let netns = inspect["info"]["netNamespacePath"]
+        .as_str()
+        .expect("netns path")
+        .to_string();
+    let www = sup.dir().join("www");
+    std::fs::create_dir_all(&www).expect("mkdir www");
+    std::fs::write(www.join("index.html"), "pod-page\n").expect("write page");
+    let mut httpd = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["--", "busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h"])
+        .arg(&www)
+        .spawn()
+        .expect("busybox httpd in the pod");
+    let endpoint = format!("unix://{}", sup.cri_socket().display());
+    let mut forward = sup
+        .in_netns(&tool("crictl").display().to_string())
+        .args([
+            "--runtime-endpoint",
+            &endpoint,
+            "port-forward",
+            &id[..12],
+            "18080:8080",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("crictl port-forward");
+    let fetch = || {
+        let out = sup
+            .in_netns("curl")
+            .args(["-s", "--max-time", "5", "http://127.0.0.1:18080/"])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if fetch() == "pod-page\n" {
+            break;
+        }
+        if Instant::now() > deadline || forward.try_wait().ok().flatten().is_some() {
+            let _ = forward.kill();
+            let _ = httpd.kill();
+            let _ = httpd.wait();
+            let out = forward.wait_with_output().expect("crictl output");
+            panic!(
+                "no page through crictl port-forward:\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                sup.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A port nothing listens on: the client hears why.
+    let refused = sup
+        .in_netns(&tool("crictl").display().to_string())
+        .args([
+            "--runtime-endpoint",
+            &endpoint,
+            "port-forward",
+            &id,
+            "18081:8081",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("crictl port-forward");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = sup
+        .in_netns("curl")
+        .args(["-s", "--max-time", "5", "http://127.0.0.1:18081/"])
+        .output();
+    let mut refused = refused;
+    let _ = refused.kill();
+    let out = refused.wait_with_output().expect("crictl output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("connection refused") || err.contains("Connection refused"),
+        "{err}"
+    );
+    let _ = forward.kill();
+    let _ = forward.wait();
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    sup.crictl_ok(&["rmp", "-f", &id]);
 }
