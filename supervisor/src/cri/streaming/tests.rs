@@ -80,9 +80,12 @@ async fn start(fake: Arc<Fake>) -> Arc<Server> {
 
 /// A SPDY client over the streaming server's upgrade.
 struct SpdyClient {
-    io: TcpStream,
+    io: Box<dyn Io>,
     codec: Codec,
 }
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 impl SpdyClient {
     async fn connect(url: &str, protocol: &str) -> Result<SpdyClient, String> {
@@ -115,9 +118,38 @@ impl SpdyClient {
             protocol.to_ascii_lowercase()
         )));
         Ok(SpdyClient {
-            io,
+            io: Box::new(io),
             codec: Codec::new(),
         })
+    }
+
+    /// SPDY tunnelled in WebSocket binary messages, as client-go's
+    /// port-forward over WebSocket speaks it.
+    async fn tunnel(url: &str) -> SpdyClient {
+        let mut req = url
+            .replace("http://", "ws://")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "SPDY/3.1+portforward.k8s.io".parse().unwrap(),
+        );
+        let host = url
+            .strip_prefix("http://")
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        let tcp = TcpStream::connect(host).await.unwrap();
+        let (ws, response) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            "SPDY/3.1+portforward.k8s.io"
+        );
+        SpdyClient {
+            io: Box::new(super::websocket::tunnel(ws)),
+            codec: Codec::new(),
+        }
     }
 
     async fn send(&mut self, frame: Frame) {
@@ -327,8 +359,7 @@ async fn exec_over_websocket_v5_half_closes_stdin() {
     assert_eq!(status["details"]["causes"][0]["message"], "2");
 }
 
-#[tokio::test]
-async fn port_forward_over_spdy_copies_both_ways_and_reports_errors() {
+async fn port_forward_copies_both_ways_and_reports_errors(tunnelled: bool) {
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = echo.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -345,9 +376,13 @@ async fn port_forward_over_spdy_copies_both_ways_and_reports_errors() {
             sandbox_id: "p1".into(),
         })
         .unwrap();
-    let mut c = SpdyClient::connect(&url, "portforward.k8s.io")
-        .await
-        .unwrap();
+    let mut c = if tunnelled {
+        SpdyClient::tunnel(&url).await
+    } else {
+        SpdyClient::connect(&url, "portforward.k8s.io")
+            .await
+            .unwrap()
+    };
     let port = port.to_string();
     c.open(
         1,
@@ -401,6 +436,16 @@ async fn port_forward_over_spdy_copies_both_ways_and_reports_errors() {
     assert!(error.contains("connection refused on port 1"), "{error}");
     fins.sort();
     assert_eq!(fins, [1, 3, 5, 7]);
+}
+
+#[tokio::test]
+async fn port_forward_over_spdy_copies_both_ways_and_reports_errors() {
+    port_forward_copies_both_ways_and_reports_errors(false).await;
+}
+
+#[tokio::test]
+async fn port_forward_over_spdy_in_websocket_does_the_same() {
+    port_forward_copies_both_ways_and_reports_errors(true).await;
 }
 
 #[test]
