@@ -231,7 +231,15 @@ impl Server {
     pub fn url_for(&self, request: Pending) -> Result<String, StreamingError> {
         let path = request.path();
         let token = self.cache.insert(request)?;
-        Ok(format!("http://{}/{path}/{token}", self.address))
+        // A server on every address is reached on the loopback.
+        let mut address = self.address;
+        if address.ip().is_unspecified() {
+            address.set_ip(match address {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        Ok(format!("http://{address}/{path}/{token}"))
     }
 
     /// Serves connections until `shutdown` completes.

@@ -472,3 +472,20 @@ fn statuses_are_kubernetes_statuses() {
     assert_eq!(failed["status"], "Failure");
     assert_eq!(failed["message"], "no such container");
 }
+
+#[tokio::test]
+async fn a_server_on_every_address_hands_out_loopback_urls() {
+    let (server, _listener) = Server::bind("0.0.0.0:0".parse().unwrap(), Arc::new(Fake::default()))
+        .await
+        .unwrap();
+    let url = server
+        .url_for(Pending::PortForward {
+            sandbox_id: "p".into(),
+        })
+        .unwrap();
+    let port = server.address().port();
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/portforward/")),
+        "{url}"
+    );
+}
