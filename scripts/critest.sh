@@ -1,0 +1,256 @@
+#!/bin/sh
+# Runs critest against berth-supervisord's CRI and, side by side, against
+# Debian's containerd 1.6 with the same images, CNI config and registry
+# mirrors, and prints both pass counts.
+#
+#   scripts/critest.sh [-b|-c] [critest args...]
+#
+#   -b: berth only; -c: containerd only. Other arguments go to critest,
+#   e.g. --ginkgo.focus 'PodSandbox|Idempotence'.
+#
+# Everything lives in a temporary tree and a network namespace this script
+# makes (the registry, both daemons, their CNI bridge and rules, critest
+# itself): nothing touches the host's network, and nothing leaves the
+# machine. The images critest pulls are made here (busybox-static with its
+# applets as links; a web server answering on port 80 in place of nginx;
+# berth's pause for containerd; the Image Manager group's images as
+# scripts/critest-images.sh makes them), pushed to a local docker-registry
+# that hosts.toml files name as mirror and server of registry.k8s.io,
+# k8s.gcr.io, gcr.io and docker.io. containerd gets its own root, state and
+# config: the CRI plugin with config_path for those hosts.toml files, the
+# same conflist (its own host-local directory) and
+# restrict_oom_score_adj = true (this VM lacks CAP_SYS_RESOURCE).
+#
+# Needs root, docker-registry, umoci, skopeo, busybox-static, containerd,
+# runc, containernetworking-plugins, and the debug build
+# (cargo build --workspace --bins; $BERTH_SUPERVISORD names another).
+set -eu
+repo=$(cd "$(dirname "$0")/.." && pwd)
+which=both
+case "${1:-}" in
+-b) which=berth; shift ;;
+-c) which=containerd; shift ;;
+esac
+tools=$repo/target/tools
+mkdir -p "$tools"
+for t in critest crictl; do
+    [ -x "$tools/$t" ] || { xz -dc "$repo/../shared/tools/$t.xz" >"$tools/$t.tmp" && chmod +x "$tools/$t.tmp" && mv "$tools/$t.tmp" "$tools/$t"; }
+done
+supervisord=${BERTH_SUPERVISORD:-$repo/target/debug/berth-supervisord}
+[ -x "$supervisord" ] || { echo "critest.sh: $supervisord is missing: cargo build --workspace --bins" >&2; exit 1; }
+# A short tree: a shim's socket under <state>/shims/k8s.io/<64-digit id>/
+# must fit in 107 bytes.
+tmp=$(mktemp -d /tmp/bcXXXXXX)
+netns=$tmp/netns
+reg_pid='' daemon_pid=''
+# (Background processes are started with nsenter itself, not this
+# function, so that $! is their pid.)
+in_ns() { nsenter --net="$netns" -- "$@"; }
+stop_daemon() {
+    if [ -n "$daemon_pid" ]; then
+        kill "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+        daemon_pid=''
+    fi
+}
+cleanup() {
+    set +e
+    stop_daemon
+    if [ -n "$reg_pid" ]; then
+        kill -9 "$reg_pid" 2>/dev/null
+        wait "$reg_pid" 2>/dev/null
+    fi
+    # Whatever a daemon left mounted in the tree, deepest first.
+    awk -v t="$tmp" '$5 ~ "^"t {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done
+    umount -l "$netns" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+touch "$netns"
+unshare --net="$netns" true
+in_ns ip link set lo up
+
+# The registry, inside the namespace.
+port=5000
+cat >"$tmp/registry.yml" <<YML
+version: 0.1
+storage: {filesystem: {rootdirectory: $tmp/registry}}
+http: {addr: 127.0.0.1:$port}
+YML
+nsenter --net="$netns" -- docker-registry serve "$tmp/registry.yml" >"$tmp/registry.log" 2>&1 &
+reg_pid=$!
+for _ in $(seq 50); do
+    in_ns python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/v2/', timeout=1)" 2>/dev/null && break
+    sleep 0.1
+done
+
+# The images.
+layout=$tmp/layout
+umoci init --layout "$layout" >/dev/null
+umoci new --image "$layout:empty" >/dev/null
+add_layer() { # tag dir -> tag with the dir as one layer
+    tar -C "$2" --owner=0 --group=0 --numeric-owner -cf "$tmp/$1.tar" .
+    umoci raw add-layer --image "$layout:empty" --tag "$1" "$tmp/$1.tar"
+}
+# busybox, applets as links, the accounts critest's security tests use.
+bb=$tmp/busybox
+mkdir -p "$bb/bin" "$bb/etc" "$bb/tmp" "$bb/var/www" "$bb/root"
+cp /bin/busybox "$bb/bin/busybox"
+for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$bb/bin/$applet"
+done
+chmod 1777 "$bb/tmp"
+cat >"$bb/etc/passwd" <<EOF
+root:x:0:0:root:/root:/bin/sh
+www-data:x:33:33:www-data:/var/www:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/sh
+EOF
+cat >"$bb/etc/group" <<EOF
+root:x:0:
+www-data:x:33:
+nogroup:x:65534:
+EOF
+echo '<html><body><h1>Welcome to nginx!</h1></body></html>' >"$bb/var/www/index.html"
+add_layer busybox "$bb"
+config() { tag=$1; shift; umoci config --image "$layout:busybox" --tag "$tag" "$@"; }
+config bb --config.cmd sh
+config web --config.cmd httpd --config.cmd -f --config.cmd -p --config.cmd 80 --config.cmd -h --config.cmd /var/www
+config plain --config.label berth.test=plain
+for n in 1 2 3; do config "img$n" --config.label "berth.test=img$n"; done
+config uid --config.user 1002
+config username --config.user www-data
+config uid-group --config.user 1003:1003
+config username-group --config.user www-data:www-data
+# berth's pause, for containerd's sandbox_image.
+pause_bin=$(ls -t "$repo"/target/debug/build/berth-supervisor-*/out/berth-pause 2>/dev/null | head -n1)
+[ -n "$pause_bin" ] || { echo "critest.sh: berth-pause not built: cargo build -p berth-supervisor" >&2; exit 1; }
+mkdir -p "$tmp/pause/dev" "$tmp/pause/proc" "$tmp/pause/sys" "$tmp/pause/etc"
+cp "$pause_bin" "$tmp/pause/pause"
+add_layer pauselayer "$tmp/pause"
+umoci config --image "$layout:pauselayer" --tag pause --config.entrypoint /pause --config.user 65535:65535 >/dev/null
+in_push() { in_ns skopeo copy --quiet --dest-tls-verify=false "oci:$layout:$1" "docker://127.0.0.1:$port/$2"; }
+cri=k8s-staging-cri-tools
+in_push bb e2e-test-images/busybox:1.29-2
+in_push web e2e-test-images/nginx:1.14-2
+in_push pause pause:3.10
+in_push pause pause:3.9
+in_push plain "$cri/test-image-tag:test"
+in_push plain "$cri/test-image-tag:all"
+in_push plain "$cri/test-image-latest:latest"
+for n in 1 2 3; do in_push "img$n" "$cri/test-image-$n:latest"; in_push plain "$cri/test-image-tags:$n"; done
+in_push uid "$cri/test-image-user-uid:latest"
+in_push username "$cri/test-image-user-username:latest"
+in_push uid-group "$cri/test-image-user-uid-group:latest"
+in_push username-group "$cri/test-image-user-username-group:latest"
+in_push bb library/busybox:latest
+in_push bb library/busybox:1.28
+cat >"$tmp/images.yaml" <<EOF
+defaultTestContainerImage: registry.k8s.io/e2e-test-images/busybox:1.29-2
+webServerTestImage: registry.k8s.io/e2e-test-images/nginx:1.14-2
+EOF
+
+# hosts.toml: the local registry mirrors (and serves) the public ones.
+for host in gcr.io registry.k8s.io k8s.gcr.io docker.io; do
+    mkdir -p "$tmp/certs.d/$host"
+    printf 'server = "http://127.0.0.1:%s"\n[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' "$port" "$port" \
+        >"$tmp/certs.d/$host/hosts.toml"
+done
+
+# One conflist per daemon (its own host-local directory).
+conflist() { # dir
+    mkdir -p "$1/net.d"
+    cat >"$1/net.d/10-critest.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "critest", "plugins": [
+  {"type": "bridge", "bridge": "cni-critest0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.9.0/24"}]], "dataDir": "$1/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "loopback"}
+]}
+EOF
+}
+
+wait_socket() { # socket what
+    for _ in $(seq 300); do [ -S "$1" ] && return 0; sleep 0.1; done
+    echo "critest.sh: $2 did not listen on $1" >&2
+    return 1
+}
+
+run_critest() { # name socket -> prints the summary, records the counts
+    name=$1 sock=$2
+    shift 2
+    echo "=== critest against $name ==="
+    (cd "$tmp" && in_ns "$tools/critest" --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" \
+        --test-images-file "$tmp/images.yaml" --ginkgo.no-color "$@") >"$tmp/critest-$name.log" 2>&1 || true
+    grep -E '^(\[FAIL\]|  \[FAIL\])' "$tmp/critest-$name.log" | sort -u | sed 's/^/  /' || true
+    summary=$(grep -E '^(Ran|SUCCESS|FAIL)|Passed \|' "$tmp/critest-$name.log" | tail -n 3)
+    echo "$summary" | sed 's/^/  /'
+    counts=$(grep -Eo '[0-9]+ Passed \| [0-9]+ Failed \| [0-9]+ Pending \| [0-9]+ Skipped' "$tmp/critest-$name.log" | tail -n1)
+    eval "counts_$name=\"\${counts:-no summary (see the log)}\""
+    cp "$tmp/critest-$name.log" "$repo/target/critest-$name.log"
+}
+
+counts_berth='not run' counts_containerd='not run'
+
+if [ "$which" != containerd ]; then
+    d=$tmp/berth
+    mkdir -p "$d"
+    conflist "$d"
+    # (state right under the tree: /tmp/bcXXXXXX/bs is 16 bytes, the most
+    # a 64-digit id leaves room for.)
+    nsenter --net="$netns" -- "$supervisord" --root "$d/r" --state "$tmp/bs" --address "$d/sup.sock" --cri-address "$d/cri.sock" \
+        --registry-config-dir "$tmp/certs.d" --cni-conf-dir "$d/net.d" --cni-bin-dir /usr/lib/cni \
+        >"$d/daemon.log" 2>&1 &
+    daemon_pid=$!
+    wait_socket "$d/cri.sock" berth-supervisord
+    run_critest berth "$d/cri.sock" "$@"
+    "$tools/crictl" --runtime-endpoint "unix://$d/cri.sock" rmp -a -f >/dev/null 2>&1 || true
+    stop_daemon
+    cp "$d/daemon.log" "$repo/target/critest-berth-daemon.log"
+fi
+
+if [ "$which" != berth ]; then
+    d=$tmp/ctd
+    mkdir -p "$d"
+    conflist "$d"
+    cat >"$d/config.toml" <<EOF
+version = 2
+root = "$d/root"
+state = "$d/state"
+[grpc]
+  address = "$d/containerd.sock"
+[ttrpc]
+  address = "$d/containerd.sock.ttrpc"
+[debug]
+  address = "$d/debug.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$d/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$tmp/certs.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+EOF
+    nsenter --net="$netns" -- containerd --config "$d/config.toml" >"$d/daemon.log" 2>&1 &
+    daemon_pid=$!
+    wait_socket "$d/containerd.sock" containerd
+    run_critest containerd "$d/containerd.sock" "$@"
+    "$tools/crictl" --runtime-endpoint "unix://$d/containerd.sock" rmp -a -f >/dev/null 2>&1 || true
+    stop_daemon
+    # containerd's shims outlive it: stop those of this tree.
+    for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $d/containerd.sock" || true); do kill -9 "$p" 2>/dev/null || true; done
+    cp "$d/daemon.log" "$repo/target/critest-containerd-daemon.log"
+fi
+
+echo "=== side by side ==="
+printf '  %-12s %s\n' berth "$counts_berth" containerd "$counts_containerd"
+echo "  (logs: target/critest-{berth,containerd}.log and -daemon.log)"
