@@ -5,6 +5,13 @@
 //! size the file rotates: `log.json` becomes `log.json.1`, which becomes
 //! `log.json.2`, and so on, keeping `max_files` files in all (one means the
 //! file is truncated instead).
+//!
+//! In the CRI format ([`LogFormat::Cri`], what kubelet reads) each entry is
+//! `<RFC3339Nano> <stdout|stderr> <F|P> <text>`: `F` for a whole line
+//! (its newline, and a carriage return before it, dropped), `P` for a
+//! piece of a longer one or an unterminated last line, as containerd
+//! writes them. kubelet rotates such a file itself and asks for it to be
+//! reopened ([`LogFile::reopen`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -52,6 +59,46 @@ impl Stream {
     }
 }
 
+/// How entries are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Docker's `json-file` lines.
+    #[default]
+    Json,
+    /// The CRI's text lines.
+    Cri,
+}
+
+impl LogFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Json => "json",
+            LogFormat::Cri => "cri",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<LogFormat> {
+        match name {
+            "json" => Some(LogFormat::Json),
+            "cri" => Some(LogFormat::Cri),
+            _ => None,
+        }
+    }
+}
+
+/// One entry in the CRI format: a whole line is `F` without its line
+/// end, anything else a `P`iece.
+pub fn cri_entry(stream: Stream, text: &[u8], time: SystemTime) -> Vec<u8> {
+    let (tag, body) = match text.strip_suffix(b"\n") {
+        Some(line) => ("F", line.strip_suffix(b"\r").unwrap_or(line)),
+        None => ("P", text),
+    };
+    let mut line = format!("{} {} {tag} ", format_rfc3339(time), stream.name()).into_bytes();
+    line.extend_from_slice(body);
+    line.push(b'\n');
+    line
+}
+
 #[derive(Serialize)]
 struct Entry<'a> {
     log: &'a str,
@@ -72,6 +119,7 @@ pub struct LogFile {
     pending: Vec<u8>,
     max_size: Option<u64>,
     max_files: u32,
+    format: LogFormat,
 }
 
 impl LogFile {
@@ -90,7 +138,28 @@ impl LogFile {
             pending: Vec::new(),
             max_size: max_size.filter(|m| *m > 0),
             max_files: max_files.max(1),
+            format: LogFormat::Json,
         })
+    }
+
+    /// The same log, its entries written in `format`.
+    pub fn with_format(mut self, format: LogFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Writes what is collected and opens the path again, creating it: the
+    /// file was moved away (kubelet rotated it).
+    pub fn reopen(&mut self) -> Result<(), LogFileError> {
+        self.flush()?;
+        let err = |source| LogFileError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let file = open_append(&self.path).map_err(err)?;
+        self.size = file.metadata().map_err(err)?.len();
+        self.file = file;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -104,18 +173,24 @@ impl LogFile {
         text: &[u8],
         time: SystemTime,
     ) -> Result<(), LogFileError> {
-        let log = String::from_utf8_lossy(text);
-        let time = format_rfc3339(time);
-        let entry = Entry {
-            log: &log,
-            stream: stream.name(),
-            time: &time,
+        let line = match self.format {
+            LogFormat::Cri => cri_entry(stream, text, time),
+            LogFormat::Json => {
+                let log = String::from_utf8_lossy(text);
+                let time = format_rfc3339(time);
+                let entry = Entry {
+                    log: &log,
+                    stream: stream.name(),
+                    time: &time,
+                };
+                let mut line = serde_json::to_vec(&entry).map_err(|e| LogFileError::Write {
+                    path: self.path.clone(),
+                    source: io::Error::other(e),
+                })?;
+                line.push(b'\n');
+                line
+            }
         };
-        let mut line = serde_json::to_vec(&entry).map_err(|e| LogFileError::Write {
-            path: self.path.clone(),
-            source: io::Error::other(e),
-        })?;
-        line.push(b'\n');
         if let Some(max) = self.max_size {
             if self.size > 0 && self.size + line.len() as u64 > max {
                 self.rotate()?;
@@ -331,6 +406,66 @@ mod tests {
         assert!(!dir.path().join("log.json.3").exists());
         let last = fs::read_to_string(&path).unwrap();
         assert!(last.contains("line 19\\n"), "{last}");
+    }
+
+    #[test]
+    fn cri_entries_mark_full_and_partial_lines() {
+        let t = crate::time::parse_rfc3339("2026-12-02T08:00:00.000000001Z").unwrap();
+        assert_eq!(
+            cri_entry(Stream::Stdout, b"hello\n", t),
+            b"2026-12-02T08:00:00.000000001Z stdout F hello\n"
+        );
+        assert_eq!(
+            cri_entry(Stream::Stderr, b"dos\r\n", t),
+            b"2026-12-02T08:00:00.000000001Z stderr F dos\n"
+        );
+        assert_eq!(
+            cri_entry(Stream::Stdout, b"piece", t),
+            b"2026-12-02T08:00:00.000000001Z stdout P piece\n"
+        );
+        assert_eq!(
+            cri_entry(Stream::Stdout, b"\n", t),
+            b"2026-12-02T08:00:00.000000001Z stdout F \n"
+        );
+    }
+
+    #[test]
+    fn cri_logs_split_long_lines_and_reopen_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut log = LogFile::open(&path, None, 1)
+            .unwrap()
+            .with_format(LogFormat::Cri);
+        let mut splitter = LineSplitter::default();
+        let mut input = vec![b'y'; MAX_LINE + 5];
+        input.extend_from_slice(b"\nshort\n");
+        let mut entries = Vec::new();
+        splitter.push(&input, |e| entries.push(e.to_vec()));
+        for e in &entries {
+            log.write_entry(Stream::Stdout, e, SystemTime::now())
+                .unwrap();
+        }
+        log.flush().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let tags: Vec<&str> = text.lines().map(|l| l.split(' ').nth(2).unwrap()).collect();
+        assert_eq!(tags, ["P", "F", "F"]);
+        assert!(text.lines().nth(1).unwrap().ends_with(" F yyyyy"));
+        assert!(text.ends_with(" stdout F short\n"));
+        // kubelet moves the file away and asks for a new one.
+        fs::rename(&path, dir.path().join("0.log.1")).unwrap();
+        log.reopen().unwrap();
+        log.write_entry(Stream::Stderr, b"after\n", SystemTime::now())
+            .unwrap();
+        log.flush().unwrap();
+        assert!(fs::read_to_string(&path)
+            .unwrap()
+            .ends_with(" stderr F after\n"));
+        assert_eq!(LogFormat::parse("cri"), Some(LogFormat::Cri));
+        assert_eq!(
+            LogFormat::parse(LogFormat::Json.name()),
+            Some(LogFormat::Json)
+        );
+        assert_eq!(LogFormat::parse("text"), None);
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! ```text
 //! berth-shim --runtime PATH --runtime-root DIR --bundle DIR --id ID
 //!            --socket PATH --state-dir DIR [--log-file FILE]
-//!            [--log-max-size BYTES] [--log-max-files N] [--no-log]
+//!            [--log-max-size BYTES] [--log-max-files N] [--log-format json|cri]
+//!            [--no-log]
 //!            [--no-stdin] [--debug]
 //! ```
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+
+use crate::logfile::LogFormat;
 
 /// Name of the container log in the state directory when `--log-file` is
 /// not given.
@@ -23,6 +26,8 @@ pub enum OptionsError {
     MissingValue(&'static str),
     #[error("{flag}: {value:?} is not a number")]
     NotANumber { flag: &'static str, value: String },
+    #[error("--log-format: {0:?} is not json or cri")]
+    BadLogFormat(String),
     #[error("{0} is required")]
     Required(&'static str),
     #[error("invalid container id {0:?}: use letters, digits, '_', '-' and '.' (at most 1024)")]
@@ -50,6 +55,8 @@ pub struct Options {
     pub log_max_size: Option<u64>,
     /// How many log files to keep in all when rotating (Docker's max-file).
     pub log_max_files: u32,
+    /// How the log's entries are written (Docker's JSON or the CRI's).
+    pub log_format: LogFormat,
     /// Write no container log at all (Docker's `none` log driver): the
     /// output only goes to attached clients.
     pub no_log: bool,
@@ -80,6 +87,7 @@ impl Options {
             log_file: None,
             log_max_size: None,
             log_max_files: 1,
+            log_format: LogFormat::Json,
             no_log: false,
             no_stdin: false,
             debug: false,
@@ -104,6 +112,7 @@ impl Options {
         let mut log_file = None;
         let mut log_max_size = None;
         let mut log_max_files = 1;
+        let mut log_format = LogFormat::Json;
         let mut no_log = false;
         let mut no_stdin = false;
         let mut debug = false;
@@ -124,6 +133,7 @@ impl Options {
                 "--log-file" => "--log-file",
                 "--log-max-size" => "--log-max-size",
                 "--log-max-files" => "--log-max-files",
+                "--log-format" => "--log-format",
                 "--no-stdin" if inline.is_none() => {
                     no_stdin = true;
                     continue;
@@ -160,6 +170,11 @@ impl Options {
                 "--state-dir" => state_dir = Some(PathBuf::from(value)),
                 "--log-file" => log_file = Some(PathBuf::from(value)),
                 "--log-max-size" => log_max_size = Some(number(&value)?),
+                "--log-format" => {
+                    let name = value.to_string_lossy();
+                    log_format = LogFormat::parse(&name)
+                        .ok_or_else(|| OptionsError::BadLogFormat(name.into_owned()))?;
+                }
                 _ => {
                     log_max_files =
                         u32::try_from(number(&value)?).map_err(|_| OptionsError::NotANumber {
@@ -183,6 +198,7 @@ impl Options {
             log_file,
             log_max_size,
             log_max_files,
+            log_format,
             no_log,
             no_stdin,
             debug,
@@ -209,6 +225,9 @@ impl Options {
             pair("--log-max-size", size.to_string().into());
         }
         pair("--log-max-files", self.log_max_files.to_string().into());
+        if self.log_format != LogFormat::Json {
+            pair("--log-format", self.log_format.name().into());
+        }
         if self.no_log {
             args.push("--no-log".into());
         }
@@ -247,6 +266,12 @@ mod tests {
         opts.no_stdin = true;
         opts.debug = true;
         assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);
+        opts.log_format = LogFormat::Cri;
+        assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);
+        assert_eq!(
+            Options::parse(["--log-format", "xml"].map(OsString::from)),
+            Err(OptionsError::BadLogFormat("xml".into()))
+        );
         opts.no_log = true;
         assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);
         assert_eq!(opts.log_path(), PathBuf::from("/logs/c1.json"));

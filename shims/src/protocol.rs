@@ -152,6 +152,9 @@ pub enum Request {
     /// Switches the connection to the stream of [`ShimEvent`] lines (see the
     /// module documentation).
     Events,
+    /// Reopens the container log at its path (after it was moved away:
+    /// kubelet's rotation of a CRI log).
+    ReopenLog,
 }
 
 impl Request {
@@ -174,6 +177,7 @@ impl Request {
         "shutdown",
         "attach",
         "events",
+        "reopen_log",
     ];
 }
 

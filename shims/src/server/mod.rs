@@ -173,11 +173,10 @@ impl Shim {
         let terminal = read_terminal(&opts.bundle)?;
         let log = match opts.no_log {
             true => None,
-            false => Some(LogFile::open(
-                &opts.log_path(),
-                opts.log_max_size,
-                opts.log_max_files,
-            )?),
+            false => Some(
+                LogFile::open(&opts.log_path(), opts.log_max_size, opts.log_max_files)?
+                    .with_format(opts.log_format),
+            ),
         };
         // Bound before the pid file is written: a second shim for the same
         // socket fails here and leaves the first one's files alone.

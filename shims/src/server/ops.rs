@@ -57,6 +57,8 @@ pub enum RequestError {
     },
     #[error("{0} has no terminal")]
     NoTerminal(String),
+    #[error("the container has no log (started without one)")]
+    NoLog,
     #[error("resize the terminal: {0}")]
     Resize(io::Error),
     #[error("invalid signal {0}")]
@@ -91,7 +93,7 @@ impl RequestError {
             ExecExists(_) => ErrorKind::AlreadyExists,
             // A signal to a process that is gone, and what the runtime
             // refuses ("container not running"), do not fit the state.
-            WrongState { .. } | NoTerminal(_) | Kill { .. } | Runtime(_) => {
+            WrongState { .. } | NoTerminal(_) | NoLog | Kill { .. } | Runtime(_) => {
                 ErrorKind::FailedPrecondition
             }
             Resize(_) | RuntimeOutput { .. } | Io { .. } | Record(_) => ErrorKind::Internal,
@@ -318,6 +320,18 @@ impl Shim {
                 })
             }
             Request::Events => Ok(Reply::Events),
+            Request::ReopenLog => {
+                let Some(log) = self.log.as_mut() else {
+                    return Err(RequestError::NoLog);
+                };
+                log.reopen().map_err(|e| RequestError::Io {
+                    what: "reopen the container log".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                self.log_failing = false;
+                info!(path = %log.path().display(), "container log reopened");
+                Ok(Reply::done())
+            }
         }
     }
 

@@ -76,6 +76,7 @@ impl pb::tasks_server::Tasks for Service {
             log_path: (!r.log_path.is_empty()).then(|| r.log_path.clone().into()),
             log_max_files: r.log_max_files,
             no_log: r.no_log,
+            ..CreateOptions::default()
         };
         let (tasks, id) = (Arc::clone(&self.tasks), r.container_id.clone());
         let pid = uncancelled(async move { tasks.create(&ns, &id, opts).await }).await?;

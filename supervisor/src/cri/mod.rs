@@ -14,6 +14,7 @@
 //! PortForward point at.
 //! See docs/cri.md.
 
+pub mod container;
 mod image_service;
 pub mod images;
 mod runtime;

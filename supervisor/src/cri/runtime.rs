@@ -1,8 +1,8 @@
 //! The CRI RuntimeService: Version, Status and RuntimeConfig answer here;
 //! the pod sandbox calls are one line each into `sandbox::service`, the
-//! streaming ones (ExecSync, Exec, Attach, PortForward) into
-//! `streaming::service`; containers and stats are not built yet and
-//! answer `Unimplemented`, naming the call.
+//! container calls into `container::service`, the streaming ones
+//! (ExecSync, Exec, Attach, PortForward) into `streaming::service`; what
+//! is not built yet answers `Unimplemented`, naming the call.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +13,7 @@ use berth_proto::cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::streaming::service as streaming;
-use super::{sandbox, CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
+use super::{container, sandbox, CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
 
 /// The status a call the CRI does not implement yet answers.
 fn not_yet(call: &str) -> Status {
@@ -211,6 +211,103 @@ impl RuntimeService for Cri {
             .map(Response::new)
     }
 
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        container::service::create(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        container::service::start(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        container::service::stop(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        container::service::remove(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        container::service::list(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        container::service::status(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        container::service::update_resources(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        container::service::reopen_log(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        container::service::stats(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        container::service::list_stats(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_container_events(
+        &self,
+        _: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Ok(Response::new(container::events::stream(self.clone())))
+    }
+
     async fn exec_sync(
         &self,
         req: Request<cri::ExecSyncRequest>,
@@ -248,16 +345,6 @@ impl RuntimeService for Cri {
     }
 
     not_yet! {
-        create_container(CreateContainerRequest) -> CreateContainerResponse;
-        start_container(StartContainerRequest) -> StartContainerResponse;
-        stop_container(StopContainerRequest) -> StopContainerResponse;
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
-        list_containers(ListContainersRequest) -> ListContainersResponse;
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse;
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;
@@ -272,7 +359,6 @@ impl RuntimeService for Cri {
         stream_containers(StreamContainersRequest) -> StreamContainersStream;
         stream_container_stats(StreamContainerStatsRequest) -> StreamContainerStatsStream;
         stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream;
-        get_container_events(GetEventsRequest) -> GetContainerEventsStream;
         stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream;
     }
 }

@@ -103,6 +103,7 @@ impl Tasks {
         shim_opts.log_file = opts.log_path.clone();
         shim_opts.log_max_files = opts.log_max_files.max(1);
         shim_opts.no_log = opts.no_log;
+        shim_opts.log_format = opts.log_format;
         shim_opts.debug = tracing::enabled!(tracing::Level::DEBUG);
         let started = self.start_shim(ns, id, &shim_opts).await;
         let pid = match started {

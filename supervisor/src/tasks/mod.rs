@@ -334,6 +334,9 @@ pub struct CreateOptions {
     pub log_max_files: u32,
     /// No container log at all (Docker's `none` driver).
     pub no_log: bool,
+    /// How the log's entries are written: Docker's JSON lines, or the
+    /// CRI's text lines for kubelet.
+    pub log_format: berth_shim::logfile::LogFormat,
 }
 
 impl CreateOptions {

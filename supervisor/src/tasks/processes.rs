@@ -323,6 +323,15 @@ impl Tasks {
         task.call(&Request::Update { resources }).await.map(drop)
     }
 
+    /// Reopens the container log at its path (kubelet moved it away to
+    /// rotate it); refused when the task has exited.
+    pub async fn reopen_log(&self, ns: &str, id: &str) -> Result<(), TaskError> {
+        let task = self.task(ns, id)?;
+        task.check_alive("cannot reopen its log")?;
+        task.call(&Request::ReopenLog).await?;
+        Ok(())
+    }
+
     pub async fn stats(&self, ns: &str, id: &str) -> Result<Stats, TaskError> {
         let task = self.task(ns, id)?;
         task.check_alive("it has no cgroup any more")?;
