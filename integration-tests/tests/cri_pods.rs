@@ -402,3 +402,182 @@ fn pods_survive_a_kill_9_of_the_daemon_with_their_true_state() {
     sup.crictl_ok(&["rmp", "-f", &one]);
     assert!(sup.leases().is_empty(), "{:?}", sup.leases());
 }
+
+#[test]
+fn pod_settings_apply_ports_sysctls_cgroup_parent_dns_and_stats() {
+    let sup = PodSupervisor::start(PodOptions::default());
+    let parent = format!("/berth-test-pods-{}", std::process::id());
+    let mut config = pod_config("settings");
+    config["port_mappings"] = json!([{"protocol": 0, "container_port": 80, "host_port": 18080}]);
+    config["dns_config"] = json!({
+        "servers": ["10.88.7.53"], "searches": ["pods.test"], "options": ["ndots:2"]
+    });
+    config["linux"] = json!({
+        "cgroup_parent": parent,
+        "sysctls": {"net.ipv4.ping_group_range": "0 2147483647", "kernel.shm_rmid_forced": "1"}
+    });
+    let path = write_config(&sup, "settings", &config);
+    let id = sup.crictl_ok(&["runp", &path]).trim().to_string();
+    let inspect = json_of(&sup.crictl_ok(&["inspectp", "-o", "json", &id]));
+    let pid = pause_pid(&inspect);
+    let netns = inspect["info"]["netNamespacePath"]
+        .as_str()
+        .expect("netns")
+        .to_string();
+    let ip = inspect["status"]["network"]["ip"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // The sysctls, in the pod's namespaces.
+    let out = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["cat", "/proc/sys/net/ipv4/ping_group_range"])
+        .output()
+        .expect("cat");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "2147483647"]
+    );
+    let out = Command::new("nsenter")
+        .arg(format!("--target={pid}"))
+        .args(["--ipc", "cat", "/proc/sys/kernel/shm_rmid_forced"])
+        .output()
+        .expect("cat");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    // The cgroup: <parent>/<id>.
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory").join(parent.trim_start_matches('/'));
+    let v2 = std::path::Path::new("/sys/fs/cgroup").join(parent.trim_start_matches('/'));
+    let base = if v1.exists() { v1 } else { v2 };
+    assert!(base.join(&id).is_dir(), "{} has no {id}", base.display());
+    let procs = std::fs::read_to_string(base.join(&id).join("cgroup.procs")).unwrap_or_default();
+    assert!(procs.lines().any(|p| p == pid.to_string()), "{procs}");
+    // The OOM score: -998 where the host lets the daemon lower it, else
+    // the daemon's own.
+    let score = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("oom");
+    let own = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", sup.pid())).expect("oom");
+    let caps = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let sys_resource = caps
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|c| c & (1 << 24) != 0);
+    if sys_resource {
+        assert_eq!(score.trim(), "-998");
+    } else {
+        assert_eq!(score.trim(), own.trim());
+    }
+    // The pod's resolv.conf, for its containers.
+    let dir = inspect["info"]["sandboxDir"].as_str().expect("sandbox dir");
+    let resolv = std::fs::read_to_string(format!("{dir}/resolv.conf")).expect("resolv.conf");
+    assert_eq!(
+        resolv,
+        "search pods.test\nnameserver 10.88.7.53\noptions ndots:2\n"
+    );
+
+    // The host port: a server in the pod answers on 127.0.0.1:18080 and
+    // the pod's address in the daemon's namespace.
+    let www = sup.dir().join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("index.html"), "from the pod\n").expect("index");
+    let mut server = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["busybox", "httpd", "-f", "-p", "80", "-h"])
+        .arg(&www)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("httpd");
+    let get = |url: &str| {
+        // (busybox-static's wget crashes; curl does not.)
+        sup.in_netns("curl")
+            .args(["-sS", "--max-time", "2", url])
+            .output()
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .unwrap_or_default()
+    };
+    let direct = format!("http://{ip}:80/");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut answer = get(&direct);
+    while answer != "from the pod\n" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        answer = get(&direct);
+    }
+    let local = get("http://127.0.0.1:18080/");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(answer, "from the pod\n", "the pod's server at {direct}");
+    assert_eq!(local, "from the pod\n", "the host port on 127.0.0.1");
+
+    // Stats: the pod's cgroup and its eth0.
+    let stats = json_of(&sup.crictl_ok(&["statsp", "-o", "json", &id]));
+    let s = &stats["stats"][0];
+    assert_eq!(s["attributes"]["id"], id.as_str(), "{stats}");
+    let memory: u64 = s["linux"]["memory"]["workingSetBytes"]["value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(memory > 0, "{stats}");
+    assert_eq!(
+        s["linux"]["network"]["defaultInterface"]["name"], "eth0",
+        "{stats}"
+    );
+
+    sup.crictl_ok(&["rmp", "-f", &id]);
+    assert!(!base.join(&id).exists(), "the pod's cgroup is left");
+    for controller in [
+        "memory",
+        "cpu,cpuacct",
+        "cpuacct",
+        "cpu",
+        "pids",
+        "blkio",
+        "devices",
+        "freezer",
+        "cpuset",
+        "",
+    ] {
+        let _ = std::fs::remove_dir(
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(parent.trim_start_matches('/')),
+        );
+    }
+}
+
+#[test]
+fn a_host_network_pod_has_no_namespace_of_its_own_and_no_cni() {
+    let sup = PodSupervisor::start(PodOptions::default());
+    let mut config = pod_config("hostnet");
+    config["hostname"] = json!("");
+    config["linux"] =
+        json!({"security_context": {"namespace_options": {"network": 2, "pid": 2, "ipc": 2}}});
+    let path = write_config(&sup, "hostnet", &config);
+    let id = sup.crictl_ok(&["runp", &path]).trim().to_string();
+    let inspect = json_of(&sup.crictl_ok(&["inspectp", "-o", "json", &id]));
+    assert_eq!(inspect["status"]["state"], "SANDBOX_READY");
+    assert_eq!(inspect["status"]["network"]["ip"], "");
+    assert!(inspect["info"]["netNamespacePath"].is_null(), "{inspect}");
+    let options = &inspect["status"]["linux"]["namespaces"]["options"];
+    assert_eq!(options["network"], "NODE", "{inspect}");
+    let pid = pause_pid(&inspect);
+    for ns in ["net", "pid", "ipc", "uts"] {
+        let daemon = std::fs::read_link(format!("/proc/{}/ns/{ns}", sup.pid())).expect("ns");
+        let pause = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).expect("ns");
+        assert_eq!(
+            daemon, pause,
+            "the host-network pod has its own {ns} namespace"
+        );
+    }
+    assert!(sup.leases().is_empty(), "{:?}", sup.leases());
+    sup.crictl_ok(&["rmp", "-f", &id]);
+}
