@@ -440,6 +440,13 @@ fn logs_reopen_after_rotation_and_events_follow_the_life() {
                 .expect("the stream")
                 .expect("an event");
             if next.container_id == id {
+                if next.container_event_type
+                    != cri::ContainerEventType::ContainerDeletedEvent as i32
+                {
+                    let pod = next.pod_sandbox_status.as_ref().expect("the pod's status");
+                    assert_eq!(pod.id, pod_id);
+                    assert_eq!(next.containers_statuses[0].id, id);
+                }
                 seen.push(next.container_event_type);
             }
         }

@@ -1,7 +1,8 @@
 //! GetContainerEvents: the CRI's container events, made from the
 //! supervisor's event exchange as they are published: a CRI container's
 //! create and delete (topics of this module), its task's start and its
-//! init's exit.
+//! init's exit; each with the container's status and its pod's (but a
+//! delete, after which there is no container to tell of).
 
 use berth_proto::cri::v1 as cri;
 use futures_util::StreamExt as _;
@@ -32,18 +33,23 @@ async fn response(cri: &Cri, event: &Event) -> Option<cri::ContainerEventRespons
     let kind = event_type(event)?;
     let id = event.attributes.get("container_id")?.clone();
     let mut statuses = Vec::new();
+    let mut pod = None;
     if kind != cri::ContainerEventType::ContainerDeletedEvent {
         // Not a CRI container (a pod's pause task): no event.
-        cri.store.container(&id).ok()??;
+        let rec = cri.store.container(&id).ok()??;
         if let Ok((status, _)) = super::status::status(cri, &id, false).await {
             statuses.push(status);
         }
+        pod = crate::cri::sandbox::status::get(cri, &rec.sandbox_id)
+            .await
+            .ok()
+            .map(|view| view.to_status());
     }
     Some(cri::ContainerEventResponse {
         container_id: id,
         container_event_type: kind as i32,
         created_at: event.time as i64,
-        pod_sandbox_status: None,
+        pod_sandbox_status: pod,
         containers_statuses: statuses,
     })
 }

@@ -482,20 +482,27 @@ async fn stop_locked(
         Err(TaskError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    if info.exit.is_none() && info.status != TaskStatus::Stopped {
-        let config = rec.config(id)?;
-        let signal = stop_signal(&config);
-        let waited = if timeout > 0 && signal != libc::SIGKILL as u32 {
-            kill(cri, id, signal).await?;
-            let wait = cri.tasks.wait(NAMESPACE, id, None);
-            tokio::time::timeout(Duration::from_secs(timeout as u64), wait)
-                .await
-                .is_ok()
-        } else {
+    if info.exit.is_none() {
+        let waited = if info.status == TaskStatus::Stopped {
+            // Reaped already: its exit comes once its output is drained.
             false
+        } else {
+            let config = rec.config(id)?;
+            let signal = stop_signal(&config);
+            if timeout > 0 && signal != libc::SIGKILL as u32 {
+                kill(cri, id, signal).await?;
+                let wait = cri.tasks.wait(NAMESPACE, id, None);
+                tokio::time::timeout(Duration::from_secs(timeout as u64), wait)
+                    .await
+                    .is_ok()
+            } else {
+                false
+            }
         };
         if !waited {
-            kill(cri, id, libc::SIGKILL as u32).await?;
+            if info.status != TaskStatus::Stopped {
+                kill(cri, id, libc::SIGKILL as u32).await?;
+            }
             cri.tasks.wait(NAMESPACE, id, None).await?;
         }
     }

@@ -35,14 +35,14 @@ fn bind_mount(
             format!("container path {:?} is not absolute", m.container_path),
         ));
     }
-    if !m.host_path.starts_with('/') {
-        return Err(fail("not an absolute path".into()));
-    }
     if m.image.is_some() {
         return Err(invalid(
             "mount",
             format!("image volumes are not supported ({:?})", m.container_path),
         ));
+    }
+    if !m.host_path.starts_with('/') {
+        return Err(fail("not an absolute path".into()));
     }
     let source = host
         .resolve(Path::new(&m.host_path))

@@ -39,8 +39,11 @@ pub async fn state_of(cri: &Cri, id: &str, rec: &ContainerRecord) -> Live {
                         .unwrap_or(0);
                 (e.status, at)
             });
+            // A process the shim has reaped but whose output it still
+            // drains into the log runs on until its exit is reported: the
+            // log is whole once a container shows as exited.
             let state = match (exit.or(recorded), info.status) {
-                (Some(_), _) | (None, TaskStatus::Stopped) => S::ContainerExited,
+                (Some(_), _) => S::ContainerExited,
                 (None, TaskStatus::Unknown) => S::ContainerUnknown,
                 (None, _) => S::ContainerRunning,
             };
