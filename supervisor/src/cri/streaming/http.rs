@@ -182,6 +182,7 @@ fn handle(server: Arc<Server>, mut req: Request<Incoming>) -> Answer {
             p
         }
     };
+    tracing::debug!(kind, ?transport, protocol, "streaming request upgraded");
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let io = match upgrade.await {
