@@ -114,10 +114,30 @@ www-data:x:33:
 nogroup:x:65534:
 EOF
 echo '<html><body><h1>Welcome to nginx!</h1></body></html>' >"$bb/var/www/index.html"
+# Debian's busybox-static has no pgrep (critest's execSync timeout test
+# runs `pgrep sleep`): a stand-in that lists the pids whose command name
+# has the pattern in it.
+if [ ! -e "$bb/bin/pgrep" ]; then
+    cat >"$bb/bin/pgrep" <<'EOF'
+#!/bin/sh
+found=1
+for d in /proc/[0-9]*; do
+    read -r comm <"$d/comm" 2>/dev/null || continue
+    case "$comm" in *"$1"*) echo "${d#/proc/}"; found=0 ;; esac
+done
+exit $found
+EOF
+    chmod 755 "$bb/bin/pgrep"
+fi
 add_layer busybox "$bb"
 config() { tag=$1; shift; umoci config --image "$layout:busybox" --tag "$tag" "$@"; }
 config bb --config.cmd sh
 config web --config.cmd httpd --config.cmd -f --config.cmd -p --config.cmd 80 --config.cmd -h --config.cmd /var/www
+# critest's httpd:2.4.39-4 (Multiple Containers): on 80, printing the line
+# its log test looks for.
+config httpd --config.cmd sh --config.cmd -c --config.cmd 'echo httpd -D FOREGROUND; exec httpd -f -p 80 -h /var/www'
+# critest's hostnet-nginx (streaming's host-network port-forward): on 12003.
+config hostnet --config.cmd httpd --config.cmd -f --config.cmd -p --config.cmd 12003 --config.cmd -h --config.cmd /var/www
 config plain --config.label berth.test=plain
 for n in 1 2 3; do config "img$n" --config.label "berth.test=img$n"; done
 config uid --config.user 1002
@@ -135,6 +155,8 @@ in_push() { in_ns skopeo copy --quiet --dest-tls-verify=false "oci:$layout:$1" "
 cri=k8s-staging-cri-tools
 in_push bb e2e-test-images/busybox:1.29-2
 in_push web e2e-test-images/nginx:1.14-2
+in_push hostnet "$cri/hostnet-nginx-amd64:latest"
+in_push httpd e2e-test-images/httpd:2.4.39-4
 in_push pause pause:3.10
 in_push pause pause:3.9
 in_push plain "$cri/test-image-tag:test"

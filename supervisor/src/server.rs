@@ -60,6 +60,8 @@ pub struct Config {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// The CNI network config directory.
     pub cni_conf_dir: PathBuf,
+    /// The CRI's streaming server (exec, attach, port-forward URLs).
+    pub stream_address: std::net::SocketAddr,
 }
 
 fn private_dir(path: &Path) -> anyhow::Result<()> {
@@ -145,6 +147,7 @@ pub async fn serve(
             .unwrap_or_else(|| cri::DEFAULT_PAUSE_IMAGE.to_string()),
         cni_bin_dirs: config.cni_bin_dirs.clone(),
         cni_conf_dir: config.cni_conf_dir.clone(),
+        stream_address: config.stream_address,
     });
     let cri_listener = cri_config.as_ref().map(cri::bind).transpose()?;
 
@@ -188,8 +191,17 @@ pub async fn serve(
     let (cri_stop, cri_task) = match (cri_config, cri_listener) {
         (Some(config), Some(listener)) => {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let cri = Cri::new(Arc::clone(&images), Arc::clone(&events), tasks, config);
-            let task = tokio::spawn(cri::serve(cri, listener, async {
+            let (streaming, streams) =
+                cri::streaming::service::Streaming::bind(config.stream_address, &images, &tasks)
+                    .await?;
+            let cri = Cri::new(
+                Arc::clone(&images),
+                Arc::clone(&events),
+                tasks,
+                config,
+                streaming,
+            );
+            let task = tokio::spawn(cri::serve(cri, listener, streams, async {
                 let _ = rx.await;
             }));
             (Some(tx), Some(task))

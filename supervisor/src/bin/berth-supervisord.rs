@@ -35,6 +35,10 @@ struct Args {
     /// --address, so /run/berth/cri.sock].
     #[arg(long)]
     cri_address: Option<PathBuf>,
+    /// Where the CRI's streaming server (the URLs of Exec, Attach and
+    /// PortForward) listens; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    stream_address: std::net::SocketAddr,
     /// Serve no CRI (an empty --cri-address does the same).
     #[arg(long)]
     no_cri: bool,
@@ -91,6 +95,7 @@ fn main() {
         registry_hosts_dir: Some(args.registry_config_dir),
         cri_address,
         metrics_addr: args.metrics_addr,
+        stream_address: args.stream_address,
         pause_image: Some(args.pause_image),
         cni_bin_dirs: std::env::split_paths(&args.cni_bin_dir).collect(),
         cni_conf_dir: args.cni_conf_dir,

@@ -9,7 +9,9 @@
 //! into its part); `images` is the ImageService's domain (CRI images: one
 //! per config digest, with every name that points at it) and
 //! `image_service` its thin gRPC service; `store` the CRI's durable
-//! records of sandboxes and containers; `sandbox` the pod sandboxes.
+//! records of sandboxes and containers; `sandbox` the pod sandboxes;
+//! `streaming` ExecSync and the streaming server Exec, Attach and
+//! PortForward point at.
 //! See docs/cri.md.
 
 pub mod container;
@@ -18,8 +20,10 @@ pub mod images;
 mod runtime;
 pub mod sandbox;
 pub mod store;
+pub mod streaming;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use berth_proto::cri::v1::image_service_server::ImageServiceServer;
 use berth_proto::cri::v1::runtime_service_server::RuntimeServiceServer;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::events::Exchange;
@@ -65,6 +69,8 @@ pub struct CriConfig {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// Where the CNI network config is read from.
     pub cni_conf_dir: PathBuf,
+    /// Where the streaming server listens (port 0: one the kernel picks).
+    pub stream_address: SocketAddr,
 }
 
 /// The pause image used when none is named.
@@ -81,6 +87,7 @@ pub struct Cri {
     pub store: Arc<store::Store>,
     pub locks: Arc<store::IdLocks>,
     pub config: CriConfig,
+    pub streaming: Arc<streaming::service::Streaming>,
 }
 
 impl Cri {
@@ -89,6 +96,7 @@ impl Cri {
         events: Arc<Exchange>,
         tasks: Arc<Tasks>,
         config: CriConfig,
+        streaming: Arc<streaming::service::Streaming>,
     ) -> Cri {
         Cri {
             store: Arc::new(store::Store::new(Arc::clone(&images.meta))),
@@ -97,6 +105,7 @@ impl Cri {
             tasks,
             locks: Arc::new(store::IdLocks::default()),
             config,
+            streaming,
         }
     }
 }
@@ -110,21 +119,29 @@ pub fn bind(config: &CriConfig) -> anyhow::Result<UnixListener> {
     crate::server::bind(&config.address)
 }
 
-/// Serves the CRI on a socket [`bind`] made until `shutdown` completes;
-/// the socket is removed afterwards.
+/// Serves the CRI on a socket [`bind`] made, and the streaming server on
+/// `streams`, until `shutdown` completes; the socket is removed afterwards.
 pub async fn serve(
     cri: Cri,
     listener: UnixListener,
+    streams: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let address = cri.config.address.clone();
     tracing::info!(address = %address.display(), namespace = NAMESPACE, "serving the CRI");
+    let (stop_streams, streams_stopped) = tokio::sync::oneshot::channel::<()>();
+    let stream_server = Arc::clone(&cri.streaming.server).serve(streams, async {
+        let _ = streams_stopped.await;
+    });
+    let stream_task = tokio::spawn(stream_server);
     let result = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(cri.clone()))
         .add_service(ImageServiceServer::new(cri))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("serve the CRI");
+    let _ = stop_streams.send(());
+    let _ = stream_task.await;
     let _ = std::fs::remove_file(&address);
     result
 }

@@ -1,7 +1,8 @@
 //! The CRI RuntimeService: Version, Status and RuntimeConfig answer here;
 //! the pod sandbox calls are one line each into `sandbox::service`, the
-//! container calls into `container::service`; what is not built yet
-//! answers `Unimplemented`, naming the call.
+//! container calls into `container::service`, the streaming ones
+//! (ExecSync, Exec, Attach, PortForward) into `streaming::service`; what
+//! is not built yet answers `Unimplemented`, naming the call.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,6 +12,7 @@ use berth_proto::cri::v1 as cri;
 use berth_proto::cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use super::streaming::service as streaming;
 use super::{container, sandbox, CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
 
 /// The status a call the CRI does not implement yet answers.
@@ -306,11 +308,43 @@ impl RuntimeService for Cri {
         Ok(Response::new(container::events::stream(self.clone())))
     }
 
+    async fn exec_sync(
+        &self,
+        req: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        streaming::exec_sync(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn exec(
+        &self,
+        req: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        streaming::exec(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn attach(
+        &self,
+        req: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        streaming::attach(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        streaming::port_forward(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     not_yet! {
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse;
-        exec(ExecRequest) -> ExecResponse;
-        attach(AttachRequest) -> AttachResponse;
-        port_forward(PortForwardRequest) -> PortForwardResponse;
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;
