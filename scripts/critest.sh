@@ -91,7 +91,7 @@ done
 layout=$tmp/layout
 umoci init --layout "$layout" >/dev/null
 umoci new --image "$layout:empty" >/dev/null
-add_layer() { # tag dir -> tag with the dir as one layer
+add_layer() { # tag dir -> the image "empty" with the dir as one layer, as tag
     tar -C "$2" --owner=0 --group=0 --numeric-owner -cf "$tmp/$1.tar" .
     umoci raw add-layer --image "$layout:empty" --tag "$1" "$tmp/$1.tar"
 }
@@ -113,7 +113,8 @@ root:x:0:
 www-data:x:33:
 nogroup:x:65534:
 EOF
-echo '<html><body><h1>Welcome to nginx!</h1></body></html>' >"$bb/var/www/index.html"
+# One page for both web servers critest checks (nginx's and httpd's).
+echo '<html><body><h1>Welcome to nginx!</h1><p>It works!</p></body></html>' >"$bb/var/www/index.html"
 # Debian's busybox-static has no pgrep (critest's execSync timeout test
 # runs `pgrep sleep`): a stand-in that lists the pids whose command name
 # has the pattern in it.
@@ -129,7 +130,9 @@ exit $found
 EOF
     chmod 755 "$bb/bin/pgrep"
 fi
-add_layer busybox "$bb"
+add_layer busybox0 "$bb"
+umoci config --image "$layout:busybox0" --tag busybox \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin >/dev/null
 config() { tag=$1; shift; umoci config --image "$layout:busybox" --tag "$tag" "$@"; }
 config bb --config.cmd sh
 config web --config.cmd httpd --config.cmd -f --config.cmd -p --config.cmd 80 --config.cmd -h --config.cmd /var/www
