@@ -97,7 +97,7 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
 ];
 
 /// Every capability the kernel knows and the supervisor holds.
-fn every_capability(host: &dyn Host) -> Vec<String> {
+pub fn every_capability(host: &dyn Host) -> Vec<String> {
     let n = (host.last_cap() as usize + 1).min(ALL_CAPABILITIES.len());
     let held = host.grantable_caps();
     ALL_CAPABILITIES[..n]

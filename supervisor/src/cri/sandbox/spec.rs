@@ -206,7 +206,12 @@ pub fn pause_spec(p: &PauseSpec<'_>) -> Result<Value, SpecError> {
     spec["process"]["noNewPrivileges"] = json!(!privileged);
     spec["process"]["oomScoreAdj"] = json!(p.oom_score_adj);
     if privileged {
-        let all = all_capabilities();
+        // Every capability this supervisor can give (its bounding set),
+        // as for a privileged container: asking for one it lacks (this VM
+        // has no CAP_SYS_RESOURCE) would fail the pause's start.
+        let all = crate::cri::container::security::every_capability(
+            &crate::cri::container::host::SystemHost,
+        );
         spec["process"]["capabilities"] = json!({
             "bounding": all, "effective": all, "permitted": all,
         });
@@ -293,56 +298,6 @@ pub fn pause_spec(p: &PauseSpec<'_>) -> Result<Value, SpecError> {
     }
     spec["annotations"] = json!(annotations);
     Ok(spec)
-}
-
-/// Every capability the kernel headers this build knows name.
-pub fn all_capabilities() -> Vec<String> {
-    [
-        "CHOWN",
-        "DAC_OVERRIDE",
-        "DAC_READ_SEARCH",
-        "FOWNER",
-        "FSETID",
-        "KILL",
-        "SETGID",
-        "SETUID",
-        "SETPCAP",
-        "LINUX_IMMUTABLE",
-        "NET_BIND_SERVICE",
-        "NET_BROADCAST",
-        "NET_ADMIN",
-        "NET_RAW",
-        "IPC_LOCK",
-        "IPC_OWNER",
-        "SYS_MODULE",
-        "SYS_RAWIO",
-        "SYS_CHROOT",
-        "SYS_PTRACE",
-        "SYS_PACCT",
-        "SYS_ADMIN",
-        "SYS_BOOT",
-        "SYS_NICE",
-        "SYS_RESOURCE",
-        "SYS_TIME",
-        "SYS_TTY_CONFIG",
-        "MKNOD",
-        "LEASE",
-        "AUDIT_WRITE",
-        "AUDIT_CONTROL",
-        "SETFCAP",
-        "MAC_OVERRIDE",
-        "MAC_ADMIN",
-        "SYSLOG",
-        "WAKE_ALARM",
-        "BLOCK_SUSPEND",
-        "AUDIT_READ",
-        "PERFMON",
-        "BPF",
-        "CHECKPOINT_RESTORE",
-    ]
-    .iter()
-    .map(|c| format!("CAP_{c}"))
-    .collect()
 }
 
 #[cfg(test)]
