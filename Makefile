@@ -26,7 +26,10 @@
 #                (bench/volumes.sh: 1 GiB written and read through a named
 #                volume and the container's root, against dockerd); and
 #                `docker cp` of 200 MB both ways (bench/cp.sh, <= 0.5x
-#                dockerd); see docs/benchmarks.md
+#                dockerd); and image builds (bench/build.sh: a Debian
+#                minbase Dockerfile with a 100 MB COPY, cold, unchanged and
+#                after a small change, against dockerd's legacy builder and
+#                buildah); see docs/benchmarks.md
 #   make clean   remove build output
 
 SHELL := /bin/bash
@@ -42,7 +45,8 @@ CARGO ?= cargo
 APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine strace \
                 iproute2 util-linux gcc containerd docker.io \
                 qemu-system-x86 linux-image-amd64 cpio \
-                docker-registry apache2-utils openssl zstd debootstrap iperf3 curl xz-utils bzip2
+                docker-registry apache2-utils openssl zstd debootstrap iperf3 curl xz-utils bzip2 \
+                buildah
 
 .PHONY: deps build run test compat lint bench clean
 
@@ -150,6 +154,7 @@ bench: deps build
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/volumes.sh
 	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/cp.sh
+	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord bench/build.sh
 
 clean:
 	$(CARGO) clean
