@@ -74,7 +74,10 @@ pub async fn commit(engine: &Arc<Engine>, opts: &CommitOptions) -> Result<String
     if paused {
         engine.supervisor.pause(&record.id).await?;
     }
-    let diff = engine.supervisor.diff_snapshot(&record.id, "").await;
+    let diff = engine
+        .supervisor
+        .diff_snapshot(&record.id, super::run::MEDIA_LAYER)
+        .await;
     if paused {
         if let Err(e) = engine.supervisor.resume(&record.id).await {
             tracing::warn!(container = %record.id, error = %e, "resume after commit");

@@ -267,6 +267,7 @@ async fn build_steps(
             .map(|s| (true, s))
             .chain(stage.steps.iter().map(|s| (false, s)));
         for (trigger, s) in steps {
+            let started = std::time::Instant::now();
             if !trigger {
                 step += 1;
                 out.say(format!("Step {step}/{total} : {}\n", s.original))
@@ -320,6 +321,7 @@ async fn build_steps(
                     let (_, id) = config_id(&built.doc);
                     out.say(format!(" ---> Using cache\n ---> {}\n", short_id(&id)))
                         .await?;
+                    step_done(s, true, started);
                     continue;
                 }
             }
@@ -339,11 +341,17 @@ async fn build_steps(
             }
             let (_, id) = config_id(&built.doc);
             out.say(format!(" ---> {}\n", short_id(&id))).await?;
+            step_done(s, false, started);
         }
         results.insert(index, built);
     }
     let built = results.remove(&target).unwrap_or_default();
+    let started = std::time::Instant::now();
     let id = write_image(engine, &built, &tags).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "build image written"
+    );
     let unused = unused(&opts.build_args, &declared_anywhere);
     if !unused.is_empty() {
         out.say(format!(
@@ -368,6 +376,17 @@ async fn build_steps(
         }
     }
     Ok(id)
+}
+
+/// Logs (debug) how long a step took: where a build's time goes.
+fn step_done(step: &dockerfile::instructions::Step, cached: bool, started: std::time::Instant) {
+    tracing::debug!(
+        line = step.line,
+        cached,
+        ms = started.elapsed().as_millis() as u64,
+        "build step {}",
+        step.original
+    );
 }
 
 /// The ONBUILD triggers of a stage's base, parsed, removed from the
@@ -612,16 +631,25 @@ async fn write_image(
 ) -> Result<String, BuildError> {
     let (target, id) = write_manifest(engine, built).await?;
     let manifest_digest = target.digest.clone();
+    let mut names = tags.to_vec();
     if tags.is_empty() {
         // Untagged: a name only its digest tells apart, as a load by id.
-        let name = format!("build-{}@{manifest_digest}", short_id(&id));
-        engine
-            .supervisor
-            .create_image(&name, target.clone())
-            .await?;
+        names.push(format!("build-{}@{manifest_digest}", short_id(&id)));
     }
-    for tag in tags {
-        engine.supervisor.create_image(tag, target.clone()).await?;
+    for name in &names {
+        // A rebuild that changed nothing names the same manifest again:
+        // Images.Create would only redo its transactions (a lease, a hold
+        // per blob, the record), a good part of such a rebuild's time.
+        let same = engine
+            .supervisor
+            .get_image(name)
+            .await
+            .ok()
+            .and_then(|image| image.target)
+            .is_some_and(|t| t.digest == manifest_digest);
+        if !same {
+            engine.supervisor.create_image(name, target.clone()).await?;
+        }
     }
     Ok(id)
 }
@@ -634,7 +662,7 @@ pub async fn write_manifest(
 ) -> Result<(berth_proto::types::v1::Descriptor, String), BuildError> {
     let (config, id) = config_id(&built.doc);
     let size = config.len();
-    let written = engine.supervisor.write_blob(Bytes::from(config)).await?;
+    let written = write_document(engine, config).await?;
     if written != id {
         return Err(BackendError::Internal(format!("config {id} stored as {written}")).into());
     }
@@ -651,7 +679,7 @@ pub async fn write_manifest(
     }))
     .unwrap_or_default();
     let manifest_size = manifest.len() as i64;
-    let manifest_digest = engine.supervisor.write_blob(Bytes::from(manifest)).await?;
+    let manifest_digest = write_document(engine, manifest).await?;
     let target = berth_proto::types::v1::Descriptor {
         media_type: MEDIA_MANIFEST.to_string(),
         digest: manifest_digest,
@@ -659,6 +687,23 @@ pub async fn write_manifest(
         annotations: Default::default(),
     };
     Ok((target, id))
+}
+
+/// Writes a small document (a config, a manifest) into the content
+/// store unless it is there already with these bytes, as after a rebuild
+/// that changed nothing: a write is committed with a disk sync, a read of
+/// a few KiB is not. Its digest.
+async fn write_document(engine: &Engine, bytes: Vec<u8>) -> Result<String, BuildError> {
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    if engine
+        .supervisor
+        .read_blob(&digest)
+        .await
+        .is_ok_and(|stored| stored[..] == bytes[..])
+    {
+        return Ok(digest);
+    }
+    Ok(engine.supervisor.write_blob(Bytes::from(bytes)).await?)
 }
 
 #[cfg(test)]

@@ -14,11 +14,12 @@
 //! `.dockerignore` applied.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+pub mod digests;
 pub mod pack;
 
 /// The most symbolic links one resolution follows.
@@ -116,8 +117,15 @@ impl ContextDir {
 
     /// Unpacks a (possibly compressed) tar stream into the directory.
     pub fn unpack(&self, reader: impl Read) -> Result<(), ContextError> {
+        let started = std::time::Instant::now();
         let reader = decompressed(reader).map_err(ContextError::Read)?;
-        unpack_tar(reader, &self.root)
+        let result = unpack_tar(reader, &self.root);
+        tracing::debug!(
+            dir = %self.root.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "build context unpacked and hashed"
+        );
+        result
     }
 }
 
@@ -203,8 +211,40 @@ fn clear(path: &Path, keep_dir: bool) -> Result<(), ContextError> {
     }
 }
 
+/// Copies `from` into `to` in writes of up to `buf`'s size: the body
+/// arrives in chunks of a few KiB, and a write (and a hash update) per
+/// chunk costs more than the copy itself for a large file.
+fn copy_large(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    buf: &mut [u8],
+    path: &Path,
+) -> Result<(), ContextError> {
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match from.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ContextError::Read(e)),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..filled])
+            .map_err(|source| ContextError::Write {
+                what: "write",
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
+}
+
 fn unpack_tar(reader: impl Read, root: &Path) -> Result<(), ContextError> {
     let mut archive = tar::Archive::new(reader);
+    let mut buf = vec![0u8; 1 << 20];
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
     let entries = archive.entries().map_err(ContextError::NotTar)?;
     for (index, entry) in entries.enumerate() {
@@ -242,16 +282,23 @@ fn unpack_tar(reader: impl Read, root: &Path) -> Result<(), ContextError> {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 clear(&path, false)?;
-                let mut file = fs::OpenOptions::new()
+                let file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&path)
                     .map_err(|e| write("create", e))?;
-                io::copy(&mut entry, &mut file).map_err(ContextError::Read)?;
+                // Hashed as it is written: a COPY of it then finds its
+                // digest instead of reading it again (`digests`).
+                let mut writer = digests::HashingWriter::new(file);
+                copy_large(&mut entry, &mut writer, &mut buf, &path)?;
+                let (digest, file) = writer.digest();
                 file.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(|e| write("chmod", e))?;
                 file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
                     .map_err(|e| write("set the time of", e))?;
+                if let Ok(meta) = file.metadata() {
+                    digests::remember(&meta, digest);
+                }
             }
             tar::EntryType::Symlink => {
                 let target = entry
