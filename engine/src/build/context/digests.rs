@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock};
 
 use sha2::{Digest as _, Sha256};
 
@@ -95,6 +95,76 @@ pub fn file_digest(path: &std::path::Path, meta: &fs::Metadata) -> io::Result<[u
     Ok(digest)
 }
 
+/// Hashes, on a thread of its own, the pieces of a large file given to it,
+/// so the hashing overlaps with the writing (the unpacker would otherwise
+/// do both in turn). Its buffers go round: at most three exist.
+pub struct BackgroundHasher {
+    full: Option<mpsc::SyncSender<Vec<u8>>>,
+    empty: mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<[u8; 32]>>,
+    buffers: usize,
+    size: usize,
+}
+
+impl BackgroundHasher {
+    /// Starts the hashing thread; pieces are at most `size` bytes.
+    pub fn start(size: usize) -> io::Result<BackgroundHasher> {
+        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(2);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("context-hash".into())
+            .spawn(move || {
+                let mut hasher = Sha256::new();
+                for piece in full_rx {
+                    hasher.update(&piece);
+                    // The unpacker may have finished: a lost buffer is fine.
+                    let _ = empty_tx.send(piece);
+                }
+                <[u8; 32]>::from(hasher.finalize())
+            })?;
+        Ok(BackgroundHasher {
+            full: Some(full_tx),
+            empty: empty_rx,
+            thread: Some(thread),
+            buffers: 0,
+            size,
+        })
+    }
+
+    /// A buffer of `size` bytes to fill.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        let mut buf = match self.empty.try_recv() {
+            Ok(buf) => buf,
+            Err(_) if self.buffers < 3 => {
+                self.buffers += 1;
+                Vec::new()
+            }
+            Err(_) => self.empty.recv().unwrap_or_default(),
+        };
+        buf.resize(self.size, 0);
+        buf
+    }
+
+    /// Hashes `piece` (all its bytes) after the ones given before.
+    pub fn hash(&mut self, piece: Vec<u8>) -> io::Result<()> {
+        let sent = self.full.as_ref().map(|full| full.send(piece));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(io::Error::other("the hashing thread stopped")),
+        }
+    }
+
+    /// The digest of every piece given.
+    pub fn finish(mut self) -> io::Result<[u8; 32]> {
+        drop(self.full.take());
+        self.thread
+            .take()
+            .ok_or_else(|| io::Error::other("the hashing thread is gone"))?
+            .join()
+            .map_err(|_| io::Error::other("the hashing thread panicked"))
+    }
+}
+
 /// Hashes what is written through it (a context file as it is unpacked).
 pub struct HashingWriter<W> {
     pub inner: W,
@@ -163,6 +233,20 @@ mod tests {
             .unwrap();
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(file_digest(&path, &meta).unwrap(), sha(b"two"));
+    }
+
+    #[test]
+    fn the_background_hasher_hashes_every_piece_in_order() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 241) as u8).collect();
+        let mut hasher = BackgroundHasher::start(1 << 20).unwrap();
+        for part in data.chunks(700_000) {
+            let mut buf = hasher.buffer();
+            assert_eq!(buf.len(), 1 << 20);
+            buf[..part.len()].copy_from_slice(part);
+            buf.truncate(part.len());
+            hasher.hash(buf).unwrap();
+        }
+        assert_eq!(hasher.finish().unwrap(), sha(&data));
     }
 
     #[test]

@@ -211,6 +211,50 @@ fn clear(path: &Path, keep_dir: bool) -> Result<(), ContextError> {
     }
 }
 
+/// Files larger than this are hashed on a thread of their own as they are
+/// unpacked.
+const BACKGROUND_HASH: u64 = 4 << 20;
+
+/// Reads from `from` until `buf` is full or the input ends; how much.
+fn fill(from: &mut impl Read, buf: &mut [u8]) -> Result<usize, ContextError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match from.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ContextError::Read(e)),
+        }
+    }
+    Ok(filled)
+}
+
+/// Copies a large entry into `file` while a [`digests::BackgroundHasher`]
+/// hashes it; its digest and the file.
+fn copy_hashed_aside(
+    from: &mut impl Read,
+    mut file: fs::File,
+    path: &Path,
+) -> Result<([u8; 32], fs::File), ContextError> {
+    let write = |source| ContextError::Write {
+        what: "write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut hasher = digests::BackgroundHasher::start(1 << 20).map_err(write)?;
+    loop {
+        let mut buf = hasher.buffer();
+        let filled = fill(from, &mut buf)?;
+        if filled == 0 {
+            break;
+        }
+        file.write_all(&buf[..filled]).map_err(write)?;
+        buf.truncate(filled);
+        hasher.hash(buf).map_err(write)?;
+    }
+    Ok((hasher.finish().map_err(write)?, file))
+}
+
 /// Copies `from` into `to` in writes of up to `buf`'s size: the body
 /// arrives in chunks of a few KiB, and a write (and a hash update) per
 /// chunk costs more than the copy itself for a large file.
@@ -221,15 +265,7 @@ fn copy_large(
     path: &Path,
 ) -> Result<(), ContextError> {
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match from.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ContextError::Read(e)),
-            }
-        }
+        let filled = fill(from, buf)?;
         if filled == 0 {
             return Ok(());
         }
@@ -288,10 +324,15 @@ fn unpack_tar(reader: impl Read, root: &Path) -> Result<(), ContextError> {
                     .open(&path)
                     .map_err(|e| write("create", e))?;
                 // Hashed as it is written: a COPY of it then finds its
-                // digest instead of reading it again (`digests`).
-                let mut writer = digests::HashingWriter::new(file);
-                copy_large(&mut entry, &mut writer, &mut buf, &path)?;
-                let (digest, file) = writer.digest();
+                // digest instead of reading it again (`digests`); a large
+                // file on a thread of its own, meanwhile.
+                let (digest, file) = if entry.header().size().unwrap_or(0) > BACKGROUND_HASH {
+                    copy_hashed_aside(&mut entry, file, &path)?
+                } else {
+                    let mut writer = digests::HashingWriter::new(file);
+                    copy_large(&mut entry, &mut writer, &mut buf, &path)?;
+                    writer.digest()
+                };
                 file.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(|e| write("chmod", e))?;
                 file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))

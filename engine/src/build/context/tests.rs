@@ -275,7 +275,7 @@ fn files_are_hashed_as_they_are_unpacked() {
     let dir = tempfile::tempdir().unwrap();
     let context = ContextDir::create(dir.path(), "b").unwrap();
     // Larger than one copy buffer, so the file is written in several parts.
-    let big: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..(5 << 20) + 17).map(|i| (i % 251) as u8).collect();
     let mut out = Vec::new();
     entry(
         &mut out,
