@@ -26,7 +26,11 @@
 #                (bench/volumes.sh: 1 GiB written and read through a named
 #                volume and the container's root, against dockerd); and
 #                `docker cp` of 200 MB both ways (bench/cp.sh, <= 0.5x
-#                dockerd); see docs/benchmarks.md
+#                dockerd); and image builds (bench/build.sh: a Debian
+#                minbase Dockerfile with a 100 MB COPY, cold, unchanged and
+#                after a small change, against dockerd's legacy builder and
+#                buildah); Compose v2 up -d and down of a three-service app
+#                (bench/compose.sh); see docs/benchmarks.md
 #   make install binaries under $(PREFIX)/bin (default /usr/local), systemd
 #                units (berth.socket, berthd.service, berth-supervisord.service),
 #                the berth group (sysusers.d; created now when installing to /),
@@ -50,7 +54,7 @@ APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine stra
                 iproute2 util-linux gcc containerd docker.io \
                 qemu-system-x86 linux-image-amd64 cpio \
                 docker-registry apache2-utils openssl zstd debootstrap iperf3 curl xz-utils bzip2 \
-                docker-compose systemd containernetworking-plugins
+                docker-compose systemd containernetworking-plugins buildah
 
 .PHONY: deps build run test compat lint bench clean install uninstall
 
@@ -158,8 +162,7 @@ bench: deps build
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/volumes.sh
 	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/cp.sh
-	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
-	    BERTH_CTR=$(RELEASE)/berth-ctr COMPOSE=$(VENV)/bin/docker-compose bench/compose.sh
+                docker-compose systemd containernetworking-plugins buildah
 
 clean:
 	$(CARGO) clean

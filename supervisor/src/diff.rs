@@ -75,7 +75,18 @@ pub fn diff(
     let mut writer = images.content.writer(&unique_id("diff"))?;
     writer.truncate()?;
     let archive_err = |e: io::Error| ImageError::Archive(format!("diff snapshot {key}: {e}"));
-    let (blob_sum, tar_sum) = {
+    let (digest, diff_id) = if compression == Compression::None {
+        // The blob is the tar: the content writer's own hash is both the
+        // digest and the diff id, one pass over the data instead of three.
+        archive::write_diff(&upper, ContentSink(&mut writer)).map_err(|source| {
+            ImageError::Unpack {
+                digest: key.to_string(),
+                source,
+            }
+        })?;
+        let digest = writer.digest();
+        (digest.clone(), digest)
+    } else {
         let mut blob = HashingWriter {
             inner: ContentSink(&mut writer),
             hasher: Sha256::new(),
@@ -96,9 +107,11 @@ pub fn diff(
                 sum
             }
         };
-        (blob.hasher.finalize(), tar_sum)
+        (
+            Digest::from_sha256(&blob.hasher.finalize()),
+            Digest::from_sha256(&tar_sum),
+        )
     };
-    let digest = Digest::from_sha256(&blob_sum);
     let size = writer.offset();
     match writer.commit(Some(size), &digest) {
         Ok(_) | Err(ContentError::AlreadyExists(_)) => {}
@@ -113,7 +126,7 @@ pub fn diff(
         annotations: Default::default(),
         platform: None,
     };
-    Ok((desc, Digest::from_sha256(&tar_sum).to_string()))
+    Ok((desc, diff_id.to_string()))
 }
 
 /// Writes the tar of `upper` into `out`, returning the tar's sha256.
@@ -129,4 +142,83 @@ fn tar_into<W: Write>(upper: &std::path::Path, out: W, key: &str) -> Result<Vec<
     tar.flush()
         .map_err(|e| ImageError::Archive(format!("diff snapshot {key}: {e}")))?;
     Ok(tar.hasher.finalize().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::metadata::SnapshotKind;
+
+    /// A snapshot holding `files`, and the blob of its diff as `media_type`.
+    fn diffed(media_type: &str, files: &[(&str, &[u8])]) -> (Descriptor, String, Vec<u8>) {
+        let (_dir, images) = crate::testing::temp_images();
+        images
+            .snapshots
+            .prepare(
+                &images.meta,
+                "ns",
+                "work",
+                None,
+                SnapshotKind::Active,
+                Default::default(),
+            )
+            .unwrap();
+        let record = images
+            .snapshots
+            .get(&images.meta.read().unwrap(), "ns", "work")
+            .unwrap();
+        for (name, data) in files {
+            fs::write(images.snapshots.fs(record.id).join(name), data).unwrap();
+        }
+        let (desc, diff_id) = diff(&images, "ns", "work", media_type, None).unwrap();
+        let mut blob = Vec::new();
+        let mut file = images
+            .content
+            .open_blob(&desc.digest.parse().unwrap(), 0)
+            .unwrap();
+        io::Read::read_to_end(&mut file, &mut blob).unwrap();
+        (desc, diff_id, blob)
+    }
+
+    fn sha(data: &[u8]) -> String {
+        Digest::of(data).to_string()
+    }
+
+    #[test]
+    fn an_uncompressed_layer_is_the_tar_and_its_digest_the_diff_id() {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let (desc, diff_id, blob) = diffed(oci::MEDIA_OCI_LAYER, &[("big", &big), ("small", b"s")]);
+        assert_eq!(desc.media_type, oci::MEDIA_OCI_LAYER);
+        assert_eq!(desc.size as usize, blob.len());
+        assert_eq!(desc.digest, sha(&blob));
+        assert_eq!(diff_id, desc.digest);
+        let mut names = Vec::new();
+        let mut archive = tar::Archive::new(blob.as_slice());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            if name.trim_start_matches("./") == "big" {
+                assert!(data == big, "the big file's contents differ");
+            }
+            names.push(name.trim_start_matches("./").to_string());
+        }
+        names.sort();
+        assert_eq!(names, ["big", "small"]);
+    }
+
+    #[test]
+    fn a_gzip_layer_has_the_diff_id_of_its_tar() {
+        let (desc, diff_id, blob) = diffed("", &[("f", b"data")]);
+        assert_eq!(desc.media_type, oci::MEDIA_OCI_LAYER_GZIP);
+        assert_eq!(desc.digest, sha(&blob));
+        let mut tar = Vec::new();
+        io::Read::read_to_end(&mut flate2::read::GzDecoder::new(blob.as_slice()), &mut tar)
+            .unwrap();
+        assert_eq!(diff_id, sha(&tar));
+        assert_ne!(diff_id, desc.digest);
+    }
 }

@@ -91,7 +91,10 @@ pub async fn commit(engine: &Arc<Engine>, opts: &CommitOptions) -> Result<String
     let paused = opts.pause
         && container.status() == Status::Running
         && pause_task(engine, &record.id).await?;
-    let diff = engine.supervisor.diff_snapshot(&record.id, "").await;
+    let diff = engine
+        .supervisor
+        .diff_snapshot(&record.id, super::run::MEDIA_LAYER)
+        .await;
     if paused {
         // Resumed whatever the diff's end.
         if let Err(e) = engine.supervisor.resume(&record.id).await {

@@ -344,7 +344,12 @@ async fn build_steps(
     }
     let finished = done.remove(&target).unwrap_or_default();
     let built = finished.built;
+    let started = std::time::Instant::now();
     let id = write_image(engine, &built, &tags).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "build image written"
+    );
     if let Some(parent) = finished.parent.filter(|p| *p != id) {
         if let Err(e) = engine.build_cache.set_parent(&id, &parent) {
             tracing::warn!(image = %id, error = %e, "record a built image's parent");
@@ -540,16 +545,25 @@ async fn write_image(
 ) -> Result<String, BuildError> {
     let (target, id) = write_manifest(engine, built).await?;
     let manifest_digest = target.digest.clone();
+    let mut names = tags.to_vec();
     if tags.is_empty() {
         // Untagged: a name only its digest tells apart, as a load by id.
-        let name = format!("build-{}@{manifest_digest}", short_id(&id));
-        engine
-            .supervisor
-            .create_image(&name, target.clone())
-            .await?;
+        names.push(format!("build-{}@{manifest_digest}", short_id(&id)));
     }
-    for tag in tags {
-        engine.supervisor.create_image(tag, target.clone()).await?;
+    for name in &names {
+        // A rebuild that changed nothing names the same manifest again:
+        // Images.Create would only redo its transactions (a lease, a hold
+        // per blob, the record), a good part of such a rebuild's time.
+        let same = engine
+            .supervisor
+            .get_image(name)
+            .await
+            .ok()
+            .and_then(|image| image.target)
+            .is_some_and(|t| t.digest == manifest_digest);
+        if !same {
+            engine.supervisor.create_image(name, target.clone()).await?;
+        }
     }
     Ok(id)
 }
@@ -562,7 +576,7 @@ pub async fn write_manifest(
 ) -> Result<(berth_proto::types::v1::Descriptor, String), BuildError> {
     let (config, id) = config_id(&built.doc);
     let size = config.len();
-    let written = engine.supervisor.write_blob(Bytes::from(config)).await?;
+    let written = write_document(engine, config).await?;
     if written != id {
         return Err(BackendError::Internal(format!("config {id} stored as {written}")).into());
     }
@@ -579,7 +593,7 @@ pub async fn write_manifest(
     }))
     .unwrap_or_default();
     let manifest_size = manifest.len() as i64;
-    let manifest_digest = engine.supervisor.write_blob(Bytes::from(manifest)).await?;
+    let manifest_digest = write_document(engine, manifest).await?;
     let target = berth_proto::types::v1::Descriptor {
         media_type: MEDIA_MANIFEST.to_string(),
         digest: manifest_digest,
@@ -587,6 +601,23 @@ pub async fn write_manifest(
         annotations: Default::default(),
     };
     Ok((target, id))
+}
+
+/// Writes a small document (a config, a manifest) into the content
+/// store unless it is there already with these bytes, as after a rebuild
+/// that changed nothing: a write is committed with a disk sync, a read of
+/// a few KiB is not. Its digest.
+async fn write_document(engine: &Engine, bytes: Vec<u8>) -> Result<String, BuildError> {
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    if engine
+        .supervisor
+        .read_blob(&digest)
+        .await
+        .is_ok_and(|stored| stored[..] == bytes[..])
+    {
+        return Ok(digest);
+    }
+    Ok(engine.supervisor.write_blob(Bytes::from(bytes)).await?)
 }
 
 #[cfg(test)]

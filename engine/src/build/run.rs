@@ -28,6 +28,13 @@ use crate::images::{ImageConfigFile, Layer};
 use crate::types::HostConfig;
 use crate::Engine;
 
+/// The media type of the layers a build or a commit makes: uncompressed.
+/// They live on this machine, where compressing costs far more than it
+/// saves (gzip runs at tens of MB/s on incompressible data, the disk at
+/// hundreds); dockerd and containerd keep local diffs uncompressed too. A
+/// push sends them as they are, which the OCI image spec allows.
+pub const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
 /// The diff id of a layer that changes nothing (an empty tar).
 const EMPTY_LAYER: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 
@@ -123,7 +130,7 @@ pub async fn commit_layer(
     created: &str,
 ) -> Result<(), BuildError> {
     let supervisor = &engine.supervisor;
-    let (layer, diff_id) = match supervisor.diff_snapshot(key, "").await {
+    let (layer, diff_id) = match supervisor.diff_snapshot(key, MEDIA_LAYER).await {
         Ok(diff) => diff,
         Err(e) => {
             let _ = supervisor.remove_snapshot(key).await;

@@ -7,7 +7,7 @@
 //! contents, not times: a file touched but unchanged keeps the cache.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -176,15 +176,11 @@ fn hash_entry(
             hasher.update(target.to_string_lossy().as_bytes());
         }
         'f' => {
-            let mut file = fs::File::open(path).map_err(read_error(path))?;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = file.read(&mut buf).map_err(read_error(path))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
+            // The contents' own digest (remembered when the context was
+            // unpacked or the file last hashed), not the contents again.
+            let digest =
+                super::context::digests::file_digest(path, meta).map_err(read_error(path))?;
+            hasher.update(digest);
         }
         _ => {}
     }

@@ -236,6 +236,7 @@ async fn build_stage(
         if shared.cancelled.load(Ordering::SeqCst) {
             return Err(BuildError::Cancelled);
         }
+        let started = std::time::Instant::now();
         if !trigger {
             step += 1;
             out.say(format!("Step {step}/{total} : {}\n", s.original))
@@ -316,10 +317,7 @@ async fn build_stage(
             let hit = cached(engine, &key, built.layers.len()).await;
             if let Some(hit) = hit.filter(|hit| cache_from.admits(hit)) {
                 built = hit;
-                crate::metrics::build_step(true);
-                let (_, id) = config_id(&built.doc);
-                out.say(format!(" ---> Using cache\n ---> {}\n", short_id(&id)))
-                    .await?;
+                reused(out, &built, s, started).await?;
                 continue;
             }
         }
@@ -328,10 +326,7 @@ async fn build_stage(
             if let Some((predicted, created_by)) = expected {
                 if let Some(hit) = cache_from.probe(&built, &created_by, &predicted) {
                     built = hit;
-                    crate::metrics::build_step(true);
-                    let (_, id) = config_id(&built.doc);
-                    out.say(format!(" ---> Using cache\n ---> {}\n", short_id(&id)))
-                        .await?;
+                    reused(out, &built, s, started).await?;
                     continue;
                 }
             }
@@ -361,6 +356,7 @@ async fn build_stage(
         crate::metrics::build_step(false);
         let (_, id) = config_id(&built.doc);
         out.say(format!(" ---> {}\n", short_id(&id))).await?;
+        step_done(s, false, started);
     }
     Ok(StageDone {
         built,
@@ -522,4 +518,30 @@ fn at_line(e: BuildError, line: usize) -> BuildError {
         BuildError::Expand { source, .. } => ParseError::Expand { line, source }.into(),
         other => other,
     }
+}
+
+/// A step taken from the cache: counted, shown as Docker shows it, timed.
+async fn reused(
+    out: &Output<'_>,
+    built: &Built,
+    step: &dockerfile::instructions::Step,
+    started: std::time::Instant,
+) -> Result<(), BuildError> {
+    crate::metrics::build_step(true);
+    let (_, id) = config_id(&built.doc);
+    out.say(format!(" ---> Using cache\n ---> {}\n", short_id(&id)))
+        .await?;
+    step_done(step, true, started);
+    Ok(())
+}
+
+/// Logs (debug) how long a step took: where a build's time goes.
+fn step_done(step: &dockerfile::instructions::Step, cached: bool, started: std::time::Instant) {
+    tracing::debug!(
+        line = step.line,
+        cached,
+        ms = started.elapsed().as_millis() as u64,
+        "build step {}",
+        step.original
+    );
 }

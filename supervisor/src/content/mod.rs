@@ -346,6 +346,13 @@ impl Writer {
         Ok(())
     }
 
+    /// The digest of what was written so far (the blob's, once complete).
+    pub fn digest(&self) -> Digest {
+        Digest {
+            hex: hex::encode(self.hasher.clone().finalize()),
+        }
+    }
+
     /// Verifies and publishes the blob. On a size or digest mismatch the
     /// data is discarded and nothing becomes visible.
     pub fn commit(self, size: Option<u64>, expected: &Digest) -> Result<Info, ContentError> {

@@ -14,11 +14,12 @@
 //! `.dockerignore` applied.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+pub mod digests;
 pub mod pack;
 
 /// The most symbolic links one resolution follows.
@@ -116,8 +117,15 @@ impl ContextDir {
 
     /// Unpacks a (possibly compressed) tar stream into the directory.
     pub fn unpack(&self, reader: impl Read) -> Result<(), ContextError> {
+        let started = std::time::Instant::now();
         let reader = decompressed(reader).map_err(ContextError::Read)?;
-        unpack_tar(reader, &self.root)
+        let result = unpack_tar(reader, &self.root);
+        tracing::debug!(
+            dir = %self.root.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "build context unpacked and hashed"
+        );
+        result
     }
 }
 
@@ -203,8 +211,76 @@ fn clear(path: &Path, keep_dir: bool) -> Result<(), ContextError> {
     }
 }
 
+/// Files larger than this are hashed on a thread of their own as they are
+/// unpacked.
+const BACKGROUND_HASH: u64 = 4 << 20;
+
+/// Reads from `from` until `buf` is full or the input ends; how much.
+fn fill(from: &mut impl Read, buf: &mut [u8]) -> Result<usize, ContextError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match from.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ContextError::Read(e)),
+        }
+    }
+    Ok(filled)
+}
+
+/// Copies a large entry into `file` while a [`digests::BackgroundHasher`]
+/// hashes it; its digest and the file.
+fn copy_hashed_aside(
+    from: &mut impl Read,
+    mut file: fs::File,
+    path: &Path,
+) -> Result<([u8; 32], fs::File), ContextError> {
+    let write = |source| ContextError::Write {
+        what: "write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut hasher = digests::BackgroundHasher::start(1 << 20).map_err(write)?;
+    loop {
+        let mut buf = hasher.buffer();
+        let filled = fill(from, &mut buf)?;
+        if filled == 0 {
+            break;
+        }
+        file.write_all(&buf[..filled]).map_err(write)?;
+        buf.truncate(filled);
+        hasher.hash(buf).map_err(write)?;
+    }
+    Ok((hasher.finish().map_err(write)?, file))
+}
+
+/// Copies `from` into `to` in writes of up to `buf`'s size: the body
+/// arrives in chunks of a few KiB, and a write (and a hash update) per
+/// chunk costs more than the copy itself for a large file.
+fn copy_large(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    buf: &mut [u8],
+    path: &Path,
+) -> Result<(), ContextError> {
+    loop {
+        let filled = fill(from, buf)?;
+        if filled == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..filled])
+            .map_err(|source| ContextError::Write {
+                what: "write",
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
+}
+
 fn unpack_tar(reader: impl Read, root: &Path) -> Result<(), ContextError> {
     let mut archive = tar::Archive::new(reader);
+    let mut buf = vec![0u8; 1 << 20];
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
     let entries = archive.entries().map_err(ContextError::NotTar)?;
     for (index, entry) in entries.enumerate() {
@@ -242,16 +318,28 @@ fn unpack_tar(reader: impl Read, root: &Path) -> Result<(), ContextError> {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 clear(&path, false)?;
-                let mut file = fs::OpenOptions::new()
+                let file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&path)
                     .map_err(|e| write("create", e))?;
-                io::copy(&mut entry, &mut file).map_err(ContextError::Read)?;
+                // Hashed as it is written: a COPY of it then finds its
+                // digest instead of reading it again (`digests`); a large
+                // file on a thread of its own, meanwhile.
+                let (digest, file) = if entry.header().size().unwrap_or(0) > BACKGROUND_HASH {
+                    copy_hashed_aside(&mut entry, file, &path)?
+                } else {
+                    let mut writer = digests::HashingWriter::new(file);
+                    copy_large(&mut entry, &mut writer, &mut buf, &path)?;
+                    writer.digest()
+                };
                 file.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(|e| write("chmod", e))?;
                 file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
                     .map_err(|e| write("set the time of", e))?;
+                if let Ok(meta) = file.metadata() {
+                    digests::remember(&meta, digest);
+                }
             }
             tar::EntryType::Symlink => {
                 let target = entry

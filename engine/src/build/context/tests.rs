@@ -269,3 +269,27 @@ fn links_resolve_inside_the_scope() {
         Err(ContextError::SymlinkLoop(_))
     ));
 }
+
+#[test]
+fn files_are_hashed_as_they_are_unpacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = ContextDir::create(dir.path(), "b").unwrap();
+    // Larger than one copy buffer, so the file is written in several parts.
+    let big: Vec<u8> = (0..(5 << 20) + 17).map(|i| (i % 251) as u8).collect();
+    let mut out = Vec::new();
+    entry(
+        &mut out,
+        "big.bin",
+        tar::EntryType::Regular,
+        "",
+        &big,
+        0o600,
+    );
+    context.unpack(io::Cursor::new(finish(out))).unwrap();
+    let path = context.root().join("big.bin");
+    assert_eq!(fs::read(&path).unwrap(), big);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    let want: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&big).into();
+    assert_eq!(digests::known(&meta), Some(want));
+}

@@ -40,18 +40,25 @@ impl Images {
         target: Descriptor,
     ) -> Result<ImageRecord, ImageError> {
         let manifest = self.platform_manifest(name, &target, &self.platform)?;
-        for digest in [&target.digest, &manifest.digest] {
-            self.hold_content(ns, Some(lease), digest)?;
-        }
+        self.hold_contents(
+            ns,
+            Some(lease),
+            &[target.digest.as_str(), manifest.digest.as_str()],
+        )?;
         let parsed = parse_manifest(
             &manifest.digest,
             &self.read_document("manifest", &manifest.digest)?,
         )?;
-        for blob in std::iter::once(&parsed.config).chain(parsed.layers.iter()) {
+        let blobs: Vec<&str> = std::iter::once(&parsed.config)
+            .chain(parsed.layers.iter())
+            .map(|blob| blob.digest.as_str())
+            .collect();
+        for digest in &blobs {
             // Every blob must be there: an image is never named half-made.
-            self.content.info(&blob.digest.parse()?)?;
-            self.hold_content(ns, Some(lease), &blob.digest)?;
+            self.content.info(&digest.parse()?)?;
         }
+        // One transaction for them all: a build names an image per RUN.
+        self.hold_contents(ns, Some(lease), &blobs)?;
         self.unpack_from_store(ns, lease, &manifest.digest)?;
         let record = self.save_image(ns, name, target, Some(lease))?;
         tracing::info!(namespace = ns, image = %record.name, digest = %record.target.digest, "created");
