@@ -394,6 +394,45 @@ fn rootfs_propagation_rprivate_isolates_from_host_mounts() {
     );
 }
 
+/// rshared, with a rootfs that is a shared mount point of its own (as a
+/// snapshot's overlay is, kubelet's Bidirectional mounts ask for it):
+/// pivot_root refuses a shared new root, so the runtime makes the rootfs's
+/// mount private first, as runc does; the container starts, and a host
+/// mount under a shared bind reaches it.
+#[test]
+fn rootfs_propagation_rshared_with_a_shared_rootfs_mount() {
+    let rt = Runtime::new();
+    let shared = shared_host_dir(&rt);
+    let id = rt.new_id("rshared");
+    let bundle = rt.bundle(&id, |s| {
+        s.set("/linux/rootfsPropagation", json!("rshared"));
+        s.mount(
+            "/in",
+            "bind",
+            shared.to_str().expect("utf-8"),
+            &["rbind", "rshared"],
+        );
+        s.args(&["sleep", "1000"]);
+    });
+    let rootfs = bundle.rootfs();
+    let path = rootfs.to_str().expect("utf-8").to_string();
+    host("mount", &["--bind", &path, &path]);
+    host("mount", &["--make-shared", &path]);
+    rt.on_cleanup(move || {
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(&path)
+            .status();
+    });
+    rt.create_and_start(&bundle, &id);
+    // Mounted on the host after the container started: seen inside.
+    host_tmpfs(&rt, &shared.join("late"));
+    write(shared.join("late/f"), "late mount\n");
+    let out = rt.exec(&id, &["cat", "/in/late/f"]).ok();
+    assert_eq!(out.stdout, "late mount\n");
+}
+
 #[test]
 fn delete_leaves_no_mount_on_the_host() {
     let rt = Runtime::new();

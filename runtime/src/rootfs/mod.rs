@@ -276,17 +276,19 @@ pub fn prepare_root(rootfs: &Path, propagation: Option<&str>) -> Result<(), Root
     )
 }
 
-/// pivot_root refuses a new root whose parent mount is shared: make that
-/// one mount private (only in our mount namespace).
+/// pivot_root refuses a new root that is, or whose parent mount is,
+/// shared; the rootfs's bind onto itself copies the propagation of the
+/// mount the rootfs is on. So that mount (the rootfs itself when it is a
+/// mount point, as a snapshot's overlay is) is made private, only in our
+/// mount namespace, as runc's rootfsParentMountPrivate does.
 fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(io("read", Path::new("/proc/self/mountinfo")))?;
-    let parent = rootfs.parent().unwrap_or(Path::new("/"));
     let best = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|m| PathBuf::from(crate::cgroups::unescape_mountinfo(m)))
-        .filter(|m| parent.starts_with(m))
+        .filter(|m| rootfs.starts_with(m))
         .max_by_key(|m| m.as_os_str().len())
         .unwrap_or_else(|| PathBuf::from("/"));
     do_mount(None, &best, None, MsFlags::MS_PRIVATE, None)
