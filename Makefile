@@ -162,7 +162,10 @@ bench: deps build
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/volumes.sh
 	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
 	    BERTH_CTR=$(RELEASE)/berth-ctr bench/cp.sh
-                docker-compose systemd containernetworking-plugins buildah
+	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
+	    BERTH_CTR=$(RELEASE)/berth-ctr COMPOSE=$(VENV)/bin/docker-compose bench/compose.sh
+	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord bench/build.sh
+	BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord bench/cri.sh
 
 clean:
 	$(CARGO) clean
