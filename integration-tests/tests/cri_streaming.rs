@@ -406,6 +406,25 @@ fn crictl_exec_attach_and_port_forward() {
             started.elapsed()
         );
     }
+    // A client that reads late: the exec'd process waits for it (the shim
+    // holds its output back), and nothing is cut.
+    let endpoint = format!("unix://{}", s.sup.cri_socket().display());
+    let line = format!(
+        "'{}' --config '{}' --runtime-endpoint '{endpoint}' --image-endpoint '{endpoint}' \
+         --timeout 60s exec ex1 head -c 33554432 /dev/zero | (sleep 3; wc -c)",
+        tool("crictl").display(),
+        s.sup.dir().join("crictl.yaml").display(),
+    );
+    let out = Command::new("sh")
+        .args(["-c", &line])
+        .output()
+        .expect("run sh");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "33554432",
+        "a slow reader got all 32 MiB: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // exec --sync is ExecSync.
     let (code, out, err) = crictl(&s.sup, &["exec", "--sync", "ex1", "sh", "-c", "echo sync"]);
     // (crictl prints each stream with a newline of its own.)

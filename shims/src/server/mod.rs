@@ -60,6 +60,13 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// does not read: past this the client is disconnected rather than the shim
 /// growing without bound.
 const MAX_ATTACH_BACKLOG: usize = 8 << 20;
+/// Output queued for a client attached to an exec'd process past which
+/// the shim stops reading that process's output until the client catches
+/// up: the process then blocks on its pipe, as under `docker exec` or a
+/// CRI exec, instead of its output being cut. (The container's own
+/// process is never held back by a client: its log and its life go on,
+/// and a client that lets [`MAX_ATTACH_BACKLOG`] pile up is dropped.)
+const EXEC_ATTACH_HIGH_WATER: usize = 1 << 20;
 /// Input queued for a process that does not read: past this, attached
 /// clients are not read from until the process catches up.
 const MAX_STDIN_QUEUE: usize = 1 << 20;
@@ -376,7 +383,8 @@ impl Shim {
             tokens.push(Token::Oom);
         }
         for (key, proc) in self.procs() {
-            for out in &proc.outputs {
+            let held = self.held_back(&key);
+            for out in proc.outputs.iter().filter(|_| !held) {
                 watches.push(Watch::new(out.fd.as_raw_fd(), true, false));
                 tokens.push(Token::Output(key.clone(), out.stream));
             }
@@ -501,10 +509,27 @@ impl Shim {
         self.maybe_finalize(&key);
     }
 
+    /// Whether an exec'd process's output waits for a slow attached
+    /// client (see [`EXEC_ATTACH_HIGH_WATER`]).
+    fn held_back(&self, key: &Key) -> bool {
+        key.is_some()
+            && self
+                .conns
+                .values()
+                .any(|c| c.attached_to(key) && !c.closing && c.wbuf.len() >= EXEC_ATTACH_HIGH_WATER)
+    }
+
     fn maybe_finalize(&mut self, key: &Key) {
+        let held = self.held_back(key);
         let Some(proc) = proc_in(&mut self.init, &mut self.execs, key) else {
             return;
         };
+        if held && proc.drain_deadline.is_some() {
+            // Its output is still being read, at the client's pace: the
+            // drain's grace starts again once the client catches up.
+            proc.drain_deadline = Some(Instant::now() + DRAIN_GRACE);
+            return;
+        }
         let due = proc.drain_deadline.is_some_and(|d| Instant::now() >= d);
         if proc.reaped.is_some() && proc.exit.is_none() && (proc.outputs.is_empty() || due) {
             self.finalize(key);
