@@ -15,6 +15,7 @@
 //! See docs/cri.md.
 
 pub mod container;
+mod grpc;
 mod image_service;
 pub mod images;
 mod runtime;
@@ -32,7 +33,6 @@ use anyhow::Context;
 use berth_proto::cri::v1::image_service_server::ImageServiceServer;
 use berth_proto::cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::events::Exchange;
 use crate::images::Images;
@@ -134,10 +134,9 @@ pub async fn serve(
         let _ = streams_stopped.await;
     });
     let stream_task = tokio::spawn(stream_server);
-    let result = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(cri.clone()))
-        .add_service(ImageServiceServer::new(cri))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+    let routes = tonic::service::Routes::new(RuntimeServiceServer::new(cri.clone()))
+        .add_service(ImageServiceServer::new(cri));
+    let result = grpc::serve(listener, routes, shutdown)
         .await
         .context("serve the CRI");
     let _ = stop_streams.send(());
