@@ -402,11 +402,36 @@ fn run_prints_output_errors_and_exit_codes_as_docker_with(daemon: Daemon) {
         let mut ready = [0u8; 6];
         stdout.read_exact(&mut ready).expect("read ready");
         assert_eq!(&ready, b"ready\n", "{program}");
-        // SAFETY: kill(2) with the pid of our own child and a valid signal.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let mut rest = String::new();
-        stdout.read_to_string(&mut rest).expect("read the rest");
-        let status = child.wait().expect("wait");
+        // The docker CLI installs its signal proxy only once its start call
+        // has returned, and the container's "ready" can arrive before that:
+        // a TERM in between is taken by the CLI's own handler and never
+        // forwarded (a race of the CLI's, not the daemon's). So the signal
+        // is sent again until the container answers; the trap exits on the
+        // first that reaches it.
+        let reader = std::thread::spawn(move || {
+            let mut rest = String::new();
+            stdout.read_to_string(&mut rest).expect("read the rest");
+            rest
+        });
+        let pid = child.id() as i32;
+        let mut status = None;
+        for _ in 0..20 {
+            // SAFETY: kill(2) with the pid of our own child and a valid signal.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                status = Some(s);
+                break;
+            }
+        }
+        let status = match status {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                child.wait().expect("wait")
+            }
+        };
+        let rest = reader.join().expect("reader");
         assert_eq!(
             (integration_tests::exit_code(&status), rest.as_str()),
             (9, "got-term\n"),
