@@ -8,7 +8,8 @@
 #   make test    deps, debug build, cargo test of the workspace (docker-py
 #                tests included, in the virtualenv deps makes), lint
 #   make compat  docker-py 7.2's own integration suite against berthd and
-#                against Debian's dockerd, side by side (scripts/compat-docker-py.sh)
+#                against Debian's dockerd, side by side (scripts/compat-docker-py.sh),
+#                then critest against berth's CRI and containerd 1.6 (scripts/critest.sh)
 #   make lint    cargo fmt --check and clippy with warnings denied
 #   make bench   container start-up time (against runc and crun), image pull
 #                (against docker pull and ctr pull) with idle memory,
@@ -140,6 +141,7 @@ test: deps
 compat: deps
 	$(CARGO) build --workspace --bins
 	BERTH_BIN_DIR=$(TARGET_DIR)/debug BERTH_VENV=$(VENV) scripts/compat-docker-py.sh
+	BERTH_SUPERVISORD=$(TARGET_DIR)/debug/berth-supervisord scripts/critest.sh
 
 # Both checks run so one report shows everything; either failing fails lint.
 lint:
