@@ -389,21 +389,36 @@ fn socket_activation_and_readiness() {
         .stderr(log)
         .spawn()
         .expect("systemd-socket-activate");
-    let guard_child = Kill(child);
-    struct Kill(std::process::Child);
+    let guard_child = Kill(child, dir.path().to_string_lossy().into_owned());
+    /// berthd, stopped; then the supervisor it started, which outlives it
+    /// by design (as containerd outlives dockerd), killed.
+    struct Kill(std::process::Child, String);
     impl Drop for Kill {
         fn drop(&mut self) {
             // SAFETY: kill(2) of the test's own child.
             unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(20);
+            let mut stopped = false;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
+                    stopped = true;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+            if !stopped {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+            let tree = self.1.clone();
+            for line in integration_tests::host_processes(|_, cmdline| {
+                cmdline.contains("berth-supervisord") && cmdline.contains(&tree)
+            }) {
+                if let Some(pid) = line.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                    // SAFETY: kill(2) of the supervisor this test's berthd started.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
         }
     }
     // systemd-socket-activate listens first, and execs berthd at the
