@@ -113,11 +113,6 @@ flock -s "$runlock"
 pre_run_docker=$([ -e /run/docker ] && echo yes || echo no)
 pre_run_containerd=$([ -e /run/containerd ] && echo yes || echo no)
 
-# Becomes CMD... in a new network namespace with loopback up (called with
-# `&`, so $! is the daemon's pid).
-in_new_netns() {
-    exec unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh "$@"
-}
 
 say "making the busybox image"
 "$repo/bench/make-busybox-image.sh" "$workdir/image" >"$workdir/image.log" 2>&1 ||

@@ -159,3 +159,10 @@ run_logged() { # LOG TIMEOUT CMD...
 
 # Every hierarchy's mount point (v1 controllers, and the v2 tree).
 cgroup_mounts() { findmnt -rn -t cgroup,cgroup2 -o TARGET; }
+
+# Becomes CMD... in a new network namespace with loopback up (called with
+# `&`, so the background subshell is what becomes the daemon, and $! is its
+# pid).
+in_new_netns() {
+    exec unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh "$@"
+}

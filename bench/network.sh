@@ -208,11 +208,6 @@ fail() { # NAME TEST MESSAGE
     mapfile -t live < <(printf '%s\n' "${live[@]}" | grep -vx "$1" || true)
 }
 
-# Becomes CMD... in a new network namespace with loopback up (called with
-# `&`, so the background subshell is what becomes the daemon, and $! is its pid).
-in_new_netns() {
-    exec unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh "$@"
-}
 
 # CMD... in the network namespace of SYSTEM's daemon.
 in_netns_of() { # SYSTEM CMD...

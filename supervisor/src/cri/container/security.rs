@@ -28,51 +28,6 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// The capabilities by number, as the kernel numbers them.
-pub const ALL_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// The paths containerd masks in an unprivileged container.
 pub const DEFAULT_MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
@@ -96,15 +51,16 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// Every capability the kernel knows and the supervisor holds.
+/// Every capability the kernel knows and the supervisor holds, by number
+/// (the `caps` crate's table, which the runtime uses too).
 pub fn every_capability(host: &dyn Host) -> Vec<String> {
-    let n = (host.last_cap() as usize + 1).min(ALL_CAPABILITIES.len());
+    let last = host.last_cap();
     let held = host.grantable_caps();
-    ALL_CAPABILITIES[..n]
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| held & (1u64 << i) != 0)
-        .map(|(_, c)| c.to_string())
+    let mut all: Vec<caps::Capability> = caps::all().into_iter().collect();
+    all.sort_by_key(|c| c.index());
+    all.into_iter()
+        .filter(|c| u32::from(c.index()) <= last && held & (1u64 << c.index()) != 0)
+        .map(|c| c.to_string())
         .collect()
 }
 
@@ -136,7 +92,7 @@ pub fn capabilities(
         } else {
             format!("CAP_{up}")
         };
-        if ALL_CAPABILITIES.contains(&up.as_str()) {
+        if up.parse::<caps::Capability>().is_ok() {
             Ok(up)
         } else {
             Err(SpecError::UnknownCapability(c.clone()))
