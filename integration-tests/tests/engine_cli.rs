@@ -615,7 +615,16 @@ fn ps_images_inspect_logs_exec_compare_with_docker_with(daemon: Daemon) {
         "{{.ID}}: {{.Status}}",
     ]);
     // The default table: the same header, columns where docker puts them.
-    let (d, b) = cli.both(&["ps", "-a"]);
+    // The widths follow the ages ("Less than a second ago", "1 second
+    // ago"), which can change between the two commands: tried again then.
+    let mut tries = 0;
+    let (d, b) = loop {
+        let (d, b) = cli.both(&["ps", "-a"]);
+        tries += 1;
+        if tries == 3 || d.stdout.lines().next() == b.stdout.lines().next() {
+            break (d, b);
+        }
+    };
     assert_eq!(
         d.stdout.lines().next(),
         b.stdout.lines().next(),
