@@ -31,6 +31,10 @@ pub const POD_BRIDGE: &str = "cni-berth0";
 /// A prebuilt tool from ../shared/tools (`crictl`, `critest`), unpacked
 /// once into target/tools.
 pub fn tool(name: &str) -> PathBuf {
+    // Tests of one binary run on threads: one unpacks while the others
+    // wait, so none execs a file that is still being written (ETXTBSY).
+    static UNPACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _unpacking = UNPACK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = build_dir().join("../tools");
     let path = dir.join(name);
     if !path.exists() {
@@ -297,12 +301,24 @@ impl PodSupervisor {
 
     /// Runs crictl; its output (the test fails if it hangs).
     pub fn crictl(&self, args: &[&str]) -> Output {
-        let child = self
-            .crictl_command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run crictl");
+        let mut tries = 0;
+        let child = loop {
+            match self
+                .crictl_command(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+            {
+                Ok(child) => break child,
+                // A child another thread forked while the tool was being
+                // unpacked may still hold it open for writing until its exec.
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("run crictl: {e:?}"),
+            }
+        };
         crate::supervisor::child_output(child, CRICTL_TIMEOUT, "crictl")
     }
 
