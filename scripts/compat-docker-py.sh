@@ -20,7 +20,7 @@
 # Both get the images through the docker CLI (load, then tag); a berthd
 # without the images endpoints gets busybox:latest through berth-ctr.
 #
-# Output: both pass counts, and the tests that pass on dockerd but not on
+# Output: both pass counts, each suite's wall time, and the tests that pass on dockerd but not on
 # berthd; the JUnit reports and both pytest logs stay in COMPAT_OUT (default
 # target/compat). Daemons, containers, mounts and the temporary tree are
 # removed on exit, on failure too.
@@ -31,6 +31,8 @@
 #   BERTH_VENV     the virtualenv with docker-py and pytest (make deps)
 #   COMPAT_OUT     where the reports go (default: target/compat)
 #   COMPAT_TIMEOUT seconds one test may take (default: 120)
+#   COMPAT_PARALLEL 1: both suites at once (no wall times); default 0: one
+#                  after the other, each suite's wall time in the summary
 set -euo pipefail
 
 die() { echo "compat-docker-py: $*" >&2; exit 1; }
@@ -207,16 +209,34 @@ run_suite() { # NAME SOCKET [PYTEST ARGS...], in a subshell of its own
         --junitxml="$out/$name.xml" "${deselect[@]}" "${@:-tests/integration}" \
         >"$out/$name.log" 2>&1
 }
+# One after the other, so that each suite's wall time is its daemon's own
+# (COMPAT_PARALLEL=1 runs both at once: quicker, and the times are not
+# comparable). pytest fails when a test does: only the reports say how it went.
+now_ms() { date +%s%3N; }
 echo "compat: running docker-py's integration suite against dockerd and berthd (logs in $out)"
-run_suite dockerd "$tmp/docker/docker.sock" "$@" &
-suite_pids=($!)
-run_suite berthd "$tmp/b/r/berth.sock" "$@" &
-suite_pids+=($!)
-# pytest fails when a test does: only the reports say how it went.
-wait "${suite_pids[@]}" || true
-suite_pids=()
+if [ "${COMPAT_PARALLEL:-0}" = 1 ]; then
+    run_suite dockerd "$tmp/docker/docker.sock" "$@" &
+    suite_pids=($!)
+    run_suite berthd "$tmp/b/r/berth.sock" "$@" &
+    suite_pids+=($!)
+    wait "${suite_pids[@]}" || true
+    suite_pids=()
+    walls=()
+else
+    walls=()
+    for name in dockerd berthd; do
+        socket=$tmp/docker/docker.sock
+        [ "$name" = berthd ] && socket=$tmp/b/r/berth.sock
+        t0=$(now_ms)
+        (run_suite "$name" "$socket" "$@") &
+        suite_pids=($!)
+        wait "${suite_pids[@]}" || true
+        suite_pids=()
+        walls+=(--wall "$name=$(($(now_ms) - t0))")
+    done
+fi
 cp "$tmp/berthd.log" "$out/berthd-daemon.log"
 cp "$tmp/dockerd.log" "$out/dockerd-daemon.log"
 
-"$venv/bin/python" "$root/scripts/compat-report.py" "$out/dockerd.xml" "$out/berthd.xml" \
+"$venv/bin/python" "$root/scripts/compat-report.py" "${walls[@]}" "$out/dockerd.xml" "$out/berthd.xml" \
     | tee "$out/summary.txt"
