@@ -6,50 +6,16 @@ use serde_json::{json, Value};
 use super::{Host, SpecError};
 use crate::types::HostConfig;
 
-/// The capabilities by number, as the kernel numbers them.
-pub const ALL_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
+/// Every capability by number, as the kernel numbers them (the `caps`
+/// crate's table, which the runtime and the CRI use too).
+pub fn all_capabilities() -> &'static [String] {
+    static ALL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<caps::Capability> = caps::all().into_iter().collect();
+        all.sort_by_key(|c| c.index());
+        all.into_iter().map(|c| c.to_string()).collect()
+    })
+}
 
 /// What a container gets without CapAdd or CapDrop: Docker's default set.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -70,9 +36,9 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 ];
 
 /// The capabilities this host's kernel knows.
-fn known(host: &dyn Host) -> &'static [&'static str] {
-    let n = (host.last_cap() as usize + 1).min(ALL_CAPABILITIES.len());
-    &ALL_CAPABILITIES[..n]
+fn known(host: &dyn Host) -> &'static [String] {
+    let all = all_capabilities();
+    &all[..(host.last_cap() as usize + 1).min(all.len())]
 }
 
 /// What "every capability" is (`--privileged`, `--cap-add ALL`): those the
@@ -102,7 +68,7 @@ fn normalize(caps: &[String], host: &dyn Host) -> Result<Vec<String>, SpecError>
             } else {
                 format!("CAP_{up}")
             };
-            if known(host).contains(&name.as_str()) {
+            if known(host).contains(&name) {
                 Ok(name)
             } else {
                 Err(SpecError::UnknownCapability(name))
@@ -283,9 +249,12 @@ mod tests {
         );
         assert_eq!(caps(&["chown"], &["all"], false).unwrap(), ["CAP_CHOWN"]);
         let all_but = caps(&["ALL"], &["SYS_ADMIN"], false).unwrap();
-        assert_eq!(all_but.len(), ALL_CAPABILITIES.len() - 1);
+        assert_eq!(all_but.len(), all_capabilities().len() - 1);
         assert!(!all_but.contains(&"CAP_SYS_ADMIN".to_string()));
-        assert_eq!(caps(&[], &[], true).unwrap().len(), ALL_CAPABILITIES.len());
+        assert_eq!(
+            caps(&[], &[], true).unwrap().len(),
+            all_capabilities().len()
+        );
         assert_eq!(
             caps(&["foo"], &[], false).unwrap_err(),
             "unknown capability: \"CAP_FOO\""
