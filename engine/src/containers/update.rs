@@ -22,7 +22,11 @@ pub struct UpdateRequest {
     pub nano_cpus: i64,
     pub cpu_period: i64,
     pub cpu_quota: i64,
+    // Go reads JSON names without regard to case, and docker-py sends
+    // these two as `CPURealtime…`.
+    #[serde(alias = "CPURealtimePeriod")]
     pub cpu_realtime_period: i64,
+    #[serde(alias = "CPURealtimeRuntime")]
     pub cpu_realtime_runtime: i64,
     pub cpuset_cpus: String,
     pub cpuset_mems: String,

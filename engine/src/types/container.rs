@@ -121,7 +121,11 @@ pub struct HostConfig {
     pub blkio_device_write_iops: Option<Vec<Value>>,
     pub cpu_period: i64,
     pub cpu_quota: i64,
+    // Go reads JSON names without regard to case, and docker-py sends
+    // these two as `CPURealtime…`.
+    #[serde(alias = "CPURealtimePeriod")]
     pub cpu_realtime_period: i64,
+    #[serde(alias = "CPURealtimeRuntime")]
     pub cpu_realtime_runtime: i64,
     pub cpuset_cpus: String,
     pub cpuset_mems: String,
@@ -276,5 +280,17 @@ mod tests {
     fn a_string_cmd_is_one_argument() {
         let req: CreateRequest = serde_json::from_str(r#"{"Cmd":"ls -l","Image":"x"}"#).unwrap();
         assert_eq!(req.config.cmd, Some(vec!["ls -l".into()]));
+    }
+
+    #[test]
+    fn realtime_cpu_fields_are_read_in_docker_pys_spelling_and_written_in_dockers() {
+        let body =
+            r#"{"Image":"x","HostConfig":{"CPURealtimePeriod":1000,"CPURealtimeRuntime":500}}"#;
+        let req: CreateRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(req.host_config.cpu_realtime_period, 1000);
+        assert_eq!(req.host_config.cpu_realtime_runtime, 500);
+        let out = serde_json::to_value(&req.host_config).unwrap();
+        assert_eq!(out["CpuRealtimePeriod"], 1000);
+        assert_eq!(out["CpuRealtimeRuntime"], 500);
     }
 }
