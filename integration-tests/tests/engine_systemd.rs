@@ -241,18 +241,11 @@ exec unshare --mount --cgroup --pid --net --uts --ipc --fork --kill-child bash "
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(tmp.path().join("init.log")).expect("test set-up"));
-        // SAFETY: prctl is async-signal-safe and touches no memory of this
-        // process; it only sets the child's parent-death signal, so a test
-        // killed outright takes unshare, and with it (--kill-child) the
-        // namespaces, along.
-        unsafe {
-            start.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // A test killed outright takes unshare along, and with it
+        // (--kill-child) the namespaces.
+        // SAFETY: the hook only calls prctl, which is async-signal-safe and
+        // allocates nothing.
+        unsafe { start.pre_exec(die_with_parent) };
         let unshare = start.spawn().expect("run unshare");
         let mut sd = Systemd {
             pid: 0,
@@ -450,6 +443,17 @@ fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
         out.push(d);
     }
     out
+}
+
+/// Sets the calling process's parent-death signal to SIGKILL (a
+/// `pre_exec` hook).
+fn die_with_parent() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) reads no memory of ours; it only sets
+    // the signal this process gets when its parent thread exits.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `program`'s absolute path: itself when it has a slash, else found on
