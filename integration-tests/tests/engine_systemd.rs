@@ -131,8 +131,9 @@ impl Systemd {
             });
         require_program("unshare", "util-linux");
         require_program("nsenter", "util-linux");
+        remove_stale();
         let tmp = tempfile::Builder::new()
-            .prefix("berth-systemd-")
+            .prefix(&format!("berth-systemd-{}-", std::process::id()))
             .tempdir()
             .expect("test set-up");
         let root = tmp.path().join("root");
@@ -389,6 +390,54 @@ exec unshare --mount --cgroup --pid --net --uts --ipc --fork --kill-child bash "
     }
 }
 
+/// What a test process killed outright (SIGKILL: no guard ran; its
+/// namespaces died with it) left: its temp dir and its cgroups, named
+/// with its pid.
+fn remove_stale() {
+    let dead = |name: &str, prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    for entry in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if dead(&name, "berth-systemd-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    for h in cgroup_hierarchies() {
+        for entry in std::fs::read_dir(&h.mount_point)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if dead(&name, "berth-systemd-test-") {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+    }
+}
+
+/// Removes the cgroup `dir` and those under it, children first; whether
+/// some are left (still holding processes).
+fn remove_cgroup_tree(dir: &Path) -> bool {
+    let mut dirs = walk_dirs(dir);
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    let mut left = false;
+    for d in dirs {
+        if d.exists() && std::fs::remove_dir(&d).is_err() {
+            left = true;
+        }
+    }
+    left
+}
+
 impl Drop for Systemd {
     fn drop(&mut self) {
         let mut problems = Vec::new();
@@ -404,14 +453,7 @@ impl Drop for Systemd {
             // Children first: systemd made its slices and services inside.
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                let mut dirs: Vec<PathBuf> = walk_dirs(dir);
-                dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-                let mut left = false;
-                for d in dirs {
-                    if d.exists() && std::fs::remove_dir(&d).is_err() {
-                        left = true;
-                    }
-                }
+                let left = remove_cgroup_tree(dir);
                 if !left || Instant::now() > deadline {
                     if left {
                         problems.push(format!("cgroup {} left", dir.display()));
