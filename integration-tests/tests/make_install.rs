@@ -1,8 +1,8 @@
 //! `make install` and `make uninstall` into a DESTDIR: the binaries, the
 //! systemd units (with their paths under PREFIX) accepted by
 //! `systemd-analyze verify`, the sysusers.d group and the daemon.json
-//! example; uninstall removes them all. (Running the units under a real
-//! systemd is not done here.)
+//! example; uninstall removes them all. (The units run under a real
+//! systemd in `engine_systemd.rs`.)
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -102,6 +102,8 @@ fn install_and_uninstall_into_a_destdir() {
         std::fs::read_to_string(units.join("berth-supervisord.service")).expect("test set-up");
     assert!(sup.contains("ExecStart=/opt/berth/bin/berth-supervisord"));
     assert!(sup.contains("KillMode=process"));
+    assert!(sup.contains("Type=notify"), "{sup}");
+    assert!(socket.contains("RemoveOnStop=yes"), "{socket}");
     let sysusers = std::fs::read_to_string(root.join("opt/berth/lib/sysusers.d/berth.conf"))
         .expect("test set-up");
     assert!(

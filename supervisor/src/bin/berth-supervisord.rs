@@ -85,6 +85,9 @@ fn main() {
         Some(path) => Some(path),
         None => Some(args.address.with_file_name("cri.sock")),
     };
+    // systemd's notification socket (Type=notify); the shims are run
+    // without it.
+    let notify_socket = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty());
     let config = berth_supervisor::server::Config {
         root: args.root,
         state: args.state,
@@ -99,6 +102,7 @@ fn main() {
         pause_image: Some(args.pause_image),
         cni_bin_dirs: std::env::split_paths(&args.cni_bin_dir).collect(),
         cni_conf_dir: args.cni_conf_dir,
+        notify_socket,
     };
     // Two workers are plenty: the heavy work (hashing, unpacking) runs on
     // the blocking pool, and fewer threads keep the idle daemon small.

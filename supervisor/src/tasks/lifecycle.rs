@@ -130,6 +130,8 @@ impl Tasks {
         let began = std::time::Instant::now();
         let out = tokio::process::Command::new(&self.config.shim)
             .args(opts.to_args())
+            // systemd's notification socket is the supervisor's alone.
+            .env_remove("NOTIFY_SOCKET")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -277,6 +279,7 @@ impl Tasks {
             .arg("--root")
             .arg(self.runtime_root(ns))
             .args(["delete", "--force", id])
+            .env_remove("NOTIFY_SOCKET")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
