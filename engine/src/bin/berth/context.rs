@@ -266,9 +266,18 @@ fn default_tls(opts: &ConnectOptions) -> Result<Option<TlsFiles>, anyhow::Error>
     }))
 }
 
+/// The context the command runs in, once [`resolve_endpoint`] chose it.
+static IN_USE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The name of the context in use ("default" before one is chosen).
+pub fn in_use() -> String {
+    IN_USE.get().cloned().unwrap_or_else(|| DEFAULT.to_string())
+}
+
 /// The daemon endpoint the options and the environment choose.
 pub fn resolve_endpoint(opts: &ConnectOptions) -> anyhow::Result<Endpoint> {
     let name = current_name(opts).map_err(|e| StatusError::new(1, e.to_string()))?;
+    let _ = IN_USE.set(name.clone());
     if name == DEFAULT {
         let host = default_host(opts.host.as_deref());
         let tls = match default_tls(opts)? {
