@@ -13,6 +13,7 @@ mod completion;
 mod container;
 mod context;
 mod cp;
+mod examples;
 mod exec;
 mod healthopts;
 mod image;
@@ -192,10 +193,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     // The commands that print what the command line itself is.
     let cli = match cli.command {
         Command::Completion(args) => {
-            return completion::completion(<Cli as clap::CommandFactory>::command(), args)
+            return completion::completion(
+                examples::add(<Cli as clap::CommandFactory>::command()),
+                args,
+            )
         }
         Command::Manpages(args) => {
-            return completion::manpages(<Cli as clap::CommandFactory>::command(), args)
+            return completion::manpages(
+                examples::add(<Cli as clap::CommandFactory>::command()),
+                args,
+            )
         }
         command => Cli { command, ..cli },
     };
@@ -396,7 +403,11 @@ fn usage_error(e: &clap::Error) -> (i32, String) {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = examples::add(Cli::command())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
