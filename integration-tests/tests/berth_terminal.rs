@@ -115,3 +115,150 @@ fn tables_on_a_terminal_are_styled_and_fit_its_width() {
     d.docker(&["rm", "-f", "sleeper-with-a-long-name", "failed"])
         .ok();
 }
+
+/// The screen a terminal shows after `raw`: lines as they stand once the
+/// cursor moves (up, carriage return) and erasures (line, to end of screen)
+/// are applied; colours dropped.
+fn screen(raw: &str) -> Vec<String> {
+    let mut lines: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => {
+                row += 1;
+                col = 0;
+                if lines.len() <= row {
+                    lines.push(Vec::new());
+                }
+            }
+            '\r' => col = 0,
+            '\x1b' => {
+                if chars.peek() != Some(&'[') {
+                    continue;
+                }
+                chars.next();
+                let mut arg = String::new();
+                let mut op = ' ';
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        op = c;
+                        break;
+                    }
+                    arg.push(c);
+                }
+                let n: usize = arg.parse().unwrap_or(1);
+                match (op, arg.as_str()) {
+                    ('A', _) => row = row.saturating_sub(n),
+                    ('B', _) => row += n,
+                    ('K', "2") => lines[row].clear(),
+                    ('J', _) => {
+                        lines[row].truncate(col);
+                        lines.truncate(row + 1);
+                    }
+                    _ => {}
+                }
+                while lines.len() <= row {
+                    lines.push(Vec::new());
+                }
+            }
+            c => {
+                let line = &mut lines[row];
+                if line.len() <= col {
+                    line.resize(col, ' ');
+                    line.push(c);
+                } else {
+                    line[col] = c;
+                }
+                col += 1;
+            }
+        }
+    }
+    lines
+        .into_iter()
+        .map(|l| l.into_iter().collect::<String>().trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn build_on_a_terminal_shows_steps_collapsed_and_a_failure_open() {
+    let d = Berthd::start();
+    let ctx = tempfile::tempdir().expect("test set-up");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN echo out-one && echo out-two && sleep 1\nRUN echo done > /done\n",
+    )
+    .expect("test set-up");
+    let dir = ctx.path().to_string_lossy().into_owned();
+    let raw = berth_on_pty(&d, 100, &[], &["build", "-t", "stepped:1", &dir]);
+    // While it ran: the spinner turned and the output showed under its step.
+    assert!(raw.contains("⠋ [2/3] RUN echo out-one"), "{raw:?}");
+    assert!(raw.contains("│ out-one"), "{raw:?}");
+    // Once done: a line per step, the output collapsed away.
+    let shown = screen(&raw);
+    let steps: Vec<&String> = shown.iter().filter(|l| l.starts_with('✔')).collect();
+    assert_eq!(steps.len(), 3, "{shown:#?}");
+    assert!(steps[0].starts_with("✔ [1/3] FROM busybox"), "{shown:#?}");
+    assert!(
+        steps[1].starts_with("✔ [2/3] RUN echo out-one"),
+        "{shown:#?}"
+    );
+    let secs: f64 = steps[1]
+        .rsplit(' ')
+        .next()
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no elapsed time: {:?}", steps[1]));
+    assert!(secs >= 1.0, "the sleep 1 step took {secs}s");
+    assert!(
+        !shown
+            .iter()
+            .any(|l| l.contains("│") || l.trim() == "out-one"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.starts_with("Successfully tagged stepped:1")),
+        "{shown:#?}"
+    );
+    // Again from the cache.
+    let raw = berth_on_pty(&d, 100, &[], &["build", "-t", "stepped:1", &dir]);
+    let shown = screen(&raw);
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.starts_with("✔ [2/3] RUN") && l.ends_with("CACHED")),
+        "{shown:#?} {raw:?}"
+    );
+
+    // plain: docker's lines, output and all, on the terminal too.
+    let raw = berth_on_pty(&d, 100, &[], &["build", "--progress", "plain", &dir]);
+    assert!(raw.contains("Step 2/3 : RUN echo out-one"), "{raw:?}");
+    assert!(!raw.contains('✔'), "{raw:?}");
+
+    // A failing step stays open with its output, and the error follows.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN echo why-it-broke && false\n",
+    )
+    .expect("test set-up");
+    let mut cmd = berth_command(&d, &["build", &dir]);
+    cmd.env("TERM", "xterm");
+    let (code, raw) = PtyProcess::spawn(cmd, 24, 100).wait(Duration::from_secs(60));
+    assert_eq!(code, 1, "{raw:?}");
+    let shown = screen(&raw);
+    let failed = shown
+        .iter()
+        .position(|l| l.starts_with("✘ [2/2] RUN echo why-it-broke"))
+        .unwrap_or_else(|| panic!("{shown:#?}"));
+    assert_eq!(shown[failed + 1].trim(), "│ why-it-broke", "{shown:#?}");
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.contains("returned a non-zero code: 1")),
+        "{shown:#?}"
+    );
+    d.docker(&["rmi", "stepped:1"]).ok();
+}

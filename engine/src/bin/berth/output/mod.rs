@@ -3,6 +3,7 @@
 //! push progress ([`progress`]), sizes and times ([`units`]), and the
 //! looks of a table on a terminal ([`style`]).
 
+pub mod build_progress;
 pub mod json;
 pub mod progress;
 pub mod style;
