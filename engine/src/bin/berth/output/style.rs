@@ -36,9 +36,10 @@ pub fn cell_style(header: &str, cell: &str) -> Style {
         "STATUS" => {
             if cell.contains("(unhealthy)") {
                 fg(AnsiColor::Red).bold()
-            } else if cell.contains("(health: starting)") {
-                fg(AnsiColor::Yellow)
-            } else if cell.contains("(Paused)") || cell.starts_with("Restarting") {
+            } else if cell.contains("(health: starting)")
+                || cell.contains("(Paused)")
+                || cell.starts_with("Restarting")
+            {
                 fg(AnsiColor::Yellow)
             } else if cell.starts_with("Up") {
                 fg(AnsiColor::Green)
