@@ -106,3 +106,65 @@ fn manpages_writes_a_page_per_command() {
         "the hidden command has no page"
     );
 }
+
+/// The subcommands `berth PATH --help` lists under "Commands:".
+fn listed_commands(help: &str) -> Vec<String> {
+    let Some((_, after)) = help.split_once("\nCommands:\n") else {
+        return Vec::new();
+    };
+    after
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_command_has_help_with_examples_of_itself() {
+    let mut pending = vec![Vec::<String>::new()];
+    let mut walked = 0;
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = berth(&args);
+        let typed = format!("berth {}", path.join(" "));
+        let examples = help
+            .split_once("\nExamples:\n")
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| panic!("`{typed} --help` has no Examples section:\n{help}"));
+        let lines: Vec<&str> = examples.lines().filter(|l| !l.is_empty()).collect();
+        assert!(!lines.is_empty(), "`{typed} --help`: no examples");
+        // A group's examples may show its subcommands; a command's show
+        // the command itself, as typed.
+        let subs = listed_commands(&help);
+        for line in &lines {
+            let line = line.trim_start();
+            assert!(
+                line.starts_with(typed.trim_end()) || line.contains(&format!("| {typed}")),
+                "`{typed} --help`: example {line:?} is not of this command"
+            );
+        }
+        for sub in subs {
+            let mut next = path.clone();
+            next.push(sub);
+            pending.push(next);
+        }
+        walked += 1;
+    }
+    // The commands of docker's CLI berth has, and their groups.
+    assert!(walked > 100, "only {walked} commands walked");
+}
+
+#[test]
+fn man_pages_carry_the_examples() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    berth(&["manpages", &dir.path().to_string_lossy()]);
+    let page = std::fs::read_to_string(dir.path().join("berth-context-create.1"))
+        .expect("berth-context-create.1");
+    assert!(page.contains("Examples:"), "{page}");
+    assert!(
+        page.contains("berth context create remote \\-\\-docker host=tcp://"),
+        "{page}"
+    );
+}

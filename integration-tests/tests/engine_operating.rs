@@ -1,5 +1,6 @@
 //! Operating berthd: `-H` listeners (unix, TCP, systemd's fd://), mutual TLS
-//! with the real docker CLI, daemon.json, and the Prometheus endpoints of
+//! with the real docker CLI and with berth (flags, environment, and a
+//! context both CLIs share), daemon.json, and the Prometheus endpoints of
 //! berthd and berth-supervisord, scraped and parsed with a text-format
 //! parser.
 //!
@@ -12,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration_tests::engine::{berthd_binary, busybox_tar, docker_binary, Berthd, DockerOutput};
+use integration_tests::engine::{
+    berth_binary, berthd_binary, busybox_tar, docker_binary, Berthd, DockerOutput,
+};
 use integration_tests::images::{image_set, push};
 use integration_tests::registry::{require_program, Auth, Registry};
 use integration_tests::require_root;
@@ -94,10 +97,27 @@ fn docker_input(
     args: &[&str],
     input: Option<&[u8]>,
 ) -> DockerOutput {
-    let mut cmd = Command::new(docker_binary());
+    cli_input(&docker_binary(), d, envs, args, input)
+}
+
+/// berth with no daemon preset, the same docker config directory as
+/// [`docker`]'s.
+fn berth(d: &Berthd, envs: &[(&str, String)], args: &[&str]) -> DockerOutput {
+    cli_input(&berth_binary(), d, envs, args, None)
+}
+
+fn cli_input(
+    program: &Path,
+    d: &Berthd,
+    envs: &[(&str, String)],
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> DockerOutput {
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .env("DOCKER_CONFIG", d.dir().join("docker-config"))
         .env_remove("DOCKER_HOST")
+        .env_remove("BERTH_HOST")
         .env_remove("DOCKER_CONTEXT")
         .env_remove("DOCKER_TLS_VERIFY")
         .env_remove("DOCKER_CERT_PATH");
@@ -260,6 +280,224 @@ fn mutual_tls_with_the_docker_cli() {
     assert_ne!(out.code, 0, "{out:?}");
     let log = d.log();
     assert!(log.contains("TLS handshake refused"), "{log}");
+}
+
+#[test]
+fn berth_over_mutual_tls_with_flags_environment_and_a_shared_context() {
+    require_root();
+    let certs = tempfile::tempdir().expect("test set-up");
+    let ca = Ca::new("berth test CA");
+    let other_ca = Ca::new("another CA");
+    let server = ca.sign(&["localhost", "127.0.0.1"], true, false);
+    let server_dir = write_cert_dir(&certs.path().join("server"), &ca.pem, &server);
+    let client_dir = write_cert_dir(
+        &certs.path().join("client"),
+        &ca.pem,
+        &ca.sign(&["client"], false, false),
+    );
+    let port = free_port();
+    let host = format!("tcp://127.0.0.1:{port}");
+    let d = Berthd::start_with_args(&[
+        "--bridge",
+        "none",
+        "-H",
+        &host,
+        "--tlsverify",
+        "--tlscacert",
+        &server_dir.join("ca.pem").to_string_lossy(),
+        "--tlscert",
+        &server_dir.join("cert.pem").to_string_lossy(),
+        "--tlskey",
+        &server_dir.join("key.pem").to_string_lossy(),
+    ]);
+    let file = |dir: &Path, f: &str| dir.join(f).to_string_lossy().into_owned();
+    // The flags, as a user types them.
+    let flags: Vec<String> = vec![
+        "--tlsverify".into(),
+        "--tlscacert".into(),
+        file(&client_dir, "ca.pem"),
+        "--tlscert".into(),
+        file(&client_dir, "cert.pem"),
+        "--tlskey".into(),
+        file(&client_dir, "key.pem"),
+        "-H".into(),
+        host.clone(),
+    ];
+    let with_flags = |args: &[&str], input: Option<&[u8]>| {
+        let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        cli_input(&berth_binary(), &d, &[], &all, input)
+    };
+    let out = with_flags(&["version", "--format", "{{.Server.APIVersion}}"], None).ok();
+    assert_eq!(out.stdout.trim(), berth_engine::API_VERSION);
+    let out = with_flags(&["run", "--rm", "busybox", "echo", "over tls"], None).ok();
+    assert_eq!(out.stdout, "over tls\n");
+    with_flags(
+        &["run", "-d", "--name", "long", "busybox", "sleep", "300"],
+        None,
+    )
+    .ok();
+    // The hijacked streams over TLS: exec and run with stdin, its end
+    // passed on (the write side closed) so `cat` ends.
+    let out = with_flags(
+        &["exec", "-i", "long", "sh", "-c", "cat; echo done"],
+        Some(b"through exec\n"),
+    )
+    .ok();
+    assert_eq!(out.stdout, "through exec\ndone\n");
+    let out = with_flags(
+        &["run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z"],
+        Some(b"attached\n"),
+    )
+    .ok();
+    assert_eq!(out.stdout, "ATTACHED\n");
+    // The environment, as scripts set it.
+    let env = vec![
+        ("DOCKER_HOST", host.clone()),
+        ("DOCKER_TLS_VERIFY", "1".to_string()),
+        (
+            "DOCKER_CERT_PATH",
+            client_dir.to_string_lossy().into_owned(),
+        ),
+    ];
+    let out = berth(&d, &env, &["ps", "--format", "{{.Names}}"]).ok();
+    assert_eq!(out.stdout, "long\n");
+
+    // Refused: the server's certificate checked against another CA; no
+    // client certificate; one from another CA.
+    let foreign_dir = write_cert_dir(
+        &certs.path().join("foreign"),
+        &other_ca.pem,
+        &other_ca.sign(&["client"], false, false),
+    );
+    for (what, args) in [
+        (
+            "server from an unknown CA",
+            vec!["--tlsverify", "--tlscacert", &file(&foreign_dir, "ca.pem")],
+        ),
+        (
+            "no client certificate",
+            vec!["--tlsverify", "--tlscacert", &file(&client_dir, "ca.pem")],
+        ),
+        (
+            "client from another CA",
+            vec![
+                "--tls",
+                "--tlscert",
+                &file(&foreign_dir, "cert.pem"),
+                "--tlskey",
+                &file(&foreign_dir, "key.pem"),
+            ],
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["-H", &host, "ps"]);
+        let out = berth(&d, &[], &all);
+        assert_ne!(out.code, 0, "{what}: {out:?}");
+        assert!(out.stdout.is_empty(), "{what}: {out:?}");
+        let err = out.stderr.to_lowercase();
+        assert!(
+            err.contains("certificate") || err.contains("alert"),
+            "{what}: {out:?}"
+        );
+    }
+    // Plain HTTP to the TLS port gets no answer it takes.
+    let out = berth(&d, &[], &["-H", &host, "ps"]);
+    assert_ne!(out.code, 0, "{out:?}");
+
+    // A context made by berth, used by berth and seen by docker.
+    let spec = format!(
+        "host={host},ca={},cert={},key={}",
+        file(&client_dir, "ca.pem"),
+        file(&client_dir, "cert.pem"),
+        file(&client_dir, "key.pem")
+    );
+    let out = berth(
+        &d,
+        &[],
+        &[
+            "context",
+            "create",
+            "tlsbox",
+            "--description",
+            "berthd over TLS",
+            "--docker",
+            &spec,
+        ],
+    )
+    .ok();
+    assert_eq!(out.stdout, "tlsbox\n");
+    assert!(
+        out.stderr.contains("Successfully created context"),
+        "{out:?}"
+    );
+    berth(&d, &[], &["context", "create", "tlsbox", "--docker", &spec])
+        .fails_with(1, "already exists");
+    let out = berth(
+        &d,
+        &[],
+        &["--context", "tlsbox", "ps", "--format", "{{.Names}}"],
+    )
+    .ok();
+    assert_eq!(out.stdout, "long\n");
+    let out = berth(
+        &d,
+        &[("DOCKER_CONTEXT", "tlsbox".into())],
+        &["exec", "long", "echo", "from DOCKER_CONTEXT"],
+    )
+    .ok();
+    assert_eq!(out.stdout, "from DOCKER_CONTEXT\n");
+    berth(&d, &[], &["-H", &host, "--context", "tlsbox", "ps"])
+        .fails_with(1, "either specify --host or --context");
+    berth(&d, &[], &["context", "use", "tlsbox"]).ok();
+    let out = berth(&d, &[], &["ps", "--format", "{{.Names}}"]).ok();
+    assert_eq!(out.stdout, "long\n");
+    let out = berth(&d, &[], &["context", "show"]).ok();
+    assert_eq!(out.stdout, "tlsbox\n");
+    // docker reads berth's store: the list, the current one, and the
+    // daemon through the context's TLS files.
+    let out = docker(
+        &d,
+        &[],
+        &[
+            "context",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Current}} {{.DockerEndpoint}} {{.Description}}",
+        ],
+    )
+    .ok();
+    assert!(
+        out.stdout
+            .contains(&format!("tlsbox true {host} berthd over TLS\n")),
+        "{}",
+        out.stdout
+    );
+    let out = docker(&d, &[], &["context", "inspect", "tlsbox"]).ok();
+    let berth_view = berth(&d, &[], &["context", "inspect", "tlsbox"]).ok();
+    assert_eq!(out.stdout, berth_view.stdout);
+    let out = docker(&d, &[], &["ps", "--format", "{{.Names}}"]).ok();
+    assert_eq!(out.stdout, "long\n");
+    // A context docker made, used by berth.
+    docker(
+        &d,
+        &[],
+        &["context", "create", "fromdocker", "--docker", &spec],
+    )
+    .ok();
+    let out = berth(
+        &d,
+        &[],
+        &["--context", "fromdocker", "ps", "--format", "{{.Names}}"],
+    )
+    .ok();
+    assert_eq!(out.stdout, "long\n");
+    // In use: removed only with -f, and then the default is current again.
+    berth(&d, &[], &["context", "rm", "tlsbox"]).fails_with(1, "in use");
+    berth(&d, &[], &["context", "rm", "-f", "tlsbox", "fromdocker"]).ok();
+    let out = docker(&d, &[], &["context", "show"]).ok();
+    assert_eq!(out.stdout, "default\n");
+    with_flags(&["rm", "-f", "long"], None).ok();
 }
 
 /// Runs berthd to its exit (it is expected to refuse to start).

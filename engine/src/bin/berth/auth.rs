@@ -50,13 +50,13 @@ fn server_key(server: Option<&str>) -> String {
     }
 }
 
-fn config_path() -> anyhow::Result<PathBuf> {
+pub(crate) fn config_path() -> anyhow::Result<PathBuf> {
     berth_client::docker_config::default_path().ok_or_else(|| {
         anyhow::anyhow!("no docker config file: neither DOCKER_CONFIG nor HOME is set")
     })
 }
 
-fn load_config(path: &PathBuf) -> anyhow::Result<Value> {
+pub(crate) fn load_config(path: &PathBuf) -> anyhow::Result<Value> {
     match std::fs::read(path) {
         Ok(text) => Ok(serde_json::from_slice(&text)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({"auths": {}})),
@@ -66,7 +66,7 @@ fn load_config(path: &PathBuf) -> anyhow::Result<Value> {
 
 /// Writes config.json as docker does (tab-indented, mode 0600), through a
 /// temporary file renamed over it.
-fn save_config(path: &PathBuf, config: &Value) -> anyhow::Result<()> {
+pub(crate) fn save_config(path: &PathBuf, config: &Value) -> anyhow::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

@@ -2,7 +2,8 @@
 //! prune`. Build: the context directory packed
 //! with its `.dockerignore` (the library's `build::context::pack`), sent to
 //! `POST /build` with the options as docker's legacy builder sends them,
-//! and the messages printed as they come (`-q`: the image id only).
+//! and the messages printed as they come (`-q`: the image id only), or,
+//! on a terminal, step by step (`output::build_progress`).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
@@ -42,8 +43,9 @@ pub struct BuildArgs {
     /// Always attempt to pull a newer version of the image
     #[arg(long)]
     pull: bool,
-    /// Type of progress output (auto, plain, tty, quiet)
-    #[arg(long, default_value = "auto")]
+    /// Type of progress output (auto, plain, tty, quiet): on a terminal
+    /// (auto, tty) the running step with a spinner, collapsed when done
+    #[arg(long, default_value = "auto", value_parser = ["auto", "plain", "tty", "quiet"])]
     progress: String,
     /// The build context: a directory, or "-" for a tar on stdin
     context: String,
@@ -138,8 +140,73 @@ pub async fn build(c: &Client, a: BuildArgs) -> anyhow::Result<()> {
         )
         .await?;
     let stdout = std::io::stdout();
+    let steps = match a.progress.as_str() {
+        "tty" => true,
+        "auto" => stdout.is_terminal() && !quiet,
+        _ => false,
+    };
+    if steps {
+        return render_steps(resp, stdout.lock()).await;
+    }
     let terminal = stdout.is_terminal() && a.progress != "plain";
     crate::image::render_stream(resp, stdout.lock(), terminal).await
+}
+
+/// The build stream drawn step by step for a terminal, the spinner turning
+/// between messages.
+async fn render_steps(
+    resp: hyper::Response<hyper::body::Incoming>,
+    out: impl std::io::Write,
+) -> anyhow::Result<()> {
+    use crate::output::build_progress::{BuildRenderer, TICK};
+    use crate::output::progress::Message;
+    use http_body_util::BodyExt;
+    let mut renderer = BuildRenderer::new(out, crate::output::terminal_width());
+    let mut body = resp.into_body();
+    let mut pending = Vec::new();
+    let mut failure = None;
+    let mut ticks = tokio::time::interval(TICK);
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            _ = ticks.tick() => {
+                renderer.tick();
+                continue;
+            }
+        };
+        let Some(frame) = frame else {
+            break;
+        };
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let line = line.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            let msg: Message = serde_json::from_slice(line)?;
+            if let Err(e) = renderer.message(&msg) {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    let rest = pending.trim_ascii();
+    if !rest.is_empty() {
+        let msg: Message = serde_json::from_slice(rest)?;
+        if let Err(e) = renderer.message(&msg) {
+            failure.get_or_insert(e);
+        }
+    }
+    match failure {
+        Some(e) => Err(StatusError::new(1, e).into()),
+        None => {
+            renderer.end();
+            Ok(())
+        }
+    }
 }
 
 /// Remove build cache

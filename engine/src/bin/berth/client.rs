@@ -1,10 +1,9 @@
-//! The Docker Engine API client: HTTP/1.1 over the daemon's unix socket,
+//! The Docker Engine API client: HTTP/1.1 over the daemon's unix socket or
+//! TCP (with TLS or without, `transport`),
 //! every path under the API version negotiated with `/_ping` (the lower of
 //! the daemon's and ours, as the docker CLI does), Docker's error bodies
 //! turned into "Error response from daemon: ..." errors, streamed bodies,
 //! and the connection upgrade of attach and exec.
-
-use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -12,8 +11,9 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
 use tokio::sync::OnceCell;
+
+use crate::transport::{ConnectError, Endpoint, Stream};
 
 /// The API version berth speaks.
 pub const API_VERSION: &str = berth_engine::API_VERSION;
@@ -22,14 +22,17 @@ pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("Cannot connect to the berth daemon at unix://{}. Is berthd running?", socket.display())]
+    #[error("Cannot connect to the berth daemon at {address}. Is berthd running?")]
     Connect {
-        socket: PathBuf,
+        address: String,
         /// Not shown: docker's message names no cause either.
         cause: std::io::Error,
     },
-    #[error("unsupported daemon address {0:?}: berth speaks to unix:// sockets")]
-    Address(String),
+    #[error("error during connect: TLS with {address}: {cause}")]
+    Tls {
+        address: String,
+        cause: std::io::Error,
+    },
     #[error("request to the daemon failed: {0}")]
     Http(#[from] hyper::Error),
     #[error("bad request: {0}")]
@@ -64,30 +67,10 @@ impl ClientError {
 /// The upgraded connection of attach and exec: raw bytes both ways.
 pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 
+#[derive(Clone)]
 pub struct Client {
-    socket: PathBuf,
+    endpoint: Endpoint,
     version: OnceCell<String>,
-}
-
-/// The daemon address: `-H`, then `BERTH_HOST`, then `DOCKER_HOST`, then
-/// the default socket.
-pub fn daemon_address(flag: Option<&str>) -> String {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    flag.map(str::to_string)
-        .or_else(|| env("BERTH_HOST"))
-        .or_else(|| env("DOCKER_HOST"))
-        .unwrap_or_else(|| format!("unix://{DEFAULT_SOCKET}"))
-}
-
-/// The socket path of a `unix://PATH` address (a bare absolute path too).
-pub fn socket_path(address: &str) -> Result<PathBuf, ClientError> {
-    if let Some(path) = address.strip_prefix("unix://") {
-        return Ok(PathBuf::from(path));
-    }
-    if address.starts_with('/') {
-        return Ok(PathBuf::from(address));
-    }
-    Err(ClientError::Address(address.to_string()))
 }
 
 /// `a` < `b` for dotted API versions.
@@ -97,28 +80,32 @@ pub fn version_less(a: &str, b: &str) -> bool {
 }
 
 impl Client {
-    pub fn new(socket: &Path) -> Client {
+    pub fn new(endpoint: Endpoint) -> Client {
         Client {
-            socket: socket.to_path_buf(),
+            endpoint,
             version: OnceCell::new(),
         }
     }
 
-    /// The daemon's socket.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// A byte stream to the daemon, for a request made by hand.
+    pub async fn connect_stream(&self) -> Result<Stream, ClientError> {
+        let address = || self.endpoint.url();
+        self.endpoint.connect().await.map_err(|e| match e {
+            ConnectError::Dial(cause) => ClientError::Connect {
+                address: address(),
+                cause,
+            },
+            ConnectError::Tls(cause) => ClientError::Tls {
+                address: address(),
+                cause,
+            },
+        })
     }
 
     async fn connect(
         &self,
     ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|cause| ClientError::Connect {
-                    socket: self.socket.clone(),
-                    cause,
-                })?;
+        let stream = self.connect_stream().await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
@@ -286,26 +273,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_daemon_is_found_by_flag_then_berth_host_then_docker_host() {
-        std::env::remove_var("BERTH_HOST");
-        std::env::remove_var("DOCKER_HOST");
-        assert_eq!(daemon_address(None), "unix:///run/berth/berth.sock");
-        std::env::set_var("DOCKER_HOST", "unix:///d.sock");
-        assert_eq!(daemon_address(None), "unix:///d.sock");
-        std::env::set_var("BERTH_HOST", "unix:///b.sock");
-        assert_eq!(daemon_address(None), "unix:///b.sock");
-        assert_eq!(daemon_address(Some("unix:///h.sock")), "unix:///h.sock");
-        std::env::remove_var("BERTH_HOST");
-        std::env::remove_var("DOCKER_HOST");
-    }
-
-    #[test]
-    fn addresses_and_versions() {
-        assert_eq!(
-            socket_path("unix:///tmp/d.sock").unwrap(),
-            PathBuf::from("/tmp/d.sock")
-        );
-        assert!(socket_path("tcp://1.2.3.4:2375").is_err());
+    fn versions_and_queries() {
         assert!(version_less("1.41", "1.51"));
         assert!(!version_less("1.51", "1.51"));
         assert!(version_less("1.9", "1.10"));

@@ -218,7 +218,8 @@ pub fn filters_json(filters: &[String]) -> anyhow::Result<Option<String>> {
 }
 
 /// Prints rows as `--format` asks (the command's default table when it
-/// asks for none), `headers` naming each field's column.
+/// asks for none, drawn for the terminal when stdout is one), `headers`
+/// naming each field's column.
 pub fn print_rows(
     format: Option<&str>,
     default_table: &str,
@@ -226,7 +227,16 @@ pub fn print_rows(
     headers: &[(&str, &str)],
 ) -> anyhow::Result<()> {
     let text = match template::kind(format) {
-        FormatKind::DefaultTable => Format::parse(default_table)?.render_rows(rows, headers)?,
+        FormatKind::DefaultTable => {
+            let table = Format::parse(default_table)?;
+            // On a terminal: bold, coloured and cut to its width.
+            match crate::output::style::terminal() {
+                Some(columns) => {
+                    crate::output::style::table(&table.render_unaligned(rows, headers)?, columns)
+                }
+                None => table.render_rows(rows, headers)?,
+            }
+        }
         FormatKind::Json => Format::parse("{{json .}}")?.render_rows(rows, headers)?,
         FormatKind::Template(t) => Format::parse(t)
             .map_err(|e| StatusError::new(1, e.to_string()))?

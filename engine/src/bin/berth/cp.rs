@@ -570,17 +570,10 @@ async fn put_stream(
     counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<()> {
     let version = c.version().await.map_err(daemon_error)?.to_string();
-    let stream = tokio::net::UnixStream::connect(c.socket())
+    let stream = c
+        .connect_stream()
         .await
-        .map_err(|_| {
-            StatusError::new(
-                1,
-                format!(
-                    "Cannot connect to the berth daemon at unix://{}. Is berthd running?",
-                    c.socket().display()
-                ),
-            )
-        })?;
+        .map_err(|e| StatusError::new(1, e.to_string()))?;
     let frames =
         futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), move |r| {
             r.map(|data| {

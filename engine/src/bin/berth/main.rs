@@ -1,7 +1,9 @@
 //! berth: the command line of berthd, and of any Docker Engine API. It is a
 //! client like the docker CLI: the same commands, flags, output and exit
-//! codes, over HTTP on the daemon's unix socket (`client`). One file per
-//! command group; `output` prints tables, templates and progress.
+//! codes, over HTTP on the daemon's unix socket or TCP with or without TLS
+//! (`client`, `transport`), the daemon chosen by `-H` or a context
+//! (`context`). One file per command group; `output` prints tables,
+//! templates and progress.
 
 mod auth;
 mod build;
@@ -9,7 +11,9 @@ mod client;
 mod common;
 mod completion;
 mod container;
+mod context;
 mod cp;
+mod examples;
 mod exec;
 mod healthopts;
 mod image;
@@ -22,6 +26,7 @@ mod stats;
 mod stream;
 mod system;
 mod terminal;
+mod transport;
 mod volume;
 
 use std::error::Error as _;
@@ -62,9 +67,28 @@ impl StatusError {
     disable_version_flag = true
 )]
 struct Cli {
+    /// Name of the context to use to connect to the daemon (overrides
+    /// DOCKER_HOST env var and default context set with "berth context use")
+    #[arg(short = 'c', long = "context")]
+    context: Option<String>,
     /// Daemon socket to connect to
     #[arg(short = 'H', long = "host", global = true)]
     host: Option<String>,
+    /// Use TLS; implied by --tlsverify
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    tls: Option<bool>,
+    /// Use TLS and verify the remote
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    tlsverify: Option<bool>,
+    /// Trust certs signed only by this CA
+    #[arg(long, value_name = "string")]
+    tlscacert: Option<std::path::PathBuf>,
+    /// Path to TLS certificate file
+    #[arg(long, value_name = "string")]
+    tlscert: Option<std::path::PathBuf>,
+    /// Path to TLS key file
+    #[arg(long, value_name = "string")]
+    tlskey: Option<std::path::PathBuf>,
     /// Print version information and quit
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
@@ -114,6 +138,9 @@ enum Command {
     /// Manage builds
     #[command(subcommand, name = "builder")]
     Builder(BuilderGroup),
+    /// Manage contexts
+    #[command(subcommand, name = "context")]
+    Context(context::ContextCommand),
     /// Generate the autocompletion script for the specified shell
     Completion(completion::CompletionArgs),
     /// Write a man page for every command into a directory
@@ -166,15 +193,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     // The commands that print what the command line itself is.
     let cli = match cli.command {
         Command::Completion(args) => {
-            return completion::completion(<Cli as clap::CommandFactory>::command(), args)
+            return completion::completion(
+                examples::add(<Cli as clap::CommandFactory>::command()),
+                args,
+            )
         }
         Command::Manpages(args) => {
-            return completion::manpages(<Cli as clap::CommandFactory>::command(), args)
+            return completion::manpages(
+                examples::add(<Cli as clap::CommandFactory>::command()),
+                args,
+            )
         }
         command => Cli { command, ..cli },
     };
-    let address = client::daemon_address(cli.host.as_deref());
-    let client = Client::new(&client::socket_path(&address)?);
+    let opts = context::ConnectOptions {
+        host: cli.host.clone(),
+        context: cli.context.clone(),
+        tls: cli.tls,
+        tlsverify: cli.tlsverify,
+        tlscacert: cli.tlscacert.clone(),
+        tlscert: cli.tlscert.clone(),
+        tlskey: cli.tlskey.clone(),
+    };
+    let cli = match cli.command {
+        Command::Context(cmd) => return context::run(cmd, &opts),
+        command => Cli { command, ..cli },
+    };
+    let client = Client::new(context::resolve_endpoint(&opts)?);
     let c = &client;
     match cli.command {
         Command::ContainerGroup(ContainerGroup::Container(
@@ -221,7 +266,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Commit(args) => build::commit(c, args).await,
         Command::History(args) => build::history(c, args).await,
         Command::Builder(BuilderGroup::Prune(args)) => build::builder_prune(c, args).await,
-        Command::Completion(_) | Command::Manpages(_) => unreachable!("answered above"),
+        Command::Completion(_) | Command::Manpages(_) | Command::Context(_) => {
+            unreachable!("answered above")
+        }
     }
 }
 
@@ -237,7 +284,13 @@ fn command_path(args: &[String]) -> (String, String, clap::Command) {
             skip_value = false;
             continue;
         }
-        if arg == "-H" || arg == "--host" {
+        // The global options that take a value (those before the command
+        // only, but for -H).
+        let top = matches!(
+            arg.as_str(),
+            "-c" | "--context" | "--tlscacert" | "--tlscert" | "--tlskey"
+        );
+        if arg == "-H" || arg == "--host" || (top && path.is_empty()) {
             skip_value = true;
             continue;
         }
@@ -350,7 +403,11 @@ fn usage_error(e: &clap::Error) -> (i32, String) {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = examples::add(Cli::command())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

@@ -287,9 +287,8 @@ fn spawn_resizer(c: &Client, path: String) {
         return;
     };
     // A client of its own: the task outlives the borrow of `c`.
-    let socket = c.socket().to_path_buf();
+    let c = c.clone();
     tokio::spawn(async move {
-        let c = Client::new(&socket);
         while winch.recv().await.is_some() {
             resize(&c, &path).await;
         }
@@ -308,15 +307,13 @@ fn spawn_signal_proxy(c: &Client, id: &str) {
         (SignalKind::user_defined1(), "SIGUSR1"),
         (SignalKind::user_defined2(), "SIGUSR2"),
     ];
-    let socket = c.socket().to_path_buf();
     for (kind, name) in kinds {
         let Ok(mut stream) = signal(kind) else {
             continue;
         };
         let path = format!("/containers/{id}/kill?signal={name}");
-        let socket = socket.clone();
+        let c = c.clone();
         tokio::spawn(async move {
-            let c = Client::new(&socket);
             while stream.recv().await.is_some() {
                 let _ = c.post(&path).await;
             }

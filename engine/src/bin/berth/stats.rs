@@ -82,9 +82,8 @@ pub async fn stats(c: &Client, a: StatsArgs) -> anyhow::Result<()> {
     // redrawn from the top of the screen, as docker does.
     let latest: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
     for t in &targets {
-        let (latest, socket, t) = (latest.clone(), c.socket().to_path_buf(), t.clone());
+        let (latest, c, t) = (latest.clone(), c.clone(), t.clone());
         tokio::spawn(async move {
-            let c = Client::new(&socket);
             let path = format!("/containers/{}/stats?stream=1", enc(&t));
             let Ok(resp) = c.send(Method::GET, &path, bytes::Bytes::new(), &[]).await else {
                 return;

@@ -135,12 +135,18 @@ async fn version(c: &Client, a: FormatArgs) -> anyhow::Result<()> {
         "Os": std::env::consts::OS,
         "Arch": berth_engine::go_arch(),
         "BuildTime": "",
-        "Context": "default",
+        "Context": crate::context::in_use(),
     });
-    let server: Option<Value> = match negotiated {
+    let mut server: Option<Value> = match negotiated {
         Ok(_) => Some(c.json(Method::GET, "/version", None).await?),
         Err(_) => None,
     };
+    // Templates see the Go field (APIVersion) of the JSON key ApiVersion.
+    if let Some(s) = server.as_mut().and_then(Value::as_object_mut) {
+        if let Some(v) = s.get("ApiVersion").cloned() {
+            s.insert("APIVersion".into(), v);
+        }
+    }
     if let Some(f) = a.format.as_deref() {
         client["Experimental"] = json!(true);
         return render_one(f, &json!({"Client": client, "Server": server}));
@@ -165,7 +171,7 @@ async fn version(c: &Client, a: FormatArgs) -> anyhow::Result<()> {
         std::env::consts::OS,
         berth_engine::go_arch()
     );
-    println!(" Context:           default");
+    println!(" Context:           {}", crate::context::in_use());
     let Some(s) = server else {
         return Err(negotiated_error(c).await);
     };

@@ -1,9 +1,12 @@
 //! Everything `berth` prints: docker's tables ([`table`]), `--format`
 //! templates ([`template`]), `docker inspect`'s JSON ([`json`]), pull and
-//! push progress ([`progress`]), and sizes and times ([`units`]).
+//! push progress ([`progress`]), sizes and times ([`units`]), and the
+//! looks of a table on a terminal ([`style`]).
 
+pub mod build_progress;
 pub mod json;
 pub mod progress;
+pub mod style;
 pub mod table;
 pub mod template;
 pub mod units;

@@ -81,6 +81,20 @@ impl Format {
         rows: &[serde_json::Value],
         headers: &[(&str, &str)],
     ) -> Result<String, TemplateError> {
+        let mut out = self.render_unaligned(rows, headers)?;
+        if self.table {
+            out = table::docker_align(&out);
+        }
+        Ok(out)
+    }
+
+    /// [`Format::render_rows`] before the columns are aligned: cells still
+    /// end at tabs.
+    pub fn render_unaligned(
+        &self,
+        rows: &[serde_json::Value],
+        headers: &[(&str, &str)],
+    ) -> Result<String, TemplateError> {
         let mut out = String::new();
         if self.table {
             let header: HashMap<String, Value> = headers
@@ -93,9 +107,6 @@ impl Format {
         for row in rows {
             out.push_str(&self.render(row)?);
             out.push('\n');
-        }
-        if self.table {
-            out = table::docker_align(&out);
         }
         Ok(out)
     }
