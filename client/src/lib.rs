@@ -15,6 +15,7 @@
 pub mod docker_config;
 pub mod reference;
 pub mod supervisor;
+pub mod trace;
 
 pub use docker_config::{
     docker_credentials, registry_host, AuthEntry, Credentials, DockerConfig, DockerConfigError,

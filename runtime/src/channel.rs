@@ -39,6 +39,9 @@ pub enum ToParent {
     /// listener follows on the channel (SCM_RIGHTS): hand it to the agent at
     /// `linux.seccomp.listenerPath`, then send `Proceed`.
     SeccompListener,
+    /// The init's step timings of a traced create (see [`crate::trace`]),
+    /// sent just before `Ready`.
+    Steps(Vec<crate::trace::Step>),
     /// Everything is set up; the process waits for start.
     Ready,
     Error(String),

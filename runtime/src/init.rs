@@ -22,6 +22,7 @@ use crate::process::{self, ProcessError};
 use crate::rootfs::{self, MountContext, RootfsError};
 use crate::state::{OciState, Status};
 use crate::sys;
+use crate::trace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -115,6 +116,8 @@ fn hook_state(cfg: &InitConfig<'_>, status: Status) -> Vec<u8> {
 }
 
 fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError> {
+    // The steps the runtime recorded before clone are its own to write.
+    drop(trace::take());
     let gate = std::mem::replace(&mut cfg.gate, Gate::Channel);
     let console = cfg.console.take();
     let _ = nix::sys::signal::sigprocmask(
@@ -125,6 +128,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     // Die with the runtime while setting up; cleared once we are ready.
     sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| InitError::Setup(e.to_string()))?;
     let host_pid = proceed(chan)?;
+    let step = trace::begin();
     let plan = cfg.plan;
     // The runtime makes the cgroup while we mount, unless we must join it
     // first: in a new user namespace while we still hold the host's ids
@@ -157,6 +161,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     if joined {
         enter_cgroup_namespace(plan, &mut cgroupns_made)?;
     }
+    let step = trace::end("init: namespaces entered", step);
     let process = cfg
         .spec
         .process()
@@ -222,6 +227,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     if !joined {
         join_cgroup(&cfg, chan)?;
     }
+    let step = trace::end("init: rootfs mounts and devices", step);
     // The root's descriptor must not outlive the mounts (CVE-2024-21626:
     // a process.cwd of /proc/self/fd/N would lead through it).
     drop(root_dir);
@@ -262,6 +268,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     } else {
         rootfs::pivot_root(cfg.rootfs)?;
     }
+    let step = trace::end("init: hooks, pivot_root", step);
     let mounts_proc = mounts
         .iter()
         .any(|m| m.destination() == Path::new("/proc") && m.typ().as_deref() == Some("proc"));
@@ -276,6 +283,7 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     if cfg.spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         rootfs::readonly_root()?;
     }
+    let step = trace::end("init: sysctls, masked and read-only paths", step);
     set_uts(cfg.spec, plan)?;
     if process.terminal() == Some(true) {
         attach_terminal(process, console.as_ref())?;
@@ -292,6 +300,9 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     drop(console);
     cfg.seccomp = hand_over_listener(cfg.seccomp, chan)?;
     sys::set_parent_death_signal(0).map_err(|e| InitError::Setup(e.to_string()))?;
+    if trace::end("init: hostname, terminal, rlimits, capabilities", step).is_some() {
+        chan.send(&ToParent::Steps(trace::take()))?;
+    }
     chan.send(&ToParent::Ready)?;
 
     // From here on errors go to whoever started us.

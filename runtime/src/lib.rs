@@ -21,6 +21,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;
+pub mod trace;
 
 /// The runtime-spec version this runtime implements.
 pub const OCI_VERSION: &str = "1.2.0";

@@ -521,7 +521,10 @@ fn main() {
     let has_log = log_file.is_some();
     logging::init(log_file, format, cli.debug);
     let status = failure_status(cli.command.as_ref());
-    match run(cli) {
+    berth_runtime::trace::init_from_env();
+    let result = run(cli);
+    berth_runtime::trace::write();
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             let msg = format!("{e:#}");

@@ -155,7 +155,9 @@ impl Client {
 
     /// Starts the container's process; its pid.
     pub fn start(&mut self) -> Result<i32, ClientError> {
-        Ok(self.call_as::<Started>(&Request::Start)?.pid)
+        Ok(self
+            .call_as::<Started>(&Request::Start { trace: false })?
+            .pid)
     }
 
     /// Signals the init (with `all`, every process of the container).

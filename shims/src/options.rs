@@ -6,7 +6,7 @@
 //!            --socket PATH --state-dir DIR [--log-file FILE]
 //!            [--log-max-size BYTES] [--log-max-files N] [--log-format json|cri]
 //!            [--no-log]
-//!            [--no-stdin] [--debug]
+//!            [--no-stdin] [--debug] [--trace]
 //! ```
 
 use std::ffi::OsString;
@@ -65,6 +65,9 @@ pub struct Options {
     /// Write debug messages to the shim's log (each request and runtime
     /// command with its duration).
     pub debug: bool,
+    /// Record the steps of the create (the shim's and the runtime's own)
+    /// for the `trace` request (`berth run --trace`).
+    pub trace: bool,
 }
 
 impl Options {
@@ -91,6 +94,7 @@ impl Options {
             no_log: false,
             no_stdin: false,
             debug: false,
+            trace: false,
         }
     }
 
@@ -116,6 +120,7 @@ impl Options {
         let mut no_log = false;
         let mut no_stdin = false;
         let mut debug = false;
+        let mut trace = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let text = arg.to_string_lossy().into_owned();
@@ -144,6 +149,10 @@ impl Options {
                 }
                 "--debug" if inline.is_none() => {
                     debug = true;
+                    continue;
+                }
+                "--trace" if inline.is_none() => {
+                    trace = true;
                     continue;
                 }
                 _ => return Err(OptionsError::Unknown(text)),
@@ -202,6 +211,7 @@ impl Options {
             no_log,
             no_stdin,
             debug,
+            trace,
         })
     }
 
@@ -234,6 +244,9 @@ impl Options {
         if self.no_stdin {
             args.push("--no-stdin".into());
         }
+        if self.trace {
+            args.push("--trace".into());
+        }
         if self.debug {
             args.push("--debug".into());
         }
@@ -265,6 +278,9 @@ mod tests {
         opts.log_max_files = 3;
         opts.no_stdin = true;
         opts.debug = true;
+        assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);
+        assert!(!opts.to_args().contains(&OsString::from("--trace")));
+        opts.trace = true;
         assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);
         opts.log_format = LogFormat::Cri;
         assert_eq!(Options::parse(opts.to_args()).unwrap(), opts);

@@ -76,8 +76,14 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exec_id: Option<String>,
     },
-    /// `berth-runtime start`: the init runs its process. Answers [`Started`].
-    Start,
+    /// `berth-runtime start`: the init runs its process. Answers [`Started`];
+    /// with `trace`, with the steps of the start (the shim's and the
+    /// runtime's own, see [`TraceSpan`]). A shim that predates `trace`
+    /// ignores it.
+    Start {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        trace: bool,
+    },
     /// Sends a signal (a number) to the init (with `all`, to every process
     /// of the container) or to an exec'd process.
     Kill {
@@ -155,6 +161,9 @@ pub enum Request {
     /// Reopens the container log at its path (after it was moved away:
     /// kubelet's rotation of a CRI log).
     ReopenLog,
+    /// The steps of the create recorded by a shim started with `--trace`,
+    /// once: [`Traced`].
+    Trace,
 }
 
 impl Request {
@@ -178,6 +187,7 @@ impl Request {
         "attach",
         "events",
         "reopen_log",
+        "trace",
     ];
 }
 
@@ -384,6 +394,33 @@ pub struct Done {}
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Started {
     pub pid: i32,
+    /// The steps of a traced start; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<TraceSpan>,
+}
+
+/// Answer to `trace`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traced {
+    pub spans: Vec<TraceSpan>,
+}
+
+/// The layer a [`TraceSpan`] was recorded in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceLayer {
+    Shim,
+    Runtime,
+}
+
+/// One timed step of a traced create or start, on `CLOCK_MONOTONIC`
+/// (nanoseconds), the clock every process on the host shares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceSpan {
+    pub layer: TraceLayer,
+    pub name: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
 }
 
 /// Answer to `pids`.
@@ -398,6 +435,40 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn trace_is_optional_both_ways() {
+        // An untraced start is the same line as before `trace` existed.
+        let start = Request::Start { trace: false };
+        assert_eq!(
+            serde_json::to_value(&start).unwrap(),
+            json!({"op": "start"})
+        );
+        let traced = Request::Start { trace: true };
+        let line = serde_json::to_string(&traced).unwrap();
+        assert_eq!(line, r#"{"op":"start","trace":true}"#);
+        // A shim that predates it (`Start` a unit variant) ignores the flag.
+        #[derive(Debug, PartialEq, Deserialize)]
+        #[serde(tag = "op", rename_all = "snake_case")]
+        enum Older {
+            Start,
+        }
+        assert_eq!(serde_json::from_str::<Older>(&line).unwrap(), Older::Start);
+        // And its answer, without spans, reads as an untraced one.
+        let started: Started = serde_json::from_str(r#"{"pid":7}"#).unwrap();
+        assert_eq!(started.trace, Vec::new());
+        assert_eq!(serde_json::to_value(&started).unwrap(), json!({"pid": 7}));
+        let span = TraceSpan {
+            layer: TraceLayer::Runtime,
+            name: "pivot_root".into(),
+            start_ns: 1,
+            end_ns: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&span).unwrap(),
+            json!({"layer": "runtime", "name": "pivot_root", "start_ns": 1, "end_ns": 2})
+        );
+    }
+
+    #[test]
     fn requests_have_the_documented_shape() {
         let kill = Request::Kill {
             signal: 15,
@@ -409,7 +480,7 @@ mod tests {
             json!({"op": "kill", "signal": 15, "all": true})
         );
         let parsed: Request = serde_json::from_str(r#"{"op":"start"}"#).unwrap();
-        assert_eq!(parsed, Request::Start);
+        assert_eq!(parsed, Request::Start { trace: false });
         let parsed: Request = serde_json::from_str(r#"{"op":"wait","exec_id":"e1"}"#).unwrap();
         assert_eq!(
             parsed,
@@ -439,7 +510,10 @@ mod tests {
 
     #[test]
     fn responses_are_ok_or_error() {
-        let ok = Response::ok(&Started { pid: 3 });
+        let ok = Response::ok(&Started {
+            pid: 3,
+            trace: Vec::new(),
+        });
         assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":{"pid":3}}"#);
         assert_eq!(
             serde_json::to_string(&Response::ok(&Done {})).unwrap(),

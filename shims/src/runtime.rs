@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
+use crate::protocol::{TraceLayer, TraceSpan};
 use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,12 @@ impl ProcessStdio {
 /// kills it: the shim serves nobody while it waits.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The environment variable naming the file berth-runtime appends its step
+/// timings to (JSON lines `{"name":…,"start_ns":…,"end_ns":…}`, on
+/// `CLOCK_MONOTONIC`). Set only for a traced create or start; other
+/// runtimes ignore it.
+pub const RUNTIME_TRACE_ENV: &str = "BERTH_RUNTIME_TRACE";
+
 /// The runtime binary with its global flags.
 #[derive(Clone, Debug)]
 pub struct RuntimeCli {
@@ -77,6 +84,8 @@ pub struct RuntimeCli {
     root: PathBuf,
     log: PathBuf,
     timeout: Duration,
+    /// Where the runtime writes its step timings, while tracing.
+    trace_file: Option<PathBuf>,
 }
 
 impl RuntimeCli {
@@ -86,7 +95,14 @@ impl RuntimeCli {
             root,
             log,
             timeout: COMMAND_TIMEOUT,
+            trace_file: None,
         }
+    }
+
+    /// Has the commands that follow write their step timings to `file`
+    /// ([`RUNTIME_TRACE_ENV`]), or not (`None`).
+    pub fn set_trace_file(&mut self, file: Option<PathBuf>) {
+        self.trace_file = file;
     }
 
     /// The same runtime with another deadline for its commands.
@@ -227,6 +243,9 @@ impl RuntimeCli {
             .arg("--log-format")
             .arg("json")
             .args(args);
+        if let Some(file) = &self.trace_file {
+            cmd.env(RUNTIME_TRACE_ENV, file);
+        }
         cmd
     }
 
@@ -397,6 +416,28 @@ impl RuntimeCli {
     }
 }
 
+/// The steps the runtime wrote to a trace file, which is removed. Lines
+/// that do not parse are skipped: a trace is never worth a failure.
+pub fn take_runtime_steps(file: &Path) -> Vec<TraceSpan> {
+    #[derive(serde::Deserialize)]
+    struct Step {
+        name: String,
+        start_ns: u64,
+        end_ns: u64,
+    }
+    let text = fs::read_to_string(file).unwrap_or_default();
+    let _ = fs::remove_file(file);
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Step>(l).ok())
+        .map(|s| TraceSpan {
+            layer: TraceLayer::Runtime,
+            name: s.name,
+            start_ns: s.start_ns,
+            end_ns: s.end_ns,
+        })
+        .collect()
+}
+
 /// How long a runtime command took, from spawn to exit (the benchmark's
 /// per-phase timing reads it from the shim's log).
 fn log_duration(command: &str, began: Instant) {
@@ -494,6 +535,34 @@ mod tests {
         fs::write(&path, format!("#!/bin/sh\nlog=\"$4\"; shift 6\n{body}\n")).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         RuntimeCli::new(path, dir.join("root"), dir.join("runtime.log"))
+    }
+
+    #[test]
+    fn a_traced_command_names_the_trace_file_and_its_steps_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = fake_runtime(
+            dir.path(),
+            r#"if [ -n "$BERTH_RUNTIME_TRACE" ]; then
+echo '{"name":"pivot_root","start_ns":10,"end_ns":20}' >> "$BERTH_RUNTIME_TRACE"
+echo 'not json' >> "$BERTH_RUNTIME_TRACE"; fi"#,
+        );
+        let file = dir.path().join("trace.json");
+        rt.run(&["start", "c1"]).unwrap();
+        assert!(!file.exists(), "untraced: no variable, no file");
+        rt.set_trace_file(Some(file.clone()));
+        rt.run(&["start", "c1"]).unwrap();
+        let steps = take_runtime_steps(&file);
+        assert_eq!(
+            steps,
+            vec![TraceSpan {
+                layer: TraceLayer::Runtime,
+                name: "pivot_root".into(),
+                start_ns: 10,
+                end_ns: 20,
+            }]
+        );
+        assert!(!file.exists());
+        assert!(take_runtime_steps(&file).is_empty());
     }
 
     #[test]

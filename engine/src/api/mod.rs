@@ -35,6 +35,7 @@ pub use error::ApiError;
 pub use version::ApiVersion;
 
 use crate::Engine;
+use berth_client::trace::{self, Layer};
 
 /// A response body: whole or streamed.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
@@ -211,6 +212,38 @@ pub fn empty(status: StatusCode) -> Reply {
     Ok(resp)
 }
 
+/// Hands a request to the file of its resource (`first`, the path's first
+/// segment).
+async fn dispatch(engine: &Arc<Engine>, first: &str, req: Req) -> Reply {
+    match first {
+        "_ping" | "version" | "info" | "events" | "system" | "auth" => {
+            system::handle(engine, req).await
+        }
+        "containers" => containers::handle(engine, req).await,
+        "exec" => exec::handle(engine, req).await,
+        "images" => images::handle(engine, req).await,
+        "networks" => networks::handle(engine, req).await,
+        "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => swarm::handle(&req),
+        "volumes" => volumes::handle(engine, req).await,
+        "build" | "commit" => build::handle(engine, req).await,
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+/// A path with its 64-hex ids cut to 12, as a trace shows it.
+fn short_ids(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.len() == 64 && seg.bytes().all(|b| b.is_ascii_hexdigit()) {
+                &seg[..12]
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Docker's error response.
 pub fn error_response(err: &ApiError) -> Response {
     let body = serde_json::json!({ "message": err.to_string() });
@@ -255,19 +288,22 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
     let method = req.method.clone();
     let path = req.path.clone();
     let began = std::time::Instant::now();
-    let result = match first.as_str() {
-        "_ping" | "version" | "info" | "events" | "system" | "auth" => {
-            system::handle(&engine, req).await
-        }
-        "containers" => containers::handle(&engine, req).await,
-        "exec" => exec::handle(&engine, req).await,
-        "images" => images::handle(&engine, req).await,
-        "networks" => networks::handle(&engine, req).await,
-        "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => swarm::handle(&req),
-        "volumes" => volumes::handle(&engine, req).await,
-        "build" | "commit" => build::handle(&engine, req).await,
-        _ => Err(ApiError::NoRoute),
+    // A traced request (`berth run --trace`): its phases, and the lower
+    // layers', go back in a response header.
+    let trace = req
+        .headers
+        .contains_key(trace::TRACE_HEADER)
+        .then(trace::Trace::default);
+    let work = async {
+        let _span = trace.is_some().then(|| {
+            trace::span(
+                Layer::Engine,
+                &format!("berthd {method} {}", short_ids(&path)),
+            )
+        });
+        dispatch(&engine, &first, req).await
     };
+    let result = trace::scope(trace.clone(), work).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {
@@ -279,6 +315,11 @@ pub async fn handle(engine: Arc<Engine>, mut request: hyper::Request<Incoming>) 
             error_response(&err)
         }
     };
+    if let Some(trace) = trace {
+        if let Ok(value) = HeaderValue::from_str(&trace::encode(&trace.take())) {
+            resp.headers_mut().insert(trace::TRACE_HEADER, value);
+        }
+    }
     tracing::debug!(%method, path, status = resp.status().as_u16(), micros = began.elapsed().as_micros() as u64, "request");
     crate::metrics::api_request(
         method.as_str(),

@@ -1,6 +1,7 @@
 //! [`Supervisor`] over gRPC, with `berth-client`: the supervisor's socket,
 //! the engine's namespace.
 
+use berth_client::trace::{self, Layer};
 use berth_client::Client;
 use berth_proto::containers::v1 as containers;
 use berth_proto::content::v1 as content;
@@ -71,7 +72,10 @@ impl Supervisor for Grpc {
         let req = images::GetImageRequest {
             name: name.to_string(),
         };
-        Box::pin(async move { Ok(self.leased().images().get(req).await?.into_inner()) })
+        Box::pin(async move {
+            let _span = trace::span(Layer::Engine, "gRPC Images/Get");
+            Ok(self.leased().images().get(req).await?.into_inner())
+        })
     }
 
     fn list_images(&self) -> BoxFuture<'_, Result<Vec<images::Image>>> {
@@ -205,7 +209,16 @@ impl Supervisor for Grpc {
         &self,
         req: containers::CreateContainerRequest,
     ) -> BoxFuture<'_, Result<containers::Container>> {
-        Box::pin(async move { Ok(self.leased().containers().create(req).await?.into_inner()) })
+        Box::pin(async move {
+            let _span = trace::span(Layer::Engine, "gRPC Containers/Create");
+            let resp = self
+                .leased()
+                .containers()
+                .create(trace::request(req))
+                .await?;
+            trace::absorb(resp.metadata());
+            Ok(resp.into_inner())
+        })
     }
 
     fn get_container(&self, id: &str) -> BoxFuture<'_, Result<containers::Container>> {
@@ -258,7 +271,12 @@ impl Supervisor for Grpc {
             log_max_files: opts.log_max_files,
             no_log: opts.no_log,
         };
-        Box::pin(async move { Ok(self.leased().tasks().create(req).await?.into_inner().pid) })
+        Box::pin(async move {
+            let _span = trace::span(Layer::Engine, "gRPC Tasks/Create");
+            let resp = self.leased().tasks().create(trace::request(req)).await?;
+            trace::absorb(resp.metadata());
+            Ok(resp.into_inner().pid)
+        })
     }
 
     fn start(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<u32>> {
@@ -267,7 +285,12 @@ impl Supervisor for Grpc {
             container_id,
             exec_id,
         };
-        Box::pin(async move { Ok(self.leased().tasks().start(req).await?.into_inner().pid) })
+        Box::pin(async move {
+            let _span = trace::span(Layer::Engine, "gRPC Tasks/Start");
+            let resp = self.leased().tasks().start(trace::request(req)).await?;
+            trace::absorb(resp.metadata());
+            Ok(resp.into_inner().pid)
+        })
     }
 
     fn get_task(&self, id: &str, exec_id: &str) -> BoxFuture<'_, Result<tasks::Process>> {

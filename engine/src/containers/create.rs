@@ -3,6 +3,7 @@
 //! /etc files), the supervisor's container (spec and snapshot), and the
 //! record, written last; on any failure what was made is undone.
 
+use berth_client::trace::{self, Layer};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -65,7 +66,10 @@ async fn create_reserved(
             "config cannot be empty in order to create a container".into(),
         ));
     }
+    let span = trace::span(Layer::Engine, "image resolved");
     let image = images::resolve(engine, &req.config.image).await?;
+    drop(span);
+    let span = trace::span(Layer::Engine, "config merged, volumes prepared");
     let config = super::spec::merge_image_config(&req.config, &image.config.config)?;
     let argv = super::spec::process::command(&config);
     validate_host_config(&req)?;
@@ -124,8 +128,11 @@ async fn create_reserved(
             source,
         });
     }
+    drop(span);
     let made = async {
+        let span = trace::span(Layer::Engine, "OCI spec built");
         let spec = super::runspec::container_spec(engine, &record, &image)?;
+        drop(span);
         let labels = std::collections::HashMap::from([(NAME_LABEL.to_string(), name.to_string())]);
         let request = pb::CreateContainerRequest {
             id: id.to_string(),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use berth_client::trace::{self, Layer};
 use nix::sys::signal::Signal;
 
 use super::create::{emit, emit_with};
@@ -72,6 +73,7 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
         no_log: log.kind == "none",
     };
     let sup = &engine.supervisor;
+    let span = trace::span(Layer::Engine, "volumes mounted, network attached");
     crate::volumes::mounts::on_start(engine, &record)?;
     if let Err(e) = crate::network::attach(engine, &record).await {
         crate::volumes::mounts::on_stop(engine, &record);
@@ -83,6 +85,7 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
         }
         return Err(ContainerError::Network(Box::new(e)));
     }
+    drop(span);
     // A task left by an exit not yet recorded goes first.
     let mut created = sup.create_task(id, opts.clone()).await;
     if let Err(BackendError::AlreadyExists(_)) = created {
@@ -91,7 +94,9 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
     }
     let started = match created {
         Ok(_) => {
+            let span = trace::span(Layer::Engine, "task output connected");
             c.pending.connect(engine, id).await;
+            drop(span);
             sup.start(id, "").await
         }
         Err(e) => Err(e),
@@ -125,6 +130,7 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
             });
         }
     };
+    let _span = trace::span(Layer::Engine, "state recorded, events sent");
     let health = super::health::at_start(c, c.record().state.health);
     c.update(|r| {
         let finished_at = r.state.finished_at;

@@ -19,6 +19,7 @@ use crate::namespaces::{self, Plan};
 use crate::spec::{self, SpecError};
 use crate::state::{self, Record, StateRoot, Status, EXEC_SOCKET};
 use crate::sys;
+use crate::trace;
 
 use super::supervise::{block_signals, supervise};
 use super::{
@@ -93,6 +94,7 @@ fn send_to_init(chan: &mut Channel, pid: i32, msg: &ToChild) -> Result<(), Conta
 
 impl Runtime {
     fn spawn(&self, opts: &CreateOptions, foreground: bool) -> Result<Spawned, ContainerError> {
+        let step = trace::begin();
         let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| SpecError::Read {
             path: opts.bundle.clone(),
             source: e,
@@ -116,6 +118,7 @@ impl Runtime {
             .as_ref()
             .map(crate::seccomp::compile)
             .transpose()?;
+        let step = trace::end("config loaded, seccomp compiled", step);
         let state_dir = self.root.claim(&opts.id)?;
         let mut guard = CreateGuard {
             root: &self.root,
@@ -162,6 +165,7 @@ impl Runtime {
         if early_cgroup {
             cgroup.create()?;
             cgroup.apply(&resources, &devices)?;
+            trace::end("state claimed, cgroup created, limits applied", step);
         } else {
             cgroup.create_unified()?;
         }
@@ -199,6 +203,7 @@ impl Runtime {
         // open its /proc/PID/exe (our binary) meanwhile.
         nix::sys::prctl::set_dumpable(false)
             .map_err(|e| io_err("make the runtime non-dumpable")(e.into()))?;
+        let step = trace::begin();
         let unified = open_unified(&cgroup);
         let (forked, in_unified) = sys::clone_process(
             flags.bits() as libc::c_ulong,
@@ -244,10 +249,16 @@ impl Runtime {
         if namespaces_made && plan.creates(LinuxNamespaceType::User) {
             write_id_maps(pid, &uid_maps, &gid_maps)?;
         }
+        // Ended before the init may go on, so its steps come after.
+        let step = trace::end("init cloned into its namespaces", step);
         send_to_init(&mut chan, pid, &ToChild::Proceed { host_pid: pid })?;
         if !early_cgroup {
             cgroup.create()?;
             cgroup.apply(&resources, &devices)?;
+            trace::end(
+                "cgroup created, limits applied (while the init mounts)",
+                step,
+            );
         }
         // The child moves itself into its cgroup (see Cgroup::join_self).
         send_to_init(&mut chan, pid, &ToChild::CgroupReady)?;
@@ -306,6 +317,7 @@ impl Runtime {
                         &ToChild::Proceed { host_pid: init_pid },
                     )?;
                 }
+                Some(ToParent::Steps(steps)) => trace::add(steps),
                 Some(ToParent::Ready) => break,
                 Some(ToParent::Error(msg)) => return Err(ContainerError::Init(msg)),
                 None => {
@@ -314,9 +326,11 @@ impl Runtime {
                 }
             }
         }
+        let step = trace::end("init set up (until it is ready)", step);
         record.pid = init_pid;
         record.pid_start = state::process_start_time(init_pid).unwrap_or(0);
         self.root.save(&record)?;
+        trace::end("state saved", step);
         if let Some(path) = &opts.pid_file {
             write_pid_file(path, init_pid)?;
         }
@@ -358,6 +372,7 @@ impl Runtime {
             }
             _ => return Err(ContainerError::CannotStart(status)),
         }
+        let step = trace::begin();
         let dir = self.root.dir(id);
         let dir_fd = open_dir(&dir)?;
         let path = socket_path(&dir_fd, &dir, EXEC_SOCKET);
@@ -371,9 +386,12 @@ impl Runtime {
             },
         })?;
         let _ = std::fs::remove_file(dir.join(EXEC_SOCKET));
+        let step = trace::end("state loaded, init reached", step);
         conn.write_all(b"s").map_err(io_err("signal start"))?;
         let mut reply = String::new();
+        // End of file: the socket closed on the init's execve.
         let _ = conn.read_to_string(&mut reply);
+        let step = trace::end("init released: seccomp, user, execve", step);
         if !reply.is_empty() {
             return Err(ContainerError::Init(reply));
         }
@@ -387,6 +405,7 @@ impl Runtime {
             let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
             return Err(e.into());
         }
+        trace::end("poststart hooks", step);
         Ok(())
     }
 

@@ -43,11 +43,13 @@ use crate::logfile::{LogFile, LogFileError, Stream};
 use crate::oom::{self, OomWatch};
 use crate::options::Options;
 use crate::process::{Key, Proc};
-use crate::protocol::{ExitInfo, Response, ShimEvent, FRAME_HEADER_LEN, MAX_FRAME_LEN};
+use crate::protocol::{
+    ExitInfo, Response, ShimEvent, TraceLayer, TraceSpan, FRAME_HEADER_LEN, MAX_FRAME_LEN,
+};
 use crate::record;
-use crate::runtime::{read_pid_file, ProcessStdio, RuntimeCli, RuntimeError};
+use crate::runtime::{read_pid_file, take_runtime_steps, ProcessStdio, RuntimeCli, RuntimeError};
 use crate::sys::{self, Watch};
-use crate::time::format_rfc3339;
+use crate::time::{format_rfc3339, now_ns};
 use conn::{exit_event, publish, Conn, Mode};
 pub use ops::RequestError;
 
@@ -82,6 +84,9 @@ pub(crate) const INIT_PID_FILE: &str = "init.pid";
 pub(crate) const RUNTIME_LOG_FILE: &str = "runtime.log";
 pub(crate) const SHIM_LOG_FILE: &str = "shim.log";
 pub(crate) const CONSOLE_SOCKET: &str = "console.sock";
+/// The runtime's step timings of a traced create or start, read back and
+/// removed once the command exits.
+pub(crate) const RUNTIME_TRACE_FILE: &str = "runtime-trace.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
@@ -158,12 +163,16 @@ pub struct Shim {
     oom: Option<OomWatch>,
     /// Set by delete and shutdown: flush the answers, then exit by then.
     exit_by: Option<Instant>,
+    /// The steps of a traced create (`--trace`), until a `trace` request
+    /// takes them.
+    trace: Vec<TraceSpan>,
 }
 
 impl Shim {
     /// Prepares the shim (subreaper, signals, control socket, log) and
     /// creates the container. `opts` paths must be absolute.
     pub fn start(opts: Options) -> Result<Self, ShimError> {
+        let began = opts.trace.then(now_ns);
         nix::sys::prctl::set_child_subreaper(true).map_err(ShimError::Subreaper)?;
         let mut mask = SigSet::empty();
         for signal in [
@@ -204,7 +213,16 @@ impl Shim {
         let bundle = opts.bundle.to_string_lossy().into_owned();
         let init = Proc::new(None, terminal, None);
         let mut shim = Shim::assemble(opts, bundle, runtime, Some(listener), signals, log, init);
-        if let Err(e) = shim.create_container() {
+        if let Some(began) = began {
+            shim.trace_span("shim set-up (signals, socket, log, stdio)", began);
+            shim.trace_runtime(true);
+        }
+        let created = shim.create_container();
+        if let Some(began) = began {
+            shim.trace_runtime(false);
+            shim.trace_span("shim start-up (set-up, container created)", began);
+        }
+        if let Err(e) = created {
             shim.remove_files();
             return Err(e);
         }
@@ -235,7 +253,31 @@ impl Shim {
             paused: false,
             oom: None,
             exit_by: None,
+            trace: Vec::new(),
             opts,
+        }
+    }
+
+    /// Records a step of the shim's own, from `start_ns` until now.
+    fn trace_span(&mut self, name: &str, start_ns: u64) {
+        self.trace.push(TraceSpan {
+            layer: TraceLayer::Shim,
+            name: name.to_string(),
+            start_ns,
+            end_ns: now_ns(),
+        });
+    }
+
+    /// Turns the runtime's step timings on for the commands that follow,
+    /// or off, taking the steps it wrote.
+    fn trace_runtime(&mut self, on: bool) {
+        let file = self.opts.state_dir.join(RUNTIME_TRACE_FILE);
+        if on {
+            self.runtime.set_trace_file(Some(file));
+        } else {
+            self.runtime.set_trace_file(None);
+            let steps = take_runtime_steps(&file);
+            self.trace.extend(steps);
         }
     }
 
@@ -251,6 +293,7 @@ impl Shim {
                 .map_err(ShimError::Stdio)?;
             (stdio, None)
         };
+        let began = self.opts.trace.then(now_ns);
         let pty = self
             .runtime
             .create(
@@ -264,6 +307,9 @@ impl Shim {
                 id: self.opts.id.clone(),
                 source,
             })?;
+        if let Some(began) = began {
+            self.trace_span("berth-runtime create (spawn to exit)", began);
+        }
         if let Some(master) = pty {
             self.init.attach_pty(master).map_err(ShimError::Stdio)?;
         }

@@ -17,12 +17,12 @@ use super::{Shim, CONSOLE_SOCKET};
 use crate::options::valid_id;
 use crate::process::{Key, Proc};
 use crate::protocol::{
-    Done, ErrorKind, ExitInfo, Pids, Request, Response, Started, Status, MAX_REQUEST_LEN,
+    Done, ErrorKind, ExitInfo, Pids, Request, Response, Started, Status, Traced, MAX_REQUEST_LEN,
 };
 use crate::record::RecordError;
 use crate::runtime::{read_pid_file, ProcessStdio, RuntimeError};
 use crate::sys;
-use crate::time::format_rfc3339;
+use crate::time::{format_rfc3339, now_ns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -169,7 +169,10 @@ impl Shim {
                 let state = proc.state(&id, &self.bundle, self.paused);
                 Ok(Reply::answer(&state))
             }
-            Request::Start => self.start_init(),
+            Request::Start { trace } => self.start_init(trace),
+            Request::Trace => Ok(Reply::answer(&Traced {
+                spans: std::mem::take(&mut self.trace),
+            })),
             Request::Kill {
                 signal,
                 all,
@@ -371,15 +374,27 @@ impl Shim {
         })
     }
 
-    pub(super) fn start_init(&mut self) -> Result<Reply, RequestError> {
+    pub(super) fn start_init(&mut self, trace: bool) -> Result<Reply, RequestError> {
         self.require_init(Status::Created, "cannot start")?;
-        self.runtime.run(&["start", &self.opts.id])?;
+        let began = trace.then(now_ns);
+        if trace {
+            // Steps of the create not taken are not this start's.
+            self.trace.clear();
+            self.trace_runtime(true);
+        }
+        let ran = self.runtime.run(&["start", &self.opts.id]);
+        if let Some(began) = began {
+            self.trace_runtime(false);
+            self.trace_span("berth-runtime start (spawn to exit)", began);
+        }
+        ran?;
         self.init.started = true;
         let pid = self.init.pid.unwrap_or_default();
         info!(pid, "container started");
         // Input and a close of stdin that came before the start.
         self.flush_stdin(&None);
-        Ok(Reply::answer(&Started { pid }))
+        let trace = std::mem::take(&mut self.trace);
+        Ok(Reply::answer(&Started { pid, trace }))
     }
 
     pub(super) fn kill(
@@ -548,7 +563,10 @@ impl Shim {
         info!(exec_id, pid, "exec'd process started");
         let key = Some(exec_id);
         self.flush_stdin(&key);
-        Ok(Reply::answer(&Started { pid }))
+        Ok(Reply::answer(&Started {
+            pid,
+            trace: Vec::new(),
+        }))
     }
 
     /// `berth-runtime delete --force`, then collects the init (killed by it

@@ -1,6 +1,7 @@
 //! The Containers service: decodes, calls `crate::containers`, encodes, and
 //! publishes `/containers/<create|update|delete>`.
 
+use berth_client::trace;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ impl pb::containers_server::Containers for Service {
         req: Request<pb::CreateContainerRequest>,
     ) -> Result<Response<pb::Container>, Status> {
         let ns = namespace(&req)?;
+        let trace = trace::from_metadata(req.metadata());
+        let began = trace.as_ref().map(|_| trace::now_ns());
         let r = req.into_inner();
         let new = NewContainer {
             id: r.id,
@@ -74,7 +77,17 @@ impl pb::containers_server::Containers for Service {
         let ns2 = ns.clone();
         let record = blocking(move || containers::create(&images, &ns2, new)).await?;
         self.container_event(&ns, "create", &id, &record);
-        Ok(Response::new(container_pb(id, record)))
+        let mut resp = Response::new(container_pb(id, record));
+        if let (Some(trace), Some(began)) = (&trace, began) {
+            trace.push(trace::Span {
+                layer: trace::Layer::Supervisor,
+                name: "Containers/Create (snapshot prepared, record written)".into(),
+                start_ns: began,
+                end_ns: trace::now_ns(),
+            });
+            trace::answer(&mut resp, trace);
+        }
+        Ok(resp)
     }
 
     async fn get(

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use berth_client::trace::{self, Layer};
 use berth_proto::tasks::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -69,6 +70,7 @@ type Result<T> = std::result::Result<Response<T>, Status>;
 impl pb::tasks_server::Tasks for Service {
     async fn create(&self, req: Request<pb::CreateTaskRequest>) -> Result<pb::CreateTaskResponse> {
         let ns = namespace(&req)?;
+        let trace = trace::from_metadata(req.metadata());
         let r = req.into_inner();
         let opts = CreateOptions {
             stdin: r.stdin,
@@ -79,22 +81,37 @@ impl pb::tasks_server::Tasks for Service {
             ..CreateOptions::default()
         };
         let (tasks, id) = (Arc::clone(&self.tasks), r.container_id.clone());
-        let pid = uncancelled(async move { tasks.create(&ns, &id, opts).await }).await?;
-        Ok(Response::new(pb::CreateTaskResponse {
+        let work = trace::scope(trace.clone(), async move {
+            let _span = trace::span(Layer::Supervisor, "Tasks/Create");
+            tasks.create(&ns, &id, opts).await
+        });
+        let pid = uncancelled(work).await?;
+        let mut resp = Response::new(pb::CreateTaskResponse {
             container_id: r.container_id,
             pid,
-        }))
+        });
+        if let Some(trace) = &trace {
+            trace::answer(&mut resp, trace);
+        }
+        Ok(resp)
     }
 
     async fn start(&self, req: Request<pb::StartRequest>) -> Result<pb::StartResponse> {
         let ns = namespace(&req)?;
+        let trace = trace::from_metadata(req.metadata());
         let r = req.into_inner();
         let tasks = Arc::clone(&self.tasks);
         let exec_id = exec_owned(r.exec_id);
-        let pid =
-            uncancelled(async move { tasks.start(&ns, &r.container_id, exec_id.as_deref()).await })
-                .await?;
-        Ok(Response::new(pb::StartResponse { pid }))
+        let work = trace::scope(trace.clone(), async move {
+            let _span = trace::span(Layer::Supervisor, "Tasks/Start");
+            tasks.start(&ns, &r.container_id, exec_id.as_deref()).await
+        });
+        let pid = uncancelled(work).await?;
+        let mut resp = Response::new(pb::StartResponse { pid });
+        if let Some(trace) = &trace {
+            trace::answer(&mut resp, trace);
+        }
+        Ok(resp)
     }
 
     async fn delete(&self, req: Request<pb::DeleteTaskRequest>) -> Result<pb::DeleteResponse> {

@@ -4,11 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use berth_client::trace::{self, Layer};
 use berth_shim::client::StateDir;
 use berth_shim::options::Options;
-use berth_shim::protocol::{ExitInfo, ProcessState, Request};
+use berth_shim::protocol::{ExitInfo, ProcessState, Request, TraceLayer, TraceSpan, Traced};
 
-use super::shim::ShimConn;
+use super::shim::{ShimConn, ShimError};
 use super::{
     blocking, bundle, shim_alive, CreateOptions, Exit, Slot, Task, TaskError, TaskStatus, Tasks,
     MAX_SOCKET_PATH, SHIM_CALL_TIMEOUT,
@@ -87,6 +88,7 @@ impl Tasks {
                 .map_err(|e| TaskError::Container(e.into()))?
         };
         let dir2 = dir.clone();
+        let bundle_span = trace::span(Layer::Supervisor, "bundle written, rootfs mounted");
         blocking(move || {
             bundle::write(&dir2, &spec)?;
             if let Err(e) = bundle::mount_rootfs(&dir2, &mounts) {
@@ -96,6 +98,7 @@ impl Tasks {
             Ok(())
         })
         .await?;
+        drop(bundle_span);
 
         let mut shim_opts = Options::new(runtime, self.runtime_root(ns), &dir, id, &socket, &dir);
         shim_opts.no_stdin = !opts.stdin;
@@ -105,6 +108,7 @@ impl Tasks {
         shim_opts.no_log = opts.no_log;
         shim_opts.log_format = opts.log_format;
         shim_opts.debug = tracing::enabled!(tracing::Level::DEBUG);
+        shim_opts.trace = trace::active();
         let started = self.start_shim(ns, id, &shim_opts).await;
         let pid = match started {
             Ok(pid) => pid,
@@ -128,6 +132,7 @@ impl Tasks {
         opts: &Options,
     ) -> Result<u32, TaskError> {
         let began = std::time::Instant::now();
+        let spawn_span = trace::span(Layer::Supervisor, "berth-shim run (until it serves)");
         let out = tokio::process::Command::new(&self.config.shim)
             .args(opts.to_args())
             // systemd's notification socket is the supervisor's alone.
@@ -141,6 +146,7 @@ impl Tasks {
                 id: id.to_string(),
                 reason: format!("run {}: {e}", self.config.shim.display()),
             })?;
+        drop(spawn_span);
         let micros = began.elapsed().as_micros() as u64;
         tracing::debug!(container = id, micros, "shim started");
         if !out.status.success() {
@@ -157,9 +163,17 @@ impl Tasks {
             });
         }
         let state = async {
+            let _span = trace::span(Layer::Supervisor, "shim state (the init's pid)");
             let mut conn = ShimConn::connect(&opts.socket).await?;
-            conn.call_as::<ProcessState>(&Request::State { exec_id: None })
-                .await
+            let state = conn
+                .call_as::<ProcessState>(&Request::State { exec_id: None })
+                .await?;
+            if opts.trace {
+                // The shim was started with --trace, so it knows `trace`.
+                let traced: Traced = conn.call_as(&Request::Trace).await?;
+                trace::extend(shim_spans(traced.spans));
+            }
+            Ok::<_, ShimError>(state)
         };
         match tokio::time::timeout(SHIM_CALL_TIMEOUT, state).await {
             Ok(Ok(state)) => Ok(state.pid.unwrap_or(0).max(0) as u32),
@@ -295,6 +309,22 @@ impl Tasks {
             Err(e) => tracing::warn!(container = id, error = %e, "run the runtime"),
         }
     }
+}
+
+/// The shim's spans (its own and the runtime's) as the trace carries them.
+pub(super) fn shim_spans(spans: Vec<TraceSpan>) -> Vec<trace::Span> {
+    spans
+        .into_iter()
+        .map(|s| trace::Span {
+            layer: match s.layer {
+                TraceLayer::Shim => Layer::Shim,
+                TraceLayer::Runtime => Layer::Runtime,
+            },
+            name: s.name,
+            start_ns: s.start_ns,
+            end_ns: s.end_ns,
+        })
+        .collect()
 }
 
 /// Copies a deleted task's shim log into the supervisor's (debug) log

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use berth_client::trace::{self, Layer};
 use berth_shim::protocol::{ExitInfo, Pids, ProcessState, Request, Started};
 use serde_json::Value;
 
@@ -23,7 +24,15 @@ impl Tasks {
         // queued after it.
         let _gate = task.starting.lock().await;
         let started: Started = match exec_id {
-            None => task.call_as(&Request::Start).await?,
+            None => {
+                let traced = trace::active();
+                let _span = trace::span(Layer::Supervisor, "shim start");
+                let mut started: Started = task.call_as(&Request::Start { trace: traced }).await?;
+                trace::extend(super::lifecycle::shim_spans(std::mem::take(
+                    &mut started.trace,
+                )));
+                started
+            }
             Some(e) => {
                 task.check_alive("cannot start a process in it")?;
                 task.call_as(&Request::StartExec {

@@ -5,6 +5,8 @@
 //! turned into "Error response from daemon: ..." errors, streamed bodies,
 //! and the connection upgrade of attach and exec.
 
+use berth_client::trace;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -154,8 +156,23 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
+        // `run --trace`: every request asks for the daemon's spans.
+        let traced = trace::active();
+        if traced {
+            req = req.header(trace::TRACE_HEADER, "1");
+        }
         let req = req.body(Full::new(body))?;
-        Ok(sender.send_request(req).await?)
+        let resp = sender.send_request(req).await?;
+        if traced {
+            if let Some(spans) = resp
+                .headers()
+                .get(trace::TRACE_HEADER)
+                .and_then(|v| trace::decode(v.as_bytes()).ok())
+            {
+                trace::extend(spans);
+            }
+        }
+        Ok(resp)
     }
 
     /// Sends a request under the negotiated version prefix; an error

@@ -4,6 +4,7 @@
 //! for its exit (`wait?condition=next-exit`, `removed` with `--rm`) before
 //! starting it, starts it, relays stdio, and exits with its code.
 
+use berth_client::trace::{self, Layer};
 use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::Value;
@@ -38,6 +39,10 @@ pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Print where the time of the run went, phase by phase through every
+    /// layer (CLI, berthd, supervisor, shim, runtime), to stderr
+    #[arg(long)]
+    pub trace: bool,
     #[command(flatten)]
     pub opts: ContainerOpts,
 }
@@ -61,6 +66,7 @@ pub struct AttachArgs {
 
 pub async fn run(c: &Client, cmd: RunCommand) -> anyhow::Result<()> {
     match cmd {
+        RunCommand::Run(a) if a.trace => run_traced(c, *a).await,
         RunCommand::Run(a) => run_container(c, *a).await,
         RunCommand::Create(a) => {
             let id = create(c, &a.opts, true)
@@ -166,6 +172,19 @@ pub fn check_tty_input(tty: bool, interactive: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `run --trace`: the run, then its phases from every layer on stderr, on
+/// one time base (CLOCK_MONOTONIC), whether the run succeeded or not.
+async fn run_traced(c: &Client, a: RunArgs) -> anyhow::Result<()> {
+    let collected = trace::Trace::default();
+    let result = trace::scope(Some(collected.clone()), async {
+        let _total = trace::span(Layer::Cli, "berth run");
+        run_container(c, a).await
+    })
+    .await;
+    eprint!("{}", trace::render(collected.take()));
+    result
+}
+
 async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
     let opts = &a.opts;
     if !a.detach {
@@ -175,13 +194,24 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         Some(k) => terminal::detach_keys(k).map_err(|e| usage_error("run", e.into()))?,
         None => DEFAULT_DETACH_KEYS.to_vec(),
     };
+    if trace::active() {
+        // The connection's first request, the API version's negotiation,
+        // timed on its own.
+        let _span = trace::span(Layer::Cli, "connect (API version)");
+        c.version()
+            .await
+            .map_err(|e| usage_error("run", e.into()))?;
+    }
+    let span = trace::span(Layer::Cli, "create");
     let id = create(c, opts, !a.detach)
         .await
         .map_err(|e| usage_error("run", e))?;
+    drop(span);
     if a.detach {
         // docker prints the id before starting, so it is shown even when
         // the start fails.
         println!("{id}");
+        let _span = trace::span(Layer::Cli, "start");
         c.post(&format!("/containers/{id}/start"))
             .await
             .map_err(start_error)?;
@@ -198,6 +228,7 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
     if let Some(k) = &opts.detach_keys {
         aq.push(("detachKeys", k.clone()));
     }
+    let span = trace::span(Layer::Cli, "attach");
     let conn = c
         .upgrade(
             Method::POST,
@@ -206,9 +237,11 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| usage_error("run", e.into()))?;
+    drop(span);
     // The wait is registered (its response headers back) before the start,
     // so a container that exits at once is not missed.
     let condition = if opts.rm { "removed" } else { "next-exit" };
+    let span = trace::span(Layer::Cli, "wait (registered)");
     let wait = c
         .send(
             Method::POST,
@@ -218,7 +251,15 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| usage_error("run", e.into()))?;
-    if let Err(e) = c.post(&format!("/containers/{id}/start")).await {
+    drop(span);
+    let span = trace::span(Layer::Cli, "start");
+    let started = c.post(&format!("/containers/{id}/start")).await;
+    drop(span);
+    let ran = trace::span(
+        Layer::Cli,
+        "the container runs: output relayed, exit waited for",
+    );
+    if let Err(e) = started {
         if opts.rm {
             let _ = c
                 .bytes(Method::DELETE, &format!("/containers/{id}?force=1"), None)
@@ -245,6 +286,7 @@ async fn run_container(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let code = exit_code(wait).await?;
+    drop(ran);
     if code == 0 {
         Ok(())
     } else {
