@@ -44,7 +44,10 @@ pub mod ports;
 pub mod services;
 pub mod settings;
 
-pub use endpoints::{attach, check_create, connect, disconnect, disconnect_gone, recover, release};
+pub use endpoints::{
+    attach, attach_unpublished, check_create, connect, disconnect, disconnect_gone, publish,
+    recover, release,
+};
 
 /// The default bridge's device unless berthd is told otherwise.
 pub const DEFAULT_BRIDGE: &str = "berth0";
