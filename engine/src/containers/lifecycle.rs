@@ -74,11 +74,11 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
     };
     let sup = &engine.supervisor;
     crate::volumes::mounts::on_start(engine, &record)?;
-    let record = &record;
+    let failed_record = &record;
     let network_failed = |e: NetworkError| async move {
-        crate::volumes::mounts::on_stop(engine, record);
+        crate::volumes::mounts::on_stop(engine, failed_record);
         // As for a failed task: an AutoRemove container goes.
-        if record.host_config.auto_remove {
+        if failed_record.host_config.auto_remove {
             if let Err(e) = remove_stopped(engine, c).await {
                 tracing::warn!(container = %id, error = %e, "remove after a failed start");
             }
