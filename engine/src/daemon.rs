@@ -363,7 +363,9 @@ async fn run_bound(
         tokio::spawn(crate::api::metrics::serve(engine.clone(), listener))
     });
     crate::listeners::notify_ready();
-    serve(engine, listeners, tls, shutdown).await;
+    serve(engine.clone(), listeners, tls, shutdown).await;
+    // Removed networks' bridges still going are gone before berthd is.
+    engine.networks.settle().await;
     if let Some(task) = metrics {
         task.abort();
     }

@@ -58,16 +58,21 @@ pub enum Table {
     Endpoints,
     /// An image made here (commit, build) to the image it was made on.
     ImageParents,
+    /// The bridge device of a removed network, until the device is gone
+    /// (it is deleted after `DELETE /networks` answers; a crash before
+    /// that leaves it here for the next start to delete).
+    RemovedBridges,
 }
 
 impl Table {
-    const ALL: [Table; 6] = [
+    const ALL: [Table; 7] = [
         Table::Containers,
         Table::Volumes,
         Table::BuildCache,
         Table::Networks,
         Table::Endpoints,
         Table::ImageParents,
+        Table::RemovedBridges,
     ];
 
     fn name(self) -> &'static str {
@@ -78,6 +83,7 @@ impl Table {
             Table::Networks => "networks",
             Table::Endpoints => "endpoints",
             Table::ImageParents => "image_parents",
+            Table::RemovedBridges => "removed_bridges",
         }
     }
 

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use berth_engine::state::{Store, Table};
 use integration_tests::engine::Berthd;
 use integration_tests::wait_until;
 use serde_json::{json, Value};
@@ -275,8 +276,102 @@ fn user_networks_with_given_subnets_addresses_and_options() {
         .fails_with(1, "has active endpoints");
     d.docker(&["rm", "-f", "cc", "ce"]).ok();
     d.docker(&["network", "rm", "n1"]).ok();
-    assert!(!links(&d).contains("br-test"), "{}", links(&d));
+    bridge_gone(&d, "br-test");
     assert_eq!(veths_settled(&d, 0), 0);
+}
+
+/// Waits for a removed network's bridge to go: berthd deletes it after
+/// the removal answered.
+fn bridge_gone(d: &Berthd, bridge: &str) {
+    let has = |l: &str| l.split(": ").nth(1).is_some_and(|n| n == bridge);
+    wait_until(&format!("{bridge} to go"), Duration::from_secs(10), || {
+        !links(d).lines().any(has)
+    });
+}
+
+#[test]
+fn a_removed_networks_bridge_goes_after_the_answer_and_after_a_crash() {
+    let mut d = start();
+    let create = |d: &Berthd, name: &str, bridge: &str, subnet: &str| {
+        d.docker(&[
+            "network",
+            "create",
+            "--subnet",
+            subnet,
+            "-o",
+            &format!("com.docker.network.bridge.name={bridge}"),
+            name,
+        ])
+        .ok();
+    };
+    // Made again at once, with the bridge's name and subnet: the new
+    // network waits for the old bridge to go, and keeps its own.
+    create(&d, "again", "br-again", "10.81.0.0/24");
+    d.docker(&["network", "rm", "again"]).ok();
+    create(&d, "again", "br-again", "10.81.0.0/24");
+    std::thread::sleep(Duration::from_millis(300));
+    let addr = d
+        .in_netns("ip")
+        .args(["-o", "-4", "addr", "show", "dev", "br-again"])
+        .output()
+        .expect("ip addr");
+    let addr = String::from_utf8_lossy(&addr.stdout);
+    assert!(addr.contains("10.81.0.1/24"), "{addr}\n{}", links(&d));
+    d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "again",
+        "busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        "10.81.0.1",
+    ])
+    .ok();
+    d.docker(&["network", "rm", "again"]).ok();
+    bridge_gone(&d, "br-again");
+
+    // A crash between the answer and the deletion: the next start deletes
+    // the bridge its tombstone names, unless a network has that bridge.
+    create(&d, "kept", "br-kept", "10.82.0.0/24");
+    assert!(d.stop().is_some_and(|s| s.success()), "{}", d.log());
+    let ip = |args: &[&str]| {
+        let ok = d.in_netns("ip").args(args).status().expect("ip");
+        assert!(ok.success(), "ip {args:?}");
+    };
+    ip(&["link", "add", "br-tomb", "type", "bridge"]);
+    ip(&["addr", "add", "10.83.0.1/24", "dev", "br-tomb"]);
+    let database = d.data_root().join("engine/engine.redb");
+    let tombstones = |add: bool| {
+        let store = Store::open(&database).expect("the engine's database");
+        if add {
+            for bridge in ["br-tomb", "br-kept"] {
+                store
+                    .put(
+                        Table::RemovedBridges,
+                        bridge,
+                        &"a removed network".to_string(),
+                    )
+                    .unwrap();
+            }
+        }
+        store.list::<String>(Table::RemovedBridges).unwrap().len()
+    };
+    assert_eq!(tombstones(true), 2);
+    d.spawn();
+    assert!(links(&d).contains("br-kept"), "{}", links(&d));
+    bridge_gone(&d, "br-tomb");
+    d.docker(&["run", "--rm", "--network", "kept", "busybox", "true"])
+        .ok();
+    assert!(d.stop().is_some_and(|s| s.success()), "{}", d.log());
+    assert_eq!(
+        tombstones(false),
+        0,
+        "the tombstones are gone with the bridge"
+    );
 }
 
 fn inspect_network(d: &Berthd, name: &str) -> Value {

@@ -346,8 +346,12 @@ fn ipv6_networks_give_addresses_routes_and_rules() {
     d.docker(&["network", "rm", "n6", "four"]).ok();
     let rules = in_ns(&d, "ip6tables-save", &[]);
     assert!(!rules.contains("BERTH"), "{rules}");
-    let links = in_ns(&d, "ip", &["-o", "link"]);
-    assert!(!links.contains(&bridge), "{links}");
+    // The bridge goes after the removal answered.
+    integration_tests::wait_until(
+        "the IPv6 network's bridge to go",
+        std::time::Duration::from_secs(10),
+        || !in_ns(&d, "ip", &["-o", "link"]).contains(&bridge),
+    );
 }
 
 #[test]

@@ -208,6 +208,7 @@ fn berth_run_trace_prints_every_layer_nested_within_the_total() {
             "supervisor berth-shim run (until it serves)".into(),
             "supervisor Tasks/Create".into(),
             "engine gRPC Tasks/Create".into(),
+            "engine task created, ports published".into(),
             format!("engine {}", start_request.phase),
             "cli start".into(),
             "cli berth run".into(),

@@ -14,6 +14,7 @@ use super::record::{RunState, Status};
 use super::{Container, ContainerError, Result};
 use crate::backend::{BackendError, TaskOptions};
 use crate::names;
+use crate::network::NetworkError;
 use crate::Engine;
 
 /// A container's log is bounded unless its options say otherwise: this
@@ -75,22 +76,41 @@ pub(crate) async fn start_task(engine: &Engine, c: &Arc<Container>) -> Result<()
     let sup = &engine.supervisor;
     let span = trace::span(Layer::Engine, "volumes mounted, network attached");
     crate::volumes::mounts::on_start(engine, &record)?;
-    if let Err(e) = crate::network::attach(engine, &record).await {
-        crate::volumes::mounts::on_stop(engine, &record);
+    let failed_record = &record;
+    let network_failed = |e: NetworkError| async move {
+        crate::volumes::mounts::on_stop(engine, failed_record);
         // As for a failed task: an AutoRemove container goes.
-        if record.host_config.auto_remove {
+        if failed_record.host_config.auto_remove {
             if let Err(e) = remove_stopped(engine, c).await {
                 tracing::warn!(container = %id, error = %e, "remove after a failed start");
             }
         }
-        return Err(ContainerError::Network(Box::new(e)));
+        ContainerError::Network(Box::new(e))
+    };
+    if let Err(e) = crate::network::attach_unpublished(engine, &record).await {
+        return Err(network_failed(e).await);
     }
     drop(span);
-    // A task left by an exit not yet recorded goes first.
-    let mut created = sup.create_task(id, opts.clone()).await;
-    if let Err(BackendError::AlreadyExists(_)) = created {
-        let _ = sup.delete_task(id).await;
-        created = sup.create_task(id, opts).await;
+    // The task is made while the ports are published: neither needs the
+    // other, and the process runs only at the task's start, after both.
+    let create = async {
+        // A task left by an exit not yet recorded goes first.
+        let mut created = sup.create_task(id, opts.clone()).await;
+        if let Err(BackendError::AlreadyExists(_)) = created {
+            let _ = sup.delete_task(id).await;
+            created = sup.create_task(id, opts).await;
+        }
+        created
+    };
+    let span = trace::span(Layer::Engine, "task created, ports published");
+    let (created, published) = tokio::join!(create, crate::network::publish(engine, &record));
+    drop(span);
+    if let Err(e) = published {
+        // (`publish` released the network)
+        if created.is_ok() {
+            let _ = sup.delete_task(id).await;
+        }
+        return Err(network_failed(e).await);
     }
     let started = match created {
         Ok(_) => {

@@ -122,7 +122,14 @@ pub async fn exited(
         }
     })
     .await;
-    let (status, at) = match engine.supervisor.delete_task(&c.id).await {
+    // The task (its shim, runtime state and rootfs mount) and the network
+    // (namespace, published ports, addresses) go together: neither needs
+    // the other, and both are done before the exit is recorded.
+    let (deleted, ()) = tokio::join!(
+        engine.supervisor.delete_task(&c.id),
+        crate::network::release(engine, &c.id)
+    );
+    let (status, at) = match deleted {
         Ok(resp) => {
             let at = resp
                 .exited_at
@@ -136,7 +143,6 @@ pub async fn exited(
             (status, at)
         }
     };
-    crate::network::release(engine, &c.id).await;
     let auto_remove = c.record().host_config.auto_remove;
     // An AutoRemove container's exit is not written: its record goes next
     // (and after a crash in between, recovery finds no task and removes it).

@@ -171,9 +171,30 @@ fn requested_ip6(settings: &EndpointSettings) -> Result<Option<Ipv6Addr>> {
     }
 }
 
-/// Makes the container's namespace and joins its networks; on failure
-/// nothing is left.
+/// Makes the container's namespace, joins its networks and publishes its
+/// ports; on failure nothing is left.
 pub async fn attach(engine: &Engine, record: &ContainerRecord) -> Result<()> {
+    attach_unpublished(engine, record).await?;
+    publish(engine, record).await
+}
+
+/// Publishes the ports of a container [`attach_unpublished`] attached (a
+/// start does it while the supervisor makes the task: the rules are in
+/// place before the process runs); on failure its network is released.
+pub async fn publish(engine: &Engine, record: &ContainerRecord) -> Result<()> {
+    let began = Instant::now();
+    if let Err(e) = super::services::publish(engine, record).await {
+        release(engine, &record.id).await;
+        return Err(e);
+    }
+    let publish_us = began.elapsed().as_micros() as u64;
+    tracing::debug!(container = %record.id, publish_us, "ports published");
+    Ok(())
+}
+
+/// [`attach`] but for the published ports ([`publish`]); on failure
+/// nothing is left.
+pub async fn attach_unpublished(engine: &Engine, record: &ContainerRecord) -> Result<()> {
     let nets = &engine.networks;
     // First: the spec's files are written again with it.
     super::links::apply(engine, record).await?;
@@ -206,7 +227,6 @@ pub async fn attach(engine: &Engine, record: &ContainerRecord) -> Result<()> {
     }
     let endpoints_us = began.elapsed().as_micros() as u64 - netns_us;
     let services = async {
-        super::services::publish(engine, record).await?;
         super::services::start_dns(engine, record).await?;
         super::files::write_for_start(engine, record)
     };

@@ -23,6 +23,8 @@ impl Networks {
     ) -> Result<NetworkRecord> {
         let live = self.must_live()?;
         let _op = self.op.lock().await;
+        // A bridge still going may have this one's name or subnet.
+        self.settle().await;
         if req.name.is_empty() {
             return Err(NetworkError::InvalidConfig("network name is empty".into()));
         }
@@ -276,17 +278,28 @@ impl Networks {
                 id: net.id,
             });
         }
-        if let Some(live) = self.live() {
+        let live = self.live();
+        if let Some(live) = live {
             if let Some(rules) = super::services::rules_of(&net) {
                 live.services.firewall.teardown_network(&rules).await?;
             }
             if let Some(rules6) = super::services::rules_of6(&net) {
                 live.services.firewall6.teardown_network(&rules6).await?;
             }
-            live.netlink.delete(&net.bridge).await?;
+        }
+        // The bridge is deleted after the answer (see
+        // `delete_bridge_later`); its tombstone is durable with the
+        // record's removal, for a start after a crash to finish it.
+        let bridge = live.filter(|_| !net.bridge.is_empty());
+        if bridge.is_some() {
+            self.store
+                .put_deferred(Table::RemovedBridges, &net.bridge, &net.id)?;
         }
         self.store.delete(Table::Networks, &net.id)?;
         self.reg().nets.remove(&net.id);
+        if let Some(live) = bridge {
+            self.delete_bridge_later(live, net.bridge.clone());
+        }
         tracing::info!(network = %net.id, name = %net.name, "network removed");
         emit(events, &net, "destroy", None);
         Ok(())

@@ -44,7 +44,10 @@ pub mod ports;
 pub mod services;
 pub mod settings;
 
-pub use endpoints::{attach, check_create, connect, disconnect, disconnect_gone, recover, release};
+pub use endpoints::{
+    attach, attach_unpublished, check_create, connect, disconnect, disconnect_gone, publish,
+    recover, release,
+};
 
 /// The default bridge's device unless berthd is told otherwise.
 pub const DEFAULT_BRIDGE: &str = "berth0";
@@ -304,6 +307,9 @@ pub struct Networks {
     live: OnceLock<Live>,
     /// One change of the kernel's or the registry's networks at a time.
     pub(crate) op: tokio::sync::Mutex<()>,
+    /// The deletions of removed networks' bridges still under way (see
+    /// [`Networks::settle`]).
+    removing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// What `POST /networks/create` is given.
@@ -360,6 +366,7 @@ impl Networks {
             reg: Arc::new(Mutex::new(reg)),
             live: OnceLock::new(),
             op: tokio::sync::Mutex::new(()),
+            removing: Mutex::new(Vec::new()),
         })
     }
 
@@ -465,12 +472,68 @@ impl Networks {
             (OPT_MTU.into(), "1500".into()),
         ]);
         self.put(bridge.clone())?;
+        self.delete_removed_bridges(&netlink).await?;
         for net in self.list() {
             if net.driver == Driver::Bridge {
                 self.ensure_device(&net).await?;
             }
         }
         Ok(())
+    }
+
+    /// The bridges of networks removed before a crash (or a kill) let
+    /// their deletion finish, unless a network has the name again.
+    async fn delete_removed_bridges(&self, netlink: &netlink::Netlink) -> Result<()> {
+        for (bridge, _) in self.store.list::<String>(Table::RemovedBridges)? {
+            let in_use = self.reg().nets.values().any(|n| n.bridge == bridge);
+            if !in_use {
+                if let Err(e) = netlink.delete(&bridge).await {
+                    tracing::warn!(bridge, error = %e, "delete a removed network's bridge");
+                    continue;
+                }
+                tracing::info!(bridge, "removed network's bridge deleted");
+            }
+            self.store.delete_deferred(Table::RemovedBridges, &bridge)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a removed network's bridge after the removal answered: the
+    /// kernel takes tens of milliseconds to let go of a device (longer
+    /// while it destroys the namespaces of containers that just stopped,
+    /// as after `docker compose down`), and the network is gone for every
+    /// client already. Its tombstone in the database (written with the
+    /// record's removal) goes with it.
+    fn delete_bridge_later(&self, live: &Live, bridge: String) {
+        let netlink = live.netlink.clone();
+        let store = self.store.clone();
+        let task = tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            match netlink.delete(&bridge).await {
+                Ok(()) => {
+                    let micros = began.elapsed().as_micros() as u64;
+                    tracing::debug!(bridge, micros, "removed network's bridge deleted");
+                    if let Err(e) = store.delete_deferred(Table::RemovedBridges, &bridge) {
+                        tracing::warn!(bridge, error = %e, "forget a deleted bridge");
+                    }
+                }
+                Err(e) => tracing::warn!(bridge, error = %e, "delete a removed network's bridge"),
+            }
+        });
+        let mut removing = self.removing.lock().unwrap_or_else(|p| p.into_inner());
+        removing.retain(|t| !t.is_finished());
+        removing.push(task);
+    }
+
+    /// Waits for the bridges of removed networks to be gone: before a
+    /// network is made (its bridge may have the same name or subnet as one
+    /// going, and its subnet is chosen among the host's routes), and before
+    /// berthd exits.
+    pub async fn settle(&self) {
+        let tasks = std::mem::take(&mut *self.removing.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 
     fn predefined(
