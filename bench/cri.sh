@@ -10,6 +10,8 @@
 #      up is `crictl run` (RunPodSandbox + CreateContainer + StartContainer),
 #      down is `crictl rmp -f` (StopPodSandbox + RemovePodSandbox, the
 #      container with it). Target: berth <= 0.3 x containerd (up + down).
+#      Before them, `crictl version` ROUNDS times: crictl's own fixed cost
+#      per invocation, which every figure includes.
 #   2. PODS pods at once (`crictl run` in parallel), then all removed: the
 #      time until every one runs, and the peak resident memory of the
 #      daemon and its shims while they run (sampled every 20 ms).
@@ -232,6 +234,15 @@ EOF
     pod=$(cri runp "$tmp/cfg/pod-warm.json")
     cri rmp -f "$pod" >/dev/null
 
+    # crictl's fixed cost per invocation (its start, the connection, one
+    # trivial call): part of every figure below, for both runtimes alike.
+    for ((i = 1; i <= rounds; i++)); do
+        t0=$(now_us)
+        cri version >/dev/null
+        t1=$(now_us)
+        printf '%s\tcrictl_version\t%s\n' "$system" "$(((t1 - t0) / 1000))" >>"$results"
+    done
+
     say "$system: $rounds pods up and down, one at a time"
     for ((i = 1; i <= rounds; i++)); do
         configs "$i"
@@ -289,7 +300,7 @@ for system, fig, v in rows:
     vals.setdefault(system, {}).setdefault(fig, []).append(float(v))
 med = {s: {f: statistics.median(v) for f, v in figs.items()} for s, figs in vals.items()}
 for s, f in med.items():
-    print(f"{s:<11} pod up {f['up']:7.1f} ms  down {f['down']:7.1f} ms  "
+    print(f"{s:<11} crictl version {f['crictl_version']:5.1f} ms  pod up {f['up']:7.1f} ms  down {f['down']:7.1f} ms  "
           f"{pods} at once: up {f['many_up']:7.0f} ms, down {f['many_down']:7.0f} ms, "
           f"peak memory {f['many_peak_kib'] / 1024:6.1f} MiB")
 ratios = {}
