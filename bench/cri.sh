@@ -26,6 +26,9 @@
 #   BERTH_SUPERVISORD  berth-supervisord (default target/release/...); its
 #                      pause binary is taken from the same build's out dir
 #   CRICTL             crictl (default: unpacked from ../shared/tools)
+#   BERTH_DEBUG        non-empty: berth-supervisord runs with --debug (each
+#                      CRI call and a pod start's parts timed in its log)
+# Each daemon's log is kept beside BENCH_OUT (cri-<system>-daemon.log).
 # Needs root, docker-registry, umoci, skopeo, busybox-static, containerd,
 # runc and containernetworking-plugins.
 set -euo pipefail
@@ -191,7 +194,7 @@ run_system() { # SYSTEM
     berth)
         nsenter --net="$netns" -- "$supervisord" --root "$d/r" --state "$tmp/bs" --address "$d/sup.sock" \
             --cri-address "$d/cri.sock" --registry-config-dir "$tmp/certs.d" --cni-conf-dir "$d/net.d" \
-            --cni-bin-dir /usr/lib/cni >"$d/daemon.log" 2>&1 &
+            --cni-bin-dir /usr/lib/cni ${BERTH_DEBUG:+--debug} >"$d/daemon.log" 2>&1 &
         daemon_pid=$!
         sock=$d/cri.sock
         patterns=("$supervisord .*--root $d/r" "berth-shim .*$tmp/bs")
@@ -280,6 +283,8 @@ EOF
     t1=$(now_us)
     printf '%s\tmany_down\t%s\n' "$system" "$(((t1 - t0) / 1000))" >>"$results"
     stop_daemon
+    mkdir -p "$(dirname "$out")"
+    cp "$d/daemon.log" "$(dirname "$out")/cri-$system-daemon.log"
     # containerd's shims outlive it.
     for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $d/containerd.sock" || true); do kill -9 "$p" 2>/dev/null || true; done
 }

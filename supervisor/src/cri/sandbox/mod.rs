@@ -374,12 +374,15 @@ pub async fn run(
     }
 }
 
+/// A started pod's pause pid and CNI result; or why it failed, with the
+/// CNI result when the ADD succeeded (for the undoing DEL).
+type Started = Result<(u32, Option<serde_json::Value>), (SandboxError, Option<serde_json::Value>)>;
+
 /// The steps of a run after the record: the pod's files, shm and network
 /// namespace; then CNI ADD and the pause task (created and started) at
 /// once, as neither needs the other (the pause joins the pinned
 /// namespace, the plugins work in it). The pause's pid and the ADD's
 /// result; on failure, the ADD's result too when it succeeded.
-#[allow(clippy::type_complexity)]
 async fn start(
     cri: &Cri,
     id: &str,
@@ -387,7 +390,7 @@ async fn start(
     record: &SandboxRecord,
     modes: NamespaceModes,
     network: Option<&cni::Network>,
-) -> Result<(u32, Option<serde_json::Value>), (SandboxError, Option<serde_json::Value>)> {
+) -> Started {
     let (dir, config2) = (record.dir.clone(), config.clone());
     let shm = record.shm.clone();
     let netns = record.network.netns.clone();
@@ -403,13 +406,16 @@ async fn start(
     })
     .await
     .map_err(|e| (e, None))?;
+    // How long each part takes, for --debug: what a pod's start costs.
+    let t0 = std::time::Instant::now();
     let add = async {
-        match (&record.network.netns, network) {
+        let added = match (&record.network.netns, network) {
             (Some(netns), Some(network)) => {
                 add_network(cri, id, config, netns, network).await.map(Some)
             }
             _ => Ok(None),
-        }
+        };
+        (added, t0.elapsed())
     };
     let pause = async {
         let opts = CreateOptions {
@@ -417,9 +423,21 @@ async fn start(
             ..Default::default()
         };
         cri.tasks.create(NAMESPACE, id, opts).await?;
-        Ok::<u32, SandboxError>(cri.tasks.start(NAMESPACE, id, None).await?)
+        let created = t0.elapsed();
+        let pid = cri.tasks.start(NAMESPACE, id, None).await?;
+        Ok::<_, SandboxError>((pid, created, t0.elapsed()))
     };
-    match tokio::join!(add, pause) {
+    let ((added, add_took), pause) = tokio::join!(add, pause);
+    if let Ok((_, created, started)) = &pause {
+        tracing::debug!(
+            sandbox = id,
+            cni_add_ms = add_took.as_secs_f64() * 1e3,
+            task_create_ms = created.as_secs_f64() * 1e3,
+            task_started_ms = started.as_secs_f64() * 1e3,
+            "pod network and pause task, at once"
+        );
+    }
+    match (added, pause.map(|(pid, _, _)| pid)) {
         (Ok(result), Ok(pid)) => Ok((pid, result)),
         (Ok(result), Err(e)) => Err((e, result)),
         (Err(e), _) => Err((e, None)),
