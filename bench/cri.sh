@@ -10,6 +10,8 @@
 #      up is `crictl run` (RunPodSandbox + CreateContainer + StartContainer),
 #      down is `crictl rmp -f` (StopPodSandbox + RemovePodSandbox, the
 #      container with it). Target: berth <= 0.3 x containerd (up + down).
+#      Before them, `crictl version` ROUNDS times: crictl's own fixed cost
+#      per invocation, which every figure includes.
 #   2. PODS pods at once (`crictl run` in parallel), then all removed: the
 #      time until every one runs, and the peak resident memory of the
 #      daemon and its shims while they run (sampled every 20 ms).
@@ -24,6 +26,9 @@
 #   BERTH_SUPERVISORD  berth-supervisord (default target/release/...); its
 #                      pause binary is taken from the same build's out dir
 #   CRICTL             crictl (default: unpacked from ../shared/tools)
+#   BERTH_DEBUG        non-empty: berth-supervisord runs with --debug (each
+#                      CRI call and a pod start's parts timed in its log)
+# Each daemon's log is kept beside BENCH_OUT (cri-<system>-daemon.log).
 # Needs root, docker-registry, umoci, skopeo, busybox-static, containerd,
 # runc and containernetworking-plugins.
 set -euo pipefail
@@ -189,7 +194,7 @@ run_system() { # SYSTEM
     berth)
         nsenter --net="$netns" -- "$supervisord" --root "$d/r" --state "$tmp/bs" --address "$d/sup.sock" \
             --cri-address "$d/cri.sock" --registry-config-dir "$tmp/certs.d" --cni-conf-dir "$d/net.d" \
-            --cni-bin-dir /usr/lib/cni >"$d/daemon.log" 2>&1 &
+            --cni-bin-dir /usr/lib/cni ${BERTH_DEBUG:+--debug} >"$d/daemon.log" 2>&1 &
         daemon_pid=$!
         sock=$d/cri.sock
         patterns=("$supervisord .*--root $d/r" "berth-shim .*$tmp/bs")
@@ -232,6 +237,15 @@ EOF
     pod=$(cri runp "$tmp/cfg/pod-warm.json")
     cri rmp -f "$pod" >/dev/null
 
+    # crictl's fixed cost per invocation (its start, the connection, one
+    # trivial call): part of every figure below, for both runtimes alike.
+    for ((i = 1; i <= rounds; i++)); do
+        t0=$(now_us)
+        cri version >/dev/null
+        t1=$(now_us)
+        printf '%s\tcrictl_version\t%s\n' "$system" "$(((t1 - t0) / 1000))" >>"$results"
+    done
+
     say "$system: $rounds pods up and down, one at a time"
     for ((i = 1; i <= rounds; i++)); do
         configs "$i"
@@ -269,6 +283,8 @@ EOF
     t1=$(now_us)
     printf '%s\tmany_down\t%s\n' "$system" "$(((t1 - t0) / 1000))" >>"$results"
     stop_daemon
+    mkdir -p "$(dirname "$out")"
+    cp "$d/daemon.log" "$(dirname "$out")/cri-$system-daemon.log"
     # containerd's shims outlive it.
     for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $d/containerd.sock" || true); do kill -9 "$p" 2>/dev/null || true; done
 }
@@ -289,7 +305,7 @@ for system, fig, v in rows:
     vals.setdefault(system, {}).setdefault(fig, []).append(float(v))
 med = {s: {f: statistics.median(v) for f, v in figs.items()} for s, figs in vals.items()}
 for s, f in med.items():
-    print(f"{s:<11} pod up {f['up']:7.1f} ms  down {f['down']:7.1f} ms  "
+    print(f"{s:<11} crictl version {f['crictl_version']:5.1f} ms  pod up {f['up']:7.1f} ms  down {f['down']:7.1f} ms  "
           f"{pods} at once: up {f['many_up']:7.0f} ms, down {f['many_down']:7.0f} ms, "
           f"peak memory {f['many_peak_kib'] / 1024:6.1f} MiB")
 ratios = {}

@@ -573,3 +573,98 @@ fn containers_keep_their_true_state_across_a_kill_9_of_the_daemon() {
     sup.crictl_ok(&["rm", &running, &exits]);
     sup.crictl_ok(&["rmp", "-f", &pod_id]);
 }
+
+/// StopPodSandbox stops the pod's containers through the containers' own
+/// stop, all at once (SIGKILL, as containerd does): each exit is recorded
+/// with its code and reason, and RemovePodSandbox then removes them.
+/// Before that, the pod's stats carry its running
+/// containers' (CPU nano-cores from the second sample on), and the pause
+/// process runs under the RuntimeDefault seccomp filter.
+#[test]
+fn a_pods_stop_records_its_containers_exits_and_its_stats_list_them() {
+    let (_registry, sup) = start();
+    let pod = write(&sup, "pod.json", &pod_config(&sup, "group"));
+    let pod_id = sup.crictl_ok(&["runp", &pod]).trim().to_string();
+    let mut ids = Vec::new();
+    for (name, script) in [
+        // Ignores SIGTERM: only a SIGKILL stops it.
+        ("busy", "trap '' TERM; while :; do :; done"),
+        ("idle", "trap '' TERM; sleep 3600"),
+    ] {
+        let ctr = write(
+            &sup,
+            &format!("{name}.json"),
+            &container_config(name, script),
+        );
+        let id = sup
+            .crictl_ok(&["create", &pod_id, &ctr, &pod])
+            .trim()
+            .to_string();
+        sup.crictl_ok(&["start", &id]);
+        ids.push(id);
+    }
+
+    // The pause's seccomp filter (mode 2), as /proc tells it.
+    let inspectp = json_of(&sup.crictl_ok(&["inspectp", "-o", "json", &pod_id]));
+    let pause_pid = inspectp["info"]["pid"].as_u64().expect("pause pid");
+    let status = std::fs::read_to_string(format!("/proc/{pause_pid}/status")).expect("status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "2"]),
+        "{status}"
+    );
+
+    // The pod's stats list both containers; a second sample gives the
+    // busy one's nano-cores.
+    let containers_of = |stats: &Value| -> Vec<Value> {
+        stats["stats"][0]["linux"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = json_of(&sup.crictl_ok(&["statsp", "-o", "json", &pod_id]));
+    let listed: Vec<String> = containers_of(&first)
+        .iter()
+        .filter_map(|c| c["attributes"]["id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        listed.iter().collect::<std::collections::BTreeSet<_>>(),
+        ids.iter().collect(),
+        "{first}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let second = json_of(&sup.crictl_ok(&["statsp", "-o", "json", &pod_id]));
+    let busy = containers_of(&second)
+        .into_iter()
+        .find(|c| c["attributes"]["id"] == ids[0].as_str())
+        .unwrap_or_else(|| panic!("busy not listed: {second}"));
+    let nano: u64 = busy["cpu"]["usageNanoCores"]["value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(nano > 0, "{busy}");
+
+    // The stop kills both at once (no 10 s grace each) and records them.
+    let t0 = Instant::now();
+    sup.crictl_ok(&["stopp", &pod_id]);
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    for id in &ids {
+        let inspect = json_of(&sup.crictl_ok(&["inspect", "-o", "json", id]));
+        assert_eq!(inspect["status"]["state"], "CONTAINER_EXITED", "{inspect}");
+        assert_eq!(inspect["status"]["exitCode"], 137, "{inspect}");
+        assert_eq!(inspect["status"]["reason"], "Error", "{inspect}");
+        assert!(inspect["status"]["finishedAt"].is_string(), "{inspect}");
+    }
+    // A stopped pod lists no container stats.
+    let stopped = json_of(&sup.crictl_ok(&["statsp", "-o", "json", &pod_id]));
+    assert!(containers_of(&stopped).is_empty(), "{stopped}");
+
+    sup.crictl_ok(&["rmp", &pod_id]);
+    let ps = json_of(&sup.crictl_ok(&["ps", "-a", "-o", "json"]));
+    assert_eq!(
+        ps["containers"].as_array().map(Vec::len).unwrap_or(0),
+        0,
+        "{ps}"
+    );
+}

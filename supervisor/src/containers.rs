@@ -531,6 +531,18 @@ pub fn create(
     ns: &str,
     new: NewContainer,
 ) -> Result<ContainerRecord, ContainerError> {
+    create_with(images, ns, new, |_| Ok(()))
+}
+
+/// [`create`], with `also` writing records of the caller's own in the
+/// same durable transaction (the CRI's record of what the container is
+/// for): all of them or none, for one commit.
+pub fn create_with(
+    images: &Images,
+    ns: &str,
+    new: NewContainer,
+    also: impl FnOnce(&crate::metadata::WriteTx) -> Result<(), MetadataError>,
+) -> Result<ContainerRecord, ContainerError> {
     validate_id(&new.id)?;
     let runtime = if new.runtime.is_empty() {
         DEFAULT_RUNTIME.to_string()
@@ -617,6 +629,7 @@ pub fn create(
             images.snapshots.get(&tx, ns, &new.snapshot_key)?;
         }
         tx.put(Table::Containers, ns, &new.id, &record)?;
+        also(&tx)?;
         tx.commit()?;
         Ok(())
     })();
@@ -730,6 +743,17 @@ pub fn update(
 /// Removes a container and the snapshot it prepared. The caller collects
 /// garbage afterwards (the image's layers may be unused now).
 pub fn delete(images: &Images, ns: &str, id: &str) -> Result<ContainerRecord, ContainerError> {
+    delete_with(images, ns, id, |_| Ok(()))
+}
+
+/// [`delete`], with `also` removing or writing records of the caller's
+/// own in the same durable transaction.
+pub fn delete_with(
+    images: &Images,
+    ns: &str,
+    id: &str,
+    also: impl FnOnce(&crate::metadata::WriteTx) -> Result<(), MetadataError>,
+) -> Result<ContainerRecord, ContainerError> {
     // The record and the snapshot it prepared in one transaction; the
     // snapshot's directory after (a crash in between leaves an orphan the
     // collector removes).
@@ -747,6 +771,7 @@ pub fn delete(images: &Images, ns: &str, id: &str) -> Result<ContainerRecord, Co
         None
     };
     tx.delete(Table::Containers, ns, id)?;
+    also(&tx)?;
     tx.commit()?;
     if let Some(storage) = storage {
         if let Err(e) = images.snapshots.remove_storage(storage) {

@@ -42,9 +42,13 @@ impl Service<Request<Incoming>> for Deadlines {
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_timeout);
+        // The method, for --debug's timing of each call (the body's end
+        // is not waited for: a stream is timed to its first answer).
+        let method = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().path().to_string());
         let call = self.0.call(req);
         Box::pin(async move {
-            match timeout {
+            let t0 = std::time::Instant::now();
+            let answer = match timeout {
                 None => call.await,
                 Some(limit) => match tokio::time::timeout(limit, call).await {
                     Ok(answer) => answer,
@@ -52,7 +56,11 @@ impl Service<Request<Incoming>> for Deadlines {
                         tonic::Status::deadline_exceeded("context deadline exceeded").into_http(),
                     ),
                 },
+            };
+            if let Some(method) = method {
+                tracing::debug!(%method, ms = t0.elapsed().as_secs_f64() * 1e3, "CRI call");
             }
+            answer
         })
     }
 }

@@ -21,7 +21,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::NAMESPACE;
-use crate::metadata::{Metadata, MetadataError, Reader, Table};
+use crate::metadata::{Metadata, MetadataError, Reader, Table, WriteTx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -196,6 +196,37 @@ impl Store {
         tx.put(Table::CriSandboxes, NAMESPACE, id, record)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Writes a sandbox's record in a transaction of the caller's (one
+    /// commit with the supervisor container behind it).
+    pub fn put_sandbox_in(
+        tx: &WriteTx,
+        id: &str,
+        record: &SandboxRecord,
+    ) -> Result<(), MetadataError> {
+        tx.ensure_namespace(NAMESPACE)?;
+        tx.put(Table::CriSandboxes, NAMESPACE, id, record)
+    }
+
+    /// Removes a sandbox's record in a transaction of the caller's.
+    pub fn delete_sandbox_in(tx: &WriteTx, id: &str) -> Result<bool, MetadataError> {
+        tx.delete(Table::CriSandboxes, NAMESPACE, id)
+    }
+
+    /// Writes a container's record in a transaction of the caller's.
+    pub fn put_container_in(
+        tx: &WriteTx,
+        id: &str,
+        record: &ContainerRecord,
+    ) -> Result<(), MetadataError> {
+        tx.ensure_namespace(NAMESPACE)?;
+        tx.put(Table::CriContainers, NAMESPACE, id, record)
+    }
+
+    /// Removes a container's record in a transaction of the caller's.
+    pub fn delete_container_in(tx: &WriteTx, id: &str) -> Result<bool, MetadataError> {
+        tx.delete(Table::CriContainers, NAMESPACE, id)
     }
 
     /// Changes a sandbox's record in one transaction; the new record, or

@@ -29,7 +29,7 @@ use berth_proto::cri::v1 as cri;
 use prost::Message;
 
 use super::images::{self as cri_images, CriImageError};
-use super::store::{ContainerRecord, CriTable, SandboxRecord, SandboxState, StoreError};
+use super::store::{ContainerRecord, CriTable, SandboxRecord, SandboxState, Store, StoreError};
 use super::{Cri, NAMESPACE};
 use crate::containers::{self, Accounts, ContainerError, NewContainer, ProcessConfig};
 use crate::tasks::{CreateOptions, TaskError, TaskStatus};
@@ -245,17 +245,6 @@ pub async fn create(
         (KIND_LABEL.to_string(), "container".to_string()),
         (SANDBOX_LABEL.to_string(), sandbox_id.clone()),
     ]);
-    {
-        let images = Arc::clone(&cri.images);
-        let new = NewContainer {
-            id: id.clone(),
-            image: stored_name.clone(),
-            labels: labels.into_iter().collect(),
-            spec: Some(serde_json::to_vec(&spec).unwrap_or_default()),
-            ..Default::default()
-        };
-        blocking(move || Ok(containers::create(&images, NAMESPACE, new)?)).await?;
-    }
     let record = ContainerRecord {
         sandbox_id: sandbox_id.clone(),
         config: config.encode_to_vec(),
@@ -265,11 +254,24 @@ pub async fn create(
         log_path,
         ..Default::default()
     };
-    if let Err(e) = cri.store.put_container(&id, &record) {
+    {
         let images = Arc::clone(&cri.images);
+        let new = NewContainer {
+            id: id.clone(),
+            image: stored_name.clone(),
+            labels: labels.into_iter().collect(),
+            spec: Some(serde_json::to_vec(&spec).unwrap_or_default()),
+            ..Default::default()
+        };
+        // The supervisor container and the CRI's record in one commit.
         let id2 = id.clone();
-        let _ = blocking(move || Ok(containers::delete(&images, NAMESPACE, &id2)?)).await;
-        return Err(e.into());
+        blocking(move || {
+            containers::create_with(&images, NAMESPACE, new, |tx| {
+                Store::put_container_in(tx, &id2, &record)
+            })?;
+            Ok(())
+        })
+        .await?;
     }
     publish(cri, TOPIC_CREATED, &id);
     tracing::info!(container = %id, sandbox = %sandbox_id, name = %name, "CRI container created");
@@ -468,7 +470,27 @@ pub async fn stop(cri: &Cri, wanted: &str, timeout: i64) -> Result<(), CtrError>
     let Some(rec) = cri.store.container(&id)? else {
         return Ok(());
     };
-    stop_locked(cri, &id, &rec, timeout).await
+    stop_locked(cri, &id, &rec, timeout, Caller::Kubelet).await
+}
+
+/// Who stops or removes a container: kubelet itself, or its pod's stop
+/// or removal (which kills at once, as containerd's StopPodSandbox stops
+/// containers with a timeout of 0, and reads the event log once for an
+/// OOM kill instead of waiting for the kill's exit event).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Kubelet,
+    Pod,
+}
+
+/// Stops a container of a pod that is being stopped: SIGKILL, and its
+/// exit recorded as StopContainer records it.
+pub(crate) async fn stop_for_pod(cri: &Cri, id: &str) -> Result<(), CtrError> {
+    let _lock = cri.locks.lock(id).await;
+    let Some(rec) = cri.store.container(id)? else {
+        return Ok(());
+    };
+    stop_locked(cri, id, &rec, 0, Caller::Pod).await
 }
 
 async fn stop_locked(
@@ -476,6 +498,7 @@ async fn stop_locked(
     id: &str,
     rec: &ContainerRecord,
     timeout: i64,
+    caller: Caller,
 ) -> Result<(), CtrError> {
     let info = match cri.tasks.get(NAMESPACE, id, None).await {
         Ok(info) => info,
@@ -506,7 +529,10 @@ async fn stop_locked(
             cri.tasks.wait(NAMESPACE, id, None).await?;
         }
     }
-    status::record_exit(cri, id).await?;
+    match caller {
+        Caller::Kubelet => status::record_exit(cri, id).await?,
+        Caller::Pod => status::record_exit_of_pod_stop(cri, id).await?,
+    }
     tracing::info!(container = %id, "CRI container stopped");
     Ok(())
 }
@@ -531,24 +557,43 @@ pub async fn remove(cri: &Cri, wanted: &str) -> Result<(), CtrError> {
         );
         return Ok(());
     };
-    let _lock = cri.locks.lock(&id).await;
-    let Some(rec) = cri.store.container(&id)? else {
+    remove_locked(cri, &id, Caller::Kubelet).await
+}
+
+/// Removes a container of a pod that is being removed.
+pub(crate) async fn remove_for_pod(cri: &Cri, id: &str) -> Result<(), CtrError> {
+    remove_locked(cri, id, Caller::Pod).await
+}
+
+async fn remove_locked(cri: &Cri, id: &str, caller: Caller) -> Result<(), CtrError> {
+    let _lock = cri.locks.lock(id).await;
+    let Some(rec) = cri.store.container(id)? else {
         return Ok(());
     };
-    stop_locked(cri, &id, &rec, 0).await?;
-    match cri.tasks.delete(NAMESPACE, &id).await {
+    stop_locked(cri, id, &rec, 0, caller).await?;
+    match cri.tasks.delete(NAMESPACE, id).await {
         Ok(_) | Err(TaskError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    // The supervisor container and the CRI's record in one commit.
     let images = Arc::clone(&cri.images);
-    let id2 = id.clone();
-    blocking(move || match containers::delete(&images, NAMESPACE, &id2) {
-        Ok(_) | Err(ContainerError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+    let id2 = id.to_string();
+    blocking(move || {
+        let also = |tx: &crate::metadata::WriteTx| Store::delete_container_in(tx, &id2).map(|_| ());
+        match containers::delete_with(&images, NAMESPACE, &id2, also) {
+            Ok(_) => Ok(()),
+            Err(ContainerError::NotFound(_)) => {
+                let tx = images.meta.write().map_err(StoreError::from)?;
+                Store::delete_container_in(&tx, &id2).map_err(StoreError::from)?;
+                tx.commit().map_err(StoreError::from)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     })
     .await?;
-    cri.store.delete_container(&id)?;
-    publish(cri, TOPIC_DELETED, &id);
+    publish(cri, TOPIC_DELETED, id);
+    crate::cri::sandbox::stats::forget_sample(id);
     tracing::info!(container = %id, "CRI container removed");
     Ok(())
 }

@@ -77,6 +77,21 @@ pub async fn state_of(cri: &Cri, id: &str, rec: &ContainerRecord) -> Live {
 /// (once), with its reason: `OOMKilled` after an OOM kill, else
 /// `Completed` for 0 and `Error` for anything else.
 pub async fn record_exit(cri: &Cri, id: &str) -> Result<(), CtrError> {
+    record_exit_polling(cri, id, OOM_POLLS).await
+}
+
+/// [`record_exit`] for a container its pod's stop has just killed: the
+/// event log is read once, not waited on for the exit's own event (the
+/// SIGKILL was ours; an OOM kill that came before it is in the log
+/// already).
+pub async fn record_exit_of_pod_stop(cri: &Cri, id: &str) -> Result<(), CtrError> {
+    record_exit_polling(cri, id, 1).await
+}
+
+/// How many times (25 ms apart) the event log is read for an OOM kill.
+const OOM_POLLS: usize = 40;
+
+async fn record_exit_polling(cri: &Cri, id: &str, polls: usize) -> Result<(), CtrError> {
     let rec = record(cri, id)?;
     if rec.finished_at != 0 {
         return Ok(());
@@ -85,7 +100,7 @@ pub async fn record_exit(cri: &Cri, id: &str) -> Result<(), CtrError> {
     let Some((code, at)) = live.exit else {
         return Ok(());
     };
-    let oom = oom_killed(cri, id, code).await;
+    let oom = oom_killed(cri, id, code, polls).await;
     cri.store.update_container(id, |r| {
         if r.finished_at == 0 {
             r.finished_at = at;
@@ -100,13 +115,16 @@ pub async fn record_exit(cri: &Cri, id: &str) -> Result<(), CtrError> {
 /// The shim reports an OOM kill before the exit it caused, so for a
 /// process killed by SIGKILL the log is read until that exit is in it
 /// (events are written in order, a moment after they happen).
-async fn oom_killed(cri: &Cri, id: &str, code: i32) -> bool {
+async fn oom_killed(cri: &Cri, id: &str, code: i32, polls: usize) -> bool {
     let about = |e: &crate::events::Event, topic: &str| {
         e.topic == topic
             && e.attributes.get("container_id").map(String::as_str) == Some(id)
             && !e.attributes.contains_key("exec_id")
     };
-    for _ in 0..40 {
+    for poll in 0..polls {
+        if poll > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         let Ok(events) = cri.events.backlog(NAMESPACE, 0) else {
             return false;
         };
@@ -116,7 +134,6 @@ async fn oom_killed(cri: &Cri, id: &str, code: i32) -> bool {
         if code != 128 + libc::SIGKILL || events.iter().any(|e| about(e, "/tasks/exit")) {
             return false;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     false
 }
@@ -340,7 +357,8 @@ pub async fn stats(cri: &Cri, wanted: &str) -> Result<cri::ContainerStats, CtrEr
                 usage_core_nano_seconds: Some(cri::UInt64Value {
                     value: s.cpu_usage_ns,
                 }),
-                usage_nano_cores: None,
+                usage_nano_cores: crate::cri::sandbox::stats::nano_cores(&id, now, s.cpu_usage_ns)
+                    .map(|value| cri::UInt64Value { value }),
                 psi: None,
             };
             let memory = cri::MemoryUsage {

@@ -5,13 +5,16 @@
 //! the CNI result.
 //!
 //! Run: the pause image (found, else berth's own imported or the named
-//! one pulled), the record (not ready), the
-//! pod's files (hostname, hosts, resolv.conf) and /dev/shm, the network
-//! namespace, the container and its task, then the record ready. A
-//! failure undoes every step. Stop: the pod's containers and the pause
-//! task are killed, the network released; an unknown id is no error (as
-//! kubelet retries stops). Remove: stop, then the pod's containers, the
-//! pause container and the record go; an unknown id is no error.
+//! one pulled), the CNI config and the pause spec; the record (not
+//! ready) with the pause container in one commit; the pod's files
+//! (hostname, hosts, resolv.conf), /dev/shm and the network namespace;
+//! then CNI ADD and the pause task at once; the record ready with the
+//! pid and the CNI result. A failure undoes every step. Stop: the pod's
+//! containers through the containers' own stop (all at once), then the
+//! pause task, while CNI DEL releases the network; an unknown id is no
+//! error (as kubelet retries stops). Remove: stop, then the pod's
+//! containers (through the containers' removal), the pod's files, the
+//! pause container with the record; an unknown id is no error.
 //!
 //! `status` answers PodSandboxStatus and ListPodSandbox, `stats` the
 //! stats calls; `spec` makes the pause process's OCI spec, `netns` the
@@ -35,8 +38,11 @@ use std::time::Duration;
 use berth_proto::cri::v1 as cri;
 use prost::Message;
 
+use super::container;
 use super::images::{self as cri_images, CriImageError};
-use super::store::{self, CriTable, SandboxNetwork, SandboxRecord, SandboxState, StoreError};
+use super::store::{
+    self, CriTable, SandboxNetwork, SandboxRecord, SandboxState, Store, StoreError,
+};
 use super::{Cri, NAMESPACE};
 use crate::containers::{self, ContainerError, NewContainer, ProcessConfig};
 use crate::tasks::{CreateOptions, TaskError};
@@ -44,7 +50,7 @@ use cni::CniError;
 use files::{check_dns, mount_shm, unmount, write_pod_files};
 use netns::NetnsError;
 pub use network::cni_plugins;
-use network::{attach_network, detach_network};
+use network::{add_network, detach_network, json_of_network, load_network, record_result};
 use spec::{NamespaceModes, PauseSpec, SpecError};
 
 /// The label that marks a supervisor container as a CRI sandbox or
@@ -93,6 +99,8 @@ pub enum SandboxError {
     Task(#[from] TaskError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    PodContainer(#[from] Box<super::container::CtrError>),
 }
 
 fn files_err<'a>(
@@ -263,6 +271,49 @@ pub async fn run(
     let (image, process) = pause_image(cri).await?;
 
     let id = store::new_id().map_err(files_err("read random bytes for", Path::new("an id")))?;
+    let (dir, state) = sandbox_dirs(cri, &id);
+    let netns = (!modes.host_network).then(|| netns_path(cri, &id));
+    // The network's config list is read before anything is made (one
+    // that cannot be read fails the pod with nothing to undo), so the
+    // first record has what a DEL needs.
+    let network = match &netns {
+        Some(_) => load_network(cri, &id)?,
+        None => None,
+    };
+    let record = SandboxRecord {
+        config: config.encode_to_vec(),
+        created_at: now_ns(),
+        state: SandboxState::NotReady,
+        runtime_handler: handler.to_string(),
+        image: image.clone(),
+        pid: 0,
+        network: SandboxNetwork {
+            netns,
+            cni_network: network.as_ref().map(|n| n.name.clone()),
+            cni_config: network.as_ref().map(json_of_network),
+            ..Default::default()
+        },
+        dir: dir.clone(),
+        shm: (!modes.host_ipc).then(|| state.join("shm")),
+        cgroup: cgroup_of(&config, &id),
+    };
+    let spec = spec::pause_spec(&PauseSpec {
+        id: &id,
+        config: &config,
+        modes,
+        image: &process,
+        netns: record.network.netns.as_deref(),
+        shm: record.shm.as_deref(),
+        cgroup: &record.cgroup,
+        oom_score_adj: clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ),
+    })?;
+    let new = NewContainer {
+        id: id.clone(),
+        image: record.image.clone(),
+        labels: [(KIND_LABEL.to_string(), "sandbox".to_string())].into(),
+        spec: Some(spec.to_string().into_bytes()),
+        ..Default::default()
+    };
     // Held while the name is checked and the record written: a second run
     // of the same pod attempt waits and then finds the name taken.
     let names_lock = cri.locks.lock("sandbox names").await;
@@ -274,39 +325,42 @@ pub async fn run(
             }
         }
     }
-    let (dir, state) = sandbox_dirs(cri, &id);
-    let record = SandboxRecord {
-        config: config.encode_to_vec(),
-        created_at: now_ns(),
-        state: SandboxState::NotReady,
-        runtime_handler: handler.to_string(),
-        image: image.clone(),
-        pid: 0,
-        network: SandboxNetwork {
-            netns: (!modes.host_network).then(|| netns_path(cri, &id)),
-            ..Default::default()
-        },
-        dir: dir.clone(),
-        shm: (!modes.host_ipc).then(|| state.join("shm")),
-        cgroup: cgroup_of(&config, &id),
-    };
-    // The record first: a crash part-way leaves a not-ready sandbox that
-    // a remove cleans up.
-    cri.store.put_sandbox(&id, &record)?;
+    // The record and the pause container (spec and snapshot) first, in
+    // one commit: a crash part-way leaves a not-ready sandbox that a
+    // remove cleans up.
+    {
+        let images = std::sync::Arc::clone(&cri.images);
+        let (id, record) = (id.clone(), record.clone());
+        blocking(move || {
+            containers::create_with(&images, NAMESPACE, new, |tx| {
+                Store::put_sandbox_in(tx, &id, &record)
+            })?;
+            Ok(())
+        })
+        .await?;
+    }
     drop(names_lock);
-    match start(cri, &id, &config, &record, modes, &process).await {
-        Ok(pid) => {
+    match start(cri, &id, &config, &record, modes, network.as_ref()).await {
+        Ok((pid, result)) => {
             cri.store.update_sandbox(&id, |r| {
                 r.state = SandboxState::Ready;
                 r.pid = pid;
+                if let Some(result) = &result {
+                    record_result(r, result);
+                }
             })?;
             tracing::info!(sandbox = %id, name = %name, pid, "pod sandbox running");
             Ok(id)
         }
-        Err(e) => {
+        Err((e, result)) => {
             tracing::warn!(sandbox = %id, error = %e, "pod sandbox failed to start: cleaning up");
             let cleaned = async {
-                teardown(cri, &id, &record, Del::Lenient).await?;
+                if let Some(result) = &result {
+                    // The undoing DEL gets the ADD's result.
+                    cri.store
+                        .update_sandbox(&id, |r| record_result(r, result))?;
+                }
+                teardown(cri, &id, &record, Del::Lenient, &[]).await?;
                 remove_container(cri, &id).await?;
                 remove_files(cri, &id, &record).await?;
                 cri.store.delete_sandbox(&id)?;
@@ -320,16 +374,23 @@ pub async fn run(
     }
 }
 
-/// The steps of a run after the record: files, shm, netns, the pause
-/// container and its task. The pause's pid.
+/// A started pod's pause pid and CNI result; or why it failed, with the
+/// CNI result when the ADD succeeded (for the undoing DEL).
+type Started = Result<(u32, Option<serde_json::Value>), (SandboxError, Option<serde_json::Value>)>;
+
+/// The steps of a run after the record: the pod's files, shm and network
+/// namespace; then CNI ADD and the pause task (created and started) at
+/// once, as neither needs the other (the pause joins the pinned
+/// namespace, the plugins work in it). The pause's pid and the ADD's
+/// result; on failure, the ADD's result too when it succeeded.
 async fn start(
     cri: &Cri,
     id: &str,
     config: &cri::PodSandboxConfig,
     record: &SandboxRecord,
     modes: NamespaceModes,
-    process: &ProcessConfig,
-) -> Result<u32, SandboxError> {
+    network: Option<&cni::Network>,
+) -> Started {
     let (dir, config2) = (record.dir.clone(), config.clone());
     let shm = record.shm.clone();
     let netns = record.network.netns.clone();
@@ -343,35 +404,44 @@ async fn start(
         }
         Ok(())
     })
-    .await?;
-    if let Some(netns) = &record.network.netns {
-        attach_network(cri, id, config, netns).await?;
+    .await
+    .map_err(|e| (e, None))?;
+    // How long each part takes, for --debug: what a pod's start costs.
+    let t0 = std::time::Instant::now();
+    let add = async {
+        let added = match (&record.network.netns, network) {
+            (Some(netns), Some(network)) => {
+                add_network(cri, id, config, netns, network).await.map(Some)
+            }
+            _ => Ok(None),
+        };
+        (added, t0.elapsed())
+    };
+    let pause = async {
+        let opts = CreateOptions {
+            no_log: true,
+            ..Default::default()
+        };
+        cri.tasks.create(NAMESPACE, id, opts).await?;
+        let created = t0.elapsed();
+        let pid = cri.tasks.start(NAMESPACE, id, None).await?;
+        Ok::<_, SandboxError>((pid, created, t0.elapsed()))
+    };
+    let ((added, add_took), pause) = tokio::join!(add, pause);
+    if let Ok((_, created, started)) = &pause {
+        tracing::debug!(
+            sandbox = id,
+            cni_add_ms = add_took.as_secs_f64() * 1e3,
+            task_create_ms = created.as_secs_f64() * 1e3,
+            task_started_ms = started.as_secs_f64() * 1e3,
+            "pod network and pause task, at once"
+        );
     }
-    let spec = spec::pause_spec(&PauseSpec {
-        id,
-        config,
-        modes,
-        image: process,
-        netns: record.network.netns.as_deref(),
-        shm: record.shm.as_deref(),
-        cgroup: &record.cgroup,
-        oom_score_adj: clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ),
-    })?;
-    let new = NewContainer {
-        id: id.to_string(),
-        image: record.image.clone(),
-        labels: [(KIND_LABEL.to_string(), "sandbox".to_string())].into(),
-        spec: Some(spec.to_string().into_bytes()),
-        ..Default::default()
-    };
-    let images = std::sync::Arc::clone(&cri.images);
-    blocking(move || Ok(containers::create(&images, NAMESPACE, new)?)).await?;
-    let opts = CreateOptions {
-        no_log: true,
-        ..Default::default()
-    };
-    cri.tasks.create(NAMESPACE, id, opts).await?;
-    Ok(cri.tasks.start(NAMESPACE, id, None).await?)
+    match (added, pause.map(|(pid, _, _)| pid)) {
+        (Ok(result), Ok(pid)) => Ok((pid, result)),
+        (Ok(result), Err(e)) => Err((e, result)),
+        (Err(e), _) => Err((e, None)),
+    }
 }
 
 /// Runs blocking work (files, mounts, the metadata) off the async threads.
@@ -435,25 +505,42 @@ enum Del {
     Lenient,
 }
 
-/// Stops the pause task and releases what the pod holds on the host
-/// (network, shm); the record and the pod's files stay.
+/// Stops the pod's containers (`containers`) and its pause task and
+/// releases what the pod holds on the host (network, shm); the records and
+/// the pod's files stay.
 async fn teardown(
     cri: &Cri,
     id: &str,
     record: &SandboxRecord,
     del: Del,
+    containers: &[String],
 ) -> Result<(), SandboxError> {
-    kill_task(cri, id).await?;
-    delete_task(cri, id).await?;
     // The record as it is now: a run records the network as it attaches it.
     let record = cri.store.sandbox(id)?.unwrap_or_else(|| record.clone());
-    match detach_network(cri, id, &record).await {
-        Ok(()) => {}
-        Err(e) if del == Del::Lenient => {
-            tracing::warn!(sandbox = id, error = %e, "CNI DEL while undoing a failed run");
+    // The processes (the containers all at once, through the containers'
+    // own stop, then the pause) while the network is released: the DEL
+    // works in the pinned namespace, which needs no process in it.
+    let pause = async {
+        let stops = containers.iter().map(|c| container::stop_for_pod(cri, c));
+        for stopped in futures_util::future::join_all(stops).await {
+            stopped.map_err(Box::new)?;
         }
-        Err(e) => return Err(e),
-    }
+        kill_task(cri, id).await?;
+        delete_task(cri, id).await
+    };
+    let network = async {
+        match detach_network(cri, id, &record).await {
+            Ok(()) => Ok(()),
+            Err(e) if del == Del::Lenient => {
+                tracing::warn!(sandbox = id, error = %e, "CNI DEL while undoing a failed run");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let (paused, detached) = tokio::join!(pause, network);
+    paused?;
+    detached?;
     let netns = record.network.netns.clone();
     let shm = record.shm.clone();
     blocking(move || {
@@ -486,12 +573,25 @@ async fn stop_locked(cri: &Cri, id: &str) -> Result<(), SandboxError> {
     let Some(record) = cri.store.sandbox(id)? else {
         return Ok(());
     };
-    // The pod's containers first, as kubelet would have (their records
-    // stay; their tasks report the exits).
-    for (cid, _) in cri.store.containers_of(id)? {
-        kill_task(cri, &cid).await?;
+    // The pod's containers are stopped with a timeout of 0 (SIGKILL, as
+    // containerd stops them here; each exit recorded); their records stay.
+    let ids: Vec<String> = cri
+        .store
+        .containers_of(id)?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    teardown(cri, id, &record, Del::Strict, &ids).await?;
+    let stopped_already = record.state == SandboxState::NotReady
+        && record.pid == 0
+        && record.network.netns.is_none()
+        && record.network.cni_config.is_none()
+        && record.network.cni_result.is_none();
+    if stopped_already {
+        // A second stop (RemovePodSandbox after StopPodSandbox): nothing
+        // changes, so nothing is committed.
+        return Ok(());
     }
-    teardown(cri, id, &record, Del::Strict).await?;
     cri.store.update_sandbox(id, |r| {
         r.state = SandboxState::NotReady;
         r.pid = 0;
@@ -516,18 +616,41 @@ pub async fn remove(cri: &Cri, wanted: &str) -> Result<(), SandboxError> {
     };
     let _lock = cri.locks.lock(&id).await;
     stop_locked(cri, &id).await?;
-    for (cid, _) in cri.store.containers_of(&id)? {
-        delete_task(cri, &cid).await?;
-        remove_container(cri, &cid).await?;
-        cri.store.delete_container(&cid)?;
+    // The containers at once, through the containers' own removal.
+    let ids: Vec<String> = cri
+        .store
+        .containers_of(&id)?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    let removals = ids.iter().map(|c| container::remove_for_pod(cri, c));
+    for removed in futures_util::future::join_all(removals).await {
+        removed.map_err(Box::new)?;
     }
     delete_task(cri, &id).await?;
-    remove_container(cri, &id).await?;
     let Some(record) = cri.store.sandbox(&id)? else {
+        remove_container(cri, &id).await?;
         return Ok(());
     };
     remove_files(cri, &id, &record).await?;
-    cri.store.delete_sandbox(&id)?;
+    // The pause container and the record in one commit.
+    let images = std::sync::Arc::clone(&cri.images);
+    let id2 = id.clone();
+    blocking(move || {
+        let also = |tx: &crate::metadata::WriteTx| Store::delete_sandbox_in(tx, &id2).map(|_| ());
+        match containers::delete_with(&images, NAMESPACE, &id2, also) {
+            Ok(_) => Ok(()),
+            Err(ContainerError::NotFound(_)) => {
+                let tx = images.meta.write().map_err(StoreError::from)?;
+                Store::delete_sandbox_in(&tx, &id2).map_err(StoreError::from)?;
+                tx.commit().map_err(StoreError::from)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    stats::forget_sample(&id);
     tracing::info!(sandbox = %id, "pod sandbox removed");
     Ok(())
 }

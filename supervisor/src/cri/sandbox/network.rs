@@ -46,38 +46,37 @@ pub(super) fn port_mappings(config: &cri::PodSandboxConfig) -> Vec<PortMapping> 
         .collect()
 }
 
-/// CNI ADD for the pod; the network and its result are recorded at once,
-/// so a crash after leaves what a DEL needs. Without a network config the
-/// pod has only `lo`.
-pub(super) async fn attach_network(
+/// The pod network's config list, read when the pod is run (so it goes
+/// into the sandbox's first record, and a DEL after a crash has it);
+/// `None` without one: the pod has only `lo`.
+pub(super) fn load_network(cri: &Cri, id: &str) -> Result<Option<cni::Network>, SandboxError> {
+    match cni_plugins(cri).load() {
+        Ok(n) => Ok(Some(n)),
+        Err(CniError::NoConfig(dir)) => {
+            tracing::warn!(sandbox = id, dir = %dir.display(), "no CNI config: the pod has only lo");
+            Ok(None)
+        }
+        Err(source) => Err(SandboxError::NetworkSetup {
+            id: id.to_string(),
+            source,
+        }),
+    }
+}
+
+/// CNI ADD for the pod; its result, which the caller records (with the
+/// pod ready, in one commit). The list is recorded already: a crash
+/// before the result is recorded leaves a DEL to run without a
+/// `prevResult`, which the CNI specification has plugins accept.
+pub(super) async fn add_network(
     cri: &Cri,
     id: &str,
     config: &cri::PodSandboxConfig,
     netns: &Path,
-) -> Result<(), SandboxError> {
-    let plugins = cni_plugins(cri);
-    let network = match plugins.load() {
-        Ok(n) => n,
-        Err(CniError::NoConfig(dir)) => {
-            tracing::warn!(sandbox = id, dir = %dir.display(), "no CNI config: the pod has only lo");
-            return Ok(());
-        }
-        Err(source) => {
-            return Err(SandboxError::NetworkSetup {
-                id: id.to_string(),
-                source,
-            })
-        }
-    };
-    let list = json_of_network(&network);
-    // Recorded before the ADD: a crash during it leaves a DEL to do.
-    cri.store.update_sandbox(id, |r| {
-        r.network.cni_network = Some(network.name.clone());
-        r.network.cni_config = Some(list.clone());
-    })?;
-    let result = plugins
+    network: &cni::Network,
+) -> Result<serde_json::Value, SandboxError> {
+    let result = cni_plugins(cri)
         .add(
-            &network,
+            network,
             id,
             netns,
             &pod_args(config),
@@ -88,14 +87,16 @@ pub(super) async fn attach_network(
             id: id.to_string(),
             source,
         })?;
-    let addresses = cni::addresses(&result);
-    cri.store.update_sandbox(id, |r| {
-        r.network.cni_result = Some(result.clone());
-        r.network.ip = addresses.ip.clone();
-        r.network.additional_ips = addresses.additional.clone();
-    })?;
-    tracing::debug!(sandbox = id, ip = %addresses.ip, network = %network.name, "pod network attached");
-    Ok(())
+    tracing::debug!(sandbox = id, network = %network.name, "pod network attached");
+    Ok(result)
+}
+
+/// Writes an ADD's result and the pod's addresses into its record.
+pub(super) fn record_result(record: &mut SandboxRecord, result: &serde_json::Value) {
+    let addresses = cni::addresses(result);
+    record.network.cni_result = Some(result.clone());
+    record.network.ip = addresses.ip;
+    record.network.additional_ips = addresses.additional;
 }
 
 pub(super) fn json_of_network(n: &cni::Network) -> serde_json::Value {

@@ -23,7 +23,8 @@ pub fn to_status(e: SandboxError) -> Status {
         | SandboxError::NetworkTeardown { .. }
         | SandboxError::Files { .. }
         | SandboxError::Shm { .. }
-        | SandboxError::Store(_) => Code::Unknown,
+        | SandboxError::Store(_)
+        | SandboxError::PodContainer(_) => Code::Unknown,
         SandboxError::Container(ContainerError::InvalidOverride { .. })
         | SandboxError::Container(ContainerError::InvalidSpec(_))
         | SandboxError::Task(TaskError::Invalid { .. }) => Code::InvalidArgument,

@@ -166,6 +166,44 @@ fn pause_user(p: &PauseSpec<'_>) -> Result<(u32, u32, Vec<u32>), SpecError> {
     Ok((uid, gid, groups))
 }
 
+/// The pause process's seccomp profile: the pod's (`Localhost` or
+/// `Unconfined` as given, the deprecated path forms too), else
+/// `RuntimeDefault` (the pause process needs only a few signal and wait
+/// calls); none for a privileged pod.
+#[allow(deprecated, reason = "older kubelets send only seccomp_profile_path")]
+fn pause_seccomp(
+    security: &cri::LinuxSandboxSecurityContext,
+    caps: &Value,
+) -> Result<Option<Value>, SpecError> {
+    let mut seccomp = security.seccomp.clone();
+    if seccomp.is_none() && security.seccomp_profile_path.is_empty() {
+        seccomp = Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        });
+    }
+    let sc = cri::LinuxContainerSecurityContext {
+        privileged: security.privileged,
+        seccomp,
+        seccomp_profile_path: security.seccomp_profile_path.clone(),
+        ..Default::default()
+    };
+    let caps: Vec<String> = caps
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    crate::cri::container::security::seccomp_profile(
+        &sc,
+        &caps,
+        &crate::cri::container::host::SystemHost,
+    )
+    .map_err(|e| invalid("seccomp profile", e.to_string()))
+}
+
 /// The pause process's spec, as JSON (the form containers store).
 pub fn pause_spec(p: &PauseSpec<'_>) -> Result<Value, SpecError> {
     check_hostname(&p.config.hostname)?;
@@ -268,6 +306,9 @@ pub fn pause_spec(p: &PauseSpec<'_>) -> Result<Value, SpecError> {
     spec["linux"]["cgroupsPath"] = json!(p.cgroup);
     let sysctls: BTreeMap<&String, &String> = linux_config.sysctls.iter().collect();
     spec["linux"]["sysctl"] = json!(sysctls);
+    if let Some(profile) = pause_seccomp(&security, &spec["process"]["capabilities"]["bounding"])? {
+        spec["linux"]["seccomp"] = profile;
+    }
     if privileged {
         // The host's devices and no masked or read-only paths.
         if let Some(linux) = spec["linux"].as_object_mut() {
@@ -395,6 +436,80 @@ mod tests {
             .find(|m| m["destination"] == "/dev/shm")
             .unwrap();
         assert_eq!(shm["source"], "/run/x/shm");
+    }
+
+    #[test]
+    fn the_pause_gets_runtime_default_seccomp_unless_privileged_or_unconfined() {
+        let image = ProcessConfig::default();
+        let spec = spec_of(&config(), &image);
+        let seccomp = &spec["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO", "{seccomp}");
+        let allowed: Vec<&str> = seccomp["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "SCMP_ACT_ALLOW")
+            .flat_map(|r| {
+                r["names"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|n| n.as_str())
+            })
+            .collect();
+        // What berth's pause calls.
+        for call in ["rt_sigprocmask", "rt_sigtimedwait", "wait4", "exit_group"] {
+            assert!(allowed.contains(&call), "{call} not allowed");
+        }
+        // Not what it does not need and the default profile refuses.
+        assert!(!allowed.contains(&"mount"));
+
+        let mut c = config();
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(spec_of(&c, &image)["linux"].get("seccomp").is_none());
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::Unconfined as i32,
+                    localhost_ref: String::new(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(spec_of(&c, &image)["linux"].get("seccomp").is_none());
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                    localhost_ref: "/nonexistent/profile.json".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let modes = namespace_modes(&c).unwrap();
+        let err = pause_spec(&PauseSpec {
+            id: "abc",
+            config: &c,
+            modes,
+            image: &image,
+            netns: None,
+            shm: None,
+            cgroup: "/berth/k8s.io/abc",
+            oom_score_adj: 0,
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/profile.json"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@ use berth_proto::cri::v1 as cri;
 
 use super::status::{self, SandboxView};
 use super::{now_ns, Cri, SandboxError};
+use crate::cri::container::status as container_status;
+use crate::cri::container::CtrError;
 
 /// What one cgroup says.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -121,14 +123,23 @@ fn samples() -> &'static Mutex<HashMap<String, (i64, u64)>> {
     SAMPLES.get_or_init(Default::default)
 }
 
-/// Nano-cores used since the previous sample (`None` at the first).
-fn nano_cores(id: &str, at: i64, usage: u64) -> Option<u64> {
+/// Nano-cores used since the previous sample of the same pod or
+/// container (`None` at the first), as containerd computes them.
+pub fn nano_cores(id: &str, at: i64, usage: u64) -> Option<u64> {
     let mut samples = samples().lock().unwrap_or_else(|e| e.into_inner());
     let previous = samples.insert(id.to_string(), (at, usage));
     let (then, before) = previous?;
     let elapsed = u64::try_from(at - then).ok().filter(|e| *e > 0)?;
     let used = usage.checked_sub(before)?;
     Some((used as u128 * 1_000_000_000 / elapsed as u128) as u64)
+}
+
+/// Drops the CPU sample of a pod or container that is removed.
+pub fn forget_sample(id: &str) {
+    samples()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(id);
 }
 
 /// The cgroup a pod's stats are read from.
@@ -146,7 +157,38 @@ fn scope(view: &SandboxView) -> String {
     }
 }
 
-fn stats_of(view: &SandboxView) -> cri::PodSandboxStats {
+/// A pod's stats with those of its running containers.
+async fn stats_of(cri: &Cri, view: &SandboxView) -> Result<cri::PodSandboxStats, SandboxError> {
+    let containers = if view.ready {
+        let running = container_status::list(
+            cri,
+            Some(cri::ContainerFilter {
+                pod_sandbox_id: view.id.clone(),
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(Box::new)?;
+        let mut out = Vec::with_capacity(running.len());
+        for c in running {
+            match container_status::stats(cri, &c.id).await {
+                Ok(s) => out.push(s),
+                // Removed meanwhile.
+                Err(CtrError::NotFound(_)) => {}
+                Err(e) => return Err(Box::new(e).into()),
+            }
+        }
+        out
+    } else {
+        Vec::new()
+    };
+    Ok(pod_stats(view, containers))
+}
+
+fn pod_stats(view: &SandboxView, containers: Vec<cri::ContainerStats>) -> cri::PodSandboxStats {
     let at = now_ns();
     let usage = read_cgroup(
         Path::new("/sys/fs/cgroup"),
@@ -214,7 +256,7 @@ fn stats_of(view: &SandboxView) -> cri::PodSandboxStats {
                 timestamp: at,
                 process_count: value(usage.pids),
             }),
-            containers: Vec::new(),
+            containers,
             io: None,
         }),
         windows: None,
@@ -224,7 +266,7 @@ fn stats_of(view: &SandboxView) -> cri::PodSandboxStats {
 /// One pod's stats.
 pub async fn get(cri: &Cri, wanted: &str) -> Result<cri::PodSandboxStats, SandboxError> {
     let view = status::get(cri, wanted).await?;
-    Ok(stats_of(&view))
+    stats_of(cri, &view).await
 }
 
 /// The stats of the pods a filter selects (ready ones only, as
@@ -239,7 +281,11 @@ pub async fn list(
         label_selector: f.label_selector.clone(),
     });
     let views = status::list(cri, list_filter.as_ref()).await?;
-    Ok(views.iter().filter(|v| v.ready).map(stats_of).collect())
+    let mut out = Vec::new();
+    for view in views.iter().filter(|v| v.ready) {
+        out.push(stats_of(cri, view).await?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
