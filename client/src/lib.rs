@@ -11,9 +11,11 @@
 //! - [`reference`]: image references (`[registry/]repository[:tag][@digest]`)
 //!   parsed and normalised as Docker does, shared by the supervisor and the
 //!   engine.
+//! - [`sd_notify`]: systemd's readiness notification, sent by both daemons.
 
 pub mod docker_config;
 pub mod reference;
+pub mod sd_notify;
 pub mod supervisor;
 pub mod trace;
 

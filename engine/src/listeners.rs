@@ -408,19 +408,10 @@ pub fn notify_stopping() {
 }
 
 fn sd_notify(state: &str) -> io::Result<()> {
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
-        return Ok(());
-    };
-    let sock = std::os::unix::net::UnixDatagram::unbound()?;
-    let bytes = socket.as_encoded_bytes();
-    if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-        sock.send_to_addr(state.as_bytes(), &addr)?;
-    } else {
-        sock.send_to(state.as_bytes(), Path::new(&socket))?;
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) => berth_client::sd_notify::notify(&socket, state),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -69,20 +69,6 @@ pub struct Config {
     pub notify_socket: Option<std::ffi::OsString>,
 }
 
-/// Sends `state` to systemd's notification socket (`sd_notify`).
-fn sd_notify(socket: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
-    let sock = std::os::unix::net::UnixDatagram::unbound()?;
-    let bytes = socket.as_encoded_bytes();
-    if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-        sock.send_to_addr(state.as_bytes(), &addr)?;
-    } else {
-        sock.send_to(state.as_bytes(), Path::new(socket))?;
-    }
-    Ok(())
-}
-
 fn private_dir(path: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -250,7 +236,7 @@ pub async fn serve(
     // connects now is served (a Type=notify unit is ready, and units
     // ordered after it, berthd's, start only now).
     if let Some(socket) = &config.notify_socket {
-        if let Err(e) = sd_notify(socket, "READY=1") {
+        if let Err(e) = berth_client::sd_notify::notify(socket, "READY=1") {
             tracing::warn!(error = %e, "tell systemd the supervisor is ready");
         }
     }
@@ -259,7 +245,7 @@ pub async fn serve(
         () = shutdown => {
             tracing::info!("shutting down");
             if let Some(socket) = &config.notify_socket {
-                let _ = sd_notify(socket, "STOPPING=1");
+                let _ = berth_client::sd_notify::notify(socket, "STOPPING=1");
             }
             events.close();
             let _ = stop_tx.send(());
@@ -329,29 +315,5 @@ where
             }
             result
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sd_notify_reaches_a_path_and_an_abstract_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify");
-        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        sd_notify(path.as_os_str(), "READY=1").unwrap();
-        let mut buf = [0u8; 64];
-        let n = sock.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"READY=1");
-
-        use std::os::linux::net::SocketAddrExt;
-        let name = format!("berth-notify-test-{}", std::process::id());
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
-        sd_notify(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
-        let n = sock.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"STOPPING=1");
     }
 }

@@ -159,11 +159,11 @@ async fn render_steps(
     out: impl std::io::Write,
 ) -> anyhow::Result<()> {
     use crate::output::build_progress::{BuildRenderer, TICK};
-    use crate::output::progress::Message;
+    use crate::output::progress::Lines;
     use http_body_util::BodyExt;
     let mut renderer = BuildRenderer::new(out, crate::output::terminal_width());
     let mut body = resp.into_body();
-    let mut pending = Vec::new();
+    let mut lines = Lines::default();
     let mut failure = None;
     let mut ticks = tokio::time::interval(TICK);
     loop {
@@ -180,22 +180,13 @@ async fn render_steps(
         let Ok(data) = frame?.into_data() else {
             continue;
         };
-        pending.extend_from_slice(&data);
-        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=nl).collect();
-            let line = line.trim_ascii();
-            if line.is_empty() {
-                continue;
-            }
-            let msg: Message = serde_json::from_slice(line)?;
+        for msg in lines.push(&data)? {
             if let Err(e) = renderer.message(&msg) {
                 failure.get_or_insert(e);
             }
         }
     }
-    let rest = pending.trim_ascii();
-    if !rest.is_empty() {
-        let msg: Message = serde_json::from_slice(rest)?;
+    if let Some(msg) = lines.finish()? {
         if let Err(e) = renderer.message(&msg) {
             failure.get_or_insert(e);
         }

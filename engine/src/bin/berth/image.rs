@@ -15,7 +15,7 @@ use crate::common::{
     Reference,
 };
 use crate::container::{bool_param, download};
-use crate::output::progress::{Message, Renderer};
+use crate::output::progress::{Lines, Renderer};
 use crate::output::{short_id, terminal_width, units};
 use crate::StatusError;
 
@@ -323,28 +323,19 @@ pub(crate) async fn render_stream(
 ) -> anyhow::Result<()> {
     let mut renderer = Renderer::new(out, terminal, terminal_width());
     let mut body = resp.into_body();
-    let mut pending = Vec::new();
+    let mut lines = Lines::default();
     let mut failure = None;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue;
         };
-        pending.extend_from_slice(&data);
-        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=nl).collect();
-            let line = line.trim_ascii();
-            if line.is_empty() {
-                continue;
-            }
-            let msg: Message = serde_json::from_slice(line)?;
+        for msg in lines.push(&data)? {
             if let Err(e) = renderer.message(&msg) {
                 failure.get_or_insert(e);
             }
         }
     }
-    let rest = pending.trim_ascii();
-    if !rest.is_empty() {
-        let msg: Message = serde_json::from_slice(rest)?;
+    if let Some(msg) = lines.finish()? {
         if let Err(e) = renderer.message(&msg) {
             failure.get_or_insert(e);
         }

@@ -4,10 +4,11 @@
 //! exec works the same on each.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use berth_engine::tls::{certificates, read};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::rustls;
@@ -24,12 +25,6 @@ pub enum TransportError {
     Address(String),
     #[error("invalid daemon address {address:?}: {reason}")]
     BadTcp { address: String, reason: String },
-    #[error("could not read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
     #[error("{what} {path}: {reason}")]
     Pem {
         what: &'static str,
@@ -38,6 +33,8 @@ pub enum TransportError {
     },
     #[error("TLS configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Files(#[from] berth_engine::tls::TlsError),
 }
 
 /// A byte stream to the daemon.
@@ -174,36 +171,6 @@ pub struct TlsFiles {
     /// Skip verifying the server's certificate (`--tls` without
     /// `--tlsverify`, a context's skip-tls-verify).
     pub skip_verify: bool,
-}
-
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TransportError> {
-    std::fs::read(path).map_err(|source| TransportError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn certificates(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TransportError> {
-    let pem = read(what, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TransportError::Pem {
-            what,
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TransportError::Pem {
-            what,
-            path: path.to_path_buf(),
-            reason: "holds no certificate".into(),
-        });
-    }
-    Ok(certs)
 }
 
 /// The rustls configuration of a client with these files.

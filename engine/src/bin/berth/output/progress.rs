@@ -10,6 +10,38 @@ use serde::Deserialize;
 
 use super::units;
 
+/// Splits the stream into its messages, one JSON object a line, as the
+/// body's chunks come (a message may span chunks).
+#[derive(Default)]
+pub struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// The whole messages that `data` completes.
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Message>, serde_json::Error> {
+        self.pending.extend_from_slice(data);
+        let mut out = Vec::new();
+        while let Some(nl) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=nl).collect();
+            let line = line.trim_ascii();
+            if !line.is_empty() {
+                out.push(serde_json::from_slice(line)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last message, when the stream did not end with a newline.
+    pub fn finish(self) -> Result<Option<Message>, serde_json::Error> {
+        let rest = self.pending.trim_ascii();
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(rest).map(Some)
+    }
+}
+
 /// One line of the stream.
 #[derive(Debug, Default, Deserialize)]
 pub struct Message {
