@@ -18,8 +18,13 @@ mkdir -p "$tools"
 tmp=$(mktemp -d /tmp/berth-critest-XXXXXX)
 reg_pid='' sup_pid=''
 cleanup() {
-    [ -n "$sup_pid" ] && kill "$sup_pid" 2>/dev/null && wait "$sup_pid" 2>/dev/null
-    [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null
+    # (under set -e a failing last command of an && list would end the
+    # trap here and leave the tree: the killed daemon's status is not 0)
+    for pid in "$sup_pid" "$reg_pid"; do
+        [ -n "$pid" ] || continue
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
