@@ -167,7 +167,8 @@ bench: deps build
 	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord \
 	    BERTH_CTR=$(RELEASE)/berth-ctr COMPOSE=$(VENV)/bin/docker-compose bench/compose.sh
 	BERTHD=$(RELEASE)/berthd BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord bench/build.sh
-	BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord bench/cri.sh
+	$(CARGO) build --release -p berth-client --example cri_pod_bench
+	BERTH_SUPERVISORD=$(RELEASE)/berth-supervisord CRI_POD_BENCH=$(RELEASE)/examples/cri_pod_bench bench/cri.sh
 
 clean:
 	$(CARGO) clean

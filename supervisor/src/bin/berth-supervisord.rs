@@ -68,14 +68,21 @@ struct Args {
 fn main() {
     berth_supervisor::sys::limit_malloc_arenas();
     let args = Args::parse();
-    let level = if args.debug {
+    // --debug is berth's own debug messages; its libraries' (h2's frames,
+    // hyper's connections) would bury them, so those stay at info.
+    let ours = if args.debug {
         tracing::Level::DEBUG
     } else {
         tracing::Level::INFO
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::INFO)
+        .with_target("berth", ours);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     // Beside the gRPC socket by default: supervisors on private sockets
     // (tests, berthd's own) never meet at /run/berth/cri.sock.

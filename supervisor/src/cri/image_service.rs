@@ -199,19 +199,18 @@ impl ImageService for Cri {
         &self,
         _: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        let dir = self.config.snapshots_dir.clone();
-        let walked = dir.clone();
-        let (bytes, inodes) = blocking(move || images::usage(&walked)).await?;
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
+        let sample = self.fs_usage.get().await.map_err(status)?;
         let usage = cri::FilesystemUsage {
-            timestamp,
+            timestamp: sample.timestamp_ns,
             fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: dir.display().to_string(),
+                mountpoint: self.fs_usage.dir().display().to_string(),
             }),
-            used_bytes: Some(cri::UInt64Value { value: bytes }),
-            inodes_used: Some(cri::UInt64Value { value: inodes }),
+            used_bytes: Some(cri::UInt64Value {
+                value: sample.bytes,
+            }),
+            inodes_used: Some(cri::UInt64Value {
+                value: sample.inodes,
+            }),
         };
         Ok(Response::new(cri::ImageFsInfoResponse {
             image_filesystems: vec![usage.clone()],

@@ -15,6 +15,7 @@
 //! See docs/cri.md.
 
 pub mod container;
+mod fs_usage;
 mod grpc;
 mod image_service;
 pub mod images;
@@ -88,6 +89,8 @@ pub struct Cri {
     pub locks: Arc<store::IdLocks>,
     pub config: CriConfig,
     pub streaming: Arc<streaming::service::Streaming>,
+    /// The image filesystem's usage, sampled (ImageFsInfo).
+    pub fs_usage: Arc<fs_usage::FsUsage>,
 }
 
 impl Cri {
@@ -104,6 +107,7 @@ impl Cri {
             events,
             tasks,
             locks: Arc::new(store::IdLocks::default()),
+            fs_usage: fs_usage::FsUsage::new(config.snapshots_dir.clone()),
             config,
             streaming,
         }

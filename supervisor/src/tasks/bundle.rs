@@ -138,6 +138,18 @@ pub fn mount_rootfs(dir: &Path, mounts: &[Mount]) -> Result<(), BundleError> {
     Ok(())
 }
 
+/// The mounts with overlayfs's `volatile` added to a writable overlay
+/// (one with an upper directory); see `CreateOptions::volatile_rootfs`.
+pub fn volatile(mut mounts: Vec<Mount>) -> Vec<Mount> {
+    for m in &mut mounts {
+        let writable = m.options.iter().any(|o| o.starts_with("upperdir="));
+        if m.kind == "overlay" && writable && !m.options.iter().any(|o| o == "volatile") {
+            m.options.push("volatile".to_string());
+        }
+    }
+    mounts
+}
+
 /// Unmounts `<dir>/rootfs` until nothing is mounted there (lazily when
 /// busy). The kernel says when it is not a mount point (EINVAL), whatever
 /// path spelled it.
@@ -180,6 +192,26 @@ pub fn remove(dir: &Path) -> Result<(), BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_writable_overlays_are_made_volatile() {
+        let m = |kind: &str, options: &[&str]| Mount {
+            kind: kind.into(),
+            source: "overlay".into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+        };
+        let got = volatile(vec![m(
+            "overlay",
+            &["lowerdir=/l", "upperdir=/u", "workdir=/w"],
+        )]);
+        assert_eq!(got[0].options.last().map(String::as_str), Some("volatile"));
+        let again = volatile(got.clone());
+        assert_eq!(again[0].options, got[0].options);
+        let ro = volatile(vec![m("overlay", &["lowerdir=/a:/b"])]);
+        assert_eq!(ro[0].options, ["lowerdir=/a:/b"]);
+        let bind = volatile(vec![m("bind", &["ro", "rbind"])]);
+        assert_eq!(bind[0].options, ["ro", "rbind"]);
+    }
 
     #[test]
     fn task_specs_get_a_rootfs_and_a_cgroup() {

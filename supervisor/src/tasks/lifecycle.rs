@@ -87,6 +87,11 @@ impl Tasks {
                 .mounts(&rx, ns, &record.snapshot_key)
                 .map_err(|e| TaskError::Container(e.into()))?
         };
+        let mounts = if opts.volatile_rootfs {
+            bundle::volatile(mounts)
+        } else {
+            mounts
+        };
         let dir2 = dir.clone();
         let bundle_span = trace::span(Layer::Supervisor, "bundle written, rootfs mounted");
         blocking(move || {

@@ -337,6 +337,14 @@ pub struct CreateOptions {
     /// How the log's entries are written: Docker's JSON lines, or the
     /// CRI's text lines for kubelet.
     pub log_format: berth_shim::logfile::LogFormat,
+    /// Mount an overlay root filesystem with overlayfs's `volatile`: no
+    /// syncs. Unmounting a plain overlay syncs its whole upper filesystem
+    /// (the host's, where snapshots live), which costs milliseconds on an
+    /// idle host and much more under writes. For a container whose
+    /// writable layer is never used again after a host crash (the CRI's:
+    /// kubelet never starts an exited container again, it makes a new
+    /// one); never for Docker's, which `docker start` runs again.
+    pub volatile_rootfs: bool,
 }
 
 impl CreateOptions {

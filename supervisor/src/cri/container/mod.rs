@@ -396,19 +396,28 @@ pub async fn start(cri: &Cri, wanted: &str) -> Result<(), CtrError> {
         log_path: rec.log_path.clone(),
         no_log: rec.log_path.is_none(),
         log_format: LogFormat::Cri,
+        volatile_rootfs: true,
         ..Default::default()
     };
+    let t0 = std::time::Instant::now();
     let started = async {
         cri.tasks.create(NAMESPACE, &id, opts).await?;
+        let created = t0.elapsed();
         if let Err(e) = cri.tasks.start(NAMESPACE, &id, None).await {
             let _ = cri.tasks.delete(NAMESPACE, &id).await;
             return Err(CtrError::from(e));
         }
-        Ok(())
+        Ok(created)
     }
     .await;
     match started {
-        Ok(()) => {
+        Ok(created) => {
+            tracing::debug!(
+                container = %id,
+                task_create_ms = created.as_secs_f64() * 1e3,
+                task_started_ms = t0.elapsed().as_secs_f64() * 1e3,
+                "CRI container's task"
+            );
             cri.store
                 .update_container(&id, |r| r.started_at = now_ns())?;
             tracing::info!(container = %id, "CRI container started");
@@ -483,14 +492,19 @@ enum Caller {
     Pod,
 }
 
-/// Stops a container of a pod that is being stopped: SIGKILL, and its
-/// exit recorded as StopContainer records it.
+/// Stops a container of a pod that is being stopped: SIGKILL, its exit
+/// recorded as StopContainer records it, and its task deleted (the
+/// container stays, exited, until it is removed).
 pub(crate) async fn stop_for_pod(cri: &Cri, id: &str) -> Result<(), CtrError> {
     let _lock = cri.locks.lock(id).await;
     let Some(rec) = cri.store.container(id)? else {
         return Ok(());
     };
-    stop_locked(cri, id, &rec, 0, Caller::Pod).await
+    stop_locked(cri, id, &rec, 0, Caller::Pod).await?;
+    match cri.tasks.delete(NAMESPACE, id).await {
+        Ok(_) | Err(TaskError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn stop_locked(

@@ -264,6 +264,7 @@ pub async fn run(
     if !matches!(handler, "" | "berth" | "runc") {
         return Err(SandboxError::UnknownHandler(handler.to_string()));
     }
+    let t0 = std::time::Instant::now();
     let modes = spec::namespace_modes(&config)?;
     spec::check_hostname(&config.hostname)?;
     check_dns(&config)?;
@@ -340,8 +341,10 @@ pub async fn run(
         .await?;
     }
     drop(names_lock);
+    let recorded = t0.elapsed();
     match start(cri, &id, &config, &record, modes, network.as_ref()).await {
         Ok((pid, result)) => {
+            let started = t0.elapsed();
             cri.store.update_sandbox(&id, |r| {
                 r.state = SandboxState::Ready;
                 r.pid = pid;
@@ -349,6 +352,13 @@ pub async fn run(
                     record_result(r, result);
                 }
             })?;
+            tracing::debug!(
+                sandbox = %id,
+                recorded_ms = recorded.as_secs_f64() * 1e3,
+                started_ms = started.as_secs_f64() * 1e3,
+                total_ms = t0.elapsed().as_secs_f64() * 1e3,
+                "pod run's parts"
+            );
             tracing::info!(sandbox = %id, name = %name, pid, "pod sandbox running");
             Ok(id)
         }
@@ -394,6 +404,7 @@ async fn start(
     let (dir, config2) = (record.dir.clone(), config.clone());
     let shm = record.shm.clone();
     let netns = record.network.netns.clone();
+    let t_files = std::time::Instant::now();
     blocking(move || {
         write_pod_files(&dir, &config2, modes)?;
         if let Some(shm) = &shm {
@@ -420,6 +431,7 @@ async fn start(
     let pause = async {
         let opts = CreateOptions {
             no_log: true,
+            volatile_rootfs: true,
             ..Default::default()
         };
         cri.tasks.create(NAMESPACE, id, opts).await?;
@@ -431,6 +443,7 @@ async fn start(
     if let Ok((_, created, started)) = &pause {
         tracing::debug!(
             sandbox = id,
+            files_ms = (t0 - t_files).as_secs_f64() * 1e3,
             cni_add_ms = add_took.as_secs_f64() * 1e3,
             task_create_ms = created.as_secs_f64() * 1e3,
             task_started_ms = started.as_secs_f64() * 1e3,
@@ -517,30 +530,49 @@ async fn teardown(
 ) -> Result<(), SandboxError> {
     // The record as it is now: a run records the network as it attaches it.
     let record = cri.store.sandbox(id)?.unwrap_or_else(|| record.clone());
-    // The processes (the containers all at once, through the containers'
-    // own stop, then the pause) while the network is released: the DEL
-    // works in the pinned namespace, which needs no process in it.
-    let pause = async {
+    // The processes and the network at once: the containers (through
+    // their own stop, each exit recorded and its task deleted, as
+    // containerd deletes a container's task once it exits), the pause (all
+    // are killed with SIGKILL, so none waits for another), and the CNI
+    // DEL, which works in the pinned namespace and needs no process in it.
+    let t0 = std::time::Instant::now();
+    let containers_stop = async {
         let stops = containers.iter().map(|c| container::stop_for_pod(cri, c));
         for stopped in futures_util::future::join_all(stops).await {
             stopped.map_err(Box::new)?;
         }
+        Ok::<_, SandboxError>(t0.elapsed())
+    };
+    let pause_stop = async {
         kill_task(cri, id).await?;
-        delete_task(cri, id).await
+        delete_task(cri, id).await?;
+        Ok::<_, SandboxError>(t0.elapsed())
+    };
+    let pause = async {
+        let (containers_took, pause_took) = tokio::join!(containers_stop, pause_stop);
+        Ok::<_, SandboxError>((containers_took?, pause_took?))
     };
     let network = async {
-        match detach_network(cri, id, &record).await {
+        let detached = match detach_network(cri, id, &record).await {
             Ok(()) => Ok(()),
             Err(e) if del == Del::Lenient => {
                 tracing::warn!(sandbox = id, error = %e, "CNI DEL while undoing a failed run");
                 Ok(())
             }
             Err(e) => Err(e),
-        }
+        };
+        (detached, t0.elapsed())
     };
-    let (paused, detached) = tokio::join!(pause, network);
-    paused?;
+    let (paused, (detached, del_took)) = tokio::join!(pause, network);
+    let (containers_took, pause_took) = paused?;
     detached?;
+    tracing::debug!(
+        sandbox = id,
+        containers_ms = containers_took.as_secs_f64() * 1e3,
+        pause_ms = pause_took.as_secs_f64() * 1e3,
+        cni_del_ms = del_took.as_secs_f64() * 1e3,
+        "pod processes and network released, at once"
+    );
     let netns = record.network.netns.clone();
     let shm = record.shm.clone();
     blocking(move || {
@@ -615,7 +647,9 @@ pub async fn remove(cri: &Cri, wanted: &str) -> Result<(), SandboxError> {
         return Ok(());
     };
     let _lock = cri.locks.lock(&id).await;
+    let t0 = std::time::Instant::now();
     stop_locked(cri, &id).await?;
+    let stop_took = t0.elapsed();
     // The containers at once, through the containers' own removal.
     let ids: Vec<String> = cri
         .store
@@ -623,16 +657,27 @@ pub async fn remove(cri: &Cri, wanted: &str) -> Result<(), SandboxError> {
         .into_iter()
         .map(|(c, _)| c)
         .collect();
-    let removals = ids.iter().map(|c| container::remove_for_pod(cri, c));
-    for removed in futures_util::future::join_all(removals).await {
-        removed.map_err(Box::new)?;
-    }
+    let removals = async {
+        let removals = ids.iter().map(|c| container::remove_for_pod(cri, c));
+        for removed in futures_util::future::join_all(removals).await {
+            removed.map_err(Box::new)?;
+        }
+        Ok::<_, SandboxError>(t0.elapsed())
+    };
     delete_task(cri, &id).await?;
     let Some(record) = cri.store.sandbox(&id)? else {
+        removals.await?;
         remove_container(cri, &id).await?;
         return Ok(());
     };
-    remove_files(cri, &id, &record).await?;
+    // The pod's files beside its containers' removal: neither needs the
+    // other once every process is gone.
+    let files = async {
+        remove_files(cri, &id, &record).await?;
+        Ok::<_, SandboxError>(t0.elapsed())
+    };
+    let (containers_took, files_took) = tokio::join!(removals, files);
+    let (containers_took, files_took) = (containers_took?, files_took?);
     // The pause container and the record in one commit.
     let images = std::sync::Arc::clone(&cri.images);
     let id2 = id.clone();
@@ -651,6 +696,14 @@ pub async fn remove(cri: &Cri, wanted: &str) -> Result<(), SandboxError> {
     })
     .await?;
     stats::forget_sample(&id);
+    tracing::debug!(
+        sandbox = %id,
+        stop_ms = stop_took.as_secs_f64() * 1e3,
+        containers_ms = containers_took.as_secs_f64() * 1e3,
+        files_ms = files_took.as_secs_f64() * 1e3,
+        total_ms = t0.elapsed().as_secs_f64() * 1e3,
+        "pod removal's parts"
+    );
     tracing::info!(sandbox = %id, "pod sandbox removed");
     Ok(())
 }
