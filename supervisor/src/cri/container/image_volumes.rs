@@ -311,25 +311,17 @@ pub async fn ensure(cri: &Cri, id: &str, config: &cri::ContainerConfig) -> Resul
 }
 
 /// Unmounts and removes a container's volumes and their views.
-pub async fn remove(cri: &Cri, id: &str) -> Result<(), CtrError> {
-    let images = Arc::clone(&cri.images);
+pub async fn remove(cri: &Cri, id: &str, config: &cri::ContainerConfig) -> Result<(), CtrError> {
+    let keys: Vec<String> = (0..config.mounts.len())
+        .filter(|i| config.mounts[*i].image.is_some())
+        .map(|i| key(id, i))
+        .collect();
     let dir = dir(cri, id);
-    let prefix = format!("{KEY_PREFIX}{id}/");
+    if keys.is_empty() && !dir.exists() {
+        return Ok(());
+    }
+    let images = Arc::clone(&cri.images);
     blocking(move || {
-        let keys: Vec<String> = {
-            let rx = images.meta.read().map_err(ContainerError::from)?;
-            images
-                .snapshots
-                .list(&rx, NAMESPACE)
-                .map_err(snapshot_err)?
-                .into_iter()
-                .map(|s| s.name)
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        };
-        if keys.is_empty() && !dir.exists() {
-            return Ok(());
-        }
         unmount_dir(&dir)?;
         let tx = images.meta.write().map_err(ContainerError::from)?;
         let mut storage = Vec::new();

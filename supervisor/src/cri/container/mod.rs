@@ -580,7 +580,7 @@ async fn remove_locked(cri: &Cri, id: &str, caller: Caller) -> Result<(), CtrErr
         Ok(_) | Err(TaskError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    image_volumes::remove(cri, id).await?;
+    image_volumes::remove(cri, id, &rec.config(id).unwrap_or_default()).await?;
     // The supervisor container and the CRI's record in one commit.
     let images = Arc::clone(&cri.images);
     let id2 = id.to_string();
