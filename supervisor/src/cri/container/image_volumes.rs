@@ -412,3 +412,58 @@ pub fn sweep(cri: &Cri) {
         undo(&cri.images, &dir(cri, &id), &keys);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(sub: &str) -> cri::Mount {
+        cri::Mount {
+            container_path: "/vol".into(),
+            readonly: true,
+            image: Some(cri::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            image_sub_path: sub.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mounts_are_checked_before_anything_is_made() {
+        check(&mount("")).unwrap();
+        check(&mount("etc/./x")).unwrap();
+        for bad in ["/etc", "../x", "a/../../b"] {
+            let e = check(&mount(bad)).unwrap_err().to_string();
+            assert!(e.contains("must be relative"), "{bad}: {e}");
+        }
+        let mut writable = mount("");
+        writable.readonly = false;
+        let e = check(&writable).unwrap_err().to_string();
+        assert!(e.contains("readonly must be true"), "{e}");
+        let mut both = mount("");
+        both.host_path = "/tmp".into();
+        assert!(check(&both).is_err());
+        let mut unnamed = mount("");
+        unnamed.image = Some(Default::default());
+        assert!(check(&unnamed).is_err());
+    }
+
+    #[test]
+    fn sub_paths_must_exist_and_stay_in_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("etc/inner")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("out")).unwrap();
+        std::os::unix::fs::symlink("etc/inner", root.join("in")).unwrap();
+        let real = fs::canonicalize(&root).unwrap();
+        assert_eq!(sub_path(&root, "").unwrap(), root);
+        assert_eq!(sub_path(&root, "etc").unwrap(), real.join("etc"));
+        assert_eq!(sub_path(&root, "in").unwrap(), real.join("etc/inner"));
+        assert!(sub_path(&root, "missing")
+            .unwrap_err()
+            .contains("does not exist"));
+        assert!(sub_path(&root, "out").unwrap_err().contains("leads out"));
+    }
+}
