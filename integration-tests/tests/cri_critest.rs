@@ -6,10 +6,10 @@
 //! the whole suite in `make compat`.
 //!
 //! The groups here are those that pass on berth and run fast: runtime
-//! info, pod sandboxes, idempotence, containers and security contexts.
+//! info, pod sandboxes, idempotence, containers, security contexts and
+//! image volumes (containerd 1.6 skips those).
 //! Left out: streaming (long), the log reopening test (9 s of waiting;
-//! cri_containers covers it), image volumes (refused by berth, skipped
-//! by containerd 1.6), the metrics specs (critest skips them), and the tests that fail on containerd 1.6 too
+//! cri_containers covers it), the metrics specs (critest skips them), and the tests that fail on containerd 1.6 too
 //! for want of test images this script cannot make offline (the
 //! NamespaceOption tests need `ipcs`, and two of them wait 30 s on an
 //! exec; NoNewPrivs needs the `nonewprivs` image; MaskedPaths masks
@@ -24,8 +24,9 @@ use integration_tests::build_dir;
 use integration_tests::cri::tool;
 use integration_tests::registry::run_with_timeout;
 
-const FOCUS: &str = r"Runtime info|PodSandbox|Idempotence|\[k8s.io\] Container|Security Context";
-const SKIP: &str = r"Streaming|Image Manager|Image Volume|NamespaceOption|NoNewPrivs|MaskedPaths|Metrics|reopening container log";
+const FOCUS: &str =
+    r"Runtime info|PodSandbox|Idempotence|\[k8s.io\] Container|Security Context|Image Volume";
+const SKIP: &str = r"Streaming|Image Manager|NamespaceOption|NoNewPrivs|MaskedPaths|Metrics|reopening container log";
 
 /// The specs expected to pass: "<containers> <leaf>" as ginkgo names them.
 const EXPECTED: &[&str] = &[
@@ -58,6 +59,11 @@ const EXPECTED: &[&str] = &[
     "[k8s.io] Idempotence StopContainer should not return an error if not found",
     "[k8s.io] Idempotence StopPodSandbox should not return an error if already stopped",
     "[k8s.io] Idempotence StopPodSandbox should not return an error if not found",
+    "[k8s.io] Image Volume [Feature:ImageVolume] should correctly mount image and enforce read-only",
+    "[k8s.io] Image Volume [Feature:ImageVolume] should reject Image Volume with Readonly set to false",
+    "[k8s.io] Image Volume [Feature:ImageVolume] should return image digest in ContainerStatus mounts",
+    "[k8s.io] Image Volume [Feature:ImageVolume] subPath should fail when subPath does not exist in the image",
+    "[k8s.io] Image Volume [Feature:ImageVolume] subPath should succeed when using a valid subPath",
     "[k8s.io] PodSandbox runtime should support basic operations on PodSandbox runtime should support preserving PodSandbox attributes [Conformance]",
     "[k8s.io] PodSandbox runtime should support basic operations on PodSandbox runtime should support removing PodSandbox [Conformance]",
     "[k8s.io] PodSandbox runtime should support basic operations on PodSandbox runtime should support running PodSandbox [Conformance]",

@@ -133,6 +133,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let address = cri.config.address.clone();
     tracing::info!(address = %address.display(), namespace = NAMESPACE, "serving the CRI");
+    container::image_volumes::sweep(&cri);
     let (stop_streams, streams_stopped) = tokio::sync::oneshot::channel::<()>();
     let stream_server = Arc::clone(&cri.streaming.server).serve(streams, async {
         let _ = streams_stopped.await;

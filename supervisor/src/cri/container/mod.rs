@@ -13,6 +13,7 @@
 
 pub mod events;
 pub mod host;
+pub mod image_volumes;
 pub mod mounts;
 pub mod seccomp;
 pub mod security;
@@ -139,7 +140,7 @@ fn unique_name(config: &cri::ContainerConfig, pod: &cri::PodSandboxConfig) -> St
 pub async fn create(
     cri: &Cri,
     sandbox_wanted: &str,
-    config: cri::ContainerConfig,
+    mut config: cri::ContainerConfig,
     pod: cri::PodSandboxConfig,
 ) -> Result<String, CtrError> {
     let Some(sandbox_id) = cri.store.resolve(CriTable::Sandboxes, sandbox_wanted)? else {
@@ -201,11 +202,13 @@ pub async fn create(
         _ => None,
     };
     let target_pid = target_pid(cri, &config, &stored_pod).await?;
+    // Undone when a later step fails; the config gets each one's image id.
+    let volumes = image_volumes::prepare(cri, &id, &mut config).await?;
     let spec = {
         let images = Arc::clone(&cri.images);
         let (id, config, sandbox_id, pod, sandbox) = (
             id.clone(),
-            config.clone(),
+            volumes.spec_config(&config),
             sandbox_id.clone(),
             stored_pod.clone(),
             sandbox.clone(),
@@ -273,6 +276,7 @@ pub async fn create(
         })
         .await?;
     }
+    volumes.keep();
     publish(cri, TOPIC_CREATED, &id);
     tracing::info!(container = %id, sandbox = %sandbox_id, name = %name, "CRI container created");
     Ok(id)
@@ -383,6 +387,7 @@ pub async fn start(cri: &Cri, wanted: &str) -> Result<(), CtrError> {
         return Err(CtrError::SandboxNotReady(rec.sandbox_id));
     }
     let config = rec.config(&id)?;
+    image_volumes::ensure(cri, &id, &config).await?;
     if let Some(path) = &rec.log_path {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| CtrError::Io {
@@ -589,6 +594,7 @@ async fn remove_locked(cri: &Cri, id: &str, caller: Caller) -> Result<(), CtrErr
         Ok(_) | Err(TaskError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    image_volumes::remove(cri, id, &rec.config(id).unwrap_or_default()).await?;
     // The supervisor container and the CRI's record in one commit.
     let images = Arc::clone(&cri.images);
     let id2 = id.to_string();

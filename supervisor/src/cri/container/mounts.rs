@@ -38,7 +38,7 @@ fn bind_mount(
     if m.image.is_some() {
         return Err(invalid(
             "mount",
-            format!("image volumes are not supported ({:?})", m.container_path),
+            format!("image volume {:?} was not prepared", m.container_path),
         ));
     }
     if !m.host_path.starts_with('/') {
