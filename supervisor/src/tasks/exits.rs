@@ -57,6 +57,7 @@ impl Tasks {
                     }
                     Ok(Some(ShimEvent::Oom)) => {
                         tracing::info!(namespace = %task.ns, container = %task.id, "oom kill");
+                        task.oom.store(true, Ordering::SeqCst);
                         let attributes =
                             BTreeMap::from([("container_id".to_string(), task.id.clone())]);
                         self.publish(&task.ns, "/tasks/oom", attributes);

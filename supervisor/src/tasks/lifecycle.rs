@@ -125,7 +125,7 @@ impl Tasks {
                 return Err(e);
             }
         };
-        Ok(Task::new(ns, id, dir, socket, pid, terminal))
+        Ok(Task::new(ns, id, dir, socket, pid, terminal, false))
     }
 
     /// Runs the shim, which returns once it serves and has created the

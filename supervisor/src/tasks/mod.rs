@@ -399,6 +399,12 @@ struct Task {
     markers: Arc<MarkerWrites>,
     /// Held while a process starts, so its exit is published after.
     starting: tokio::sync::Mutex<()>,
+    /// The shim reported an OOM kill (before the exit it caused: its
+    /// events come in order).
+    oom: AtomicBool,
+    /// Found again at a supervisor start: an OOM kill reported before
+    /// then is only in the event log.
+    recovered: bool,
 }
 
 impl Task {
@@ -409,6 +415,7 @@ impl Task {
         socket: PathBuf,
         pid: u32,
         terminal: bool,
+        recovered: bool,
     ) -> Arc<Task> {
         let (exit, _) = watch::channel(None);
         Arc::new(Task {
@@ -423,6 +430,8 @@ impl Task {
             deleting: AtomicBool::new(false),
             markers: Arc::default(),
             starting: tokio::sync::Mutex::new(()),
+            oom: AtomicBool::new(false),
+            recovered,
         })
     }
 
@@ -542,6 +551,25 @@ impl Tasks {
 
     fn runtime_root(&self, ns: &str) -> PathBuf {
         self.config.state.join("runtime").join(ns)
+    }
+
+    /// Whether the task's init was killed for memory, once its exit is
+    /// known (waiting up to `within` for it); `None` when this supervisor
+    /// cannot tell: no such task, one found again at start (see the event
+    /// log), or no exit yet.
+    pub async fn oom_killed(
+        &self,
+        ns: &str,
+        id: &str,
+        within: std::time::Duration,
+    ) -> Option<bool> {
+        let task = self.task(ns, id).ok().filter(|t| !t.recovered)?;
+        let mut rx = task.exit.subscribe();
+        tokio::time::timeout(within, rx.wait_for(Option::is_some))
+            .await
+            .ok()?
+            .ok()?;
+        Some(task.oom.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     fn task(&self, ns: &str, id: &str) -> Result<Arc<Task>, TaskError> {

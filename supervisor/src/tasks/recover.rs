@@ -66,7 +66,7 @@ impl Tasks {
             None => StateDir::new(&dir).init_pid().unwrap_or(0).max(0) as u32,
         };
         let terminal = live.as_ref().is_some_and(|s| s.terminal);
-        let task = Task::new(ns, id, dir.clone(), socket, pid, terminal);
+        let task = Task::new(ns, id, dir.clone(), socket, pid, terminal, true);
         match (live, has_container) {
             (Some(_), true) => {
                 tracing::info!(

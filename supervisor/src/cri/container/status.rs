@@ -111,11 +111,17 @@ async fn record_exit_polling(cri: &Cri, id: &str, polls: usize) -> Result<(), Ct
     Ok(())
 }
 
-/// Whether the supervisor's events tell of an OOM kill in the container.
-/// The shim reports an OOM kill before the exit it caused, so for a
-/// process killed by SIGKILL the log is read until that exit is in it
-/// (events are written in order, a moment after they happen).
+/// Whether the container's init was killed for memory. The task knows
+/// (the shim reports an OOM kill before the exit it caused) unless it was
+/// found again at a supervisor start or is gone: then the event log is
+/// read, for a process killed by SIGKILL until its exit is in it (events
+/// are written in order, a moment after they happen). The log holds up to
+/// `events::KEEP` events, so it is read only when the task cannot tell.
 async fn oom_killed(cri: &Cri, id: &str, code: i32, polls: usize) -> bool {
+    let within = std::time::Duration::from_millis(25 * polls as u64);
+    if let Some(oom) = cri.tasks.oom_killed(NAMESPACE, id, within).await {
+        return oom;
+    }
     let about = |e: &crate::events::Event, topic: &str| {
         e.topic == topic
             && e.attributes.get("container_id").map(String::as_str) == Some(id)
