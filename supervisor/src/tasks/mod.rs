@@ -25,6 +25,7 @@
 
 pub mod bundle;
 mod exits;
+pub mod idmap;
 mod lifecycle;
 mod markers;
 mod processes;
@@ -337,6 +338,9 @@ pub struct CreateOptions {
     /// How the log's entries are written: Docker's JSON lines, or the
     /// CRI's text lines for kubelet.
     pub log_format: berth_shim::logfile::LogFormat,
+    /// Id-map the root filesystem's layers to this user namespace (a
+    /// container in a pod's user namespace; see `idmap`).
+    pub rootfs_idmap: Option<idmap::RootfsIdmap>,
 }
 
 impl CreateOptions {

@@ -30,6 +30,7 @@ pub mod service;
 pub mod spec;
 pub mod stats;
 pub mod status;
+mod userns;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -393,7 +394,12 @@ async fn start(
 ) -> Started {
     let (dir, config2) = (record.dir.clone(), config.clone());
     let shm = record.shm.clone();
-    let netns = record.network.netns.clone();
+    // A pod in its own user namespace gets the pause's (see userns.rs).
+    let netns = record
+        .network
+        .netns
+        .clone()
+        .filter(|_| modes.userns.is_none());
     blocking(move || {
         write_pod_files(&dir, &config2, modes)?;
         if let Some(shm) = &shm {
@@ -406,6 +412,9 @@ async fn start(
     })
     .await
     .map_err(|e| (e, None))?;
+    if modes.userns.is_some() {
+        return userns::start(cri, id, config, record, network).await;
+    }
     // How long each part takes, for --debug: what a pod's start costs.
     let t0 = std::time::Instant::now();
     let add = async {
