@@ -558,6 +558,54 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_in_its_own_user_namespace_makes_it_with_its_network() {
+        let mut c = with_options(0, 0, 0);
+        let map = cri::IdMapping {
+            host_id: 100000,
+            container_id: 0,
+            length: 65536,
+        };
+        if let Some(o) = c
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            o.userns_options = Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Pod as i32,
+                uids: vec![map],
+                gids: vec![map],
+            });
+        }
+        let spec = spec_of(&c, &ProcessConfig::default());
+        let namespaces = spec["linux"]["namespaces"].as_array().unwrap();
+        assert_eq!(namespaces[0], json!({"type": "user"}));
+        // Its own network namespace, made with it (pinned afterwards).
+        let net = namespaces.iter().find(|n| n["type"] == "network").unwrap();
+        assert!(net.get("path").is_none(), "{net}");
+        let want = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        assert_eq!(spec["linux"]["uidMappings"], want);
+        assert_eq!(spec["linux"]["gidMappings"], want);
+
+        if let Some(o) = c
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            o.userns_options = Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Target as i32,
+                ..Default::default()
+            });
+        }
+        let e = namespace_modes(&c).unwrap_err();
+        assert!(
+            e.to_string().contains("unsupported user namespace mode"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn run_as_user_and_group_and_sysctls_apply() {
         let mut c = config();
         let mut linux = cri::LinuxPodSandboxConfig::default();
