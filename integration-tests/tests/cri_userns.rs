@@ -121,7 +121,7 @@ fn a_pod_in_its_own_user_namespace_maps_its_ids_and_its_image() {
     let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; \
                   stat -c 'bin %u:%g' /bin/busybox; stat -c 'root %u:%g' /; \
                   hostname; cat /etc/hostname; grep -c 10.88.7.53 /etc/resolv.conf; \
-                  grep -c mapped-host /etc/hosts; \
+                  grep -c 127.0.0.1 /etc/hosts; \
                   touch /created-here && echo created; sleep 300";
     let container = json!({
         "metadata": {"name": "c", "attempt": 0},
