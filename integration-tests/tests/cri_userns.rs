@@ -122,11 +122,20 @@ fn a_pod_in_its_own_user_namespace_maps_its_ids_and_its_image() {
                   stat -c 'bin %u:%g' /bin/busybox; stat -c 'root %u:%g' /; \
                   hostname; cat /etc/hostname; grep -c 10.88.7.53 /etc/resolv.conf; \
                   grep -c 127.0.0.1 /etc/hosts; \
+                  stat -c 'vol %u:%g' /vol/file; \
                   touch /created-here && echo created; sleep 300";
+    // A volume (a host directory of root's) id-mapped as kubelet asks
+    // with the pod's mappings: root's files are root's inside.
+    let vol = sup.dir().join("vol");
+    std::fs::create_dir(&vol).expect("mkdir vol");
+    std::fs::write(vol.join("file"), "x").expect("write vol/file");
+    let maps = json!([{"container_id": 0, "host_id": 100000, "length": 65536}]);
     let container = json!({
         "metadata": {"name": "c", "attempt": 0},
         "image": {"image": IMAGE},
         "command": ["/bin/sh", "-c", script],
+        "mounts": [{"container_path": "/vol", "host_path": vol, "readonly": true,
+                    "uidMappings": maps, "gidMappings": maps}],
         "log_path": "c.log",
         "linux": {"security_context": {"namespace_options": {"userns_options": userns(&[(0, 100000, 65536)])}}}
     });
@@ -159,6 +168,18 @@ fn a_pod_in_its_own_user_namespace_maps_its_ids_and_its_image() {
     assert_eq!(lines[7], ["mapped-host"], "{logs}");
     assert_eq!(lines[8], ["1"], "{logs}");
     assert_eq!(lines[9], ["1"], "{logs}");
+    assert_eq!(
+        lines[10],
+        ["vol", "0:0"],
+        "{logs} {}",
+        sup.crictl_ok(&["inspect", &cid])
+    );
+    // An exec joins the namespace too.
+    let id = sup.crictl_ok(&["exec", "-s", &cid, "cat", "/proc/self/uid_map"]);
+    assert_eq!(
+        id.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
 
     // On the host, the process runs as 100000.
     let inspect: Value =

@@ -250,6 +250,26 @@ fn give_to_root(upper: &Path, (uid, gid): (u32, u32)) -> Result<(), BundleError>
     Ok(())
 }
 
+/// Puts back the mounts' `uidMappings`/`gidMappings` (runtime-spec 1.2;
+/// oci-spec's `Mount` has none) from the caller's spec `given` into its
+/// normalized form `spec`, by index.
+pub fn keep_mount_id_maps(given: &[u8], spec: String) -> Result<String, String> {
+    if !given.windows(9).any(|w| w == b"Mappings\"") {
+        return Ok(spec);
+    }
+    let given: serde_json::Value = serde_json::from_slice(given).map_err(|e| e.to_string())?;
+    let mut out: serde_json::Value = serde_json::from_str(&spec).map_err(|e| e.to_string())?;
+    let mounts = out["mounts"].as_array_mut().into_iter().flatten();
+    for (g, m) in given["mounts"].as_array().into_iter().flatten().zip(mounts) {
+        for key in ["uidMappings", "gidMappings"] {
+            if let Some(v) = g.get(key) {
+                m[key] = v.clone();
+            }
+        }
+    }
+    serde_json::to_string_pretty(&out).map_err(|e| e.to_string())
+}
+
 /// Whether a task's spec puts its process in a user namespace.
 pub fn has_userns(spec: &serde_json::Value) -> bool {
     spec.pointer("/linux/namespaces")
@@ -291,4 +311,49 @@ pub fn open_path_to(root: &Path, dir: &Path) -> Result<(), BundleError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_id_maps_survive_the_specs_normalization() {
+        let given = br#"{"process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"mounts":[
+            {"destination":"/a","type":"bind","source":"/x","options":["rbind"]},
+            {"destination":"/b","type":"bind","source":"/y","options":["rbind"],
+             "uidMappings":[{"containerID":0,"hostID":100000,"size":65536}],
+             "gidMappings":[{"containerID":0,"hostID":100000,"size":65536}]}]}"#;
+        let text = crate::containers::parse_spec(given).unwrap();
+        let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(spec["mounts"][0].get("uidMappings").is_none());
+        assert_eq!(spec["mounts"][1]["uidMappings"][0]["hostID"], 100000);
+        assert_eq!(spec["mounts"][1]["gidMappings"][0]["size"], 65536);
+        assert!(has_userns(
+            &serde_json::json!({"linux": {"namespaces": [{"type": "user"}]}})
+        ));
+        assert!(!has_userns(&spec));
+    }
+
+    #[test]
+    fn the_path_to_a_bundle_gets_the_search_bit() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let dir = root.join("shims/k8s.io/abc");
+        fs::create_dir_all(&dir).unwrap();
+        for p in [tmp.path(), &root, &dir] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        open_path_to(&root, &dir).unwrap();
+        for p in [root.clone(), root.join("shims"), dir.clone()] {
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o711, 0o711, "{} {mode:o}", p.display());
+        }
+        // Nothing outside the state directory is touched.
+        assert_eq!(
+            fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
 }
