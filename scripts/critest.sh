@@ -41,6 +41,9 @@ supervisord=${BERTH_SUPERVISORD:-$repo/target/debug/berth-supervisord}
 # A short tree: a shim's socket under <state>/shims/k8s.io/<64-digit id>/
 # must fit in 107 bytes.
 tmp=$(mktemp -d /tmp/bcXXXXXX)
+# The root of a pod's user namespace must reach the state directory below
+# (the runtime mounts the root filesystem from inside the namespace).
+chmod 711 "$tmp"
 netns=$tmp/netns
 reg_pid='' daemon_pid=''
 # (Background processes are started with nsenter itself, not this

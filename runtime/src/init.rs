@@ -134,6 +134,12 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
     // first: in a new user namespace while we still hold the host's ids
     // (so the cgroup files are ours to write), or before forking into a
     // new pid namespace. See Runtime::spawn.
+    // The OOM score first, as runc's nsexec sets it: once we are root of
+    // a new or joined user namespace our /proc files are no longer ours
+    // to write (they stay the host root's until we exec).
+    if let Some(adj) = cfg.spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        process::set_oom_score_adj(adj)?;
+    }
     let mut joined = false;
     if !cfg.namespaces_made || plan.creates(LinuxNamespaceType::User) {
         join_cgroup(&cfg, chan)?;
@@ -167,9 +173,6 @@ fn init(mut cfg: InitConfig<'_>, chan: &mut Channel) -> Result<Never, InitError>
         .process()
         .as_ref()
         .ok_or_else(|| InitError::Setup("process is missing from the config".into()))?;
-    if let Some(adj) = process.oom_score_adj() {
-        process::set_oom_score_adj(adj)?;
-    }
     let linux = cfg.spec.linux().clone().unwrap_or_default();
     let mounts = cfg.spec.mounts().clone().unwrap_or_default();
     let userns = plan.has(LinuxNamespaceType::User);
@@ -422,6 +425,11 @@ fn join_and_unshare(plan: &Plan, chan: &mut Channel, host_pid: i32) -> Result<i3
         }
         let fd = namespaces::open(path)?;
         namespaces::join(*typ, &fd, path)?;
+        // Root of a joined user namespace (joined first), so that what we
+        // make in it (a tmpfs's directories) has ids it maps.
+        if *typ == LinuxNamespaceType::User {
+            become_namespace_root()?;
+        }
     }
     let flags = plan.new
         - CloneFlags::CLONE_NEWPID

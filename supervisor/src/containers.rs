@@ -471,7 +471,9 @@ pub fn parse_spec(bytes: &[u8]) -> Result<String, ContainerError> {
             "it has no process to run".to_string(),
         ));
     }
-    spec_json(&spec)
+    // The mounts' id mappings, which oci-spec's `Mount` lacks, kept.
+    crate::tasks::idmap::keep_mount_id_maps(bytes, spec_json(&spec)?)
+        .map_err(ContainerError::InvalidSpec)
 }
 
 fn spec_json(spec: &Spec) -> Result<String, ContainerError> {

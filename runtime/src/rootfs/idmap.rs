@@ -130,20 +130,21 @@ fn check_mappings(list: &[LinuxIdMapping]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The detached, id-mapped copies of the config's idmapped mounts, by
-/// mount index.
+/// The detached copies of the config's idmapped mounts (id-mapped), and
+/// of every bind mount of a container in a user namespace, by mount index.
 #[derive(Default)]
 pub struct MountSources {
     trees: Vec<Option<OwnedFd>>,
 }
 
 impl MountSources {
-    /// The id-mapped copy for mount `index`, if it is one.
+    /// The copy for mount `index`, if it has one.
     pub fn get(&self, index: usize) -> Option<BorrowedFd<'_>> {
         self.trees.get(index)?.as_ref().map(|fd| fd.as_fd())
     }
 
-    /// Makes the copies (none, and no work, without idmapped mounts).
+    /// Makes the copies (none, and no work, without idmapped mounts or a
+    /// user namespace).
     pub fn open(spec: &Spec, maps: &[MountIdMaps]) -> Result<MountSources, RootfsError> {
         let mut trees = Vec::new();
         let default_linux;
@@ -154,16 +155,28 @@ impl MountSources {
                 &default_linux
             }
         };
-        let userns_path = linux
+        let userns = linux
             .namespaces()
             .iter()
             .flatten()
-            .find(|n| n.typ() == LinuxNamespaceType::User)
-            .and_then(|n| n.path().clone());
+            .find(|n| n.typ() == LinuxNamespaceType::User);
+        let has_userns = userns.is_some();
+        let userns_path = userns.and_then(|n| n.path().clone());
         for (i, m) in spec.mounts().iter().flatten().enumerate() {
             let given = maps.get(i).filter(|m| m.given());
             let opts = parse_options(m.options().as_deref().unwrap_or(&[]))?;
+            let bind = opts.bind || m.typ().as_deref() == Some("bind");
             if opts.idmap.is_none() && given.is_none() {
+                // In a user namespace, the init may not reach a bind's
+                // source (a directory its root cannot search): as runc
+                // opens mount sources before, we copy the tree here.
+                if has_userns && bind {
+                    let source = m.source().clone().unwrap_or_default();
+                    let tree = sysmount::open_tree_clone(&source, opts.recursive)
+                        .map_err(io("open_tree(OPEN_TREE_CLONE)", &source))?;
+                    trees.resize_with(i + 1, || None);
+                    trees[i] = Some(tree);
+                }
                 continue;
             }
             trees.resize_with(i + 1, || None);
@@ -245,8 +258,12 @@ pub(super) fn attach(
     target: &Path,
     opts: &super::MountOptions,
 ) -> Result<(), RootfsError> {
-    let meta = std::fs::metadata(source).map_err(io("bind mount source", source))?;
-    if meta.is_dir() {
+    // The copy itself says what it is: the source's path may be out of
+    // reach here (see MountSources::open).
+    let meta = nix::sys::stat::fstat(tree)
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        .map_err(io("bind mount source", source))?;
+    if meta.st_mode & libc::S_IFMT == libc::S_IFDIR {
         ensure_dir(target)?;
     } else {
         ensure_file(target)?;

@@ -23,6 +23,7 @@ mod runtime;
 pub mod sandbox;
 pub mod store;
 pub mod streaming;
+pub mod userns;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -124,6 +124,9 @@ impl RuntimeService for Cri {
                 "registryConfigDir": self.config.registry_config_dir,
                 "imageFilesystem": self.config.snapshots_dir,
                 "cgroupDriver": "cgroupfs",
+                // Where containers' root filesystems are mounted (critest
+                // checks its filesystem for id-mapped mounts).
+                "stateDir": self.config.state_dir,
             });
             info.insert("config".to_string(), config.to_string());
         }
@@ -132,7 +135,7 @@ impl RuntimeService for Cri {
                 conditions: conditions(self),
             }),
             info,
-            runtime_handlers: Vec::new(),
+            runtime_handlers: runtime_handlers(),
             features: None,
         }))
     }
@@ -361,4 +364,22 @@ impl RuntimeService for Cri {
         stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream;
         stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream;
     }
+}
+
+/// The runtime handlers RunPodSandbox takes ("" is the default one, the
+/// others its names) and what they support: user namespaces where the
+/// kernel id-maps overlay layers; recursive read-only mounts (the
+/// runtime's `rro`, mount_setattr with AT_RECURSIVE).
+fn runtime_handlers() -> Vec<cri::RuntimeHandler> {
+    let features = cri::RuntimeHandlerFeatures {
+        recursive_read_only_mounts: true,
+        user_namespaces: super::userns::host_supports(),
+    };
+    ["", "berth", "runc"]
+        .into_iter()
+        .map(|name| cri::RuntimeHandler {
+            name: name.to_string(),
+            features: Some(features),
+        })
+        .collect()
 }

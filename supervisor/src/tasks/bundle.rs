@@ -97,12 +97,20 @@ pub fn write(dir: &Path, spec: &Value) -> Result<(), BundleError> {
     filled
 }
 
-/// Mounts the snapshot's mount on `<dir>/rootfs`.
-pub fn mount_rootfs(dir: &Path, mounts: &[Mount]) -> Result<(), BundleError> {
+/// Mounts the snapshot's mount on `<dir>/rootfs`, its layers id-mapped
+/// when `idmap` names a user namespace.
+pub fn mount_rootfs(
+    dir: &Path,
+    mounts: &[Mount],
+    idmap: Option<&super::idmap::RootfsIdmap>,
+) -> Result<(), BundleError> {
     let [m] = mounts else {
         return Err(BundleError::Mounts(mounts.len()));
     };
     let target = dir.join("rootfs");
+    if let Some(idmap) = idmap {
+        return super::idmap::mount_idmapped(m, &target, &dir.join("idmapped-layers"), idmap);
+    }
     let fail = |source| BundleError::Mount {
         kind: m.kind.clone(),
         target: target.clone(),

@@ -93,10 +93,18 @@ impl Tasks {
             mounts
         };
         let dir2 = dir.clone();
+        let idmap = opts.rootfs_idmap.clone();
+        let state = self.config.state.clone();
         let bundle_span = trace::span(Layer::Supervisor, "bundle written, rootfs mounted");
         blocking(move || {
             bundle::write(&dir2, &spec)?;
-            if let Err(e) = bundle::mount_rootfs(&dir2, &mounts) {
+            if super::idmap::has_userns(&spec) {
+                if let Err(e) = super::idmap::open_path_to(&state, &dir2) {
+                    let _ = bundle::remove(&dir2);
+                    return Err(e.into());
+                }
+            }
+            if let Err(e) = bundle::mount_rootfs(&dir2, &mounts, idmap.as_ref()) {
                 let _ = bundle::remove(&dir2);
                 return Err(e.into());
             }

@@ -25,6 +25,7 @@
 
 pub mod bundle;
 mod exits;
+pub mod idmap;
 mod lifecycle;
 mod markers;
 mod processes;
@@ -345,6 +346,9 @@ pub struct CreateOptions {
     /// kubelet never starts an exited container again, it makes a new
     /// one); never for Docker's, which `docker start` runs again.
     pub volatile_rootfs: bool,
+    /// Id-map the root filesystem's layers to this user namespace (a
+    /// container in a pod's user namespace; see `idmap`).
+    pub rootfs_idmap: Option<idmap::RootfsIdmap>,
 }
 
 impl CreateOptions {

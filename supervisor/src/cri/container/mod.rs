@@ -383,9 +383,9 @@ pub async fn start(cri: &Cri, wanted: &str) -> Result<(), CtrError> {
         });
     }
     let sandbox = cri.store.sandbox(&rec.sandbox_id)?;
-    if !sandbox.is_some_and(|s| s.state == SandboxState::Ready && s.pid != 0) {
+    let Some(sandbox) = sandbox.filter(|s| s.state == SandboxState::Ready && s.pid != 0) else {
         return Err(CtrError::SandboxNotReady(rec.sandbox_id));
-    }
+    };
     let config = rec.config(&id)?;
     image_volumes::ensure(cri, &id, &config).await?;
     if let Some(path) = &rec.log_path {
@@ -402,6 +402,7 @@ pub async fn start(cri: &Cri, wanted: &str) -> Result<(), CtrError> {
         no_log: rec.log_path.is_none(),
         log_format: LogFormat::Cri,
         volatile_rootfs: true,
+        rootfs_idmap: super::userns::rootfs_idmap(&sandbox.config(&rec.sandbox_id)?, sandbox.pid),
         ..Default::default()
     };
     let t0 = std::time::Instant::now();

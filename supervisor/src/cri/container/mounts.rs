@@ -87,8 +87,29 @@ fn bind_mount(
         }
         options.push("rro".into());
     }
-    Ok(json!({"destination": m.container_path, "type": "bind",
-              "source": source, "options": options}))
+    let mut mount = json!({"destination": m.container_path, "type": "bind",
+                           "source": source, "options": options});
+    // An id-mapped mount when kubelet asks for one (the runtime makes it
+    // with mount_setattr MOUNT_ATTR_IDMAP), both lists or neither.
+    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        if m.uid_mappings.is_empty() || m.gid_mappings.is_empty() {
+            return Err(invalid(
+                "mount",
+                format!(
+                    "{:?} has uid or gid mappings alone: give both",
+                    m.container_path
+                ),
+            ));
+        }
+        let list = |maps: &[cri::IdMapping]| -> Value {
+            maps.iter()
+                .map(|i| json!({"containerID": i.container_id, "hostID": i.host_id, "size": i.length}))
+                .collect()
+        };
+        mount["uidMappings"] = list(&m.uid_mappings);
+        mount["gidMappings"] = list(&m.gid_mappings);
+    }
+    Ok(mount)
 }
 
 /// The mounts: containerd's defaults (less those the container replaces),

@@ -170,6 +170,9 @@ pub fn build(input: &SpecInput<'_>, host: &dyn Host) -> Result<Value, SpecError>
     linux.insert("resources".into(), Value::Object(res));
     linux.insert("devices".into(), Value::Array(devices));
     linux.insert("namespaces".into(), namespaces(input, &ns, host)?);
+    if let Some(userns) = pod_userns(input, &ns)? {
+        userns.add_to(&mut linux);
+    }
     let sysctls = input
         .sandbox
         .config
@@ -623,18 +626,39 @@ fn namespaces(
             out.push(json!({"type": "pid", "path": of(target, "pid")}));
         }
     }
-    if let Some(user) = &ns.userns_options {
-        if user.mode != Mode::Node as i32 {
-            return Err(SpecError::NamespaceMode {
-                what: "user",
-                mode: user.mode,
-            });
-        }
+    if pod_userns(input, ns)?.is_some() {
+        out.insert(0, json!({"type": "user", "path": of(pid, "user")}));
     }
     if host.cgroup_v2() {
         out.push(json!({"type": "cgroup"}));
     }
     Ok(Value::Array(out))
+}
+
+/// The pod's user namespace the container joins (mode `POD`), or `None`
+/// (the node's). The container's options must name the pod's own: the
+/// same mode and mappings (it cannot leave the pod's namespace, whose
+/// network it shares, nor have other ids in it).
+pub fn pod_userns(
+    input: &SpecInput<'_>,
+    ns: &cri::NamespaceOption,
+) -> Result<Option<crate::cri::userns::PodUserns>, SpecError> {
+    use crate::cri::userns::parse;
+    let pod_options = sandbox_security(input.sandbox.config)
+        .namespace_options
+        .and_then(|o| o.userns_options);
+    let pod = parse(pod_options.as_ref()).map_err(|e| invalid("pod user namespace", e))?;
+    let Some(own) = &ns.userns_options else {
+        return Ok(pod);
+    };
+    let mine = parse(Some(own)).map_err(|e| invalid("user namespace options", e))?;
+    if mine != pod {
+        return Err(invalid(
+            "user namespace options",
+            "they differ from the pod's: a container shares its pod's user namespace",
+        ));
+    }
+    Ok(pod)
 }
 
 #[cfg(test)]

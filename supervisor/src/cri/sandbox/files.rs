@@ -6,7 +6,9 @@ use std::path::Path;
 use berth_proto::cri::v1 as cri;
 
 use super::spec::NamespaceModes;
-use super::{files_err, SandboxError};
+use super::{blocking, files_err, sandbox_dirs, SandboxError};
+use crate::cri::store::SandboxRecord;
+use crate::cri::Cri;
 
 /// The pod's resolv.conf: its DNS config, else the host's.
 pub(super) fn resolv_conf(config: &cri::PodSandboxConfig) -> String {
@@ -99,6 +101,31 @@ pub(super) fn unmount(path: &Path) {
         Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "unmount"),
     }
+}
+
+/// Removes the pod's files and its state directory (shm unmounted).
+pub(super) async fn remove_files(
+    cri: &Cri,
+    id: &str,
+    record: &SandboxRecord,
+) -> Result<(), SandboxError> {
+    let (_, state) = sandbox_dirs(cri, id);
+    let dir = record.dir.clone();
+    let shm = record.shm.clone();
+    blocking(move || {
+        if let Some(shm) = &shm {
+            unmount(shm);
+        }
+        for d in [&dir, &state] {
+            match std::fs::remove_dir_all(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(files_err("remove", d)(e)),
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod service;
 pub mod spec;
 pub mod stats;
 pub mod status;
+mod userns;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ use super::{Cri, NAMESPACE};
 use crate::containers::{self, ContainerError, NewContainer, ProcessConfig};
 use crate::tasks::{CreateOptions, TaskError};
 use cni::CniError;
-use files::{check_dns, mount_shm, unmount, write_pod_files};
+use files::{check_dns, mount_shm, remove_files, unmount, write_pod_files};
 use netns::NetnsError;
 pub use network::cni_plugins;
 use network::{add_network, detach_network, json_of_network, load_network, record_result};
@@ -403,7 +404,12 @@ async fn start(
 ) -> Started {
     let (dir, config2) = (record.dir.clone(), config.clone());
     let shm = record.shm.clone();
-    let netns = record.network.netns.clone();
+    // A pod in its own user namespace gets the pause's (see userns.rs).
+    let netns = record
+        .network
+        .netns
+        .clone()
+        .filter(|_| modes.userns.is_none());
     let t_files = std::time::Instant::now();
     blocking(move || {
         write_pod_files(&dir, &config2, modes)?;
@@ -417,6 +423,9 @@ async fn start(
     })
     .await
     .map_err(|e| (e, None))?;
+    if modes.userns.is_some() {
+        return userns::start(cri, id, config, record, network).await;
+    }
     // How long each part takes, for --debug: what a pod's start costs.
     let t0 = std::time::Instant::now();
     let add = async {
@@ -706,27 +715,6 @@ pub async fn remove(cri: &Cri, wanted: &str) -> Result<(), SandboxError> {
     );
     tracing::info!(sandbox = %id, "pod sandbox removed");
     Ok(())
-}
-
-/// Removes the pod's files and its state directory (shm unmounted).
-async fn remove_files(cri: &Cri, id: &str, record: &SandboxRecord) -> Result<(), SandboxError> {
-    let (_, state) = sandbox_dirs(cri, id);
-    let dir = record.dir.clone();
-    let shm = record.shm.clone();
-    blocking(move || {
-        if let Some(shm) = &shm {
-            unmount(shm);
-        }
-        for d in [&dir, &state] {
-            match std::fs::remove_dir_all(d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(files_err("remove", d)(e)),
-            }
-        }
-        Ok(())
-    })
-    .await
 }
 
 /// Deletes a supervisor container; a missing one is no error.

@@ -15,7 +15,7 @@ use nix::sched::CloneFlags;
 pub enum NetnsError {
     #[error("create {path}: {source}")]
     File { path: PathBuf, source: io::Error },
-    #[error("make a network namespace: {0}")]
+    #[error("make or enter a network namespace: {0}")]
     Unshare(nix::Error),
     #[error("bring up lo in the new network namespace: {0}")]
     Loopback(io::Error),
@@ -30,6 +30,17 @@ pub enum NetnsError {
 /// Makes a new network namespace with `lo` up and pins it on `path` (a
 /// new file). Nothing is left when it fails.
 pub fn create(path: &Path) -> Result<(), NetnsError> {
+    pin_with(path, None)
+}
+
+/// Pins the network namespace of process `pid` (made with it, as a pod
+/// in its own user namespace has) on `path` (a new file), with `lo` up.
+/// Nothing is left when it fails.
+pub fn pin(pid: u32, path: &Path) -> Result<(), NetnsError> {
+    pin_with(path, Some(pid))
+}
+
+fn pin_with(path: &Path, pid: Option<u32>) -> Result<(), NetnsError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| NetnsError::File {
             path: dir.to_path_buf(),
@@ -46,10 +57,18 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
             source,
         })?;
     let target = path.to_path_buf();
-    // A thread of its own enters the new namespace (unshare affects only
-    // the calling thread's network namespace) and ends with it pinned.
+    // A thread of its own enters the namespace (unshare and setns affect
+    // only the calling thread's network namespace) and ends with it pinned.
     let made = std::thread::spawn(move || -> Result<(), NetnsError> {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+        match pid {
+            None => nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?,
+            Some(pid) => {
+                let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
+                    NetnsError::Unshare(nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))
+                })?;
+                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+            }
+        }
         loopback_up().map_err(NetnsError::Loopback)?;
         mount(
             Some("/proc/thread-self/ns/net"),

@@ -32,6 +32,8 @@ pub struct NamespaceModes {
     pub host_network: bool,
     pub host_pid: bool,
     pub host_ipc: bool,
+    /// The pod's own user namespace (`userns_options` mode `POD`).
+    pub userns: Option<crate::cri::userns::PodUserns>,
 }
 
 fn mode(what: &'static str, value: i32) -> Result<cri::NamespaceMode, SpecError> {
@@ -61,19 +63,19 @@ pub fn namespace_modes(config: &cri::PodSandboxConfig) -> Result<NamespaceModes,
             ));
         }
     }
-    if let Some(userns) = &options.userns_options {
-        let m = mode("user namespace mode", userns.mode)?;
-        if m == cri::NamespaceMode::Pod {
-            return Err(invalid(
-                "namespace options",
-                "user namespaces for pods are not supported",
-            ));
-        }
+    let userns = crate::cri::userns::parse(options.userns_options.as_ref())
+        .map_err(|e| invalid("user namespace options", e))?;
+    if userns.is_some() && !crate::cri::userns::host_supports() {
+        return Err(invalid(
+            "user namespace options",
+            "this kernel cannot id-map the layers of an overlay (Linux 5.19 or later is needed)",
+        ));
     }
     Ok(NamespaceModes {
         host_network: network == cri::NamespaceMode::Node,
         host_pid: pid == cri::NamespaceMode::Node,
         host_ipc: ipc == cri::NamespaceMode::Node,
+        userns,
     })
 }
 
@@ -296,7 +298,18 @@ pub fn pause_spec(p: &PauseSpec<'_>) -> Result<Value, SpecError> {
     if !p.modes.host_network {
         namespaces.push(json!({"type": "uts"}));
     }
-    if let Some(netns) = p.netns {
+    if let Some(userns) = &p.modes.userns {
+        // The pod's user namespace; its network namespace is made with it
+        // (and pinned by the CRI once the pause exists), so that it is
+        // the pod's own: sysfs, net sysctls and CAP_NET_ADMIN work in it.
+        namespaces.insert(0, json!({"type": "user"}));
+        if !p.modes.host_network {
+            namespaces.push(json!({"type": "network"}));
+        }
+        if let Some(linux) = spec["linux"].as_object_mut() {
+            userns.add_to(linux);
+        }
+    } else if let Some(netns) = p.netns {
         namespaces.push(json!({"type": "network", "path": netns.display().to_string()}));
     }
     if crate::tasks::host_cgroup_version() == 2 {
@@ -541,6 +554,54 @@ mod tests {
         assert_eq!(
             namespace_modes(&with_options(0, container, 0)).unwrap(),
             NamespaceModes::default()
+        );
+    }
+
+    #[test]
+    fn a_pod_in_its_own_user_namespace_makes_it_with_its_network() {
+        let mut c = with_options(0, 0, 0);
+        let map = cri::IdMapping {
+            host_id: 100000,
+            container_id: 0,
+            length: 65536,
+        };
+        if let Some(o) = c
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            o.userns_options = Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Pod as i32,
+                uids: vec![map],
+                gids: vec![map],
+            });
+        }
+        let spec = spec_of(&c, &ProcessConfig::default());
+        let namespaces = spec["linux"]["namespaces"].as_array().unwrap();
+        assert_eq!(namespaces[0], json!({"type": "user"}));
+        // Its own network namespace, made with it (pinned afterwards).
+        let net = namespaces.iter().find(|n| n["type"] == "network").unwrap();
+        assert!(net.get("path").is_none(), "{net}");
+        let want = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        assert_eq!(spec["linux"]["uidMappings"], want);
+        assert_eq!(spec["linux"]["gidMappings"], want);
+
+        if let Some(o) = c
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            o.userns_options = Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Target as i32,
+                ..Default::default()
+            });
+        }
+        let e = namespace_modes(&c).unwrap_err();
+        assert!(
+            e.to_string().contains("unsupported user namespace mode"),
+            "{e}"
         );
     }
 
