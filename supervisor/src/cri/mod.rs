@@ -18,6 +18,7 @@ pub mod container;
 mod grpc;
 mod image_service;
 pub mod images;
+pub mod metrics;
 mod runtime;
 pub mod sandbox;
 pub mod store;
