@@ -9,7 +9,7 @@
 //! info, pod sandboxes, idempotence, containers and security contexts.
 //! Left out: streaming (long), the log reopening test (9 s of waiting;
 //! cri_containers covers it), image volumes (refused by berth, skipped
-//! by containerd 1.6), the metrics specs (critest skips them), and the tests that fail on containerd 1.6 too
+//! by containerd 1.6), and the tests that fail on containerd 1.6 too
 //! for want of test images this script cannot make offline (the
 //! NamespaceOption tests need `ipcs`, and two of them wait 30 s on an
 //! exec; NoNewPrivs needs the `nonewprivs` image; MaskedPaths masks
@@ -25,7 +25,7 @@ use integration_tests::cri::tool;
 use integration_tests::registry::run_with_timeout;
 
 const FOCUS: &str = r"Runtime info|PodSandbox|Idempotence|\[k8s.io\] Container|Security Context";
-const SKIP: &str = r"Streaming|Image Manager|Image Volume|NamespaceOption|NoNewPrivs|MaskedPaths|Metrics|reopening container log";
+const SKIP: &str = r"Streaming|Image Manager|Image Volume|NamespaceOption|NoNewPrivs|MaskedPaths|reopening container log";
 
 /// The specs expected to pass: "<containers> <leaf>" as ginkgo names them.
 const EXPECTED: &[&str] = &[
@@ -62,6 +62,8 @@ const EXPECTED: &[&str] = &[
     "[k8s.io] PodSandbox runtime should support basic operations on PodSandbox runtime should support removing PodSandbox [Conformance]",
     "[k8s.io] PodSandbox runtime should support basic operations on PodSandbox runtime should support running PodSandbox [Conformance]",
     "[k8s.io] PodSandbox runtime should support basic operations on PodSandbox runtime should support stopping PodSandbox [Conformance]",
+    "[k8s.io] PodSandbox runtime should support metrics operations runtime should support listing pod sandbox metrics [Conformance]",
+    "[k8s.io] PodSandbox runtime should support metrics operations runtime should support returning metrics descriptors [Conformance]",
     "[k8s.io] PodSandbox runtime should support sysctls should support safe sysctls",
     "[k8s.io] PodSandbox runtime should support sysctls should support unsafe sysctls",
     "[k8s.io] Runtime info runtime should support returning runtime info runtime should return runtime conditions [Conformance]",
