@@ -53,9 +53,16 @@ stop_daemon() {
         daemon_pid=''
     fi
 }
+# critest's HostIpc tests make 1 MiB shared memory segments on the host
+# (`ipcmk -M 1048576`) and leave them: the cleanup removes those that
+# were not there before and that nothing has attached.
+shm_before=" $(ipcs -m | awk '$1 ~ /^0x/ {print $2}' | tr '\n' ' ') "
 cleanup() {
     set +e
     stop_daemon
+    ipcs -m | awk '$1 ~ /^0x/ && $5 == 1048576 && $6 == 0 {print $2}' | while read -r id; do
+        case "$shm_before" in *" $id "*) ;; *) ipcrm -m "$id" ;; esac
+    done
     if [ -n "$reg_pid" ]; then
         kill -9 "$reg_pid" 2>/dev/null
         wait "$reg_pid" 2>/dev/null
@@ -95,12 +102,20 @@ add_layer() { # tag dir -> the image "empty" with the dir as one layer, as tag
     tar -C "$2" --owner=0 --group=0 --numeric-owner -cf "$tmp/$1.tar" .
     umoci raw add-layer --image "$layout:empty" --tag "$1" "$tmp/$1.tar"
 }
-# busybox, applets as links, the accounts critest's security tests use.
+# busybox, applets as hard links as in the real image (MaskedPaths masks
+# /bin/ls, which must not mask busybox itself), the accounts critest's
+# security tests use.
 bb=$tmp/busybox
 mkdir -p "$bb/bin" "$bb/etc" "$bb/tmp" "$bb/var/www" "$bb/root"
 cp /bin/busybox "$bb/bin/busybox"
 for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -sf busybox "$bb/bin/$applet"
+    [ "$applet" = busybox ] || ln -f "$bb/bin/busybox" "$bb/bin/$applet"
+done
+# Debian's busybox has no ipcs (the HostIpc tests run `ipcs -m`):
+# util-linux's, with the libraries it loads.
+for f in /usr/bin/ipcs $(ldd /usr/bin/ipcs | awk '/\// {print $(NF-1)}'); do
+    mkdir -p "$bb$(dirname "$f")"
+    cp -L "$f" "$bb$f"
 done
 chmod 1777 "$bb/tmp"
 cat >"$bb/etc/passwd" <<EOF
@@ -147,6 +162,17 @@ config uid --config.user 1002
 config username --config.user www-data
 config uid-group --config.user 1003:1003
 config username-group --config.user www-data:www-data
+# critest's nonewprivs:1.3 (Kubernetes' test/images/nonewprivs): a
+# set-user-ID root program printing its effective uid, run as user 1000.
+nnp=$tmp/nnp
+mkdir -p "$nnp/usr/local/bin"
+printf '#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf("Effective uid: %%d\\n", geteuid()); return 0; }\n' >"$tmp/nnp.c"
+gcc -static -O2 -o "$nnp/usr/local/bin/nnp" "$tmp/nnp.c"
+chmod 4755 "$nnp/usr/local/bin/nnp"
+tar -C "$nnp" --owner=0 --group=0 --numeric-owner -cf "$tmp/nnp.tar" .
+umoci raw add-layer --image "$layout:busybox" --tag nnp0 "$tmp/nnp.tar"
+umoci config --image "$layout:nnp0" --tag nonewprivs --config.user 1000 \
+    --config.entrypoint /usr/local/bin/nnp --clear=config.cmd >/dev/null
 # berth's pause, for containerd's sandbox_image.
 pause_bin=$(ls -t "$repo"/target/debug/build/berth-supervisor-*/out/berth-pause 2>/dev/null | head -n1)
 [ -n "$pause_bin" ] || { echo "critest.sh: berth-pause not built: cargo build -p berth-supervisor" >&2; exit 1; }
@@ -170,6 +196,7 @@ in_push uid "$cri/test-image-user-uid:latest"
 in_push username "$cri/test-image-user-username:latest"
 in_push uid-group "$cri/test-image-user-uid-group:latest"
 in_push username-group "$cri/test-image-user-username-group:latest"
+in_push nonewprivs e2e-test-images/nonewprivs:1.3
 in_push bb library/busybox:latest
 in_push bb library/busybox:1.28
 cat >"$tmp/images.yaml" <<EOF
