@@ -150,7 +150,16 @@ umoci config --image "$layout:busybox0" --tag busybox \
     --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin >/dev/null
 config() { tag=$1; shift; umoci config --image "$layout:busybox" --tag "$tag" "$@"; }
 config bb --config.cmd sh
-config web --config.cmd httpd --config.cmd -f --config.cmd -p --config.cmd 80 --config.cmd -h --config.cmd /var/www
+# critest's nginx:1.14-2: the HostPID and ContainerPID tests read
+# /var/run/nginx.pid and look for "master process" in its command line;
+# scripts/critest/nginx.c writes the one and shows the other, with
+# busybox's httpd on 80 as its worker.
+web=$tmp/web
+mkdir -p "$web/usr/sbin" "$web/var/run"
+gcc -static -O2 -o "$web/usr/sbin/nginx" "$repo/scripts/critest/nginx.c"
+tar -C "$web" --owner=0 --group=0 --numeric-owner -cf "$tmp/web.tar" .
+umoci raw add-layer --image "$layout:busybox" --tag web0 "$tmp/web.tar"
+umoci config --image "$layout:web0" --tag web --config.cmd nginx --config.cmd -g --config.cmd 'daemon off;' >/dev/null
 # critest's httpd:2.4.39-4 (Multiple Containers): on 80, printing the line
 # its log test looks for.
 config httpd --config.cmd sh --config.cmd -c --config.cmd 'echo httpd -D FOREGROUND; exec httpd -f -p 80 -h /var/www'
