@@ -12,8 +12,10 @@
 # makes (the registry, both daemons, their CNI bridge and rules, critest
 # itself): nothing touches the host's network, and nothing leaves the
 # machine. The images critest pulls are made here (busybox-static with its
-# applets as links; a web server answering on port 80 in place of nginx;
-# berth's pause for containerd; the Image Manager group's images as
+# applets as hard links and util-linux's ipcs; an nginx stand-in,
+# scripts/critest/nginx.c, with busybox's httpd on port 80; nonewprivs, a
+# set-user-ID program printing its effective uid; berth's pause for
+# containerd; the Image Manager group's images as
 # scripts/critest-images.sh makes them), pushed to a local docker-registry
 # that hosts.toml files name as mirror and server of registry.k8s.io,
 # k8s.gcr.io, gcr.io and docker.io. containerd gets its own root, state and
@@ -21,8 +23,9 @@
 # same conflist (its own host-local directory) and
 # restrict_oom_score_adj = true (this VM lacks CAP_SYS_RESOURCE).
 #
-# Needs root, docker-registry, umoci, skopeo, busybox-static, containerd,
-# runc, containernetworking-plugins, and the debug build
+# Needs root, docker-registry, umoci, skopeo, busybox-static, util-linux,
+# gcc (static glibc), containerd, runc, containernetworking-plugins, and
+# the debug build
 # (cargo build --workspace --bins; $BERTH_SUPERVISORD names another).
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
