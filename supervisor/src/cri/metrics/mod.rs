@@ -246,10 +246,10 @@ fn fs_samples(dir: &Path, usage: Option<u64>) -> Vec<Sample> {
         push("container_fs_usage_bytes", bytes);
     }
     if let Ok(fs) = nix::sys::statvfs::statvfs(dir) {
-        let frsize = fs.fragment_size() as u64;
-        push("container_fs_limit_bytes", fs.blocks() as u64 * frsize);
-        push("container_fs_inodes_total", fs.files() as u64);
-        push("container_fs_inodes_free", fs.files_free() as u64);
+        let frsize = fs.fragment_size();
+        push("container_fs_limit_bytes", fs.blocks() * frsize);
+        push("container_fs_inodes_total", fs.files());
+        push("container_fs_inodes_free", fs.files_free());
     }
     out
 }
