@@ -12,8 +12,10 @@
 # makes (the registry, both daemons, their CNI bridge and rules, critest
 # itself): nothing touches the host's network, and nothing leaves the
 # machine. The images critest pulls are made here (busybox-static with its
-# applets as links; a web server answering on port 80 in place of nginx;
-# berth's pause for containerd; the Image Manager group's images as
+# applets as hard links and util-linux's ipcs; an nginx stand-in,
+# scripts/critest/nginx.c, with busybox's httpd on port 80; nonewprivs, a
+# set-user-ID program printing its effective uid; berth's pause for
+# containerd; the Image Manager group's images as
 # scripts/critest-images.sh makes them), pushed to a local docker-registry
 # that hosts.toml files name as mirror and server of registry.k8s.io,
 # k8s.gcr.io, gcr.io and docker.io. containerd gets its own root, state and
@@ -21,8 +23,9 @@
 # same conflist (its own host-local directory) and
 # restrict_oom_score_adj = true (this VM lacks CAP_SYS_RESOURCE).
 #
-# Needs root, docker-registry, umoci, skopeo, busybox-static, containerd,
-# runc, containernetworking-plugins, and the debug build
+# Needs root, docker-registry, umoci, skopeo, busybox-static, util-linux,
+# gcc (static glibc), containerd, runc, containernetworking-plugins, and
+# the debug build
 # (cargo build --workspace --bins; $BERTH_SUPERVISORD names another).
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,9 +59,16 @@ stop_daemon() {
         daemon_pid=''
     fi
 }
+# critest's HostIpc tests make 1 MiB shared memory segments on the host
+# (`ipcmk -M 1048576`) and leave them: the cleanup removes those that
+# were not there before and that nothing has attached.
+shm_before=" $(ipcs -m | awk '$1 ~ /^0x/ {print $2}' | tr '\n' ' ') "
 cleanup() {
     set +e
     stop_daemon
+    ipcs -m | awk '$1 ~ /^0x/ && $5 == 1048576 && $6 == 0 {print $2}' | while read -r id; do
+        case "$shm_before" in *" $id "*) ;; *) ipcrm -m "$id" ;; esac
+    done
     if [ -n "$reg_pid" ]; then
         kill -9 "$reg_pid" 2>/dev/null
         wait "$reg_pid" 2>/dev/null
@@ -98,12 +108,20 @@ add_layer() { # tag dir -> the image "empty" with the dir as one layer, as tag
     tar -C "$2" --owner=0 --group=0 --numeric-owner -cf "$tmp/$1.tar" .
     umoci raw add-layer --image "$layout:empty" --tag "$1" "$tmp/$1.tar"
 }
-# busybox, applets as links, the accounts critest's security tests use.
+# busybox, applets as hard links as in the real image (MaskedPaths masks
+# /bin/ls, which must not mask busybox itself), the accounts critest's
+# security tests use.
 bb=$tmp/busybox
 mkdir -p "$bb/bin" "$bb/etc" "$bb/tmp" "$bb/var/www" "$bb/root"
 cp /bin/busybox "$bb/bin/busybox"
 for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -sf busybox "$bb/bin/$applet"
+    [ "$applet" = busybox ] || ln -f "$bb/bin/busybox" "$bb/bin/$applet"
+done
+# Debian's busybox has no ipcs (the HostIpc tests run `ipcs -m`):
+# util-linux's, with the libraries it loads.
+for f in /usr/bin/ipcs $(ldd /usr/bin/ipcs | awk '/\// {print $(NF-1)}'); do
+    mkdir -p "$bb$(dirname "$f")"
+    cp -L "$f" "$bb$f"
 done
 chmod 1777 "$bb/tmp"
 cat >"$bb/etc/passwd" <<EOF
@@ -138,7 +156,16 @@ umoci config --image "$layout:busybox0" --tag busybox \
     --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin >/dev/null
 config() { tag=$1; shift; umoci config --image "$layout:busybox" --tag "$tag" "$@"; }
 config bb --config.cmd sh
-config web --config.cmd httpd --config.cmd -f --config.cmd -p --config.cmd 80 --config.cmd -h --config.cmd /var/www
+# critest's nginx:1.14-2: the HostPID and ContainerPID tests read
+# /var/run/nginx.pid and look for "master process" in its command line;
+# scripts/critest/nginx.c writes the one and shows the other, with
+# busybox's httpd on 80 as its worker.
+web=$tmp/web
+mkdir -p "$web/usr/sbin" "$web/var/run"
+gcc -static -O2 -o "$web/usr/sbin/nginx" "$repo/scripts/critest/nginx.c"
+tar -C "$web" --owner=0 --group=0 --numeric-owner -cf "$tmp/web.tar" .
+umoci raw add-layer --image "$layout:busybox" --tag web0 "$tmp/web.tar"
+umoci config --image "$layout:web0" --tag web --config.cmd nginx --config.cmd -g --config.cmd 'daemon off;' >/dev/null
 # critest's httpd:2.4.39-4 (Multiple Containers): on 80, printing the line
 # its log test looks for.
 config httpd --config.cmd sh --config.cmd -c --config.cmd 'echo httpd -D FOREGROUND; exec httpd -f -p 80 -h /var/www'
@@ -150,6 +177,17 @@ config uid --config.user 1002
 config username --config.user www-data
 config uid-group --config.user 1003:1003
 config username-group --config.user www-data:www-data
+# critest's nonewprivs:1.3 (Kubernetes' test/images/nonewprivs): a
+# set-user-ID root program printing its effective uid, run as user 1000.
+nnp=$tmp/nnp
+mkdir -p "$nnp/usr/local/bin"
+printf '#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf("Effective uid: %%d\\n", geteuid()); return 0; }\n' >"$tmp/nnp.c"
+gcc -static -O2 -o "$nnp/usr/local/bin/nnp" "$tmp/nnp.c"
+chmod 4755 "$nnp/usr/local/bin/nnp"
+tar -C "$nnp" --owner=0 --group=0 --numeric-owner -cf "$tmp/nnp.tar" .
+umoci raw add-layer --image "$layout:busybox" --tag nnp0 "$tmp/nnp.tar"
+umoci config --image "$layout:nnp0" --tag nonewprivs --config.user 1000 \
+    --config.entrypoint /usr/local/bin/nnp --clear=config.cmd >/dev/null
 # berth's pause, for containerd's sandbox_image.
 pause_bin=$(ls -t "$repo"/target/debug/build/berth-supervisor-*/out/berth-pause 2>/dev/null | head -n1)
 [ -n "$pause_bin" ] || { echo "critest.sh: berth-pause not built: cargo build -p berth-supervisor" >&2; exit 1; }
@@ -173,6 +211,7 @@ in_push uid "$cri/test-image-user-uid:latest"
 in_push username "$cri/test-image-user-username:latest"
 in_push uid-group "$cri/test-image-user-uid-group:latest"
 in_push username-group "$cri/test-image-user-username-group:latest"
+in_push nonewprivs e2e-test-images/nonewprivs:1.3
 in_push bb library/busybox:latest
 in_push bb library/busybox:1.28
 cat >"$tmp/images.yaml" <<EOF

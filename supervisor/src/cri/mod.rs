@@ -19,6 +19,7 @@ mod fs_usage;
 mod grpc;
 mod image_service;
 pub mod images;
+pub mod metrics;
 mod runtime;
 pub mod sandbox;
 pub mod store;

@@ -1,7 +1,8 @@
 //! The CRI RuntimeService: Version, Status and RuntimeConfig answer here;
 //! the pod sandbox calls are one line each into `sandbox::service`, the
 //! container calls into `container::service`, the streaming ones
-//! (ExecSync, Exec, Attach, PortForward) into `streaming::service`; what
+//! (ExecSync, Exec, Attach, PortForward) into `streaming::service`, the
+//! metrics ones into `metrics`; what
 //! is not built yet answers `Unimplemented`, naming the call.
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use berth_proto::cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::streaming::service as streaming;
-use super::{container, sandbox, CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
+use super::{container, metrics, sandbox, CallStream, Cri, API_VERSION, NAMESPACE, RUNTIME_NAME};
 
 /// The status a call the CRI does not implement yet answers.
 fn not_yet(call: &str) -> Status {
@@ -347,13 +348,29 @@ impl RuntimeService for Cri {
             .map(Response::new)
     }
 
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: metrics::descriptors(),
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: metrics::list(self).await?,
+        }))
+    }
+
     not_yet! {
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;
         restore_pod(RestorePodRequest) -> RestorePodResponse;
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
         update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse;
     }
 

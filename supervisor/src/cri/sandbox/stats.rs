@@ -86,9 +86,13 @@ pub fn read_cgroup(root: &Path, cgroup: &str, version: u32) -> CgroupUsage {
 pub struct InterfaceCounters {
     pub name: String,
     pub rx_bytes: u64,
+    pub rx_packets: u64,
     pub rx_errors: u64,
+    pub rx_dropped: u64,
     pub tx_bytes: u64,
+    pub tx_packets: u64,
     pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// Every interface but `lo` in a `/proc/net/dev` text.
@@ -102,12 +106,16 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceCounters> {
                 .split_whitespace()
                 .filter_map(|v| v.parse().ok())
                 .collect();
-            (name != "lo" && f.len() >= 11).then(|| InterfaceCounters {
+            (name != "lo" && f.len() >= 12).then(|| InterfaceCounters {
                 name: name.to_string(),
                 rx_bytes: f[0],
+                rx_packets: f[1],
                 rx_errors: f[2],
+                rx_dropped: f[3],
                 tx_bytes: f[8],
+                tx_packets: f[9],
                 tx_errors: f[10],
+                tx_dropped: f[11],
             })
         })
         .collect()
@@ -303,9 +311,13 @@ eth0:    2048      10    1    0    0     0          0         0     4096      20
             vec![InterfaceCounters {
                 name: "eth0".into(),
                 rx_bytes: 2048,
+                rx_packets: 10,
                 rx_errors: 1,
+                rx_dropped: 0,
                 tx_bytes: 4096,
+                tx_packets: 20,
                 tx_errors: 2,
+                tx_dropped: 0,
             }]
         );
     }
