@@ -336,6 +336,27 @@ impl PodSupervisor {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Imports the test busybox (the layered image of the image set) into
+    /// the CRI's namespace as `name`, with berth-ctr: the daemon's network
+    /// namespace reaches no registry.
+    pub fn import_busybox(&self, name: &str) {
+        let archive = self.dir().join("busybox.tar");
+        crate::images::docker_archive(&crate::images::image_set().layered_ref(), &archive, name);
+        let out = Command::new(crate::supervisor::ctr_binary())
+            .arg("--address")
+            .arg(self.socket())
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(&archive)
+            .env("DOCKER_CONFIG", self.dir().join("no-docker-config"))
+            .output()
+            .expect("run berth-ctr");
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The last lines of the daemon's log.
     pub fn log_tail(&self) -> String {
         let log = self.log();

@@ -8,14 +8,12 @@
 //! fixture fails a test that leaves mounts, network namespaces, veths,
 //! leases or cgroups behind.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_proto::cri::v1 as cri;
 use berth_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
 use integration_tests::cri::{PodOptions, PodSupervisor};
-use integration_tests::images;
-use integration_tests::supervisor::{ctr_binary, runtime};
+use integration_tests::supervisor::runtime;
 use serde_json::{json, Value};
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
@@ -23,21 +21,7 @@ const IMAGE: &str = "docker.io/library/busybox:latest";
 /// A daemon with the busybox image imported as [`IMAGE`].
 fn start() -> ((), PodSupervisor) {
     let sup = PodSupervisor::start(PodOptions::default());
-    let archive = sup.dir().join("busybox.tar");
-    images::docker_archive(&images::image_set().layered_ref(), &archive, IMAGE);
-    let out = Command::new(ctr_binary())
-        .arg("--address")
-        .arg(sup.socket())
-        .args(["-n", "k8s.io", "images", "import"])
-        .arg(&archive)
-        .env("DOCKER_CONFIG", sup.dir().join("no-docker-config"))
-        .output()
-        .expect("run berth-ctr");
-    assert!(
-        out.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sup.import_busybox(IMAGE);
     let images = sup.crictl_ok(&["images", "-o", "json"]);
     assert!(images.contains(IMAGE), "{images}");
     ((), sup)

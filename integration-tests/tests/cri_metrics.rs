@@ -6,14 +6,12 @@
 //! (the fixture's). The busybox image is imported as in cri_containers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_proto::cri::v1 as cri;
 use berth_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
 use integration_tests::cri::{PodOptions, PodSupervisor};
-use integration_tests::images;
-use integration_tests::supervisor::{ctr_binary, runtime};
+use integration_tests::supervisor::runtime;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
@@ -47,21 +45,7 @@ const WANTED: &[&str] = &[
 
 fn start() -> PodSupervisor {
     let sup = PodSupervisor::start(PodOptions::default());
-    let archive = sup.dir().join("busybox.tar");
-    images::docker_archive(&images::image_set().layered_ref(), &archive, IMAGE);
-    let out = Command::new(ctr_binary())
-        .arg("--address")
-        .arg(sup.socket())
-        .args(["-n", "k8s.io", "images", "import"])
-        .arg(&archive)
-        .env("DOCKER_CONFIG", sup.dir().join("no-docker-config"))
-        .output()
-        .expect("run berth-ctr");
-    assert!(
-        out.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sup.import_busybox(IMAGE);
     sup
 }
 

@@ -562,25 +562,9 @@ fn crictl_exec_attach_and_port_forward() {
 #[test]
 fn crictl_streams_into_pod_containers() {
     use integration_tests::cri::{PodOptions, PodSupervisor};
-    use integration_tests::images;
-    use integration_tests::supervisor::ctr_binary;
     const IMAGE: &str = "docker.io/library/busybox:latest";
     let sup = PodSupervisor::start(PodOptions::default());
-    let archive = sup.dir().join("busybox.tar");
-    images::docker_archive(&images::image_set().layered_ref(), &archive, IMAGE);
-    let out = Command::new(ctr_binary())
-        .arg("--address")
-        .arg(sup.socket())
-        .args(["-n", NS, "images", "import"])
-        .arg(&archive)
-        .env("DOCKER_CONFIG", sup.dir().join("no-docker-config"))
-        .output()
-        .expect("run berth-ctr");
-    assert!(
-        out.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sup.import_busybox(IMAGE);
     let write = |name: &str, v: serde_json::Value| {
         let path = sup.dir().join(name);
         std::fs::write(&path, v.to_string()).expect("write config");

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::cri::sandbox::stats::read_keyed;
+
 /// One value of a metric: the values of its descriptor's extra label
 /// keys (after the base ones), and the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,18 +38,6 @@ fn read(path: &Path) -> Option<String> {
 
 fn read_u64(path: &Path) -> Option<u64> {
     read(path)?.trim().parse().ok()
-}
-
-/// `key value` lines (memory.stat, cpu.stat, cpuacct.stat, memory.events).
-fn read_keyed(path: &Path) -> HashMap<String, u64> {
-    read(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
 }
 
 /// A limit as cadvisor shows it: 0 for "no limit" (`max`, or v1's huge

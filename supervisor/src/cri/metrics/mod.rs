@@ -16,7 +16,6 @@ use berth_proto::cri::v1 as cri;
 use tonic::Status;
 
 use super::container::spec::cgroups_path;
-use super::container::status as container_status;
 use super::sandbox::stats::parse_net_dev;
 use super::sandbox::status::{self as sandbox_status, SandboxView};
 use super::{Cri, NAMESPACE};
@@ -268,21 +267,6 @@ struct PodInput {
     containers: Vec<ContainerInput>,
 }
 
-/// The pod's cgroup: the parent kubelet gave it, else the pause's own.
-fn pod_cgroup(view: &SandboxView) -> String {
-    let parent = view
-        .config
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.clone())
-        .unwrap_or_default();
-    if parent.is_empty() {
-        view.record.cgroup.clone()
-    } else {
-        parent
-    }
-}
-
 fn secs(ns: i64) -> u64 {
     u64::try_from(ns / 1_000_000_000).unwrap_or(0)
 }
@@ -306,7 +290,7 @@ fn measure(cri: &Cri, pods: Vec<PodInput>) -> Vec<cri::PodSandboxMetrics> {
             namespace: meta.namespace.clone(),
             pod: meta.name.clone(),
         };
-        let path = pod_cgroup(view);
+        let path = crate::cri::sandbox::stats::scope(view);
         let mut samples = cgroup::samples(
             &CgroupDir {
                 root,
@@ -385,18 +369,9 @@ pub async fn list(cri: &Cri) -> Result<Vec<cri::PodSandboxMetrics>, Status> {
         .map_err(|e| Status::internal(format!("listing pod sandboxes: {e}")))?;
     let mut pods = Vec::new();
     for view in views.into_iter().filter(|v| v.ready) {
-        let running = container_status::list(
-            cri,
-            Some(cri::ContainerFilter {
-                pod_sandbox_id: view.id.clone(),
-                state: Some(cri::ContainerStateValue {
-                    state: cri::ContainerState::ContainerRunning as i32,
-                }),
-                ..Default::default()
-            }),
-        )
-        .await
-        .map_err(|e| Status::internal(format!("listing containers: {e}")))?;
+        let running = crate::cri::sandbox::stats::running_containers(cri, &view.id)
+            .await
+            .map_err(|e| Status::internal(format!("listing containers: {e}")))?;
         let containers = running
             .into_iter()
             .map(|c| {

@@ -33,8 +33,9 @@ fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// `key value` lines (memory.stat, cpu.stat).
-fn read_keyed(path: &Path) -> HashMap<String, u64> {
+/// `key value` lines (memory.stat, cpu.stat, cpuacct.stat, memory.events);
+/// an unreadable file has none.
+pub(crate) fn read_keyed(path: &Path) -> HashMap<String, u64> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -150,8 +151,9 @@ pub fn forget_sample(id: &str) {
         .remove(id);
 }
 
-/// The cgroup a pod's stats are read from.
-fn scope(view: &SandboxView) -> String {
+/// The cgroup a pod's stats are read from: the parent kubelet gave it,
+/// else the pause's own.
+pub(crate) fn scope(view: &SandboxView) -> String {
     let parent = view
         .config
         .linux
@@ -165,21 +167,28 @@ fn scope(view: &SandboxView) -> String {
     }
 }
 
+/// The pod's running containers.
+pub(crate) async fn running_containers(
+    cri: &Cri,
+    pod: &str,
+) -> Result<Vec<cri::Container>, CtrError> {
+    container_status::list(
+        cri,
+        Some(cri::ContainerFilter {
+            pod_sandbox_id: pod.to_string(),
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        }),
+    )
+    .await
+}
+
 /// A pod's stats with those of its running containers.
 async fn stats_of(cri: &Cri, view: &SandboxView) -> Result<cri::PodSandboxStats, SandboxError> {
     let containers = if view.ready {
-        let running = container_status::list(
-            cri,
-            Some(cri::ContainerFilter {
-                pod_sandbox_id: view.id.clone(),
-                state: Some(cri::ContainerStateValue {
-                    state: cri::ContainerState::ContainerRunning as i32,
-                }),
-                ..Default::default()
-            }),
-        )
-        .await
-        .map_err(Box::new)?;
+        let running = running_containers(cri, &view.id).await.map_err(Box::new)?;
         let mut out = Vec::with_capacity(running.len());
         for c in running {
             match container_status::stats(cri, &c.id).await {
