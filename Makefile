@@ -52,7 +52,7 @@ endif
 
 CARGO ?= cargo
 APT_PACKAGES := busybox-static umoci skopeo jq iptables runc crun hyperfine strace \
-                iproute2 util-linux gcc containerd docker.io \
+                iproute2 util-linux gcc libc6-dev containerd docker.io \
                 qemu-system-x86 linux-image-amd64 cpio \
                 docker-registry apache2-utils openssl zstd debootstrap iperf3 curl xz-utils bzip2 \
                 docker-compose systemd containernetworking-plugins buildah
