@@ -134,14 +134,33 @@ pub fn mount_rootfs(
         }
     } else {
         let data = m.options.join(",");
-        mount(
+        let mounted = mount(
             Some(m.source.as_str()),
             &target,
             Some(m.kind.as_str()),
             MsFlags::empty(),
             Some(data.as_str()),
-        )
-        .map_err(fail)?;
+        );
+        match mounted {
+            // A kernel before 5.10 has no `volatile`: a plain overlay then.
+            Err(nix::Error::EINVAL) if m.options.iter().any(|o| o == "volatile") => {
+                let plain: Vec<&str> = m
+                    .options
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|o| *o != "volatile")
+                    .collect();
+                mount(
+                    Some(m.source.as_str()),
+                    &target,
+                    Some(m.kind.as_str()),
+                    MsFlags::empty(),
+                    Some(plain.join(",").as_str()),
+                )
+                .map_err(fail)?;
+            }
+            other => other.map_err(fail)?,
+        }
     }
     Ok(())
 }
