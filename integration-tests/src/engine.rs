@@ -402,6 +402,47 @@ impl Berthd {
         cmd
     }
 
+    /// The berth CLI with this daemon (through `DOCKER_HOST`, as docker
+    /// is pointed): exit code, stdout, stderr.
+    pub fn berth(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(berth_binary())
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.dir().join("docker-config"))
+            .env_remove("BERTH_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .output()
+            .unwrap_or_else(|e| panic!("run berth {args:?}: {e}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Waits (up to 10 s) until the daemon's namespace has no veth and no
+    /// user bridge left (both go in the background after their removal
+    /// answered); the `ip -br link` seen last.
+    pub fn links_once_gone(&self) -> String {
+        let links = || {
+            let out = self
+                .in_netns("ip")
+                .args(["-br", "link"])
+                .output()
+                .expect("ip link");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = links();
+            let left = now.contains("veth") || now.contains("br-");
+            if !left || std::time::Instant::now() >= deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// One HTTP request on the API socket: status and body; `None` when the
     /// socket does not answer.
     pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Option<(u16, Vec<u8>)> {

@@ -27,6 +27,24 @@ fn start() -> ((), PodSupervisor) {
     ((), sup)
 }
 
+/// The super options of the overlay mounted on a task's bundle rootfs.
+fn rootfs_options(sup: &PodSupervisor, task: &str) -> String {
+    let suffix = format!("/{task}/rootfs");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mountinfo
+        .lines()
+        .find(|l| {
+            l.split(' ').nth(4).is_some_and(|m| {
+                m.starts_with(&sup.dir().display().to_string()) && m.ends_with(&suffix)
+            })
+        })
+        .and_then(|l| l.split(" - ").nth(1))
+        .filter(|fs| fs.starts_with("overlay "))
+        .and_then(|fs| fs.split(' ').nth(2))
+        .unwrap_or_else(|| panic!("no overlay on {task}'s rootfs:\n{mountinfo}"))
+        .to_string()
+}
+
 fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -112,6 +130,16 @@ fn crictl_creates_starts_inspects_logs_updates_stops_and_removes() {
     assert_eq!(c["podSandboxId"], pod_id.as_str());
     assert_eq!(c["labels"]["app"], "app");
     assert_eq!(c["metadata"]["name"], "app");
+    // The pause's and the container's root filesystems are volatile
+    // overlays: their unmounts sync nothing.
+    for task in [&pod_id, &id] {
+        let options = rootfs_options(&sup, task);
+        // Shown as `volatile`, or `fsync=volatile` by newer kernels.
+        let volatile = options
+            .split(',')
+            .any(|o| o == "volatile" || o == "fsync=volatile");
+        assert!(volatile, "{task}: {options}");
+    }
 
     let inspect = json_of(&sup.crictl_ok(&["inspect", "-o", "json", &id]));
     let status = &inspect["status"];

@@ -275,17 +275,7 @@ fn walk_the_app(d: &Berthd, program: PathBuf, project: &'static str) {
     );
     // Veths go with their namespaces and bridges after their removal
     // answered, both in the background.
-    let links = || {
-        let out = d.in_netns("ip").args(["-br", "link"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while (links().contains("veth") || links().contains("br-"))
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let links = links();
+    let links = d.links_once_gone();
     assert!(
         !links.contains("veth") && !links.contains("br-"),
         "no veth or bridge of the app left:\n{links}"

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use integration_tests::engine::{berth_binary, Berthd};
+use integration_tests::engine::Berthd;
 use integration_tests::{host_processes, pid_alive, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -603,21 +603,6 @@ fn health_probes_resume_after_a_daemon_restart() {
     d.docker(&["rm", "-f", "probed"]).ok();
 }
 
-/// `berth ARGS` against `d`: exit code, stdout, stderr.
-fn berth(d: &Berthd, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(berth_binary())
-        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
-        .env_remove("BERTH_HOST")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run berth {args:?}: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn berth_health_flags_send_what_the_docker_cli_sends() {
     let d = Berthd::start();
@@ -642,7 +627,7 @@ fn berth_health_flags_send_what_the_docker_cli_sends() {
     let mut args = vec!["create", "--name", "by-berth"];
     args.extend(flags);
     args.push("busybox");
-    let (code, _, err) = berth(&d, &args);
+    let (code, _, err) = d.berth(&args);
     assert_eq!(code, 0, "{err}");
     let format = "{{json .Config.Healthcheck}}";
     assert_eq!(
@@ -659,50 +644,41 @@ fn berth_health_flags_send_what_the_docker_cli_sends() {
         "busybox",
     ])
     .ok();
-    let (code, _, err) = berth(
-        &d,
-        &[
-            "create",
-            "--name",
-            "some-berth",
-            "--health-cmd",
-            "true",
-            "busybox",
-        ],
-    );
+    let (code, _, err) = d.berth(&[
+        "create",
+        "--name",
+        "some-berth",
+        "--health-cmd",
+        "true",
+        "busybox",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         inspect(&d, format, "some-berth"),
         inspect(&d, format, "some-docker")
     );
-    let (code, _, err) = berth(&d, &["create", "--no-healthcheck", "busybox"]);
+    let (code, _, err) = d.berth(&["create", "--no-healthcheck", "busybox"]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = berth(
-        &d,
-        &[
-            "create",
-            "--health-interval",
-            "-1s",
-            "--health-cmd",
-            "true",
-            "busybox",
-        ],
-    );
+    let (code, _, err) = d.berth(&[
+        "create",
+        "--health-interval",
+        "-1s",
+        "--health-cmd",
+        "true",
+        "busybox",
+    ]);
     assert_ne!(code, 0);
     assert!(
         err.contains("--health-interval cannot be negative"),
         "{err}"
     );
-    let (code, _, err) = berth(
-        &d,
-        &[
-            "create",
-            "--no-healthcheck",
-            "--health-cmd",
-            "true",
-            "busybox",
-        ],
-    );
+    let (code, _, err) = d.berth(&[
+        "create",
+        "--no-healthcheck",
+        "--health-cmd",
+        "true",
+        "busybox",
+    ]);
     assert_ne!(code, 0);
     assert!(
         err.contains("--no-healthcheck conflicts with --health-* options"),

@@ -878,27 +878,10 @@ fn published_ports_and_names_survive_kill_9() {
     assert_eq!(veths_settled(&d, 0), 0, "{}", links(&d));
 }
 
-/// `berth` with this daemon.
-fn berth(d: &Berthd, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(integration_tests::engine::berth_binary())
-        .args(args)
-        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
-        .output()
-        .expect("run berth");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn berth_network_commands_answer_as_docker() {
     let d = start();
-    let (code, id, err) = berth(
-        &d,
-        &["network", "create", "--subnet", "10.66.0.0/24", "cli"],
-    );
+    let (code, id, err) = d.berth(&["network", "create", "--subnet", "10.66.0.0/24", "cli"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(id.trim().len(), 64);
     for args in [
@@ -922,7 +905,7 @@ fn berth_network_commands_answer_as_docker() {
         ],
     ] {
         let want = d.docker(args).ok().stdout;
-        let (code, got, err) = berth(&d, args);
+        let (code, got, err) = d.berth(args);
         assert_eq!((code, got), (0, want), "berth {args:?}: {err}");
     }
     d.docker(&[
@@ -941,19 +924,16 @@ fn berth_network_commands_answer_as_docker() {
     .ok();
     for args in [&["port", "served"][..], &["port", "served", "80"]] {
         let want = d.docker(args).ok().stdout;
-        let (code, got, err) = berth(&d, args);
+        let (code, got, err) = d.berth(args);
         assert_eq!((code, got), (0, want), "berth {args:?}: {err}");
     }
-    let (code, _, err) = berth(
-        &d,
-        &["network", "connect", "--alias", "srv", "bridge", "served"],
-    );
+    let (code, _, err) = d.berth(&["network", "connect", "--alias", "srv", "bridge", "served"]);
     assert_ne!(code, 0);
     assert!(err.contains("network-scoped alias"), "{err}");
-    let (code, _, err) = berth(&d, &["network", "rm", "cli"]);
+    let (code, _, err) = d.berth(&["network", "rm", "cli"]);
     assert_eq!(code, 1);
     assert!(err.contains("has active endpoints"), "{err}");
     d.docker(&["rm", "-f", "served"]).ok();
-    let (code, out, err) = berth(&d, &["network", "rm", "cli"]);
+    let (code, out, err) = d.berth(&["network", "rm", "cli"]);
     assert_eq!((code, out.trim()), (0, "cli"), "{err}");
 }

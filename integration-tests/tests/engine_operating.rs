@@ -147,9 +147,19 @@ fn cli_input(
     }
 }
 
-#[test]
-fn mutual_tls_with_the_docker_cli() {
-    require_root();
+/// A berthd serving mutual TLS on a loopback port, its CA (which signed
+/// its certificate and a client's, in `client_dir`), another CA, and the
+/// directory the certificates live in.
+struct TlsDaemon {
+    certs: tempfile::TempDir,
+    ca: Ca,
+    other_ca: Ca,
+    client_dir: PathBuf,
+    host: String,
+    d: Berthd,
+}
+
+fn tls_daemon() -> TlsDaemon {
     let certs = tempfile::tempdir().expect("test set-up");
     let ca = Ca::new("berth test CA");
     let other_ca = Ca::new("another CA");
@@ -175,6 +185,27 @@ fn mutual_tls_with_the_docker_cli() {
         "--tlskey",
         &server_dir.join("key.pem").to_string_lossy(),
     ]);
+    TlsDaemon {
+        certs,
+        ca,
+        other_ca,
+        client_dir,
+        host,
+        d,
+    }
+}
+
+#[test]
+fn mutual_tls_with_the_docker_cli() {
+    require_root();
+    let TlsDaemon {
+        certs,
+        ca,
+        other_ca,
+        client_dir,
+        host,
+        d,
+    } = tls_daemon();
     // The flags, as a user types them.
     let flags: Vec<String> = vec![
         "--tlsverify".into(),
@@ -285,31 +316,14 @@ fn mutual_tls_with_the_docker_cli() {
 #[test]
 fn berth_over_mutual_tls_with_flags_environment_and_a_shared_context() {
     require_root();
-    let certs = tempfile::tempdir().expect("test set-up");
-    let ca = Ca::new("berth test CA");
-    let other_ca = Ca::new("another CA");
-    let server = ca.sign(&["localhost", "127.0.0.1"], true, false);
-    let server_dir = write_cert_dir(&certs.path().join("server"), &ca.pem, &server);
-    let client_dir = write_cert_dir(
-        &certs.path().join("client"),
-        &ca.pem,
-        &ca.sign(&["client"], false, false),
-    );
-    let port = free_port();
-    let host = format!("tcp://127.0.0.1:{port}");
-    let d = Berthd::start_with_args(&[
-        "--bridge",
-        "none",
-        "-H",
-        &host,
-        "--tlsverify",
-        "--tlscacert",
-        &server_dir.join("ca.pem").to_string_lossy(),
-        "--tlscert",
-        &server_dir.join("cert.pem").to_string_lossy(),
-        "--tlskey",
-        &server_dir.join("key.pem").to_string_lossy(),
-    ]);
+    let TlsDaemon {
+        certs,
+        ca: _,
+        other_ca,
+        client_dir,
+        host,
+        d,
+    } = tls_daemon();
     let file = |dir: &Path, f: &str| dir.join(f).to_string_lossy().into_owned();
     // The flags, as a user types them.
     let flags: Vec<String> = vec![

@@ -10,22 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use berth_client::trace::{decode, Layer, Span};
-use integration_tests::engine::{berth_binary, Berthd};
-
-/// `berth ARGS` against `d`: exit code, stdout, stderr.
-fn berth(d: &Berthd, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(berth_binary())
-        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
-        .env_remove("BERTH_HOST")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run berth {args:?}: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use integration_tests::engine::Berthd;
 
 /// One row of the printed trace.
 #[derive(Debug)]
@@ -105,7 +90,7 @@ fn find<'a>(rows: &'a [Row], layer: &str, phase: &str) -> (usize, &'a Row) {
 #[test]
 fn berth_run_trace_prints_every_layer_nested_within_the_total() {
     let d = Berthd::start();
-    let (code, stdout, stderr) = berth(&d, &["run", "--rm", "--trace", "busybox", "echo", "hi"]);
+    let (code, stdout, stderr) = d.berth(&["run", "--rm", "--trace", "busybox", "echo", "hi"]);
     assert_eq!(code, 0, "berth run --trace: {stderr}");
     assert_eq!(stdout, "hi\n", "the container's output is untouched");
     let rows = parse_table(&stderr);
@@ -234,7 +219,7 @@ fn berth_run_trace_prints_every_layer_nested_within_the_total() {
         "{stderr}"
     );
     // Without --trace: nothing on stderr.
-    let (code, stdout, stderr) = berth(&d, &["run", "--rm", "busybox", "echo", "hi"]);
+    let (code, stdout, stderr) = d.berth(&["run", "--rm", "busybox", "echo", "hi"]);
     assert_eq!((code, stdout.as_str(), stderr.as_str()), (0, "hi\n", ""));
 }
 

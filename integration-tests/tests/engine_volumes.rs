@@ -574,20 +574,6 @@ fn bad_input_makes_nothing() {
     assert_eq!(code, 400);
 }
 
-/// The berth CLI against the same daemon: output as docker's.
-fn berth(d: &Berthd, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(integration_tests::build_binary("BERTH_CLI", "berth"))
-        .args(args)
-        .env("BERTH_HOST", format!("unix://{}", d.socket().display()))
-        .output()
-        .expect("run berth");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn volume_events_and_the_berth_cli() {
     let d = Berthd::start();
@@ -634,18 +620,15 @@ fn volume_events_and_the_berth_cli() {
     // berth volume: the same answers as docker's.
     d.docker(&["volume", "create", "--label", "k=v", "one"])
         .ok();
-    let (code, stdout, _) = berth(
-        &d,
-        &[
-            "volume",
-            "create",
-            "-o",
-            "type=tmpfs",
-            "-o",
-            "device=tmpfs",
-            "two",
-        ],
-    );
+    let (code, stdout, _) = d.berth(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "two",
+    ]);
     assert_eq!((code, stdout.as_str()), (0, "two\n"));
     for args in [
         &["volume", "ls"][..],
@@ -660,22 +643,22 @@ fn volume_events_and_the_berth_cli() {
         &["volume", "inspect", "-f", "{{.Name}} {{.Options}}", "two"],
     ] {
         let docker = d.docker(args).ok();
-        let (code, stdout, stderr) = berth(&d, args);
+        let (code, stdout, stderr) = d.berth(args);
         assert_eq!(code, 0, "berth {args:?}: {stderr}");
         assert_eq!(stdout, docker.stdout, "berth {args:?}");
     }
-    let (code, _, stderr) = berth(&d, &["volume", "rm", "nosuch"]);
+    let (code, _, stderr) = d.berth(&["volume", "rm", "nosuch"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("get nosuch: no such volume"), "{stderr}");
-    let (code, _, stderr) = berth(&d, &["volume", "create", "-o", "bogus=1", "three"]);
+    let (code, _, stderr) = d.berth(&["volume", "create", "-o", "bogus=1", "three"]);
     assert_eq!(code, 1);
     assert!(
         stderr.contains("create three: invalid option: \"bogus\""),
         "{stderr}"
     );
-    let (code, stdout, _) = berth(&d, &["volume", "rm", "one", "two"]);
+    let (code, stdout, _) = d.berth(&["volume", "rm", "one", "two"]);
     assert_eq!((code, stdout.as_str()), (0, "one\ntwo\n"));
-    let (code, stdout, _) = berth(&d, &["volume", "prune", "-f", "--all"]);
+    let (code, stdout, _) = d.berth(&["volume", "prune", "-f", "--all"]);
     assert_eq!((code, stdout.as_str()), (0, "Total reclaimed space: 0B\n"));
 
     // Before API 1.42 prune takes named volumes too.
