@@ -607,13 +607,25 @@ fn ps_images_inspect_logs_exec_compare_with_docker_with(daemon: Daemon) {
         "--format",
         "{{.Names}} {{.State}}",
     ]);
-    cli.same(&[
+    // The status ages ("Up Less than a second", "Up 1 second") can change
+    // between the two commands: tried again then.
+    let filter = format!("name={name}");
+    let args = [
         "ps",
         "--filter",
-        &format!("name={name}"),
+        &filter,
         "--format",
         "{{.ID}}: {{.Status}}",
-    ]);
+    ];
+    let mut tries = 0;
+    let (d, b) = loop {
+        let (d, b) = cli.both(&args);
+        tries += 1;
+        if tries == 3 || d.stdout == b.stdout {
+            break (d, b);
+        }
+    };
+    assert_same(&args, &d, &b);
     // The default table: the same header, columns where docker puts them.
     // The widths follow the ages ("Less than a second ago", "1 second
     // ago"), which can change between the two commands: tried again then.

@@ -524,7 +524,6 @@ pub fn read_pid_file(path: &Path) -> io::Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
 
@@ -532,8 +531,21 @@ mod tests {
     /// (`--root R --log L --log-format json COMMAND ...`).
     fn fake_runtime(dir: &Path, body: &str) -> RuntimeCli {
         let path = dir.join("fake-runtime");
-        fs::write(&path, format!("#!/bin/sh\nlog=\"$4\"; shift 6\n{body}\n")).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        // Written by a child: a file this process held open for writing
+        // could be inherited by another test thread's fork and make our
+        // exec of it fail with ETXTBSY.
+        let script = format!("#!/bin/sh\nlog=\"$4\"; shift 6\n{body}\n");
+        let written = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"",
+                "sh",
+            ])
+            .arg(&script)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(written.success(), "write {}", path.display());
         RuntimeCli::new(path, dir.join("root"), dir.join("runtime.log"))
     }
 
